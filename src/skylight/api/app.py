@@ -1,0 +1,47 @@
+"""The ASGI application: routes, error mapping, and the control plane's lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from starlette.responses import Response
+
+from skylight.api import errors
+from skylight.api.routes import instances, me, projects, sim, sleds
+from skylight.config import Settings
+from skylight.controlplane import ControlPlane
+from skylight.ids import new_id
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        cp = ControlPlane(settings)
+        await cp.start()
+        app.state.cp = cp
+        try:
+            yield
+        finally:
+            await cp.stop()
+
+    app = FastAPI(
+        title="Skylight",
+        version="0.1.0",
+        description="A rack control plane that never lets an instance fail in the dark.",
+        lifespan=lifespan,
+    )
+
+    @app.middleware("http")
+    async def _request_id(request: Request, call_next):  # type: ignore[no-untyped-def]
+        request.state.request_id = new_id()
+        response: Response = await call_next(request)
+        response.headers["x-request-id"] = request.state.request_id
+        return response
+
+    errors.install(app)
+    for module in (projects, instances, sleds, sim, me):
+        app.include_router(module.router)
+    app.add_middleware(errors.BodyLimit, limit=settings.max_body_bytes)
+    return app

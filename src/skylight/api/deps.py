@@ -1,0 +1,50 @@
+"""What every handler needs from a request: the control plane, the caller, selectors."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import Request
+
+from skylight.api.models import check_name
+from skylight.controlplane import ControlPlane
+from skylight.errors import InvalidRequest
+from skylight.events.kinds import user_actor
+from skylight.ids import parse_uuid
+
+# Until identity lands there is one user, the rack's operator-and-user.
+USER_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "skylight:user:privileged"))
+SILO_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "skylight:silo:default"))
+
+
+def cp(request: Request) -> ControlPlane:
+    return request.app.state.cp  # type: ignore[no-any-return]
+
+
+def actor() -> dict[str, Any]:
+    return user_actor(USER_ID)
+
+
+def selector(value: str | None, what: str) -> str | None:
+    """A ``NameOrId`` from the path or query: a UUID, or a valid name."""
+    if value is None:
+        return None
+    if parse_uuid(value) is not None:
+        return value.lower()
+    try:
+        return check_name(value)
+    except ValueError as exc:
+        raise InvalidRequest(f"{what}: {exc}") from None
+
+
+def required(value: str | None, what: str) -> str:
+    sel = selector(value, what)
+    if sel is None:
+        raise InvalidRequest(f"{what} must be specified")
+    return sel
+
+
+def wants_async(request: Request) -> bool:
+    prefer = request.headers.get("prefer", "")
+    return any(p.strip().lower() == "respond-async" for p in prefer.split(","))

@@ -1,0 +1,128 @@
+"""The one place that turns errors into HTTP: an Oxide ``Error`` body with a request id."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from skylight.errors import OperationFailed, SkylightError
+from skylight.events.reasons import redact
+from skylight.ids import new_id
+
+log = logging.getLogger(__name__)
+
+STATUS: dict[str, int] = {
+    "ObjectNotFound": 404,
+    "ObjectAlreadyExists": 400,
+    "InvalidRequest": 400,
+    "InvalidValue": 400,
+    "Conflict": 409,
+    "InsufficientCapacity": 507,
+    "ServiceUnavailable": 503,
+    "Internal": 500,
+    "PayloadTooLarge": 413,
+    "MethodNotAllowed": 405,
+}
+
+
+def request_id(request: Request) -> str:
+    rid = getattr(request.state, "request_id", None)
+    if rid is None:
+        rid = new_id()
+        request.state.request_id = rid
+    return str(rid)
+
+
+def error_response(
+    request: Request, error_code: str | None, message: str, status: int, **extra: Any
+) -> JSONResponse:
+    body = {"request_id": request_id(request), "error_code": error_code, "message": message}
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return JSONResponse(body, status_code=status, headers={"x-request-id": body["request_id"]})
+
+
+def _describe(errors: list[Any]) -> str:
+    parts = []
+    for err in errors[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body",)) or "body"
+        if err.get("type") == "json_invalid":
+            return f"unable to parse JSON body: {err.get('ctx', {}).get('error', 'invalid JSON')}"
+        if err.get("type") == "missing" and loc == "body":
+            return "a JSON body is required"
+        msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}")
+    return "invalid request: " + "; ".join(parts)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(SkylightError)
+    async def _domain(request: Request, exc: SkylightError) -> JSONResponse:
+        reason = None
+        if isinstance(exc, OperationFailed):
+            operator = request.url.path.startswith("/v1/system")
+            reason = redact(exc.reason, operator=operator)
+        status = STATUS.get(exc.error_code, 500)
+        return error_response(request, exc.error_code, exc.message, status, reason=reason)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(request, "InvalidRequest", _describe(list(exc.errors())), 400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "ObjectNotFound", 405: "MethodNotAllowed", 413: "PayloadTooLarge"}.get(
+            exc.status_code, "InvalidRequest"
+        )
+        message = str(exc.detail) if exc.status_code != 404 else "route not found"
+        return error_response(request, code, message, exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return error_response(request, "Internal", "Internal Server Error", 500)
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes before anything reads them."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await self._refuse(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise StarletteHTTPException(413, self._message())
+            return message
+
+        await self.app(scope, limited, send)
+
+    def _message(self) -> str:
+        return f"request body exceeded maximum size of {self.limit} bytes"
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = JSONResponse(
+            {"request_id": new_id(), "error_code": "PayloadTooLarge", "message": self._message()},
+            status_code=413,
+        )
+        await response(scope, receive, send)

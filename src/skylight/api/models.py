@@ -1,0 +1,301 @@
+"""Pydantic models of the API: Oxide's shapes, plus Skylight's additions."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+
+from skylight.ids import parse_uuid
+
+_NAME = re.compile(r"^[a-z]([a-zA-Z0-9-]*[a-zA-Z0-9]+)?$")
+_HOSTNAME = re.compile(
+    r"^([a-zA-Z0-9]+[a-zA-Z0-9\-]*(?<!-))(\.[a-zA-Z0-9]+[a-zA-Z0-9\-]*(?<!-))*$"
+)
+NAME_PATTERN = (
+    r"^(?![0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$)"
+    r"^[a-z]([a-zA-Z0-9-]*[a-zA-Z0-9]+)?$"
+)
+
+GiB = 1024**3
+MAX_VCPUS = 254
+MIN_MEMORY = 1 * GiB
+MAX_MEMORY = 1536 * GiB
+
+
+def check_name(value: str) -> str:
+    if not 1 <= len(value) <= 63:
+        raise ValueError("names must be 1 to 63 characters long")
+    if parse_uuid(value) is not None:
+        raise ValueError("names cannot be a UUID")
+    if not _NAME.match(value):
+        raise ValueError(
+            "names must begin with a lower case ASCII letter, be composed exclusively of "
+            "lowercase ASCII, uppercase ASCII, numbers, and '-', and may not end with a '-'"
+        )
+    return value
+
+
+def check_hostname(value: str) -> str:
+    if not 1 <= len(value) <= 253 or not _HOSTNAME.match(value):
+        raise ValueError("hostname must be an RFC 1035 hostname of at most 253 characters")
+    return value
+
+
+Name = Annotated[
+    str,
+    AfterValidator(check_name),
+    WithJsonSchema({"type": "string", "pattern": NAME_PATTERN, "minLength": 1, "maxLength": 63}),
+]
+Hostname = Annotated[str, AfterValidator(check_hostname)]
+ByteCount = Annotated[int, Field(ge=0, le=2**63 - 1)]
+CpuCount = Annotated[int, Field(ge=0, le=65535)]
+AutoRestartPolicy = Literal["never", "best_effort"]
+CpuPlatform = Literal["amd_milan", "amd_turin", "amd_turin_v2"]
+InstanceState = Literal[
+    "creating", "starting", "running", "stopping", "stopped", "rebooting", "migrating",
+    "repairing", "failed", "destroyed",
+]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+class Error(BaseModel):
+    request_id: str
+    error_code: str | None = None
+    message: str
+    reason: dict[str, Any] | None = Field(
+        default=None, description="Skylight: the explained reason of a failed operation."
+    )
+
+
+# -- projects --------------------------------------------------------------------------------
+
+
+class ProjectCreate(Strict):
+    name: Name
+    description: str = Field(max_length=512)
+
+
+class ProjectUpdate(Strict):
+    name: Name | None = None
+    description: Annotated[str, Field(max_length=512)] | None = None
+
+
+class Project(BaseModel):
+    id: str
+    name: str
+    description: str
+    time_created: datetime
+    time_modified: datetime
+
+
+class ProjectResultsPage(BaseModel):
+    items: list[Project]
+    next_page: str | None = None
+
+
+# -- instances -------------------------------------------------------------------------------
+
+
+class InstanceCreate(Strict):
+    name: Name
+    description: str = Field(max_length=512)
+    hostname: Hostname
+    ncpus: CpuCount
+    memory: ByteCount
+    start: bool = True
+    auto_restart_policy: AutoRestartPolicy | None = None
+    cpu_platform: CpuPlatform | None = None
+    enable_jumbo_frames: bool = False
+    user_data: str = Field(default="", max_length=32 * 1024)
+    anti_affinity_groups: list[str] = Field(default_factory=list)
+    disks: list[dict[str, Any]] = Field(default_factory=list)
+    boot_disk: dict[str, Any] | None = None
+    external_ips: list[dict[str, Any]] = Field(default_factory=list)
+    network_interfaces: dict[str, Any] | None = None
+    ssh_public_keys: list[str] | None = None
+    multicast_groups: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class InstanceUpdate(Strict):
+    ncpus: CpuCount
+    memory: ByteCount
+    auto_restart_policy: AutoRestartPolicy | None
+    boot_disk: str | None
+    cpu_platform: CpuPlatform | None
+    enable_jumbo_frames: bool
+    multicast_groups: list[dict[str, Any]] | None = None
+
+
+class StatusReason(BaseModel):
+    """Skylight: why the instance is not where its user wants it."""
+
+    code: str
+    message: str
+    transient: bool
+    action: str | None = None
+    diagnosis: dict[str, Any] | None = None
+    internal: dict[str, Any] | None = None
+    event_id: str
+    time: datetime
+
+
+class Instance(BaseModel):
+    id: str
+    name: str
+    description: str
+    hostname: str
+    project_id: str
+    ncpus: int
+    memory: int
+    run_state: InstanceState
+    time_created: datetime
+    time_modified: datetime
+    time_run_state_updated: datetime
+    auto_restart_enabled: bool
+    auto_restart_policy: AutoRestartPolicy | None = None
+    auto_restart_cooldown_expiration: datetime | None = None
+    time_last_auto_restarted: datetime | None = None
+    boot_disk_id: str | None = None
+    cpu_platform: CpuPlatform | None = None
+    enable_jumbo_frames: bool
+    intended_state: Literal["running", "stopped", "destroyed"]
+    status_reason: StatusReason | None = None
+
+
+class InstanceResultsPage(BaseModel):
+    items: list[Instance]
+    next_page: str | None = None
+
+
+# -- events ----------------------------------------------------------------------------------
+
+
+class InstanceEvent(BaseModel):
+    id: str
+    instance_id: str
+    project_id: str
+    time: datetime
+    time_last: datetime
+    count: int
+    kind: str
+    severity: Literal["info", "warning", "error"]
+    actor: dict[str, Any]
+    operation_id: str | None = None
+    run_state: str
+    reason: dict[str, Any] | None = None
+
+
+class InstanceEventResultsPage(BaseModel):
+    items: list[InstanceEvent]
+    next_page: str | None = None
+
+
+# -- sleds -----------------------------------------------------------------------------------
+
+
+class Baseboard(BaseModel):
+    part: str
+    revision: int
+    serial: str
+
+
+class Sled(BaseModel):
+    id: str
+    baseboard: Baseboard
+    policy: dict[str, Any]
+    rack_id: str
+    slot: int | None = None
+    state: Literal["active", "decommissioned"]
+    time_created: datetime
+    time_modified: datetime
+    usable_hardware_threads: int
+    usable_physical_ram: int
+    # Skylight additions
+    cpu_family: str
+    local_storage: int
+    reserved_hardware_threads: int
+    reserved_memory: int
+
+
+class SledResultsPage(BaseModel):
+    items: list[Sled]
+    next_page: str | None = None
+
+
+class SledInstance(BaseModel):
+    id: str
+    active_sled_id: str
+    memory: int
+    migration_id: str | None = None
+    name: str
+    ncpus: int
+    project_name: str
+    silo_name: str
+    state: InstanceState
+    time_created: datetime
+    time_modified: datetime
+
+
+class SledInstanceResultsPage(BaseModel):
+    items: list[SledInstance]
+    next_page: str | None = None
+
+
+class SledProvisionPolicyParams(Strict):
+    state: Literal["provisionable", "non_provisionable"]
+
+
+class SledProvisionPolicyResponse(BaseModel):
+    old_state: Literal["provisionable", "non_provisionable"]
+    new_state: Literal["provisionable", "non_provisionable"]
+
+
+# -- simulated rack --------------------------------------------------------------------------
+
+
+class FaultCreate(Strict):
+    sled: str | None = None
+    instance: str | None = None
+    at: Literal["register", "ensure_running", "unregister", "stop"]
+    kind: Literal["error", "vmm_gone", "hang"]
+    count: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    message: str = Field(default="injected fault", max_length=1024)
+
+
+class Fault(BaseModel):
+    id: str
+    sled: str | None
+    instance: str | None
+    at: str
+    kind: str
+    count: int | None
+    message: str
+
+
+class FaultResultsPage(BaseModel):
+    items: list[Fault]
+    next_page: str | None = None
+
+
+class CurrentUser(BaseModel):
+    id: str
+    display_name: str
+    silo_id: str
+    silo_name: str
+    fleet_viewer: bool
+    silo_admin: bool
+    time_created: datetime
+    time_modified: datetime
+
+
+NameOrIdSortMode = Literal["name_ascending", "name_descending", "id_ascending"]
+IdSortMode = Literal["id_ascending"]

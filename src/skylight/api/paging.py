@@ -1,0 +1,51 @@
+"""Page tokens: opaque to clients, a sort mode and the last key seen to us."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from skylight.errors import InvalidRequest
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 10_000
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    limit: int
+    marker: Any  # last key of the previous page, or None for the first page
+    sort: str
+
+
+def encode(sort: str, marker: Any, scope: str) -> str:
+    raw = json.dumps({"v": 1, "s": sort, "m": marker, "c": scope}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode(
+    limit: int | None, token: str | None, sort: str | None, scope: str, default_sort: str
+) -> PageRequest:
+    if limit is not None and not 1 <= limit <= MAX_LIMIT:
+        raise InvalidRequest(f"limit must be between 1 and {MAX_LIMIT}")
+    lim = limit or DEFAULT_LIMIT
+    if token is None:
+        return PageRequest(lim, None, sort or default_sort)
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if data.get("v") != 1 or data.get("c") != scope or not isinstance(data.get("s"), str):
+            raise ValueError
+    except (ValueError, TypeError, UnicodeDecodeError, json.JSONDecodeError):
+        raise InvalidRequest("page_token is not a token this list handed out") from None
+    if sort is not None and sort != data["s"]:
+        raise InvalidRequest("sort_by cannot change between pages")
+    return PageRequest(lim, data["m"], data["s"])
+
+
+def next_token(req: PageRequest, items: list[Any], key: str, scope: str) -> str | None:
+    if len(items) < req.limit:
+        return None
+    return encode(req.sort, getattr(items[-1], key), scope)

@@ -1,0 +1,58 @@
+"""/v1/projects"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from skylight import lookup, projects
+from skylight.api import deps, models, paging, views
+
+router = APIRouter(tags=["projects"])
+
+
+@router.get("/v1/projects", response_model=models.ProjectResultsPage)
+async def project_list(
+    request: Request,
+    limit: int | None = None,
+    page_token: str | None = None,
+    sort_by: models.NameOrIdSortMode | None = None,
+) -> models.ProjectResultsPage:
+    page = paging.decode(limit, page_token, sort_by, "projects", "name_ascending")
+    rows = await deps.cp(request).store.tx(lambda c: projects.page(c, page))
+    key = "id" if page.sort == "id_ascending" else "name"
+    return models.ProjectResultsPage(
+        items=[views.project(r) for r in rows],
+        next_page=paging.next_token(page, rows, key, "projects"),
+    )
+
+
+@router.post("/v1/projects", status_code=201, response_model=models.Project)
+async def project_create(request: Request, body: models.ProjectCreate) -> models.Project:
+    row = await deps.cp(request).store.tx(
+        lambda c: projects.create(c, body.name, body.description)
+    )
+    return views.project(row)
+
+
+@router.get("/v1/projects/{project}", response_model=models.Project)
+async def project_view(request: Request, project: str) -> models.Project:
+    sel = deps.required(project, "project")
+    return views.project(await deps.cp(request).store.tx(lambda c: lookup.project(c, sel)))
+
+
+@router.put("/v1/projects/{project}", response_model=models.Project)
+async def project_update(
+    request: Request, project: str, body: models.ProjectUpdate
+) -> models.Project:
+    sel = deps.required(project, "project")
+    row = await deps.cp(request).store.tx(
+        lambda c: projects.update(c, sel, name=body.name, description=body.description)
+    )
+    return views.project(row)
+
+
+@router.delete("/v1/projects/{project}", status_code=204, response_class=Response)
+async def project_delete(request: Request, project: str) -> Response:
+    sel = deps.required(project, "project")
+    await deps.cp(request).store.tx(lambda c: projects.delete(c, sel))
+    return Response(status_code=204)

@@ -1,0 +1,113 @@
+"""Rows of the store as API views. The only place that decides what a user may see."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from skylight.api import models
+from skylight.clock import as_utc
+from skylight.events.reasons import redact
+from skylight.instances.state import run_state
+
+
+def project(row: Any) -> models.Project:
+    return models.Project(
+        id=row.id,
+        name=row.name,
+        description=row.description,
+        time_created=as_utc(row.time_created),
+        time_modified=as_utc(row.time_modified),
+    )
+
+
+def instance(row: Any, *, operator: bool = False, cooldown: float = 300.0) -> models.Instance:
+    status = None
+    if row.status_reason is not None and row.status_event_id is not None:
+        shown = redact(row.status_reason, operator=operator) or {}
+        status = models.StatusReason(
+            **{k: v for k, v in shown.items() if k in models.StatusReason.model_fields},
+            event_id=row.status_event_id,
+            time=as_utc(row.status_time),
+        )
+    expiration = None
+    if row.time_last_auto_restarted is not None:
+        expiration = as_utc(row.time_last_auto_restarted) + timedelta(seconds=cooldown)
+    return models.Instance(
+        id=row.id,
+        name=row.name,
+        description=row.description,
+        hostname=row.hostname,
+        project_id=row.project_id,
+        ncpus=row.ncpus,
+        memory=row.memory,
+        run_state=run_state(row.state, row.vmm_state),  # type: ignore[arg-type]
+        time_created=as_utc(row.time_created),
+        time_modified=as_utc(row.time_modified),
+        time_run_state_updated=as_utc(row.time_run_state_updated),
+        auto_restart_enabled=row.auto_restart_policy != "never",
+        auto_restart_policy=row.auto_restart_policy,
+        auto_restart_cooldown_expiration=expiration,
+        time_last_auto_restarted=(
+            as_utc(row.time_last_auto_restarted) if row.time_last_auto_restarted else None
+        ),
+        boot_disk_id=row.boot_disk_id,
+        cpu_platform=row.cpu_platform,
+        enable_jumbo_frames=row.enable_jumbo_frames,
+        intended_state=row.intended_state,
+        status_reason=status,
+    )
+
+
+def event(row: Any, *, operator: bool = False) -> models.InstanceEvent:
+    return models.InstanceEvent(
+        id=row.id,
+        instance_id=row.instance_id,
+        project_id=row.project_id,
+        time=as_utc(row.time),
+        time_last=as_utc(row.time_last),
+        count=row.count,
+        kind=row.kind,
+        severity=row.severity,
+        actor=row.actor,
+        operation_id=row.operation_id,
+        run_state=row.run_state,
+        reason=redact(row.reason, operator=operator),
+    )
+
+
+def sled(row: Any, used: Any | None) -> models.Sled:
+    policy: dict[str, Any] = {"kind": row.policy}
+    if row.policy == "in_service":
+        policy["provision_policy"] = row.provision_policy
+    return models.Sled(
+        id=row.id,
+        baseboard=models.Baseboard(part=row.part, revision=row.revision, serial=row.serial),
+        policy=policy,
+        rack_id=row.rack_id,
+        slot=row.slot,
+        state=row.state,
+        time_created=as_utc(row.time_created),
+        time_modified=as_utc(row.time_modified),
+        usable_hardware_threads=row.usable_hardware_threads,
+        usable_physical_ram=row.usable_physical_ram,
+        cpu_family=row.cpu_family,
+        local_storage=row.local_storage,
+        reserved_hardware_threads=used.reserved_cpus if used else 0,
+        reserved_memory=used.reserved_memory if used else 0,
+    )
+
+
+def sled_instance(row: Any, project_name: str) -> models.SledInstance:
+    return models.SledInstance(
+        id=row.id,
+        active_sled_id=row.sled_id,
+        memory=row.memory,
+        name=row.name,
+        ncpus=row.ncpus,
+        project_name=project_name,
+        silo_name="default",
+        state=run_state(row.state, row.vmm_state),  # type: ignore[arg-type]
+        time_created=as_utc(row.time_created),
+        time_modified=as_utc(row.time_modified),
+    )

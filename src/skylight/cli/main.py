@@ -1,0 +1,73 @@
+"""``skylight serve`` and friends."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+
+from skylight.config import SimSettings, Settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+
+
+@app.callback()
+def main() -> None:
+    """Skylight: a rack control plane that never lets an instance fail in the dark."""
+
+
+@app.command()
+def serve(
+    bind: str = typer.Option("127.0.0.1:12220", envvar="SKYLIGHT_BIND", help="HOST:PORT"),
+    db: str | None = typer.Option(
+        None, envvar="SKYLIGHT_DB", help="sqlite:///PATH or postgresql://... (default: SQLite)"
+    ),
+    data_dir: Path = typer.Option(Path(".skylight"), envvar="SKYLIGHT_DATA_DIR"),
+    sim_sleds: int = typer.Option(8, min=0, max=100_000),
+    sim_sled_cpus: int = typer.Option(64, min=1),
+    sim_sled_memory: int = typer.Option(512, min=1, help="GiB"),
+    sim_sled_local_storage: int = typer.Option(2048, min=0, help="GiB"),
+    sim_start_delay: float = typer.Option(0.5, min=0, help="seconds from creating to running"),
+    no_sim: bool = typer.Option(False, "--no-sim", help="no in-process simulated rack"),
+    start_wait: float = typer.Option(30.0, min=0, help="seconds a start waits for its saga"),
+    auto_restart_cooldown: float = typer.Option(300.0, min=0),
+    event_retention_days: int = typer.Option(30, min=1),
+    log_level: str = typer.Option("info"),
+) -> None:
+    """Run the API server with its control plane (and, by default, a simulated rack)."""
+    import uvicorn
+
+    from skylight.api.app import create_app
+
+    if ":" not in bind or not bind.rsplit(":", 1)[1].isdigit():
+        raise typer.BadParameter("--bind takes HOST:PORT")
+    settings = Settings(
+        bind=bind,
+        db_url=db,
+        data_dir=data_dir,
+        start_wait=start_wait,
+        auto_restart_cooldown=auto_restart_cooldown,
+        event_retention_days=event_retention_days,
+        sim=SimSettings(
+            enabled=not no_sim,
+            sleds=sim_sleds,
+            sled_cpus=sim_sled_cpus,
+            sled_memory_gib=sim_sled_memory,
+            sled_local_storage_gib=sim_sled_local_storage,
+            start_delay=sim_start_delay,
+        ),
+    )
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    typer.echo(f"Skylight on http://{bind} (store: {settings.resolved_db_url()})")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        timeout_graceful_shutdown=5,
+    )
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,51 @@
+"""Settings of one control-plane replica, from CLI flags and ``SKYLIGHT_*`` variables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+GiB = 1024**3
+
+
+@dataclass
+class SimSettings:
+    """The in-process simulated rack."""
+
+    enabled: bool = True
+    sleds: int = 8
+    sled_cpus: int = 64
+    sled_memory_gib: int = 512
+    sled_local_storage_gib: int = 2048
+    cpu_family: str = "amd_milan"
+    start_delay: float = 0.5  # seconds from creating to running
+
+
+@dataclass
+class Settings:
+    bind: str = "127.0.0.1:12220"
+    db_url: str | None = None  # None: sqlite file under data_dir
+    data_dir: Path = field(default_factory=lambda: Path(".skylight"))
+    start_wait: float = 30.0  # seconds a start request waits for its saga
+    auto_restart_cooldown: float = 300.0
+    event_retention_days: int = 30
+    sim: SimSettings = field(default_factory=SimSettings)
+    # Sled-agent calls that take longer than this count as failed (a "hang" fault).
+    sled_call_timeout: float = 10.0
+    # Attempts at an undo action before the saga is declared stuck.
+    undo_attempts: int = 5
+    undo_retry_delay: float = 0.2
+    max_body_bytes: int = 1024 * 1024
+
+    def resolved_db_url(self) -> str:
+        if self.db_url:
+            return self.db_url
+        return f"sqlite:///{(self.data_dir / 'skylight.db').resolve()}"
+
+    @property
+    def host(self) -> str:
+        return self.bind.rsplit(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.bind.rsplit(":", 1)[1])

@@ -1,0 +1,170 @@
+"""One control-plane replica: the store, the saga executor, the sleds, wired together."""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from pathlib import Path
+
+import anyio
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from skylight.clock import now
+from skylight.config import GiB, Settings
+from skylight.events import reasons
+from skylight.events.kinds import Kind, control_plane
+from skylight.ids import new_id
+from skylight.instances.record import record
+from skylight.sagas import SagaExecutor
+from skylight.sagas import (
+    instance_create,
+    instance_delete,
+    instance_reboot,
+    instance_start,
+    instance_stop,
+)
+from skylight.sled.directory import SledDirectory
+from skylight.sled.sim import SimRack
+from skylight.store import Store, instances, migrate, sleds
+from skylight.store.schema import instance, replica, saga, vmm
+
+log = logging.getLogger(__name__)
+
+SIM_RACK_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "skylight:simulated-rack"))
+SAGAS = (
+    instance_create.SAGA,
+    instance_start.SAGA,
+    instance_stop.SAGA,
+    instance_delete.SAGA,
+    instance_reboot.SAGA,
+)
+
+_FAILURE_MESSAGES = {
+    "sled_failure": "The sled the instance ran on failed; the instance stopped with it.",
+    "vmm_failure": "The instance's virtual machine stopped unexpectedly.",
+}
+
+
+def _replica_id(data_dir: Path, bind: str) -> str:
+    """A replica keeps its identity across restarts, so it resumes its own sagas at once."""
+    path = data_dir / f"replica-{bind.replace(':', '-')}.id"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    ident = new_id()
+    path.write_text(ident)
+    return ident
+
+
+class ControlPlane:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = Store(settings.resolved_db_url())
+        self.rng = random.Random()
+        self.rack: SimRack | None = None
+        if settings.sim.enabled:
+            self.rack = SimRack(settings.data_dir / "sim-rack.db", settings.sim.start_delay)
+            self.rack.set_listener(self.on_vmm_lost)
+        self.sleds = SledDirectory(self.rack, settings.sled_call_timeout)
+        self.sec_id = _replica_id(settings.data_dir, settings.bind)
+        self.executor = SagaExecutor(
+            self.store,
+            self.sec_id,
+            undo_attempts=settings.undo_attempts,
+            undo_retry_delay=settings.undo_retry_delay,
+        )
+        self.executor.services = self
+        for sdef in SAGAS:
+            self.executor.register(sdef)
+
+    async def start(self) -> None:
+        await anyio.to_thread.run_sync(migrate.upgrade, self.store.engine)
+        await self.store.tx(self._register)
+        await self.executor.resume_all()
+
+    async def stop(self) -> None:
+        await self.executor.close()
+        self.store.dispose()
+
+    def _register(self, conn: Connection) -> None:
+        sim = self.settings.sim
+        if sim.enabled:
+            sleds.ensure_simulated(
+                conn,
+                count=sim.sleds,
+                cpus=sim.sled_cpus,
+                memory=sim.sled_memory_gib * GiB,
+                local_storage=sim.sled_local_storage_gib * GiB,
+                cpu_family=sim.cpu_family,
+                rack_id=SIM_RACK_ID,
+            )
+        t = now()
+        if conn.execute(sa.select(replica.c.id).where(replica.c.id == self.sec_id)).first():
+            conn.execute(
+                replica.update()
+                .where(replica.c.id == self.sec_id)
+                .values(bind=self.settings.bind, time_started=t, time_heartbeat=t)
+            )
+        else:
+            conn.execute(
+                replica.insert().values(
+                    id=self.sec_id, bind=self.settings.bind, time_started=t, time_heartbeat=t
+                )
+            )
+        if self.store.is_sqlite:
+            # One replica only on SQLite: whatever another identity left unfinished is ours.
+            conn.execute(
+                saga.update()
+                .where(saga.c.state.in_(("running", "unwinding")), saga.c.current_sec != self.sec_id)
+                .values(current_sec=self.sec_id, adopt_generation=saga.c.adopt_generation + 1)
+            )
+
+    # -- VMMs that die on their own --------------------------------------------------------
+
+    async def on_vmm_lost(self, vmm_id: str, cause: str, detail: str) -> None:
+        def write(conn: Connection) -> None:
+            row = instances.vmm_row(conn, vmm_id)
+            if row is None:
+                return
+            if row.state in ("creating", "starting"):
+                # A start saga owns this VMM; it will see the VMM gone and unwind.
+                instances.set_vmm_state(conn, vmm_id, "failed")
+                return
+            self.fail_instance_in(conn, row.instance_id, vmm_id, cause, detail)
+
+        await self.store.tx(write)
+
+    def fail_instance_in(
+        self, conn: Connection, instance_id: str, vmm_id: str, cause: str, detail: str
+    ) -> None:
+        """The instance's VMM is gone: the instance is failed and its resources are freed."""
+        cause = cause if cause in _FAILURE_MESSAGES else "vmm_failure"
+        instances.set_vmm_state(conn, vmm_id, "failed")
+        sleds.release(conn, vmm_id)
+        changed = instances.update(
+            conn,
+            instance_id,
+            instance.c.active_vmm_id == vmm_id,
+            state="failed",
+            active_vmm_id=None,
+        )
+        if not changed:
+            return
+        sled_id = conn.execute(sa.select(vmm.c.sled_id).where(vmm.c.id == vmm_id)).scalar()
+        reason = reasons.make(
+            cause,
+            _FAILURE_MESSAGES[cause],
+            action="The control plane restarts it if its auto-restart policy allows; "
+            "otherwise start it again.",
+            internal={"vmm_id": vmm_id, "sled_id": sled_id, "detail": detail},
+        )
+        record(
+            conn,
+            instance_id,
+            Kind.FAILED,
+            control_plane(cause),
+            reason=reason,
+            explains_status=True,
+        )

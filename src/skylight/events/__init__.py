@@ -1,0 +1,1 @@
+"""Instance events: durable records of everything that happens to an instance, with reasons."""

@@ -1,0 +1,56 @@
+"""Projects: create, rename, delete (only when empty)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from skylight import lookup
+from skylight.errors import AlreadyExists, InvalidRequest
+from skylight.ids import new_id
+from skylight.store import projects as rows
+
+
+def page(conn: Connection, req: Any) -> list[sa.Row[Any]]:
+    return rows.page(conn, sort=req.sort, limit=req.limit, marker=req.marker)
+
+
+def create(conn: Connection, name: str, description: str) -> sa.Row[Any]:
+    if rows.by_name(conn, name) is not None:
+        raise AlreadyExists("project", name)
+    project_id = new_id()
+    try:
+        with conn.begin_nested():
+            rows.insert(conn, project_id=project_id, name=name, description=description)
+    except sa.exc.IntegrityError:
+        raise AlreadyExists("project", name) from None
+    row = rows.by_id(conn, project_id)
+    assert row is not None
+    return row
+
+
+def update(
+    conn: Connection, selector: str, *, name: str | None, description: str | None
+) -> sa.Row[Any]:
+    row = lookup.project(conn, selector)
+    values: dict[str, Any] = {}
+    if name is not None and name != row.name:
+        if rows.by_name(conn, name) is not None:
+            raise AlreadyExists("project", name)
+        values["name"] = name
+    if description is not None:
+        values["description"] = description
+    if values:
+        rows.update(conn, row.id, **values)
+    new = rows.by_id(conn, row.id)
+    assert new is not None
+    return new
+
+
+def delete(conn: Connection, selector: str) -> None:
+    row = lookup.project(conn, selector)
+    if rows.has_instances(conn, row.id):
+        raise InvalidRequest("project to be deleted contains an instance")
+    rows.delete(conn, row.id)

@@ -1,0 +1,84 @@
+"""instance-create: write the instance record; its end writes ``instance.created``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from skylight.clock import now
+from skylight.events import reasons
+from skylight.events.kinds import Kind
+from skylight.instances.record import record
+from skylight.sagas.definition import Action, ActionError, SagaContext, SagaDef
+from skylight.store import instances
+
+FIELDS = (
+    "name",
+    "description",
+    "hostname",
+    "ncpus",
+    "memory",
+    "auto_restart_policy",
+    "cpu_platform",
+    "enable_jumbo_frames",
+    "user_data",
+)
+
+
+async def create_instance_record(ctx: SagaContext) -> None:
+    p = ctx.params
+
+    def write(conn: Connection) -> None:
+        if instances.by_id(conn, p["instance_id"], deleted=True) is not None:
+            return  # replayed after a crash: already written
+        try:
+            with conn.begin_nested():
+                instances.insert(
+                    conn,
+                    id=p["instance_id"],
+                    project_id=p["project_id"],
+                    state="creating",
+                    intended_state="stopped",
+                    **{k: p[k] for k in FIELDS},
+                )
+        except sa.exc.IntegrityError:
+            raise ActionError(
+                reasons.make(
+                    "instance_changed_state", f'already exists: instance "{p["name"]}"',
+                    transient=False, action="Choose another name.",
+                ),
+                "ObjectAlreadyExists",
+            ) from None
+
+    await ctx.tx(write)
+
+
+async def undo_create_instance_record(ctx: SagaContext) -> None:
+    def write(conn: Connection) -> None:
+        instances.update(
+            conn, ctx.params["instance_id"], state="destroyed", time_deleted=now()
+        )
+
+    await ctx.tx(write)
+
+
+def _done(conn: Connection, ctx: SagaContext) -> None:
+    p = ctx.params
+    instances.update(conn, p["instance_id"], state="no_vmm")
+    record(conn, p["instance_id"], Kind.CREATED, p["actor"], operation_id=ctx.saga_id)
+
+
+def _unwound(conn: Connection, ctx: SagaContext, reason: dict[str, Any]) -> None:
+    return None  # the instance never existed for anyone; the caller gets the error
+
+
+SAGA = SagaDef(
+    name="instance-create",
+    actions=[
+        Action("create_instance_record", create_instance_record, undo_create_instance_record),
+    ],
+    on_done=_done,
+    on_unwound=_unwound,
+)

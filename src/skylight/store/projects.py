@@ -1,0 +1,54 @@
+"""Project rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from skylight.clock import now
+from skylight.store import paging
+from skylight.store.schema import instance, project
+
+_live = project.c.time_deleted.is_(None)
+
+
+def by_id(conn: Connection, project_id: str) -> sa.Row[Any] | None:
+    return conn.execute(sa.select(project).where(project.c.id == project_id, _live)).first()
+
+
+def by_name(conn: Connection, name: str) -> sa.Row[Any] | None:
+    return conn.execute(sa.select(project).where(project.c.name == name, _live)).first()
+
+
+def page(conn: Connection, *, sort: str, limit: int, marker: str | None) -> list[sa.Row[Any]]:
+    return paging.page(
+        conn, sa.select(project).where(_live), project, sort=sort, limit=limit, marker=marker
+    )
+
+
+def insert(conn: Connection, *, project_id: str, name: str, description: str) -> None:
+    t = now()
+    conn.execute(
+        project.insert().values(
+            id=project_id, name=name, description=description, time_created=t, time_modified=t
+        )
+    )
+
+
+def update(conn: Connection, project_id: str, **values: Any) -> None:
+    conn.execute(
+        project.update().where(project.c.id == project_id).values(time_modified=now(), **values)
+    )
+
+
+def has_instances(conn: Connection, project_id: str) -> bool:
+    q = sa.select(instance.c.id).where(
+        instance.c.project_id == project_id, instance.c.time_deleted.is_(None)
+    )
+    return conn.execute(q.limit(1)).first() is not None
+
+
+def delete(conn: Connection, project_id: str) -> None:
+    conn.execute(project.update().where(project.c.id == project_id).values(time_deleted=now()))

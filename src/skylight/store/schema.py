@@ -1,0 +1,189 @@
+"""The store's tables (SQLAlchemy Core). Migrations in ``migrations/`` are generated from this.
+
+Run state is kept the way the model control plane keeps it: an instance row with a coarse
+``state`` and an ``active_vmm_id``, and a VMM row with the fine-grained state, so that what the
+sled reports and what the control plane decided are two separate writes.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Id = sa.String(36)
+Time = sa.DateTime(timezone=True)
+BigInt = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+project = sa.Table(
+    "project",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("name", sa.String(63), nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("time_created", Time, nullable=False),
+    sa.Column("time_modified", Time, nullable=False),
+    sa.Column("time_deleted", Time),
+)
+sa.Index(
+    "uq_project_live_name",
+    project.c.name,
+    unique=True,
+    sqlite_where=project.c.time_deleted.is_(None),
+    postgresql_where=project.c.time_deleted.is_(None),
+)
+
+sled = sa.Table(
+    "sled",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("rack_id", Id, nullable=False),
+    sa.Column("serial", sa.String(128), nullable=False, unique=True),
+    sa.Column("part", sa.String(128), nullable=False),
+    sa.Column("revision", sa.Integer, nullable=False),
+    sa.Column("slot", sa.Integer),
+    sa.Column("usable_hardware_threads", sa.Integer, nullable=False),
+    sa.Column("usable_physical_ram", sa.BigInteger, nullable=False),
+    sa.Column("local_storage", sa.BigInteger, nullable=False),
+    sa.Column("cpu_family", sa.String(64), nullable=False),
+    sa.Column("policy", sa.String(16), nullable=False),  # in_service | expunged
+    sa.Column("provision_policy", sa.String(24), nullable=False),  # provisionable | non_...
+    sa.Column("state", sa.String(16), nullable=False),  # active | decommissioned
+    sa.Column("agent_url", sa.Text),  # null: the in-process simulated rack
+    sa.Column("time_created", Time, nullable=False),
+    sa.Column("time_modified", Time, nullable=False),
+)
+
+instance = sa.Table(
+    "instance",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("project_id", Id, sa.ForeignKey("project.id"), nullable=False),
+    sa.Column("name", sa.String(63), nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("hostname", sa.String(253), nullable=False),
+    sa.Column("ncpus", sa.Integer, nullable=False),
+    sa.Column("memory", sa.BigInteger, nullable=False),
+    sa.Column("auto_restart_policy", sa.String(16)),
+    sa.Column("cpu_platform", sa.String(32)),
+    sa.Column("boot_disk_id", Id),
+    sa.Column("enable_jumbo_frames", sa.Boolean, nullable=False),
+    sa.Column("user_data", sa.Text, nullable=False),
+    # creating | no_vmm | vmm | failed | destroyed
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("active_vmm_id", Id),
+    sa.Column("intended_state", sa.String(16), nullable=False),
+    # The event whose reason explains why the instance is not where its user wants it.
+    sa.Column("status_event_id", Id),
+    sa.Column("generation", sa.Integer, nullable=False),
+    sa.Column("time_created", Time, nullable=False),
+    sa.Column("time_modified", Time, nullable=False),
+    sa.Column("time_deleted", Time),
+    sa.Column("time_run_state_updated", Time, nullable=False),
+    sa.Column("time_last_auto_restarted", Time),
+    sa.Column("time_next_auto_restart", Time),
+    sa.Column("auto_restart_attempts", sa.Integer, nullable=False, server_default="0"),
+)
+sa.Index(
+    "uq_instance_live_name",
+    instance.c.project_id,
+    instance.c.name,
+    unique=True,
+    sqlite_where=instance.c.time_deleted.is_(None),
+    postgresql_where=instance.c.time_deleted.is_(None),
+)
+
+vmm = sa.Table(
+    "vmm",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("instance_id", Id, sa.ForeignKey("instance.id"), nullable=False, index=True),
+    sa.Column("sled_id", Id, sa.ForeignKey("sled.id"), nullable=False),
+    # creating | starting | running | stopping | stopped | rebooting | failed | destroyed
+    # | saga_unwound
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("time_created", Time, nullable=False),
+    sa.Column("time_state_updated", Time, nullable=False),
+)
+
+sled_reservation = sa.Table(
+    "sled_reservation",
+    metadata,
+    sa.Column("id", Id, primary_key=True),  # the VMM's id: one reservation per VMM
+    sa.Column("sled_id", Id, sa.ForeignKey("sled.id"), nullable=False, index=True),
+    sa.Column("instance_id", Id, nullable=False, index=True),
+    sa.Column("hardware_threads", sa.Integer, nullable=False),
+    sa.Column("memory", sa.BigInteger, nullable=False),
+    sa.Column("time_created", Time, nullable=False),
+)
+
+event = sa.Table(
+    "instance_event",
+    metadata,
+    # Commit-ordered cursor for pages and streams; ``id`` is the public, time-ordered UUID.
+    sa.Column("seq", BigInt, primary_key=True, autoincrement=True),
+    sa.Column("id", Id, nullable=False, unique=True),
+    sa.Column("instance_id", Id, nullable=False),
+    sa.Column("project_id", Id, nullable=False),
+    sa.Column("time", Time, nullable=False),
+    sa.Column("time_last", Time, nullable=False),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(48), nullable=False),
+    sa.Column("severity", sa.String(8), nullable=False),
+    sa.Column("actor", sa.JSON, nullable=False),
+    sa.Column("operation_id", Id),
+    sa.Column("run_state", sa.String(16), nullable=False),
+    sa.Column("reason_code", sa.String(48)),
+    sa.Column("reason", sa.JSON),
+)
+sa.Index("ix_instance_event_instance_seq", event.c.instance_id, event.c.seq)
+sa.Index("ix_instance_event_project_seq", event.c.project_id, event.c.seq)
+
+saga = sa.Table(
+    "saga",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("name", sa.String(48), nullable=False),
+    # running | unwinding | done | unwound | stuck
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("params", sa.JSON, nullable=False),
+    sa.Column("instance_id", Id, index=True),
+    # The replica executing it (steno's "current SEC") and the fence: every write by the
+    # executor checks both, so a replica that lost the saga to an adopter cannot write to it.
+    sa.Column("current_sec", Id, nullable=False),
+    sa.Column("adopt_generation", sa.Integer, nullable=False),
+    sa.Column("log_length", sa.Integer, nullable=False),
+    sa.Column("error", sa.JSON),
+    sa.Column("time_created", Time, nullable=False),
+    sa.Column("time_done", Time),
+)
+sa.Index("ix_saga_state_sec", saga.c.state, saga.c.current_sec)
+
+saga_node_event = sa.Table(
+    "saga_node_event",
+    metadata,
+    sa.Column("saga_id", Id, sa.ForeignKey("saga.id"), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True),
+    sa.Column("node_index", sa.Integer, nullable=False),
+    sa.Column("node_name", sa.String(64), nullable=False),
+    # started | succeeded | failed | undo_started | undo_finished | undo_failed
+    sa.Column("event_type", sa.String(16), nullable=False),
+    sa.Column("data", sa.JSON),
+    sa.Column("time", Time, nullable=False),
+)
+
+replica = sa.Table(
+    "replica",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("bind", sa.String(255), nullable=False),
+    sa.Column("time_started", Time, nullable=False),
+    sa.Column("time_heartbeat", Time, nullable=False),
+)

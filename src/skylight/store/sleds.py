@@ -1,0 +1,167 @@
+"""Sleds and their reservations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from skylight.clock import now
+from skylight.ids import new_id
+from skylight.placement import SledView
+from skylight.store.schema import sled, sled_reservation
+
+
+def get(conn: Connection, sled_id: str) -> sa.Row[Any] | None:
+    return conn.execute(sa.select(sled).where(sled.c.id == sled_id)).first()
+
+
+def page(conn: Connection, *, limit: int, after_id: str | None) -> list[sa.Row[Any]]:
+    q = sa.select(sled).order_by(sled.c.id).limit(limit)
+    if after_id is not None:
+        q = q.where(sled.c.id > after_id)
+    return list(conn.execute(q))
+
+
+def all_sleds(conn: Connection) -> list[sa.Row[Any]]:
+    return list(conn.execute(sa.select(sled).order_by(sled.c.id)))
+
+
+def views(conn: Connection) -> list[SledView]:
+    """Every sled with what is reserved on it, as placement wants it."""
+    used = (
+        sa.select(
+            sled_reservation.c.sled_id,
+            sa.func.sum(sled_reservation.c.hardware_threads).label("cpus"),
+            sa.func.sum(sled_reservation.c.memory).label("memory"),
+        )
+        .group_by(sled_reservation.c.sled_id)
+        .subquery()
+    )
+    q = (
+        sa.select(sled, used.c.cpus, used.c.memory)
+        .select_from(sled.outerjoin(used, used.c.sled_id == sled.c.id))
+        .order_by(sled.c.id)
+    )
+    return [
+        SledView(
+            id=r.id,
+            policy=r.policy,
+            provision_policy=r.provision_policy,
+            state=r.state,
+            cpus=r.usable_hardware_threads,
+            memory=r.usable_physical_ram,
+            cpu_family=r.cpu_family,
+            reserved_cpus=int(r.cpus or 0),
+            reserved_memory=int(r.memory or 0),
+        )
+        for r in conn.execute(q)
+    ]
+
+
+def lock_and_measure(conn: Connection, sled_id: str) -> SledView | None:
+    """Lock one sled's row (PostgreSQL) and read its reservations afresh."""
+    q = sa.select(sled).where(sled.c.id == sled_id)
+    if conn.dialect.name == "postgresql":
+        q = q.with_for_update()
+    row = conn.execute(q).first()
+    if row is None:
+        return None
+    cpus, memory = conn.execute(
+        sa.select(
+            sa.func.coalesce(sa.func.sum(sled_reservation.c.hardware_threads), 0),
+            sa.func.coalesce(sa.func.sum(sled_reservation.c.memory), 0),
+        ).where(sled_reservation.c.sled_id == sled_id)
+    ).one()
+    return SledView(
+        id=row.id,
+        policy=row.policy,
+        provision_policy=row.provision_policy,
+        state=row.state,
+        cpus=row.usable_hardware_threads,
+        memory=row.usable_physical_ram,
+        cpu_family=row.cpu_family,
+        reserved_cpus=int(cpus),
+        reserved_memory=int(memory),
+    )
+
+
+def reservation(conn: Connection, reservation_id: str) -> sa.Row[Any] | None:
+    return conn.execute(
+        sa.select(sled_reservation).where(sled_reservation.c.id == reservation_id)
+    ).first()
+
+
+def reserve(
+    conn: Connection, *, reservation_id: str, sled_id: str, instance_id: str, cpus: int, memory: int
+) -> None:
+    conn.execute(
+        sled_reservation.insert().values(
+            id=reservation_id,
+            sled_id=sled_id,
+            instance_id=instance_id,
+            hardware_threads=cpus,
+            memory=memory,
+            time_created=now(),
+        )
+    )
+
+
+def release(conn: Connection, reservation_id: str) -> None:
+    conn.execute(sled_reservation.delete().where(sled_reservation.c.id == reservation_id))
+
+
+def set_provision_policy(conn: Connection, sled_id: str, policy: str) -> None:
+    conn.execute(
+        sled.update()
+        .where(sled.c.id == sled_id)
+        .values(provision_policy=policy, time_modified=now())
+    )
+
+
+def expunge(conn: Connection, sled_id: str) -> None:
+    conn.execute(
+        sled.update()
+        .where(sled.c.id == sled_id)
+        .values(policy="expunged", provision_policy="non_provisionable", time_modified=now())
+    )
+
+
+def ensure_simulated(
+    conn: Connection,
+    *,
+    count: int,
+    cpus: int,
+    memory: int,
+    local_storage: int,
+    cpu_family: str,
+    rack_id: str,
+) -> None:
+    """Create the simulated sleds that do not exist yet (identified by serial)."""
+    have = set(conn.execute(sa.select(sled.c.serial)).scalars())
+    t = now()
+    for slot in range(count):
+        serial = f"sim-{slot:04d}"
+        if serial in have:
+            continue
+        conn.execute(
+            sled.insert().values(
+                id=new_id(),
+                rack_id=rack_id,
+                serial=serial,
+                part="sim-gimlet",
+                revision=0,
+                slot=slot,
+                usable_hardware_threads=cpus,
+                usable_physical_ram=memory,
+                local_storage=local_storage,
+                cpu_family=cpu_family,
+                policy="in_service",
+                provision_policy="provisionable",
+                state="active",
+                agent_url=None,
+                time_created=t,
+                time_modified=t,
+            )
+        )
