@@ -17,8 +17,8 @@ from skylight.events import reasons
 from skylight.events.kinds import Kind, control_plane
 from skylight.ids import new_id
 from skylight.instances.record import record
-from skylight.sagas import SagaExecutor
 from skylight.sagas import (
+    SagaExecutor,
     instance_create,
     instance_delete,
     instance_reboot,
@@ -117,7 +117,9 @@ class ControlPlane:
             # One replica only on SQLite: whatever another identity left unfinished is ours.
             conn.execute(
                 saga.update()
-                .where(saga.c.state.in_(("running", "unwinding")), saga.c.current_sec != self.sec_id)
+                .where(
+                    saga.c.state.in_(("running", "unwinding")), saga.c.current_sec != self.sec_id
+                )
                 .values(current_sec=self.sec_id, adopt_generation=saga.c.adopt_generation + 1)
             )
 

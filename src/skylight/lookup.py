@@ -24,11 +24,14 @@ def project(conn: Connection, selector: str) -> sa.Row[Any]:
     return row
 
 
-def instance(conn: Connection, selector: str, project_selector: str | None) -> sa.Row[Any]:
+def instance(
+    conn: Connection, selector: str, project_selector: str | None, *, deleted: bool = False
+) -> sa.Row[Any]:
+    """``deleted`` lets an id (never a name) find a deleted instance, for its history."""
     if parse_uuid(selector) is not None:
         if project_selector is not None:
             raise InvalidRequest("when providing instance as an ID project should not be specified")
-        row = instances.by_id(conn, selector.lower())
+        row = instances.by_id(conn, selector.lower(), deleted=deleted)
         if row is None:
             raise NotFound.by_id("instance", selector)
         return row

@@ -19,7 +19,7 @@ SILO_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "skylight:silo:default"))
 
 
 def cp(request: Request) -> ControlPlane:
-    return request.app.state.cp  # type: ignore[no-any-return]
+    return request.app.state.cp
 
 
 def actor() -> dict[str, Any]:

@@ -42,7 +42,11 @@ def request_id(request: Request) -> str:
 def error_response(
     request: Request, error_code: str | None, message: str, status: int, **extra: Any
 ) -> JSONResponse:
-    body = {"request_id": request_id(request), "error_code": error_code, "message": message}
+    body: dict[str, Any] = {
+        "request_id": request_id(request),
+        "error_code": error_code,
+        "message": message,
+    }
     body.update({k: v for k, v in extra.items() if v is not None})
     return JSONResponse(body, status_code=status, headers={"x-request-id": body["request_id"]})
 

@@ -11,9 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchem
 from skylight.ids import parse_uuid
 
 _NAME = re.compile(r"^[a-z]([a-zA-Z0-9-]*[a-zA-Z0-9]+)?$")
-_HOSTNAME = re.compile(
-    r"^([a-zA-Z0-9]+[a-zA-Z0-9\-]*(?<!-))(\.[a-zA-Z0-9]+[a-zA-Z0-9\-]*(?<!-))*$"
-)
+_HOSTNAME = re.compile(r"^([a-zA-Z0-9]+[a-zA-Z0-9\-]*(?<!-))(\.[a-zA-Z0-9]+[a-zA-Z0-9\-]*(?<!-))*$")
 NAME_PATTERN = (
     r"^(?![0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$)"
     r"^[a-z]([a-zA-Z0-9-]*[a-zA-Z0-9]+)?$"
@@ -55,8 +53,16 @@ CpuCount = Annotated[int, Field(ge=0, le=65535)]
 AutoRestartPolicy = Literal["never", "best_effort"]
 CpuPlatform = Literal["amd_milan", "amd_turin", "amd_turin_v2"]
 InstanceState = Literal[
-    "creating", "starting", "running", "stopping", "stopped", "rebooting", "migrating",
-    "repairing", "failed", "destroyed",
+    "creating",
+    "starting",
+    "running",
+    "stopping",
+    "stopped",
+    "rebooting",
+    "migrating",
+    "repairing",
+    "failed",
+    "destroyed",
 ]
 
 

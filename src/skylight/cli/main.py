@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from skylight.config import SimSettings, Settings
+from skylight.config import Settings, SimSettings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 
@@ -58,7 +58,9 @@ def serve(
             start_delay=sim_start_delay,
         ),
     )
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     typer.echo(f"Skylight on http://{bind} (store: {settings.resolved_db_url()})")
     uvicorn.run(
         create_app(settings),

@@ -14,8 +14,13 @@ from skylight.errors import AlreadyExists, Conflict, InvalidRequest, NotFound, O
 from skylight.events.kinds import Kind
 from skylight.ids import new_id
 from skylight.instances.record import record
-from skylight.sagas import instance_create, instance_delete, instance_reboot, instance_start
-from skylight.sagas import instance_stop
+from skylight.sagas import (
+    instance_create,
+    instance_delete,
+    instance_reboot,
+    instance_start,
+    instance_stop,
+)
 from skylight.sagas.definition import SagaDef
 from skylight.store import instances
 from skylight.store.schema import saga
@@ -73,8 +78,12 @@ def _launch_in(
 
 
 async def create(
-    cp: ControlPlane, project_selector: str, body: dict[str, Any], actor: dict[str, Any],
-    *, wait: float,
+    cp: ControlPlane,
+    project_selector: str,
+    body: dict[str, Any],
+    actor: dict[str, Any],
+    *,
+    wait: float,
 ) -> sa.Row[Any]:
     instance_id = new_id()
     start = bool(body.get("start", True))
@@ -93,7 +102,10 @@ async def create(
         return await _finish(cp, None, instance_id, 0)
     try:
         return await start_instance(
-            cp, instance_id, {"type": "control_plane", "cause": "auto_start"}, "auto_start",
+            cp,
+            instance_id,
+            {"type": "control_plane", "cause": "auto_start"},
+            "auto_start",
             wait=wait,
         )
     except OperationFailed:

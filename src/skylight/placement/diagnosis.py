@@ -106,8 +106,6 @@ def diagnose(
         "shortfall": shortfall or None,
         "fix": fix,
         # Operators only (removed by reasons.redact): every check each sled failed.
-        "sleds": {
-            sid: [r.check for r in rs] for sid, rs in sorted(rejections.items())
-        },
+        "sleds": {sid: [r.check for r in rs] for sid, rs in sorted(rejections.items())},
     }
     return reasons.make(code, message, diagnosis=diagnosis, action=fix)

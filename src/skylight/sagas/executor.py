@@ -104,7 +104,9 @@ class SagaExecutor:
         return await self.store.tx(lambda c: self._outcome(c, saga_id))
 
     def _outcome(self, conn: Connection, saga_id: str) -> SagaOutcome | None:
-        row = conn.execute(sa.select(saga.c.state, saga.c.error).where(saga.c.id == saga_id)).first()
+        row = conn.execute(
+            sa.select(saga.c.state, saga.c.error).where(saga.c.id == saga_id)
+        ).first()
         if row is None or row.state in _UNFINISHED:
             return None
         return SagaOutcome(saga_id, row.state, row.error)
@@ -314,7 +316,9 @@ class SagaExecutor:
                 raise
             except Exception as exc:
                 last = exc
-                log.warning("saga %s undo %d attempt %d failed: %s", ctx.saga_id, index, attempt, exc)
+                log.warning(
+                    "saga %s undo %d attempt %d failed: %s", ctx.saga_id, index, attempt, exc
+                )
                 await asyncio.sleep(self.undo_retry_delay * (2**attempt))
                 continue
             await self._append(ctx, index, "undo_finished")

@@ -46,8 +46,10 @@ async def create_instance_record(ctx: SagaContext) -> None:
         except sa.exc.IntegrityError:
             raise ActionError(
                 reasons.make(
-                    "instance_changed_state", f'already exists: instance "{p["name"]}"',
-                    transient=False, action="Choose another name.",
+                    "instance_changed_state",
+                    f'already exists: instance "{p["name"]}"',
+                    transient=False,
+                    action="Choose another name.",
                 ),
                 "ObjectAlreadyExists",
             ) from None
@@ -57,9 +59,7 @@ async def create_instance_record(ctx: SagaContext) -> None:
 
 async def undo_create_instance_record(ctx: SagaContext) -> None:
     def write(conn: Connection) -> None:
-        instances.update(
-            conn, ctx.params["instance_id"], state="destroyed", time_deleted=now()
-        )
+        instances.update(conn, ctx.params["instance_id"], state="destroyed", time_deleted=now())
 
     await ctx.tx(write)
 

@@ -30,7 +30,7 @@ _PLACEMENT_ATTEMPTS = 8
 
 
 def _cp(ctx: SagaContext) -> ControlPlane:
-    return ctx.services  # type: ignore[no-any-return]
+    return ctx.services
 
 
 def _agent(ctx: SagaContext) -> SledAgent:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 def _cp(ctx: SagaContext) -> ControlPlane:
-    return ctx.services  # type: ignore[no-any-return]
+    return ctx.services
 
 
 async def mark_stopping(ctx: SagaContext) -> None:

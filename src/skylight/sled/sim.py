@@ -133,7 +133,9 @@ class SimRack:
         self._store.drop_fault(fault_id)
         return True
 
-    async def trip(self, sled_id: str, vmm_id: str | None, instance_id: str | None, at: str) -> None:
+    async def trip(
+        self, sled_id: str, vmm_id: str | None, instance_id: str | None, at: str
+    ) -> None:
         """Fire the first armed fault that matches this call, if any."""
         if not self._powered.get(sled_id, True):
             raise SledAgentError("unreachable", "the sled is powered off")

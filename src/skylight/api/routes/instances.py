@@ -21,10 +21,14 @@ def _view(request: Request, row: Any) -> models.Instance:
     return views.instance(row, cooldown=cp.settings.auto_restart_cooldown)
 
 
-async def _resolve(request: Request, instance: str, project: str | None) -> Any:
+async def _resolve(
+    request: Request, instance: str, project: str | None, *, deleted: bool = False
+) -> Any:
     sel = deps.required(instance, "instance")
     proj = deps.selector(project, "project")
-    return await deps.cp(request).store.tx(lambda c: lookup.instance(c, sel, proj))
+    return await deps.cp(request).store.tx(
+        lambda c: lookup.instance(c, sel, proj, deleted=deleted)
+    )
 
 
 def _wait(request: Request) -> float:
@@ -115,7 +119,9 @@ async def instance_stop(
     request: Request, instance: str, project: str | None = None
 ) -> models.Instance:
     row = await _resolve(request, instance, project)
-    new = await operations.stop_instance(deps.cp(request), row.id, deps.actor(), wait=_wait(request))
+    new = await operations.stop_instance(
+        deps.cp(request), row.id, deps.actor(), wait=_wait(request)
+    )
     return _view(request, new)
 
 
@@ -142,7 +148,7 @@ async def instance_event_list(
     operation: str | None = None,
     since: datetime | None = None,
 ) -> models.InstanceEventResultsPage:
-    row = await _resolve(request, instance, project)
+    row = await _resolve(request, instance, project, deleted=True)
     scope = f"events:{row.id}"
     page = paging.decode(limit, page_token, None, scope, "seq_descending")
     flt = events.EventFilter(

@@ -28,9 +28,7 @@ async def project_list(
 
 @router.post("/v1/projects", status_code=201, response_model=models.Project)
 async def project_create(request: Request, body: models.ProjectCreate) -> models.Project:
-    row = await deps.cp(request).store.tx(
-        lambda c: projects.create(c, body.name, body.description)
-    )
+    row = await deps.cp(request).store.tx(lambda c: projects.create(c, body.name, body.description))
     return views.project(row)
 
 

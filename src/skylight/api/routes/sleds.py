@@ -9,8 +9,8 @@ from fastapi import APIRouter, Request
 from skylight.api import deps, models, paging, views
 from skylight.errors import InvalidRequest, NotFound
 from skylight.ids import parse_uuid
-from skylight.store import projects, sleds
 from skylight.store import instances as instance_rows
+from skylight.store import projects, sleds
 
 router = APIRouter(tags=["system/hardware"])
 
