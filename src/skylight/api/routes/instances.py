@@ -26,9 +26,7 @@ async def _resolve(
 ) -> Any:
     sel = deps.required(instance, "instance")
     proj = deps.selector(project, "project")
-    return await deps.cp(request).store.tx(
-        lambda c: lookup.instance(c, sel, proj, deleted=deleted)
-    )
+    return await deps.cp(request).store.tx(lambda c: lookup.instance(c, sel, proj, deleted=deleted))
 
 
 def _wait(request: Request) -> float:
