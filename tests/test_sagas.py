@@ -1,0 +1,212 @@
+"""The saga executor on its own: log, unwind order, replay after a crash, fencing."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from skylight.events import reasons
+from skylight.sagas import Action, ActionError, Fenced, SagaContext, SagaDef, SagaExecutor
+from skylight.store import Store, migrate
+from skylight.store.schema import saga, saga_node_event
+
+
+@pytest.fixture
+def store(db_url: str) -> Store:
+    s = Store(db_url)
+    migrate.upgrade(s.engine)
+    return s
+
+
+class Recorder:
+    """Actions that note what ran, optionally failing at one of them."""
+
+    def __init__(self, fail_at: str | None = None, undo_fails: str | None = None) -> None:
+        self.calls: list[str] = []
+        self.ends: list[tuple[str, Any]] = []
+        self.fail_at = fail_at
+        self.undo_fails = undo_fails
+
+    def action(self, name: str) -> Action:
+        async def do(ctx: SagaContext) -> dict[str, str]:
+            self.calls.append(name)
+            if name == self.fail_at:
+                raise ActionError(reasons.make("internal", f"{name} failed"))
+            return {"out": name}
+
+        async def undo(ctx: SagaContext) -> None:
+            self.calls.append(f"undo:{name}")
+            if name == self.undo_fails:
+                raise RuntimeError("undo cannot")
+
+        return Action(name, do, undo)
+
+    def saga(self, names: list[str]) -> SagaDef:
+        def done(conn: Connection, ctx: SagaContext) -> None:
+            self.ends.append(("done", dict(ctx.outputs)))
+
+        def unwound(conn: Connection, ctx: SagaContext, reason: dict[str, Any]) -> None:
+            self.ends.append(("unwound", reason["message"]))
+
+        def stuck(conn: Connection, ctx: SagaContext, reason: dict[str, Any]) -> None:
+            self.ends.append(("stuck", reason["code"]))
+
+        return SagaDef("test-saga", [self.action(n) for n in names], done, unwound, stuck)
+
+
+async def _run(store: Store, rec: Recorder, names: list[str], sec: str = "sec-1") -> Any:
+    ex = SagaExecutor(store, sec, undo_attempts=2, undo_retry_delay=0.001)
+    ex.register(rec.saga(names))
+    saga_id = await store.tx(lambda c: ex.create_in(c, rec.saga(names), {}, instance_id=None))
+    ex.launch(saga_id)
+    return saga_id, await ex.wait(saga_id, 10)
+
+
+def _log(store: Store, saga_id: str) -> list[tuple[str, str]]:
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(saga_node_event.c.node_name, saga_node_event.c.event_type)
+            .where(saga_node_event.c.saga_id == saga_id)
+            .order_by(saga_node_event.c.seq)
+        )
+        return [(r.node_name, r.event_type) for r in rows]
+
+
+def test_done_logs_every_step(store: Store) -> None:
+    rec = Recorder()
+    saga_id, outcome = asyncio.run(_run(store, rec, ["a", "b", "c"]))
+    assert outcome.state == "done"
+    assert rec.calls == ["a", "b", "c"]
+    assert rec.ends == [("done", {"a": {"out": "a"}, "b": {"out": "b"}, "c": {"out": "c"}})]
+    assert _log(store, saga_id) == [
+        ("a", "started"),
+        ("a", "succeeded"),
+        ("b", "started"),
+        ("b", "succeeded"),
+        ("c", "started"),
+        ("c", "succeeded"),
+    ]
+
+
+def test_failure_unwinds_in_reverse(store: Store) -> None:
+    rec = Recorder(fail_at="c")
+    saga_id, outcome = asyncio.run(_run(store, rec, ["a", "b", "c", "d"]))
+    assert outcome.state == "unwound"
+    assert outcome.error["reason"]["message"] == "c failed"
+    # The failed action's undo runs too (undo actions tolerate a half-done action); "d"
+    # never started, so it is not undone.
+    assert rec.calls == ["a", "b", "c", "undo:c", "undo:b", "undo:a"]
+    assert rec.ends == [("unwound", "c failed")]
+    assert ("d", "started") not in _log(store, saga_id)
+
+
+def test_undo_that_keeps_failing_marks_the_saga_stuck(store: Store) -> None:
+    rec = Recorder(fail_at="c", undo_fails="b")
+    saga_id, outcome = asyncio.run(_run(store, rec, ["a", "b", "c"]))
+    assert outcome.state == "stuck"
+    assert rec.ends == [("stuck", "operation_stuck")]
+    assert rec.calls.count("undo:b") == 2  # retried, then given up
+    assert "undo:a" not in rec.calls  # nothing below a stuck undo is touched
+    assert ("b", "undo_failed") in _log(store, saga_id)
+
+
+def test_replay_after_crash_skips_finished_actions(store: Store) -> None:
+    """A saga whose log says a, b succeeded and c started resumes at c."""
+    rec = Recorder()
+    sdef = rec.saga(["a", "b", "c"])
+
+    async def scenario() -> Any:
+        ex = SagaExecutor(store, "sec-1")
+        ex.register(sdef)
+        saga_id = await store.tx(lambda c: ex.create_in(c, sdef, {}, instance_id=None))
+
+        def forge_log(conn: Connection) -> None:
+            rows = [
+                ("a", 0, "started"),
+                ("a", 0, "succeeded"),
+                ("b", 1, "started"),
+                ("b", 1, "succeeded"),
+                ("c", 2, "started"),
+            ]
+            for seq, (name, index, kind) in enumerate(rows, start=1):
+                data = {"out": name} if kind == "succeeded" else None
+                conn.execute(
+                    saga_node_event.insert().values(
+                        saga_id=saga_id,
+                        seq=seq,
+                        node_index=index,
+                        node_name=name,
+                        event_type=kind,
+                        data=data,
+                        time=sa.func.now(),
+                    )
+                )
+            conn.execute(saga.update().where(saga.c.id == saga_id).values(log_length=5))
+
+        await store.tx(forge_log)
+        # A new executor of the same replica identity, as after a restart.
+        ex2 = SagaExecutor(store, "sec-1")
+        ex2.register(sdef)
+        assert await ex2.resume_all() == [saga_id]
+        return await ex2.wait(saga_id, 10)
+
+    outcome = asyncio.run(scenario())
+    assert outcome.state == "done"
+    assert rec.calls == ["c"]
+    assert rec.ends == [("done", {"a": {"out": "a"}, "b": {"out": "b"}, "c": {"out": "c"}})]
+
+
+def test_fenced_replica_cannot_write(store: Store) -> None:
+    """Once another replica adopts the saga, the first one's writes are refused."""
+    gate = asyncio.Event
+
+    async def scenario() -> tuple[list[str], Any]:
+        release = gate()
+        calls: list[str] = []
+
+        async def slow(ctx: SagaContext) -> None:
+            calls.append("slow")
+            await release.wait()
+
+        async def after(ctx: SagaContext) -> None:
+            calls.append("after")
+
+        sdef = SagaDef("fenced", [Action("slow", slow), Action("after", after)])
+        ex = SagaExecutor(store, "sec-old")
+        ex.register(sdef)
+        saga_id = await store.tx(lambda c: ex.create_in(c, sdef, {}, instance_id=None))
+        ex.launch(saga_id)
+        while not calls:
+            await asyncio.sleep(0.01)
+        await store.tx(
+            lambda c: c.execute(
+                saga.update()
+                .where(saga.c.id == saga_id)
+                .values(current_sec="sec-new", adopt_generation=saga.c.adopt_generation + 1)
+            )
+        )
+        release.set()
+        outcome = await ex.wait(saga_id, 5)
+        return calls, (saga_id, outcome)
+
+    calls, (saga_id, outcome) = asyncio.run(scenario())
+    assert calls == ["slow"]  # the old owner stopped at its next write
+    assert outcome is None  # and recorded no end
+    assert _log(store, saga_id) == [("slow", "started")]
+
+
+def test_fenced_tx_raises(store: Store, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        ex = SagaExecutor(store, "sec-a")
+        sdef = SagaDef("x", [])
+        saga_id = await store.tx(lambda c: ex.create_in(c, sdef, {}, instance_id=None))
+        ctx = SagaContext(saga_id, "x", {}, {}, ex, generation=2)
+        with pytest.raises(Fenced):
+            await ctx.tx(lambda c: None)
+
+    asyncio.run(scenario())
