@@ -6,7 +6,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from skylight.ids import parse_uuid
 
@@ -28,7 +28,7 @@ def check_name(value: str) -> str:
         raise ValueError("names must be 1 to 63 characters long")
     if parse_uuid(value) is not None:
         raise ValueError("names cannot be a UUID")
-    if not _NAME.match(value):
+    if not _NAME.fullmatch(value):
         raise ValueError(
             "names must begin with a lower case ASCII letter, be composed exclusively of "
             "lowercase ASCII, uppercase ASCII, numbers, and '-', and may not end with a '-'"
@@ -37,7 +37,7 @@ def check_name(value: str) -> str:
 
 
 def check_hostname(value: str) -> str:
-    if not 1 <= len(value) <= 253 or not _HOSTNAME.match(value):
+    if not 1 <= len(value) <= 253 or not _HOSTNAME.fullmatch(value):
         raise ValueError("hostname must be an RFC 1035 hostname of at most 253 characters")
     return value
 
@@ -66,8 +66,26 @@ InstanceState = Literal[
 ]
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    return False
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # PostgreSQL cannot store NUL in text: refuse it here rather than fail in the store.
+        if _has_nul(value):
+            raise ValueError("must not contain NUL characters")
+        return value
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -198,6 +216,7 @@ class InstanceEvent(BaseModel):
     operation_id: str | None = None
     run_state: str
     reason: dict[str, Any] | None = None
+    detail: dict[str, Any] | None = None
 
 
 class InstanceEventResultsPage(BaseModel):

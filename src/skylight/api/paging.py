@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from skylight.errors import InvalidRequest
+from skylight.ids import parse_uuid
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
@@ -18,6 +19,23 @@ class PageRequest:
     limit: int
     marker: Any  # last key of the previous page, or None for the first page
     sort: str
+
+
+_NAME_OR_ID_SORTS = ("name_ascending", "name_descending", "id_ascending")
+
+
+def _sorts(default_sort: str) -> tuple[str, ...]:
+    """The sort modes a list whose default is ``default_sort`` can hand out tokens for."""
+    return _NAME_OR_ID_SORTS if default_sort in _NAME_OR_ID_SORTS else (default_sort,)
+
+
+def _marker_ok(sort: str, marker: Any) -> bool:
+    """A forged token must not reach the store with a key of the wrong type."""
+    if sort == "seq_descending":
+        return type(marker) is int and 0 <= marker < 2**63
+    if sort == "id_ascending":
+        return isinstance(marker, str) and parse_uuid(marker) is not None
+    return isinstance(marker, str) and 1 <= len(marker) <= 63 and "\x00" not in marker
 
 
 def encode(sort: str, marker: Any, scope: str) -> str:
@@ -36,7 +54,9 @@ def decode(
     try:
         padded = token + "=" * (-len(token) % 4)
         data = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        if data.get("v") != 1 or data.get("c") != scope or not isinstance(data.get("s"), str):
+        if not isinstance(data, dict) or data.get("v") != 1 or data.get("c") != scope:
+            raise ValueError
+        if data.get("s") not in _sorts(default_sort) or not _marker_ok(data["s"], data.get("m")):
             raise ValueError
     except (ValueError, TypeError, UnicodeDecodeError, json.JSONDecodeError):
         raise InvalidRequest("page_token is not a token this list handed out") from None

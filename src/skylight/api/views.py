@@ -30,6 +30,10 @@ def instance(row: Any, *, operator: bool = False, cooldown: float = 300.0) -> mo
             event_id=row.status_event_id,
             time=as_utc(row.status_time),
         )
+    state = run_state(row.state, row.vmm_state)
+    if state == "stopped" and row.intended_state == "running":
+        # A start was asked for and its saga has not reached the sled yet: it is starting.
+        state = "starting"
     expiration = None
     if row.time_last_auto_restarted is not None:
         expiration = as_utc(row.time_last_auto_restarted) + timedelta(seconds=cooldown)
@@ -41,7 +45,7 @@ def instance(row: Any, *, operator: bool = False, cooldown: float = 300.0) -> mo
         project_id=row.project_id,
         ncpus=row.ncpus,
         memory=row.memory,
-        run_state=run_state(row.state, row.vmm_state),  # type: ignore[arg-type]
+        run_state=state,  # type: ignore[arg-type]
         time_created=as_utc(row.time_created),
         time_modified=as_utc(row.time_modified),
         time_run_state_updated=as_utc(row.time_run_state_updated),
@@ -73,6 +77,7 @@ def event(row: Any, *, operator: bool = False) -> models.InstanceEvent:
         operation_id=row.operation_id,
         run_state=row.run_state,
         reason=redact(row.reason, operator=operator),
+        detail=row.detail,
     )
 
 

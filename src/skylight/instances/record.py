@@ -20,6 +20,7 @@ def record(
     operation_id: str | None = None,
     reason: dict[str, Any] | None = None,
     severity: str | None = None,
+    detail: dict[str, Any] | None = None,
     explains_status: bool = False,
 ) -> str:
     """Insert the event in ``conn``'s transaction; with ``explains_status`` it becomes the
@@ -37,6 +38,7 @@ def record(
             operation_id=operation_id,
             reason=reason,
             severity=severity,
+            detail=detail,
         ),
     )
     if explains_status:

@@ -25,6 +25,7 @@ class NewEvent:
     operation_id: str | None = None
     reason: dict[str, Any] | None = None
     severity: str | None = None
+    detail: dict[str, Any] | None = None
 
 
 def insert(conn: Connection, ev: NewEvent) -> str:
@@ -46,6 +47,7 @@ def insert(conn: Connection, ev: NewEvent) -> str:
             run_state=ev.run_state,
             reason_code=ev.reason["code"] if ev.reason else None,
             reason=ev.reason,
+            detail=ev.detail,
         )
     )
     return event_id

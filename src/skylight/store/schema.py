@@ -142,6 +142,9 @@ event = sa.Table(
     sa.Column("run_state", sa.String(16), nullable=False),
     sa.Column("reason_code", sa.String(48)),
     sa.Column("reason", sa.JSON),
+    # Facts about the event that are not a reason (e.g. the affinity preferences a placement
+    # had to break). User-visible: never sled ids.
+    sa.Column("detail", sa.JSON),
 )
 sa.Index("ix_instance_event_instance_seq", event.c.instance_id, event.c.seq)
 sa.Index("ix_instance_event_project_seq", event.c.project_id, event.c.seq)
@@ -186,4 +189,71 @@ replica = sa.Table(
     sa.Column("bind", sa.String(255), nullable=False),
     sa.Column("time_started", Time, nullable=False),
     sa.Column("time_heartbeat", Time, nullable=False),
+)
+
+
+def _group_table(name: str) -> sa.Table:
+    table = sa.Table(
+        name,
+        metadata,
+        sa.Column("id", Id, primary_key=True),
+        sa.Column("project_id", Id, sa.ForeignKey("project.id"), nullable=False),
+        sa.Column("name", sa.String(63), nullable=False),
+        sa.Column("description", sa.Text, nullable=False),
+        sa.Column("policy", sa.String(8), nullable=False),  # allow | fail
+        sa.Column("failure_domain", sa.String(8), nullable=False),  # sled
+        sa.Column("time_created", Time, nullable=False),
+        sa.Column("time_modified", Time, nullable=False),
+        sa.Column("time_deleted", Time),
+    )
+    sa.Index(
+        f"uq_{name}_live_name",
+        table.c.project_id,
+        table.c.name,
+        unique=True,
+        sqlite_where=table.c.time_deleted.is_(None),
+        postgresql_where=table.c.time_deleted.is_(None),
+    )
+    return table
+
+
+def _member_table(name: str, group: str) -> sa.Table:
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("group_id", Id, sa.ForeignKey(f"{group}.id"), primary_key=True),
+        sa.Column("instance_id", Id, sa.ForeignKey("instance.id"), primary_key=True, index=True),
+    )
+
+
+affinity_group = _group_table("affinity_group")
+anti_affinity_group = _group_table("anti_affinity_group")
+affinity_group_member = _member_table("affinity_group_member", "affinity_group")
+anti_affinity_group_member = _member_table("anti_affinity_group_member", "anti_affinity_group")
+
+disk = sa.Table(
+    "disk",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("project_id", Id, sa.ForeignKey("project.id"), nullable=False),
+    sa.Column("name", sa.String(63), nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("block_size", sa.Integer, nullable=False),
+    sa.Column("disk_type", sa.String(16), nullable=False),  # local | distributed
+    sa.Column("state", sa.String(16), nullable=False),  # detached | attached | destroyed
+    sa.Column("instance_id", Id, sa.ForeignKey("instance.id"), index=True),
+    # A local disk's sled, set when its instance is first placed: it pins the instance there.
+    sa.Column("sled_id", Id, sa.ForeignKey("sled.id"), index=True),
+    sa.Column("time_created", Time, nullable=False),
+    sa.Column("time_modified", Time, nullable=False),
+    sa.Column("time_deleted", Time),
+)
+sa.Index(
+    "uq_disk_live_name",
+    disk.c.project_id,
+    disk.c.name,
+    unique=True,
+    sqlite_where=disk.c.time_deleted.is_(None),
+    postgresql_where=disk.c.time_deleted.is_(None),
 )

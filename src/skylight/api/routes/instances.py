@@ -146,6 +146,9 @@ async def instance_event_list(
     operation: str | None = None,
     since: datetime | None = None,
 ) -> models.InstanceEventResultsPage:
+    for what, value in (("kind", kind), ("operation", operation)):
+        if value is not None and "\x00" in value:
+            raise InvalidRequest(f"{what}: must not contain NUL characters")
     row = await _resolve(request, instance, project, deleted=True)
     scope = f"events:{row.id}"
     page = paging.decode(limit, page_token, None, scope, "seq_descending")
