@@ -77,7 +77,8 @@ def _has_nul(value: Any) -> bool:
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # strict: JSON types as the Oxide API has them ("4" is not a CPU count, "yes" not a bool).
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     @field_validator("*", mode="after")
     @classmethod
@@ -249,6 +250,7 @@ class Sled(BaseModel):
     local_storage: int
     reserved_hardware_threads: int
     reserved_memory: int
+    reserved_local_storage: int
 
 
 class SledResultsPage(BaseModel):

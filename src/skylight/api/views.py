@@ -100,6 +100,7 @@ def sled(row: Any, used: Any | None) -> models.Sled:
         local_storage=row.local_storage,
         reserved_hardware_threads=used.reserved_cpus if used else 0,
         reserved_memory=used.reserved_memory if used else 0,
+        reserved_local_storage=used.reserved_local_storage if used else 0,
     )
 
 

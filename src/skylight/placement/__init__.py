@@ -5,7 +5,7 @@ either passes it or rejects it with a reason; the explanation of a failure is si
 record of which step rejected each sled, so it cannot disagree with the decision.
 """
 
-from skylight.placement.model import Placement, PlacementFailure, Request, SledView
+from skylight.placement.model import GroupRule, Placement, PlacementFailure, Request, SledView
 from skylight.placement.planner import place
 
-__all__ = ["Placement", "PlacementFailure", "Request", "SledView", "place"]
+__all__ = ["GroupRule", "Placement", "PlacementFailure", "Request", "SledView", "place"]

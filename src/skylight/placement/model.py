@@ -7,10 +7,35 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class GroupRule:
+    """One affinity or anti-affinity group of the instance being placed.
+
+    ``sleds`` are the sleds where the group's *other* members hold reservations now;
+    ``members`` counts every member, this instance included.
+    """
+
+    name: str
+    policy: str  # allow | fail
+    sleds: frozenset[str] = frozenset()
+    members: int = 1
+
+    @property
+    def hard(self) -> bool:
+        return self.policy == "fail"
+
+
+@dataclass(frozen=True)
 class Request:
     ncpus: int
     memory: int
     cpu_platform: str | None = None
+    local_storage: int = 0  # bytes of local disks still to be allocated
+    pinned_sled: str | None = None  # where the instance's allocated local disks are
+    affinity: tuple[GroupRule, ...] = ()
+    anti_affinity: tuple[GroupRule, ...] = ()
+    # Names of instances that share both a `fail` affinity and a `fail` anti-affinity group
+    # with this one: they must be on the same sled and on different sleds at once.
+    contradictions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -24,8 +49,10 @@ class SledView:
     cpus: int
     memory: int
     cpu_family: str = "amd_milan"
+    local_storage: int = 0
     reserved_cpus: int = 0
     reserved_memory: int = 0
+    reserved_local_storage: int = 0
 
     @property
     def free_cpus(self) -> int:
@@ -34,6 +61,10 @@ class SledView:
     @property
     def free_memory(self) -> int:
         return self.memory - self.reserved_memory
+
+    @property
+    def free_local_storage(self) -> int:
+        return self.local_storage - self.reserved_local_storage
 
     @property
     def in_service(self) -> bool:
@@ -51,6 +82,8 @@ class Rejection:
 @dataclass(frozen=True)
 class Placement:
     sled_id: str
+    # Affinity preferences (policy `allow`) this choice had to break: [{kind, group}].
+    broken_preferences: tuple[dict[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,11 @@ from sqlalchemy.engine import Connection
 from skylight.events import reasons
 from skylight.events.kinds import Kind
 from skylight.instances.record import record
-from skylight.placement import PlacementFailure, Request, place
+from skylight.placement import PlacementFailure, place
 from skylight.placement import filters as placement_filters
 from skylight.sagas.definition import Action, ActionError, SagaContext, SagaDef
 from skylight.sled.agent import SledAgent, VmmSpec
-from skylight.store import instances, sleds
+from skylight.store import instances, placement_inputs, sleds
 from skylight.store.schema import instance
 
 if TYPE_CHECKING:
@@ -45,20 +45,31 @@ def _rest_state(ctx: SagaContext) -> str:
 # -- reserve_sled ----------------------------------------------------------------------------
 
 
-async def reserve_sled(ctx: SagaContext) -> dict[str, str]:
+async def reserve_sled(ctx: SagaContext) -> dict[str, Any]:
+    """Place the instance and reserve its resources, in one transaction.
+
+    Placement reads the rack, picks a sled, then locks that sled and re-checks it (and the
+    instance's groups) before reserving: a concurrent start that took the room sends this one
+    back to placement instead of overcommitting the sled.
+    """
     p = ctx.params
-    req = Request(ncpus=p["ncpus"], memory=p["memory"], cpu_platform=p.get("cpu_platform"))
     rng = _cp(ctx).rng
 
-    def reserve(conn: Connection) -> dict[str, str]:
+    def reserve(conn: Connection) -> dict[str, Any]:
         existing = sleds.reservation(conn, p["vmm_id"])
         if existing is not None:
             return {"sled_id": existing.sled_id}
         for _ in range(_PLACEMENT_ATTEMPTS):
+            req = placement_inputs.request_for(
+                conn,
+                p["instance_id"],
+                ncpus=p["ncpus"],
+                memory=p["memory"],
+                cpu_platform=p.get("cpu_platform"),
+            )
             result = place(req, sleds.views(conn), rng)
             if isinstance(result, PlacementFailure):
                 raise ActionError(result.reason, "InsufficientCapacity")
-            # Re-check the chosen sled under its lock: a concurrent start may have taken it.
             fresh = sleds.lock_and_measure(conn, result.sled_id)
             if fresh is None or placement_filters.run(req, fresh):
                 continue
@@ -69,8 +80,19 @@ async def reserve_sled(ctx: SagaContext) -> dict[str, str]:
                 instance_id=p["instance_id"],
                 cpus=req.ncpus,
                 memory=req.memory,
+                local_storage=req.local_storage,
             )
-            record(conn, p["instance_id"], Kind.PLACED, p["actor"], operation_id=ctx.saga_id)
+            detail = None
+            if result.broken_preferences:
+                detail = {"broken_preferences": list(result.broken_preferences)}
+            record(
+                conn,
+                p["instance_id"],
+                Kind.PLACED,
+                p["actor"],
+                operation_id=ctx.saga_id,
+                detail=detail,
+            )
             return {"sled_id": result.sled_id}
         raise ActionError(
             reasons.make(
@@ -205,6 +227,10 @@ def _done(conn: Connection, ctx: SagaContext) -> None:
     p = ctx.params
     cp = _cp(ctx)
     if instances.set_vmm_state(conn, p["vmm_id"], "running", "creating", "starting"):
+        # First successful start: its local disks now live on this sled for good.
+        sled_id = ctx.outputs["reserve_sled"]["sled_id"]
+        placement_inputs.allocate_local_disks(conn, p["instance_id"], sled_id)
+        sleds.settle_local_storage(conn, p["vmm_id"])
         instances.update(conn, p["instance_id"], status_event_id=None)
         record(conn, p["instance_id"], Kind.RUNNING, p["actor"], operation_id=ctx.saga_id)
         return

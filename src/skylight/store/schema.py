@@ -121,6 +121,9 @@ sled_reservation = sa.Table(
     sa.Column("instance_id", Id, nullable=False, index=True),
     sa.Column("hardware_threads", sa.Integer, nullable=False),
     sa.Column("memory", sa.BigInteger, nullable=False),
+    # Local storage held for the instance's not-yet-pinned local disks while it starts; set
+    # to zero when the start succeeds and the disks are pinned to the sled.
+    sa.Column("local_storage", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("time_created", Time, nullable=False),
 )
 

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection
 from skylight.clock import now
 from skylight.ids import new_id
 from skylight.placement import SledView
-from skylight.store.schema import sled, sled_reservation
+from skylight.store.schema import disk, sled, sled_reservation
 
 
 def get(conn: Connection, sled_id: str) -> sa.Row[Any] | None:
@@ -28,22 +28,35 @@ def all_sleds(conn: Connection) -> list[sa.Row[Any]]:
     return list(conn.execute(sa.select(sled).order_by(sled.c.id)))
 
 
-def views(conn: Connection) -> list[SledView]:
-    """Every sled with what is reserved on it, as placement wants it."""
+def views(conn: Connection, only: str | None = None) -> list[SledView]:
+    """Every sled (or just ``only``) with what is reserved on it, as placement wants it."""
     used = (
         sa.select(
             sled_reservation.c.sled_id,
             sa.func.sum(sled_reservation.c.hardware_threads).label("cpus"),
             sa.func.sum(sled_reservation.c.memory).label("memory"),
+            sa.func.sum(sled_reservation.c.local_storage).label("held"),
         )
         .group_by(sled_reservation.c.sled_id)
         .subquery()
     )
+    local = (
+        sa.select(disk.c.sled_id, sa.func.sum(disk.c.size).label("storage"))
+        .where(disk.c.sled_id.is_not(None), disk.c.time_deleted.is_(None))
+        .group_by(disk.c.sled_id)
+        .subquery()
+    )
     q = (
-        sa.select(sled, used.c.cpus, used.c.memory)
-        .select_from(sled.outerjoin(used, used.c.sled_id == sled.c.id))
+        sa.select(sled, used.c.cpus, used.c.memory, used.c.held, local.c.storage)
+        .select_from(
+            sled.outerjoin(used, used.c.sled_id == sled.c.id).outerjoin(
+                local, local.c.sled_id == sled.c.id
+            )
+        )
         .order_by(sled.c.id)
     )
+    if only is not None:
+        q = q.where(sled.c.id == only)
     return [
         SledView(
             id=r.id,
@@ -53,8 +66,10 @@ def views(conn: Connection) -> list[SledView]:
             cpus=r.usable_hardware_threads,
             memory=r.usable_physical_ram,
             cpu_family=r.cpu_family,
+            local_storage=r.local_storage,
             reserved_cpus=int(r.cpus or 0),
             reserved_memory=int(r.memory or 0),
+            reserved_local_storage=int(r.storage or 0) + int(r.held or 0),
         )
         for r in conn.execute(q)
     ]
@@ -62,29 +77,10 @@ def views(conn: Connection) -> list[SledView]:
 
 def lock_and_measure(conn: Connection, sled_id: str) -> SledView | None:
     """Lock one sled's row (PostgreSQL) and read its reservations afresh."""
-    q = sa.select(sled).where(sled.c.id == sled_id)
     if conn.dialect.name == "postgresql":
-        q = q.with_for_update()
-    row = conn.execute(q).first()
-    if row is None:
-        return None
-    cpus, memory = conn.execute(
-        sa.select(
-            sa.func.coalesce(sa.func.sum(sled_reservation.c.hardware_threads), 0),
-            sa.func.coalesce(sa.func.sum(sled_reservation.c.memory), 0),
-        ).where(sled_reservation.c.sled_id == sled_id)
-    ).one()
-    return SledView(
-        id=row.id,
-        policy=row.policy,
-        provision_policy=row.provision_policy,
-        state=row.state,
-        cpus=row.usable_hardware_threads,
-        memory=row.usable_physical_ram,
-        cpu_family=row.cpu_family,
-        reserved_cpus=int(cpus),
-        reserved_memory=int(memory),
-    )
+        conn.execute(sa.select(sled.c.id).where(sled.c.id == sled_id).with_for_update())
+    found = views(conn, only=sled_id)
+    return found[0] if found else None
 
 
 def reservation(conn: Connection, reservation_id: str) -> sa.Row[Any] | None:
@@ -94,7 +90,14 @@ def reservation(conn: Connection, reservation_id: str) -> sa.Row[Any] | None:
 
 
 def reserve(
-    conn: Connection, *, reservation_id: str, sled_id: str, instance_id: str, cpus: int, memory: int
+    conn: Connection,
+    *,
+    reservation_id: str,
+    sled_id: str,
+    instance_id: str,
+    cpus: int,
+    memory: int,
+    local_storage: int = 0,
 ) -> None:
     conn.execute(
         sled_reservation.insert().values(
@@ -103,8 +106,18 @@ def reserve(
             instance_id=instance_id,
             hardware_threads=cpus,
             memory=memory,
+            local_storage=local_storage,
             time_created=now(),
         )
+    )
+
+
+def settle_local_storage(conn: Connection, reservation_id: str) -> None:
+    """The held local storage became pinned disks: stop holding it twice."""
+    conn.execute(
+        sled_reservation.update()
+        .where(sled_reservation.c.id == reservation_id)
+        .values(local_storage=0)
     )
 
 
