@@ -79,14 +79,6 @@ def _permanent(req: Request, sleds: list[SledView]) -> tuple[str, str, str] | No
                 f"has only {len(in_service)} sleds in service",
                 f"Remove members from {group.name}, or change its policy to 'allow'.",
             )
-    hard = [g for g in req.affinity if g.hard and g.sleds]
-    if len({frozenset(g.sleds) for g in hard}) > 1 or any(len(g.sleds) > 1 for g in hard):
-        return (
-            "affinity_conflict",
-            "Its affinity groups' members run on different sleds, so no single sled can "
-            "satisfy them all",
-            "Stop the members that run apart, or leave one of the groups.",
-        )
     return None
 
 
@@ -188,6 +180,15 @@ def _transient(
             "Wait for a sled to return from maintenance, or request a smaller instance.",
         )
     hard_affinity = [g for g in req.affinity if g.hard and g.sleds]
+    if len({s for g in hard_affinity for s in g.sleds}) > 1:
+        names = ", ".join(g.name for g in hard_affinity)
+        return (
+            "affinity_sled_unavailable",
+            f"The members of its affinity groups ({names}) run on different sleds, so no "
+            "single sled satisfies them all",
+            "Stop the members that run apart so they can be placed together, or leave one of "
+            "the groups.",
+        )
     if hard_affinity:
         names = ", ".join(g.name for g in hard_affinity)
         return (

@@ -33,8 +33,8 @@ class Request:
     pinned_sled: str | None = None  # where the instance's allocated local disks are
     affinity: tuple[GroupRule, ...] = ()
     anti_affinity: tuple[GroupRule, ...] = ()
-    # Names of instances that share both a `fail` affinity and a `fail` anti-affinity group
-    # with this one: they must be on the same sled and on different sleds at once.
+    # Names of running instances that share both a `fail` affinity and a `fail` anti-affinity
+    # group with this one: it must be on their sled and off it at once.
     contradictions: tuple[str, ...] = ()
 
 

@@ -25,7 +25,7 @@ from skylight.store.schema import (
 def _rules(
     conn: Connection, instance_id: str, group: sa.Table, member: sa.Table
 ) -> tuple[list[GroupRule], dict[str, set[str]]]:
-    """The instance's groups as rules, and each group's other members (for contradictions)."""
+    """The instance's groups as rules, and each hard group's other running members."""
     groups = list(
         conn.execute(
             sa.select(group.c.id, group.c.name, group.c.policy)
@@ -65,7 +65,10 @@ def _rules(
     for g in groups:
         sleds = frozenset(s for m in others[g.id] for s in placed.get(m, ()))
         rules.append(GroupRule(g.name, g.policy, sleds, counts[g.id]))
-    named = {g.id: {names[m] for m in others[g.id]} for g in groups if g.policy == "fail"}
+    # Hard-group members that run now, by name: the ones that can contradict.
+    named = {
+        g.id: {names[m] for m in others[g.id] if m in placed} for g in groups if g.policy == "fail"
+    }
     return rules, named
 
 
