@@ -48,3 +48,10 @@ def required(value: str | None, what: str) -> str:
 def wants_async(request: Request) -> bool:
     prefer = request.headers.get("prefer", "")
     return any(p.strip().lower() == "respond-async" for p in prefer.split(","))
+
+
+def is_operator(request: Request) -> bool:
+    """Until identity lands: routes under /v1/system, or the ``X-Skylight-Operator`` header."""
+    if request.url.path.startswith("/v1/system"):
+        return True
+    return request.headers.get("x-skylight-operator", "").lower() in ("1", "true", "yes")

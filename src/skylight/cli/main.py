@@ -7,9 +7,11 @@ from pathlib import Path
 
 import typer
 
+from skylight.cli import placement
 from skylight.config import Settings, SimSettings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app.add_typer(placement.app, name="placement")
 
 
 @app.callback()

@@ -10,7 +10,8 @@ from fastapi import APIRouter, Request, Response
 from skylight import lookup
 from skylight.api import deps, models, paging, views
 from skylight.errors import InvalidRequest, NotFound
-from skylight.instances import operations
+from skylight.events.reasons import redact
+from skylight.instances import explain, operations
 from skylight.store import events, instances
 
 router = APIRouter(tags=["instances"])
@@ -18,7 +19,9 @@ router = APIRouter(tags=["instances"])
 
 def _view(request: Request, row: Any) -> models.Instance:
     cp = deps.cp(request)
-    return views.instance(row, cooldown=cp.settings.auto_restart_cooldown)
+    return views.instance(
+        row, operator=deps.is_operator(request), cooldown=cp.settings.auto_restart_cooldown
+    )
 
 
 async def _resolve(
@@ -159,9 +162,23 @@ async def instance_event_list(
         lambda c: events.page(c, flt, limit=page.limit, before_seq=page.marker)
     )
     return models.InstanceEventResultsPage(
-        items=[views.event(r) for r in rows],
+        items=[views.event(r, operator=deps.is_operator(request)) for r in rows],
         next_page=paging.next_token(page, rows, "seq", scope),
     )
+
+
+@router.get("/v1/instances/{instance}/placement", response_model=models.PlacementExplanation)
+async def instance_placement_explain(
+    request: Request, instance: str, project: str | None = None
+) -> models.PlacementExplanation:
+    """Skylight: where the instance would be placed if it started now, or why it cannot be."""
+    row = await _resolve(request, instance, project)
+    out = await explain.explain(deps.cp(request), row)
+    operator = deps.is_operator(request)
+    if not operator:
+        out["sled_id"] = out["current_sled_id"] = None
+    out["reason"] = redact(out["reason"], operator=operator)
+    return models.PlacementExplanation(**out)
 
 
 def _check_size(ncpus: int, memory: int) -> None:
