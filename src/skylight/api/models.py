@@ -326,3 +326,15 @@ class CurrentUser(BaseModel):
 
 NameOrIdSortMode = Literal["name_ascending", "name_descending", "id_ascending"]
 IdSortMode = Literal["id_ascending"]
+
+
+class PlacementExplanation(BaseModel):
+    """Skylight: a placement dry run for an instance, as if it started now."""
+
+    instance_id: str
+    fits: bool
+    sled_id: str | None = Field(default=None, description="operators only")
+    current_sled_id: str | None = Field(default=None, description="operators only")
+    request: dict[str, Any]
+    broken_preferences: list[dict[str, str]]
+    reason: dict[str, Any] | None = None
