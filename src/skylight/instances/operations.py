@@ -54,12 +54,17 @@ def _running_saga(conn: Connection, instance_id: str, name: str) -> str | None:
     return conn.execute(q.limit(1)).scalar()
 
 
+# A saga to launch: its id, and (name, params) when this request created it.
+Launch = tuple[str, tuple[str, dict[str, Any]] | None]
+
+
 async def _finish(
-    cp: ControlPlane, saga_id: str | None, instance_id: str, wait: float | None
+    cp: ControlPlane, launch: Launch | None, instance_id: str, wait: float | None
 ) -> sa.Row[Any]:
     """Launch and wait for the saga; raise its error if it unwound; return the instance."""
-    if saga_id is not None:
-        cp.executor.launch(saga_id)
+    if launch is not None:
+        saga_id, fresh = launch
+        cp.executor.launch(saga_id, fresh)
         outcome = await cp.executor.wait(saga_id, wait)
         if outcome is not None and not outcome.ok and outcome.error:
             reason = outcome.error["reason"]
@@ -72,9 +77,10 @@ async def _finish(
 
 def _launch_in(
     cp: ControlPlane, conn: Connection, sdef: SagaDef, params: dict[str, Any], instance_id: str
-) -> str:
+) -> Launch:
     params.setdefault("saga_id", new_id())
-    return cp.executor.create_in(conn, sdef, params, instance_id=instance_id)
+    saga_id = cp.executor.create_in(conn, sdef, params, instance_id=instance_id)
+    return saga_id, (sdef.name, params)
 
 
 async def create(
@@ -88,7 +94,7 @@ async def create(
     instance_id = new_id()
     start = bool(body.get("start", True))
 
-    def prepare(conn: Connection) -> str:
+    def prepare(conn: Connection) -> Launch:
         proj = lookup.project(conn, project_selector)
         if instances.by_name(conn, proj.id, body["name"]) is not None:
             raise AlreadyExists("instance", body["name"])
@@ -96,8 +102,8 @@ async def create(
         params.update(instance_id=instance_id, project_id=proj.id, actor=actor)
         return _launch_in(cp, conn, instance_create.SAGA, params, instance_id)
 
-    saga_id = await cp.store.tx(prepare)
-    await _finish(cp, saga_id, instance_id, None)
+    launch = await cp.store.tx(prepare)
+    await _finish(cp, launch, instance_id, None)
     if not start:
         return await _finish(cp, None, instance_id, 0)
     try:
@@ -117,13 +123,13 @@ async def create(
 async def start_instance(
     cp: ControlPlane, instance_id: str, actor: dict[str, Any], reason: str, *, wait: float
 ) -> sa.Row[Any]:
-    def prepare(conn: Connection) -> str | None:
+    def prepare(conn: Connection) -> Launch | None:
         row = instances.by_id(conn, instance_id)
         if row is None:
             raise NotFound.by_id("instance", instance_id)
         pending = _running_saga(conn, instance_id, "instance-start")
         if pending is not None:
-            return pending  # a start is already under way: answer with its outcome
+            return pending, None  # a start is already under way: answer with its outcome
         if row.state == "vmm":
             if row.vmm_state in ("stopping", "stopped"):
                 raise Conflict("cannot start the instance while it is stopping")
@@ -143,24 +149,23 @@ async def start_instance(
             "reason": reason,
             "actor": actor,
         }
-        saga_id = _launch_in(cp, conn, instance_start.SAGA, params, instance_id)
-        record(conn, instance_id, Kind.START_REQUESTED, actor, operation_id=saga_id)
-        return saga_id
+        launch = _launch_in(cp, conn, instance_start.SAGA, params, instance_id)
+        record(conn, instance_id, Kind.START_REQUESTED, actor, operation_id=launch[0])
+        return launch
 
-    saga_id = await cp.store.tx(prepare)
-    return await _finish(cp, saga_id, instance_id, wait)
+    return await _finish(cp, await cp.store.tx(prepare), instance_id, wait)
 
 
 async def stop_instance(
     cp: ControlPlane, instance_id: str, actor: dict[str, Any], *, wait: float
 ) -> sa.Row[Any]:
-    def prepare(conn: Connection) -> str | None:
+    def prepare(conn: Connection) -> Launch | None:
         row = instances.by_id(conn, instance_id)
         if row is None:
             raise NotFound.by_id("instance", instance_id)
         pending = _running_saga(conn, instance_id, "instance-stop")
         if pending is not None:
-            return pending
+            return pending, None
         if row.state in ("no_vmm", "creating"):
             instances.update(conn, instance_id, intended_state="stopped")
             return None
@@ -181,18 +186,17 @@ async def stop_instance(
             "sled_id": row.sled_id,
             "actor": actor,
         }
-        saga_id = _launch_in(cp, conn, instance_stop.SAGA, params, instance_id)
-        record(conn, instance_id, Kind.STOP_REQUESTED, actor, operation_id=saga_id)
-        return saga_id
+        launch = _launch_in(cp, conn, instance_stop.SAGA, params, instance_id)
+        record(conn, instance_id, Kind.STOP_REQUESTED, actor, operation_id=launch[0])
+        return launch
 
-    saga_id = await cp.store.tx(prepare)
-    return await _finish(cp, saga_id, instance_id, wait)
+    return await _finish(cp, await cp.store.tx(prepare), instance_id, wait)
 
 
 async def reboot_instance(
     cp: ControlPlane, instance_id: str, actor: dict[str, Any], *, wait: float
 ) -> sa.Row[Any]:
-    def prepare(conn: Connection) -> str:
+    def prepare(conn: Connection) -> Launch:
         row = instances.by_id(conn, instance_id)
         if row is None or row.state != "vmm" or row.vmm_state != "running":
             raise InvalidRequest("only a running instance can be rebooted")
@@ -204,12 +208,11 @@ async def reboot_instance(
         }
         return _launch_in(cp, conn, instance_reboot.SAGA, params, instance_id)
 
-    saga_id = await cp.store.tx(prepare)
-    return await _finish(cp, saga_id, instance_id, wait)
+    return await _finish(cp, await cp.store.tx(prepare), instance_id, wait)
 
 
 async def delete_instance(cp: ControlPlane, instance_id: str, actor: dict[str, Any]) -> None:
-    def prepare(conn: Connection) -> str:
+    def prepare(conn: Connection) -> Launch:
         row = instances.by_id(conn, instance_id)
         if row is None:
             raise NotFound.by_id("instance", instance_id)
@@ -221,8 +224,7 @@ async def delete_instance(cp: ControlPlane, instance_id: str, actor: dict[str, A
         params = {"instance_id": instance_id, "actor": actor}
         return _launch_in(cp, conn, instance_delete.SAGA, params, instance_id)
 
-    saga_id = await cp.store.tx(prepare)
-    await _finish(cp, saga_id, instance_id, None)
+    await _finish(cp, await cp.store.tx(prepare), instance_id, None)
 
 
 _SIZE_FIELDS = ("ncpus", "memory", "cpu_platform")

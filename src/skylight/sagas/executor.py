@@ -83,10 +83,14 @@ class SagaExecutor:
         )
         return str(saga_id)
 
-    def launch(self, saga_id: str) -> None:
+    def launch(self, saga_id: str, fresh: tuple[str, dict[str, Any]] | None = None) -> None:
+        """Run the saga in its own task. ``fresh`` is (name, params) of a saga just created
+        by this replica: it has no log yet, so there is nothing to load."""
         if saga_id in self._tasks or self._closing:
             return
-        task = asyncio.get_running_loop().create_task(self._run(saga_id), name=f"saga-{saga_id}")
+        task = asyncio.get_running_loop().create_task(
+            self._run(saga_id, fresh), name=f"saga-{saga_id}"
+        )
         self._tasks[saga_id] = task
         task.add_done_callback(lambda _t: self._tasks.pop(saga_id, None))
 
@@ -98,9 +102,11 @@ class SagaExecutor:
         task = self._tasks.get(saga_id)
         if task is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(task), timeout)
+                outcome = await asyncio.wait_for(asyncio.shield(task), timeout)
             except TimeoutError:
                 return None
+            if outcome is not None:
+                return outcome
         return await self.store.tx(lambda c: self._outcome(c, saga_id))
 
     def _outcome(self, conn: Connection, saga_id: str) -> SagaOutcome | None:
@@ -156,53 +162,59 @@ class SagaExecutor:
 
         return await self.store.tx(run)
 
-    async def _append(
+    async def _log(
         self,
         ctx: SagaContext,
-        index: int,
-        event_type: str,
-        data: Any = None,
+        entries: list[tuple[int, str, Any]],
         *,
         state: str | None = None,
+        end: tuple[str, dict[str, Any] | None] | None = None,
     ) -> None:
-        name = self._defs[ctx.name].actions[index].name
+        """Append ``entries`` (node index, event type, data) to the log in one transaction.
 
-        def write(conn: Connection) -> None:
-            self._check_fence(conn, ctx)
-            values: dict[str, Any] = {"log_length": saga.c.log_length + 1}
-            if state is not None:
-                values["state"] = state
-            conn.execute(saga.update().where(saga.c.id == ctx.saga_id).values(**values))
-            seq = conn.execute(
-                sa.select(saga.c.log_length).where(saga.c.id == ctx.saga_id)
-            ).scalar_one()
-            conn.execute(
-                saga_node_event.insert().values(
-                    saga_id=ctx.saga_id,
-                    seq=seq,
-                    node_index=index,
-                    node_name=name,
-                    event_type=event_type,
-                    data=data,
-                    time=now(),
-                )
-            )
-
-        await self.store.tx(write)
-
-    async def _finish(self, ctx: SagaContext, state: str, error: dict[str, Any] | None) -> None:
+        The fence and the sequence number come from one statement: the UPDATE matches only
+        while this replica owns the saga at this generation. ``end`` (state, error) also
+        records the saga's end and runs its outcome hook, in the same transaction.
+        """
         sdef = self._defs[ctx.name]
 
         def write(conn: Connection) -> None:
-            self._check_fence(conn, ctx)
-            conn.execute(
+            values: dict[str, Any] = {"log_length": saga.c.log_length + len(entries)}
+            if state is not None:
+                values["state"] = state
+            if end is not None:
+                values.update(state=end[0], error=end[1], time_done=now())
+            last = conn.execute(
                 saga.update()
-                .where(saga.c.id == ctx.saga_id)
-                .values(state=state, error=error, time_done=now())
-            )
-            if state == "done":
+                .where(
+                    saga.c.id == ctx.saga_id,
+                    saga.c.current_sec == self.sec_id,
+                    saga.c.adopt_generation == ctx.generation,
+                )
+                .values(**values)
+                .returning(saga.c.log_length)
+            ).scalar()
+            if last is None:
+                raise Fenced(ctx.saga_id)
+            t = now()
+            for offset, (index, event_type, data) in enumerate(entries):
+                conn.execute(
+                    saga_node_event.insert().values(
+                        saga_id=ctx.saga_id,
+                        seq=last - len(entries) + offset + 1,
+                        node_index=index,
+                        node_name=sdef.actions[index].name,
+                        event_type=event_type,
+                        data=data,
+                        time=t,
+                    )
+                )
+            if end is None:
+                return
+            final, error = end
+            if final == "done":
                 sdef.on_done(conn, ctx)
-            elif state == "unwound":
+            elif final == "unwound":
                 assert error is not None
                 sdef.on_unwound(conn, ctx, error["reason"])
             else:
@@ -224,9 +236,11 @@ class SagaExecutor:
         )
         return row, events
 
-    async def _run(self, saga_id: str) -> SagaOutcome | None:
+    async def _run(
+        self, saga_id: str, fresh: tuple[str, dict[str, Any]] | None
+    ) -> SagaOutcome | None:
         try:
-            return await self._execute(saga_id)
+            return await self._execute(saga_id, fresh)
         except Fenced:
             log.warning("saga %s was adopted by another replica; this one stops", saga_id)
             return None
@@ -236,18 +250,25 @@ class SagaExecutor:
             log.exception("saga %s: executor failure; it stays unfinished for recovery", saga_id)
             return None
 
-    async def _execute(self, saga_id: str) -> SagaOutcome | None:
-        row, events = await self.store.tx(lambda c: self._load(c, saga_id))
-        if row.state not in _UNFINISHED:
-            return SagaOutcome(saga_id, row.state, row.error)
-        sdef = self._defs[row.name]
+    async def _execute(
+        self, saga_id: str, fresh: tuple[str, dict[str, Any]] | None
+    ) -> SagaOutcome | None:
+        events: list[Any] = []
+        if fresh is not None:
+            name, params, generation = fresh[0], fresh[1], 1
+        else:
+            row, events = await self.store.tx(lambda c: self._load(c, saga_id))
+            if row.state not in _UNFINISHED:
+                return SagaOutcome(saga_id, row.state, row.error)
+            name, params, generation = row.name, row.params, row.adopt_generation
+        sdef = self._defs[name]
         ctx = SagaContext(
             saga_id=saga_id,
-            name=row.name,
-            params=dict(row.params),
+            name=name,
+            params=dict(params),
             outputs={},
             executor=self,
-            generation=row.adopt_generation,
+            generation=generation,
             services=self.services,
         )
         started: list[int] = []
@@ -267,12 +288,20 @@ class SagaExecutor:
             ctx.outputs[sdef.actions[index].name] = output
 
         if error is None:
+            # A step's "succeeded" and the next step's "started" share one transaction, and
+            # the last step's "succeeded" shares the saga's final one.
+            pending: list[tuple[int, str, Any]] = []
             for index, action in enumerate(sdef.actions):
                 if index in succeeded:
                     continue
                 if index not in started:
-                    await self._append(ctx, index, "started")
+                    pending.append((index, "started", None))
+                    await self._log(ctx, pending)
+                    pending = []
                     started.append(index)
+                elif pending:
+                    await self._log(ctx, pending)
+                    pending = []
                 try:
                     output = await action.do(ctx)
                 except Fenced:
@@ -285,12 +314,12 @@ class SagaExecutor:
                     log.exception("saga %s action %s failed", saga_id, action.name)
                     error = {"reason": _internal_reason(exc), "error_code": "Internal"}
                 if error is not None:
-                    await self._append(ctx, index, "failed", error, state="unwinding")
+                    await self._log(ctx, [(index, "failed", error)], state="unwinding")
                     break
-                await self._append(ctx, index, "succeeded", output)
+                pending.append((index, "succeeded", output))
                 ctx.outputs[action.name] = output
             else:
-                await self._finish(ctx, "done", None)
+                await self._log(ctx, pending, end=("done", None))
                 return SagaOutcome(saga_id, "done")
 
         # Unwind every action that started, newest first. Undo actions must tolerate an
@@ -300,14 +329,17 @@ class SagaExecutor:
             if undo is None or index in undone:
                 continue
             if not await self._undo(ctx, index, undo):
-                stuck = _stuck_reason(sdef.actions[index].name, error)
-                await self._finish(ctx, "stuck", {"reason": stuck, "error_code": "Internal"})
-                return SagaOutcome(saga_id, "stuck", {"reason": stuck, "error_code": "Internal"})
-        await self._finish(ctx, "unwound", error)
+                stuck = {
+                    "reason": _stuck_reason(sdef.actions[index].name, error),
+                    "error_code": "Internal",
+                }
+                await self._log(ctx, [], end=("stuck", stuck))
+                return SagaOutcome(saga_id, "stuck", stuck)
+        await self._log(ctx, [], end=("unwound", error))
         return SagaOutcome(saga_id, "unwound", error)
 
     async def _undo(self, ctx: SagaContext, index: int, undo: Any) -> bool:
-        await self._append(ctx, index, "undo_started")
+        await self._log(ctx, [(index, "undo_started", None)])
         last: Exception | None = None
         for attempt in range(self.undo_attempts):
             try:
@@ -321,9 +353,9 @@ class SagaExecutor:
                 )
                 await asyncio.sleep(self.undo_retry_delay * (2**attempt))
                 continue
-            await self._append(ctx, index, "undo_finished")
+            await self._log(ctx, [(index, "undo_finished", None)])
             return True
-        await self._append(ctx, index, "undo_failed", {"error": str(last)})
+        await self._log(ctx, [(index, "undo_failed", {"error": str(last)})])
         return False
 
 
