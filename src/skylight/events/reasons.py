@@ -81,6 +81,8 @@ def redact(reason: Reason | None, *, operator: bool) -> Reason | None:
         return reason
     shown = {k: v for k, v in reason.items() if k != "internal"}
     diagnosis = shown.get("diagnosis")
-    if isinstance(diagnosis, dict) and "sleds" in diagnosis:
-        shown["diagnosis"] = {k: v for k, v in diagnosis.items() if k != "sleds"}
+    if isinstance(diagnosis, dict):
+        shown["diagnosis"] = {
+            k: v for k, v in diagnosis.items() if k not in ("sleds", "sled_groups")
+        }
     return shown

@@ -10,11 +10,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from skylight.events import reasons
-from skylight.placement.filters import CAPACITY_CHECKS, CHECKS
-from skylight.placement.model import Rejection, Request, SledView
+from skylight.placement import filters
+from skylight.placement.filters import CAPACITY_CHECKS, CHECK_NAMES, CHECKS
+from skylight.placement.model import Request
+from skylight.placement.rack import Ints, Mask, Rack, Sigs
 
 GiB = 1024**3
+SLED_DETAIL_LIMIT = 128  # sleds listed one by one for operators; beyond, grouped
+SLED_SAMPLE = 16  # sled ids shown per group of sleds that failed the same checks
 
 
 def _gib(n: int) -> str:
@@ -29,21 +35,9 @@ def _size(req: Request) -> str:
     return text
 
 
-def _ever_fits(req: Request, sled: SledView) -> bool:
-    """Could this in-service sled hold the instance if it were empty (ignoring groups)?"""
-    return (
-        sled.in_service
-        and (req.cpu_platform is None or req.cpu_platform == sled.cpu_family)
-        and (req.pinned_sled is None or req.pinned_sled == sled.id)
-        and req.ncpus <= sled.cpus
-        and req.memory <= sled.memory
-        and req.local_storage <= sled.local_storage
-    )
-
-
-def _permanent(req: Request, sleds: list[SledView]) -> tuple[str, str, str] | None:
+def _permanent(req: Request, rack: Rack) -> tuple[str, str, str] | None:
     """(code, headline, fix) when no rack state short of a user's change could place it."""
-    in_service = [s for s in sleds if s.in_service]
+    alive = rack.in_service
     if req.contradictions:
         names = ", ".join(sorted(req.contradictions))
         return (
@@ -51,43 +45,51 @@ def _permanent(req: Request, sleds: list[SledView]) -> tuple[str, str, str] | No
             f"Its affinity and anti-affinity groups contradict each other (both contain {names})",
             "Remove the instance from one of the groups that contain the same members.",
         )
-    if req.pinned_sled is not None and not any(s.id == req.pinned_sled for s in in_service):
+    if (
+        req.pinned_sled is not None
+        and not (alive & rack.members(frozenset({req.pinned_sled}))).any()
+    ):
         return (
             "local_storage_unavailable",
             "Its local disks are on a sled that has left service for good",
             "Detach and delete the local disks, or create the instance anew.",
         )
-    if req.cpu_platform and not any(s.cpu_family == req.cpu_platform for s in in_service):
-        return (
-            "cpu_platform_unavailable",
-            f"No sled in service has the CPU platform {req.cpu_platform}",
-            "Choose another CPU platform, or none.",
-        )
-    if not any(_ever_fits(req, s) for s in in_service):
-        cpus = max((s.cpus for s in in_service), default=0)
-        mem = max((s.memory for s in in_service), default=0)
+    platform_ok = np.ones(len(rack), dtype=bool)
+    if req.cpu_platform:
+        platform_ok = np.asarray(rack.cpu_family == req.cpu_platform, dtype=bool)
+        if not (alive & platform_ok).any():
+            return (
+                "cpu_platform_unavailable",
+                f"No sled in service has the CPU platform {req.cpu_platform}",
+                "Choose another CPU platform, or none.",
+            )
+    pin_ok = ~filters.local_disk_pin(req, rack)
+    ever = (
+        alive
+        & platform_ok
+        & pin_ok
+        & (rack.cpus >= req.ncpus)
+        & (rack.memory >= req.memory)
+        & (rack.local_storage >= req.local_storage)
+    )
+    if not ever.any():
+        cpus = int(rack.cpus[alive].max()) if alive.any() else 0
+        mem = int(rack.memory[alive].max()) if alive.any() else 0
         return (
             "exceeds_sled_size",
             "The instance is larger than any sled can hold",
             f"Request at most {cpus} vCPUs and {_gib(mem)} of memory.",
         )
+    in_service = int(alive.sum())
     for group in req.anti_affinity:
-        if group.hard and group.members > len(in_service):
+        if group.hard and group.members > in_service:
             return (
                 "anti_affinity_unsatisfiable",
                 f"Anti-affinity group {group.name} has {group.members} members but the rack "
-                f"has only {len(in_service)} sleds in service",
+                f"has only {in_service} sleds in service",
                 f"Remove members from {group.name}, or change its policy to 'allow'.",
             )
     return None
-
-
-def _shortfall(req: Request, sled: SledView) -> dict[str, int]:
-    return {
-        "vcpus": max(0, req.ncpus - sled.free_cpus),
-        "memory": max(0, req.memory - sled.free_memory),
-        "local_storage": max(0, req.local_storage - sled.free_local_storage),
-    }
 
 
 def _lacks(short: dict[str, int]) -> str:
@@ -101,87 +103,117 @@ def _lacks(short: dict[str, int]) -> str:
     return " and ".join(parts)
 
 
-def diagnose(
-    req: Request, sleds: list[SledView], rejections: dict[str, list[Rejection]]
-) -> dict[str, Any]:
-    """A reason for a failed placement. ``rejections`` holds every sled's rejections."""
-    counts = dict.fromkeys(CHECKS, 0)
-    checks_by_sled: dict[str, list[str]] = {}
-    for sled in sleds:
-        names = list(dict.fromkeys(r.check for r in rejections[sled.id]))
-        checks_by_sled[sled.id] = names
-        counts[names[0]] += 1
+def _bits(checks: set[str] | frozenset[str]) -> int:
+    return sum(1 << CHECK_NAMES.index(c) for c in checks)
 
-    # Sleds that only capacity keeps from taking the instance: the closest one sets the
-    # shortfall, and says what would make room.
-    only_capacity = [
-        s
-        for s in sleds
-        if s.in_service
-        and s.provision_policy == "provisionable"
-        and set(checks_by_sled[s.id]) <= CAPACITY_CHECKS
-        and not (req.pinned_sled and req.pinned_sled != s.id)
-    ]
-    shortfall: dict[str, int] | None = None
-    if only_capacity:
-        closest = min(
-            only_capacity,
-            key=lambda s: sum(
-                v / max(1, w)
-                for v, w in zip(
-                    _shortfall(req, s).values(),
-                    (req.ncpus, req.memory, req.local_storage),
-                    strict=True,
-                )
-            ),
+
+def _only(sig: Sigs, allowed: set[str] | frozenset[str]) -> Mask:
+    """Sleds that fail no check outside ``allowed``."""
+    return np.asarray((sig & np.uint8(~_bits(allowed) & 0xFF)) == 0, dtype=bool)
+
+
+def _shortfall(req: Request, rack: Rack, sig: Sigs) -> dict[str, int] | None:
+    """The closest sled that only capacity keeps from taking the instance, and what it lacks."""
+    candidates = rack.in_service & _only(sig, CAPACITY_CHECKS)
+    if req.pinned_sled is not None:
+        candidates &= rack.members(frozenset({req.pinned_sled}))
+    if not candidates.any():
+        return None
+    # In place, on floats: this runs over every sled of a rack of thousands.
+    distance = np.subtract(float(req.ncpus), rack.free_cpus_f)
+    np.maximum(distance, 0.0, out=distance)
+    distance *= 1.0 / max(1, req.ncpus)
+    short_mem = np.subtract(float(req.memory), rack.free_memory_f)
+    np.maximum(short_mem, 0.0, out=short_mem)
+    short_mem *= 1.0 / max(1, req.memory)
+    distance += short_mem
+    if req.local_storage:
+        short_disk = np.subtract(float(req.local_storage), rack.free_local_storage)
+        np.maximum(short_disk, 0.0, out=short_disk)
+        distance += short_disk * (1.0 / req.local_storage)
+    distance[~candidates] = np.inf
+    best = int(np.argmin(distance))
+    return {
+        "vcpus": max(0, req.ncpus - int(rack.free_cpus[best])),
+        "memory": max(0, req.memory - int(rack.free_memory[best])),
+        "local_storage": max(0, req.local_storage - int(rack.free_local_storage[best])),
+    }
+
+
+# For each 8-bit signature (the set of checks a sled failed), the first check it failed.
+_FIRST = np.array([(v & -v).bit_length() - 1 if v else 0 for v in range(256)], dtype=np.int64)
+
+
+def _per_sled(rack: Rack, sig: Sigs, sig_counts: Ints) -> dict[str, Any]:
+    """Operators' view: every check each sled failed; past SLED_DETAIL_LIMIT sleds, grouped by
+    the combination of checks failed (with a sample of sled ids), so events stay small."""
+
+    def checks(v: int) -> list[str]:
+        return [c for b, c in enumerate(CHECK_NAMES) if v >> b & 1]
+
+    if len(rack) <= SLED_DETAIL_LIMIT:
+        return {"sleds": {rack.ids[i]: checks(int(sig[i])) for i in np.argsort(rack.ids)}}
+    groups = []
+    for v in np.flatnonzero(sig_counts):
+        members = np.flatnonzero(sig == v)[:SLED_SAMPLE]
+        groups.append(
+            {
+                "checks": checks(int(v)),
+                "count": int(sig_counts[v]),
+                "sample": [rack.ids[i] for i in members],
+            }
         )
-        shortfall = _shortfall(req, closest)
+    return {"sled_groups": sorted(groups, key=lambda g: -g["count"])}
 
-    permanent = _permanent(req, sleds)
+
+def diagnose(req: Request, rack: Rack, sig: Sigs) -> dict[str, Any]:
+    """A reason for a failed placement. ``sig`` is filters.run's byte of failed checks per
+    sled."""
+    sig_counts = np.bincount(sig, minlength=256)
+    tally = np.bincount(_FIRST, weights=sig_counts, minlength=len(CHECK_NAMES))
+    counts = {c: int(tally[i]) for i, c in enumerate(CHECK_NAMES)}
+    shortfall = _shortfall(req, rack, sig)
+
+    permanent = _permanent(req, rack)
     if permanent is not None:
         code, headline, fix = permanent
         transient = False
     else:
         transient = True
-        code, headline, fix = _transient(req, sleds, checks_by_sled, shortfall)
+        code, headline, fix = _transient(req, rack, sig, shortfall)
 
     summary = ", ".join(f"{n} {CHECKS[c]}" for c, n in counts.items() if n)
     closest_text = ""
     if shortfall and code in ("insufficient_capacity", "local_storage_unavailable"):
         closest_text = f" The closest sled lacks {_lacks(shortfall)}."
     message = (
-        f"{headline} ({_size(req)}): of {len(sleds)} sleds, {summary or 'none exist'}."
+        f"{headline} ({_size(req)}): of {len(rack)} sleds, {summary or 'none exist'}."
         f"{closest_text} {fix}"
     )
-    diagnosis = {
-        "sleds_total": len(sleds),
+    diagnosis: dict[str, Any] = {
+        "sleds_total": len(rack),
         "counts": counts,
         "shortfall": shortfall,
         "fix": fix,
-        # Operators only (removed by reasons.redact): every check each sled failed.
-        "sleds": dict(sorted(checks_by_sled.items())),
     }
+    # Operators only (removed by reasons.redact).
+    diagnosis.update(_per_sled(rack, sig, sig_counts))
     return reasons.make(code, message, transient=transient, diagnosis=diagnosis, action=fix)
 
 
 def _transient(
-    req: Request,
-    sleds: list[SledView],
-    checks_by_sled: dict[str, list[str]],
-    shortfall: dict[str, int] | None,
+    req: Request, rack: Rack, sig: Sigs, shortfall: dict[str, int] | None
 ) -> tuple[str, str, str]:
-    def only(allowed: set[str], sled: SledView) -> bool:
-        return sled.in_service and set(checks_by_sled[sled.id]) <= allowed
-
-    if any(only({"not_provisionable"}, s) for s in sleds):
+    alive = rack.in_service
+    if (alive & _only(sig, {"not_provisionable"})).any():
         return (
             "capacity_in_maintenance",
             "The instance would fit only on sleds that are in maintenance",
             "Wait for a sled to return from maintenance, or request a smaller instance.",
         )
     hard_affinity = [g for g in req.affinity if g.hard and g.sleds]
+    names = ", ".join(g.name for g in hard_affinity)
     if len({s for g in hard_affinity for s in g.sleds}) > 1:
-        names = ", ".join(g.name for g in hard_affinity)
         return (
             "affinity_sled_unavailable",
             f"The members of its affinity groups ({names}) run on different sleds, so no "
@@ -190,19 +222,18 @@ def _transient(
             "the groups.",
         )
     if hard_affinity:
-        names = ", ".join(g.name for g in hard_affinity)
         return (
             "affinity_sled_unavailable",
             f"The sled that runs the other members of affinity group {names} has no room",
             f"Stop instances on that sled (other members of {names} stay), or wait.",
         )
-    if any(checks_by_sled[s.id] == ["anti_affinity"] for s in sleds if s.in_service):
+    if (alive & _only(sig, {"anti_affinity"})).any():
         # A sled would take it but for the anti-affinity rule.
-        names = ", ".join(sorted({g.name for g in req.anti_affinity if g.hard}))
+        banned = ", ".join(sorted({g.name for g in req.anti_affinity if g.hard}))
         return (
             "anti_affinity_unsatisfiable",
-            f"Every sled with room hosts a member of anti-affinity group {names}",
-            f"Stop a member of {names}, wait for capacity on other sleds, or change the "
+            f"Every sled with room hosts a member of anti-affinity group {banned}",
+            f"Stop a member of {banned}, wait for capacity on other sleds, or change the "
             "group's policy to 'allow'.",
         )
     if req.pinned_sled is not None:

@@ -1,4 +1,5 @@
-"""The filter steps, in the order they are applied. Each returns None or a Rejection.
+"""The filter steps, in the order they are applied. Each looks at every sled of the rack at
+once and returns the mask of sleds it rejects.
 
 The first step that rejects a sled is the one its diagnosis counts it under; every step still
 runs on every sled, so operators can see all the checks a sled failed. Steps that no change
@@ -10,73 +11,79 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from skylight.placement.model import Rejection, Request, SledView
+import numpy as np
 
-Filter = Callable[[Request, SledView], Rejection | None]
+from skylight.placement.model import Request
+from skylight.placement.rack import Mask, Rack, Sigs
 
-
-def in_service(_req: Request, sled: SledView) -> Rejection | None:
-    if sled.in_service:
-        return None
-    return Rejection("not_in_service", {"policy": sled.policy, "state": sled.state})
+Filter = Callable[[Request, Rack], Mask]
 
 
-def provisionable(_req: Request, sled: SledView) -> Rejection | None:
-    if sled.provision_policy == "provisionable":
-        return None
-    return Rejection("not_provisionable")
+def in_service(_req: Request, rack: Rack) -> Mask:
+    return ~rack.in_service
 
 
-def local_disk_pin(req: Request, sled: SledView) -> Rejection | None:
-    if req.pinned_sled is None or req.pinned_sled == sled.id:
-        return None
-    return Rejection("local_storage", {"pinned_elsewhere": True})
+def provisionable(_req: Request, rack: Rack) -> Mask:
+    return ~rack.provisionable
 
 
-def cpu_platform(req: Request, sled: SledView) -> Rejection | None:
-    if req.cpu_platform is None or req.cpu_platform == sled.cpu_family:
-        return None
-    return Rejection("cpu_platform", {"sled_cpu_family": sled.cpu_family})
+def local_disk_pin(req: Request, rack: Rack) -> Mask:
+    """Local disks already on a sled pin the instance to it."""
+    if req.pinned_sled is None:
+        return np.zeros(len(rack), dtype=bool)
+    return ~rack.members(frozenset({req.pinned_sled}))
 
 
-def affinity(req: Request, sled: SledView) -> Rejection | None:
-    groups = [g.name for g in req.affinity if g.hard and g.sleds and sled.id not in g.sleds]
-    return Rejection("affinity", {"groups": groups}) if groups else None
+def cpu_platform(req: Request, rack: Rack) -> Mask:
+    if req.cpu_platform is None:
+        return np.zeros(len(rack), dtype=bool)
+    return np.asarray(rack.cpu_family != req.cpu_platform, dtype=bool)
 
 
-def anti_affinity(req: Request, sled: SledView) -> Rejection | None:
-    groups = [g.name for g in req.anti_affinity if g.hard and sled.id in g.sleds]
-    return Rejection("anti_affinity", {"groups": groups}) if groups else None
+def affinity(req: Request, rack: Rack) -> Mask:
+    """A `fail` affinity group whose members run somewhere allows only their sleds."""
+    rejected = np.zeros(len(rack), dtype=bool)
+    for group in req.affinity:
+        if group.hard and group.sleds:
+            rejected |= ~rack.members(group.sleds)
+    return rejected
 
 
-def enough_cpus(req: Request, sled: SledView) -> Rejection | None:
-    if req.ncpus <= sled.free_cpus:
-        return None
-    return Rejection("too_few_cpus", {"shortfall": req.ncpus - sled.free_cpus})
+def anti_affinity(req: Request, rack: Rack) -> Mask:
+    """A `fail` anti-affinity group bans the sleds its other members run on."""
+    rejected = np.zeros(len(rack), dtype=bool)
+    for group in req.anti_affinity:
+        if group.hard and group.sleds:
+            rejected |= rack.members(group.sleds)
+    return rejected
 
 
-def enough_memory(req: Request, sled: SledView) -> Rejection | None:
-    if req.memory <= sled.free_memory:
-        return None
-    return Rejection("too_little_memory", {"shortfall": req.memory - sled.free_memory})
+def enough_cpus(req: Request, rack: Rack) -> Mask:
+    return rack.free_cpus < req.ncpus
 
 
-def enough_local_storage(req: Request, sled: SledView) -> Rejection | None:
-    if req.local_storage <= sled.free_local_storage:
-        return None
-    return Rejection("local_storage", {"shortfall": req.local_storage - sled.free_local_storage})
+def enough_memory(req: Request, rack: Rack) -> Mask:
+    return rack.free_memory < req.memory
 
 
-FILTERS: list[Filter] = [
-    in_service,
-    provisionable,
-    local_disk_pin,
-    cpu_platform,
-    affinity,
-    anti_affinity,
-    enough_cpus,
-    enough_memory,
-    enough_local_storage,
+def enough_local_storage(req: Request, rack: Rack) -> Mask:
+    if req.local_storage == 0:
+        return np.zeros(len(rack), dtype=bool)
+    return rack.free_local_storage < req.local_storage
+
+
+# (check, filter): several filters may share a check (both local-storage steps count as
+# "local_storage" in a diagnosis).
+FILTERS: list[tuple[str, Filter]] = [
+    ("not_in_service", in_service),
+    ("not_provisionable", provisionable),
+    ("local_storage", local_disk_pin),
+    ("cpu_platform", cpu_platform),
+    ("affinity", affinity),
+    ("anti_affinity", anti_affinity),
+    ("too_few_cpus", enough_cpus),
+    ("too_little_memory", enough_memory),
+    ("local_storage", enough_local_storage),
 ]
 
 # The diagnosis buckets, in filter order, with words for users.
@@ -90,14 +97,17 @@ CHECKS: dict[str, str] = {
     "too_few_cpus": "too few free vCPUs",
     "too_little_memory": "too little free memory",
 }
+CHECK_NAMES = list(CHECKS)
 CAPACITY_CHECKS = frozenset({"too_few_cpus", "too_little_memory", "local_storage"})
 
 
-def run(req: Request, sled: SledView) -> list[Rejection]:
-    """Every rejection of ``sled``, in filter order (empty: the sled fits)."""
-    out: list[Rejection] = []
-    for check in FILTERS:
-        rejection = check(req, sled)
-        if rejection is not None:
-            out.append(rejection)
-    return out
+_BIT = {check: np.uint8(1 << i) for i, check in enumerate(CHECK_NAMES)}
+
+
+def run(req: Request, rack: Rack) -> Sigs:
+    """One byte per sled: bit ``i`` set when the sled fails ``CHECK_NAMES[i]`` (0: it fits)."""
+    assert len(CHECK_NAMES) <= 8
+    sig = np.zeros(len(rack), dtype=np.uint8)
+    for check, step in FILTERS:
+        sig[step(req, rack)] |= _BIT[check]
+    return sig

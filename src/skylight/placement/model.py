@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -69,14 +69,6 @@ class SledView:
     @property
     def in_service(self) -> bool:
         return self.policy == "in_service" and self.state == "active"
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """Why one filter step turned a sled away: ``check`` names the step."""
-
-    check: str
-    detail: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -3,58 +3,68 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
+
+import numpy as np
 
 from skylight.placement import filters
 from skylight.placement.diagnosis import diagnose
-from skylight.placement.model import Placement, PlacementFailure, Rejection, Request, SledView
+from skylight.placement.model import Placement, PlacementFailure, Request, SledView
+from skylight.placement.rack import Ints, Mask, Rack
 
 
-def _preference_score(req: Request, sled: SledView) -> int:
-    """Allow-affinity groups honoured minus allow-anti-affinity groups broken."""
-    kept = sum(1 for g in req.affinity if not g.hard and g.sleds and sled.id in g.sleds)
-    broken = sum(1 for g in req.anti_affinity if not g.hard and sled.id in g.sleds)
-    return kept - broken
+def _preference_score(req: Request, rack: Rack) -> Ints:
+    """Per sled: allow-affinity groups honoured minus allow-anti-affinity groups broken."""
+    score = np.zeros(len(rack), dtype=np.int64)
+    for g in req.affinity:
+        if not g.hard and g.sleds:
+            score += rack.members(g.sleds)
+    for g in req.anti_affinity:
+        if not g.hard and g.sleds:
+            score -= rack.members(g.sleds)
+    return score
 
 
-def _broken(req: Request, sled: SledView) -> tuple[dict[str, str], ...]:
+def _broken(req: Request, sled_id: str) -> tuple[dict[str, str], ...]:
     out = [
         {"kind": "affinity", "group": g.name}
         for g in req.affinity
-        if not g.hard and g.sleds and sled.id not in g.sleds
+        if not g.hard and g.sleds and sled_id not in g.sleds
     ]
     out += [
         {"kind": "anti_affinity", "group": g.name}
         for g in req.anti_affinity
-        if not g.hard and sled.id in g.sleds
+        if not g.hard and sled_id in g.sleds
     ]
     return tuple(out)
 
 
 def place(
-    req: Request, sleds: list[SledView], rng: random.Random | None = None
+    req: Request, sleds: Rack | Sequence[SledView], rng: random.Random | None = None
 ) -> Placement | PlacementFailure:
-    """Choose a sled for ``req`` among ``sleds``, or explain why none fits.
+    """Choose a sled for ``req``, or explain why none fits.
 
     Among the sleds that pass every filter, those that honour the most `allow` preferences
     win; among equals the choice is random (seedable), weighted toward free capacity, so
     instances spread over the rack instead of piling onto the first sled.
     """
-    rejections: dict[str, list[Rejection]] = {}
-    fits: list[SledView] = []
-    for sled in sleds:
-        rejected = filters.run(req, sled)
-        if rejected:
-            rejections[sled.id] = rejected
-        else:
-            fits.append(sled)
-    if not fits:
-        return PlacementFailure(diagnose(req, sleds, rejections))
-    best = max(_preference_score(req, s) for s in fits)
-    tier = [s for s in fits if _preference_score(req, s) == best]
-    rng = rng or random.Random()
-    weights = [
-        (s.free_cpus - req.ncpus + 1) / s.cpus + (s.free_memory - req.memory + 1) / s.memory
-        for s in tier
-    ]
-    chosen = rng.choices(tier, weights=weights, k=1)[0]
-    return Placement(chosen.id, _broken(req, chosen))
+    rack = sleds if isinstance(sleds, Rack) else Rack.of(sleds)
+    sig = filters.run(req, rack)
+    passing: Mask = sig == 0
+    if not passing.any():
+        return PlacementFailure(diagnose(req, rack, sig))
+    score = _preference_score(req, rack)
+    tier = passing & (score == score[passing].max())
+    candidates = np.flatnonzero(tier)
+    # Weighted toward free capacity; the epsilon keeps a full-but-fitting sled possible.
+    weights = rack.free_share[candidates] + 1e-6
+    cumulative = np.cumsum(weights)
+    pick = (rng or random.Random()).random() * float(cumulative[-1])
+    at = min(int(np.searchsorted(cumulative, pick, side="right")), len(candidates) - 1)
+    chosen = rack.ids[int(candidates[at])]
+    return Placement(chosen, _broken(req, chosen))
+
+
+def fits(req: Request, sled: SledView) -> bool:
+    """Does ``sled`` pass every filter? (The re-check under the sled's lock.)"""
+    return not filters.run(req, Rack.of([sled]))[0]

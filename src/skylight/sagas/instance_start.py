@@ -16,8 +16,7 @@ from sqlalchemy.engine import Connection
 from skylight.events import reasons
 from skylight.events.kinds import Kind
 from skylight.instances.record import record
-from skylight.placement import PlacementFailure, place
-from skylight.placement import filters as placement_filters
+from skylight.placement import PlacementFailure, fits, place
 from skylight.sagas.definition import Action, ActionError, SagaContext, SagaDef
 from skylight.sled.agent import SledAgent, VmmSpec
 from skylight.store import instances, placement_inputs, sleds
@@ -71,7 +70,7 @@ async def reserve_sled(ctx: SagaContext) -> dict[str, Any]:
             if isinstance(result, PlacementFailure):
                 raise ActionError(result.reason, "InsufficientCapacity")
             fresh = sleds.lock_and_measure(conn, result.sled_id)
-            if fresh is None or placement_filters.run(req, fresh):
+            if fresh is None or not fits(req, fresh):
                 continue
             sleds.reserve(
                 conn,
