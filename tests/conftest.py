@@ -86,6 +86,8 @@ def make_settings(data_dir: Path, db_url: str | None = None, **overrides: Any) -
     )
     settings = Settings(data_dir=data_dir, db_url=db_url, sim=sim, start_wait=10.0)
     settings.undo_retry_delay = 0.01
+    # Tests that exercise auto-restart shorten this; the rest see failures stay put.
+    settings.auto_restart_interval = 3600.0
     for key, value in overrides.items():
         setattr(settings, key, value)
     return settings

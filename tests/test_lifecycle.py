@@ -162,8 +162,10 @@ def test_vmm_crash_marks_the_instance_failed(client: TestClient, project: str) -
     assert inst["status_reason"]["code"] == "vmm_failure"
     assert _reserved(client) == (0, 0)
     events = client.get("/v1/instances/a/events", params=P).json()["items"]
-    assert events[0]["kind"] == "instance.failed"
-    assert events[0]["actor"] == {"type": "control_plane", "cause": "vmm_failure"}
+    assert [e["kind"] for e in events[:2]] == ["instance.auto_restart_scheduled", "instance.failed"]
+    assert events[1]["actor"] == {"type": "control_plane", "cause": "vmm_failure"}
+    assert events[0]["actor"] == {"type": "control_plane", "cause": "auto_restart"}
+    assert events[0]["detail"]["next_attempt"] is not None
 
 
 def test_sled_power_off_fails_its_instances(client: TestClient, project: str) -> None:
@@ -177,7 +179,9 @@ def test_sled_power_off_fails_its_instances(client: TestClient, project: str) ->
     assert inst["status_reason"]["code"] == "sled_failure"
     # Operators see which sled; users do not.
     events = client.get("/v1/instances/a/events", params=P).json()["items"]
-    assert "internal" not in (events[0]["reason"] or {})
+    failed = next(e for e in events if e["kind"] == "instance.failed")
+    assert failed["reason"]["code"] == "sled_failure"
+    assert "internal" not in failed["reason"]
 
 
 def test_stop_a_failed_instance_rests_it_stopped(client: TestClient, project: str) -> None:

@@ -28,6 +28,12 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: Path(".skylight"))
     start_wait: float = 30.0  # seconds a start request waits for its saga
     auto_restart_cooldown: float = 300.0
+    # How often the auto-restart task looks for failed instances, and the backoff between
+    # attempts whose reason is transient (doubling from the first delay up to the cap).
+    auto_restart_interval: float = 5.0
+    auto_restart_backoff: float = 10.0
+    auto_restart_backoff_max: float = 600.0
+    auto_restart_batch: int = 16
     event_retention_days: int = 30
     sim: SimSettings = field(default_factory=SimSettings)
     # Sled-agent calls that take longer than this count as failed (a "hang" fault).

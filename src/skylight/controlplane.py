@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import uuid
@@ -11,6 +12,7 @@ import anyio
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from skylight.background import auto_restart
 from skylight.clock import now
 from skylight.config import GiB, Settings
 from skylight.events import reasons
@@ -76,6 +78,7 @@ class ControlPlane:
             undo_retry_delay=settings.undo_retry_delay,
         )
         self.executor.services = self
+        self._background: list[asyncio.Task[None]] = []
         for sdef in SAGAS:
             self.executor.register(sdef)
 
@@ -83,8 +86,14 @@ class ControlPlane:
         await anyio.to_thread.run_sync(migrate.upgrade, self.store.engine)
         await self.store.tx(self._register)
         await self.executor.resume_all()
+        self._background.append(asyncio.create_task(auto_restart.loop(self), name="auto-restart"))
 
     async def stop(self) -> None:
+        for task in self._background:
+            task.cancel()
+        if self._background:
+            await asyncio.wait(self._background, timeout=5)
+        self._background.clear()
         await self.executor.close()
         self.store.dispose()
 
@@ -170,3 +179,4 @@ class ControlPlane:
             reason=reason,
             explains_status=True,
         )
+        auto_restart.schedule_in(conn, self.settings, instance_id)

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from skylight import lookup
+from skylight.clock import now
 from skylight.errors import AlreadyExists, Conflict, InvalidRequest, NotFound, OperationFailed
 from skylight.events.kinds import Kind
 from skylight.ids import new_id
@@ -138,7 +139,14 @@ async def start_instance(
             raise Conflict("cannot start the instance while it is being created")
         if row.state == "failed" and row.active_vmm_id is not None:
             raise Conflict("the instance has an operation that operators must resolve first")
-        instances.update(conn, instance_id, intended_state="running")
+        values: dict[str, Any] = {"intended_state": "running"}
+        if reason == "auto_restart":
+            values.update(
+                time_last_auto_restarted=now(),
+                time_next_auto_restart=None,
+                auto_restart_attempts=row.auto_restart_attempts + 1,
+            )
+        instances.update(conn, instance_id, **values)
         params = {
             "instance_id": instance_id,
             "project_id": row.project_id,
@@ -173,7 +181,12 @@ async def stop_instance(
             if row.active_vmm_id is not None:
                 raise Conflict("the instance has an operation that operators must resolve first")
             instances.update(
-                conn, instance_id, state="no_vmm", intended_state="stopped", status_event_id=None
+                conn,
+                instance_id,
+                state="no_vmm",
+                intended_state="stopped",
+                status_event_id=None,
+                time_next_auto_restart=None,
             )
             record(conn, instance_id, Kind.STOPPED, actor)
             return None

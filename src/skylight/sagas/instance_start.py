@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Connection
 
+from skylight.background import auto_restart
 from skylight.events import reasons
 from skylight.events.kinds import Kind
 from skylight.instances.record import record
@@ -230,7 +231,13 @@ def _done(conn: Connection, ctx: SagaContext) -> None:
         sled_id = ctx.outputs["reserve_sled"]["sled_id"]
         placement_inputs.allocate_local_disks(conn, p["instance_id"], sled_id)
         sleds.settle_local_storage(conn, p["vmm_id"])
-        instances.update(conn, p["instance_id"], status_event_id=None)
+        instances.update(
+            conn,
+            p["instance_id"],
+            status_event_id=None,
+            time_next_auto_restart=None,
+            auto_restart_attempts=0,
+        )
         record(conn, p["instance_id"], Kind.RUNNING, p["actor"], operation_id=ctx.saga_id)
         return
     vmm = instances.vmm_row(conn, p["vmm_id"])
@@ -251,6 +258,11 @@ def _unwound(conn: Connection, ctx: SagaContext, reason: dict[str, Any]) -> None
         if not restart:
             values["intended_state"] = "stopped"
         instances.update(conn, p["instance_id"], **values)
+    if restart and at_rest:
+        auto_restart.after_failed_attempt(
+            conn, _cp(ctx).settings, p["instance_id"], ctx.saga_id, reason
+        )
+        return
     kind = Kind.AUTO_RESTART_FAILED if restart else Kind.START_FAILED
     record(
         conn,

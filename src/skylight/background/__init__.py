@@ -1,0 +1,1 @@
+"""Background tasks of a replica: periodic loops that the control plane starts and stops."""
