@@ -34,6 +34,12 @@ class Settings:
     auto_restart_backoff: float = 10.0
     auto_restart_backoff_max: float = 600.0
     auto_restart_batch: int = 16
+    # Event streams look for other replicas' events this often, and send a heartbeat
+    # comment when idle this long. Retention runs every interval.
+    stream_poll_interval: float = 1.0
+    stream_heartbeat: float = 15.0
+    event_retention_interval: float = 3600.0
+    event_retention_keep: int = 100
     event_retention_days: int = 30
     sim: SimSettings = field(default_factory=SimSettings)
     # Sled-agent calls that take longer than this count as failed (a "hang" fault).

@@ -12,10 +12,11 @@ import anyio
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from skylight.background import auto_restart
+from skylight.background import auto_restart, retention
 from skylight.clock import now
 from skylight.config import GiB, Settings
 from skylight.events import reasons
+from skylight.events.feed import Feed
 from skylight.events.kinds import Kind, control_plane
 from skylight.ids import new_id
 from skylight.instances.record import record
@@ -78,15 +79,19 @@ class ControlPlane:
             undo_retry_delay=settings.undo_retry_delay,
         )
         self.executor.services = self
+        self.feed = Feed()
+        self.store.on_events.append(self.feed.notify)
         self._background: list[asyncio.Task[None]] = []
         for sdef in SAGAS:
             self.executor.register(sdef)
 
     async def start(self) -> None:
+        self.feed.bind(asyncio.get_running_loop())
         await anyio.to_thread.run_sync(migrate.upgrade, self.store.engine)
         await self.store.tx(self._register)
         await self.executor.resume_all()
-        self._background.append(asyncio.create_task(auto_restart.loop(self), name="auto-restart"))
+        for name, loop in (("auto-restart", auto_restart.loop), ("retention", retention.loop)):
+            self._background.append(asyncio.create_task(loop(self), name=name))
 
     async def stop(self) -> None:
         for task in self._background:

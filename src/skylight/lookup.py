@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -9,7 +10,7 @@ from sqlalchemy.engine import Connection
 
 from skylight.errors import InvalidRequest, NotFound
 from skylight.ids import parse_uuid
-from skylight.store import instances, projects
+from skylight.store import disks, groups, instances, projects
 
 
 def project(conn: Connection, selector: str) -> sa.Row[Any]:
@@ -42,3 +43,60 @@ def instance(
     if row is None:
         raise NotFound.by_name("instance", selector)
     return row
+
+
+# Oxide's resource type names (they appear in "not found" messages).
+GROUP_TYPE = {"affinity": "affinity-group", "anti_affinity": "anti-affinity-group"}
+GROUP_WORDS = {"affinity": "affinity group", "anti_affinity": "anti-affinity group"}
+
+
+def _in_project(
+    conn: Connection,
+    rtype: str,
+    words: str,
+    selector: str,
+    project_selector: str | None,
+    by_id: Callable[[str], sa.Row[Any] | None],
+    by_name: Callable[[str, str], sa.Row[Any] | None],
+) -> sa.Row[Any]:
+    """A project's child by id (then ``project_selector`` must be absent) or by name."""
+    parsed = parse_uuid(selector)
+    if parsed is not None:
+        if project_selector is not None:
+            raise InvalidRequest(f"when providing {words} as an ID project should not be specified")
+        row = by_id(str(parsed))
+        if row is None:
+            raise NotFound.by_id(rtype, selector)
+        return row
+    if project_selector is None:
+        raise InvalidRequest(f"project must be specified when selecting {words} by name")
+    proj = project(conn, project_selector)
+    row = by_name(proj.id, selector)
+    if row is None:
+        raise NotFound.by_name(rtype, selector)
+    return row
+
+
+def group(conn: Connection, kind: str, selector: str, project_selector: str | None) -> sa.Row[Any]:
+    """An affinity (``kind="affinity"``) or anti-affinity (``"anti_affinity"``) group."""
+    return _in_project(
+        conn,
+        GROUP_TYPE[kind],
+        f"an {GROUP_WORDS[kind]}",
+        selector,
+        project_selector,
+        lambda ident: groups.by_id(conn, kind, ident),
+        lambda project_id, name: groups.by_name(conn, kind, project_id, name),
+    )
+
+
+def disk(conn: Connection, selector: str, project_selector: str | None) -> sa.Row[Any]:
+    return _in_project(
+        conn,
+        "disk",
+        "a disk",
+        selector,
+        project_selector,
+        lambda ident: disks.by_id(conn, ident),
+        lambda project_id, name: disks.by_name(conn, project_id, name),
+    )

@@ -141,9 +141,9 @@ class InstanceCreate(Strict):
     cpu_platform: CpuPlatform | None = None
     enable_jumbo_frames: bool = False
     user_data: str = Field(default="", max_length=32 * 1024)
-    anti_affinity_groups: list[str] = Field(default_factory=list)
-    disks: list[dict[str, Any]] = Field(default_factory=list)
-    boot_disk: dict[str, Any] | None = None
+    anti_affinity_groups: list[NameOrId] = Field(default_factory=list)
+    disks: list[InstanceDiskAttachment] = Field(default_factory=list)
+    boot_disk: InstanceDiskAttachment | None = None
     external_ips: list[dict[str, Any]] = Field(default_factory=list)
     network_interfaces: dict[str, Any] | None = None
     ssh_public_keys: list[str] | None = None
@@ -154,7 +154,7 @@ class InstanceUpdate(Strict):
     ncpus: CpuCount
     memory: ByteCount
     auto_restart_policy: AutoRestartPolicy | None
-    boot_disk: str | None
+    boot_disk: NameOrId | None
     cpu_platform: CpuPlatform | None
     enable_jumbo_frames: bool
     multicast_groups: list[dict[str, Any]] | None = None
@@ -326,6 +326,216 @@ class CurrentUser(BaseModel):
 
 NameOrIdSortMode = Literal["name_ascending", "name_descending", "id_ascending"]
 IdSortMode = Literal["id_ascending"]
+
+
+# -- affinity and anti-affinity groups -------------------------------------------------------
+
+
+def check_name_or_id(value: str) -> str:
+    """A ``NameOrId`` in a body: a UUID (kept in canonical form) or a valid name."""
+    parsed = parse_uuid(value)
+    if parsed is not None:
+        return str(parsed)
+    return check_name(value)
+
+
+NameOrId = Annotated[
+    str,
+    AfterValidator(check_name_or_id),
+    WithJsonSchema({"type": "string", "description": "A name or a UUID"}),
+]
+AffinityPolicy = Literal["allow", "fail"]
+FailureDomain = Literal["sled"]
+
+
+class AffinityGroupCreate(Strict):
+    name: Name
+    description: str = Field(max_length=512)
+    policy: AffinityPolicy
+    failure_domain: FailureDomain
+
+
+class AffinityGroupUpdate(Strict):
+    name: Name | None = None
+    description: Annotated[str, Field(max_length=512)] | None = None
+
+
+class AffinityGroup(BaseModel):
+    id: str
+    name: str
+    description: str
+    policy: AffinityPolicy
+    failure_domain: FailureDomain
+    project_id: str
+    time_created: datetime
+    time_modified: datetime
+
+
+class AffinityGroupResultsPage(BaseModel):
+    items: list[AffinityGroup]
+    next_page: str | None = None
+
+
+class AntiAffinityGroupCreate(AffinityGroupCreate):
+    pass
+
+
+class AntiAffinityGroupUpdate(AffinityGroupUpdate):
+    pass
+
+
+class AntiAffinityGroup(AffinityGroup):
+    pass
+
+
+class AntiAffinityGroupResultsPage(BaseModel):
+    items: list[AntiAffinityGroup]
+    next_page: str | None = None
+
+
+class InstanceMember(BaseModel):
+    id: str
+    name: str
+    run_state: InstanceState
+
+
+class AffinityGroupMember(BaseModel):
+    type: Literal["instance"] = "instance"
+    value: InstanceMember
+
+
+class AffinityGroupMemberResultsPage(BaseModel):
+    items: list[AffinityGroupMember]
+    next_page: str | None = None
+
+
+class AntiAffinityGroupMember(AffinityGroupMember):
+    pass
+
+
+class AntiAffinityGroupMemberResultsPage(BaseModel):
+    items: list[AntiAffinityGroupMember]
+    next_page: str | None = None
+
+
+# -- disks -----------------------------------------------------------------------------------
+
+BlockSize = Literal[512, 2048, 4096]
+DiskType = Literal["distributed", "local"]
+
+
+class DiskSourceBlank(Strict):
+    type: Literal["blank"]
+    block_size: BlockSize
+
+
+class DiskSourceSnapshot(Strict):
+    type: Literal["snapshot"]
+    snapshot_id: str
+    read_only: bool = False
+
+
+class DiskSourceImage(Strict):
+    type: Literal["image"]
+    image_id: str
+    read_only: bool = False
+
+
+class DiskSourceImportingBlocks(Strict):
+    type: Literal["importing_blocks"]
+    block_size: BlockSize
+
+
+DiskSource = Annotated[
+    DiskSourceBlank | DiskSourceSnapshot | DiskSourceImage | DiskSourceImportingBlocks,
+    Field(discriminator="type"),
+]
+
+
+class DiskBackendLocal(Strict):
+    type: Literal["local"]
+
+
+class DiskBackendDistributed(Strict):
+    type: Literal["distributed"]
+    disk_source: DiskSource
+
+
+DiskBackend = Annotated[DiskBackendLocal | DiskBackendDistributed, Field(discriminator="type")]
+
+
+class DiskCreate(Strict):
+    name: Name
+    description: str = Field(max_length=512)
+    size: ByteCount
+    disk_backend: DiskBackend
+
+
+class InstanceDiskAttachmentCreate(DiskCreate):
+    type: Literal["create"]
+
+
+class InstanceDiskAttachmentAttach(Strict):
+    type: Literal["attach"]
+    name: Name
+
+
+InstanceDiskAttachment = Annotated[
+    InstanceDiskAttachmentCreate | InstanceDiskAttachmentAttach, Field(discriminator="type")
+]
+
+
+class DiskPath(Strict):
+    disk: NameOrId
+
+
+class DiskStateDetached(BaseModel):
+    state: Literal[
+        "creating",
+        "detached",
+        "import_ready",
+        "importing_from_url",
+        "importing_from_bulk_writes",
+        "finalizing",
+        "maintenance",
+        "destroyed",
+        "faulted",
+    ]
+
+
+class DiskStateAttached(BaseModel):
+    state: Literal["attaching", "attached", "detaching"]
+    instance: str
+
+
+DiskState = Annotated[DiskStateDetached | DiskStateAttached, Field(discriminator="state")]
+
+
+class Disk(BaseModel):
+    id: str
+    name: str
+    description: str
+    project_id: str
+    time_created: datetime
+    time_modified: datetime
+    block_size: BlockSize
+    device_path: str
+    disk_type: DiskType
+    image_id: str | None = None
+    snapshot_id: str | None = None
+    read_only: bool = False
+    size: int
+    state: DiskState
+
+
+class DiskResultsPage(BaseModel):
+    items: list[Disk]
+    next_page: str | None = None
+
+
+# InstanceCreate and InstanceUpdate refer to types defined after them.
+InstanceCreate.model_rebuild()
+InstanceUpdate.model_rebuild()
 
 
 class PlacementExplanation(BaseModel):

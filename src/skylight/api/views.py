@@ -117,3 +117,53 @@ def sled_instance(row: Any, project_name: str) -> models.SledInstance:
         time_created=as_utc(row.time_created),
         time_modified=as_utc(row.time_modified),
     )
+
+
+def affinity_group(row: Any) -> models.AffinityGroup:
+    return models.AffinityGroup(
+        id=row.id,
+        name=row.name,
+        description=row.description,
+        policy=row.policy,
+        failure_domain=row.failure_domain,
+        project_id=row.project_id,
+        time_created=as_utc(row.time_created),
+        time_modified=as_utc(row.time_modified),
+    )
+
+
+def anti_affinity_group(row: Any) -> models.AntiAffinityGroup:
+    return models.AntiAffinityGroup(**affinity_group(row).model_dump())
+
+
+def affinity_group_member(row: Any) -> models.AffinityGroupMember:
+    """``row``: a member row of ``store.groups`` (the instance's id, name and states)."""
+    value = models.InstanceMember(
+        id=row.id,
+        name=row.name,
+        run_state=run_state(row.state, row.vmm_state),  # type: ignore[arg-type]
+    )
+    return models.AffinityGroupMember(type="instance", value=value)
+
+
+def anti_affinity_group_member(row: Any) -> models.AntiAffinityGroupMember:
+    return models.AntiAffinityGroupMember(**affinity_group_member(row).model_dump())
+
+
+def disk(row: Any) -> models.Disk:
+    state: dict[str, Any] = {"state": row.state}
+    if row.state == "attached":
+        state["instance"] = row.instance_id
+    return models.Disk(
+        id=row.id,
+        name=row.name,
+        description=row.description,
+        project_id=row.project_id,
+        time_created=as_utc(row.time_created),
+        time_modified=as_utc(row.time_modified),
+        block_size=row.block_size,
+        device_path=f"/mnt/{row.name}",
+        disk_type=row.disk_type,
+        size=row.size,
+        state=state,  # type: ignore[arg-type]
+    )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import typer
+import uvicorn
 
 from skylight.cli import placement
 from skylight.config import Settings, SimSettings
@@ -34,12 +36,13 @@ def serve(
     no_sim: bool = typer.Option(False, "--no-sim", help="no in-process simulated rack"),
     start_wait: float = typer.Option(30.0, min=0, help="seconds a start waits for its saga"),
     auto_restart_cooldown: float = typer.Option(300.0, min=0),
+    stream_heartbeat: float = typer.Option(
+        15.0, min=0.05, help="seconds of silence before an event stream sends a heartbeat"
+    ),
     event_retention_days: int = typer.Option(30, min=1),
     log_level: str = typer.Option("info"),
 ) -> None:
     """Run the API server with its control plane (and, by default, a simulated rack)."""
-    import uvicorn
-
     from skylight.api.app import create_app
 
     if ":" not in bind or not bind.rsplit(":", 1)[1].isdigit():
@@ -51,6 +54,7 @@ def serve(
         start_wait=start_wait,
         auto_restart_cooldown=auto_restart_cooldown,
         event_retention_days=event_retention_days,
+        stream_heartbeat=stream_heartbeat,
         sim=SimSettings(
             enabled=not no_sim,
             sleds=sim_sleds,
@@ -64,13 +68,30 @@ def serve(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     typer.echo(f"Skylight on http://{bind} (store: {settings.resolved_db_url()})")
-    uvicorn.run(
-        create_app(settings),
+    app_ = create_app(settings)
+    config = uvicorn.Config(
+        app_,
         host=settings.host,
         port=settings.port,
         log_level=log_level,
         timeout_graceful_shutdown=5,
     )
+    _Server(config, app_).run()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, which also ends event streams as soon as shutdown begins (open
+    streams would otherwise hold the graceful shutdown up to its timeout)."""
+
+    def __init__(self, config: uvicorn.Config, asgi: Any) -> None:
+        super().__init__(config)
+        self._asgi = asgi
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        cp = getattr(self._asgi.state, "cp", None)
+        if cp is not None:
+            cp.feed.close()
+        super().handle_exit(sig, frame)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from skylight import lookup
+from skylight import disks, groups, lookup
 from skylight.clock import now
 from skylight.errors import AlreadyExists, Conflict, InvalidRequest, NotFound, OperationFailed
 from skylight.events.kinds import Kind
@@ -101,6 +101,13 @@ async def create(
             raise AlreadyExists("instance", body["name"])
         params = {k: body[k] for k in instance_create.FIELDS}
         params.update(instance_id=instance_id, project_id=proj.id, actor=actor)
+        # Checked here, so that bad input creates nothing; the saga writes them.
+        params["anti_affinity_group_ids"] = groups.resolve_for_new_instance(
+            conn, "anti_affinity", proj.id, body.get("anti_affinity_groups") or []
+        )
+        params["disk_plan"] = disks.plan_for_new_instance(
+            conn, proj.id, body.get("disks") or [], body.get("boot_disk")
+        )
         return _launch_in(cp, conn, instance_create.SAGA, params, instance_id)
 
     launch = await cp.store.tx(prepare)
@@ -249,11 +256,16 @@ async def update_instance(
     def write(conn: Connection) -> sa.Row[Any]:
         row = instances.by_id(conn, instance_id)
         assert row is not None
-        changed = {k: v for k, v in body.items() if getattr(row, k) != v}
+        wanted = dict(body)
+        if "boot_disk" in wanted:
+            wanted["boot_disk_id"] = disks.boot_disk_id(conn, row, wanted.pop("boot_disk"))
+        changed = {k: v for k, v in wanted.items() if getattr(row, k) != v}
         if any(k in changed for k in _SIZE_FIELDS) and row.state not in ("no_vmm", "failed"):
             raise InvalidRequest(
                 "instance must be stopped to change its vCPUs, memory or CPU platform"
             )
+        if "boot_disk_id" in changed and row.state not in ("no_vmm", "failed"):
+            raise InvalidRequest("instance must be stopped to change its boot disk")
         if changed:
             instances.update(conn, instance_id, **changed)
             record(conn, instance_id, Kind.UPDATED, actor)

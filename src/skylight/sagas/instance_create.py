@@ -7,11 +7,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from skylight import disks, groups
 from skylight.clock import now
+from skylight.errors import SkylightError
 from skylight.events import reasons
 from skylight.events.kinds import Kind
 from skylight.instances.record import record
 from skylight.sagas.definition import Action, ActionError, SagaContext, SagaDef
+from skylight.store import groups as group_rows
 from skylight.store import instances
 
 FIELDS = (
@@ -28,7 +31,10 @@ FIELDS = (
 
 
 async def create_instance_record(ctx: SagaContext) -> None:
+    """The instance row, its disks (created or attached) and its anti-affinity groups, in one
+    transaction: on replay, an existing row means all of it was written."""
     p = ctx.params
+    plan = p.get("disk_plan") or {}
 
     def write(conn: Connection) -> None:
         if instances.by_id(conn, p["instance_id"], deleted=True) is not None:
@@ -41,6 +47,7 @@ async def create_instance_record(ctx: SagaContext) -> None:
                     project_id=p["project_id"],
                     state="creating",
                     intended_state="stopped",
+                    boot_disk_id=plan.get("boot_disk_id"),
                     **{k: p[k] for k in FIELDS},
                 )
         except sa.exc.IntegrityError:
@@ -53,13 +60,31 @@ async def create_instance_record(ctx: SagaContext) -> None:
                 ),
                 "ObjectAlreadyExists",
             ) from None
+        try:
+            disks.apply_to_new_instance(conn, p["instance_id"], p["project_id"], plan)
+            groups.join_new_instance(
+                conn, "anti_affinity", p.get("anti_affinity_group_ids") or [], p["instance_id"]
+            )
+        except SkylightError as exc:  # checked at the request; changed since
+            raise ActionError(
+                reasons.make(
+                    "instance_changed_state",
+                    exc.message,
+                    transient=False,
+                    action="Check the disks and anti-affinity groups asked for and try again.",
+                ),
+                exc.error_code,
+            ) from None
 
     await ctx.tx(write)
 
 
 async def undo_create_instance_record(ctx: SagaContext) -> None:
     def write(conn: Connection) -> None:
-        instances.update(conn, ctx.params["instance_id"], state="destroyed", time_deleted=now())
+        p = ctx.params
+        disks.release_new_instance(conn, p["instance_id"], p.get("disk_plan") or {})
+        group_rows.remove_instance(conn, p["instance_id"])
+        instances.update(conn, p["instance_id"], state="destroyed", time_deleted=now())
 
     await ctx.tx(write)
 

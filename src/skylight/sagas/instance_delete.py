@@ -8,19 +8,23 @@ from skylight.clock import now
 from skylight.events.kinds import Kind
 from skylight.instances.record import record
 from skylight.sagas.definition import Action, SagaContext, SagaDef
-from skylight.store import instances
+from skylight.store import disks, groups, instances
 from skylight.store.schema import instance
 
 
 async def mark_destroyed(ctx: SagaContext) -> None:
     def write(conn: Connection) -> None:
-        instances.update(
+        instance_id = ctx.params["instance_id"]
+        if instances.update(
             conn,
-            ctx.params["instance_id"],
+            instance_id,
             instance.c.active_vmm_id.is_(None),
             state="destroyed",
             time_deleted=now(),
-        )
+        ):
+            # It leaves its groups, and its disks are detached (they outlive it).
+            disks.detach_all(conn, instance_id)
+            groups.remove_instance(conn, instance_id)
 
     await ctx.tx(write)
 

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _RETRYABLE_PG = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+_EVENTS_WRITTEN = "skylight.events_written"  # = skylight.store.events.WRITTEN
 
 
 def make_engine(url: str) -> Engine:
@@ -75,21 +76,39 @@ class Store:
         # SQLite serialises writers anyway; doing it here keeps threads off the busy loop.
         self._sqlite_lock = threading.Lock() if self.is_sqlite else None
         self._limiter = anyio.CapacityLimiter(8 if self.is_sqlite else 16)
+        self.on_events: list[Callable[[list[str]], None]] = []
 
     def tx_sync(self, fn: Callable[[Connection], T]) -> T:
-        """Run ``fn`` in one transaction, retrying when the database says to."""
+        """Run ``fn`` in one transaction, retrying when the database says to.
+
+        After a commit that wrote instance events, every ``on_events`` callback is told the
+        kinds written (streams wake up, metrics count).
+        """
         for attempt in range(8):
             try:
                 if self._sqlite_lock is not None:
-                    with self._sqlite_lock, self.engine.begin() as conn:
-                        return fn(conn)
-                with self.engine.begin() as conn:
-                    return fn(conn)
+                    with self._sqlite_lock:
+                        result, written = self._once(fn)
+                else:
+                    result, written = self._once(fn)
+                if written:
+                    for callback in self.on_events:
+                        callback(written)
+                return result
             except sa.exc.OperationalError as exc:
                 if attempt == 7 or not self._retryable(exc):
                     raise
                 time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
         raise AssertionError("unreachable")
+
+    def _once(self, fn: Callable[[Connection], T]) -> tuple[T, list[str]]:
+        with self.engine.begin() as conn:
+            try:
+                result = fn(conn)
+                written = list(conn.info.get(_EVENTS_WRITTEN, ()))
+            finally:
+                conn.info.pop(_EVENTS_WRITTEN, None)
+        return result, written
 
     async def tx(self, fn: Callable[[Connection], T]) -> T:
         return await anyio.to_thread.run_sync(self.tx_sync, fn, limiter=self._limiter)

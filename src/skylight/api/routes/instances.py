@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, Response
 
 from skylight import lookup
 from skylight.api import deps, models, paging, views
-from skylight.errors import InvalidRequest, NotFound
+from skylight.errors import InvalidRequest
 from skylight.events.reasons import redact
 from skylight.instances import explain, operations
 from skylight.store import events, instances
@@ -67,10 +67,6 @@ async def instance_create(
 ) -> models.Instance:
     sel = deps.required(project, "project")
     _check_size(body.ncpus, body.memory)
-    if body.disks or body.boot_disk:
-        raise InvalidRequest("disks are not supported yet")
-    if body.anti_affinity_groups:
-        raise InvalidRequest("anti-affinity groups are not supported yet")
     row = await operations.create(
         deps.cp(request), sel, body.model_dump(), deps.actor(), wait=_wait(request)
     )
@@ -90,9 +86,7 @@ async def instance_update(
 ) -> models.Instance:
     row = await _resolve(request, instance, project)
     _check_size(body.ncpus, body.memory)
-    if body.boot_disk is not None:
-        raise NotFound.by_name("disk", body.boot_disk)
-    changes = body.model_dump(exclude={"boot_disk", "multicast_groups"})
+    changes = body.model_dump(exclude={"multicast_groups"})  # boot_disk: resolved in the update
     new = await operations.update_instance(deps.cp(request), row.id, changes, deps.actor())
     return _view(request, new)
 

@@ -1,0 +1,115 @@
+"""/v1/disks, and an instance's disks: list, attach, detach."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from sqlalchemy.engine import Connection
+
+from skylight import disks, lookup
+from skylight.api import deps, models, paging, views
+from skylight.store import disks as disk_rows
+
+router = APIRouter(tags=["disks"])
+
+
+def _key(page: paging.PageRequest) -> str:
+    return "id" if page.sort == "id_ascending" else "name"
+
+
+@router.get("/v1/disks", response_model=models.DiskResultsPage)
+async def disk_list(
+    request: Request,
+    project: str | None = None,
+    limit: int | None = None,
+    page_token: str | None = None,
+    sort_by: models.NameOrIdSortMode | None = None,
+) -> models.DiskResultsPage:
+    sel = deps.required(project, "project")
+
+    def read(conn: Connection) -> tuple[str, paging.PageRequest, list[Any]]:
+        proj = lookup.project(conn, sel)
+        scope = f"disks:{proj.id}"
+        page = paging.decode(limit, page_token, sort_by, scope, "name_ascending")
+        rows = disk_rows.page(conn, proj.id, sort=page.sort, limit=page.limit, marker=page.marker)
+        return scope, page, rows
+
+    scope, page, rows = await deps.cp(request).store.tx(read)
+    return models.DiskResultsPage(
+        items=[views.disk(r) for r in rows],
+        next_page=paging.next_token(page, rows, _key(page), scope),
+    )
+
+
+@router.post("/v1/disks", status_code=201, response_model=models.Disk)
+async def disk_create(
+    request: Request, body: models.DiskCreate, project: str | None = None
+) -> models.Disk:
+    sel = deps.required(project, "project")
+    spec = body.model_dump()
+    row = await deps.cp(request).store.tx(lambda c: disks.create(c, sel, spec))
+    return views.disk(row)
+
+
+@router.get("/v1/disks/{disk}", response_model=models.Disk)
+async def disk_view(request: Request, disk: str, project: str | None = None) -> models.Disk:
+    sel = deps.required(disk, "disk")
+    proj = deps.selector(project, "project")
+    return views.disk(await deps.cp(request).store.tx(lambda c: lookup.disk(c, sel, proj)))
+
+
+@router.delete("/v1/disks/{disk}", status_code=204, response_class=Response)
+async def disk_delete(request: Request, disk: str, project: str | None = None) -> Response:
+    sel = deps.required(disk, "disk")
+    proj = deps.selector(project, "project")
+    await deps.cp(request).store.tx(lambda c: disks.delete(c, sel, proj))
+    return Response(status_code=204)
+
+
+@router.get("/v1/instances/{instance}/disks", response_model=models.DiskResultsPage)
+async def instance_disk_list(
+    request: Request,
+    instance: str,
+    project: str | None = None,
+    limit: int | None = None,
+    page_token: str | None = None,
+    sort_by: models.NameOrIdSortMode | None = None,
+) -> models.DiskResultsPage:
+    inst_sel = deps.required(instance, "instance")
+    proj = deps.selector(project, "project")
+
+    def read(conn: Connection) -> tuple[str, paging.PageRequest, list[Any]]:
+        inst = lookup.instance(conn, inst_sel, proj)
+        scope = f"instance-disks:{inst.id}"
+        page = paging.decode(limit, page_token, sort_by, scope, "name_ascending")
+        rows = disk_rows.page_of_instance(
+            conn, inst.id, sort=page.sort, limit=page.limit, marker=page.marker
+        )
+        return scope, page, rows
+
+    scope, page, rows = await deps.cp(request).store.tx(read)
+    return models.DiskResultsPage(
+        items=[views.disk(r) for r in rows],
+        next_page=paging.next_token(page, rows, _key(page), scope),
+    )
+
+
+@router.post("/v1/instances/{instance}/disks/attach", status_code=202, response_model=models.Disk)
+async def instance_disk_attach(
+    request: Request, instance: str, body: models.DiskPath, project: str | None = None
+) -> models.Disk:
+    inst_sel = deps.required(instance, "instance")
+    proj = deps.selector(project, "project")
+    row = await deps.cp(request).store.tx(lambda c: disks.attach(c, inst_sel, proj, body.disk))
+    return views.disk(row)
+
+
+@router.post("/v1/instances/{instance}/disks/detach", status_code=202, response_model=models.Disk)
+async def instance_disk_detach(
+    request: Request, instance: str, body: models.DiskPath, project: str | None = None
+) -> models.Disk:
+    inst_sel = deps.required(instance, "instance")
+    proj = deps.selector(project, "project")
+    row = await deps.cp(request).store.tx(lambda c: disks.detach(c, inst_sel, proj, body.disk))
+    return views.disk(row)

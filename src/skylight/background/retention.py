@@ -1,0 +1,37 @@
+"""Event retention: events older than the setting go, but every instance keeps its newest
+ones (default 100) and the event behind its current status reason, whatever their age."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from skylight.clock import now
+from skylight.store import events
+
+if TYPE_CHECKING:
+    from skylight.controlplane import ControlPlane
+
+log = logging.getLogger(__name__)
+
+
+async def run_once(cp: ControlPlane) -> int:
+    cutoff = now() - timedelta(days=cp.settings.event_retention_days)
+    keep = cp.settings.event_retention_keep
+    removed = await cp.store.tx(lambda c: events.enforce_retention(c, older_than=cutoff, keep=keep))
+    if removed:
+        log.info("retention removed %d events older than %s", removed, cutoff.isoformat())
+    return removed
+
+
+async def loop(cp: ControlPlane) -> None:
+    while True:
+        try:
+            await run_once(cp)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("event retention pass failed; trying again next interval")
+        await asyncio.sleep(cp.settings.event_retention_interval)

@@ -1,0 +1,236 @@
+"""Affinity and anti-affinity groups and their instance members.
+
+``kind`` is ``"affinity"`` or ``"anti_affinity"``; the rules are Oxide's and the same for both:
+a group holds at most 32 instances of its own project, an instance belongs to at most 16
+groups of each kind, and only an instance that holds no sled resources (it is stopped) can
+join a group, so that joining never contradicts where a running instance already is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from skylight import lookup
+from skylight.errors import AlreadyExists, Conflict, InvalidRequest, NotFound
+from skylight.ids import new_id, parse_uuid
+from skylight.store import groups as rows
+
+MAX_MEMBERS = 32
+MAX_GROUPS_PER_INSTANCE = 16
+
+
+def _words(kind: str) -> str:
+    return lookup.GROUP_WORDS[kind]
+
+
+def create(
+    conn: Connection,
+    kind: str,
+    project_selector: str,
+    *,
+    name: str,
+    description: str,
+    policy: str,
+    failure_domain: str,
+) -> sa.Row[Any]:
+    proj = lookup.project(conn, project_selector)
+    if rows.by_name(conn, kind, proj.id, name) is not None:
+        raise AlreadyExists(lookup.GROUP_TYPE[kind], name)
+    group_id = new_id()
+    try:
+        with conn.begin_nested():
+            rows.insert(
+                conn,
+                kind,
+                group_id=group_id,
+                project_id=proj.id,
+                name=name,
+                description=description,
+                policy=policy,
+                failure_domain=failure_domain,
+            )
+    except sa.exc.IntegrityError:
+        raise AlreadyExists(lookup.GROUP_TYPE[kind], name) from None
+    row = rows.by_id(conn, kind, group_id)
+    assert row is not None
+    return row
+
+
+def update(
+    conn: Connection,
+    kind: str,
+    selector: str,
+    project_selector: str | None,
+    *,
+    name: str | None,
+    description: str | None,
+) -> sa.Row[Any]:
+    row = lookup.group(conn, kind, selector, project_selector)
+    values: dict[str, Any] = {}
+    if name is not None and name != row.name:
+        if rows.by_name(conn, kind, row.project_id, name) is not None:
+            raise AlreadyExists(lookup.GROUP_TYPE[kind], name)
+        values["name"] = name
+    if description is not None:
+        values["description"] = description
+    if values:
+        try:
+            with conn.begin_nested():
+                rows.update(conn, kind, row.id, **values)
+        except sa.exc.IntegrityError:
+            raise AlreadyExists(lookup.GROUP_TYPE[kind], str(name)) from None
+    new = rows.by_id(conn, kind, row.id)
+    assert new is not None
+    return new
+
+
+def delete(conn: Connection, kind: str, selector: str, project_selector: str | None) -> None:
+    """Delete the group; its members stay, they just leave it."""
+    row = lookup.group(conn, kind, selector, project_selector)
+    rows.delete(conn, kind, row.id)
+
+
+# -- members ---------------------------------------------------------------------------------
+
+
+def _only_for_names(selector: str, project_selector: str | None) -> str | None:
+    """A member route has one ``?project=`` for two selectors: it applies to names only."""
+    return None if parse_uuid(selector) is not None else project_selector
+
+
+def _group_and_instance(
+    conn: Connection,
+    kind: str,
+    group_selector: str,
+    instance_selector: str,
+    project_selector: str | None,
+) -> tuple[sa.Row[Any], sa.Row[Any]]:
+    grp = lookup.group(
+        conn, kind, group_selector, _only_for_names(group_selector, project_selector)
+    )
+    inst_project = _only_for_names(instance_selector, project_selector)
+    if inst_project is None and parse_uuid(instance_selector) is None:
+        inst_project = grp.project_id  # an instance named without ?project=: the group's
+    inst = lookup.instance(conn, instance_selector, inst_project)
+    return grp, inst
+
+
+def member_view(
+    conn: Connection,
+    kind: str,
+    group_selector: str,
+    instance_selector: str,
+    project_selector: str | None,
+) -> sa.Row[Any]:
+    grp, inst = _group_and_instance(conn, kind, group_selector, instance_selector, project_selector)
+    member = rows.member(conn, kind, grp.id, inst.id)
+    if member is None:
+        raise NotFound.by_id(f"{lookup.GROUP_TYPE[kind]}-member", inst.id)
+    return member
+
+
+def member_add(
+    conn: Connection,
+    kind: str,
+    group_selector: str,
+    instance_selector: str,
+    project_selector: str | None,
+) -> sa.Row[Any]:
+    grp, inst = _group_and_instance(conn, kind, group_selector, instance_selector, project_selector)
+    if inst.project_id != grp.project_id:
+        raise InvalidRequest(f"the instance and the {_words(kind)} must be in the same project")
+    # Lock order (group, then instance) is the one placement uses too.
+    if rows.by_id(conn, kind, grp.id, lock=True) is None:
+        raise NotFound.by_id(lookup.GROUP_TYPE[kind], grp.id)  # deleted meanwhile
+    rows.lock_instance(conn, inst.id)
+    if rows.member(conn, kind, grp.id, inst.id) is not None:
+        raise AlreadyExists(f"{lookup.GROUP_TYPE[kind]}-member", inst.id)
+    if rows.has_reservation(conn, inst.id):
+        raise InvalidRequest(
+            f"instance cannot be added to an {_words(kind)} while it holds sled resources: "
+            "stop it first"
+        )
+    _check_room(conn, kind, grp.id)
+    if rows.count_groups_of(conn, kind, inst.id) >= MAX_GROUPS_PER_INSTANCE:
+        raise InvalidRequest(
+            f"instance already belongs to the maximum allowed number of {_words(kind)}s "
+            f"({MAX_GROUPS_PER_INSTANCE})"
+        )
+    try:
+        with conn.begin_nested():
+            rows.add_member(conn, kind, grp.id, inst.id)
+    except sa.exc.IntegrityError:
+        raise AlreadyExists(f"{lookup.GROUP_TYPE[kind]}-member", inst.id) from None
+    member = rows.member(conn, kind, grp.id, inst.id)
+    assert member is not None
+    return member
+
+
+def member_remove(
+    conn: Connection,
+    kind: str,
+    group_selector: str,
+    instance_selector: str,
+    project_selector: str | None,
+) -> None:
+    grp, inst = _group_and_instance(conn, kind, group_selector, instance_selector, project_selector)
+    if not rows.remove_member(conn, kind, grp.id, inst.id):
+        raise NotFound.by_id(f"{lookup.GROUP_TYPE[kind]}-member", inst.id)
+
+
+def _check_room(conn: Connection, kind: str, group_id: str) -> None:
+    if rows.count_members(conn, kind, group_id) >= MAX_MEMBERS:
+        raise InvalidRequest(
+            f"{_words(kind)} already has the maximum allowed number of members ({MAX_MEMBERS})"
+        )
+
+
+# -- instance create -------------------------------------------------------------------------
+
+
+def resolve_for_new_instance(
+    conn: Connection, kind: str, project_id: str, selectors: list[str]
+) -> list[str]:
+    """The ids of the groups a new instance of ``project_id`` is to join, checked: they exist,
+    are of its project and have room. Repeats are joined once."""
+    ids: list[str] = []
+    for sel in selectors:
+        parsed = parse_uuid(sel)
+        if parsed is not None:
+            grp = rows.by_id(conn, kind, str(parsed))
+            if grp is None:
+                raise NotFound.by_id(lookup.GROUP_TYPE[kind], sel)
+            if grp.project_id != project_id:
+                raise InvalidRequest(
+                    f"{_words(kind)} {sel} is not in the project of the instance being created"
+                )
+        else:
+            grp = rows.by_name(conn, kind, project_id, sel)
+            if grp is None:
+                raise NotFound.by_name(lookup.GROUP_TYPE[kind], sel)
+        if grp.id not in ids:
+            ids.append(grp.id)
+    if len(ids) > MAX_GROUPS_PER_INSTANCE:
+        raise InvalidRequest(
+            f"an instance can belong to at most {MAX_GROUPS_PER_INSTANCE} {_words(kind)}s"
+        )
+    for group_id in ids:
+        _check_room(conn, kind, group_id)
+    return ids
+
+
+def join_new_instance(conn: Connection, kind: str, group_ids: list[str], instance_id: str) -> None:
+    """Inside the instance-create saga: add the new instance to groups checked before; a group
+    that was deleted or filled meanwhile fails the create (Conflict)."""
+    for group_id in group_ids:
+        grp = rows.by_id(conn, kind, group_id, lock=True)
+        if grp is None:
+            raise Conflict(f"{_words(kind)} {group_id} was deleted while the instance was created")
+        if rows.member(conn, kind, group_id, instance_id) is not None:
+            continue
+        if rows.count_members(conn, kind, group_id) >= MAX_MEMBERS:
+            raise Conflict(f'{_words(kind)} "{grp.name}" filled up while the instance was created')
+        rows.add_member(conn, kind, group_id, instance_id)

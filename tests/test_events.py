@@ -1,0 +1,325 @@
+"""Events as a product: project and fleet lists, coalescing, retention, streams.
+
+Streams are read from a real server (the ASGI test client buffers whole responses), on
+SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from skylight.clock import now
+from skylight.events.feed import Feed
+from skylight.events.kinds import Kind, control_plane, user_actor
+from skylight.events.stream import sse
+from skylight.store import Store, events, migrate
+from skylight.store.schema import event, instance, project
+from skylight.testing import ServerProcess
+from tests.conftest import instance_body
+
+P = {"project": "demo"}
+
+
+# -- lists -------------------------------------------------------------------------------
+
+
+def test_project_and_fleet_event_lists(client: TestClient, project: str) -> None:
+    client.post("/v1/projects", json={"name": "other", "description": ""})
+    client.post("/v1/instances", params=P, json=instance_body("a"))
+    client.post("/v1/instances", params={"project": "other"}, json=instance_body("b"))
+    mine = client.get("/v1/events", params=P).json()["items"]
+    assert {e["instance_id"] for e in mine} == {
+        client.get("/v1/instances/a", params=P).json()["id"]
+    }
+    fleet = client.get("/v1/system/events", params={"limit": 1000}).json()["items"]
+    assert len(fleet) == len(mine) * 2
+    seqs = [e["time"] for e in fleet]
+    assert seqs == sorted(seqs, reverse=True)  # newest first
+    errors = client.get("/v1/events", params={**P, "severity": "error"}).json()["items"]
+    assert errors == []
+    running = client.get("/v1/events", params={**P, "kind": "instance.running"}).json()
+    assert [e["kind"] for e in running["items"]] == ["instance.running"]
+    assert client.get("/v1/events").status_code == 400  # project required
+    assert client.get("/v1/events", params={"project": "nope"}).status_code == 404
+    assert client.get("/v1/events", params={**P, "severity": "loud"}).status_code == 400
+
+
+def test_event_filters_operation_and_since(client: TestClient, project: str) -> None:
+    client.post("/v1/instances", params=P, json=instance_body("a"))
+    items = client.get("/v1/instances/a/events", params=P).json()["items"]
+    op = next(e["operation_id"] for e in items if e["kind"] == "instance.running")
+    by_op = client.get("/v1/instances/a/events", params={**P, "operation": op}).json()["items"]
+    assert [e["kind"] for e in by_op] == [
+        "instance.running",
+        "instance.placed",
+        "instance.start_requested",
+    ]
+    later = client.get(
+        "/v1/instances/a/events", params={**P, "since": items[0]["time_last"]}
+    ).json()["items"]
+    assert items[0]["id"] in {e["id"] for e in later}
+    assert len(later) < len(items)
+
+
+# -- coalescing and retention, on the store ------------------------------------------------
+
+
+@pytest.fixture
+def store(db_url: str) -> Store:
+    s = Store(db_url)
+    migrate.upgrade(s.engine)
+    t = now()
+    with s.engine.begin() as conn:
+        conn.execute(
+            project.insert().values(
+                id="p", name="p", description="", time_created=t, time_modified=t
+            )
+        )
+        for iid in ("i1", "i2"):
+            conn.execute(
+                instance.insert().values(
+                    id=iid,
+                    project_id="p",
+                    name=iid,
+                    description="",
+                    hostname=iid,
+                    ncpus=1,
+                    memory=1,
+                    enable_jumbo_frames=False,
+                    user_data="",
+                    state="failed",
+                    intended_state="running",
+                    generation=1,
+                    time_created=t,
+                    time_modified=t,
+                    time_run_state_updated=t,
+                )
+            )
+    return s
+
+
+def _new(
+    kind: Kind,
+    actor: dict[str, Any],
+    code: str | None = "insufficient_capacity",
+    instance_id: str = "i1",
+) -> events.NewEvent:
+    reason = {"code": code, "message": "m"} if code else None
+    return events.NewEvent(instance_id, "p", kind, actor, "failed", reason=reason)
+
+
+def test_control_plane_repeats_are_coalesced(store: Store) -> None:
+    cp_actor = control_plane("auto_restart")
+    first = store.tx_sync(lambda c: events.insert(c, _new(Kind.AUTO_RESTART_FAILED, cp_actor)))
+    store.tx_sync(lambda c: events.insert(c, _new(Kind.START_REQUESTED, cp_actor, None)))
+    for _ in range(5):
+        again = store.tx_sync(lambda c: events.insert(c, _new(Kind.AUTO_RESTART_FAILED, cp_actor)))
+        assert again == first
+    # a different reason, a user's action, or another instance is not a repeat
+    other = store.tx_sync(
+        lambda c: events.insert(c, _new(Kind.AUTO_RESTART_FAILED, cp_actor, "sled_failure"))
+    )
+    user = store.tx_sync(
+        lambda c: events.insert(c, _new(Kind.AUTO_RESTART_FAILED, user_actor("u")))
+    )
+    elsewhere = store.tx_sync(
+        lambda c: events.insert(c, _new(Kind.AUTO_RESTART_FAILED, cp_actor, instance_id="i2"))
+    )
+    assert len({first, other, user, elsewhere}) == 4
+    rows = store.tx_sync(
+        lambda c: events.page(c, events.EventFilter(instance_id="i1"), limit=100, before_seq=None)
+    )
+    by_id = {r.id: r for r in rows}
+    assert by_id[first].count == 6
+    assert by_id[first].time_last > by_id[first].time
+    assert len(rows) == 4  # 6 failures + 1 start_requested + 2 others fold into 4 rows
+    # the repeat moved to the newest position, so streams deliver the update
+    assert rows[2].id == first or rows[0].id in (user, other)
+
+
+def test_retention_keeps_the_newest_and_the_status_reason(store: Store) -> None:
+    actor = user_actor("u")
+    ids = [
+        store.tx_sync(lambda c: events.insert(c, _new(Kind.UPDATED, actor, None))) for _ in range(8)
+    ]
+    store.tx_sync(lambda c: events.insert(c, _new(Kind.UPDATED, actor, None, instance_id="i2")))
+    old = now() - timedelta(days=40)
+    with store.engine.begin() as conn:
+        conn.execute(event.update().values(time=old, time_last=old))
+        conn.execute(instance.update().where(instance.c.id == "i1").values(status_event_id=ids[0]))
+    removed = store.tx_sync(
+        lambda c: events.enforce_retention(c, older_than=now() - timedelta(days=30), keep=3)
+    )
+    assert removed == 4  # i1: 8 - newest 3 - the status reason; i2: its one stays
+    with store.engine.connect() as conn:
+        left = set(conn.execute(sa.select(event.c.id)).scalars())
+    assert set(ids[-3:]) <= left and ids[0] in left
+    assert not set(ids[1:5]) & left
+    # recent events are never removed
+    fresh = store.tx_sync(lambda c: events.insert(c, _new(Kind.UPDATED, actor, None)))
+    store.tx_sync(
+        lambda c: events.enforce_retention(c, older_than=now() - timedelta(days=30), keep=0)
+    )
+    with store.engine.connect() as conn:
+        assert fresh in set(conn.execute(sa.select(event.c.id)).scalars())
+
+
+def test_stream_generator_heartbeats_and_pages(store: Store) -> None:
+    actor = user_actor("u")
+    for _ in range(450):
+        store.tx_sync(lambda c: events.insert(c, _new(Kind.UPDATED, actor, None)))
+
+    async def scenario() -> list[str]:
+        feed = Feed()
+        feed.bind(asyncio.get_running_loop())
+        gen = sse(
+            store,
+            feed,
+            events.EventFilter(instance_id="i1"),
+            cursor=0,
+            render=lambda r: {"id": r.id},
+            poll_interval=0.01,
+            heartbeat=0.05,
+        )
+        out = [await gen.__anext__() for _ in range(452)]
+        await gen.aclose()
+        return out
+
+    out = asyncio.run(scenario())
+    assert out[0].startswith("retry:")
+    assert sum(1 for m in out if m.startswith("id:")) == 450
+    assert out[-1] == ": keepalive\n\n"
+    ids = [int(m.split("\n")[0][4:]) for m in out if m.startswith("id:")]
+    assert ids == sorted(ids) and len(set(ids)) == 450
+
+
+# -- streams from a real server ------------------------------------------------------------
+
+
+@pytest.fixture
+def server(tmp_path: Path, db_url: str) -> Iterator[ServerProcess]:
+    db = None if db_url.startswith("sqlite") else db_url
+    proc = ServerProcess(
+        tmp_path / "srv", db=db, args=["--sim-start-delay", "0.05", "--stream-heartbeat", "0.2"]
+    )
+    proc.start()
+    httpx.post(f"{proc.url}/v1/projects", json={"name": "demo", "description": ""})
+    yield proc
+    proc.stop()
+
+
+class Reader:
+    """Reads an SSE stream on a thread, collecting (id, event) pairs."""
+
+    def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
+        self.items: list[tuple[int, dict[str, Any]]] = []
+        self.comments = 0
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._response: httpx.Response
+        self._thread = threading.Thread(target=self._run, args=(url, headers or {}), daemon=True)
+        self._thread.start()
+        assert self._ready.wait(10), "stream did not open"
+
+    def _run(self, url: str, headers: dict[str, str]) -> None:
+        try:
+            with httpx.stream("GET", url, headers=headers, timeout=30) as r:
+                assert r.status_code == 200
+                assert r.headers["content-type"].startswith("text/event-stream")
+                self._response = r
+                self._ready.set()
+                self._read(r)
+        except (httpx.HTTPError, RuntimeError):
+            pass  # closed by close(), or the server went away at the end of the test
+
+    def _read(self, r: httpx.Response) -> None:
+        ident, data = None, None
+        for line in r.iter_lines():
+            if self._stop.is_set():
+                return
+            if line.startswith("id: "):
+                ident = int(line[4:])
+            elif line.startswith("data: "):
+                data = json.loads(line[6:])
+            elif line.startswith(":"):
+                self.comments += 1
+            elif line == "" and ident is not None and data is not None:
+                self.items.append((ident, data))
+                ident, data = None, None
+
+    def wait_for(self, pred: Any, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while not pred(self.items):
+            assert time.monotonic() < deadline, [e["kind"] for _, e in self.items]
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        """Hang up: the server must notice and end the stream."""
+        self._stop.set()
+        self._response.close()
+        self._thread.join(5)
+
+
+def test_instance_stream_and_resume(server: ServerProcess) -> None:
+    api = httpx.Client(base_url=server.url, timeout=30)
+    api.post("/v1/instances", params=P, json=instance_body("a", start=False))
+    reader = Reader(f"{server.url}/v1/instances/a/events/stream?project=demo")
+    api.post("/v1/instances/a/start", params=P)
+    reader.wait_for(lambda items: any(e["kind"] == "instance.running" for _, e in items))
+    kinds = [e["kind"] for _, e in reader.items]
+    assert kinds == ["instance.start_requested", "instance.placed", "instance.running"]
+    reader.close()
+    # Resume after the first: exactly what came after it, nothing twice, nothing missed.
+    first_id = reader.items[0][0]
+    api.post("/v1/instances/a/stop", params=P)
+    resumed = Reader(
+        f"{server.url}/v1/instances/a/events/stream?project=demo",
+        headers={"Last-Event-ID": str(first_id)},
+    )
+    resumed.wait_for(lambda items: any(e["kind"] == "instance.stopped" for _, e in items))
+    assert [e["kind"] for _, e in resumed.items] == [
+        "instance.placed",
+        "instance.running",
+        "instance.stop_requested",
+        "instance.stopped",
+    ]
+    ids = [i for i, _ in resumed.items]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    listed = api.get("/v1/instances/a/events", params=P).json()["items"]
+    assert [e["id"] for _, e in resumed.items] == [e["id"] for e in listed[:4]][::-1]
+    resumed.close()
+
+
+def test_project_stream_sees_every_instance(server: ServerProcess) -> None:
+    api = httpx.Client(base_url=server.url, timeout=30)
+    reader = Reader(f"{server.url}/v1/events/stream?project=demo")
+    for name in ("a", "b", "c"):
+        api.post("/v1/instances", params=P, json=instance_body(name))
+    reader.wait_for(lambda items: sum(e["kind"] == "instance.running" for _, e in items) == 3)
+    assert len({e["instance_id"] for _, e in reader.items}) == 3
+    reader.close()
+
+
+def test_stream_bad_input_and_vanishing_clients(server: ServerProcess) -> None:
+    api = httpx.Client(base_url=server.url, timeout=30)
+    r = api.get("/v1/instances/nope/events/stream", params=P)
+    assert r.status_code == 404 and r.json()["error_code"] == "ObjectNotFound"
+    r = api.get("/v1/events/stream", params=P, headers={"Last-Event-ID": "x1"})
+    assert r.status_code == 400 and "Last-Event-ID" in r.json()["message"]
+    assert api.get("/v1/events/stream").status_code == 400
+    for _ in range(30):  # clients that open a stream and vanish cost the server nothing
+        with httpx.stream("GET", f"{server.url}/v1/events/stream?project=demo") as s:
+            assert s.status_code == 200
+    assert api.post("/v1/instances", params=P, json=instance_body("z")).status_code == 201
