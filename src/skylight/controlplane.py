@@ -137,6 +137,32 @@ class ControlPlane:
                 .values(current_sec=self.sec_id, adopt_generation=saga.c.adopt_generation + 1)
             )
 
+    # -- sleds leaving service ------------------------------------------------------------
+
+    async def expunge_sled(self, sled_id: str) -> None:
+        """The sled leaves service for good: its instances fail (cause ``sled_failure``) and
+        may be restarted elsewhere; local disks on it pin their instances nowhere."""
+
+        def write(conn: Connection) -> list[str]:
+            sleds.expunge(conn, sled_id)
+            lost = list(
+                conn.execute(
+                    sa.select(instance.c.id, instance.c.active_vmm_id)
+                    .select_from(instance.join(vmm, vmm.c.id == instance.c.active_vmm_id))
+                    .where(vmm.c.sled_id == sled_id)
+                )
+            )
+            for row in lost:
+                self.fail_instance_in(
+                    conn, row.id, row.active_vmm_id, "sled_failure", f"sled {sled_id} expunged"
+                )
+            return [row.active_vmm_id for row in lost]
+
+        vmm_ids = await self.store.tx(write)
+        if self.rack is not None:
+            for vmm_id in vmm_ids:
+                self.rack.forget(vmm_id)
+
     # -- VMMs that die on their own --------------------------------------------------------
 
     async def on_vmm_lost(self, vmm_id: str, cause: str, detail: str) -> None:

@@ -112,12 +112,11 @@ async def sled_set_provision_policy(
 
 @router.post("/v1/system/hardware/sleds/{sled_id}/expunge", response_model=models.Sled)
 async def sled_expunge(request: Request, sled_id: str) -> models.Sled:
-    """Skylight: the sled leaves service for good."""
+    """Skylight: the sled leaves service for good; the instances on it fail (and are
+    restarted elsewhere if their policy allows)."""
     sid = _sled_id(sled_id)
 
-    def write(conn: Any) -> models.Sled:
-        _get(conn, sid)
-        sleds.expunge(conn, sid)
-        return views.sled(_get(conn, sid), None)
-
-    return await deps.cp(request).store.tx(write)
+    cp = deps.cp(request)
+    await cp.store.tx(lambda c: _get(c, sid))
+    await cp.expunge_sled(sid)
+    return await cp.store.tx(lambda c: views.sled(_get(c, sid), None))
