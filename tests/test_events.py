@@ -323,3 +323,21 @@ def test_stream_bad_input_and_vanishing_clients(server: ServerProcess) -> None:
         with httpx.stream("GET", f"{server.url}/v1/events/stream?project=demo") as s:
             assert s.status_code == 200
     assert api.post("/v1/instances", params=P, json=instance_body("z")).status_code == 201
+
+
+def test_metrics(client: TestClient, project: str) -> None:
+    client.post("/v1/instances", params=P, json=instance_body("a"))
+    client.post("/v1/instances", params=P, json=instance_body("huge", ncpus=64))
+    client.post("/v1/system/sim/instances/a/crash", params=P)
+    r = client.get("/metrics")
+    assert r.status_code == 200
+    text = r.text
+    assert 'skylight_sagas_total{outcome="done",saga="instance-start"} 1.0' in text
+    assert 'skylight_sagas_total{outcome="unwound",saga="instance-start"} 1.0' in text
+    assert (
+        'skylight_start_failures_total{cause="auto_start",reason="exceeds_sled_size"} 1.0'
+        in text
+    )
+    assert 'skylight_events_written_total{kind="instance.failed"} 1.0' in text
+    assert 'skylight_events_written_total{kind="instance.created"} 2.0' in text
+    assert "skylight_auto_restart_attempts_total 0.0" in text

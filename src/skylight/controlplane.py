@@ -20,6 +20,7 @@ from skylight.events.feed import Feed
 from skylight.events.kinds import Kind, control_plane
 from skylight.ids import new_id
 from skylight.instances.record import record
+from skylight.metrics import Metrics
 from skylight.sagas import (
     SagaExecutor,
     instance_create,
@@ -80,7 +81,10 @@ class ControlPlane:
         )
         self.executor.services = self
         self.feed = Feed()
+        self.metrics = Metrics()
         self.store.on_events.append(self.feed.notify)
+        self.store.on_events.append(self.metrics.events_written)
+        self.executor.on_end.append(self.metrics.saga_ended)
         self._background: list[asyncio.Task[None]] = []
         for sdef in SAGAS:
             self.executor.register(sdef)

@@ -40,6 +40,11 @@ def create_app(settings: Settings) -> FastAPI:
         response.headers["x-request-id"] = request.state.request_id
         return response
 
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        body = request.app.state.cp.metrics.render()
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
     errors.install(app)
     for module in (projects, instances, events, groups, disks, sleds, sim, me):
         app.include_router(module.router)

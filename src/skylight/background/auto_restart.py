@@ -142,6 +142,7 @@ async def run_once(cp: ControlPlane) -> int:
     for instance_id in due:
         try:
             await operations.start_instance(cp, instance_id, ACTOR, "auto_restart", wait=0)
+            cp.metrics.auto_restarts.inc()
         except SkylightError as exc:  # it changed state meanwhile: nothing to restart
             log.info("auto-restart of %s skipped: %s", instance_id, exc.message)
     return len(due)

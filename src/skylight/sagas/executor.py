@@ -54,6 +54,8 @@ class SagaExecutor:
         self.undo_attempts = undo_attempts
         self.undo_retry_delay = undo_retry_delay
         self.services: Any = None
+        # Told (name, params, state, error) after a saga's end has been committed.
+        self.on_end: list[Callable[[str, dict[str, Any], str, Any], None]] = []
         self._defs: dict[str, SagaDef] = {}
         self._tasks: dict[str, asyncio.Task[SagaOutcome | None]] = {}
         self._closing = False
@@ -222,6 +224,9 @@ class SagaExecutor:
                 sdef.on_stuck(conn, ctx, error["reason"])
 
         await self.store.tx(write)
+        if end is not None:
+            for callback in self.on_end:
+                callback(ctx.name, ctx.params, end[0], end[1])
 
     # -- running ---------------------------------------------------------------------------
 
