@@ -133,9 +133,15 @@ def test_undo_that_keeps_failing_leaves_an_operator_reason(
     assert inst["run_state"] == "failed"
     assert inst["status_reason"]["code"] == "operation_stuck"
     assert inst["status_reason"]["transient"] is False
-    # Operators see what could not be undone.
+    # Operators see what could not be undone; users see that operators must act.
     events = client.get("/v1/instances/a/events", params=P).json()["items"]
     assert events[0]["reason"]["code"] == "operation_stuck"
+    assert "internal" not in events[0]["reason"]
+    op = client.get(
+        "/v1/instances/a/events", params=P, headers={"x-skylight-operator": "true"}
+    ).json()["items"]
+    assert op[0]["reason"]["internal"]["undo_failed"] == "register_vmm"
+    assert op[0]["reason"]["internal"]["original_reason"]["code"] == "vmm_failure"
     # The stuck instance cannot be started or deleted until operators act.
     assert client.post("/v1/instances/a/start", params=P).status_code == 409
     assert client.delete("/v1/instances/a", params=P).status_code == 400
