@@ -36,6 +36,10 @@ class Settings:
     auto_restart_batch: int = 16
     # Event streams look for other replicas' events this often, and send a heartbeat
     # comment when idle this long. Retention runs every interval.
+    # Replicas heartbeat this often; one silent for adoption_timeout loses its sagas to a
+    # live replica (and its leases on fleet-wide background tasks).
+    heartbeat_interval: float = 1.0
+    adoption_timeout: float = 10.0
     stream_poll_interval: float = 1.0
     stream_heartbeat: float = 15.0
     event_retention_interval: float = 3600.0
@@ -44,6 +48,10 @@ class Settings:
     sim: SimSettings = field(default_factory=SimSettings)
     # Sled-agent calls that take longer than this count as failed (a "hang" fault).
     sled_call_timeout: float = 10.0
+    # HTTP sled agents are checked this often; one silent for sled_failure_timeout has
+    # failed, and the instances running on it with it (cause sled_failure).
+    sled_health_interval: float = 2.0
+    sled_failure_timeout: float = 15.0
     # Attempts at an undo action before the saga is declared stuck.
     undo_attempts: int = 5
     undo_retry_delay: float = 0.2

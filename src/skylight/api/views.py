@@ -77,8 +77,15 @@ def event(row: Any, *, operator: bool = False) -> models.InstanceEvent:
         operation_id=row.operation_id,
         run_state=row.run_state,
         reason=redact(row.reason, operator=operator),
-        detail=row.detail,
+        detail=_detail(row.detail, operator=operator),
     )
+
+
+def _detail(detail: Any, *, operator: bool) -> Any:
+    """An event's detail; its ``internal`` part (replica ids and such) is for operators."""
+    if operator or not isinstance(detail, dict) or "internal" not in detail:
+        return detail
+    return {k: v for k, v in detail.items() if k != "internal"}
 
 
 def sled(row: Any, used: Any | None) -> models.Sled:

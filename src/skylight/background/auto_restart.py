@@ -136,8 +136,11 @@ def _due(conn: Connection, limit: int) -> list[str]:
 
 async def run_once(cp: ControlPlane) -> int:
     """Start every instance whose restart is due (up to a batch); returns how many began."""
+    from skylight.background.replicas import holds
     from skylight.instances import operations
 
+    if not await holds(cp, "auto-restart"):
+        return 0  # another replica runs auto-restart for the fleet
     due = await cp.store.tx(lambda c: _due(c, cp.settings.auto_restart_batch))
     for instance_id in due:
         try:

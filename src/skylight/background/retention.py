@@ -18,6 +18,10 @@ log = logging.getLogger(__name__)
 
 
 async def run_once(cp: ControlPlane) -> int:
+    from skylight.background.replicas import holds
+
+    if not await holds(cp, "retention"):
+        return 0  # another replica enforces retention for the fleet
     cutoff = now() - timedelta(days=cp.settings.event_retention_days)
     keep = cp.settings.event_retention_keep
     removed = await cp.store.tx(lambda c: events.enforce_retention(c, older_than=cutoff, keep=keep))

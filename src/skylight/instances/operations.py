@@ -132,6 +132,7 @@ async def start_instance(
     cp: ControlPlane, instance_id: str, actor: dict[str, Any], reason: str, *, wait: float
 ) -> sa.Row[Any]:
     def prepare(conn: Connection) -> Launch | None:
+        instances.lock(conn, instance_id)
         row = instances.by_id(conn, instance_id)
         if row is None:
             raise NotFound.by_id("instance", instance_id)
@@ -175,6 +176,7 @@ async def stop_instance(
     cp: ControlPlane, instance_id: str, actor: dict[str, Any], *, wait: float
 ) -> sa.Row[Any]:
     def prepare(conn: Connection) -> Launch | None:
+        instances.lock(conn, instance_id)
         row = instances.by_id(conn, instance_id)
         if row is None:
             raise NotFound.by_id("instance", instance_id)
@@ -217,6 +219,7 @@ async def reboot_instance(
     cp: ControlPlane, instance_id: str, actor: dict[str, Any], *, wait: float
 ) -> sa.Row[Any]:
     def prepare(conn: Connection) -> Launch:
+        instances.lock(conn, instance_id)
         row = instances.by_id(conn, instance_id)
         if row is None or row.state != "vmm" or row.vmm_state != "running":
             raise InvalidRequest("only a running instance can be rebooted")
@@ -233,6 +236,7 @@ async def reboot_instance(
 
 async def delete_instance(cp: ControlPlane, instance_id: str, actor: dict[str, Any]) -> None:
     def prepare(conn: Connection) -> Launch:
+        instances.lock(conn, instance_id)
         row = instances.by_id(conn, instance_id)
         if row is None:
             raise NotFound.by_id("instance", instance_id)
@@ -254,6 +258,7 @@ async def update_instance(
     cp: ControlPlane, instance_id: str, body: dict[str, Any], actor: dict[str, Any]
 ) -> sa.Row[Any]:
     def write(conn: Connection) -> sa.Row[Any]:
+        instances.lock(conn, instance_id)
         row = instances.by_id(conn, instance_id)
         assert row is not None
         wanted = dict(body)

@@ -40,6 +40,13 @@ def by_id(conn: Connection, instance_id: str, *, deleted: bool = False) -> sa.Ro
     return conn.execute(q).first()
 
 
+def lock(conn: Connection, instance_id: str) -> None:
+    """Serialise operations on one instance across replicas (PostgreSQL; SQLite's writers
+    are serial already): two starts cannot both see it stopped and both begin."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(instance.c.id).where(instance.c.id == instance_id).with_for_update())
+
+
 def by_name(conn: Connection, project_id: str, name: str) -> sa.Row[Any] | None:
     q = _view().where(instance.c.project_id == project_id, instance.c.name == name, _live)
     return conn.execute(q).first()

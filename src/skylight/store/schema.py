@@ -185,6 +185,16 @@ saga_node_event = sa.Table(
     sa.Column("time", Time, nullable=False),
 )
 
+# Leases: a background task that must run once across the fleet runs where its lease is
+# held; a holder that stops renewing (dead or paused) loses it when it expires.
+lease = sa.Table(
+    "lease",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", Id, nullable=False),
+    sa.Column("expires", Time, nullable=False),
+)
+
 replica = sa.Table(
     "replica",
     metadata,

@@ -1,0 +1,72 @@
+"""Replica heartbeats, leases, and the adoption of a dead replica's sagas."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from skylight.clock import now
+from skylight.store.schema import lease, replica, saga
+
+UNFINISHED = ("running", "unwinding")
+
+
+def heartbeat(conn: Connection, replica_id: str) -> None:
+    conn.execute(replica.update().where(replica.c.id == replica_id).values(time_heartbeat=now()))
+
+
+def live_others(conn: Connection, replica_id: str, since: datetime) -> list[sa.Row[Any]]:
+    """Other replicas that have heartbeat since ``since``."""
+    q = sa.select(replica).where(replica.c.id != replica_id, replica.c.time_heartbeat >= since)
+    return list(conn.execute(q))
+
+
+def dead_with_sagas(conn: Connection, replica_id: str, before: datetime) -> list[str]:
+    """Replicas silent since ``before`` that still own unfinished sagas."""
+    owners = sa.select(saga.c.current_sec).where(saga.c.state.in_(UNFINISHED)).distinct()
+    q = sa.select(replica.c.id).where(
+        replica.c.id != replica_id,
+        replica.c.time_heartbeat < before,
+        replica.c.id.in_(owners),
+    )
+    return list(conn.execute(q).scalars())
+
+
+def adopt(conn: Connection, dead: str, adopter: str) -> list[sa.Row[Any]]:
+    """Move the dead replica's unfinished sagas to ``adopter``, bumping their generation.
+
+    One UPDATE, conditioned on the old owner: when two replicas adopt at once, the row locks
+    make the second see the sagas already moved, and it gets none.
+    """
+    return list(
+        conn.execute(
+            saga.update()
+            .where(saga.c.current_sec == dead, saga.c.state.in_(UNFINISHED))
+            .values(current_sec=adopter, adopt_generation=saga.c.adopt_generation + 1)
+            .returning(saga.c.id, saga.c.name, saga.c.instance_id, saga.c.adopt_generation)
+        )
+    )
+
+
+def hold_lease(conn: Connection, name: str, holder: str, ttl: float) -> bool:
+    """Take or renew lease ``name`` for ``ttl`` seconds; False if another holds it."""
+    t = now()
+    expires = t + timedelta(seconds=ttl)
+    renewed = conn.execute(
+        lease.update()
+        .where(lease.c.name == name, sa.or_(lease.c.holder == holder, lease.c.expires < t))
+        .values(holder=holder, expires=expires)
+    ).rowcount
+    if renewed:
+        return True
+    if conn.execute(sa.select(lease.c.name).where(lease.c.name == name)).first() is not None:
+        return False
+    try:
+        with conn.begin_nested():
+            conn.execute(lease.insert().values(name=name, holder=holder, expires=expires))
+    except sa.exc.IntegrityError:
+        return False  # another replica created it first
+    return True
