@@ -168,6 +168,20 @@ def all_pages(client: TestClient, url: str, **params: Any) -> list[dict[str, Any
         query.update({k: v for k, v in params.items() if k == "project"})
 
 
+def fingerprint(client: TestClient) -> dict[str, Any]:
+    """The cheap part of :func:`snapshot`: projects, their instances, the sleds. Every stored
+    change a request can make shows here, except new events and faults (append-only, so a
+    final :func:`snapshot` comparison still catches them)."""
+    projects = all_pages(client, "/v1/projects")
+    return {
+        "projects": projects,
+        "instances": {
+            p["id"]: all_pages(client, "/v1/instances", project=p["id"]) for p in projects
+        },
+        "sleds": all_pages(client, "/v1/system/hardware/sleds"),
+    }
+
+
 def snapshot(client: TestClient) -> dict[str, Any]:
     """Everything a client can see of the stored state: projects, their instances and every
     instance's events, the sleds with their reservations, the armed faults."""

@@ -109,7 +109,7 @@ def delete(conn: Connection, selector: str, project_selector: str | None) -> Non
 
 def _shown_state(inst: Any) -> str:
     """The instance's run state as its view shows it (a start asked for is ``starting``)."""
-    state = run_state(inst.state, inst.vmm_state)
+    state = run_state(inst.state, inst.vmm_state, inst.intended_state)
     if state == "stopped" and inst.intended_state == "running":
         return "starting"
     return state

@@ -108,25 +108,39 @@ class BodyLimit:
         if length is not None and (not length.isdigit() or int(length) > self.limit):
             await self._refuse(scope, receive, send)
             return
+        if length is not None:
+            await self.app(scope, receive, send)  # the server holds the body to its length
+            return
+        # No declared length (a chunked body): read it here, up to the limit, and hand it on.
+        # Raising from inside the app's receive instead would reach FastAPI wrapped in an
+        # exception group (by the request-id middleware) and come out as a 400.
+        buffered: list[Message] = []
         seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise StarletteHTTPException(413, self._message())
-            return message
+            buffered.append(message)
+            if message["type"] != "http.request":
+                break
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
 
-        await self.app(scope, limited, send)
+        async def replay() -> Message:
+            return buffered.pop(0) if buffered else await receive()
+
+        await self.app(scope, replay, send)
 
     def _message(self) -> str:
         return f"request body exceeded maximum size of {self.limit} bytes"
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rid = new_id()
         response = JSONResponse(
-            {"request_id": new_id(), "error_code": "PayloadTooLarge", "message": self._message()},
+            {"request_id": rid, "error_code": "PayloadTooLarge", "message": self._message()},
             status_code=413,
+            headers={"x-request-id": rid},
         )
         await response(scope, receive, send)

@@ -25,8 +25,9 @@ _NAME_OR_ID_SORTS = ("name_ascending", "name_descending", "id_ascending")
 
 
 def _sorts(default_sort: str) -> tuple[str, ...]:
-    """The sort modes a list whose default is ``default_sort`` can hand out tokens for."""
-    return _NAME_OR_ID_SORTS if default_sort in _NAME_OR_ID_SORTS else (default_sort,)
+    """The sort modes a list whose default is ``default_sort`` can hand out tokens for: lists
+    by name can also sort by id; the others (by id, by sequence) have their one sort."""
+    return _NAME_OR_ID_SORTS if default_sort.startswith("name_") else (default_sort,)
 
 
 def _marker_ok(sort: str, marker: Any) -> bool:

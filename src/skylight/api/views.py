@@ -30,10 +30,7 @@ def instance(row: Any, *, operator: bool = False, cooldown: float = 300.0) -> mo
             event_id=row.status_event_id,
             time=as_utc(row.status_time),
         )
-    state = run_state(row.state, row.vmm_state)
-    if state == "stopped" and row.intended_state == "running":
-        # A start was asked for and its saga has not reached the sled yet: it is starting.
-        state = "starting"
+    state = run_state(row.state, row.vmm_state, row.intended_state)
     expiration = None
     if row.time_last_auto_restarted is not None:
         expiration = as_utc(row.time_last_auto_restarted) + timedelta(seconds=cooldown)
@@ -120,7 +117,7 @@ def sled_instance(row: Any, project_name: str) -> models.SledInstance:
         ncpus=row.ncpus,
         project_name=project_name,
         silo_name="default",
-        state=run_state(row.state, row.vmm_state),  # type: ignore[arg-type]
+        state=run_state(row.state, row.vmm_state, row.intended_state),  # type: ignore[arg-type]
         time_created=as_utc(row.time_created),
         time_modified=as_utc(row.time_modified),
     )
@@ -148,7 +145,7 @@ def affinity_group_member(row: Any) -> models.AffinityGroupMember:
     value = models.InstanceMember(
         id=row.id,
         name=row.name,
-        run_state=run_state(row.state, row.vmm_state),  # type: ignore[arg-type]
+        run_state=run_state(row.state, row.vmm_state, row.intended_state),  # type: ignore[arg-type]
     )
     return models.AffinityGroupMember(type="instance", value=value)
 

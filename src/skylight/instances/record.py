@@ -34,7 +34,7 @@ def record(
             project_id=row.project_id,
             kind=kind,
             actor=actor,
-            run_state=run_state(row.state, row.vmm_state),
+            run_state=run_state(row.state, row.vmm_state, row.intended_state),
             operation_id=operation_id,
             reason=reason,
             severity=severity,
