@@ -198,7 +198,7 @@ def test_stream_generator_heartbeats_and_pages(store: Store) -> None:
         return out
 
     out = asyncio.run(scenario())
-    assert out[0].startswith("retry:")
+    assert out[0] == "retry: 2000\nid: 0\n\n"
     assert sum(1 for m in out if m.startswith("id:")) == 450
     assert out[-1] == ": keepalive\n\n"
     ids = [int(m.split("\n")[0][4:]) for m in out if m.startswith("id:")]
@@ -335,8 +335,7 @@ def test_metrics(client: TestClient, project: str) -> None:
     assert 'skylight_sagas_total{outcome="done",saga="instance-start"} 1.0' in text
     assert 'skylight_sagas_total{outcome="unwound",saga="instance-start"} 1.0' in text
     assert (
-        'skylight_start_failures_total{cause="auto_start",reason="exceeds_sled_size"} 1.0'
-        in text
+        'skylight_start_failures_total{cause="auto_start",reason="exceeds_sled_size"} 1.0' in text
     )
     assert 'skylight_events_written_total{kind="instance.failed"} 1.0' in text
     assert 'skylight_events_written_total{kind="instance.created"} 2.0' in text

@@ -1,4 +1,5 @@
-"""``skylight serve`` and friends."""
+"""``skylight``: run the control plane (``serve``, ``sled-agent``) and drive it (every other
+command is a client of the API at ``--url`` or ``SKYLIGHT_URL``)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,15 @@ from typing import Any
 import typer
 import uvicorn
 
-from skylight.cli import placement
+from skylight.cli import events, instance, placement, project, sled
 from skylight.config import Settings, SimSettings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 app.add_typer(placement.app, name="placement")
+app.add_typer(project.app, name="project")
+app.add_typer(instance.app, name="instance")
+app.add_typer(sled.app, name="sled")
+app.add_typer(events.app, name="events")
 
 
 @app.callback()
@@ -36,6 +41,12 @@ def serve(
     no_sim: bool = typer.Option(False, "--no-sim", help="no in-process simulated rack"),
     start_wait: float = typer.Option(30.0, min=0, help="seconds a start waits for its saga"),
     auto_restart_cooldown: float = typer.Option(300.0, min=0),
+    auto_restart_interval: float = typer.Option(
+        5.0, min=0.01, help="seconds between looks for failed instances to restart"
+    ),
+    sled_call_timeout: float = typer.Option(
+        10.0, min=0.05, help="seconds a sled agent has to answer before the call fails"
+    ),
     stream_heartbeat: float = typer.Option(
         15.0, min=0.05, help="seconds of silence before an event stream sends a heartbeat"
     ),
@@ -55,6 +66,8 @@ def serve(
         auto_restart_cooldown=auto_restart_cooldown,
         event_retention_days=event_retention_days,
         stream_heartbeat=stream_heartbeat,
+        auto_restart_interval=auto_restart_interval,
+        sled_call_timeout=sled_call_timeout,
         sim=SimSettings(
             enabled=not no_sim,
             sleds=sim_sleds,

@@ -28,7 +28,9 @@ async def sse(
     poll_interval: float = 1.0,
     heartbeat: float = 15.0,
 ) -> AsyncIterator[str]:
-    yield "retry: 2000\n\n"
+    # The cursor comes first, with no data: a client that drops before any event arrives
+    # still resumes from where its stream began.
+    yield f"retry: 2000\nid: {cursor}\n\n"
     last_sent = time.monotonic()
     while not feed.closed:
         rows = await store.tx(_reader(flt, cursor))
