@@ -6,13 +6,14 @@ import asyncio
 import logging
 import random
 import uuid
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import anyio
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from skylight.background import auto_restart, retention
+from skylight.background import auto_restart, replicas, retention, sled_health
 from skylight.clock import now
 from skylight.config import GiB, Settings
 from skylight.events import reasons
@@ -32,6 +33,7 @@ from skylight.sagas import (
 from skylight.sled.directory import SledDirectory
 from skylight.sled.sim import SimRack
 from skylight.store import Store, instances, migrate, sleds
+from skylight.store import replicas as store_replicas
 from skylight.store.schema import instance, replica, saga, vmm
 
 log = logging.getLogger(__name__)
@@ -71,7 +73,7 @@ class ControlPlane:
         if settings.sim.enabled:
             self.rack = SimRack(settings.data_dir / "sim-rack.db", settings.sim.start_delay)
             self.rack.set_listener(self.on_vmm_lost)
-        self.sleds = SledDirectory(self.rack, settings.sled_call_timeout)
+        self.sleds = SledDirectory(self.rack, settings.sled_call_timeout, self.store)
         self.sec_id = _replica_id(settings.data_dir, settings.bind)
         self.executor = SagaExecutor(
             self.store,
@@ -93,8 +95,15 @@ class ControlPlane:
         self.feed.bind(asyncio.get_running_loop())
         await anyio.to_thread.run_sync(migrate.upgrade, self.store.engine)
         await self.store.tx(self._register)
+        await self.sleds.refresh()
         await self.executor.resume_all()
-        for name, loop in (("auto-restart", auto_restart.loop), ("retention", retention.loop)):
+        for name, loop in (
+            ("heartbeat", replicas.heartbeat_loop),
+            ("adoption", replicas.adoption_loop),
+            ("auto-restart", auto_restart.loop),
+            ("retention", retention.loop),
+            ("sled-health", sled_health.loop),
+        ):
             self._background.append(asyncio.create_task(loop(self), name=name))
 
     async def stop(self) -> None:
@@ -104,6 +113,7 @@ class ControlPlane:
             await asyncio.wait(self._background, timeout=5)
         self._background.clear()
         await self.executor.close()
+        await self.sleds.close()
         self.store.dispose()
 
     def _register(self, conn: Connection) -> None:
@@ -132,6 +142,7 @@ class ControlPlane:
                 )
             )
         if self.store.is_sqlite:
+            self._refuse_second_sqlite_replica(conn, t)
             # One replica only on SQLite: whatever another identity left unfinished is ours.
             conn.execute(
                 saga.update()
@@ -139,6 +150,16 @@ class ControlPlane:
                     saga.c.state.in_(("running", "unwinding")), saga.c.current_sec != self.sec_id
                 )
                 .values(current_sec=self.sec_id, adopt_generation=saga.c.adopt_generation + 1)
+            )
+
+    def _refuse_second_sqlite_replica(self, conn: Connection, t: datetime) -> None:
+        since = t - timedelta(seconds=self.settings.adoption_timeout)
+        others = store_replicas.live_others(conn, self.sec_id, since)
+        if others:
+            raise RuntimeError(
+                f"another Skylight replica ({others[0].bind}) is running on this SQLite store; "
+                "SQLite allows one replica. Stop it first, or use PostgreSQL "
+                "(--db postgresql://...) to run several replicas."
             )
 
     # -- sleds leaving service ------------------------------------------------------------

@@ -9,7 +9,17 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from skylight.api import errors
-from skylight.api.routes import disks, events, groups, instances, me, projects, sim, sleds
+from skylight.api.routes import (
+    disks,
+    events,
+    groups,
+    instances,
+    me,
+    projects,
+    sim,
+    sled_agents,
+    sleds,
+)
 from skylight.config import Settings
 from skylight.controlplane import ControlPlane
 from skylight.ids import new_id
@@ -46,7 +56,7 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     errors.install(app)
-    for module in (projects, instances, events, groups, disks, sleds, sim, me):
+    for module in (projects, instances, events, groups, disks, sleds, sim, sled_agents, me):
         app.include_router(module.router)
     app.add_middleware(errors.BodyLimit, limit=settings.max_body_bytes)
     return app

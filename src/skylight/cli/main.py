@@ -11,6 +11,7 @@ import typer
 import uvicorn
 
 from skylight.cli import events, instance, placement, project, sled
+from skylight.cli.sled_agent import run as sled_agent_run
 from skylight.config import Settings, SimSettings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -19,6 +20,7 @@ app.add_typer(project.app, name="project")
 app.add_typer(instance.app, name="instance")
 app.add_typer(sled.app, name="sled")
 app.add_typer(events.app, name="events")
+app.command("sled-agent")(sled_agent_run)
 
 
 @app.callback()
@@ -47,6 +49,9 @@ def serve(
     sled_call_timeout: float = typer.Option(
         10.0, min=0.05, help="seconds a sled agent has to answer before the call fails"
     ),
+    sled_failure_timeout: float = typer.Option(
+        15.0, min=0.1, help="seconds an HTTP sled agent may be silent before its sled has failed"
+    ),
     stream_heartbeat: float = typer.Option(
         15.0, min=0.05, help="seconds of silence before an event stream sends a heartbeat"
     ),
@@ -68,6 +73,7 @@ def serve(
         stream_heartbeat=stream_heartbeat,
         auto_restart_interval=auto_restart_interval,
         sled_call_timeout=sled_call_timeout,
+        sled_failure_timeout=sled_failure_timeout,
         sim=SimSettings(
             enabled=not no_sim,
             sleds=sim_sleds,

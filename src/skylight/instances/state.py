@@ -15,9 +15,7 @@ _FROM_VMM = {
 }
 
 
-def run_state(
-    instance_state: str, vmm_state: str | None, intended_state: str | None = None
-) -> str:
+def run_state(instance_state: str, vmm_state: str | None, intended_state: str | None = None) -> str:
     if instance_state == "vmm":
         return _FROM_VMM.get(vmm_state or "", "starting")
     if instance_state == "no_vmm" and intended_state == "running":

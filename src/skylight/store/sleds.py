@@ -178,3 +178,56 @@ def ensure_simulated(
                 time_modified=t,
             )
         )
+
+
+def upsert_agent(
+    conn: Connection,
+    *,
+    serial: str,
+    url: str,
+    cpus: int,
+    memory: int,
+    local_storage: int,
+    cpu_family: str,
+    rack_id: str,
+) -> sa.Row[Any]:
+    """An HTTP sled agent registered: a new serial becomes a sled in service; a known one
+    keeps its id (and its policy) and takes the agent's current URL and capacity."""
+    t = now()
+    existing = conn.execute(sa.select(sled).where(sled.c.serial == serial)).first()
+    values: dict[str, Any] = {
+        "agent_url": url,
+        "usable_hardware_threads": cpus,
+        "usable_physical_ram": memory,
+        "local_storage": local_storage,
+        "cpu_family": cpu_family,
+        "time_modified": t,
+    }
+    if existing is not None:
+        conn.execute(sled.update().where(sled.c.id == existing.id).values(**values))
+        sled_id = existing.id
+    else:
+        sled_id = new_id()
+        conn.execute(
+            sled.insert().values(
+                id=sled_id,
+                rack_id=rack_id,
+                serial=serial,
+                part="sim-gimlet",
+                revision=0,
+                slot=None,
+                policy="in_service",
+                provision_policy="provisionable",
+                state="active",
+                time_created=t,
+                **values,
+            )
+        )
+    row = get(conn, sled_id)
+    assert row is not None
+    return row
+
+
+def agent_urls(conn: Connection) -> list[sa.Row[Any]]:
+    """Every sled's id, agent URL (None: in-process) and policy, for the sled directory."""
+    return list(conn.execute(sa.select(sled.c.id, sled.c.agent_url, sled.c.policy)))

@@ -1,0 +1,167 @@
+"""Sled health: watch the HTTP sled agents, fail the instances of a sled that went silent.
+
+Every ``sled_health_interval`` (default 2 s; more often when ``sled_failure_timeout`` is
+shorter than four intervals) this task refreshes the sled directory's
+sled → URL map from the store (so a sled registered through another replica becomes reachable
+here) and asks each HTTP agent in service for ``/health``. An agent that has not answered —
+as the sled the store says it is — for longer than ``sled_failure_timeout`` (default 15 s)
+has failed: the instances whose VMM runs on it become ``failed`` with cause ``sled_failure``,
+each with its ``instance.failed`` event, in one transaction (as expunging a sled does).
+
+When an agent answers again after a silence (or is first seen by this replica) its VMMs are
+reconciled with the store: VMMs the control plane has given up on are unregistered from the
+sled, and VMMs the store says run there but the agent no longer has are reported lost.
+Every replica runs this task; failing an instance is guarded by its active VMM, so two
+replicas that notice the same silence record one failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from skylight.sled.agent import SledAgentError, with_timeout
+from skylight.store.schema import instance, vmm
+
+if TYPE_CHECKING:
+    from skylight.controlplane import ControlPlane
+
+log = logging.getLogger(__name__)
+
+# VMM states after which the control plane no longer wants the VMM on its sled.
+_ABANDONED = ("failed", "destroyed", "saga_unwound", "stopped")
+
+
+class SledHealth:
+    def __init__(self, cp: ControlPlane) -> None:
+        self.cp = cp
+        self.last_ok: dict[str, float] = {}  # sled id -> monotonic time of its last answer
+        self.to_reconcile: set[str] = set()
+
+    async def run_once(self) -> None:
+        await self.cp.sleds.refresh()
+        targets = self.cp.sleds.http_sleds()
+        for gone in set(self.last_ok) - set(targets):
+            self.last_ok.pop(gone, None)
+            self.to_reconcile.discard(gone)
+        self.to_reconcile |= self.cp.sleds.suspects & set(targets)
+        self.cp.sleds.suspects.clear()
+        checks = await asyncio.gather(*(self._check(s, u) for s, u in targets.items()))
+        t = time.monotonic()
+        for sled_id, ok in zip(targets, checks, strict=True):
+            if sled_id not in self.last_ok:
+                self.last_ok[sled_id] = t  # silence counts from when this replica first looks
+                self.to_reconcile.add(sled_id)
+            if ok:
+                self.last_ok[sled_id] = t
+                if sled_id in self.to_reconcile and await self._reconcile(sled_id):
+                    self.to_reconcile.discard(sled_id)
+                continue
+            self.to_reconcile.add(sled_id)
+            silent = t - self.last_ok[sled_id]
+            if silent > self.cp.settings.sled_failure_timeout:
+                await self._fail_sled(sled_id, silent)
+
+    async def _check(self, sled_id: str, url: str) -> bool:
+        timeout = min(2.0, self.cp.settings.sled_call_timeout)
+        try:
+            health = await self.cp.sleds.http(url).health(timeout=timeout)
+        except SledAgentError:
+            return False
+        except Exception:
+            log.exception("health check of sled %s at %s failed", sled_id, url)
+            return False
+        # Another agent may now listen at that address: only the right sled counts.
+        return bool(health.get("sled_id") == sled_id)
+
+    async def _fail_sled(self, sled_id: str, silent: float) -> None:
+        detail = f"the agent of sled {sled_id} has not answered for {silent:.0f}s"
+
+        def write(conn: Connection) -> int:
+            lost = conn.execute(
+                sa.select(instance.c.id, instance.c.active_vmm_id)
+                .select_from(instance.join(vmm, vmm.c.id == instance.c.active_vmm_id))
+                .where(vmm.c.sled_id == sled_id, vmm.c.state == "running")
+            ).all()
+            for row in lost:
+                self.cp.fail_instance_in(conn, row.id, row.active_vmm_id, "sled_failure", detail)
+            return len(lost)
+
+        failed = await self.cp.store.tx(write)
+        if failed:
+            log.warning("sled %s is unreachable: %d instance(s) failed", sled_id, failed)
+
+    async def _reconcile(self, sled_id: str) -> bool:
+        """Make the sled's VMMs and the store agree; True when done."""
+        agent = self.cp.sleds.agent(sled_id)
+        url = self.cp.sleds.http_sleds().get(sled_id)
+        if url is None:
+            return True
+        running = set(
+            await self.cp.store.tx(
+                lambda c: list(
+                    c.execute(
+                        sa.select(vmm.c.id).where(
+                            vmm.c.sled_id == sled_id, vmm.c.state == "running"
+                        )
+                    ).scalars()
+                )
+            )
+        )
+        try:
+            held = await with_timeout(
+                self.cp.sleds.http(url).vmms(), self.cp.settings.sled_call_timeout
+            )
+        except SledAgentError as exc:
+            log.info("cannot list the VMMs of sled %s yet: %s", sled_id, exc)
+            return False
+        on_sled = {str(v["vmm_id"]) for v in held}
+
+        def states(conn: Connection) -> dict[str, Any]:
+            if not on_sled:
+                return {}
+            rows = conn.execute(sa.select(vmm.c.id, vmm.c.state).where(vmm.c.id.in_(on_sled)))
+            return {r.id: r.state for r in rows}
+
+        known = await self.cp.store.tx(states)
+        done = True
+        for vmm_id in sorted(on_sled):
+            if known.get(vmm_id) in (None, *_ABANDONED):
+                try:
+                    await agent.unregister(vmm_id)
+                    log.info("sled %s: unregistered abandoned VMM %s", sled_id, vmm_id)
+                except SledAgentError as exc:
+                    log.warning("sled %s: cannot unregister VMM %s: %s", sled_id, vmm_id, exc)
+                    done = False
+        for vmm_id in sorted(running - on_sled):
+            await self._lost(vmm_id, sled_id)
+        return done
+
+    async def _lost(self, vmm_id: str, sled_id: str) -> None:
+        detail = f"sled {sled_id} no longer has the VMM (its agent lost its state)"
+
+        def write(conn: Connection) -> None:
+            row = conn.execute(sa.select(vmm).where(vmm.c.id == vmm_id)).first()
+            if row is not None and row.state == "running":
+                self.cp.fail_instance_in(conn, row.instance_id, vmm_id, "sled_failure", detail)
+
+        await self.cp.store.tx(write)
+
+
+async def loop(cp: ControlPlane) -> None:
+    health = SledHealth(cp)
+    while True:
+        try:
+            await health.run_once()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("sled health pass failed; trying again next interval")
+        # Look often enough that a silence is noticed close to the failure timeout.
+        settings = cp.settings
+        await asyncio.sleep(min(settings.sled_health_interval, settings.sled_failure_timeout / 4))
