@@ -52,6 +52,10 @@ def serve(
     sled_failure_timeout: float = typer.Option(
         15.0, min=0.1, help="seconds an HTTP sled agent may be silent before its sled has failed"
     ),
+    adoption_timeout: float = typer.Option(
+        10.0, min=0.1, help="seconds a replica may be silent before its sagas are adopted"
+    ),
+    heartbeat_interval: float = typer.Option(1.0, min=0.05, help="seconds between heartbeats"),
     stream_heartbeat: float = typer.Option(
         15.0, min=0.05, help="seconds of silence before an event stream sends a heartbeat"
     ),
@@ -71,6 +75,8 @@ def serve(
         auto_restart_cooldown=auto_restart_cooldown,
         event_retention_days=event_retention_days,
         stream_heartbeat=stream_heartbeat,
+        adoption_timeout=adoption_timeout,
+        heartbeat_interval=heartbeat_interval,
         auto_restart_interval=auto_restart_interval,
         sled_call_timeout=sled_call_timeout,
         sled_failure_timeout=sled_failure_timeout,

@@ -10,21 +10,19 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from skylight import disks, groups, lookup
-from skylight.clock import now
 from skylight.errors import AlreadyExists, Conflict, InvalidRequest, NotFound, OperationFailed
 from skylight.events.kinds import Kind
 from skylight.ids import new_id
+from skylight.instances import starting
 from skylight.instances.record import record
+from skylight.instances.starting import Launch, launch_in, running_saga
 from skylight.sagas import (
     instance_create,
     instance_delete,
     instance_reboot,
-    instance_start,
     instance_stop,
 )
-from skylight.sagas.definition import SagaDef
 from skylight.store import instances
-from skylight.store.schema import saga
 
 if TYPE_CHECKING:
     from skylight.controlplane import ControlPlane
@@ -46,19 +44,6 @@ _ERROR_CODE = {
 }
 
 
-def _running_saga(conn: Connection, instance_id: str, name: str) -> str | None:
-    q = sa.select(saga.c.id).where(
-        saga.c.instance_id == instance_id,
-        saga.c.name == name,
-        saga.c.state.in_(("running", "unwinding")),
-    )
-    return conn.execute(q.limit(1)).scalar()
-
-
-# A saga to launch: its id, and (name, params) when this request created it.
-Launch = tuple[str, tuple[str, dict[str, Any]] | None]
-
-
 async def _finish(
     cp: ControlPlane, launch: Launch | None, instance_id: str, wait: float | None
 ) -> sa.Row[Any]:
@@ -74,14 +59,6 @@ async def _finish(
     row = await cp.store.tx(lambda c: instances.by_id(c, instance_id, deleted=True))
     assert row is not None
     return row
-
-
-def _launch_in(
-    cp: ControlPlane, conn: Connection, sdef: SagaDef, params: dict[str, Any], instance_id: str
-) -> Launch:
-    params.setdefault("saga_id", new_id())
-    saga_id = cp.executor.create_in(conn, sdef, params, instance_id=instance_id)
-    return saga_id, (sdef.name, params)
 
 
 async def create(
@@ -100,7 +77,7 @@ async def create(
         if instances.by_name(conn, proj.id, body["name"]) is not None:
             raise AlreadyExists("instance", body["name"])
         params = {k: body[k] for k in instance_create.FIELDS}
-        params.update(instance_id=instance_id, project_id=proj.id, actor=actor)
+        params.update(instance_id=instance_id, project_id=proj.id, actor=actor, start=start)
         # Checked here, so that bad input creates nothing; the saga writes them.
         params["anti_affinity_group_ids"] = groups.resolve_for_new_instance(
             conn, "anti_affinity", proj.id, body.get("anti_affinity_groups") or []
@@ -108,20 +85,17 @@ async def create(
         params["disk_plan"] = disks.plan_for_new_instance(
             conn, proj.id, body.get("disks") or [], body.get("boot_disk")
         )
-        return _launch_in(cp, conn, instance_create.SAGA, params, instance_id)
+        return launch_in(cp, conn, instance_create.SAGA, params, instance_id)
 
     launch = await cp.store.tx(prepare)
     await _finish(cp, launch, instance_id, None)
     if not start:
         return await _finish(cp, None, instance_id, 0)
+    # The create saga's last transaction began the start (so that a replica dying here
+    # loses nothing: the start saga is adopted like any other); launch it and wait.
+    pending = await cp.store.tx(lambda c: running_saga(c, instance_id, "instance-start"))
     try:
-        return await start_instance(
-            cp,
-            instance_id,
-            {"type": "control_plane", "cause": "auto_start"},
-            "auto_start",
-            wait=wait,
-        )
+        return await _finish(cp, (pending, None) if pending else None, instance_id, wait)
     except OperationFailed:
         # The instance was created: answer 201 with it. The start's error is not dropped:
         # it is the instance's status_reason and an instance.start_failed event.
@@ -131,45 +105,10 @@ async def create(
 async def start_instance(
     cp: ControlPlane, instance_id: str, actor: dict[str, Any], reason: str, *, wait: float
 ) -> sa.Row[Any]:
-    def prepare(conn: Connection) -> Launch | None:
-        instances.lock(conn, instance_id)
-        row = instances.by_id(conn, instance_id)
-        if row is None:
-            raise NotFound.by_id("instance", instance_id)
-        pending = _running_saga(conn, instance_id, "instance-start")
-        if pending is not None:
-            return pending, None  # a start is already under way: answer with its outcome
-        if row.state == "vmm":
-            if row.vmm_state in ("stopping", "stopped"):
-                raise Conflict("cannot start the instance while it is stopping")
-            return None  # already running or starting
-        if row.state == "creating":
-            raise Conflict("cannot start the instance while it is being created")
-        if row.state == "failed" and row.active_vmm_id is not None:
-            raise Conflict("the instance has an operation that operators must resolve first")
-        values: dict[str, Any] = {"intended_state": "running"}
-        if reason == "auto_restart":
-            values.update(
-                time_last_auto_restarted=now(),
-                time_next_auto_restart=None,
-                auto_restart_attempts=row.auto_restart_attempts + 1,
-            )
-        instances.update(conn, instance_id, **values)
-        params = {
-            "instance_id": instance_id,
-            "project_id": row.project_id,
-            "vmm_id": new_id(),
-            "ncpus": row.ncpus,
-            "memory": row.memory,
-            "cpu_platform": row.cpu_platform,
-            "reason": reason,
-            "actor": actor,
-        }
-        launch = _launch_in(cp, conn, instance_start.SAGA, params, instance_id)
-        record(conn, instance_id, Kind.START_REQUESTED, actor, operation_id=launch[0])
-        return launch
-
-    return await _finish(cp, await cp.store.tx(prepare), instance_id, wait)
+    launch = await cp.store.tx(
+        lambda conn: starting.begin_start_in(cp, conn, instance_id, actor, reason)
+    )
+    return await _finish(cp, launch, instance_id, wait)
 
 
 async def stop_instance(
@@ -180,7 +119,7 @@ async def stop_instance(
         row = instances.by_id(conn, instance_id)
         if row is None:
             raise NotFound.by_id("instance", instance_id)
-        pending = _running_saga(conn, instance_id, "instance-stop")
+        pending = running_saga(conn, instance_id, "instance-stop")
         if pending is not None:
             return pending, None
         if row.state in ("no_vmm", "creating"):
@@ -208,7 +147,7 @@ async def stop_instance(
             "sled_id": row.sled_id,
             "actor": actor,
         }
-        launch = _launch_in(cp, conn, instance_stop.SAGA, params, instance_id)
+        launch = launch_in(cp, conn, instance_stop.SAGA, params, instance_id)
         record(conn, instance_id, Kind.STOP_REQUESTED, actor, operation_id=launch[0])
         return launch
 
@@ -229,7 +168,7 @@ async def reboot_instance(
             "sled_id": row.sled_id,
             "actor": actor,
         }
-        return _launch_in(cp, conn, instance_reboot.SAGA, params, instance_id)
+        return launch_in(cp, conn, instance_reboot.SAGA, params, instance_id)
 
     return await _finish(cp, await cp.store.tx(prepare), instance_id, wait)
 
@@ -246,7 +185,7 @@ async def delete_instance(cp: ControlPlane, instance_id: str, actor: dict[str, A
             )
         instances.update(conn, instance_id, intended_state="destroyed")
         params = {"instance_id": instance_id, "actor": actor}
-        return _launch_in(cp, conn, instance_delete.SAGA, params, instance_id)
+        return launch_in(cp, conn, instance_delete.SAGA, params, instance_id)
 
     await _finish(cp, await cp.store.tx(prepare), instance_id, None)
 

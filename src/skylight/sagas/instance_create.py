@@ -11,8 +11,9 @@ from skylight import disks, groups
 from skylight.clock import now
 from skylight.errors import SkylightError
 from skylight.events import reasons
-from skylight.events.kinds import Kind
+from skylight.events.kinds import Kind, control_plane
 from skylight.instances.record import record
+from skylight.instances.starting import begin_start_in
 from skylight.sagas.definition import Action, ActionError, SagaContext, SagaDef
 from skylight.store import groups as group_rows
 from skylight.store import instances
@@ -93,6 +94,12 @@ def _done(conn: Connection, ctx: SagaContext) -> None:
     p = ctx.params
     instances.update(conn, p["instance_id"], state="no_vmm")
     record(conn, p["instance_id"], Kind.CREATED, p["actor"], operation_id=ctx.saga_id)
+    if p.get("start"):
+        # The start begins in this same transaction: once the instance exists, its start is
+        # durable, whatever happens to this replica or to the client that asked.
+        begin_start_in(
+            ctx.services, conn, p["instance_id"], control_plane("auto_start"), "auto_start"
+        )
 
 
 def _unwound(conn: Connection, ctx: SagaContext, reason: dict[str, Any]) -> None:
