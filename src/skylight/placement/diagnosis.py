@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 
 from skylight.events import reasons
-from skylight.placement import filters
 from skylight.placement.filters import CAPACITY_CHECKS, CHECK_NAMES, CHECKS
 from skylight.placement.model import Request
 from skylight.placement.rack import Ints, Mask, Rack, Sigs
@@ -54,24 +53,30 @@ def _permanent(req: Request, rack: Rack) -> tuple[str, str, str] | None:
             "Its local disks are on a sled that has left service for good",
             "Detach and delete the local disks, or create the instance anew.",
         )
-    platform_ok = np.ones(len(rack), dtype=bool)
+    platform_ok: Mask | None = None
     if req.cpu_platform:
-        platform_ok = np.asarray(rack.cpu_family == req.cpu_platform, dtype=bool)
+        platform_ok = rack.family_code == rack.families.get(req.cpu_platform, -1)
         if not (alive & platform_ok).any():
             return (
                 "cpu_platform_unavailable",
                 f"No sled in service has the CPU platform {req.cpu_platform}",
                 "Choose another CPU platform, or none.",
             )
-    pin_ok = ~filters.local_disk_pin(req, rack)
-    ever = (
-        alive
-        & platform_ok
-        & pin_ok
-        & (rack.cpus >= req.ncpus)
-        & (rack.memory >= req.memory)
-        & (rack.local_storage >= req.local_storage)
-    )
+    ever = alive.copy()
+    if platform_ok is not None:
+        ever &= platform_ok
+    if req.pinned_sled is not None:
+        ever &= rack.members(frozenset({req.pinned_sled}))
+    # Most racks are built of one sled size: skip the per-sled comparisons when the smallest
+    # sled of the rack already has room for the instance.
+    if not (
+        req.ncpus <= rack.smallest.cpus
+        and req.memory <= rack.smallest.memory
+        and req.local_storage <= rack.smallest.local_storage
+    ):
+        ever &= rack.cpus >= req.ncpus
+        ever &= rack.memory >= req.memory
+        ever &= rack.local_storage >= req.local_storage
     if not ever.any():
         cpus = int(rack.cpus[alive].max()) if alive.any() else 0
         mem = int(rack.memory[alive].max()) if alive.any() else 0

@@ -16,7 +16,9 @@ import numpy as np
 from skylight.placement.model import Request
 from skylight.placement.rack import Mask, Rack, Sigs
 
-Filter = Callable[[Request, Rack], Mask]
+# A step answers the mask of sleds it rejects, or None when it has nothing to check for this
+# request (no pin, no platform, no group): then it costs nothing.
+Filter = Callable[[Request, Rack], Mask | None]
 
 
 def in_service(_req: Request, rack: Rack) -> Mask:
@@ -27,34 +29,36 @@ def provisionable(_req: Request, rack: Rack) -> Mask:
     return ~rack.provisionable
 
 
-def local_disk_pin(req: Request, rack: Rack) -> Mask:
+def local_disk_pin(req: Request, rack: Rack) -> Mask | None:
     """Local disks already on a sled pin the instance to it."""
     if req.pinned_sled is None:
-        return np.zeros(len(rack), dtype=bool)
+        return None
     return ~rack.members(frozenset({req.pinned_sled}))
 
 
-def cpu_platform(req: Request, rack: Rack) -> Mask:
+def cpu_platform(req: Request, rack: Rack) -> Mask | None:
     if req.cpu_platform is None:
-        return np.zeros(len(rack), dtype=bool)
-    return np.asarray(rack.cpu_family != req.cpu_platform, dtype=bool)
+        return None
+    return rack.family_code != rack.families.get(req.cpu_platform, -1)
 
 
-def affinity(req: Request, rack: Rack) -> Mask:
+def affinity(req: Request, rack: Rack) -> Mask | None:
     """A `fail` affinity group whose members run somewhere allows only their sleds."""
-    rejected = np.zeros(len(rack), dtype=bool)
+    rejected = None
     for group in req.affinity:
         if group.hard and group.sleds:
-            rejected |= ~rack.members(group.sleds)
+            outside = ~rack.members(group.sleds)
+            rejected = outside if rejected is None else rejected | outside
     return rejected
 
 
-def anti_affinity(req: Request, rack: Rack) -> Mask:
+def anti_affinity(req: Request, rack: Rack) -> Mask | None:
     """A `fail` anti-affinity group bans the sleds its other members run on."""
-    rejected = np.zeros(len(rack), dtype=bool)
+    rejected = None
     for group in req.anti_affinity:
         if group.hard and group.sleds:
-            rejected |= rack.members(group.sleds)
+            inside = rack.members(group.sleds)
+            rejected = inside if rejected is None else rejected | inside
     return rejected
 
 
@@ -66,9 +70,9 @@ def enough_memory(req: Request, rack: Rack) -> Mask:
     return rack.free_memory < req.memory
 
 
-def enough_local_storage(req: Request, rack: Rack) -> Mask:
+def enough_local_storage(req: Request, rack: Rack) -> Mask | None:
     if req.local_storage == 0:
-        return np.zeros(len(rack), dtype=bool)
+        return None
     return rack.free_local_storage < req.local_storage
 
 
@@ -109,5 +113,8 @@ def run(req: Request, rack: Rack) -> Sigs:
     assert len(CHECK_NAMES) <= 8
     sig = np.zeros(len(rack), dtype=np.uint8)
     for check, step in FILTERS:
-        sig[step(req, rack)] |= _BIT[check]
+        rejected = step(req, rack)
+        if rejected is not None:
+            # bool -> 0/1, times the check's bit: one vectorised OR per step
+            sig |= rejected.view(np.uint8) * _BIT[check]
     return sig

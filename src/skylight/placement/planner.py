@@ -53,8 +53,11 @@ def place(
     passing: Mask = sig == 0
     if not passing.any():
         return PlacementFailure(diagnose(req, rack, sig))
-    score = _preference_score(req, rack)
-    tier = passing & (score == score[passing].max())
+    if any(not g.hard and g.sleds for g in (*req.affinity, *req.anti_affinity)):
+        score = _preference_score(req, rack)
+        tier = passing & (score == score[passing].max())
+    else:
+        tier = passing
     candidates = np.flatnonzero(tier)
     # Weighted toward free capacity; the epsilon keeps a full-but-fitting sled possible.
     weights = rack.free_share[candidates] + 1e-6

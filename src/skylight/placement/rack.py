@@ -17,12 +17,23 @@ Sigs = npt.NDArray[np.uint8]
 
 
 @dataclass(frozen=True)
+class Capacity:
+    cpus: int
+    memory: int
+    local_storage: int
+
+
+@dataclass(frozen=True)
 class Rack:
     ids: list[str]
     index: dict[str, int]
     in_service: Mask
     provisionable: Mask
     cpu_family: npt.NDArray[np.object_]
+    # The CPU family as a small integer per sled (``families`` maps names to codes), so
+    # the platform step compares integers, not strings.
+    family_code: Ints
+    families: dict[str, int]
     cpus: Ints
     memory: Ints
     local_storage: Ints
@@ -31,6 +42,8 @@ class Rack:
     free_local_storage: Ints
     free_cpus_f: npt.NDArray[np.float64]
     free_memory_f: npt.NDArray[np.float64]
+    # The smallest capacity of any sled, per resource (a quick "it fits anywhere" test).
+    smallest: Capacity
     # Free share of each sled (0..2): what the choice among fitting sleds is weighted by.
     free_share: npt.NDArray[np.float64]
 
@@ -57,6 +70,8 @@ class Rack:
         with np.errstate(divide="ignore", invalid="ignore"):
             share = np.nan_to_num(free_cpus / cpus) + np.nan_to_num(free_memory / memory)
         local = ints([s.local_storage for s in sleds])
+        families: dict[str, int] = {}
+        codes = ints([families.setdefault(s.cpu_family, len(families)) for s in sleds])
         return cls(
             ids=[s.id for s in sleds],
             index={s.id: i for i, s in enumerate(sleds)},
@@ -65,6 +80,8 @@ class Rack:
                 [s.provision_policy == "provisionable" for s in sleds], dtype=bool
             ),
             cpu_family=np.array([s.cpu_family for s in sleds], dtype=object),
+            family_code=codes,
+            families=families,
             cpus=cpus,
             memory=memory,
             local_storage=local,
@@ -74,4 +91,9 @@ class Rack:
             free_cpus_f=free_cpus.astype(np.float64),
             free_memory_f=free_memory.astype(np.float64),
             free_share=np.maximum(share, 0.0),
+            smallest=Capacity(
+                int(cpus.min()) if len(sleds) else 0,
+                int(memory.min()) if len(sleds) else 0,
+                int(local.min()) if len(sleds) else 0,
+            ),
         )
