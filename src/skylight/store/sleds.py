@@ -29,25 +29,41 @@ def all_sleds(conn: Connection) -> list[sa.Row[Any]]:
 
 
 def views(conn: Connection, only: str | None = None) -> list[SledView]:
-    """Every sled (or just ``only``) with what is reserved on it, as placement wants it."""
-    used = (
-        sa.select(
-            sled_reservation.c.sled_id,
-            sa.func.sum(sled_reservation.c.hardware_threads).label("cpus"),
-            sa.func.sum(sled_reservation.c.memory).label("memory"),
-            sa.func.sum(sled_reservation.c.local_storage).label("held"),
-        )
-        .group_by(sled_reservation.c.sled_id)
-        .subquery()
-    )
-    local = (
+    """Every sled (or just ``only``) with what is reserved on it, as placement wants it.
+
+    Reads only the columns placement uses; with ``only``, the sums are filtered before they
+    are grouped (SQLite would otherwise aggregate every sled's reservations first).
+    """
+    used_q = sa.select(
+        sled_reservation.c.sled_id,
+        sa.func.sum(sled_reservation.c.hardware_threads).label("cpus"),
+        sa.func.sum(sled_reservation.c.memory).label("memory"),
+        sa.func.sum(sled_reservation.c.local_storage).label("held"),
+    ).group_by(sled_reservation.c.sled_id)
+    local_q = (
         sa.select(disk.c.sled_id, sa.func.sum(disk.c.size).label("storage"))
         .where(disk.c.sled_id.is_not(None), disk.c.time_deleted.is_(None))
         .group_by(disk.c.sled_id)
-        .subquery()
     )
+    if only is not None:
+        used_q = used_q.where(sled_reservation.c.sled_id == only)
+        local_q = local_q.where(disk.c.sled_id == only)
+    used, local = used_q.subquery(), local_q.subquery()
     q = (
-        sa.select(sled, used.c.cpus, used.c.memory, used.c.held, local.c.storage)
+        sa.select(
+            sled.c.id,
+            sled.c.policy,
+            sled.c.provision_policy,
+            sled.c.state,
+            sled.c.usable_hardware_threads,
+            sled.c.usable_physical_ram,
+            sled.c.cpu_family,
+            sled.c.local_storage,
+            used.c.cpus,
+            used.c.memory,
+            used.c.held,
+            local.c.storage,
+        )
         .select_from(
             sled.outerjoin(used, used.c.sled_id == sled.c.id).outerjoin(
                 local, local.c.sled_id == sled.c.id

@@ -1,0 +1,1878 @@
+"""Placement: decisions per second and p50/p99 latency, in-process and through the store.
+
+In-process: a rack of S sleds with N placed instances (reflected in each sled's reserved
+vCPUs, memory and local storage), G affinity / anti-affinity groups whose members run spread
+over the sleds, and requests that belong to 0-2 of those groups. ``Rack.of`` builds the
+columnar snapshot once per cell (its build time is reported separately); then every decision
+is one ``place(request, rack, rng)`` timed with ``time.perf_counter``. Successful decisions
+and failed ones (requests that fit an empty sled but no sled's free capacity now, so the
+whole diagnosis runs) are measured in alternating rounds; their cost ratio is reported. The
+cell with the most sleds is also profiled (cProfile).
+
+Through the store: the same population written to a store (SQLite file, PostgreSQL; bulk
+paths: executemany, COPY), checked to give placement exactly the in-process rack and
+requests, then decisions as ``instance-start``'s ``reserve_sled`` makes them, one
+transaction each: ``placement_inputs.request_for`` + ``sleds.views`` + ``Rack.of`` +
+``place`` and, for a success, the re-check under the sled's lock
+(``sleds.lock_and_measure`` + ``fits``) and the reservation insert; then the transaction is
+rolled back, so every decision sees the same rack. Each part is timed. Then the views query
+is timed against its parts and alternatives (sled rows alone, the GROUP BY alone, a
+covering index created and dropped for the measurement).
+
+No duration is asserted anywhere: these are measurements of one machine. With ``--write``
+the figures, the machine and the settings replace the "## Placement" section of
+docs/benchmarks.md (other sections are kept); otherwise they are only printed.
+
+    .venv/bin/python bench/placement.py                  # every cell, both stores, print
+    .venv/bin/python bench/placement.py --write          # ... and update docs/benchmarks.md
+    .venv/bin/python bench/placement.py --stores none    # in-process only
+    .venv/bin/python bench/placement.py --cells 10000x500000 --store-cells 1000x100000 \
+        --store-decisions 50 --store-budget 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import os
+import platform
+import random
+import re
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from skylight.placement import (
+    GroupRule,
+    Placement,
+    PlacementFailure,
+    Rack,
+    Request,
+    SledView,
+    fits,
+    place,
+)
+from skylight.store import migrate, placement_inputs, sleds
+from skylight.store.engine import Store
+from skylight.store.schema import sled, sled_reservation
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "benchmarks.md"
+SECTION = "## Placement"
+GiB = 1024**3
+PG_ADMIN_DEFAULT = os.environ.get(
+    "SKYLIGHT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+IntArray = np.ndarray  # int64 arrays
+BoolArray = np.ndarray  # bool arrays
+
+FAMILIES = ("amd_milan", "amd_turin")
+TURIN_SHARE = 0.4  # share of sleds with the second CPU family
+EXPUNGED_SHARE = 0.01  # sleds out of service for good (no instances)
+MAINTENANCE_SHARE = 0.02  # sleds in service but non-provisionable (instances still run)
+FILL = (0.60, 0.85)  # each sled's vCPU and memory fill are drawn from this range
+MAX_DENSITY = 0.9  # a sled is scaled up when it would need more than this share of threads
+LOCAL_DISK_SHARE = 0.10  # placed instances with one local disk pinned to their sled
+PLACED_DISK_GIB = (64, 128, 256)
+# The groups: members per group (inclusive ranges) and how many sleds they run on.
+AFFINITY_FAIL_MEMBERS = (2, 8)  # all on one sled
+AFFINITY_ALLOW_MEMBERS = (2, 16)  # on 1-4 sleds
+AFFINITY_ALLOW_SLEDS = (1, 4)
+ANTI_MEMBERS = (2, 32)  # `fail`: one per sled; `allow`: sleds drawn with replacement
+# Requests of the success workload.
+REQ_CPUS = (1, 2, 4, 8, 16)
+REQ_CPUS_P = (0.3, 0.3, 0.2, 0.15, 0.05)
+REQ_GIB_PER_CPU = (2, 4, 8)
+REQ_PLATFORM_SHARE = 0.15  # requests that ask for a CPU platform
+REQ_LOCAL_SHARE = 0.10  # requests with an unallocated local disk
+REQ_LOCAL_GIB = (32, 64, 128)
+REQ_GROUPS_P = (0.4, 0.4, 0.2)  # belongs to 0, 1, 2 groups
+
+
+# -- the population ----------------------------------------------------------------------------
+
+
+@dataclass
+class Group:
+    kind: str  # affinity | anti_affinity
+    index: int  # within its kind: its id and name sort in this order
+    policy: str  # allow | fail
+    members: IntArray  # placed instances (indices)
+    pending: int = 0  # pending instances (the ones being placed) that are members
+
+    @property
+    def name(self) -> str:
+        return f"{'aff' if self.kind == 'affinity' else 'anti'}-{self.index:04d}"
+
+    @property
+    def id(self) -> str:
+        prefix = "a" if self.kind == "affinity" else "b"
+        return f"{prefix}0000000-0000-4000-8000-{self.index:012d}"
+
+
+@dataclass
+class Pending:
+    """An instance that is not running and is being placed."""
+
+    index: int
+    ncpus: int
+    memory: int
+    cpu_platform: str | None
+    local_storage: int  # one unallocated local disk of this size (0: none)
+    groups: tuple[int, ...]  # indices into Population.groups
+
+
+@dataclass
+class Population:
+    n_sleds: int
+    n_instances: int
+    scale: int  # sled size multiplier (1: base sled)
+    sled_cpus: int
+    sled_memory: int
+    sled_local: int
+    sled_ids: list[str]
+    family: list[str]
+    expunged: BoolArray
+    maintenance: BoolArray
+    inst_sled: IntArray
+    inst_cpus: IntArray
+    inst_mem: IntArray  # bytes
+    disk_inst: IntArray  # placed instances with a local disk
+    disk_size: IntArray  # bytes
+    groups: list[Group]
+    success: list[Pending]
+    failure: list[Pending]
+    seconds: float = 0.0
+    # The success requests the rack can place now, and why the others cannot (reason codes).
+    placeable: list[Pending] = field(default_factory=list)
+    declined: Counter[str] = field(default_factory=Counter)
+
+    def reserved(self) -> tuple[IntArray, IntArray, IntArray]:
+        cpus = np.zeros(self.n_sleds, dtype=np.int64)
+        mem = np.zeros(self.n_sleds, dtype=np.int64)
+        local = np.zeros(self.n_sleds, dtype=np.int64)
+        np.add.at(cpus, self.inst_sled, self.inst_cpus)
+        np.add.at(mem, self.inst_sled, self.inst_mem)
+        np.add.at(local, self.inst_sled[self.disk_inst], self.disk_size)
+        return cpus, mem, local
+
+    def fill(self) -> tuple[float, float]:
+        cpus, mem, _ = self.reserved()
+        live = ~self.expunged
+        return (
+            float(cpus[live].sum() / (live.sum() * self.sled_cpus)),
+            float(mem[live].sum() / (live.sum() * self.sled_memory)),
+        )
+
+    def views(self) -> list[SledView]:
+        cpus, mem, local = self.reserved()
+        return [
+            SledView(
+                id=self.sled_ids[i],
+                policy="expunged" if self.expunged[i] else "in_service",
+                provision_policy=(
+                    "non_provisionable"
+                    if self.expunged[i] or self.maintenance[i]
+                    else "provisionable"
+                ),
+                state="active",
+                cpus=self.sled_cpus,
+                memory=self.sled_memory,
+                cpu_family=self.family[i],
+                local_storage=self.sled_local,
+                reserved_cpus=int(cpus[i]),
+                reserved_memory=int(mem[i]),
+                reserved_local_storage=int(local[i]),
+            )
+            for i in range(self.n_sleds)
+        ]
+
+    def request(self, p: Pending) -> Request:
+        """The request ``placement_inputs.request_for`` builds for ``p`` from the store."""
+        aff: list[GroupRule] = []
+        anti: list[GroupRule] = []
+        for gi in sorted(p.groups, key=lambda i: (self.groups[i].kind, self.groups[i].index)):
+            g = self.groups[gi]
+            on = np.unique(self.inst_sled[g.members])
+            rule = GroupRule(
+                g.name,
+                g.policy,
+                frozenset(self.sled_ids[int(s)] for s in on),
+                len(g.members) + g.pending,
+            )
+            (aff if g.kind == "affinity" else anti).append(rule)
+        return Request(
+            ncpus=p.ncpus,
+            memory=p.memory,
+            cpu_platform=p.cpu_platform,
+            local_storage=p.local_storage,
+            affinity=tuple(aff),
+            anti_affinity=tuple(anti),
+        )
+
+
+def _uuid_strings(rng: np.random.Generator, n: int) -> list[str]:
+    raw = rng.bytes(16 * n).hex()
+    out = []
+    for i in range(n):
+        h = raw[32 * i : 32 * i + 32]
+        out.append(f"{h[0:8]}-{h[8:12]}-4{h[13:16]}-a{h[17:20]}-{h[20:32]}")
+    return out
+
+
+def _composition(rng: np.random.Generator, total: int, parts: int) -> IntArray:
+    """``parts`` positive integers summing to ``total`` (a uniform random composition)."""
+    if parts == 1:
+        return np.array([total], dtype=np.int64)
+    cuts = np.sort(rng.choice(total - 1, parts - 1, replace=False) + 1)
+    return np.diff(np.concatenate(([0], cuts, [total]))).astype(np.int64)
+
+
+def build_population(
+    n_sleds: int, n_instances: int, args: argparse.Namespace, seed: int
+) -> Population:
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    expunged = rng.random(n_sleds) < EXPUNGED_SHARE
+    maintenance = ~expunged & (rng.random(n_sleds) < MAINTENANCE_SHARE)
+    live = np.flatnonzero(~expunged)
+    # Instances per live sled: even, +-10%, summing to exactly n_instances.
+    w = rng.uniform(0.9, 1.1, len(live))
+    per = np.floor(w / w.sum() * n_instances).astype(np.int64)
+    short = n_instances - int(per.sum())
+    if short:
+        per[rng.choice(len(live), short, replace=False)] += 1
+    # A sled holds at most MAX_DENSITY of its threads in instances of >= 1 vCPU; where the
+    # base sled cannot, every sled of the cell is scaled up by a whole factor.
+    scale = max(1, math.ceil(int(per.max()) / (MAX_DENSITY * args.sled_cpus)))
+    cpus = args.sled_cpus * scale
+    mem_gib = args.sled_memory * scale
+    inst_cpus_parts: list[IntArray] = []
+    inst_mem_parts: list[IntArray] = []
+    for k in per:
+        k = int(k)
+        if k == 0:
+            continue
+        threads = max(k, int(rng.uniform(*FILL) * cpus))
+        gib = int(rng.uniform(*FILL) * mem_gib)
+        parts = _composition(rng, threads, k)
+        inst_cpus_parts.append(parts)
+        inst_mem_parts.append(np.maximum(1, parts * gib // threads) * GiB)
+    inst_sled = np.repeat(live, per).astype(np.int64)
+    inst_cpus = np.concatenate(inst_cpus_parts)
+    inst_mem = np.concatenate(inst_mem_parts).astype(np.int64)
+    # Local disks pinned to the sleds of some placed instances.
+    disk_inst = np.flatnonzero(rng.random(n_instances) < LOCAL_DISK_SHARE)
+    disk_size = rng.choice(PLACED_DISK_GIB, len(disk_inst)).astype(np.int64) * GiB
+
+    # Groups: members drawn from placed instances, each instance in at most one group.
+    start = np.concatenate(([0], np.cumsum(per)))  # instances of live sled j: start[j]..
+    used = np.zeros(len(live), dtype=np.int64)
+
+    def take(j: int, n: int) -> list[int]:
+        n = min(n, int(per[j] - used[j]))
+        first = int(start[j] + used[j])
+        used[j] += n
+        return list(range(first, first + n))
+
+    def roomy(n: int) -> int:
+        for _ in range(64):
+            j = int(rng.integers(len(live)))
+            if per[j] - used[j] >= n:
+                return j
+        return int(np.argmax(per - used))
+
+    groups: list[Group] = []
+    n_aff = args.groups // 2
+    for i in range(args.groups):
+        kind = "affinity" if i < n_aff else "anti_affinity"
+        index = i if kind == "affinity" else i - n_aff
+        policy = "fail" if i % 2 == 0 else "allow"
+        members: list[int] = []
+        if kind == "affinity" and policy == "fail":
+            size = int(rng.integers(AFFINITY_FAIL_MEMBERS[0], AFFINITY_FAIL_MEMBERS[1] + 1))
+            members = take(roomy(size), size)
+        elif kind == "affinity":
+            size = int(rng.integers(AFFINITY_ALLOW_MEMBERS[0], AFFINITY_ALLOW_MEMBERS[1] + 1))
+            n_on = int(rng.integers(AFFINITY_ALLOW_SLEDS[0], AFFINITY_ALLOW_SLEDS[1] + 1))
+            each = math.ceil(size / n_on)
+            for _ in range(n_on):
+                members += take(roomy(each), min(each, size - len(members)))
+        else:
+            size = int(rng.integers(ANTI_MEMBERS[0], ANTI_MEMBERS[1] + 1))
+            on = rng.choice(len(live), size, replace=policy == "allow")
+            for j in on:
+                members += take(int(j), 1)
+        groups.append(Group(kind, index, policy, np.array(members, dtype=np.int64)))
+
+    def group_picks() -> tuple[int, ...]:
+        n = int(rng.choice(3, p=REQ_GROUPS_P))
+        return tuple(int(g) for g in rng.choice(len(groups), n, replace=False)) if n else ()
+
+    success: list[Pending] = []
+    for i in range(args.requests):
+        ncpus = int(rng.choice(REQ_CPUS, p=REQ_CPUS_P))
+        platform_ = str(rng.choice(FAMILIES)) if rng.random() < REQ_PLATFORM_SHARE else None
+        local = int(rng.choice(REQ_LOCAL_GIB)) * GiB if rng.random() < REQ_LOCAL_SHARE else 0
+        success.append(
+            Pending(
+                i,
+                ncpus,
+                ncpus * int(rng.choice(REQ_GIB_PER_CPU)) * GiB,
+                platform_,
+                local,
+                group_picks(),
+            )
+        )
+    pop = Population(
+        n_sleds=n_sleds,
+        n_instances=n_instances,
+        scale=scale,
+        sled_cpus=cpus,
+        sled_memory=mem_gib * GiB,
+        sled_local=args.sled_local * GiB * scale,
+        sled_ids=sorted(_uuid_strings(rng, n_sleds)),
+        family=[FAMILIES[1] if t else FAMILIES[0] for t in rng.random(n_sleds) < TURIN_SHARE],
+        expunged=expunged,
+        maintenance=maintenance,
+        inst_sled=inst_sled,
+        inst_cpus=inst_cpus,
+        inst_mem=inst_mem,
+        disk_inst=disk_inst,
+        disk_size=disk_size,
+        groups=groups,
+        success=success,
+        failure=[],
+    )
+    # Failures: each fits an empty sled but no sled's free capacity now, by vCPUs or memory.
+    r_cpus, r_mem, _ = pop.reserved()
+    open_ = ~expunged & ~maintenance
+    max_free_cpus = int((cpus - r_cpus)[open_].max())
+    max_free_mem_gib = int((pop.sled_memory - r_mem)[open_].max() // GiB)
+    if max_free_cpus >= cpus or max_free_mem_gib >= mem_gib:
+        raise SystemExit("an empty provisionable sled: no request can fail for capacity alone")
+    for i in range(args.failure_requests):
+        if i % 2 == 0:  # too many vCPUs for any sled's free threads
+            ncpus = int(rng.integers(max_free_cpus + 1, cpus + 1))
+            memory = int(rng.integers(1, 3)) * ncpus * GiB
+            memory = min(memory, max_free_mem_gib * GiB)
+        else:  # too much memory for any sled's free memory
+            ncpus = int(rng.choice(REQ_CPUS[:3]))
+            memory = int(rng.integers(max_free_mem_gib + 1, mem_gib + 1)) * GiB
+        pop.failure.append(Pending(args.requests + i, ncpus, memory, None, 0, group_picks()))
+    for p in pop.success + pop.failure:
+        for gi in p.groups:
+            groups[gi].pending += 1
+    # The snapshot never changes, so whether a request can be placed is fixed: sort them once.
+    rack = Rack.of(pop.views())
+    classify = random.Random(seed)
+    for p in pop.success:
+        result = place(pop.request(p), rack, classify)
+        if isinstance(result, Placement):
+            pop.placeable.append(p)
+        else:
+            pop.declined[result.reason["code"]] += 1
+    for p in pop.failure:
+        if isinstance(place(pop.request(p), rack, classify), Placement):
+            raise RuntimeError(f"a failure request can be placed: {p}")
+    if not pop.placeable:
+        raise SystemExit("no success request can be placed")
+    pop.seconds = time.perf_counter() - t0
+    return pop
+
+
+# -- measurement -------------------------------------------------------------------------------
+
+
+@dataclass
+class Series:
+    samples: list[float] = field(default_factory=list)
+    # In-process loops run in rounds: (decisions, sum of their times, CPU seconds of the
+    # bench thread over the round).
+    rounds: list[tuple[int, float, float]] = field(default_factory=list)
+
+    def round_rates(self) -> list[float]:
+        return sorted(n / t for n, t, _ in self.rounds if t > 0)
+
+    def round_cpu_rates(self) -> list[float]:
+        return sorted(n / c for n, _, c in self.rounds if c > 0)
+
+    @property
+    def median_rate(self) -> float:
+        """Decisions per second: the median round's decisions / the sum of their times."""
+        rates = self.round_rates()
+        return rates[(len(rates) - 1) // 2] if rates else self.rate
+
+    @property
+    def median_cpu_rate(self) -> float:
+        """The median round's decisions / the CPU time of the bench thread over it."""
+        rates = self.round_cpu_rates()
+        return rates[(len(rates) - 1) // 2] if rates else math.nan
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def add(self, seconds: float) -> None:
+        self.samples.append(seconds)
+
+    def pct(self, q: float) -> float:
+        """Nearest-rank percentile, in seconds."""
+        if not self.samples:
+            return math.nan
+        s = sorted(self.samples)
+        return s[max(0, math.ceil(q * len(s)) - 1)]
+
+    @property
+    def mean(self) -> float:
+        return sum(self.samples) / len(self.samples) if self.samples else math.nan
+
+    @property
+    def rate(self) -> float:
+        """Decisions per second: 1 / mean decision time."""
+        total = sum(self.samples)
+        return len(self.samples) / total if total > 0 else math.nan
+
+
+@dataclass
+class CellResult:
+    n_sleds: int
+    n_instances: int
+    scale: int
+    sled_cpus: int
+    sled_memory: int
+    cpu_fill: float
+    mem_fill: float
+    build_s: float
+    rack_of: Series
+    ok: Series
+    requests: int  # distinct success requests
+    declined: Counter[str]  # success requests the rack cannot place, by reason code
+    fail: Series
+    fail_codes: Counter[str]
+    groups_in_requests: float  # mean groups per request (success workload)
+    # Under cProfile: (function, own time in µs per decision), and the total per decision.
+    profile_ok: list[tuple[str, float]] = field(default_factory=list)
+    profile_fail: list[tuple[str, float]] = field(default_factory=list)
+    profile_total: tuple[float, float] = (math.nan, math.nan)
+
+
+PROFILE_TOP = 8
+
+
+def _profile(rack: Rack, reqs: list[Request], n: int) -> tuple[list[tuple[str, float]], float]:
+    """Where ``place`` spends its time: own time per function under cProfile (which inflates
+    every call, so read the shares, not the absolute figures)."""
+    import cProfile
+    import pstats
+
+    rng = random.Random(0)
+    prof = cProfile.Profile()
+    prof.enable()
+    for i in range(n):
+        place(reqs[i % len(reqs)], rack, rng)
+    prof.disable()
+    stats: dict[Any, Any] = pstats.Stats(prof).stats  # type: ignore[attr-defined]
+    rows = []
+    for (file, line, func), (_cc, _nc, tt, _ct, _callers) in stats.items():
+        if "skylight" in file:
+            where = f"{func}:{line}" if func.startswith("<") else func
+            label = f"{Path(file).stem}.{where}"
+        elif file == "~":
+            label = func.strip("<>").replace("built-in method ", "")
+        else:
+            label = f"{Path(file).stem}.{func} (numpy)" if "numpy" in file else func
+        rows.append((label, tt / n * 1e6))
+    total = sum(t for _, t in rows)
+    rows.sort(key=lambda x: -x[1])
+    return rows[:PROFILE_TOP], total
+
+
+def run_in_process(pop: Population, args: argparse.Namespace, profile: bool) -> CellResult:
+    views = pop.views()
+    rack_of = Series()
+    for _ in range(args.rack_builds):
+        t0 = time.perf_counter()
+        rack = Rack.of(views)
+        rack_of.add(time.perf_counter() - t0)
+    ok_reqs = [pop.request(p) for p in pop.placeable]
+    fail_reqs = [pop.request(p) for p in pop.failure]
+    rng = random.Random(args.seed)
+    perf = time.perf_counter
+
+    for i in range(args.warmup):  # uncounted
+        place(ok_reqs[i % len(ok_reqs)], rack, rng)
+        place(fail_reqs[i % len(fail_reqs)], rack, rng)
+
+    # Rounds of successes and failures alternate, so that other work on the machine weighs
+    # on both alike; the rate reported is the median round's.
+    ok, fail, codes = Series(), Series(), Counter[str]()
+    i_ok = i_fail = 0
+    for r in range(args.rounds):
+        n_ok = args.decisions * (r + 1) // args.rounds - args.decisions * r // args.rounds
+        n_fail = args.failures * (r + 1) // args.rounds - args.failures * r // args.rounds
+        gc.collect()
+        start, cpu0 = len(ok.samples), time.thread_time()
+        for _ in range(n_ok):
+            req = ok_reqs[i_ok % len(ok_reqs)]
+            i_ok += 1
+            t0 = perf()
+            result = place(req, rack, rng)
+            t1 = perf()
+            ok.add(t1 - t0)
+            if not isinstance(result, Placement):
+                raise RuntimeError(f"a placeable request was not placed: {req}")
+        ok.rounds.append((n_ok, sum(ok.samples[start:]), time.thread_time() - cpu0))
+        gc.collect()
+        start, cpu0 = len(fail.samples), time.thread_time()
+        for _ in range(n_fail):
+            req = fail_reqs[i_fail % len(fail_reqs)]
+            i_fail += 1
+            t0 = perf()
+            result = place(req, rack, rng)
+            t1 = perf()
+            fail.add(t1 - t0)
+            if not isinstance(result, PlacementFailure):
+                raise RuntimeError(f"a failure request was placed: {req}")
+            codes[result.reason["code"]] += 1
+        fail.rounds.append((n_fail, sum(fail.samples[start:]), time.thread_time() - cpu0))
+    cpu_fill, mem_fill = pop.fill()
+    prof_ok: list[tuple[str, float]] = []
+    prof_fail: list[tuple[str, float]] = []
+    totals = (math.nan, math.nan)
+    if profile:
+        prof_ok, ok_total = _profile(rack, ok_reqs, min(args.decisions, 3000))
+        prof_fail, fail_total = _profile(rack, fail_reqs, min(args.failures, 1500))
+        totals = (ok_total, fail_total)
+    return CellResult(
+        n_sleds=pop.n_sleds,
+        n_instances=pop.n_instances,
+        scale=pop.scale,
+        sled_cpus=pop.sled_cpus,
+        sled_memory=pop.sled_memory,
+        cpu_fill=cpu_fill,
+        mem_fill=mem_fill,
+        build_s=pop.seconds,
+        rack_of=rack_of,
+        ok=ok,
+        requests=len(pop.success),
+        declined=pop.declined,
+        fail=fail,
+        fail_codes=codes,
+        groups_in_requests=sum(len(p.groups) for p in pop.success) / len(pop.success),
+        profile_ok=prof_ok,
+        profile_fail=prof_fail,
+        profile_total=totals,
+    )
+
+
+# -- the store ---------------------------------------------------------------------------------
+
+
+PARTS = ("request_for", "views", "rack_of", "place", "recheck", "insert", "client_cpu")
+
+
+@dataclass
+class StoreResult:
+    store: str
+    n_sleds: int
+    n_instances: int
+    populate_s: float
+    rows: dict[str, int]
+    ok: Series
+    ok_parts: dict[str, Series]
+    declined: int
+    fail: Series
+    fail_parts: dict[str, Series]
+    budget_hit: list[str]
+    whatif: dict[str, Series]
+    plan: list[str]  # views(): the whole rack
+    plan_one: list[str]  # views(only=...): the re-check of one sled
+
+
+class _Rollback(Exception):
+    pass
+
+
+def _pg_exec(admin: str, sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(sql)  # type: ignore[arg-type]
+
+
+def _pg_version(admin: str) -> str:
+    import psycopg
+
+    try:
+        with psycopg.connect(admin, connect_timeout=5) as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+            return str(row[0]) if row else "?"
+    except Exception as exc:  # the machine's business
+        return f"unavailable ({type(exc).__name__})"
+
+
+@dataclass
+class Ids:
+    project: str
+    instances: list[str]  # placed, then pending
+    reservations: list[str]
+    disks: list[str]  # placed instances' local disks, then pending's
+
+
+def _table_rows(
+    pop: Population, ids: Ids, ts: Any, false: Any
+) -> Iterator[tuple[str, list[str], Iterable[tuple[Any, ...]], int]]:
+    """(table, columns, rows, count) in an order the foreign keys accept."""
+    yield (
+        "project",
+        ["id", "name", "description", "time_created", "time_modified", "time_deleted"],
+        [(ids.project, "bench", "placement benchmark", ts, ts, None)],
+        1,
+    )
+    sled_cols = [
+        "id", "rack_id", "serial", "part", "revision", "slot", "usable_hardware_threads",
+        "usable_physical_ram", "local_storage", "cpu_family", "policy", "provision_policy",
+        "state", "agent_url", "time_created", "time_modified",
+    ]  # fmt: skip
+    rack_id = "00000000-0000-4000-8000-00000000bead"
+
+    def sled_rows() -> Iterator[tuple[Any, ...]]:
+        for i in range(pop.n_sleds):
+            policy = "expunged" if pop.expunged[i] else "in_service"
+            closed = pop.expunged[i] or pop.maintenance[i]
+            provision = "non_provisionable" if closed else "provisionable"
+            yield (
+                pop.sled_ids[i], rack_id, f"bench-{i:05d}", "bench-gimlet", 0, i,
+                pop.sled_cpus, pop.sled_memory, pop.sled_local, pop.family[i], policy,
+                provision, "active", None, ts, ts,
+            )  # fmt: skip
+
+    yield "sled", sled_cols, sled_rows(), pop.n_sleds
+    inst_cols = [
+        "id", "project_id", "name", "description", "hostname", "ncpus", "memory",
+        "auto_restart_policy", "cpu_platform", "boot_disk_id", "enable_jumbo_frames",
+        "user_data", "state", "active_vmm_id", "intended_state", "status_event_id",
+        "generation", "time_created", "time_modified", "time_deleted",
+        "time_run_state_updated", "auto_restart_attempts",
+    ]  # fmt: skip
+    n = pop.n_instances
+    pending = pop.success + pop.failure
+    cpus = pop.inst_cpus.tolist()
+    mem = pop.inst_mem.tolist()
+
+    def instance_rows() -> Iterator[tuple[Any, ...]]:
+        for i in range(n):
+            yield (
+                ids.instances[i], ids.project, f"i{i:07d}", "", f"i{i:07d}", cpus[i], mem[i],
+                None, None, None, false, "", "vmm", ids.reservations[i], "running", None,
+                3, ts, ts, None, ts, 0,
+            )  # fmt: skip
+        for p in pending:
+            yield (
+                ids.instances[n + p.index], ids.project, f"p{p.index:07d}", "",
+                f"p{p.index:07d}", p.ncpus, p.memory, None, p.cpu_platform, None, false, "",
+                "no_vmm", None, "stopped", None, 1, ts, ts, None, ts, 0,
+            )  # fmt: skip
+
+    yield "instance", inst_cols, instance_rows(), n + len(pending)
+    sled_of = pop.inst_sled.tolist()
+    yield (
+        "sled_reservation",
+        ["id", "sled_id", "instance_id", "hardware_threads", "memory", "local_storage",
+         "time_created"],
+        (
+            (ids.reservations[i], pop.sled_ids[sled_of[i]], ids.instances[i], cpus[i], mem[i],
+             0, ts)
+            for i in range(n)
+        ),
+        n,
+    )  # fmt: skip
+    group_cols = [
+        "id", "project_id", "name", "description", "policy", "failure_domain",
+        "time_created", "time_modified", "time_deleted",
+    ]  # fmt: skip
+    for kind in ("affinity", "anti_affinity"):
+        mine = [g for g in pop.groups if g.kind == kind]
+        yield (
+            f"{kind}_group",
+            group_cols,
+            [(g.id, ids.project, g.name, "", g.policy, "sled", ts, ts, None) for g in mine],
+            len(mine),
+        )
+        members: list[tuple[Any, ...]] = [
+            (g.id, ids.instances[int(m)]) for g in mine for m in g.members
+        ]
+        members += [
+            (pop.groups[gi].id, ids.instances[n + p.index])
+            for p in pending
+            for gi in p.groups
+            if pop.groups[gi].kind == kind
+        ]
+        yield f"{kind}_group_member", ["group_id", "instance_id"], members, len(members)
+    disk_cols = [
+        "id", "project_id", "name", "description", "size", "block_size", "disk_type",
+        "state", "instance_id", "sled_id", "time_created", "time_modified", "time_deleted",
+    ]  # fmt: skip
+    disk_inst = pop.disk_inst.tolist()
+    disk_size = pop.disk_size.tolist()
+    with_local = [p for p in pending if p.local_storage]
+
+    def disk_rows() -> Iterator[tuple[Any, ...]]:
+        for j, i in enumerate(disk_inst):
+            yield (
+                ids.disks[j], ids.project, f"d{j:07d}", "", disk_size[j], 4096, "local",
+                "attached", ids.instances[i], pop.sled_ids[sled_of[i]], ts, ts, None,
+            )  # fmt: skip
+        for j, p in enumerate(with_local):
+            yield (
+                ids.disks[len(disk_inst) + j], ids.project, f"pd{p.index:07d}", "",
+                p.local_storage, 4096, "local", "attached", ids.instances[n + p.index], None,
+                ts, ts, None,
+            )  # fmt: skip
+
+    yield "disk", disk_cols, disk_rows(), len(disk_inst) + len(with_local)
+
+
+def populate(store: Store, pop: Population, ids: Ids) -> dict[str, int]:
+    """Write the population with the driver's bulk paths (executemany; COPY on PostgreSQL)."""
+    counts: dict[str, int] = {}
+    when = datetime.now(UTC).replace(microsecond=0)
+    raw = store.engine.raw_connection()
+    try:
+        dbapi: Any = raw.driver_connection
+        if store.is_sqlite:
+            # SQLAlchemy's storage format for DateTime on SQLite.
+            ts = when.strftime("%Y-%m-%d %H:%M:%S.%f")
+            cur = dbapi.cursor()
+            cur.execute("BEGIN")
+            for table, cols, rows, count in _table_rows(pop, ids, ts, 0):
+                marks = ", ".join("?" for _ in cols)
+                cur.executemany(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks})", rows)
+                counts[table] = count
+            cur.execute("COMMIT")
+            cur.close()
+        else:
+            with dbapi.cursor() as cur:
+                for table, cols, rows, count in _table_rows(pop, ids, when, False):
+                    with cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
+                        for row in rows:
+                            copy.write_row(row)
+                    counts[table] = count
+            dbapi.commit()
+    finally:
+        raw.close()
+    return counts
+
+
+def _check_equivalence(store: Store, pop: Population, ids: Ids) -> None:
+    """The store must show placement the same rack and requests as the in-process cell."""
+    expected = pop.views()
+    got = store.tx_sync(sleds.views)
+    if got != expected:
+        bad = next(i for i, (a, b) in enumerate(zip(got, expected, strict=False)) if a != b)
+        raise RuntimeError(f"store sled view differs: {got[bad]} != {expected[bad]}")
+    n = pop.n_instances
+    sample = pop.success[:50] + pop.failure[:50]
+    for p in sample:
+        req = store.tx_sync(
+            lambda conn, p=p: placement_inputs.request_for(
+                conn,
+                ids.instances[n + p.index],
+                ncpus=p.ncpus,
+                memory=p.memory,
+                cpu_platform=p.cpu_platform,
+            )
+        )
+        if req != pop.request(p):
+            raise RuntimeError(f"store request differs: {req} != {pop.request(p)}")
+
+
+def _decide(
+    store: Store,
+    iid: str,
+    p: Pending,
+    rng: random.Random,
+    parts: dict[str, float],
+) -> bool:
+    """One decision as reserve_sled makes it, rolled back. Fills ``parts``; True if placed."""
+    perf = time.perf_counter
+    outcome: list[bool] = []
+
+    def tx(conn: Connection) -> None:
+        t0 = perf()
+        req = placement_inputs.request_for(
+            conn, iid, ncpus=p.ncpus, memory=p.memory, cpu_platform=p.cpu_platform
+        )
+        t1 = perf()
+        views = sleds.views(conn)
+        t2 = perf()
+        rack = Rack.of(views)
+        t3 = perf()
+        result = place(req, rack, rng)
+        t4 = perf()
+        parts.update(request_for=t1 - t0, views=t2 - t1, rack_of=t3 - t2, place=t4 - t3)
+        if isinstance(result, Placement):
+            fresh = sleds.lock_and_measure(conn, result.sled_id)
+            fitting = fresh is not None and fits(req, fresh)
+            t5 = perf()
+            sleds.reserve(
+                conn,
+                reservation_id=str(uuid.uuid4()),
+                sled_id=result.sled_id,
+                instance_id=iid,
+                cpus=req.ncpus,
+                memory=req.memory,
+                local_storage=req.local_storage,
+            )
+            t6 = perf()
+            parts.update(recheck=t5 - t4, insert=t6 - t5)
+            outcome.append(fitting)
+        else:
+            outcome.append(False)
+        raise _Rollback
+
+    try:
+        store.tx_sync(tx)
+    except _Rollback:
+        pass
+    return outcome[0]
+
+
+def _views_plan(store: Store, only: str | None = None) -> list[str]:
+    """The database's plan for the query ``sleds.views(conn, only)`` runs (operators only)."""
+    captured: list[str] = []
+
+    def grab(conn: Connection) -> None:
+        # Capture the statement views() runs, then ask the database for its plan.
+        stmts: list[tuple[str, Any]] = []
+
+        def before(_c: Any, _cur: Any, statement: str, params: Any, *_: Any) -> None:
+            stmts.append((statement, params))
+
+        sa.event.listen(conn, "before_cursor_execute", before)
+        try:
+            sleds.views(conn, only=only)
+        finally:
+            sa.event.remove(conn, "before_cursor_execute", before)
+        stmt, params = stmts[-1]
+        if store.is_sqlite:
+            rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {stmt}", params or ()).all()
+            captured.extend(str(r[-1]) for r in rows)
+        else:
+            rows = conn.exec_driver_sql(f"EXPLAIN {stmt}", params or {}).all()
+            for i, r in enumerate(rows):
+                line = str(r[0])
+                if i == 0 or "->" in line:
+                    captured.append(re.sub(r"\s+\(cost=[^)]*\)", "", line).strip(" ->"))
+
+    store.tx_sync(grab)
+    return captured
+
+
+WHATIF_VIEWS = "views() as it is"
+WHATIF_SLED_ALL = "sled rows, all columns"
+WHATIF_SLED_LEAN = "sled rows, placement's columns"
+WHATIF_GROUP_BY = "reservation GROUP BY alone"
+WHATIF_COVER = "views() with a covering index"
+
+
+def _whatif(store: Store, k: int) -> dict[str, Series]:
+    """The views query against what it would cost without the aggregate, and with a covering
+    index. The variants without the index run interleaved, so that other work on the machine
+    weighs on all of them alike."""
+    r = sled_reservation.c
+    lean = [
+        sled.c.id,
+        sled.c.policy,
+        sled.c.provision_policy,
+        sled.c.state,
+        sled.c.usable_hardware_threads,
+        sled.c.usable_physical_ram,
+        sled.c.local_storage,
+        sled.c.cpu_family,
+    ]
+    variants: dict[str, Callable[[Connection], Any]] = {
+        WHATIF_VIEWS: sleds.views,
+        WHATIF_SLED_ALL: lambda c: c.execute(sa.select(sled).order_by(sled.c.id)).all(),
+        WHATIF_SLED_LEAN: lambda c: c.execute(sa.select(*lean).order_by(sled.c.id)).all(),
+        WHATIF_GROUP_BY: lambda c: c.execute(
+            sa.select(
+                r.sled_id,
+                sa.func.sum(r.hardware_threads),
+                sa.func.sum(r.memory),
+                sa.func.sum(r.local_storage),
+            ).group_by(r.sled_id)
+        ).all(),
+    }
+    out = {name: Series() for name in [*variants, WHATIF_COVER]}
+
+    def rounds(conn: Connection) -> None:
+        for _ in range(k):
+            for name, fn in variants.items():
+                t0 = time.perf_counter()
+                fn(conn)
+                out[name].add(time.perf_counter() - t0)
+
+    store.tx_sync(rounds)
+    cover = (
+        "CREATE INDEX ix_bench_cover ON sled_reservation "
+        "(sled_id, hardware_threads, memory, local_storage)"
+    )
+    store.tx_sync(lambda c: c.exec_driver_sql(cover))
+    try:
+        if not store.is_sqlite:
+            import psycopg
+
+            dsn = store.url.replace("postgresql+psycopg://", "postgresql://")
+            with psycopg.connect(dsn, autocommit=True) as c:
+                c.execute("VACUUM ANALYZE sled_reservation")
+
+        def covered(conn: Connection) -> None:
+            for _ in range(k):
+                t0 = time.perf_counter()
+                sleds.views(conn)
+                out[WHATIF_COVER].add(time.perf_counter() - t0)
+
+        store.tx_sync(covered)
+    finally:
+        store.tx_sync(lambda c: c.exec_driver_sql("DROP INDEX ix_bench_cover"))
+    return out
+
+
+def run_store(kind: str, pop: Population, args: argparse.Namespace) -> StoreResult:
+    rng_np = np.random.default_rng(args.seed + 7)
+    n_pending = len(pop.success) + len(pop.failure)
+    n_disks = len(pop.disk_inst) + sum(1 for p in pop.success if p.local_storage)
+    ids = Ids(
+        project="00000000-0000-4000-8000-0000000be4c4",
+        instances=_uuid_strings(rng_np, pop.n_instances + n_pending),
+        reservations=_uuid_strings(rng_np, pop.n_instances),
+        disks=_uuid_strings(rng_np, n_disks),
+    )
+    with tempfile.TemporaryDirectory(prefix="skylight-bench-placement-") as tmp:
+        pg_name: str | None = None
+        if kind == "postgres":
+            pg_name = f"skylight_bench_{uuid.uuid4().hex[:10]}"
+            _pg_exec(args.pg_admin, f'CREATE DATABASE "{pg_name}"')
+            url = f"{args.pg_admin.rsplit('/', 1)[0]}/{pg_name}"
+        else:
+            url = f"sqlite:///{Path(tmp) / 'skylight.db'}"
+        store = Store(url)
+        try:
+            migrate.upgrade(store.engine)
+            t0 = time.perf_counter()
+            rows = populate(store, pop, ids)
+            if pg_name is not None:
+                # What autovacuum would do after a bulk load: statistics, visibility map.
+                import psycopg
+
+                dsn = url.replace("postgresql+psycopg://", "postgresql://")
+                with psycopg.connect(dsn, autocommit=True) as c:
+                    c.execute("VACUUM ANALYZE")
+            populate_s = time.perf_counter() - t0
+            print(f"    populated in {populate_s:.1f}s: {rows}", flush=True)
+            _check_equivalence(store, pop, ids)
+            return _measure_store(kind, store, pop, ids, rows, populate_s, args)
+        finally:
+            store.dispose()
+            if pg_name is not None:
+                _pg_exec(args.pg_admin, f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
+
+
+def _measure_store(
+    kind: str,
+    store: Store,
+    pop: Population,
+    ids: Ids,
+    rows: dict[str, int],
+    populate_s: float,
+    args: argparse.Namespace,
+) -> StoreResult:
+    n = pop.n_instances
+    rng = random.Random(args.seed)
+    budget_hit: list[str] = []
+
+    def workload(
+        pending: list[Pending], count: int, label: str
+    ) -> tuple[Series, dict[str, Series], int]:
+        total, parts_s = Series(), {k: Series() for k in PARTS}
+        declined = 0
+        for i in range(2):  # warm-up: uncounted
+            p = pending[i % len(pending)]
+            _decide(store, ids.instances[n + p.index], p, rng, {})
+        gc.collect()
+        deadline = time.perf_counter() + args.store_budget
+        for i in range(count):
+            if i >= 3 and time.perf_counter() > deadline:
+                budget_hit.append(f"{label}: {i} of {count}")
+                break
+            p = pending[i % len(pending)]
+            parts: dict[str, float] = {}
+            c0 = time.thread_time()
+            t0 = time.perf_counter()
+            placed = _decide(store, ids.instances[n + p.index], p, rng, parts)
+            t1 = time.perf_counter()
+            parts["client_cpu"] = time.thread_time() - c0
+            if label == "success" and not placed:
+                declined += 1
+                continue
+            total.add(t1 - t0)
+            for k, v in parts.items():
+                parts_s[k].add(v)
+        return total, parts_s, declined
+
+    ok, ok_parts, declined = workload(pop.placeable, args.store_decisions, "success")
+    fail, fail_parts, _ = workload(pop.failure, args.store_failures, "failure")
+
+    whatif: dict[str, Series] = {}
+    plan = _views_plan(store)
+    plan_one = _views_plan(store, only=pop.sled_ids[0])
+    if args.whatif:
+        whatif = _whatif(store, args.whatif_samples)
+    return StoreResult(
+        store=kind,
+        n_sleds=pop.n_sleds,
+        n_instances=n,
+        populate_s=populate_s,
+        rows=rows,
+        ok=ok,
+        ok_parts=ok_parts,
+        declined=declined,
+        fail=fail,
+        fail_parts=fail_parts,
+        budget_hit=budget_hit,
+        whatif=whatif,
+        plan=plan,
+        plan_one=plan_one,
+    )
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+def _us(seconds: float) -> str:
+    return "n/a" if math.isnan(seconds) else f"{seconds * 1e6:.0f}"
+
+
+def _ms(seconds: float, digits: int = 1) -> str:
+    return "n/a" if math.isnan(seconds) else f"{seconds * 1e3:.{digits}f}"
+
+
+def _rate(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:,.0f}"
+
+
+def _share(part: float, whole: float) -> str:
+    x = _ratio(part, whole)
+    return "n/a" if math.isnan(x) else "<1%" if x < 0.005 else f"{x:.0%}"
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b and not math.isnan(a) and not math.isnan(b) else math.nan
+
+
+def _sled_shape(r: CellResult | Population) -> str:
+    return f"{r.sled_cpus} thr / {r.sled_memory // GiB} GiB"
+
+
+def _git_rev() -> str:
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        return f"{rev}{' (with uncommitted changes)' if dirty else ''}" if rev else "?"
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+LOAD: list[float] = []  # 1-minute load average at the start and at the end of the run
+
+
+def machine(args: argparse.Namespace, stores: list[str]) -> list[tuple[str, str]]:
+    import psycopg
+
+    cpu = platform.processor() or "?"
+    mem = "?"
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        m = re.search(r"^model name\s*:\s*(.+)$", info, re.M)
+        if m:
+            cpu = m.group(1).strip()
+        meminfo = Path("/proc/meminfo").read_text()
+        m = re.search(r"^MemTotal:\s*(\d+) kB", meminfo, re.M)
+        if m:
+            mem = f"{int(m.group(1)) / 1024**2:.1f} GiB"
+    except OSError:
+        pass
+    rows = [
+        ("CPUs (`nproc`)", str(os.cpu_count())),
+        ("CPU", cpu),
+        ("memory", mem),
+        ("OS", f"{platform.system()} {platform.release()}"),
+        ("Python", platform.python_version()),
+        ("numpy", np.__version__),
+        ("SQLAlchemy", sa.__version__),
+        ("SQLite", sqlite3.sqlite_version),
+    ]
+    if "postgres" in stores:
+        rows.append(("psycopg", psycopg.__version__))
+        rows.append(("PostgreSQL", f"{_pg_version(args.pg_admin)} (same machine, 127.0.0.1)"))
+    rows.append(("Skylight", _git_rev()))
+    if LOAD:
+        rows.append(
+            (
+                "load average (1 min), start / end",
+                " / ".join(f"{x:.2f}" for x in LOAD)
+                + " (other work on the machine shares its CPUs with the bench)",
+            )
+        )
+    return rows
+
+
+def settings(args: argparse.Namespace, pinned: str) -> list[tuple[str, str]]:
+    return [
+        (
+            "base sled",
+            f"{args.sled_cpus} threads / {args.sled_memory} GiB / {args.sled_local} GiB local "
+            f"storage; CPU family {FAMILIES[0]} ({1 - TURIN_SHARE:.0%}) or {FAMILIES[1]} "
+            f"({TURIN_SHARE:.0%}); {EXPUNGED_SHARE:.0%} expunged, {MAINTENANCE_SHARE:.0%} "
+            "non-provisionable",
+        ),
+        (
+            "placed instances",
+            f"spread evenly (+-10%) over the sleds not expunged; each sled's vCPUs and memory "
+            f"{FILL[0]:.0%}-{FILL[1]:.0%} reserved (a uniform random split among its "
+            f"instances, memory in proportion to vCPUs, >= 1 vCPU and 1 GiB each); "
+            f"{LOCAL_DISK_SHARE:.0%} have a local disk of {'/'.join(map(str, PLACED_DISK_GIB))}"
+            " GiB pinned to their sled",
+        ),
+        (
+            "groups",
+            f"{args.groups}: half affinity, half anti-affinity, alternating fail/allow; "
+            f"affinity fail {AFFINITY_FAIL_MEMBERS[0]}-{AFFINITY_FAIL_MEMBERS[1]} members on "
+            f"one sled, affinity allow {AFFINITY_ALLOW_MEMBERS[0]}-{AFFINITY_ALLOW_MEMBERS[1]}"
+            f" on {AFFINITY_ALLOW_SLEDS[0]}-{AFFINITY_ALLOW_SLEDS[1]} sleds, anti-affinity "
+            f"{ANTI_MEMBERS[0]}-{ANTI_MEMBERS[1]} members (fail: one per sled; allow: sleds "
+            "drawn with replacement); a placed instance is in at most one group",
+        ),
+        (
+            "success requests",
+            f"{args.requests} distinct, cycled: vCPUs {'/'.join(map(str, REQ_CPUS))} (p "
+            f"{'/'.join(map(str, REQ_CPUS_P))}), {'/'.join(map(str, REQ_GIB_PER_CPU))} GiB per"
+            f" vCPU, {REQ_PLATFORM_SHARE:.0%} ask for a CPU platform, {REQ_LOCAL_SHARE:.0%} "
+            f"have an unallocated local disk of {'/'.join(map(str, REQ_LOCAL_GIB))} GiB; in "
+            f"0/1/2 groups with p {'/'.join(map(str, REQ_GROUPS_P))}",
+        ),
+        (
+            "failure requests",
+            f"{args.failure_requests} distinct, cycled: half ask for more vCPUs than any "
+            "provisionable sled has free (but no more than a sled has), half for more memory;"
+            " in 0-2 groups like the success requests",
+        ),
+        (
+            "in-process decisions per cell",
+            f"{args.decisions} success-workload + {args.failures} failure-workload (after "
+            f"{args.warmup} uncounted of each); Rack.of built {args.rack_builds} times",
+        ),
+        (
+            "store decisions per cell",
+            f"up to {args.store_decisions} success + {args.store_failures} failure (after 2 "
+            f"uncounted each), at most {args.store_budget:.0f} s of decisions per workload",
+        ),
+        ("bench process", f"single-threaded; {pinned}; gc enabled; seed {args.seed}"),
+        ("in-process rounds", f"{args.rounds} (successes, then failures, alternating)"),
+    ]
+
+
+def _in_process_table(cells: list[CellResult]) -> str:
+    lines = [
+        "| sleds | placed instances | sled | fill vCPU / mem | Rack.of (ms) "
+        "| successes | decisions/s (CPU) | rounds | p50 (µs) | p99 (µs) "
+        "| failures | failures/s (CPU) | rounds | p50 (µs) | p99 (µs) "
+        "| failure/success p50 (mean) |",
+        "| ---: | ---: | --- | --- | ---: | ---: | ---: | --- | ---: | ---: "
+        "| ---: | ---: | --- | ---: | ---: | ---: |",
+    ]
+
+    def spread(s: Series) -> str:
+        rates = s.round_rates()
+        return f"{rates[0]:,.0f}-{rates[-1]:,.0f}" if rates else "n/a"
+
+    for c in cells:
+        lines.append(
+            f"| {c.n_sleds:,} | {c.n_instances:,} | {_sled_shape(c)} "
+            f"| {c.cpu_fill:.0%} / {c.mem_fill:.0%} | {_ms(c.rack_of.pct(0.5))} "
+            f"| {len(c.ok):,} | {_rate(c.ok.median_rate)} ({_rate(c.ok.median_cpu_rate)}) "
+            f"| {spread(c.ok)} | {_us(c.ok.pct(0.5))} | {_us(c.ok.pct(0.99))} "
+            f"| {len(c.fail):,} | {_rate(c.fail.median_rate)} "
+            f"({_rate(c.fail.median_cpu_rate)}) | {spread(c.fail)} "
+            f"| {_us(c.fail.pct(0.5))} | {_us(c.fail.pct(0.99))} "
+            f"| {_ratio(c.fail.pct(0.5), c.ok.pct(0.5)):.2f}x "
+            f"({_ratio(c.fail.mean, c.ok.mean):.2f}x) |"
+        )
+    return "\n".join(lines)
+
+
+def _store_table(results: list[StoreResult]) -> str:
+    lines = [
+        "| store | sleds | placed instances | outcome | n | decisions/s | p50 (ms) | p99 (ms) "
+        "| request_for | views | Rack.of | place | re-check | insert | views share "
+        "| bench CPU |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: "
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        for label, s, parts in (("success", r.ok, r.ok_parts), ("failure", r.fail, r.fail_parts)):
+            cells = [_ms(parts[k].pct(0.5), 2) if len(parts[k]) else "-" for k in PARTS]
+            share = _ratio(parts["views"].mean, s.mean)
+            lines.append(
+                f"| {r.store} | {r.n_sleds:,} | {r.n_instances:,} | {label} | {len(s)} "
+                f"| {s.rate:,.1f} | {_ms(s.pct(0.5))} | {_ms(s.pct(0.99))} "
+                f"| {' | '.join(cells[:-1])} | {share:.0%} | {cells[-1]} |"
+            )
+    return "\n".join(lines)
+
+
+def _whatif_table(results: list[StoreResult]) -> str:
+    if not any(r.whatif for r in results):
+        return ""
+    keys = list(next(r.whatif for r in results if r.whatif))
+    lines = [
+        "| store | sleds | placed instances | " + " | ".join(keys) + " |",
+        "| --- | ---: | ---: | " + " | ".join("---:" for _ in keys) + " |",
+    ]
+    for r in results:
+        if r.whatif:
+            vals = [_ms(r.whatif[k].pct(0.5)) for k in keys]
+            lines.append(
+                f"| {r.store} | {r.n_sleds:,} | {r.n_instances:,} | " + " | ".join(vals) + " |"
+            )
+    return "\n".join(lines)
+
+
+def _profile_table(c: CellResult) -> str:
+    def cell(row: tuple[str, float] | None) -> str:
+        return f"`{row[0]}` | {row[1]:.0f}" if row else " | "
+
+    lines = [
+        "| | success: function | µs | failure: function | µs |",
+        "| ---: | --- | ---: | --- | ---: |",
+    ]
+    for i in range(max(len(c.profile_ok), len(c.profile_fail))):
+        a = c.profile_ok[i] if i < len(c.profile_ok) else None
+        b = c.profile_fail[i] if i < len(c.profile_fail) else None
+        lines.append(f"| {i + 1} | {cell(a)} | {cell(b)} |")
+    lines.append(
+        f"| | all functions | {c.profile_total[0]:.0f} | all functions | {c.profile_total[1]:.0f} |"
+    )
+    return "\n".join(lines)
+
+
+def _findings(cells: list[CellResult], stores: list[StoreResult]) -> list[str]:
+    out: list[str] = []
+    big = [c for c in cells if c.n_sleds >= 10_000]
+    if big:
+        rates = "; ".join(
+            f"{c.ok.median_rate:,.0f}/s (rounds {c.ok.round_rates()[0]:,.0f}-"
+            f"{c.ok.round_rates()[-1]:,.0f}/s; 1 / p50 = {1 / c.ok.pct(0.5):,.0f}/s) at "
+            f"{c.n_instances:,} instances"
+            for c in big
+        )
+        median_ok = all(c.ok.median_rate >= 5000 for c in big)
+        best_ok = all(c.ok.round_rates()[-1] >= 5000 for c in big)
+        verdict = (
+            "met"
+            if median_ok
+            else "met by the best rounds but not by the median round, so it depends on "
+            "what else the machine is doing (load average below)"
+            if best_ok
+            else "not met on this machine, as loaded as it was (load average below)"
+        )
+        out.append(
+            f"- **In-process at 10,000 sleds, one core:** {rates}. The goal of at least "
+            f"5,000 successful decisions/s is {verdict}. (1 / p50 ignores the slower half of "
+            "the decisions, preemption by other processes included: an upper bound for an "
+            "undisturbed core, not a measurement of one.)"
+        )
+    ratios = [(c, _ratio(c.fail.pct(0.5), c.ok.pct(0.5))) for c in cells]
+    if ratios:
+        met = [c for c, r in ratios if r <= 2.0]
+        text = ", ".join(f"{r:.2f}x at {c.n_sleds:,} x {c.n_instances:,}" for c, r in ratios)
+        verdict = (
+            "met in every cell"
+            if len(met) == len(ratios)
+            else "not met in any cell"
+            if not met
+            else "met at " + ", ".join(f"{c.n_sleds:,} x {c.n_instances:,}" for c in met) + " only"
+        )
+        line = (
+            f"- **A failure vs a success (p50):** {text}. The goal of a failure costing at most "
+            f"2x a successful decision is {verdict}."
+        )
+        fewest = min(c.n_sleds for c, _ in ratios)
+        most = max(c.n_sleds for c, _ in ratios)
+        small = [r for c, r in ratios if c.n_sleds == fewest]
+        large = [r for c, r in ratios if c.n_sleds == most]
+        if fewest < most and min(small) > max(large):
+            line += (
+                " The ratio is higher on the smaller rack: part of the diagnosis is fixed "
+                "Python work (the message, the reason, the operator detail) that does not "
+                "shrink with the rack."
+            )
+        prof = next((c for c in cells if c.profile_fail), None)
+        if prof is not None:
+            ok_names = {name for name, _ in prof.profile_ok}
+            extra = [(n, t) for n, t in prof.profile_fail if n not in ok_names][:4]
+            if extra:
+                line += (
+                    f" Under the profiler at {prof.n_sleds:,} sleds the diagnosis's largest "
+                    "parts are " + ", ".join(f"`{n}` {t:.0f} µs" for n, t in extra) + "."
+                )
+        out.append(line)
+    by_sleds: dict[int, list[CellResult]] = {}
+    for c in cells:
+        by_sleds.setdefault(c.n_sleds, []).append(c)
+    same = [
+        (n, min(cs, key=lambda c: c.n_instances), max(cs, key=lambda c: c.n_instances))
+        for n, cs in sorted(by_sleds.items())
+        if len(cs) > 1
+    ]
+    if same:
+        text = ", ".join(
+            f"{n:,} sleds: p50 {_us(lo.ok.pct(0.5))} µs at {lo.n_instances:,} and "
+            f"{_us(hi.ok.pct(0.5))} µs at {hi.n_instances:,}"
+            for n, lo, hi in same
+        )
+        out.append(
+            "- **The number of placed instances does not change an in-process decision** "
+            f"({text}): the rack is one column entry per sled. Only the group rules a request "
+            "carries (sets of sleds turned into masks) depend on the population, through the "
+            "sizes of the groups."
+        )
+    for c in big[-1:]:
+        if len(c.rack_of):
+            rack_ms = c.rack_of.pct(0.5)
+            out.append(
+                f"- **Rack.of at {c.n_sleds:,} sleds** takes {_ms(rack_ms)} ms, as much as "
+                f"{rack_ms / c.ok.pct(0.5):.0f} successful decisions; the control plane pays it "
+                "on every decision (`place(req, sleds.views(conn), rng)` builds a Rack from "
+                "the views each time)."
+            )
+    for r in stores:
+        if not len(r.ok):
+            continue
+        mean = r.ok.mean
+        part = {k: r.ok_parts[k].mean for k in PARTS if len(r.ok_parts[k])}
+        views_share = _ratio(part.get("views", math.nan), mean)
+        agg_share = _ratio(part.get("views", 0.0) + part.get("recheck", 0.0), mean)
+        placement_share = _ratio(part.get("rack_of", 0.0) + part.get("place", 0.0), mean)
+        verdict = (
+            "**dominated by aggregating `sled_reservation`**"
+            if agg_share >= 0.5
+            else "not dominated by the reservation aggregate"
+        )
+        line = (
+            f"- **{r.store}, {r.n_sleds:,} sleds x {r.n_instances:,} instances, through the "
+            f"store:** {_ms(r.ok.pct(0.5))} ms per successful decision at p50 "
+            f"({r.ok.rate:,.1f}/s); `sleds.views` is {_share(views_share, 1.0)} of the mean "
+            f"decision, the re-check `lock_and_measure` "
+            f"{_share(part.get('recheck', 0.0), mean)}, `request_for` "
+            f"{_share(part.get('request_for', 0.0), mean)}, Rack.of + place "
+            f"{_share(placement_share, 1.0)}: the store path is {verdict}."
+        )
+        recheck = r.ok_parts["recheck"].pct(0.5)
+        views = r.ok_parts["views"].pct(0.5)
+        if recheck >= 0.25 * views:
+            line += (
+                f" The re-check of one sled costs {_ms(recheck)} ms, "
+                f"{recheck / views:.0%} of reading the whole rack: the plan of "
+                "`views(only=sled)` aggregates every reservation before keeping one sled "
+                f"(`{' / '.join(r.plan_one[:2])}`)."
+            )
+        if r.store == "sqlite":
+            line += (
+                " On SQLite the whole decision runs under the write lock (`BEGIN IMMEDIATE`), "
+                f"so about {r.ok.rate:,.1f} reservations/s is also the ceiling for the whole "
+                "rack however many starts arrive together."
+            )
+        else:
+            cpu = r.ok_parts["client_cpu"].pct(0.5)
+            line += (
+                f" The bench's own CPU is {_ms(cpu)} ms of it (p50): turning the rows into "
+                "Python objects, not only the database, costs."
+            )
+        out.append(line)
+    for r in stores:
+        w = r.whatif
+        if not w:
+            continue
+        out.append(
+            f"- **{r.store}, {r.n_sleds:,} x {r.n_instances:,}, the views query:** "
+            f"{_ms(w[WHATIF_VIEWS].pct(0.5))} ms as it is; the reservation GROUP BY alone "
+            f"{_ms(w[WHATIF_GROUP_BY].pct(0.5))} ms; with a covering index "
+            f"{_ms(w[WHATIF_COVER].pct(0.5))} ms; reading only the sled rows "
+            f"{_ms(w[WHATIF_SLED_ALL].pct(0.5))} ms (all columns) or "
+            f"{_ms(w[WHATIF_SLED_LEAN].pct(0.5))} ms (the columns placement reads)."
+        )
+    best_store = max((r.ok.rate for r in stores if len(r.ok)), default=math.nan)
+    if big and stores:
+        worst = min(c.ok.median_rate for c in big)
+        mem = (
+            "beats both"
+            if worst > 3300
+            else "beats the Kubernetes figure but not Nomad's"
+            if worst > 810
+            else "beats neither"
+        )
+        db = (
+            "beats neither"
+            if best_store < 680
+            else "beats the Kubernetes figure but not Nomad's"
+            if best_store <= 3300
+            else "beats both"
+        )
+        out.append(
+            "- **Against the anchors** (Nomad: 1,000,000 containers on 5,000 hosts in under "
+            "5 minutes, about 3,300 placements/s; the Kubernetes scheduler benchmark: "
+            "680-810 pods/s at 5,000 nodes): both schedulers decide from state they keep in "
+            "memory. Skylight's in-process decision at 10,000 sleds, which is of that kind "
+            f"(at least {worst:,.0f}/s, median rounds), {mem}; a decision through the store, "
+            "which re-reads the whole rack from the database every time, "
+            f"{db} (at most {best_store:,.1f}/s in the store cells above)."
+        )
+    return out
+
+
+def _recommendations(cells: list[CellResult], stores: list[StoreResult]) -> list[str]:
+    out: list[str] = []
+    sized = [r for r in stores if r.whatif]
+    if sized:
+        text = "; ".join(
+            f"{r.store} {r.n_sleds:,} x {r.n_instances:,}: {_ms(r.whatif[WHATIF_VIEWS].pct(0.5))}"
+            f" ms -> {_ms(r.whatif[WHATIF_SLED_LEAN].pct(0.5))} ms"
+            for r in sized
+        )
+        out.append(
+            "- **Keep each sled's reserved totals (threads, memory, local storage) on its "
+            "row** (or in a one-row-per-sled usage table), changed in the same transaction "
+            "as the `sled_reservation` insert and delete. `reserve_sled` already locks the "
+            "sled row on PostgreSQL and SQLite serialises writers, so the totals stay exact; "
+            "`sleds.views` then reads one row per sled instead of aggregating every "
+            "reservation, and `lock_and_measure` reads one row. Measured floor of such a "
+            f"read (placement's columns only): {text}."
+        )
+    slow_recheck = [
+        r
+        for r in stores
+        if len(r.ok_parts["recheck"])
+        and r.ok_parts["recheck"].pct(0.5) >= 0.25 * r.ok_parts["views"].pct(0.5)
+    ]
+    if slow_recheck:
+        text = ", ".join(
+            f"{r.store} {r.n_sleds:,} x {r.n_instances:,}: {_ms(r.ok_parts['recheck'].pct(0.5))} ms"
+            for r in slow_recheck
+        )
+        out.append(
+            "- **Until then, filter the re-check inside the aggregate:** "
+            "`lock_and_measure` should sum only the chosen sled's reservations (`WHERE "
+            "sled_id = :id` in the subqueries) rather than filter the joined aggregate; "
+            f"today it re-reads every reservation ({text} p50)."
+        )
+    if sized:
+        text = "; ".join(
+            f"{r.store}: {_ms(r.whatif[WHATIF_SLED_ALL].pct(0.5))} ms for all columns, "
+            f"{_ms(r.whatif[WHATIF_SLED_LEAN].pct(0.5))} ms for placement's"
+            for r in sized
+            if r.n_sleds == max(x.n_sleds for x in sized)
+        )
+        out.append(
+            "- **Select only the columns placement reads:** `sleds.views` selects every "
+            "`sled` column, timestamps included, and each row is turned into Python values "
+            f"({text}, at the largest store cell)."
+        )
+        cover = "; ".join(
+            f"{r.store} {r.n_sleds:,} x {r.n_instances:,}: "
+            f"{_ms(r.whatif[WHATIF_VIEWS].pct(0.5))} -> {_ms(r.whatif[WHATIF_COVER].pct(0.5))}"
+            " ms"
+            for r in sized
+        )
+        helped = [
+            r
+            for r in sized
+            if r.whatif[WHATIF_COVER].pct(0.5) < 0.9 * r.whatif[WHATIF_VIEWS].pct(0.5)
+        ]
+        verdict = (
+            "helps in every store cell, but far less than per-sled totals"
+            if len(helped) == len(sized)
+            else "is not enough: it helps by more than 10% in none of the store cells"
+            if not helped
+            else "is not enough: it helps by more than 10% only in "
+            + ", ".join(f"{r.store} {r.n_sleds:,} x {r.n_instances:,}" for r in helped)
+        )
+        out.append(
+            "- **A covering index on `sled_reservation (sled_id, hardware_threads, memory, "
+            f"local_storage)`**, the smallest change, {verdict} ({cover})."
+        )
+    if stores:
+        out.append(
+            "- **Beyond that, keep the rack in memory:** a columnar Rack held by the control "
+            "plane and updated on every reservation and release (re-checking under the "
+            "sled's lock, as now, so a stale snapshot can only cost a retry, never an "
+            "overcommit) turns a decision into `request_for` + `place` + the re-check, "
+            "the way the anchors' schedulers work. It also saves Rack.of per decision."
+        )
+    prof = next((c for c in cells if c.profile_ok), None)
+    if prof is not None:
+        top_ok = ", ".join(f"`{n}` {t:.0f} µs" for n, t in prof.profile_ok[:3])
+        ok_names = {n for n, _ in prof.profile_ok}
+        top_fail = ", ".join(f"`{n}` {t:.0f} µs" for n, t in prof.profile_fail if n not in ok_names)
+        out.append(
+            f"- **In-process, at {prof.n_sleds:,} sleds,** the profile names where to work: "
+            f"for a success {top_ok} (under the profiler); for a failure, on top of the "
+            f"filters, {top_fail or 'nothing beyond the filters'}."
+        )
+    return out
+
+
+def section(
+    cells: list[CellResult],
+    stores: list[StoreResult],
+    args: argparse.Namespace,
+    store_kinds: list[str],
+    pinned: str,
+) -> str:
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    cmd = "python bench/placement.py " + " ".join(sys.argv[1:])
+    scaled = [c for c in cells if c.scale > 1]
+    out = [
+        SECTION,
+        "",
+        "Placement decisions for one instance: `place(request, rack, rng)` in-process, and "
+        "the whole decision through the store. Each cell is a rack of S sleds with N placed "
+        "instances (as reserved vCPUs, memory and pinned local disks on their sleds), "
+        f"{args.groups:,} affinity / anti-affinity groups whose members run spread over the "
+        "sleds, and requests in 0-2 of those groups. Every decision is timed with "
+        "`time.perf_counter`, single-threaded on one core. In-process, successes and "
+        f"failures run in {args.rounds} alternating rounds; decisions/s is the median "
+        "round's decisions / the sum of their times (in parentheses: by the CPU time of the "
+        "bench thread over the round, which leaves out time spent waiting for the CPU but "
+        "not the slowdown from work on the other CPU); *rounds* is the range of the rounds' "
+        "rates; percentiles, over all rounds, are nearest-rank. The rack does not change "
+        "between decisions (nothing is reserved; store transactions are rolled back). "
+        "*Successes* are requests of a realistic mix "
+        "that this rack can place (the few it cannot are listed below the table and left "
+        "out); *failures* are requests that fit an empty sled but no sled's free capacity "
+        "now, so the whole diagnosis runs (counts per sled, shortfall, reason, operator "
+        "detail). No duration is asserted in any test: these are measurements of one "
+        "machine, not limits.",
+        "",
+        f"Measured {when} with `{cmd.strip()}`.",
+        "",
+        "### In-process",
+        "",
+        "One `Rack.of` per cell (the Rack.of column, p50 of its builds; not in the decision "
+        "times), then `place(req, rack, rng)` per decision. The p99 columns include any "
+        "preemption of the bench by other work on the machine (see the load average under "
+        "Machine).",
+        "",
+        _in_process_table(cells),
+        "",
+    ]
+    if scaled:
+        names = ", ".join(
+            f"{c.n_sleds:,} x {c.n_instances:,} ({c.scale}x: {_sled_shape(c)})" for c in scaled
+        )
+        out += [
+            f"A sled of {args.sled_cpus} threads cannot hold more than {args.sled_cpus} "
+            "instances of at least one vCPU, so where the base sled would have to give more "
+            f"than {MAX_DENSITY:.0%} of its threads to instances, every sled of the cell is "
+            f"scaled up by a whole factor (threads, memory, local storage): {names}. The "
+            "instance count, which the store path scales with, stays as asked; an in-process "
+            "decision depends on the number of sleds, not on their sizes.",
+            "",
+        ]
+    for c in cells:
+        bits = []
+        if c.declined:
+            bits.append(
+                f"{sum(c.declined.values())} of the {c.requests:,} distinct success requests "
+                "cannot be placed on this rack "
+                f"({', '.join(f'{k} {v}' for k, v in c.declined.most_common())})"
+            )
+        bits.append(
+            "failure reasons: " + ", ".join(f"{k} {v}" for k, v in c.fail_codes.most_common())
+        )
+        out.append(f"- {c.n_sleds:,} x {c.n_instances:,}: " + "; ".join(bits) + ".")
+    out.append("")
+    prof = next((c for c in cells if c.profile_ok), None)
+    if prof is not None:
+        out += [
+            f"Where an in-process decision spends its time at {prof.n_sleds:,} sleds x "
+            f"{prof.n_instances:,} instances: own time per function under `cProfile`, in µs "
+            "per decision. The profiler inflates every call, so read the ranking and the "
+            "shares, not the absolute figures.",
+            "",
+            _profile_table(prof),
+            "",
+        ]
+    if stores:
+        out += [
+            "### Through the store",
+            "",
+            "The same populations written to a store (a SQLite file in a temporary "
+            "directory; a fresh PostgreSQL database, then `VACUUM ANALYZE` as autovacuum "
+            "would do after such a load; SQLite gets no `ANALYZE`, as in production), then "
+            "one transaction per decision as `reserve_sled` makes it: "
+            "`placement_inputs.request_for`, `sleds.views`, `Rack.of`, `place` and, for a "
+            "placed instance, the re-check under the sled's lock (`sleds.lock_and_measure` + "
+            "`fits`) and the `sled_reservation` insert; then the transaction is rolled back. "
+            "The `instance.placed` event of a real reservation is not written. Part columns "
+            "are p50 in ms; *views share* is the mean `sleds.views` time over the mean "
+            "decision time; *bench CPU* is the p50 CPU time of the bench thread per decision "
+            "(SQLAlchemy, the driver, SledViews, placement; with SQLite, the database too). "
+            "Before measuring, the bench checks that the store yields exactly the in-process "
+            "cell's sled views and requests.",
+            "",
+            _store_table(stores),
+            "",
+        ]
+        for r in stores:
+            line = (
+                f"- {r.store}, {r.n_sleds:,} x {r.n_instances:,}: populated in "
+                f"{r.populate_s:.1f} s ({', '.join(f'{k} {v:,}' for k, v in r.rows.items())})"
+            )
+            if r.declined:
+                line += f"; {r.declined} placements failed their re-check (not counted)"
+            if r.budget_hit:
+                line += (
+                    "; fewer decisions than asked, the time budget ran out ("
+                    + ", ".join(r.budget_hit)
+                    + ")"
+                )
+            out.append(line + ".")
+            if r.plan:
+                out.append(f"  Plan of `views()`: `{' / '.join(r.plan)}`.")
+            if r.plan_one:
+                out.append(f"  Plan of `views(only=sled)`: `{' / '.join(r.plan_one)}`.")
+        out.append("")
+        wt = _whatif_table(stores)
+        if wt:
+            out += [
+                f"The views query against its parts and alternatives (p50 in ms of "
+                f"{args.whatif_samples} runs each, the first four interleaved in one read "
+                "transaction): the query as it is; the sled rows alone, all columns and only "
+                "the columns placement reads (what the query would cost if each sled row "
+                "carried its reserved totals); the reservation GROUP BY alone; and the query "
+                "with a covering index on `sled_reservation (sled_id, hardware_threads, "
+                "memory, local_storage)` (created for this measurement, then dropped; not in "
+                "the schema).",
+                "",
+                wt,
+                "",
+            ]
+    out += ["### Findings", "", *_findings(cells, stores), ""]
+    recs = _recommendations(cells, stores)
+    if recs:
+        out += [
+            "### Recommendations",
+            "",
+            "Not applied: this benchmark does not change `src/`.",
+            "",
+            *recs,
+            "",
+        ]
+    out += [
+        "Machine:",
+        "",
+        "| | |",
+        "| --- | --- |",
+        *(f"| {k} | {v} |" for k, v in machine(args, store_kinds)),
+        "",
+        "Settings:",
+        "",
+        "| | |",
+        "| --- | --- |",
+        *(f"| {k} | {v} |" for k, v in settings(args, pinned)),
+        "",
+    ]
+    return "\n".join(out)
+
+
+def write_doc(text: str) -> None:
+    """Replace this benchmark's section of the doc (or append it); keep the others intact."""
+    if DOC.exists():
+        doc = DOC.read_text()
+        pattern = re.compile(rf"^{re.escape(SECTION)}[ \t]*\n.*?(?=^## |\Z)", re.M | re.S)
+        if pattern.search(doc):
+            doc = pattern.sub(lambda _m: text.rstrip("\n") + "\n\n", doc, count=1)
+        else:
+            doc = doc.rstrip("\n") + "\n\n" + text
+    else:
+        doc = "# Benchmarks\n\nFigures measured on one machine, with how to reproduce them.\n\n"
+        doc += text
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text(doc.rstrip("\n") + "\n")
+
+
+# -- main --------------------------------------------------------------------------------------
+
+
+def _cells(text: str) -> list[tuple[int, int]]:
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part or part == "none":
+            continue
+        m = re.fullmatch(r"(\d+)x(\d+)", part)
+        if not m:
+            raise argparse.ArgumentTypeError(f"{part!r}: expected SLEDSxINSTANCES")
+        out.append((int(m.group(1)), int(m.group(2))))
+    return out
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    p.add_argument(
+        "--cells",
+        type=_cells,
+        default=_cells("1000x100000,1000x500000,10000x100000,10000x500000"),
+        help="in-process cells, SLEDSxINSTANCES,... (the four of the issue)",
+    )
+    p.add_argument(
+        "--store-cells",
+        type=_cells,
+        default=_cells("1000x100000,10000x500000"),
+        help="cells measured through the store (1000x100000,10000x500000)",
+    )
+    p.add_argument("--stores", default="sqlite,postgres", help="sqlite,postgres or none")
+    p.add_argument("--write", action="store_true", help=f"update {DOC.relative_to(ROOT)}")
+    p.add_argument("--groups", type=int, default=1000)
+    p.add_argument("--decisions", type=int, default=10_000, help="in-process, per cell")
+    p.add_argument("--failures", type=int, default=3_000, help="in-process, per cell")
+    p.add_argument("--warmup", type=int, default=200, help="uncounted in-process decisions")
+    p.add_argument(
+        "--rounds", type=int, default=5, help="in-process rounds (successes, then failures)"
+    )
+    p.add_argument("--requests", type=int, default=2_000, help="distinct success requests")
+    p.add_argument("--failure-requests", type=int, default=500)
+    p.add_argument("--rack-builds", type=int, default=20, help="Rack.of timings per cell")
+    p.add_argument("--store-decisions", type=int, default=100, help="per store cell")
+    p.add_argument("--store-failures", type=int, default=40, help="per store cell")
+    p.add_argument(
+        "--store-budget", type=float, default=45.0, help="seconds of decisions per workload"
+    )
+    p.add_argument("--no-whatif", dest="whatif", action="store_false")
+    p.add_argument("--no-profile", dest="profile", action="store_false")
+    p.add_argument("--whatif-samples", type=int, default=7)
+    p.add_argument("--sled-cpus", type=int, default=64)
+    p.add_argument("--sled-memory", type=int, default=512, help="GiB")
+    p.add_argument("--sled-local", type=int, default=2048, help="GiB of local storage")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin to one CPU")
+    p.add_argument("--pg-admin", default=PG_ADMIN_DEFAULT, help="PostgreSQL admin URL")
+    args = p.parse_args(argv)
+    if min(args.decisions, args.failures, args.requests, args.failure_requests) < 1:
+        p.error("decision and request counts must be at least 1")
+    if not 1 <= args.rounds <= min(args.decisions, args.failures):
+        p.error("--rounds must be at least 1 and at most the decision counts")
+    if args.groups < 2:
+        p.error("--groups must be at least 2")
+    return args
+
+
+def _pin(args: argparse.Namespace) -> str:
+    if not args.pin or not hasattr(os, "sched_setaffinity"):
+        return "not pinned"
+    cpus = sorted(os.sched_getaffinity(0))
+    cpu = cpus[-1]
+    os.sched_setaffinity(0, {cpu})
+    return f"pinned to CPU {cpu} (`sched_setaffinity`; PostgreSQL not pinned)"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    store_kinds = [s.strip() for s in args.stores.split(",") if s.strip() and s.strip() != "none"]
+    for s in store_kinds:
+        if s not in ("sqlite", "postgres"):
+            raise SystemExit(f"unknown store {s!r} (sqlite, postgres, none)")
+    pinned = _pin(args)
+    LOAD.append(os.getloadavg()[0])
+    print(f"bench process {pinned}; load average {LOAD[0]:.2f}", flush=True)
+    populations: dict[tuple[int, int], Population] = {}
+
+    def population(n_sleds: int, n_inst: int) -> Population:
+        key = (n_sleds, n_inst)
+        if key not in populations:
+            populations.clear()  # one at a time: the big ones are not small
+            populations[key] = build_population(n_sleds, n_inst, args, args.seed)
+        return populations[key]
+
+    cells: list[CellResult] = []
+    # Profile the cell with the most sleds (and then the most instances).
+    profiled = max(args.cells) if args.profile and args.cells else None
+    for n_sleds, n_inst in args.cells:
+        print(f"in-process: {n_sleds} sleds x {n_inst} instances ...", flush=True)
+        pop = population(n_sleds, n_inst)
+        c = run_in_process(pop, args, profile=(n_sleds, n_inst) == profiled)
+        cells.append(c)
+        print(
+            f"  sled {_sled_shape(c)}, fill {c.cpu_fill:.0%}/{c.mem_fill:.0%}, Rack.of "
+            f"{_ms(c.rack_of.pct(0.5))} ms; ok {len(c.ok)}: {c.ok.median_rate:,.0f}/s p50 "
+            f"{_us(c.ok.pct(0.5))} us p99 {_us(c.ok.pct(0.99))} us; fail {len(c.fail)}: "
+            f"{c.fail.median_rate:,.0f}/s p50 {_us(c.fail.pct(0.5))} us p99 {_us(c.fail.pct(0.99))}"
+            f" us; declined {dict(c.declined)}; codes {dict(c.fail_codes)}",
+            flush=True,
+        )
+    results: list[StoreResult] = []
+    for n_sleds, n_inst in args.store_cells if store_kinds else []:
+        pop = population(n_sleds, n_inst)
+        for kind in store_kinds:
+            print(f"{kind}: {n_sleds} sleds x {n_inst} instances ...", flush=True)
+            r = run_store(kind, pop, args)
+            results.append(r)
+            parts = ", ".join(f"{k} {_ms(v.pct(0.5), 2)}" for k, v in r.ok_parts.items() if len(v))
+            print(
+                f"  ok {len(r.ok)}: {r.ok.rate:,.1f}/s p50 {_ms(r.ok.pct(0.5))} ms p99 "
+                f"{_ms(r.ok.pct(0.99))} ms ({parts}); fail {len(r.fail)}: p50 "
+                f"{_ms(r.fail.pct(0.5))} ms; what-if "
+                + ", ".join(f"{k} {_ms(v.pct(0.5))}" for k, v in r.whatif.items())
+                + f"; plan {r.plan}",
+                flush=True,
+            )
+    LOAD.append(os.getloadavg()[0])
+    text = section(cells, results, args, store_kinds, pinned)
+    print()
+    print(text)
+    if args.write:
+        write_doc(text)
+        print(f"wrote {DOC}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
