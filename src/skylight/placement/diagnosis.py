@@ -158,9 +158,14 @@ def _per_sled(rack: Rack, sig: Sigs, sig_counts: Ints) -> dict[str, Any]:
 
     if len(rack) <= SLED_DETAIL_LIMIT:
         return {"sleds": {rack.ids[i]: checks(int(sig[i])) for i in np.argsort(rack.ids)}}
+    # Samples come from the head of the rack when it has enough of a kind (most kinds are
+    # common), from a full scan only for the rare ones.
+    head = sig[: SLED_SAMPLE * 64]
     groups = []
     for v in np.flatnonzero(sig_counts):
-        members = np.flatnonzero(sig == v)[:SLED_SAMPLE]
+        members = np.flatnonzero(head == v)[:SLED_SAMPLE]
+        if len(members) < min(SLED_SAMPLE, int(sig_counts[v])):
+            members = np.flatnonzero(sig == v)[:SLED_SAMPLE]
         groups.append(
             {
                 "checks": checks(int(v)),
