@@ -287,3 +287,36 @@ def test_emptier_sleds_are_preferred() -> None:
     picks = [place(Request(ncpus=1, memory=GiB), sleds, rng) for _ in range(300)]
     on_empty = sum(1 for p in picks if isinstance(p, Placement) and p.sled_id == "s1")
     assert on_empty > 250
+
+
+def test_large_rack_groups_operator_detail_by_checks() -> None:
+    """Past 128 sleds, operators get sleds grouped by the checks they failed (with samples),
+    so an event stays small; the counts still cover every sled."""
+    sleds = [
+        _sled(
+            i,
+            provision_policy="non_provisionable" if i % 10 == 0 else "provisionable",
+            reserved_cpus=14 if i % 3 else 10,
+            cpu_family="amd_milan",
+        )
+        for i in range(300)
+    ]
+    reason = _fail(Request(ncpus=8, memory=GiB), sleds)
+    diagnosis = reason["diagnosis"]
+    assert "sleds" not in diagnosis
+    groups = diagnosis["sled_groups"]
+    assert sum(g["count"] for g in groups) == 300
+    by_id = {s.id: s for s in sleds}
+    for g in groups:
+        assert 0 < len(g["sample"]) <= 16
+        for sid in g["sample"]:
+            s = by_id[sid]
+            expected = []
+            if s.provision_policy != "provisionable":
+                expected.append("not_provisionable")
+            expected.append("too_few_cpus")
+            assert g["checks"] == expected
+    assert diagnosis["counts"]["not_provisionable"] == 30
+    assert diagnosis["counts"]["too_few_cpus"] == 270
+    shown = redact(reason, operator=False)
+    assert shown is not None and "sled_groups" not in shown["diagnosis"]
