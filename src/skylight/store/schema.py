@@ -151,6 +151,10 @@ event = sa.Table(
 )
 sa.Index("ix_instance_event_instance_seq", event.c.instance_id, event.c.seq)
 sa.Index("ix_instance_event_project_seq", event.c.project_id, event.c.seq)
+# A kind filter (GET /v1/events?kind=, /v1/system/events?kind=) must not scan the whole log
+# for a rare kind: these keep its first page an index walk.
+sa.Index("ix_instance_event_kind_seq", event.c.kind, event.c.seq)
+sa.Index("ix_instance_event_project_kind_seq", event.c.project_id, event.c.kind, event.c.seq)
 
 saga = sa.Table(
     "saga",
