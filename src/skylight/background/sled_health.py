@@ -44,7 +44,12 @@ class SledHealth:
         self.to_reconcile: set[str] = set()
 
     async def run_once(self) -> None:
-        await self.cp.sleds.refresh()
+        from skylight.background.replicas import holds
+
+        await self.cp.sleds.refresh()  # every replica keeps its map of sleds current
+        if not await holds(self.cp, "sled-health"):
+            self.last_ok.clear()  # another replica judges the sleds' health for the fleet
+            return
         targets = self.cp.sleds.http_sleds()
         for gone in set(self.last_ok) - set(targets):
             self.last_ok.pop(gone, None)
