@@ -94,7 +94,10 @@ def views(conn: Connection, only: str | None = None) -> list[SledView]:
 def lock_and_measure(conn: Connection, sled_id: str) -> SledView | None:
     """Lock one sled's row (PostgreSQL) and read its reservations afresh."""
     if conn.dialect.name == "postgresql":
-        conn.execute(sa.select(sled.c.id).where(sled.c.id == sled_id).with_for_update())
+        # NO KEY UPDATE: a new VMM row's foreign key to this sled (KEY SHARE) does not wait.
+        conn.execute(
+            sa.select(sled.c.id).where(sled.c.id == sled_id).with_for_update(key_share=True)
+        )
     found = views(conn, only=sled_id)
     return found[0] if found else None
 

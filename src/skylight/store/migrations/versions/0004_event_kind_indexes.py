@@ -7,7 +7,6 @@ Create Date: 2026-11-24 00:50:12.387022
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
