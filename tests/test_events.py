@@ -149,6 +149,26 @@ def test_control_plane_repeats_are_coalesced(store: Store) -> None:
     assert rows[2].id == first or rows[0].id in (user, other)
 
 
+def test_a_repeat_moves_past_every_cursor(store: Store) -> None:
+    """Even when the original is the newest row, its repeat gets a higher seq (SQLite must
+    not hand out the same rowid again), so a stream at that cursor delivers the update."""
+    cp_actor = control_plane("auto_restart")
+    for _ in range(4):
+        store.tx_sync(lambda c: events.insert(c, _new(Kind.AUTO_RESTART_FAILED, cp_actor)))
+        seen = store.tx_sync(events.last_seq)
+        again = store.tx_sync(
+            lambda c, cursor=seen - 1: events.after(
+                c, events.EventFilter(instance_id="i1"), after_seq=cursor, limit=10
+            )
+        )
+        assert [r.seq for r in again] == [seen]
+    assert seen >= 4
+    rows = store.tx_sync(
+        lambda c: events.page(c, events.EventFilter(instance_id="i1"), limit=10, before_seq=None)
+    )
+    assert len(rows) == 1 and rows[0].count == 4 and rows[0].seq == seen
+
+
 def test_retention_keeps_the_newest_and_the_status_reason(store: Store) -> None:
     actor = user_actor("u")
     ids = [

@@ -148,6 +148,8 @@ event = sa.Table(
     # Facts about the event that are not a reason (e.g. the affinity preferences a placement
     # had to break). User-visible: never sled ids.
     sa.Column("detail", sa.JSON),
+    # seq is never reused, even after the newest row is deleted (coalescing replaces it).
+    sqlite_autoincrement=True,
 )
 sa.Index("ix_instance_event_instance_seq", event.c.instance_id, event.c.seq)
 sa.Index("ix_instance_event_project_seq", event.c.project_id, event.c.seq)
@@ -155,6 +157,8 @@ sa.Index("ix_instance_event_project_seq", event.c.project_id, event.c.seq)
 # for a rare kind: these keep its first page an index walk.
 sa.Index("ix_instance_event_kind_seq", event.c.kind, event.c.seq)
 sa.Index("ix_instance_event_project_kind_seq", event.c.project_id, event.c.kind, event.c.seq)
+# The coalescing lookup (newest event of this instance and kind) is one index probe.
+sa.Index("ix_instance_event_instance_kind_seq", event.c.instance_id, event.c.kind, event.c.seq)
 
 saga = sa.Table(
     "saga",

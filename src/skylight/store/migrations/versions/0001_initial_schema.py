@@ -41,6 +41,9 @@ def upgrade() -> None:
         sa.Column("reason", sa.JSON(), nullable=True),
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_instance_event")),
         sa.UniqueConstraint("id", name=op.f("uq_instance_event_id")),
+        # Never reuse a seq (SQLite would hand out max+1 again after a coalesced repeat
+        # replaced the newest row, and a stream at that cursor would miss the update).
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("instance_event", schema=None) as batch_op:
         batch_op.create_index(
