@@ -1,0 +1,2040 @@
+"""Instance events at scale: first-page latency, write cost, and failure-to-event time.
+
+1. First page with many events stored. A store (SQLite file, PostgreSQL database) is migrated
+   and ``instance_event`` is bulk-loaded in SQL (a recursive CTE on SQLite, generate_series
+   on PostgreSQL; the two secondary indexes are dropped during the load and rebuilt from
+   their own definitions afterwards) with ``--events`` rows (10,000,000) spread over
+   ``--instances`` instances (100,000) in ``--projects`` projects, with matching ``project``
+   and ``instance`` rows. Each instance has an ordinary lifecycle (created, started, stopped,
+   rebooted, updated, a failed start with its reason, a VMM failure with its automatic
+   restart, ...), its events interleaved with every other instance's over ``--span-days``.
+   Then the query the API runs for a first page, ``store.events.page(conn, EventFilter(...),
+   limit=100, before_seq=None)`` inside ``Store.tx_sync``, is timed for random instances, for
+   projects, for the fleet, and with a kind filter; its plan is printed (EXPLAIN QUERY PLAN /
+   EXPLAIN ANALYZE). The retention pass (``store.events.enforce_retention``, run by every
+   server at start and every hour) is timed in a transaction that is rolled back. Then a real
+   server (``skylight.testing.ServerProcess``) is started on the loaded store and
+   ``GET /v1/instances/{id}/events?limit=100`` is timed over HTTP.
+
+2. Event write cost: a transaction that updates an instance row, with and without
+   ``store.events.insert`` (a user's event; a control-plane event, which first looks for a
+   recent identical event to coalesce with; and its repeat, which is coalesced), and with
+   ``instances.record.record`` (what the lifecycle code calls), on the loaded store. The
+   variants are interleaved; the added microseconds per event are the difference of medians.
+   The events written here are deleted afterwards.
+
+3. Failure to event to running: a real server on a fresh store (``--sim-start-delay``,
+   ``--auto-restart-cooldown 0``, ``--auto-restart-interval`` as given); an instance's VMM is
+   crashed (``POST /v1/system/sim/instances/{name}/crash``) and the time is measured from
+   sending the crash to (a) the ``instance.failed`` event being visible in
+   ``GET /v1/instances/{name}/events`` (polled every 5 ms), (b) ``run_state`` ``running``
+   again; and the same through the live stream (``.../events/stream``, Server-Sent Events).
+
+With ``--write`` the figures replace the "## Events" section of docs/benchmarks.md (other
+sections are kept). Everything goes to 127.0.0.1. No duration is asserted anywhere.
+
+    .venv/bin/python bench/events.py                      # everything, both stores, print
+    .venv/bin/python bench/events.py --write              # ... and update the doc
+    .venv/bin/python bench/events.py --reuse              # keep the loaded stores for next time
+    .venv/bin/python bench/events.py --events 1000000 --instances 10000 --stores sqlite
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from skylight import lookup
+from skylight.api import models, paging, views
+from skylight.clock import now
+from skylight.events import reasons
+from skylight.events.kinds import Kind, control_plane, severity_of, user_actor
+from skylight.instances.record import record
+from skylight.store import Store, events, instances, migrate
+from skylight.store.schema import event as event_table
+from skylight.testing import ServerProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "benchmarks.md"
+SECTION = "## Events"
+GiB = 1024**3
+PG_ADMIN_DEFAULT = os.environ.get(
+    "SKYLIGHT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+REUSE_PG_NAME = "skylight_bench_events"
+LIMIT = 100  # the API's default page size
+CHUNK = 1_000_000  # rows per load transaction
+LOAD: list[float] = []  # 1-minute load average at start and end
+
+
+# -- the synthetic history -------------------------------------------------------------------
+# Ids are deterministic so the loaded store can be reused and queried without a lookup:
+# valid UUID strings (version 7, RFC variant), unique per kind of object.
+
+
+def project_id(p: int) -> str:
+    return f"01900000-0000-7000-8000-{p:012x}"
+
+
+def instance_id(i: int) -> str:
+    return f"01900001-0000-7000-8000-{i:012x}"
+
+
+def user_id(p: int) -> str:
+    return f"01900004-0000-7000-8000-{p:012x}"
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value)  # SQLAlchemy's JSON type stores json.dumps output
+
+
+_CAPACITY = reasons.make(
+    "insufficient_capacity",
+    "No sled has room for the instance (4 vCPUs, 16 GiB): of 8 sleds, 5 lack vCPUs, 3 lack "
+    "memory. The closest sled lacks 2 vCPUs. Wait for capacity to free up, stop other "
+    "instances, or request fewer vCPUs or less memory.",
+    diagnosis={
+        "sleds_total": 8,
+        "counts": {"in_service": 0, "provisionable": 0, "cpu_platform": 0, "vcpus": 5},
+        "shortfall": {"vcpus": 2},
+        "fix": "Wait for capacity to free up, stop other instances, or request fewer vCPUs.",
+        "sled_groups": [{"checks": ["vcpus"], "count": 5, "sample": [project_id(9)]}],
+    },
+)
+_VMM_FAILURE = reasons.make(
+    "vmm_failure",
+    "The instance's virtual machine stopped unexpectedly.",
+    action="The control plane restarts it if its auto-restart policy allows; otherwise start "
+    "it again.",
+    internal={
+        "vmm_id": "01900005-0000-7000-8000-000000000001",
+        "sled_id": "01900006-0000-7000-8000-000000000001",
+        "detail": "the VMM process exited unexpectedly",
+    },
+)
+_TOO_BIG = reasons.make(
+    "exceeds_sled_size",
+    "No sled can ever hold the instance (128 vCPUs): every sled has 64 hardware threads.",
+)
+_NEXT = {"next_attempt": "2026-01-01T00:00:00.000000Z"}
+
+# (kind, run_state, control-plane cause or None for the user, reason, detail, operation slot)
+# Steps 0-3: the create with start. Steps 4-23: one cycle, repeated for the rest of the
+# instance's history. Steps 24 and 25 replace a cycle step for a few instances (rare kinds).
+STEPS: list[tuple[Kind, str, str | None, dict[str, Any] | None, Any, int | None]] = [
+    (Kind.CREATED, "stopped", None, None, None, 0),
+    (Kind.START_REQUESTED, "stopped", "auto_start", None, None, 1),
+    (Kind.PLACED, "stopped", "auto_start", None, None, 1),
+    (Kind.RUNNING, "running", "auto_start", None, None, 1),
+    # cycle
+    (Kind.STOP_REQUESTED, "running", None, None, None, 2),
+    (Kind.STOPPED, "stopped", None, None, None, 2),
+    (Kind.START_REQUESTED, "stopped", None, None, None, 3),
+    (Kind.PLACED, "stopped", None, None, None, 3),
+    (Kind.RUNNING, "running", None, None, None, 3),
+    (Kind.REBOOTED, "running", None, None, None, 4),
+    (Kind.STOP_REQUESTED, "running", None, None, None, 5),
+    (Kind.STOPPED, "stopped", None, None, None, 5),
+    (Kind.UPDATED, "stopped", None, None, None, 6),
+    (Kind.START_REQUESTED, "stopped", None, None, None, 7),
+    (Kind.START_FAILED, "stopped", None, _CAPACITY, None, 7),
+    (Kind.START_REQUESTED, "stopped", None, None, None, 8),
+    (Kind.PLACED, "stopped", None, None, None, 8),
+    (Kind.RUNNING, "running", None, None, None, 8),
+    (Kind.FAILED, "failed", "vmm_failure", _VMM_FAILURE, None, None),
+    (Kind.AUTO_RESTART_SCHEDULED, "failed", "auto_restart", None, _NEXT, None),
+    (Kind.START_REQUESTED, "failed", "auto_restart", None, None, 9),
+    (Kind.PLACED, "failed", "auto_restart", None, None, 9),
+    (Kind.RUNNING, "running", "auto_restart", None, None, 9),
+    (Kind.REBOOTED, "running", None, None, None, 4),
+    # rare
+    (Kind.OPERATION_ADOPTED, "running", "saga_adopted", None, None, 4),
+    (Kind.AUTO_RESTART_GAVE_UP, "failed", "auto_restart", _TOO_BIG, None, 9),
+]
+CYCLE = 20
+ADOPTED_EVERY, ADOPTED_STEP = 101, 5  # runs of 3 instances, 1 run in 101: cycle step 5
+GAVE_UP_EVERY, GAVE_UP_STEP = 1001, 19  # runs of 7 instances, 1 run in 1001: cycle step 19
+RARE_KIND = str(Kind.AUTO_RESTART_GAVE_UP)
+COMMON_KIND = str(Kind.FAILED)
+ABSENT_KIND = str(Kind.DELETED)
+
+
+def _step_sql(k: str, i: str, projects: int) -> str:
+    """The STEPS index of an instance's ``k``-th event (SQL; same on both stores). Each
+    instance runs its cycle at its own phase (also within a project, whose instances are
+    ``i % projects``), so the kinds are mixed along ``seq``; the instances with a rare kind
+    come in runs of consecutive ``i``, so they are spread over the projects."""
+    c = f"(({k} - 4 + {i} + {i} / {projects}) % {CYCLE})"
+    return (
+        f"CASE WHEN {k} < 4 THEN {k} "
+        f"WHEN ({i} / 3) % {ADOPTED_EVERY} = 1 AND {c} = {ADOPTED_STEP} THEN 24 "
+        f"WHEN ({i} / 7) % {GAVE_UP_EVERY} = 3 AND {c} = {GAVE_UP_STEP} THEN 25 "
+        f"ELSE 4 + {c} END"
+    )
+
+
+def _step_rows() -> list[tuple[Any, ...]]:
+    rows = []
+    for st, (kind, run_state, cause, reason, detail, op) in enumerate(STEPS):
+        rows.append(
+            (
+                st,
+                str(kind),
+                severity_of(kind),
+                run_state,
+                cause,
+                _dumps(control_plane(cause)) if cause else None,
+                reason["code"] if reason else None,
+                _dumps(reason),
+                _dumps(detail),
+                op,
+            )
+        )
+    return rows
+
+
+@dataclass
+class Shape:
+    events: int
+    instances: int
+    projects: int
+    span_days: float
+
+    def key(self) -> str:
+        return f"v3/{self.events}/{self.instances}/{self.projects}/{self.span_days}"
+
+
+@dataclass
+class Loaded:
+    store: str
+    url: str
+    shape: Shape
+    load_seconds: float
+    index_seconds: float
+    size_bytes: int
+    reused: bool
+    t0: float  # unix time of event n=0
+    cleanup: Callable[[], None]
+    revision: str = "?"
+    migrated: str = ""  # a reused store brought to the newest migration: what and how long
+
+
+def store_size(url: str) -> int:
+    if url.startswith("sqlite"):
+        path = Path(url.split("///", 1)[1])
+        return sum(f.stat().st_size for f in path.parent.glob(path.name + "*"))
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+        return int(row[0]) if row else 0
+
+
+def bring_to_head(ld: Loaded) -> None:
+    """A reused store may predate a migration: apply it (timed), as a server start would."""
+    store = Store(ld.url)
+    try:
+
+        def rev(conn: Connection) -> str:
+            return str(conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar())
+
+        before = store.tx_sync(rev)
+        t0 = time.perf_counter()
+        migrate.upgrade(store.engine)
+        took = time.perf_counter() - t0
+        ld.revision = store.tx_sync(rev)
+        ld.size_bytes = store_size(ld.url)
+        if ld.revision != before:
+            ld.migrated = f"{before} -> {ld.revision} in {took:.0f} s"
+            print(f"{ld.store}: migrated the reused store {ld.migrated}", flush=True)
+    finally:
+        store.dispose()
+
+
+def _sqlite_time(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+# -- loading: SQLite --------------------------------------------------------------------------
+
+
+def _sqlite_meta(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        con = sqlite3.connect(path)
+        try:
+            row = con.execute("SELECT value FROM bench_meta WHERE key = 'meta'").fetchone()
+        finally:
+            con.close()
+        return json.loads(row[0]) if row else None
+    except sqlite3.Error:
+        return None
+
+
+def load_sqlite(path: Path, shape: Shape) -> tuple[float, float, float]:
+    """Migrate and fill a new SQLite store; returns (load s, index s, t0)."""
+    url = f"sqlite:///{path}"
+    store = Store(url)
+    migrate.upgrade(store.engine)
+    store.dispose()
+    con = sqlite3.connect(path, isolation_level=None)
+    try:
+        # During the load only: no journal, no syncs (the store's own connections use WAL).
+        con.execute("PRAGMA journal_mode=OFF")
+        con.execute("PRAGMA synchronous=OFF")
+        con.execute("PRAGMA cache_size=-1000000")
+        con.execute("PRAGMA temp_store=MEMORY")
+        indexes = con.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
+            "AND tbl_name = 'instance_event' AND sql IS NOT NULL"
+        ).fetchall()
+        for name, _sql in indexes:
+            con.execute(f'DROP INDEX "{name}"')
+        con.execute(
+            "CREATE TEMP TABLE bench_step (st INTEGER PRIMARY KEY, kind TEXT, severity TEXT, "
+            "run_state TEXT, cause TEXT, actor TEXT, reason_code TEXT, reason TEXT, "
+            "detail TEXT, op INTEGER)"
+        )
+        con.executemany("INSERT INTO bench_step VALUES (?,?,?,?,?,?,?,?,?,?)", _step_rows())
+        t_load = time.time()
+        span = shape.span_days * 86400.0
+        t0 = t_load - span
+        dt = span / shape.events
+        con.execute("BEGIN")
+        _sqlite_parents(con, shape, t0)
+        con.execute("COMMIT")
+        n_i, n_p = shape.instances, shape.projects
+        step = _step_sql("r.k", "r.i", n_p)
+        sql = (
+            "WITH RECURSIVE g(n) AS (SELECT :lo UNION ALL SELECT n + 1 FROM g WHERE n < :hi), "
+            f"r AS (SELECT n, (n - 1) % {n_i} AS i, (n - 1) / {n_i} AS k FROM g), "
+            f"r2 AS (SELECT n, i, k, {step} AS st, "
+            f"CASE WHEN k < 4 THEN 0 ELSE (k - 4) / {CYCLE} + 1 END AS cyc, "
+            "strftime('%Y-%m-%d %H:%M:%f', :t0 + n * :dt, 'unixepoch') || '000' AS t FROM r) "
+            "INSERT INTO instance_event (id, instance_id, project_id, time, time_last, count, "
+            "kind, severity, actor, operation_id, run_state, reason_code, reason, detail) "
+            "SELECT printf('01900002-0000-7000-8000-%012x', n), "
+            "printf('01900001-0000-7000-8000-%012x', i), "
+            f"printf('01900000-0000-7000-8000-%012x', i % {n_p}), t, t, 1, "
+            "s.kind, s.severity, "
+            "CASE WHEN s.cause IS NULL THEN "
+            f'printf(\'{{"type": "user", "id": "01900004-0000-7000-8000-%012x"}}\', '
+            f"i % {n_p}) ELSE s.actor END, "
+            "CASE WHEN s.op IS NULL THEN NULL "
+            "ELSE printf('%08x-0003-7000-8000-%012x', cyc * 10 + s.op, i) END, "
+            "s.run_state, s.reason_code, s.reason, s.detail "
+            "FROM r2 JOIN bench_step s ON s.st = r2.st ORDER BY n"
+        )
+        for lo in range(1, shape.events + 1, CHUNK):
+            hi = min(shape.events, lo + CHUNK - 1)
+            con.execute("BEGIN")
+            con.execute(sql, {"lo": lo, "hi": hi, "t0": t0, "dt": dt})
+            con.execute("COMMIT")
+            print(f"  sqlite: {hi:,} events ({time.time() - t_load:.0f} s)", flush=True)
+        load_s = time.time() - t_load
+        t_idx = time.time()
+        for _name, ddl in indexes:
+            con.execute(ddl)
+        index_s = time.time() - t_idx
+        con.execute("DROP TABLE bench_step")
+        con.execute("PRAGMA journal_mode=WAL")
+        return load_s, index_s, t0
+    finally:
+        con.close()
+
+
+def _sqlite_parents(con: sqlite3.Connection, shape: Shape, t0: float) -> None:
+    t = _sqlite_time(t0)
+    con.executemany(
+        "INSERT INTO project (id, name, description, time_created, time_modified) "
+        "VALUES (?, ?, '', ?, ?)",
+        [(project_id(p), f"proj-{p:05d}", t, t) for p in range(shape.projects)],
+    )
+    con.executemany(
+        "INSERT INTO instance (id, project_id, name, description, hostname, ncpus, memory, "
+        "enable_jumbo_frames, user_data, state, intended_state, generation, time_created, "
+        "time_modified, time_run_state_updated, auto_restart_attempts) "
+        "VALUES (?, ?, ?, '', ?, 2, ?, 0, '', 'no_vmm', 'stopped', 1, ?, ?, ?, 0)",
+        [
+            (
+                instance_id(i),
+                project_id(i % shape.projects),
+                f"inst-{i:06d}",
+                f"inst-{i:06d}",
+                4 * GiB,
+                t,
+                t,
+                t,
+            )
+            for i in range(shape.instances)
+        ],
+    )
+
+
+def prepare_sqlite(args: argparse.Namespace, shape: Shape) -> Loaded:
+    base = Path(args.workdir)
+    if args.reuse:
+        d = base / "sqlite"
+    else:
+        base.mkdir(parents=True, exist_ok=True)
+        d = Path(tempfile.mkdtemp(prefix="sqlite-", dir=base))
+    path = d / "skylight.db"
+    meta = _sqlite_meta(path) if args.reuse else None
+    if meta is not None and meta.get("shape") == shape.key():
+        print(f"sqlite: reusing {path} (loaded {meta['loaded_at']})", flush=True)
+        reused = True
+    else:
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+        print(f"sqlite: loading {shape.events:,} events into {path} ...", flush=True)
+        load_s, index_s, t0 = load_sqlite(path, shape)
+        meta = {
+            "shape": shape.key(),
+            "load_seconds": load_s,
+            "index_seconds": index_s,
+            "t0": t0,
+            "loaded_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        }
+        con = sqlite3.connect(path)
+        con.execute("CREATE TABLE bench_meta (key TEXT PRIMARY KEY, value TEXT)")
+        con.execute("INSERT INTO bench_meta VALUES ('meta', ?)", (json.dumps(meta),))
+        con.commit()
+        con.close()
+        reused = False
+    size = sum(f.stat().st_size for f in d.glob("skylight.db*"))
+
+    def cleanup() -> None:
+        if not args.reuse:
+            shutil.rmtree(d, ignore_errors=True)
+
+    return Loaded(
+        "sqlite",
+        f"sqlite:///{path}",
+        shape,
+        meta["load_seconds"],
+        meta["index_seconds"],
+        size,
+        reused,
+        meta["t0"],
+        cleanup,
+    )
+
+
+# -- loading: PostgreSQL ----------------------------------------------------------------------
+
+
+def _pg_url(admin: str, name: str) -> str:
+    return f"{admin.rsplit('/', 1)[0]}/{name}"
+
+
+def _pg_exec(admin: str, sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(sql)  # type: ignore[arg-type]
+
+
+def _pg_meta(url: str) -> dict[str, Any] | None:
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=5) as conn:
+            row = conn.execute("SELECT value FROM bench_meta WHERE key = 'meta'").fetchone()
+            return json.loads(row[0]) if row else None
+    except psycopg.Error:
+        return None
+
+
+def load_pg(url: str, shape: Shape) -> tuple[float, float, float]:
+    import psycopg
+
+    store = Store(url)
+    migrate.upgrade(store.engine)
+    store.dispose()
+    with psycopg.connect(url) as conn:
+        conn.execute("SET synchronous_commit = off")
+        conn.execute("SET maintenance_work_mem = '1GB'")
+        indexes = conn.execute(
+            "SELECT i.indexname, i.indexdef FROM pg_indexes i "
+            "WHERE i.tablename = 'instance_event' AND NOT EXISTS ("
+            "SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)"
+        ).fetchall()
+        for name, _ddl in indexes:
+            conn.execute(f'DROP INDEX "{name}"')  # type: ignore[arg-type]
+        conn.execute(
+            "CREATE TEMP TABLE bench_step (st int PRIMARY KEY, kind text, severity text, "
+            "run_state text, cause text, actor json, reason_code text, reason json, "
+            "detail json, op int)"
+        )
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO bench_step VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", _step_rows()
+            )
+        conn.commit()
+        t_load = time.time()
+        span = shape.span_days * 86400.0
+        t0 = t_load - span
+        dt = span / shape.events
+        _pg_parents(conn, shape, t0)
+        conn.commit()
+        n_i, n_p = shape.instances, shape.projects
+        step = _step_sql("r.k", "r.i", n_p)
+
+        def hex12(expr: str) -> str:
+            return f"lpad(to_hex({expr}), 12, '0')"
+
+        sql = (
+            "INSERT INTO instance_event (id, instance_id, project_id, time, time_last, count, "
+            "kind, severity, actor, operation_id, run_state, reason_code, reason, detail) "
+            f"SELECT '01900002-0000-7000-8000-' || {hex12('g.n')}, "
+            f"'01900001-0000-7000-8000-' || {hex12('g.i')}, "
+            f"'01900000-0000-7000-8000-' || {hex12(f'g.i % {n_p}')}, "
+            "g.t, g.t, 1, s.kind, s.severity, "
+            'CASE WHEN s.cause IS NULL THEN (\'{"type": "user", "id": '
+            f"\"01900004-0000-7000-8000-' || {hex12(f'g.i % {n_p}')} || '\"}}')::json "
+            "ELSE s.actor END, "
+            "CASE WHEN s.op IS NULL THEN NULL ELSE "
+            "lpad(to_hex(g.cyc * 10 + s.op), 8, '0') || '-0003-7000-8000-' || "
+            f"{hex12('g.i')} END, "
+            "s.run_state, s.reason_code, s.reason, s.detail "
+            f"FROM (SELECT r.n, r.i, {step} AS st, "
+            f"CASE WHEN r.k < 4 THEN 0 ELSE (r.k - 4) / {CYCLE} + 1 END AS cyc, "
+            "to_timestamp(%(t0)s + r.n * %(dt)s) AS t "
+            f"FROM (SELECT n, (n - 1) % {n_i} AS i, (n - 1) / {n_i} AS k "
+            "FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) AS n) r) g "
+            "JOIN bench_step s ON s.st = g.st ORDER BY g.n"
+        ).replace(" % ", " %% ")
+        for lo in range(1, shape.events + 1, CHUNK):
+            hi = min(shape.events, lo + CHUNK - 1)
+            conn.execute(sql, {"lo": lo, "hi": hi, "t0": t0, "dt": dt})  # type: ignore[arg-type]
+            conn.commit()
+            print(f"  postgres: {hi:,} events ({time.time() - t_load:.0f} s)", flush=True)
+        load_s = time.time() - t_load
+        t_idx = time.time()
+        for _name, ddl in indexes:
+            conn.execute(ddl)
+        conn.commit()
+        index_s = time.time() - t_idx
+    # Autovacuum would do this soon after such a load; done here so it does not run under
+    # the measurements (and so the planner has statistics).
+    with psycopg.connect(url, autocommit=True) as conn:
+        t_vac = time.time()
+        conn.execute("VACUUM (ANALYZE) instance_event")
+        conn.execute("VACUUM (ANALYZE) instance")
+        conn.execute("VACUUM (ANALYZE) project")
+        print(f"  postgres: vacuum analyze {time.time() - t_vac:.0f} s", flush=True)
+    return load_s, index_s, t0
+
+
+def _pg_parents(conn: Any, shape: Shape, t0: float) -> None:
+    t = datetime.fromtimestamp(t0, UTC)
+    with conn.cursor() as cur:
+        with cur.copy(
+            "COPY project (id, name, description, time_created, time_modified) FROM STDIN"
+        ) as cp:
+            for p in range(shape.projects):
+                cp.write_row((project_id(p), f"proj-{p:05d}", "", t, t))
+        with cur.copy(
+            "COPY instance (id, project_id, name, description, hostname, ncpus, memory, "
+            "enable_jumbo_frames, user_data, state, intended_state, generation, time_created, "
+            "time_modified, time_run_state_updated, auto_restart_attempts) FROM STDIN"
+        ) as cp:
+            for i in range(shape.instances):
+                name = f"inst-{i:06d}"
+                cp.write_row(
+                    (
+                        instance_id(i),
+                        project_id(i % shape.projects),
+                        name,
+                        "",
+                        name,
+                        2,
+                        4 * GiB,
+                        False,
+                        "",
+                        "no_vmm",
+                        "stopped",
+                        1,
+                        t,
+                        t,
+                        t,
+                        0,
+                    )
+                )
+
+
+def prepare_pg(args: argparse.Namespace, shape: Shape) -> Loaded:
+    import psycopg
+
+    name = REUSE_PG_NAME if args.reuse else f"skylight_bench_ev_{uuid.uuid4().hex[:10]}"
+    url = _pg_url(args.pg_admin, name)
+    meta = _pg_meta(url) if args.reuse else None
+    if meta is not None and meta.get("shape") == shape.key():
+        print(f"postgres: reusing database {name} (loaded {meta['loaded_at']})", flush=True)
+        reused = True
+    else:
+        _pg_exec(args.pg_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _pg_exec(args.pg_admin, f'CREATE DATABASE "{name}"')
+        print(f"postgres: loading {shape.events:,} events into {name} ...", flush=True)
+        load_s, index_s, t0 = load_pg(url, shape)
+        meta = {
+            "shape": shape.key(),
+            "load_seconds": load_s,
+            "index_seconds": index_s,
+            "t0": t0,
+            "loaded_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        }
+        with psycopg.connect(url) as conn:
+            conn.execute("CREATE TABLE bench_meta (key text PRIMARY KEY, value text)")
+            conn.execute("INSERT INTO bench_meta VALUES ('meta', %s)", (json.dumps(meta),))
+        reused = False
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+        size = int(row[0]) if row else 0
+
+    def cleanup() -> None:
+        if not args.reuse:
+            _pg_exec(args.pg_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    return Loaded(
+        "postgres",
+        url,
+        shape,
+        meta["load_seconds"],
+        meta["index_seconds"],
+        size,
+        reused,
+        meta["t0"],
+        cleanup,
+    )
+
+
+# -- statistics -------------------------------------------------------------------------------
+
+
+def pct(values: list[float], q: float) -> float:
+    """Nearest-rank percentile."""
+    if not values:
+        return math.nan
+    s = sorted(values)
+    return s[max(0, math.ceil(q * len(s)) - 1)]
+
+
+def median(values: list[float]) -> float:
+    return pct(values, 0.5)
+
+
+def ms(seconds: float, digits: int = 2) -> str:
+    return "n/a" if math.isnan(seconds) else f"{seconds * 1000:.{digits}f}"
+
+
+# -- 1. first page ----------------------------------------------------------------------------
+
+
+@dataclass
+class Query:
+    name: str
+    api: str  # the request that runs it
+    make: Callable[[random.Random], events.EventFilter]
+
+
+def queries(shape: Shape) -> list[Query]:
+    n_i, n_p = shape.instances, shape.projects
+
+    def inst(rng: random.Random) -> events.EventFilter:
+        return events.EventFilter(instance_id=instance_id(rng.randrange(n_i)))
+
+    def inst_kind(rng: random.Random) -> events.EventFilter:
+        return events.EventFilter(instance_id=instance_id(rng.randrange(n_i)), kind=COMMON_KIND)
+
+    def proj(rng: random.Random) -> events.EventFilter:
+        return events.EventFilter(project_id=project_id(rng.randrange(n_p)))
+
+    def proj_kind(rng: random.Random) -> events.EventFilter:
+        return events.EventFilter(project_id=project_id(rng.randrange(n_p)), kind=COMMON_KIND)
+
+    def proj_rare(rng: random.Random) -> events.EventFilter:
+        return events.EventFilter(project_id=project_id(rng.randrange(n_p)), kind=RARE_KIND)
+
+    return [
+        Query("instance", "GET /v1/instances/{id}/events", inst),
+        Query(f"instance, kind={COMMON_KIND}", "GET /v1/instances/{id}/events?kind=...", inst_kind),
+        Query("project", "GET /v1/events?project=P", proj),
+        Query(f"project, kind={COMMON_KIND}", "GET /v1/events?project=P&kind=...", proj_kind),
+        Query(
+            f"project, kind={RARE_KIND} (rare)",
+            "GET /v1/events?project=P&kind=...",
+            proj_rare,
+        ),
+        Query("fleet", "GET /v1/system/events", lambda _r: events.EventFilter()),
+        Query(
+            f"fleet, kind={COMMON_KIND}",
+            "GET /v1/system/events?kind=...",
+            lambda _r: events.EventFilter(kind=COMMON_KIND),
+        ),
+        Query(
+            f"fleet, kind={RARE_KIND} (rare)",
+            "GET /v1/system/events?kind=...",
+            lambda _r: events.EventFilter(kind=RARE_KIND),
+        ),
+        Query(
+            "fleet, severity=error",
+            "GET /v1/system/events?severity=error",
+            lambda _r: events.EventFilter(severity="error"),
+        ),
+        Query(
+            f"fleet, kind={ABSENT_KIND} (none stored)",
+            "GET /v1/system/events?kind=...",
+            lambda _r: events.EventFilter(kind=ABSENT_KIND),
+        ),
+    ]
+
+
+@dataclass
+class PageResult:
+    query: Query
+    store: str
+    times: list[float]
+    rows: list[int]
+    plan: str = ""
+    budget_hit: bool = False
+    cached_gib: float = math.nan  # the OS page cache when the row began
+
+
+def page_cache_gib() -> float:
+    try:
+        m = re.search(r"^Cached:\s*(\d+) kB", Path("/proc/meminfo").read_text(), re.M)
+        return int(m.group(1)) / 1024**2 if m else math.nan
+    except OSError:
+        return math.nan
+
+
+class Capture:
+    """Records the statements an engine runs (to EXPLAIN exactly what the product ran)."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.seen: list[tuple[str, Any]] = []
+
+    def __enter__(self) -> Capture:
+        sa.event.listen(self.engine, "before_cursor_execute", self._on)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        sa.event.remove(self.engine, "before_cursor_execute", self._on)
+
+    def _on(self, _conn: Any, _cur: Any, statement: str, params: Any, *_a: Any) -> None:
+        self.seen.append((statement, params))
+
+
+def explain(store: Store, statement: str, params: Any, *, analyze: bool) -> str:
+    if store.is_sqlite:
+        prefix = "EXPLAIN QUERY PLAN "
+    else:
+        prefix = "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " if analyze else "EXPLAIN "
+
+    def run(conn: Connection) -> list[Any]:
+        if not store.is_sqlite:
+            conn.exec_driver_sql("SET LOCAL statement_timeout = '120s'")
+        return list(conn.exec_driver_sql(prefix + statement, params))
+
+    rows = store.tx_sync(run)
+    if store.is_sqlite:
+        return "\n".join(str(r[-1]) for r in rows)
+    return "\n".join(str(r[0]) for r in rows)
+
+
+def _page_statement(store: Store, flt: events.EventFilter) -> tuple[str, Any]:
+    with Capture(store.engine) as cap:
+        store.tx_sync(lambda c: events.page(c, flt, limit=LIMIT, before_seq=None))
+    stmts = [s for s in cap.seen if "instance_event" in s[0] and s[0].lstrip().startswith("SELECT")]
+    return stmts[-1]
+
+
+def measure_pages(store: Store, name: str, args: argparse.Namespace) -> list[PageResult]:
+    out = []
+    for q in queries(Shape(args.events, args.instances, args.projects, args.span_days)):
+        rng = random.Random(f"{args.seed}/{q.name}")
+        stmt, params = _page_statement(store, q.make(rng))
+        # Warm-up (not counted), then up to --queries timed queries within --query-budget s.
+        for _ in range(min(20, args.queries)):
+            flt = q.make(rng)
+            t_w = time.perf_counter()
+            store.tx_sync(lambda c, f=flt: events.page(c, f, limit=LIMIT, before_seq=None))
+            if time.perf_counter() - t_w > args.query_budget / 10:
+                break
+        res = PageResult(q, name, [], [], cached_gib=page_cache_gib())
+        deadline = time.perf_counter() + args.query_budget
+        used = []
+        for _ in range(args.queries):
+            flt = q.make(rng)
+            used.append(flt)
+            t0 = time.perf_counter()
+            rows = store.tx_sync(lambda c, f=flt: events.page(c, f, limit=LIMIT, before_seq=None))
+            res.times.append(time.perf_counter() - t0)
+            res.rows.append(len(rows))
+            if time.perf_counter() > deadline:
+                res.budget_hit = len(res.times) < args.queries
+                break
+        if q.name == "instance":
+            # The same instances again, at once: now their pages were just read (cached).
+            again = PageResult(
+                Query("instance, the same instances again (just read)", q.api, q.make),
+                name,
+                [],
+                [],
+                cached_gib=page_cache_gib(),
+            )
+            for flt in used:
+                t0 = time.perf_counter()
+                rows = store.tx_sync(
+                    lambda c, f=flt: events.page(c, f, limit=LIMIT, before_seq=None)
+                )
+                again.times.append(time.perf_counter() - t0)
+                again.rows.append(len(rows))
+        try:
+            res.plan = explain(store, stmt, params, analyze=True)
+        except Exception as exc:  # a plan is a bonus; the timing stands
+            res.plan = f"(EXPLAIN failed: {type(exc).__name__}: {exc})"
+        print(
+            f"  {name}: {q.name}: n={len(res.times)} p50 {ms(pct(res.times, 0.5))} ms, "
+            f"p99 {ms(pct(res.times, 0.99))} ms, max {ms(max(res.times))} ms, "
+            f"rows {min(res.rows)}-{max(res.rows)}",
+            flush=True,
+        )
+        out.append(res)
+        if q.name == "instance":
+            again.plan = res.plan
+            print(
+                f"  {name}: {again.query.name}: p50 {ms(pct(again.times, 0.5))} ms, "
+                f"p99 {ms(pct(again.times, 0.99))} ms",
+                flush=True,
+            )
+            out.append(again)
+    return out
+
+
+@dataclass
+class RetentionResult:
+    store: str
+    label: str
+    seconds: float
+    removed: int | None  # None: did not finish within the bound
+    plan: str
+
+
+def measure_retention(
+    store: Store, name: str, cutoff: datetime, label: str, timeout: float
+) -> RetentionResult:
+    """One ``enforce_retention`` pass, rolled back, bounded by ``timeout`` seconds."""
+    with Capture(store.engine) as cap, store.engine.connect() as conn:
+        trans = conn.begin()
+        removed: int | None = None
+        t0 = time.perf_counter()
+        try:
+            if store.is_sqlite:
+                raw = conn.connection.dbapi_connection
+                deadline = time.monotonic() + timeout
+                raw.set_progress_handler(lambda: int(time.monotonic() > deadline), 100_000)
+            else:
+                conn.exec_driver_sql(f"SET LOCAL statement_timeout = '{int(timeout * 1000)}'")
+            removed = events.enforce_retention(conn, older_than=cutoff, keep=100)
+        except sa.exc.DBAPIError:
+            removed = None
+        finally:
+            seconds = time.perf_counter() - t0
+            if store.is_sqlite:
+                conn.connection.dbapi_connection.set_progress_handler(None, 0)
+            trans.rollback()
+    stmt = [s for s in cap.seen if s[0].lstrip().startswith("DELETE")]
+    plan = ""
+    if stmt:
+        try:
+            plan = explain(store, stmt[-1][0], stmt[-1][1], analyze=False)
+        except Exception as exc:
+            plan = f"(EXPLAIN failed: {type(exc).__name__})"
+    done = "did not finish" if removed is None else f"removed {removed} (rolled back)"
+    print(f"  {name}: retention ({label}): {seconds:.1f} s, {done}", flush=True)
+    return RetentionResult(name, label, seconds, removed, plan)
+
+
+# -- 1b. over HTTP ----------------------------------------------------------------------------
+
+
+@dataclass
+class HttpResult:
+    store: str
+    first: float = math.nan  # the first request after the server answered
+    times: list[float] = field(default_factory=list)
+    errors: int = 0
+    start_seconds: float = math.nan
+    note: str = ""
+
+
+ROUTE_PARTS = {
+    "resolve": "`lookup.instance` by id (its own transaction)",
+    "page": "`events.page` (its own transaction)",
+    "views": "100 x `views.event` + `InstanceEventResultsPage`",
+    "json": "`model_dump_json()`",
+    "total": "sum",
+}
+
+
+@dataclass
+class RouteResult:
+    store: str
+    times: dict[str, list[float]]
+
+
+def measure_route(store: Store, name: str, shape: Shape, n: int, seed: int) -> RouteResult:
+    """The work of GET /v1/instances/{id}/events without HTTP, in parts (in-process)."""
+    rng = random.Random(f"{seed}/route")
+    res = RouteResult(name, {k: [] for k in ROUTE_PARTS})
+    for _ in range(n):
+        iid = instance_id(rng.randrange(shape.instances))
+        t0 = time.perf_counter()
+        row = store.tx_sync(lambda c, i=iid: lookup.instance(c, i, None, deleted=True))
+        t1 = time.perf_counter()
+        flt = events.EventFilter(instance_id=row.id)
+        rows = store.tx_sync(lambda c, f=flt: events.page(c, f, limit=LIMIT, before_seq=None))
+        t2 = time.perf_counter()
+        req = paging.decode(LIMIT, None, None, f"events:{row.id}", "seq_descending")
+        body = models.InstanceEventResultsPage(
+            items=[views.event(r) for r in rows],
+            next_page=paging.next_token(req, rows, "seq", f"events:{row.id}"),
+        )
+        t3 = time.perf_counter()
+        body.model_dump_json()
+        t4 = time.perf_counter()
+        for k, a, b in (
+            ("resolve", t0, t1),
+            ("page", t1, t2),
+            ("views", t2, t3),
+            ("json", t3, t4),
+            ("total", t0, t4),
+        ):
+            res.times[k].append(b - a)
+    print(
+        f"  {name}: route work in-process (p50): "
+        + ", ".join(f"{k} {ms(median(v))} ms" for k, v in res.times.items()),
+        flush=True,
+    )
+    return res
+
+
+def _sqlite_writer_busy(path: str) -> bool:
+    """True while another connection holds the SQLite write lock (e.g. a retention pass)."""
+    con = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        con.execute("ROLLBACK")
+        return False
+    except sqlite3.OperationalError:
+        return True
+    finally:
+        con.close()
+
+
+def _pg_retention_running(url: str) -> bool:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND state = 'active' AND query LIKE 'DELETE FROM instance_event%'"
+        ).fetchone()
+        return bool(row and row[0])
+
+
+def measure_http(loaded: Loaded, args: argparse.Namespace, work: Path) -> HttpResult:
+    res = HttpResult(loaded.store)
+    data_dir = work / f"http-{loaded.store}"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    server = ServerProcess(data_dir, db=loaded.url, args=["--sim-start-delay", "0.05"])
+    rng = random.Random(f"{args.seed}/http")
+    t0 = time.perf_counter()
+    server.start(timeout=300.0)
+    res.start_seconds = time.perf_counter() - t0
+    try:
+        with httpx.Client(base_url=server.url, timeout=600.0) as client:
+            iid = instance_id(rng.randrange(loaded.shape.instances))
+            t0 = time.perf_counter()
+            r = client.get(f"/v1/instances/{iid}/events", params={"limit": LIMIT})
+            res.first = time.perf_counter() - t0
+            if r.status_code != 200:
+                raise RuntimeError(f"GET events: HTTP {r.status_code}: {r.text[:300]}")
+            # The server's retention pass runs at start; wait it out (bounded).
+            deadline = time.monotonic() + 900
+            waited = 0.0
+            while time.monotonic() < deadline:
+                busy = (
+                    _sqlite_writer_busy(loaded.url.split("///", 1)[1])
+                    if loaded.store == "sqlite"
+                    else _pg_retention_running(loaded.url)
+                )
+                if not busy:
+                    break
+                time.sleep(0.5)
+                waited += 0.5
+            if waited:
+                res.note = f"waited {waited:.0f} s for the start-up retention pass"
+            for _ in range(50):  # warm-up
+                iid = instance_id(rng.randrange(loaded.shape.instances))
+                client.get(f"/v1/instances/{iid}/events", params={"limit": LIMIT})
+            for _ in range(args.http_requests):
+                iid = instance_id(rng.randrange(loaded.shape.instances))
+                t0 = time.perf_counter()
+                r = client.get(f"/v1/instances/{iid}/events", params={"limit": LIMIT})
+                dt = time.perf_counter() - t0
+                if r.status_code == 200 and len(r.json()["items"]) > 0:
+                    res.times.append(dt)
+                else:
+                    res.errors += 1
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    print(
+        f"  {loaded.store}: HTTP first page: n={len(res.times)} errors={res.errors} "
+        f"p50 {ms(pct(res.times, 0.5))} ms p99 {ms(pct(res.times, 0.99))} ms "
+        f"(first request after start {ms(res.first)} ms; server start {res.start_seconds:.1f} s)"
+        f"{'; ' + res.note if res.note else ''}",
+        flush=True,
+    )
+    return res
+
+
+# -- 2. write cost ----------------------------------------------------------------------------
+
+VARIANTS = ("none", "user", "cp_new", "cp_repeat", "record_user")
+VARIANT_TEXT = {
+    "none": "the transaction without an event (instance row update)",
+    "user": "+ `events.insert`, user actor",
+    "cp_new": "+ `events.insert`, control-plane actor, no recent repeat (coalescing lookup)",
+    "cp_repeat": "+ `events.insert`, control-plane actor, repeat (coalesced: delete + insert)",
+    "record_user": "+ `instances.record.record`, user actor (instance lookup + insert)",
+}
+
+
+@dataclass
+class WriteResult:
+    store: str
+    times: dict[str, list[float]]
+    seq_not_advanced: int = 0  # coalesced repeats whose seq did not move past the original
+    repeats: int = 0
+    lookup_plan: str = ""
+    iterations: int = 0
+
+
+def measure_writes(store: Store, name: str, shape: Shape, args: argparse.Namespace) -> WriteResult:
+    rng = random.Random(f"{args.seed}/writes")
+    n = args.write_iterations
+    picks = rng.sample(range(shape.instances), min(n, shape.instances))
+    res = WriteResult(name, {v: [] for v in VARIANTS})
+    before = store.tx_sync(events.last_seq)
+    user = user_actor(user_id(0))
+    failure_actor = control_plane("vmm_failure")
+
+    def seq_of(event_id: str) -> int:
+        return int(
+            store.tx_sync(
+                lambda c: c.execute(
+                    sa.select(event_table.c.seq).where(event_table.c.id == event_id)
+                ).scalar_one()
+            )
+        )
+
+    def run(variant: str, iid: str, pid: str) -> None:
+        def tx(conn: Connection) -> str | None:
+            instances.update(conn, iid, time_modified=now())
+            if variant == "none":
+                return None
+            if variant == "record_user":
+                return record(conn, iid, Kind.STOP_REQUESTED, user, operation_id=str(uuid.uuid4()))
+            if variant == "user":
+                ev = events.NewEvent(
+                    iid, pid, Kind.STOP_REQUESTED, user, "running", operation_id=str(uuid.uuid4())
+                )
+            else:
+                ev = events.NewEvent(
+                    iid, pid, Kind.FAILED, failure_actor, "failed", reason=_VMM_FAILURE
+                )
+            return events.insert(conn, ev)
+
+        t0 = time.perf_counter()
+        store.tx_sync(tx)
+        res.times[variant].append(time.perf_counter() - t0)
+
+    spare = shape.instances - 1  # warm-up on an instance not otherwise used
+    for _ in range(20):
+        run("none", instance_id(spare), project_id(spare % shape.projects))
+    # The coalescing lookup's plan, as the product runs it.
+    with Capture(store.engine) as cap:
+        run("cp_new", instance_id(spare), project_id(spare % shape.projects))
+    lookups = [s for s in cap.seen if s[0].lstrip().startswith("SELECT") and "time_last" in s[0]]
+    if lookups:
+        # Explained for another instance, with no recent identical event: the usual miss.
+        spare_id, other = instance_id(spare), instance_id(shape.instances - 2)
+        stmt, params = lookups[-1]
+        if isinstance(params, dict):
+            params = {k: other if v == spare_id else v for k, v in params.items()}
+        else:
+            params = tuple(other if v == spare_id else v for v in params)
+        try:
+            res.lookup_plan = explain(store, stmt, params, analyze=True)
+        except Exception as exc:
+            res.lookup_plan = f"(EXPLAIN failed: {type(exc).__name__}: {exc})"
+    res.times = {v: [] for v in VARIANTS}
+    deadline = time.perf_counter() + args.write_budget
+    for j in range(n):
+        if time.perf_counter() > deadline:
+            print(f"  {name}: write budget ({args.write_budget:g} s) spent after {j}", flush=True)
+            break
+        res.iterations = j + 1
+        i = picks[j % len(picks)]
+        iid, pid = instance_id(i), project_id(i % shape.projects)
+        units = ["none", "user", "cp", "record_user"]
+        rng.shuffle(units)
+        for u in units:
+            if u != "cp":
+                run(u, iid, pid)
+                continue
+            run("cp_new", iid, pid)
+            run("cp_repeat", iid, pid)
+        if j % 1000 == 999:
+            print(f"  {name}: writes {j + 1}/{n}", flush=True)
+    # Coalesced repeats: does the replaced event get a new, higher seq (so streams see it)?
+    checks = 0
+    for j in range(min(20, len(picks))):
+        iid, pid = instance_id(picks[j]), project_id(picks[j] % shape.projects)
+        ev = events.NewEvent(iid, pid, Kind.FAILED, failure_actor, "failed", reason=_VMM_FAILURE)
+        first_id = store.tx_sync(lambda c, e=ev: events.insert(c, e))
+        s1 = seq_of(first_id)
+        again_id = store.tx_sync(lambda c, e=ev: events.insert(c, e))
+        s2 = seq_of(again_id)
+        checks += 1
+        if again_id == first_id and s2 <= s1:
+            res.seq_not_advanced += 1
+    res.repeats = checks
+
+    def cleanup(conn: Connection) -> int:
+        return int(conn.execute(event_table.delete().where(event_table.c.seq > before)).rowcount)
+
+    removed = store.tx_sync(cleanup)
+    print(f"  {name}: coalescing lookup plan:\n    " + res.lookup_plan.replace("\n", "\n    "))
+    base = median(res.times["none"])
+    print(
+        f"  {name}: write cost (median, vs none {base * 1e6:.0f} us): "
+        + ", ".join(
+            f"{v} +{(median(res.times[v]) - base) * 1e6:.0f} us" for v in VARIANTS if v != "none"
+        )
+        + f"; coalesced repeats whose seq did not advance: {res.seq_not_advanced}/{checks}"
+        + f"; removed {removed} bench events",
+        flush=True,
+    )
+    return res
+
+
+# -- 3. failure -> event -> running -----------------------------------------------------------
+
+
+@dataclass
+class FailureResult:
+    store: str
+    interval: float
+    crash_request: list[float] = field(default_factory=list)
+    to_failed_poll: list[float] = field(default_factory=list)
+    to_running_poll: list[float] = field(default_factory=list)
+    to_failed_sse: list[float] = field(default_factory=list)
+    to_running_sse: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+class StreamReader(threading.Thread):
+    """Reads an instance's SSE stream; notes when each kind of event first arrives."""
+
+    def __init__(self, url: str, path: str, project: str, deadline: float) -> None:
+        super().__init__(daemon=True)
+        self.url, self.path, self.project, self.deadline = url, path, project, deadline
+        self.opened = threading.Event()
+        self.done = threading.Event()
+        self.arrived: dict[str, float] = {}
+        self.error: str | None = None
+
+    def run(self) -> None:
+        try:
+            timeout = httpx.Timeout(10.0, connect=5.0)
+            with (
+                httpx.Client(base_url=self.url, timeout=timeout) as client,
+                client.stream("GET", self.path, params={"project": self.project}) as r,
+            ):
+                if r.status_code != 200:
+                    self.error = f"stream: HTTP {r.status_code}"
+                    return
+                for line in r.iter_lines():
+                    t = time.perf_counter()
+                    if line.startswith("retry:"):
+                        self.opened.set()
+                    elif line.startswith("data:"):
+                        kind = json.loads(line[5:])["kind"]
+                        self.arrived.setdefault(kind, t)
+                        if kind == str(Kind.RUNNING):
+                            return
+                    if time.monotonic() > self.deadline:
+                        self.error = "stream: deadline"
+                        return
+        except Exception as exc:
+            self.error = f"stream: {type(exc).__name__}: {exc}"
+        finally:
+            self.opened.set()
+            self.done.set()
+
+
+def _failed_marks(client: httpx.Client, name: str, project: str) -> set[tuple[str, int]]:
+    r = client.get(f"/v1/instances/{name}/events", params={"project": project, "limit": 10})
+    r.raise_for_status()
+    return {(e["id"], e["count"]) for e in r.json()["items"] if e["kind"] == str(Kind.FAILED)}
+
+
+def measure_failures(
+    store: str, db: str | None, interval: float, args: argparse.Namespace, work: Path
+) -> FailureResult:
+    res = FailureResult(store, interval)
+    data_dir = work / f"fail-{store}-{interval}"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    server = ServerProcess(
+        data_dir,
+        db=db,
+        args=[
+            "--sim-start-delay",
+            str(args.start_delay),
+            "--auto-restart-cooldown",
+            "0",
+            "--auto-restart-interval",
+            str(interval),
+            "--stream-heartbeat",
+            "1",
+        ],
+    )
+    server.start(timeout=60.0)
+    project = "fail"
+    reps = args.failures
+    bound = interval + 30.0
+    try:
+        with httpx.Client(base_url=server.url, timeout=60.0) as client:
+            client.post("/v1/projects", json={"name": project, "description": ""})
+            names = [f"vm-{j:03d}" for j in range(reps)]
+            for nm in names:
+                r = client.post(
+                    "/v1/instances",
+                    params={"project": project},
+                    json={
+                        "name": nm,
+                        "description": "",
+                        "hostname": nm,
+                        "ncpus": 1,
+                        "memory": GiB,
+                        "start": True,
+                    },
+                )
+                if r.status_code != 201 or r.json()["run_state"] != "running":
+                    raise RuntimeError(f"create {nm}: HTTP {r.status_code}: {r.text[:300]}")
+            crash = "/v1/system/sim/instances/{}/crash"
+            phase = random.Random(f"{args.seed}/failures/{store}/{interval}")
+            for nm in names:
+                # The live stream is open while the same crash is also followed by polling.
+                reader = StreamReader(
+                    server.url,
+                    f"/v1/instances/{nm}/events/stream",
+                    project,
+                    time.monotonic() + bound + 10,
+                )
+                reader.start()
+                if not reader.opened.wait(10) or reader.error:
+                    res.errors.append(f"{nm}: {reader.error or 'stream did not open'}")
+                seen = _failed_marks(client, nm, project)
+                # A random point of the auto-restart task's cycle, as a real failure would.
+                time.sleep(0.05 + phase.uniform(0.0, min(interval, 10.0)))
+                t0 = time.perf_counter()
+                r = client.post(crash.format(nm), params={"project": project})
+                res.crash_request.append(time.perf_counter() - t0)
+                if r.status_code != 204:
+                    res.errors.append(f"crash {nm}: HTTP {r.status_code}")
+                    reader.join(bound + 15)
+                    continue
+                t_failed = t_running = math.nan
+                deadline = time.monotonic() + bound
+                while time.monotonic() < deadline:
+                    if _failed_marks(client, nm, project) - seen:
+                        t_failed = time.perf_counter() - t0
+                        break
+                    time.sleep(0.005)
+                while time.monotonic() < deadline:
+                    r = client.get(f"/v1/instances/{nm}", params={"project": project})
+                    if r.status_code == 200 and r.json()["run_state"] == "running":
+                        t_running = time.perf_counter() - t0
+                        break
+                    time.sleep(0.005)
+                if math.isnan(t_failed) or math.isnan(t_running):
+                    res.errors.append(f"{nm}: not failed/running again within {bound:.0f} s")
+                else:
+                    res.to_failed_poll.append(t_failed)
+                    res.to_running_poll.append(t_running)
+                reader.join(bound + 15)
+                a = reader.arrived.get(str(Kind.FAILED))
+                b = reader.arrived.get(str(Kind.RUNNING))
+                if a is None or b is None:
+                    res.errors.append(f"{nm}: {reader.error or 'events missing on the stream'}")
+                    continue
+                res.to_failed_sse.append(a - t0)
+                res.to_running_sse.append(b - t0)
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    print(
+        f"  {store} (interval {interval} s): to failed p50 {ms(pct(res.to_failed_poll, 0.5))} "
+        f"ms (poll) / {ms(pct(res.to_failed_sse, 0.5))} ms (stream); to running p50 "
+        f"{ms(pct(res.to_running_poll, 0.5), 0)} ms / {ms(pct(res.to_running_sse, 0.5), 0)} ms"
+        f"; errors {len(res.errors)}",
+        flush=True,
+    )
+    for e in res.errors[:5]:
+        print(f"    {e}", file=sys.stderr)
+    return res
+
+
+# -- report -----------------------------------------------------------------------------------
+
+
+def _git_rev() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        rev = out.stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        return f"{rev}{' (with uncommitted changes)' if dirty else ''}" if rev else "?"
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def _pg_settings(admin: str) -> str:
+    import psycopg
+
+    try:
+        with psycopg.connect(admin, connect_timeout=5) as conn:
+            parts = []
+            for s in ("server_version", "shared_buffers", "work_mem", "effective_cache_size"):
+                row = conn.execute(f"SHOW {s}").fetchone()  # type: ignore[arg-type]
+                parts.append(f"{s} {row[0] if row else '?'}")
+            return ", ".join(parts)
+    except Exception as exc:
+        return f"unavailable ({type(exc).__name__})"
+
+
+def machine(args: argparse.Namespace, stores: list[str]) -> list[tuple[str, str]]:
+    cpu = platform.processor() or "?"
+    mem = "?"
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        m = re.search(r"^model name\s*:\s*(.+)$", info, re.M)
+        if m:
+            cpu = m.group(1).strip()
+        meminfo = Path("/proc/meminfo").read_text()
+        m = re.search(r"^MemTotal:\s*(\d+) kB", meminfo, re.M)
+        if m:
+            mem = f"{int(m.group(1)) / 1024**2:.1f} GiB"
+    except OSError:
+        pass
+    rows = [
+        ("CPUs (`nproc`)", str(os.cpu_count())),
+        ("CPU", cpu),
+        ("memory", mem),
+        ("OS", f"{platform.system()} {platform.release()}"),
+        ("Python", platform.python_version()),
+        ("SQLAlchemy", sa.__version__),
+        ("SQLite", sqlite3.sqlite_version),
+    ]
+    if "postgres" in stores:
+        rows.append(("PostgreSQL", f"{_pg_settings(args.pg_admin)} (same machine, 127.0.0.1)"))
+    rows.append(("Skylight", _git_rev()))
+    if LOAD:
+        rows.append(
+            (
+                "load average (1 min), start / end",
+                " / ".join(f"{x:.2f}" for x in LOAD)
+                + " (other work on the machine shares its CPUs and PostgreSQL with the bench)",
+            )
+        )
+    return rows
+
+
+def _plan_line(plan: str) -> str:
+    """The plan's first lines, for a table cell."""
+    lines = [ln.strip() for ln in plan.splitlines() if ln.strip()]
+    keep = [
+        ln
+        for ln in lines
+        if not ln.startswith(("Planning", "Execution", "Buffers", "JIT", "Functions", "Options"))
+        and not ln.startswith(("Timing", "Trigger"))
+    ]
+    text = "; ".join(keep[:3])
+    text = re.sub(r"\(actual time=[^)]*\)", "", text)
+    text = re.sub(r"\s+", " ", text).replace("|", "/")
+    return text[:160] + ("..." if len(text) > 160 else "")
+
+
+def _pg_rows_scanned(plan: str) -> str:
+    m = re.search(r"Rows Removed by Filter: (\d+)", plan)
+    return f"{int(m.group(1)):,}" if m else "0"
+
+
+def observations(
+    pages: list[PageResult],
+    retention: list[RetentionResult],
+    https: list[HttpResult],
+    writes: list[WriteResult],
+) -> list[str]:
+    """What the figures above say about the code, each with where it comes from."""
+    notes = []
+
+    def row(store: str, name: str) -> PageResult | None:
+        return next((p for p in pages if p.store == store and p.query.name == name), None)
+
+    filtered = [r for r in pages if "kind=" in r.query.name or "severity=" in r.query.name]
+    unserved = [
+        r
+        for r in filtered
+        if ("(rare)" in r.query.name or "none stored" in r.query.name) and "kind_seq" not in r.plan
+    ]
+    if filtered:
+        figures = "; ".join(
+            f"{r.store} {r.query.name}: p50 {ms(pct(r.times, 0.5))} ms, "
+            f"p99 {ms(pct(r.times, 0.99))} ms"
+            for r in filtered
+            if "(rare)" in r.query.name or "none stored" in r.query.name
+        )
+        if unserved:
+            text = (
+                "- Kind filters without a kind index in the plan ("
+                + ", ".join(sorted({f"{r.store} {r.query.name}" for r in unserved}))
+                + "): such a first page walks back from the newest event until it has 100 "
+                "matches, so a rare kind, or one that does not occur, reads a whole "
+                "project's or the whole fleet's events."
+            )
+        else:
+            text = (
+                "- The rare and absent kinds' plans use the kind indexes "
+                "(`ix_instance_event_kind_seq`, `ix_instance_event_project_kind_seq`, "
+                "`store/schema.py`, migration 0004)."
+            )
+        text += f" Rare or absent kinds: {figures}."
+        if any("severity" in r.query.name for r in filtered):
+            text += (
+                " No index has `severity`: a rare severity would read every event; "
+                "`error` is 1 event in 10 here."
+            )
+        notes.append(text)
+    for r in pages:
+        if r.query.name.startswith("instance, kind=") and "kind_seq (kind=?)" in r.plan:
+            notes.append(
+                f"- {r.store}: an instance's first page filtered by kind "
+                f"(`GET /v1/instances/{{id}}/events?kind=...`) takes p50 "
+                f"{ms(pct(r.times, 0.5))} ms, p99 {ms(pct(r.times, 0.99))} ms: SQLite's planner "
+                "(no statistics: the store never runs `ANALYZE`) picks the fleet-wide "
+                "`ix_instance_event_kind_seq` for `instance_id = ? AND kind = ? ORDER BY seq "
+                "DESC` and walks every event of that kind in the fleet, newest first, looking "
+                "for this instance's, instead of the instance's own `(instance_id, seq)` "
+                "index (at most its own events)."
+            )
+    for w in writes:
+        base = median(w.times["none"])
+        u = (median(w.times["user"]) - base) * 1e6
+        c = (median(w.times["cp_new"]) - base) * 1e6
+        removed = re.search(r"Rows Removed by Filter: (\d+)", w.lookup_plan)
+        scanned = f" (the plan removes {removed.group(1)} rows by filter)" if removed else ""
+        if "kind_seq (kind=?)" in w.lookup_plan:
+            how = (
+                "`store/events.py::_repeat_of` (coalescing) runs `instance_id = ? AND kind = ? "
+                "AND time_last >= ? ... ORDER BY seq DESC LIMIT 1`, and SQLite's planner (no "
+                "statistics) takes the fleet-wide `ix_instance_event_kind_seq` for it: when "
+                "there is no recent repeat (the usual case) it walks every event of that kind "
+                "in the fleet, checking each row; its cost grows with the whole store, and it "
+                "runs inside the write transaction, under the store's lock."
+            )
+        else:
+            how = (
+                "`store/events.py::_repeat_of` (coalescing) reads the instance's events newest "
+                "first through `(instance_id, seq)` and filters kind, reason code and "
+                "`time_last` on the table rows, so when there is no recent repeat (the usual "
+                "case) it reads every event the instance has, one table page each"
+                f"{scanned}; its cost grows with the instance's history."
+            )
+        notes.append(
+            f"- {w.store}: a control-plane event costs {c:.0f} us more than its transaction, "
+            f"a user's {u:.0f} us (medians): {how}"
+        )
+    for store in ("sqlite", "postgres"):
+        rs = [r for r in retention if r.store == store]
+        if not rs:
+            continue
+        passes = "; ".join(
+            f"cutoff {r.label}: "
+            + (
+                f"did not finish within {r.seconds:.0f} s"
+                if r.removed is None
+                else f"{r.seconds:.1f} s"
+            )
+            for r in rs
+        )
+        text = (
+            f"- {store}: the retention pass (`store/events.py::enforce_retention`, run by "
+            f"`background/retention.py` at every server start and every hour): {passes}. "
+            "With the default cutoff no event here is old enough, so only the scan for "
+            "candidates runs; once events older than the cutoff exist, the "
+            "`seq NOT IN (each instance's newest 100)` part runs for them."
+        )
+        if any("NOT (SubPlan" in r.plan for r in rs):
+            text += (
+                " On PostgreSQL that subquery is not hashed (`NOT (SubPlan 1)` over a "
+                "`Materialize` of every event: the kept set does not fit `work_mem`), so "
+                "every candidate row scans the list: quadratic."
+            )
+        if store == "sqlite":
+            first = next((h.first for h in https if h.store == "sqlite"), math.nan)
+            text += (
+                " On SQLite the pass runs in `Store.tx_sync`, which holds the store's "
+                "process-wide lock (`store/engine.py`) for the whole transaction, so every "
+                "request of the server waits for it, reads included"
+                + (
+                    f" (here the first request after start took {ms(first, 0)} ms)."
+                    if not math.isnan(first)
+                    else "."
+                )
+            )
+        notes.append(text)
+    for w in writes:
+        if w.seq_not_advanced:
+            notes.append(
+                f"- {w.store}: {w.seq_not_advanced} of {w.repeats} coalesced repeats kept "
+                "their original's `seq`. `store/events.py::insert` deletes the original and "
+                "inserts the update, expecting a new, higher `seq` so that streams deliver it; "
+                "on SQLite `seq` is a plain `INTEGER PRIMARY KEY` (no `AUTOINCREMENT`, "
+                "`store/schema.py`), so when the original was the newest row the update "
+                "gets the same `seq` again, and a stream whose cursor is at it "
+                "(`store/events.py::after`, `seq > cursor`) never sends the update."
+            )
+    first = [row(s, "instance") for s in ("sqlite", "postgres")]
+    again = [
+        row(s, "instance, the same instances again (just read)") for s in ("sqlite", "postgres")
+    ]
+    for a, b in zip(first, again, strict=True):
+        if a is not None and b is not None:
+            notes.append(
+                f"- {a.store}: an instance's first page: p99 {ms(pct(a.times, 0.99))} ms on "
+                f"the first pass over random instances, {ms(pct(b.times, 0.99))} ms when the "
+                "same instances are asked again at once. The table is in `seq` order, so an "
+                "instance's events are interleaved with everybody's and each of its 100 "
+                "newest is on its own table page: a first page is about 100 page reads, "
+                "fast only while those pages are cached."
+            )
+    return notes
+
+
+def section(
+    args: argparse.Namespace,
+    stores: list[str],
+    loads: list[Loaded],
+    pages: list[PageResult],
+    retention: list[RetentionResult],
+    https: list[HttpResult],
+    routes: list[RouteResult],
+    writes: list[WriteResult],
+    failures: list[FailureResult],
+) -> str:
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    cmd = "python bench/events.py " + " ".join(sys.argv[1:])
+    shape = Shape(args.events, args.instances, args.projects, args.span_days)
+    out = [
+        SECTION,
+        "",
+        "How instance events behave when there are many of them, what writing one costs, and "
+        "how soon a failure shows. Percentiles are nearest-rank over the requests listed; "
+        "no duration is asserted in any test (these are measurements of one machine).",
+        "",
+        f"Measured {when} with `{cmd.strip()}` (`bench/events.py`).",
+        "",
+    ]
+    if loads:
+        out += [
+            f"### First page of events with {shape.events:,} events stored",
+            "",
+            f"`instance_event` holds {shape.events:,} rows: {shape.instances:,} instances in "
+            f"{shape.projects:,} projects, {shape.events // shape.instances:,} events each "
+            f"(their histories interleaved over {shape.span_days:g} days), with matching "
+            "`project` and `instance` rows. Each instance's history: created and started, "
+            f"then a {CYCLE}-event cycle: stop, start, reboot, stop, update, a failed start "
+            "(`instance.start_failed`, reason `insufficient_capacity`), start, a VMM failure "
+            "(`instance.failed`) with its automatic restart, reboot. "
+            f"`{COMMON_KIND}` is 1 event in {CYCLE}; `{RARE_KIND}` replaces one cycle step "
+            f"of 1 instance in {GAVE_UP_EVERY} (about 1 event in {GAVE_UP_EVERY * CYCLE:,}); "
+            f"`{ABSENT_KIND}` is not stored at all. Loaded in SQL (SQLite: a recursive CTE "
+            "with `journal_mode=OFF`, `synchronous=OFF` during the load only; PostgreSQL: "
+            "`INSERT ... SELECT generate_series`), 1,000,000 rows per transaction, the two "
+            "secondary indexes dropped during the load and rebuilt from their own "
+            "definitions; PostgreSQL then `VACUUM (ANALYZE)`. SQLite gets no `ANALYZE`, "
+            "as a store in service has none.",
+            "",
+            "| store | load (s) | index build (s) | size on disk (GiB) | schema revision "
+            "| reused |",
+            "| --- | ---: | ---: | ---: | --- | --- |",
+        ]
+        for ld in loads:
+            reused = "no"
+            if ld.reused:
+                reused = "yes" + (f" (migrated {ld.migrated})" if ld.migrated else "")
+            out.append(
+                f"| {ld.store} | {ld.load_seconds:.0f} | {ld.index_seconds:.0f} "
+                f"| {ld.size_bytes / GiB:.2f} | {ld.revision} | {reused} |"
+            )
+        out += [
+            "",
+            "In-process: the API's query, `store.events.page(conn, EventFilter(...), "
+            "limit=100, before_seq=None)`, in its own `Store.tx_sync` transaction (as a "
+            "request runs it, including `BEGIN IMMEDIATE` on SQLite), one at a time, random "
+            f"instance or project each time, up to {args.queries:,} per row after 20 "
+            f"uncounted ones, or fewer when a row's {args.query_budget:g} s budget ran out. "
+            "Page cache: the OS page cache (`Cached` in /proc/meminfo) when the row began. "
+            "This machine is a VM whose balloon driver hands unused page cache back to the "
+            "host within minutes, so a store larger than what stays cached is mostly read "
+            "from the virtual disk: the first pass over random instances reads their pages "
+            "from it (an instance's events are interleaved with everybody's, so each of its "
+            '100 newest events is on a different page), and the row "the same instances '
+            "again\" repeats the same queries at once, their pages just read. PostgreSQL's "
+            "own cache is its `shared_buffers` (below).",
+            "",
+            "| query (first page, 100 newest) | API | store | n | p50 (ms) | p99 (ms) "
+            "| max (ms) | page cache (GiB) | plan |",
+            "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        ]
+        for pr in pages:
+            plan = _plan_line(pr.plan)
+            if pr.store == "postgres":
+                plan += f" (rows removed by filter: {_pg_rows_scanned(pr.plan)})"
+            out.append(
+                f"| {pr.query.name} | `{pr.query.api}` | {pr.store} | {len(pr.times):,}"
+                f"{'*' if pr.budget_hit else ''} | {ms(pct(pr.times, 0.5))} "
+                f"| {ms(pct(pr.times, 0.99))} | {ms(max(pr.times))} | {pr.cached_gib:.1f} "
+                f"| {plan} |"
+            )
+        if any(p.budget_hit for p in pages):
+            out += ["", "\\* stopped by the time budget before the full count."]
+        goal = [p for p in pages if p.query.name == "instance"]
+        if goal:
+            out += [
+                "",
+                "Goal (an instance's first page, p99 under 20 ms): "
+                + "; ".join(
+                    f"{p.store} p99 {ms(pct(p.times, 0.99))} ms"
+                    f" ({'under' if pct(p.times, 0.99) < 0.020 else 'NOT under'} 20 ms)"
+                    for p in goal
+                )
+                + ".",
+            ]
+    if https:
+        out += [
+            "",
+            "Over HTTP: a real `skylight serve` (`ServerProcess`) on the loaded store; "
+            f"`GET /v1/instances/{{id}}/events?limit=100` for random instances (by id), "
+            f"{args.http_requests:,} sequential requests from one `httpx.Client` after 50 "
+            "uncounted ones. The server runs its retention pass at start; the timed requests "
+            "begin after it ended.",
+            "",
+            "| store | n | errors | p50 (ms) | p99 (ms) | max (ms) | first request after "
+            "start (ms) | server start (s) |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for h in https:
+            out.append(
+                f"| {h.store} | {len(h.times):,} | {h.errors} | {ms(pct(h.times, 0.5))} "
+                f"| {ms(pct(h.times, 0.99))} | {ms(max(h.times) if h.times else math.nan)} "
+                f"| {ms(h.first, 0)} | {h.start_seconds:.1f} |"
+            )
+        if routes:
+            out += [
+                "",
+                "Where such a request's time goes: the route's work without HTTP "
+                f"(in-process, {args.http_requests:,} random instances, just before the server "
+                "ran; FastAPI's own validation of the response model is not in it):",
+                "",
+                "| store | part | p50 (ms) | p99 (ms) |",
+                "| --- | --- | ---: | ---: |",
+            ]
+            for rt in routes:
+                for k, label in ROUTE_PARTS.items():
+                    t = rt.times[k]
+                    out.append(f"| {rt.store} | {label} | {ms(pct(t, 0.5))} | {ms(pct(t, 0.99))} |")
+    if retention:
+        out += [
+            "",
+            "Retention pass (`store.events.enforce_retention(conn, older_than, keep=100)`, "
+            "what `background/retention.py` runs at every server start and every hour) on "
+            "the loaded store, in a transaction that is rolled back, bounded by "
+            f"{args.retention_timeout:g} s. With the default 30 days nothing here is old "
+            "enough; with a cutoff of now every event is, but every instance's newest 100 "
+            "are kept, so nothing would go either: only the cost of deciding is measured.",
+            "",
+            "| store | cutoff | time (s) | outcome | plan |",
+            "| --- | --- | ---: | --- | --- |",
+        ]
+        for rr in retention:
+            outcome = (
+                f"did not finish within {args.retention_timeout:g} s"
+                if rr.removed is None
+                else f"{rr.removed} rows would go"
+            )
+            out.append(
+                f"| {rr.store} | {rr.label} | {rr.seconds:.1f} | {outcome} "
+                f"| {_plan_line(rr.plan.replace(chr(10), '; '))[:160]} |"
+            )
+    if writes:
+        out += [
+            "",
+            "### Event write cost",
+            "",
+            "On the loaded store: one transaction (`Store.tx_sync`, commit included) that "
+            "updates the instance's row, without and with an event, for up to "
+            f"{args.write_iterations:,} random instances (fewer if the store's "
+            f"{args.write_budget:g} s budget ran out: n below), the variants interleaved in "
+            "random order. Added = median of the variant minus median of the transaction "
+            "without an event. The control-plane event is `instance.failed` (cause "
+            "`vmm_failure`); its first write looks for a recent identical event (none), its "
+            "repeat finds it and replaces it (count 2). On PostgreSQL every event write "
+            "first takes `pg_advisory_xact_lock` (one lock for all event writers, held to commit).",
+            "",
+            "| store | variant | n | p50 (ms) | p99 (ms) | mean (ms) | added, median (us) |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for w in writes:
+            base = median(w.times["none"])
+            for v in VARIANTS:
+                t = w.times[v]
+                added = "" if v == "none" else f"{(median(t) - base) * 1e6:.0f}"
+                out.append(
+                    f"| {w.store} | {VARIANT_TEXT[v]} | {len(t):,} | {ms(pct(t, 0.5), 3)} "
+                    f"| {ms(pct(t, 0.99), 3)} | {ms(sum(t) / len(t), 3)} | {added} |"
+                )
+        steps = [
+            ("create with `start: true`", 1, 3),
+            ("start", 3, 0),
+            ("stop", 2, 0),
+            ("reboot", 1, 0),
+            ("VMM failure and automatic restart", 0, 5),
+        ]
+        out += [
+            "",
+            "Per lifecycle step (events each step writes, as a real server writes them: "
+            "user-actor or control-plane-actor; the added time is the sum of the measured "
+            "per-event medians above, `events.insert` only):",
+            "",
+            "| step | events (user + control plane) | "
+            + " | ".join(f"added, {w.store} (us)" for w in writes)
+            + " |",
+            "| --- | --- | " + " | ".join("---:" for _ in writes) + " |",
+        ]
+        for label, nu, nc in steps:
+            cells = []
+            for w in writes:
+                base = median(w.times["none"])
+                u = median(w.times["user"]) - base
+                c = median(w.times["cp_new"]) - base
+                cells.append(f"{(nu * u + nc * c) * 1e6:.0f}")
+            out.append(f"| {label} | {nu} + {nc} | " + " | ".join(cells) + " |")
+        for w in writes:
+            if w.repeats:
+                out += [
+                    "",
+                    f"{w.store}: of {w.repeats} coalesced repeats written right after their "
+                    f"original, {w.seq_not_advanced} kept the original's `seq` instead of "
+                    "getting a higher one (a stream whose cursor is at the original would not "
+                    "deliver the update).",
+                ]
+    if failures:
+        out += [
+            "",
+            "### From an injected VM failure to the event, and to running again",
+            "",
+            "A real `skylight serve` on a fresh store, `--sim-start-delay "
+            f"{args.start_delay:g} --auto-restart-cooldown 0 --auto-restart-interval I`. "
+            "For each of "
+            f"{args.failures} running instances, at a random point of the auto-restart "
+            "task's cycle (after a random 0-I s pause): `POST "
+            "/v1/system/sim/instances/{name}/crash?project=P` (204), then (a) until the new "
+            "`instance.failed` event is in `GET /v1/instances/{name}/events` (polled every "
+            "5 ms), (b) until `run_state` is `running` again (`GET /v1/instances/{name}`, "
+            "every 5 ms). The instance's live stream (`GET "
+            "/v1/instances/{name}/events/stream`, Server-Sent Events, opened before the "
+            "crash) is read at the same time by another thread: (a) is the arrival of its "
+            "`instance.failed` message, (b) of its `instance.running` one. Times from "
+            "sending the crash request. The crash endpoint answers after the failure's "
+            "transaction committed, so (a) by polling is the crash request plus at most one "
+            "poll. The auto-restart task looks for due instances every interval I "
+            "(`--auto-restart-interval`, default 5 s), so (b) is dominated by I: I/2 on "
+            "average, up to I, plus the start saga (with the simulated sled's start delay).",
+            "",
+            "| store | I (s) | n (poll / stream) | crash request p50 (ms) "
+            "| (a) poll p50 / p99 (ms) "
+            "| (a) stream p50 / p99 (ms) | (b) poll p50 / p99 (ms) "
+            "| (b) stream p50 / p99 (ms) | errors |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for f in failures:
+            out.append(
+                f"| {f.store} | {f.interval:g} | {len(f.to_failed_poll)} / "
+                f"{len(f.to_failed_sse)} | {ms(pct(f.crash_request, 0.5), 1)} "
+                f"| {ms(pct(f.to_failed_poll, 0.5), 1)} / {ms(pct(f.to_failed_poll, 0.99), 1)} "
+                f"| {ms(pct(f.to_failed_sse, 0.5), 1)} / {ms(pct(f.to_failed_sse, 0.99), 1)} "
+                f"| {ms(pct(f.to_running_poll, 0.5), 0)} / "
+                f"{ms(pct(f.to_running_poll, 0.99), 0)} "
+                f"| {ms(pct(f.to_running_sse, 0.5), 0)} / {ms(pct(f.to_running_sse, 0.99), 0)} "
+                f"| {len(f.errors)} |"
+            )
+    notes = observations(pages, retention, https, writes)
+    if notes:
+        out += ["", "### Observations", "", *notes]
+    if pages or writes or retention:
+        out += ["", "Plans (each query once, for one random instance / project):", ""]
+        for pr in pages:
+            out += [
+                f"<details><summary>{pr.store}: {pr.query.name}</summary>",
+                "",
+                "```",
+                pr.plan.strip(),
+                "```",
+                "",
+                "</details>",
+            ]
+        for w in writes:
+            out += [
+                f"<details><summary>{w.store}: coalescing lookup of a control-plane event "
+                "(`store.events._repeat_of`)</summary>",
+                "",
+                "```",
+                w.lookup_plan.strip(),
+                "```",
+                "",
+                "</details>",
+            ]
+        for rr in retention:
+            out += [
+                f"<details><summary>{rr.store}: retention ({rr.label})</summary>",
+                "",
+                "```",
+                rr.plan.strip(),
+                "```",
+                "",
+                "</details>",
+            ]
+    out += [
+        "",
+        "Machine:",
+        "",
+        "| | |",
+        "| --- | --- |",
+        *(f"| {k} | {v} |" for k, v in machine(args, stores)),
+        "",
+        "Settings:",
+        "",
+        "| | |",
+        "| --- | --- |",
+        (
+            "| events / instances / projects | "
+            f"{shape.events:,} / {shape.instances:,} / {shape.projects:,} |"
+        ),
+        f"| page size | {LIMIT} |",
+        f"| queries per row (in-process) | {args.queries:,}, budget {args.query_budget:g} s |",
+        f"| HTTP requests | {args.http_requests:,} |",
+        f"| write iterations per variant | up to {args.write_iterations:,}, budget "
+        f"{args.write_budget:g} s per store |",
+        f"| failures per series | {args.failures} |",
+        f"| auto-restart intervals | {', '.join(f'{x:g} s' for x in args.restart_intervals)} |",
+        f"| `--sim-start-delay` | {args.start_delay:g} s |",
+        f"| random seed | {args.seed} |",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def write_doc(text: str) -> None:
+    """Replace this benchmark's section of the doc (or append it); keep the others intact."""
+    if DOC.exists():
+        doc = DOC.read_text()
+        pattern = re.compile(rf"^{re.escape(SECTION)}[ \t]*\n.*?(?=^## |\Z)", re.M | re.S)
+        if pattern.search(doc):
+            doc = pattern.sub(lambda _m: text.rstrip("\n") + "\n\n", doc, count=1)
+        else:
+            doc = doc.rstrip("\n") + "\n\n" + text
+    else:
+        doc = "# Benchmarks\n\nFigures measured on one machine, with how to reproduce them.\n\n"
+        doc += text
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text(doc.rstrip("\n") + "\n")
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--events", type=int, default=10_000_000, help="events stored (10,000,000)")
+    p.add_argument("--instances", type=int, default=100_000, help="instances (100,000)")
+    p.add_argument("--projects", type=int, default=100, help="projects (100)")
+    p.add_argument("--span-days", type=float, default=20.0, help="history span (20 days)")
+    p.add_argument("--stores", default="sqlite,postgres", help="sqlite,postgres")
+    p.add_argument(
+        "--parts", default="read,http,write,failure", help="read,http,write,failure (all)"
+    )
+    p.add_argument("--queries", type=int, default=2000, help="timed queries per row (2,000)")
+    p.add_argument("--query-budget", type=float, default=15.0, help="seconds per row (15)")
+    p.add_argument("--http-requests", type=int, default=1000)
+    p.add_argument("--write-iterations", type=int, default=3000)
+    p.add_argument("--write-budget", type=float, default=120.0, help="seconds per store (120)")
+    p.add_argument("--failures", type=int, default=20, help="crashes per series (20)")
+    p.add_argument(
+        "--restart-intervals",
+        default="5,0.1",
+        help="--auto-restart-interval values for the failure part (5,0.1)",
+    )
+    p.add_argument("--start-delay", type=float, default=0.05, help="--sim-start-delay (s)")
+    p.add_argument("--retention-timeout", type=float, default=45.0)
+    p.add_argument("--reuse", action="store_true", help="keep the loaded stores, reuse them")
+    p.add_argument(
+        "--workdir",
+        default=str(Path(tempfile.gettempdir()) / "skylight-bench-events"),
+        help="where the SQLite store and server data go",
+    )
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--write", action="store_true", help=f"update {DOC.relative_to(ROOT)}")
+    p.add_argument("--pg-admin", default=PG_ADMIN_DEFAULT, help="PostgreSQL admin URL")
+    args = p.parse_args(argv)
+    if args.events < 4 * args.instances or args.instances < 1 or args.projects < 1:
+        p.error("--events must be at least 4 x --instances, and both at least 1")
+    if args.events >= 2**48 or args.queries < 1 or args.failures < 1:
+        p.error("--events below 2**48; --queries and --failures at least 1")
+    args.restart_intervals = [float(x) for x in args.restart_intervals.split(",") if x.strip()]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    stores = [s.strip() for s in args.stores.split(",") if s.strip()]
+    parts = {s.strip() for s in args.parts.split(",") if s.strip()}
+    for s in stores:
+        if s not in ("sqlite", "postgres"):
+            raise SystemExit(f"unknown store {s!r} (sqlite, postgres)")
+    LOAD.append(os.getloadavg()[0])
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    shape = Shape(args.events, args.instances, args.projects, args.span_days)
+    loads: list[Loaded] = []
+    pages: list[PageResult] = []
+    retention: list[RetentionResult] = []
+    https: list[HttpResult] = []
+    routes: list[RouteResult] = []
+    writes: list[WriteResult] = []
+    failures: list[FailureResult] = []
+    if parts & {"read", "http", "write"}:
+        for s in stores:
+            t_store = time.time()
+            ld = prepare_sqlite(args, shape) if s == "sqlite" else prepare_pg(args, shape)
+            bring_to_head(ld)
+            loads.append(ld)
+            try:
+                store = Store(ld.url)
+                try:
+                    if "read" in parts:
+                        pages += measure_pages(store, s, args)
+                        for label, cutoff in (
+                            ("30 days ago (default)", now() - timedelta(days=30)),
+                            ("now", now()),
+                        ):
+                            retention.append(
+                                measure_retention(store, s, cutoff, label, args.retention_timeout)
+                            )
+                    if "write" in parts:
+                        writes.append(measure_writes(store, s, shape, args))
+                finally:
+                    store.dispose()
+                if "http" in parts:
+                    route_store = Store(ld.url)
+                    try:
+                        routes.append(
+                            measure_route(route_store, s, shape, args.http_requests, args.seed)
+                        )
+                    finally:
+                        route_store.dispose()
+                    https.append(measure_http(ld, args, work))
+            finally:
+                ld.cleanup()
+            print(f"{s}: done in {time.time() - t_store:.0f} s", flush=True)
+    if "failure" in parts:
+        for s in stores:
+            for interval in args.restart_intervals:
+                db = None
+                pg_name = None
+                if s == "postgres":
+                    pg_name = f"skylight_bench_ev_{uuid.uuid4().hex[:10]}"
+                    _pg_exec(args.pg_admin, f'CREATE DATABASE "{pg_name}"')
+                    db = _pg_url(args.pg_admin, pg_name)
+                try:
+                    failures.append(measure_failures(s, db, interval, args, work))
+                finally:
+                    if pg_name is not None:
+                        _pg_exec(args.pg_admin, f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
+    if not args.reuse:
+        shutil.rmtree(work, ignore_errors=True)
+    LOAD.append(os.getloadavg()[0])
+    text = section(args, stores, loads, pages, retention, https, routes, writes, failures)
+    print()
+    print(text)
+    if args.write:
+        write_doc(text)
+        print(f"wrote {DOC}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
