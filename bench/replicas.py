@@ -1002,25 +1002,23 @@ def _f(value: float, digits: int = 0) -> str:
     return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
 
 
-def _git_rev() -> str:
+def _git(*argv: str) -> str:
     try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-        return f"{rev}{' (with uncommitted changes)' if dirty else ''}" if rev else "?"
+        out = subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "?"
+        return ""
+
+
+def _git_rev() -> tuple[str, str]:
+    """(the commit, with a note if src/ has uncommitted changes; the code's identity: the
+    src/ tree of HEAD plus the uncommitted diff of src/)."""
+    rev = _git("rev-parse", "--short", "HEAD") or "?"
+    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", "src")
+    code = (
+        _git("rev-parse", "HEAD:src") + "\n" + (_git("diff", "HEAD", "--", "src") if dirty else "")
+    )
+    return f"{rev}{' (src/ with uncommitted changes)' if dirty else ''}", code
 
 
 def _loadavg() -> str:
@@ -1031,7 +1029,7 @@ def _loadavg() -> str:
 
 
 def machine(
-    args: argparse.Namespace, load: tuple[str, str], revs: tuple[str, str]
+    args: argparse.Namespace, load: tuple[str, str], revs: tuple[tuple[str, str], ...]
 ) -> list[tuple[str, str]]:
     cpu, mem = platform.processor() or "?", "?"
     try:
@@ -1053,10 +1051,10 @@ def machine(
         ("PostgreSQL", f"{_pg_version(args.pg_admin)} (same machine, 127.0.0.1)"),
         (
             "Skylight",
-            revs[0]
-            if revs[0] == revs[1]
-            else f"{revs[0]} at the start; HEAD moved to {revs[1]} during the run (processes "
-            "started after the change ran the new code)",
+            revs[0][0]
+            if revs[0][1] == revs[1][1]
+            else f"{revs[0][0]} at the start; `src/` changed during the run (now "
+            f"{revs[1][0]}): processes started after the change ran the new code",
         ),
         (
             "load average (1 min), start / end",
@@ -1429,7 +1427,7 @@ def section(
     profile: Profile | None,
     args: argparse.Namespace,
     load: tuple[str, str],
-    revs: tuple[str, str],
+    revs: tuple[tuple[str, str], ...],
 ) -> str:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     cmd = ("python bench/replicas.py " + " ".join(sys.argv[1:])).strip()

@@ -9,6 +9,7 @@ a lost answer does no harm. Transport failures become ``SledAgentError("unreacha
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -16,6 +17,9 @@ import httpx
 from skylight.sled.agent import SledAgentError, VmmSpec
 
 KINDS = ("error", "vmm_gone", "timeout", "unreachable")
+
+
+_ATTEMPTS = 3  # per call, for connection errors only
 
 
 class HttpSledAgent:
@@ -38,21 +42,28 @@ class HttpSledAgent:
         ok_missing: bool = False,
         timeout: float | None = None,
     ) -> httpx.Response | None:
-        try:
-            r = await self._client.request(
-                method,
-                path,
-                json=json,
-                timeout=self.timeout if timeout is None else timeout,
-            )
-        except httpx.TimeoutException as exc:
-            raise SledAgentError(
-                "timeout", f"no answer from the sled agent at {self.base_url}: {exc!r}"
-            ) from None
-        except httpx.HTTPError as exc:
-            raise SledAgentError(
-                "unreachable", f"cannot reach the sled agent at {self.base_url}: {exc!r}"
-            ) from None
+        for attempt in range(_ATTEMPTS):
+            try:
+                r = await self._client.request(
+                    method,
+                    path,
+                    json=json,
+                    timeout=self.timeout if timeout is None else timeout,
+                )
+                break
+            except httpx.TimeoutException as exc:
+                raise SledAgentError(
+                    "timeout", f"no answer from the sled agent at {self.base_url}: {exc!r}"
+                ) from None
+            except httpx.HTTPError as exc:
+                # A pooled connection the agent closed as the request went out (keep-alive
+                # race) looks like this too: every call is idempotent, so try again at once.
+                if attempt + 1 < _ATTEMPTS:
+                    await asyncio.sleep(0.05 * (attempt + 1))
+                    continue
+                raise SledAgentError(
+                    "unreachable", f"cannot reach the sled agent at {self.base_url}: {exc!r}"
+                ) from None
         if r.status_code == 404 and ok_missing:
             return None
         if r.status_code >= 400:
