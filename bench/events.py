@@ -2,7 +2,7 @@
 
 1. First page with many events stored. A store (SQLite file, PostgreSQL database) is migrated
    and ``instance_event`` is bulk-loaded in SQL (a recursive CTE on SQLite, generate_series
-   on PostgreSQL; the two secondary indexes are dropped during the load and rebuilt from
+   on PostgreSQL; the secondary indexes are dropped during the load and rebuilt from
    their own definitions afterwards) with ``--events`` rows (10,000,000) spread over
    ``--instances`` instances (100,000) in ``--projects`` projects, with matching ``project``
    and ``instance`` rows. Each instance has an ordinary lifecycle (created, started, stopped,
@@ -11,9 +11,12 @@
    Then the query the API runs for a first page, ``store.events.page(conn, EventFilter(...),
    limit=100, before_seq=None)`` inside ``Store.tx_sync``, is timed for random instances, for
    projects, for the fleet, and with a kind filter; its plan is printed (EXPLAIN QUERY PLAN /
-   EXPLAIN ANALYZE). The retention pass (``store.events.enforce_retention``, run by every
-   server at start and every hour) is timed in a transaction that is rolled back. Then a real
-   server (``skylight.testing.ServerProcess``) is started on the loaded store and
+   EXPLAIN ANALYZE). The instances are asked cold first (this store's own files evicted from
+   the OS page cache with posix_fadvise; ``--no-cold`` skips that), then again. The route's
+   work is also timed in parts without HTTP. The retention pass
+   (``store.events.enforce_retention``, run by every server at start and every hour) is
+   timed in a transaction that is rolled back. Then a real server
+   (``skylight.testing.ServerProcess``) is started on the loaded store and
    ``GET /v1/instances/{id}/events?limit=100`` is timed over HTTP.
 
 2. Event write cost: a transaction that updates an instance row, with and without
@@ -37,6 +40,7 @@ sections are kept). Everything goes to 127.0.0.1. No duration is asserted anywhe
     .venv/bin/python bench/events.py --write              # ... and update the doc
     .venv/bin/python bench/events.py --reuse              # keep the loaded stores for next time
     .venv/bin/python bench/events.py --events 1000000 --instances 10000 --stores sqlite
+    .venv/bin/python bench/events.py --parts failure --restart-intervals 5
 """
 
 from __future__ import annotations
@@ -1555,6 +1559,14 @@ def observations(
                 "in the fleet, checking each row; its cost grows with the whole store, and it "
                 "runs inside the write transaction, under the store's lock."
             )
+        elif "instance_kind_seq" in w.lookup_plan:
+            how = (
+                "`store/events.py::_repeat_of` (coalescing) reads the instance's events of "
+                "that kind newest first through `ix_instance_event_instance_kind_seq` and "
+                "checks reason code and `time_last` on the table rows, so when there is no "
+                "recent repeat (the usual case) it reads each of the instance's events of that "
+                f"kind, one table page each{scanned}."
+            )
         else:
             how = (
                 "`store/events.py::_repeat_of` (coalescing) reads the instance's events newest "
@@ -1677,7 +1689,7 @@ def section(
             f"of 1 instance in {GAVE_UP_EVERY} (about 1 event in {GAVE_UP_EVERY * CYCLE:,}); "
             f"`{ABSENT_KIND}` is not stored at all. Loaded in SQL (SQLite: a recursive CTE "
             "with `journal_mode=OFF`, `synchronous=OFF` during the load only; PostgreSQL: "
-            "`INSERT ... SELECT generate_series`), 1,000,000 rows per transaction, the two "
+            "`INSERT ... SELECT generate_series`), 1,000,000 rows per transaction, the "
             "secondary indexes dropped during the load and rebuilt from their own "
             "definitions; PostgreSQL then `VACUUM (ANALYZE)`. SQLite gets no `ANALYZE`, "
             "as a store in service has none.",
@@ -1712,8 +1724,10 @@ def section(
             '"the same instances again" repeats the same queries at once, their pages just '
             "read. The other rows run on whatever is cached by then. This machine is a VM "
             "whose balloon driver hands unused page cache back to the host within minutes, "
-            "so a cached store does not stay cached for long when idle. PostgreSQL's own "
-            "cache is its `shared_buffers` (below).",
+            "so a cached store does not stay cached for long when idle. Only the VM's own "
+            "page cache can be evicted; its virtual disk may itself be cached by the host, "
+            "so a read from a truly cold disk can be slower still. PostgreSQL's own cache is "
+            "its `shared_buffers` (below).",
             "",
             "| query (first page, 100 newest) | API | store | n | p50 (ms) | p99 (ms) "
             "| max (ms) | page cache (GiB) | plan |",

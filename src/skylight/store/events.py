@@ -149,21 +149,20 @@ def last_seq(conn: Connection) -> int:
 def enforce_retention(conn: Connection, *, older_than: datetime, keep: int) -> int:
     """Delete events last seen before ``older_than``, except each instance's newest ``keep``
     and any event that is an instance's current status reason. Returns how many went."""
-    ranked = sa.select(
-        event.c.seq,
-        sa.func.row_number()
-        .over(partition_by=event.c.instance_id, order_by=event.c.seq.desc())
-        .label("rank"),
-    ).subquery()
-    kept = sa.select(ranked.c.seq).where(ranked.c.rank <= keep)
-    explaining = sa.select(instance.c.status_event_id).where(
-        instance.c.status_event_id.is_not(None)
+    # Per row, one probe of (instance_id, seq): the seq of its instance's keep-th newest
+    # event. (A NOT IN over a ranked list of every event never finished at 10M events.)
+    newer = event.alias("newer")
+    kth_newest = (
+        sa.select(newer.c.seq)
+        .where(newer.c.instance_id == event.c.instance_id)
+        .order_by(newer.c.seq.desc())
+        .limit(1)
+        .offset(max(keep - 1, 0))
+        .scalar_subquery()
     )
-    result = conn.execute(
-        event.delete().where(
-            event.c.time_last < older_than,
-            event.c.seq.not_in(kept),
-            event.c.id.not_in(explaining),
-        )
-    )
+    explaining = sa.exists().where(instance.c.status_event_id == event.c.id)
+    conditions = [event.c.time_last < older_than, ~explaining]
+    if keep > 0:
+        conditions.append(event.c.seq < sa.func.coalesce(kth_newest, -1))
+    result = conn.execute(event.delete().where(*conditions))
     return int(result.rowcount or 0)
