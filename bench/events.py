@@ -70,6 +70,7 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from _report import write_section  # bench/ is on sys.path when a script runs
 from skylight import lookup
 from skylight.api import models, paging, views
 from skylight.clock import now
@@ -1987,19 +1988,7 @@ def section(
 
 
 def write_doc(text: str) -> None:
-    """Replace this benchmark's section of the doc (or append it); keep the others intact."""
-    if DOC.exists():
-        doc = DOC.read_text()
-        pattern = re.compile(rf"^{re.escape(SECTION)}[ \t]*\n.*?(?=^## |\Z)", re.M | re.S)
-        if pattern.search(doc):
-            doc = pattern.sub(lambda _m: text.rstrip("\n") + "\n\n", doc, count=1)
-        else:
-            doc = doc.rstrip("\n") + "\n\n" + text
-    else:
-        doc = "# Benchmarks\n\nFigures measured on one machine, with how to reproduce them.\n\n"
-        doc += text
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(doc.rstrip("\n") + "\n")
+    write_section(SECTION, text, DOC)
 
 
 # -- main -------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from typing import Any
 
 import httpx
 
+from _report import write_section  # bench/ is on sys.path when a script runs
 from skylight.testing import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -393,18 +394,7 @@ def section(results: list[Result], args: argparse.Namespace, stores: list[str]) 
 
 
 def write_doc(text: str) -> None:
-    if DOC.exists():
-        doc = DOC.read_text()
-        pattern = re.compile(rf"^{re.escape(SECTION)}[ \t]*\n.*?(?=^## |\Z)", re.M | re.S)
-        if pattern.search(doc):
-            doc = pattern.sub(lambda _m: text.rstrip("\n") + "\n\n", doc, count=1)
-        else:
-            doc = doc.rstrip("\n") + "\n\n" + text
-    else:
-        doc = "# Benchmarks\n\nFigures measured on one machine, with how to reproduce them.\n\n"
-        doc += text
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(doc.rstrip("\n") + "\n")
+    write_section(SECTION, text, DOC)
 
 
 # -- main ------------------------------------------------------------------------------------
