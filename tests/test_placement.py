@@ -320,3 +320,119 @@ def test_large_rack_groups_operator_detail_by_checks() -> None:
     assert diagnosis["counts"]["too_few_cpus"] == 270
     shown = redact(reason, operator=False)
     assert shown is not None and "sled_groups" not in shown["diagnosis"]
+
+
+@st.composite
+def wide_racks(draw: st.DrawFn) -> list[SledView]:
+    """Racks of 8-48 sleds of one size with few distinct free amounts, so that ties between
+    sleds (the hard case for a search that stops early) are common."""
+    sleds = []
+    for i in range(draw(st.integers(8, 48))):
+        policy = draw(st.sampled_from(["in_service"] * 6 + ["expunged"]))
+        sleds.append(
+            SledView(
+                id=f"sled-{i:02}",
+                policy=policy,
+                provision_policy=draw(
+                    st.sampled_from(["provisionable"] * 5 + ["non_provisionable"])
+                ),
+                state="active" if policy == "in_service" else "decommissioned",
+                cpus=32,
+                memory=64 * GiB,
+                cpu_family=draw(st.sampled_from(FAMILIES)),
+                local_storage=400 * GiB,
+                reserved_cpus=draw(st.sampled_from([8, 16, 24, 28, 30, 32])),
+                reserved_memory=draw(st.sampled_from([16, 32, 48, 56, 64])) * GiB,
+                reserved_local_storage=draw(st.sampled_from([0, 200, 300, 400])) * GiB,
+            )
+        )
+    return sleds
+
+
+def _share_of_request(req: Request, s: SledView) -> float:
+    """How much of the request the sled has free, each resource capped at its whole."""
+    share = min(s.free_cpus / req.ncpus, 1) + min(s.free_memory / req.memory, 1)
+    if req.local_storage:
+        share += min(s.free_local_storage / req.local_storage, 1)
+    return share
+
+
+def _held_back_only_by_room(req: Request, s: SledView) -> bool:
+    """Would the sled take the instance if it had any amount of room?"""
+    boundless = {"cpus": 10**9, "memory": 10**18, "local_storage": 10**18}
+    return fits_now(req, SledView(**{**s.__dict__, **boundless})) and not fits_now(req, s)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.data(),
+    head=st.integers(1, 6),
+    search=st.sampled_from(["heads first", "candidates only", "every sled"]),
+)
+def test_shortfall_is_that_of_a_closest_sled(data: st.DataObject, head: int, search: str) -> None:
+    """The closest sled (largest capped share of the request free) is found whichever way the
+    diagnosis searches: heads of the most-free lists first (forced here on small racks with
+    short heads), candidates only, or every sled."""
+    from unittest import mock
+
+    from skylight.placement import diagnosis
+
+    sleds = data.draw(wide_racks())
+    ids = [s.id for s in sleds]
+    req = data.draw(requests(ids))
+    req = Request(**{**req.__dict__, "contradictions": (), "pinned_sled": None})
+    scan_below, few = {
+        "heads first": (0, 0),
+        "candidates only": (10**9, 10**9),
+        "every sled": (10**9, 0),
+    }[search]
+    with (
+        mock.patch.object(diagnosis, "CLOSEST_HEAD", head),
+        mock.patch.object(diagnosis, "CLOSEST_SCAN_BELOW", scan_below),
+        mock.patch.object(diagnosis, "CANDIDATES_ONLY_SHARE", few),
+    ):
+        result = place(req, sleds, random.Random(1))
+    if isinstance(result, Placement):
+        return
+    candidates = [s for s in sleds if _held_back_only_by_room(req, s)]
+    shortfall = result.reason["diagnosis"]["shortfall"]
+    if not candidates:
+        assert shortfall is None
+        return
+    best = max(_share_of_request(req, s) for s in candidates)
+    closest = [
+        {
+            "vcpus": max(0, req.ncpus - s.free_cpus),
+            "memory": max(0, req.memory - s.free_memory),
+            "local_storage": max(0, req.local_storage - s.free_local_storage),
+        }
+        for s in candidates
+        if _share_of_request(req, s) >= best - 1e-9
+    ]
+    assert shortfall in closest
+
+
+def test_samples_are_the_first_sleds_in_rack_order_on_large_racks() -> None:
+    """Past 1,024 sleds samples are found in the bytes of the signatures: each group's sample
+    is still its first sleds in rack order, rare groups at the far end of the rack included."""
+    n = 3000
+    sleds = [
+        _sled(
+            i,
+            provision_policy="non_provisionable" if i % 500 == 7 or i > n - 4 else "provisionable",
+            reserved_cpus=14 if i % 3 else 10,
+        )
+        for i in range(n)
+    ]
+    groups = _fail(Request(ncpus=8, memory=GiB), sleds)["diagnosis"]["sled_groups"]
+    expected: dict[tuple[str, ...], list[str]] = {}
+    for s in sleds:
+        checks = ("not_provisionable",) if s.provision_policy != "provisionable" else ()
+        expected.setdefault((*checks, "too_few_cpus"), []).append(s.id)
+    assert {tuple(g["checks"]): g["sample"] for g in groups} == {
+        k: v[:16] for k, v in expected.items()
+    }
+    assert {tuple(g["checks"]): g["count"] for g in groups} == {
+        k: len(v) for k, v in expected.items()
+    }
+    assert [g["count"] for g in groups] == sorted((g["count"] for g in groups), reverse=True)

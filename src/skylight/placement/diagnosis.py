@@ -15,11 +15,44 @@ import numpy as np
 from skylight.events import reasons
 from skylight.placement.filters import CAPACITY_CHECKS, CHECK_NAMES, CHECKS
 from skylight.placement.model import Request
-from skylight.placement.rack import Ints, Mask, Rack, Sigs
+from skylight.placement.rack import Floats, Ints, Mask, Rack, Sigs
 
 GiB = 1024**3
 SLED_DETAIL_LIMIT = 128  # sleds listed one by one for operators; beyond, grouped
 SLED_SAMPLE = 16  # sled ids shown per group of sleds that failed the same checks
+SAMPLE_HEAD = 1024  # racks up to this size take samples with numpy, larger ones from bytes
+CLOSEST_HEAD = 32  # sleds with the most free of a resource looked at first for the closest
+CLOSEST_SCAN_BELOW = 2048  # candidates under which scoring them all is as cheap
+CANDIDATES_ONLY_SHARE = 0.25  # below this share of the rack, gather the candidates first
+
+# A diagnosis asks the same few questions of every failure ("is any sled held back only by
+# maintenance?"). Each is a question about the set of checks a sled failed, its byte-sized
+# signature, so it is answered from the few signatures present in the rack and their counts
+# (a ``Tally``) instead of a pass over every sled: the cost of a diagnosis then hardly grows
+# with the number of sleds.
+Tally = dict[int, int]  # signature -> number of sleds
+
+
+def _bits(checks: set[str] | frozenset[str]) -> int:
+    return sum(1 << CHECK_NAMES.index(c) for c in checks)
+
+
+_NOT_IN_SERVICE = _bits({"not_in_service"})
+_NOT_CAPACITY = ~_bits(CAPACITY_CHECKS) & 0xFF  # a sled failing these needs more than room
+_NEEDS_MORE_THAN_ROOM = (np.arange(256) & _NOT_CAPACITY) != 0  # per signature
+_IS_CANDIDATE = ~_NEEDS_MORE_THAN_ROOM & (np.arange(256) != 0)  # fails, but only for room
+_ONLY_MAINTENANCE = _bits({"not_provisionable"})  # in service, would fit but for maintenance
+_ONLY_ANTI_AFFINITY = _bits({"anti_affinity"})  # ... but for an anti-affinity rule
+# For each signature, the first check it failed (the one its sled is counted under) and the
+# names of every check it failed.
+_FIRST = [CHECK_NAMES[(v & -v).bit_length() - 1] if v else "" for v in range(256)]
+_CHECK_LISTS = [tuple(c for b, c in enumerate(CHECK_NAMES) if v >> b & 1) for v in range(256)]
+
+
+def _tally(sig: Sigs) -> Tally:
+    counts = np.bincount(sig, minlength=256)
+    present = counts.nonzero()[0]
+    return dict(zip(present.tolist(), counts[present].tolist(), strict=True))
 
 
 def _gib(n: int) -> str:
@@ -34,7 +67,7 @@ def _size(req: Request) -> str:
     return text
 
 
-def _permanent(req: Request, rack: Rack) -> tuple[str, str, str] | None:
+def _permanent(req: Request, rack: Rack, in_service: int) -> tuple[str, str, str] | None:
     """(code, headline, fix) when no rack state short of a user's change could place it."""
     alive = rack.in_service
     if req.contradictions:
@@ -44,10 +77,8 @@ def _permanent(req: Request, rack: Rack) -> tuple[str, str, str] | None:
             f"Its affinity and anti-affinity groups contradict each other (both contain {names})",
             "Remove the instance from one of the groups that contain the same members.",
         )
-    if (
-        req.pinned_sled is not None
-        and not (alive & rack.members(frozenset({req.pinned_sled}))).any()
-    ):
+    pinned = rack.index.get(req.pinned_sled) if req.pinned_sled is not None else None
+    if req.pinned_sled is not None and (pinned is None or not alive[pinned]):
         return (
             "local_storage_unavailable",
             "Its local disks are on a sled that has left service for good",
@@ -62,30 +93,37 @@ def _permanent(req: Request, rack: Rack) -> tuple[str, str, str] | None:
                 f"No sled in service has the CPU platform {req.cpu_platform}",
                 "Choose another CPU platform, or none.",
             )
-    ever = alive.copy()
-    if platform_ok is not None:
-        ever &= platform_ok
-    if req.pinned_sled is not None:
-        ever &= rack.members(frozenset({req.pinned_sled}))
-    # Most racks are built of one sled size: skip the per-sled comparisons when the smallest
-    # sled of the rack already has room for the instance.
-    if not (
+    # Could any sled in service hold it if it were empty? Most racks are built of one sled
+    # size: when the smallest sled has room, only the platform and the pin can say no.
+    fits_smallest = (
         req.ncpus <= rack.smallest.cpus
         and req.memory <= rack.smallest.memory
         and req.local_storage <= rack.smallest.local_storage
-    ):
-        ever &= rack.cpus >= req.ncpus
-        ever &= rack.memory >= req.memory
-        ever &= rack.local_storage >= req.local_storage
-    if not ever.any():
-        cpus = int(rack.cpus[alive].max()) if alive.any() else 0
-        mem = int(rack.memory[alive].max()) if alive.any() else 0
+    )
+    if pinned is not None:
+        ever = bool(
+            (platform_ok is None or platform_ok[pinned])
+            and rack.cpus[pinned] >= req.ncpus
+            and rack.memory[pinned] >= req.memory
+            and rack.local_storage[pinned] >= req.local_storage
+        )
+    elif fits_smallest and platform_ok is None:
+        ever = in_service > 0
+    else:
+        can = alive if platform_ok is None else alive & platform_ok
+        if not fits_smallest:
+            can = can & (rack.cpus >= req.ncpus)
+            can &= rack.memory >= req.memory
+            can &= rack.local_storage >= req.local_storage
+        ever = bool(can.any())
+    if not ever:
+        cpus = int(rack.cpus[alive].max()) if in_service else 0
+        mem = int(rack.memory[alive].max()) if in_service else 0
         return (
             "exceeds_sled_size",
             "The instance is larger than any sled can hold",
             f"Request at most {cpus} vCPUs and {_gib(mem)} of memory.",
         )
-    in_service = int(alive.sum())
     for group in req.anti_affinity:
         if group.hard and group.members > in_service:
             return (
@@ -108,36 +146,70 @@ def _lacks(short: dict[str, int]) -> str:
     return " and ".join(parts)
 
 
-def _bits(checks: set[str] | frozenset[str]) -> int:
-    return sum(1 << CHECK_NAMES.index(c) for c in checks)
-
-
-def _only(sig: Sigs, allowed: set[str] | frozenset[str]) -> Mask:
-    """Sleds that fail no check outside ``allowed``."""
-    return np.asarray((sig & np.uint8(~_bits(allowed) & 0xFF)) == 0, dtype=bool)
-
-
-def _shortfall(req: Request, rack: Rack, sig: Sigs) -> dict[str, int] | None:
-    """The closest sled that only capacity keeps from taking the instance, and what it lacks."""
-    candidates = rack.in_service & _only(sig, CAPACITY_CHECKS)
-    if req.pinned_sled is not None:
-        candidates &= rack.members(frozenset({req.pinned_sled}))
-    if not candidates.any():
-        return None
-    # In place, on floats: this runs over every sled of a rack of thousands.
-    distance = np.subtract(float(req.ncpus), rack.free_cpus_f)
-    np.maximum(distance, 0.0, out=distance)
-    distance *= 1.0 / max(1, req.ncpus)
-    short_mem = np.subtract(float(req.memory), rack.free_memory_f)
-    np.maximum(short_mem, 0.0, out=short_mem)
-    short_mem *= 1.0 / max(1, req.memory)
-    distance += short_mem
+def _share(req: Request, cpus: Floats, memory: Floats, local: Ints | Floats) -> Floats:
+    """How much of the request each sled has free: per resource a share capped at 1, summed.
+    The larger, the closer the sled (the same order as the sum of relative shortfalls)."""
+    score = cpus * (1.0 / max(1, req.ncpus))
+    np.minimum(score, 1.0, out=score)
+    share = memory * (1.0 / max(1, req.memory))
+    np.minimum(share, 1.0, out=share)
+    score += share
     if req.local_storage:
-        short_disk = np.subtract(float(req.local_storage), rack.free_local_storage)
-        np.maximum(short_disk, 0.0, out=short_disk)
-        distance += short_disk * (1.0 / req.local_storage)
-    distance[~candidates] = np.inf
-    best = int(np.argmin(distance))
+        disk = local * (1.0 / req.local_storage)
+        score += np.minimum(disk, 1.0, out=disk)
+    return score
+
+
+def _closest(req: Request, rack: Rack, sig: Sigs, candidates: int) -> int:
+    """The position of the candidate sled (one of the ``candidates`` that only capacity keeps
+    out) with the largest share of the request free; the first in rack order on a tie.
+
+    With many candidates it is looked for first among the CLOSEST_HEAD sleds with the most
+    free of each resource: a sled outside all those heads has no more free of any resource
+    than the last sled of each head, so when a candidate inside scores higher than that
+    bound, no sled outside can match it and the answer is exact without a pass over the rack
+    (Fagin's threshold algorithm). With few candidates (group rules, a CPU platform) only
+    they are scored; otherwise every sled is."""
+    if candidates > CLOSEST_SCAN_BELOW:
+        heads = rack.most_free[: 3 if req.local_storage else 2, :CLOSEST_HEAD]
+        at = heads.ravel()
+        at = at[~_NEEDS_MORE_THAN_ROOM.take(sig.take(at))]
+        if at.size:
+            score = _share(
+                req, rack.free_cpus_f[at], rack.free_memory_f[at], rack.free_local_storage[at]
+            )
+            best = score.max()
+            last = heads[:, -1]
+            bound = _share(
+                req,
+                rack.free_cpus_f[last[:1]],
+                rack.free_memory_f[last[1:2]],
+                rack.free_local_storage[last[2:3]] if req.local_storage else last[:0],
+            )
+            if best >= bound[0]:
+                return int(at[score == best].min())
+    if candidates < CANDIDATES_ONLY_SHARE * len(rack):
+        at = _IS_CANDIDATE.take(sig).nonzero()[0]
+        score = _share(
+            req, rack.free_cpus_f[at], rack.free_memory_f[at], rack.free_local_storage[at]
+        )
+        return int(at[score.argmax()])
+    score = _share(req, rack.free_cpus_f, rack.free_memory_f, rack.free_local_storage)
+    np.putmask(score, _NEEDS_MORE_THAN_ROOM.take(sig), -np.inf)
+    return int(score.argmax())
+
+
+def _shortfall(req: Request, rack: Rack, sig: Sigs, tally: Tally) -> dict[str, int] | None:
+    """The closest sled that only capacity keeps from taking the instance, and what it lacks."""
+    candidates = sum(n for v, n in tally.items() if v and not v & _NOT_CAPACITY)
+    if not candidates:
+        return None
+    if req.pinned_sled is not None:
+        best = rack.index.get(req.pinned_sled, -1)
+        if best < 0 or sig[best] & _NOT_CAPACITY:
+            return None
+    else:
+        best = _closest(req, rack, sig, candidates)
     return {
         "vcpus": max(0, req.ncpus - int(rack.free_cpus[best])),
         "memory": max(0, req.memory - int(rack.free_memory[best])),
@@ -145,52 +217,58 @@ def _shortfall(req: Request, rack: Rack, sig: Sigs) -> dict[str, int] | None:
     }
 
 
-# For each 8-bit signature (the set of checks a sled failed), the first check it failed.
-_FIRST = np.array([(v & -v).bit_length() - 1 if v else 0 for v in range(256)], dtype=np.int64)
+def _samples(sig: Sigs, tally: Tally) -> dict[int, list[int]]:
+    """Up to SLED_SAMPLE sled positions per signature, the first ones in rack order."""
+    samples: dict[int, list[int]] = {}
+    if len(sig) <= SAMPLE_HEAD:  # a few vectorised comparisons
+        for v in tally:
+            samples[v] = (sig == v).nonzero()[0][:SLED_SAMPLE].tolist()
+        return samples
+    # On a large rack a comparison per signature would cost a pass over every sled; finding
+    # each sample in the bytes (memchr) stops after the last sample, wherever it is.
+    haystack = sig.tobytes()
+    for v, n in tally.items():
+        needle, at, i = bytes((v,)), [], -1
+        for _ in range(min(SLED_SAMPLE, n)):
+            i = haystack.find(needle, i + 1)
+            at.append(i)
+        samples[v] = at
+    return samples
 
 
-def _per_sled(rack: Rack, sig: Sigs, sig_counts: Ints) -> dict[str, Any]:
+def _per_sled(rack: Rack, sig: Sigs, tally: Tally) -> dict[str, Any]:
     """Operators' view: every check each sled failed; past SLED_DETAIL_LIMIT sleds, grouped by
     the combination of checks failed (with a sample of sled ids), so events stay small."""
-
-    def checks(v: int) -> list[str]:
-        return [c for b, c in enumerate(CHECK_NAMES) if v >> b & 1]
-
+    ids = rack.ids
     if len(rack) <= SLED_DETAIL_LIMIT:
-        return {"sleds": {rack.ids[i]: checks(int(sig[i])) for i in np.argsort(rack.ids)}}
-    # Samples come from the head of the rack when it has enough of a kind (most kinds are
-    # common), from a full scan only for the rare ones.
-    head = sig[: SLED_SAMPLE * 64]
-    groups = []
-    for v in np.flatnonzero(sig_counts):
-        members = np.flatnonzero(head == v)[:SLED_SAMPLE]
-        if len(members) < min(SLED_SAMPLE, int(sig_counts[v])):
-            members = np.flatnonzero(sig == v)[:SLED_SAMPLE]
-        groups.append(
-            {
-                "checks": checks(int(v)),
-                "count": int(sig_counts[v]),
-                "sample": [rack.ids[i] for i in members],
-            }
-        )
-    return {"sled_groups": sorted(groups, key=lambda g: -g["count"])}
+        by_id = sorted(zip(ids, sig.tolist(), strict=True))
+        return {"sleds": {sid: list(_CHECK_LISTS[v]) for sid, v in by_id}}
+    samples = _samples(sig, tally)
+    groups = [
+        {"checks": list(_CHECK_LISTS[v]), "count": n, "sample": [ids[i] for i in samples[v]]}
+        for v, n in sorted(tally.items(), key=lambda vn: (-vn[1], vn[0]))  # largest first
+    ]
+    return {"sled_groups": groups}
 
 
 def diagnose(req: Request, rack: Rack, sig: Sigs) -> dict[str, Any]:
     """A reason for a failed placement. ``sig`` is filters.run's byte of failed checks per
     sled."""
-    sig_counts = np.bincount(sig, minlength=256)
-    tally = np.bincount(_FIRST, weights=sig_counts, minlength=len(CHECK_NAMES))
-    counts = {c: int(tally[i]) for i, c in enumerate(CHECK_NAMES)}
-    shortfall = _shortfall(req, rack, sig)
+    tally = _tally(sig)
+    counts = dict.fromkeys(CHECK_NAMES, 0)
+    for v, n in tally.items():
+        if v:
+            counts[_FIRST[v]] += n
+    in_service = len(rack) - sum(n for v, n in tally.items() if v & _NOT_IN_SERVICE)
+    shortfall = _shortfall(req, rack, sig, tally)
 
-    permanent = _permanent(req, rack)
+    permanent = _permanent(req, rack, in_service)
     if permanent is not None:
         code, headline, fix = permanent
         transient = False
     else:
         transient = True
-        code, headline, fix = _transient(req, rack, sig, shortfall)
+        code, headline, fix = _transient(req, tally, shortfall)
 
     summary = ", ".join(f"{n} {CHECKS[c]}" for c, n in counts.items() if n)
     closest_text = ""
@@ -207,15 +285,14 @@ def diagnose(req: Request, rack: Rack, sig: Sigs) -> dict[str, Any]:
         "fix": fix,
     }
     # Operators only (removed by reasons.redact).
-    diagnosis.update(_per_sled(rack, sig, sig_counts))
+    diagnosis.update(_per_sled(rack, sig, tally))
     return reasons.make(code, message, transient=transient, diagnosis=diagnosis, action=fix)
 
 
 def _transient(
-    req: Request, rack: Rack, sig: Sigs, shortfall: dict[str, int] | None
+    req: Request, tally: Tally, shortfall: dict[str, int] | None
 ) -> tuple[str, str, str]:
-    alive = rack.in_service
-    if (alive & _only(sig, {"not_provisionable"})).any():
+    if _ONLY_MAINTENANCE in tally:
         return (
             "capacity_in_maintenance",
             "The instance would fit only on sleds that are in maintenance",
@@ -237,7 +314,7 @@ def _transient(
             f"The sled that runs the other members of affinity group {names} has no room",
             f"Stop instances on that sled (other members of {names} stay), or wait.",
         )
-    if (alive & _only(sig, {"anti_affinity"})).any():
+    if _ONLY_ANTI_AFFINITY in tally:
         # A sled would take it but for the anti-affinity rule.
         banned = ", ".join(sorted({g.name for g in req.anti_affinity if g.hard}))
         return (

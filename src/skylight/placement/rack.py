@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
@@ -14,6 +15,7 @@ from skylight.placement.model import SledView
 Mask = npt.NDArray[np.bool_]
 Ints = npt.NDArray[np.int64]
 Sigs = npt.NDArray[np.uint8]
+Floats = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,16 @@ class Rack:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @cached_property
+    def most_free(self) -> Ints:
+        """Per resource (vCPUs, memory, local storage), the positions of the sleds that take
+        instances (in service, provisionable), most free first: the closest sled to a request
+        that fits nowhere is found near the head of these (see ``diagnosis._closest``).
+        Sorted once per rack, the first time a diagnosis asks."""
+        usable = np.flatnonzero(self.in_service & self.provisionable)
+        free = np.stack([self.free_cpus, self.free_memory, self.free_local_storage])[:, usable]
+        return usable[np.argsort(-free, axis=1, kind="stable")]
 
     def members(self, sled_ids: frozenset[str]) -> Mask:
         """A mask of the given sleds (ids not in this rack are ignored)."""
