@@ -905,36 +905,53 @@ def measure_pages(
 class RetentionResult:
     store: str
     label: str
+    keep: int
     seconds: float
     removed: int | None  # None: did not finish within the bound
     plan: str
+    batches: int = 0
+    longest_batch: float = math.nan  # seconds: how long one transaction held the store
     cached_gib: float = math.nan
 
 
+RETENTION_CASES = (
+    # (label, cutoff age, keep): the default finds nothing old; "now" makes every event old
+    # but keeps each instance's newest; keep 90 makes 10 of every instance's 100 go.
+    ("30 days ago (default)", timedelta(days=30), 100),
+    ("now", timedelta(0), 100),
+    ("now, keep 90", timedelta(0), 90),
+)
+
+
 def measure_retention(
-    store: Store, name: str, cutoff: datetime, label: str, timeout: float
+    store: Store, name: str, label: str, cutoff: datetime, keep: int, timeout: float
 ) -> RetentionResult:
-    """One ``enforce_retention`` pass, rolled back, bounded by ``timeout`` seconds."""
+    """One retention pass as ``background/retention.py`` runs it, batch by batch
+    (``store.events.retention_batch``), every batch rolled back, bounded by ``timeout``."""
     cached = page_cache_gib()
+    removed: int | None = 0
+    batches, longest, after = 0, 0.0, None
+    t0 = time.perf_counter()
+    deadline = time.monotonic() + timeout
     with Capture(store.engine) as cap, store.engine.connect() as conn:
-        trans = conn.begin()
-        removed: int | None = None
-        t0 = time.perf_counter()
-        try:
-            if store.is_sqlite:
-                raw = conn.connection.dbapi_connection
-                deadline = time.monotonic() + timeout
-                raw.set_progress_handler(lambda: int(time.monotonic() > deadline), 100_000)
-            else:
-                conn.exec_driver_sql(f"SET LOCAL statement_timeout = '{int(timeout * 1000)}'")
-            removed = events.enforce_retention(conn, older_than=cutoff, keep=100)
-        except sa.exc.DBAPIError:
-            removed = None
-        finally:
-            seconds = time.perf_counter() - t0
-            if store.is_sqlite:
-                conn.connection.dbapi_connection.set_progress_handler(None, 0)
-            trans.rollback()
+        while True:
+            trans = conn.begin()
+            t_batch = time.perf_counter()
+            try:
+                done, after = events.retention_batch(
+                    conn, older_than=cutoff, keep=keep, after=after
+                )
+            finally:
+                longest = max(longest, time.perf_counter() - t_batch)
+                trans.rollback()
+            batches += 1
+            removed = (removed or 0) + done
+            if after is None:
+                break
+            if time.monotonic() > deadline:
+                removed = None
+                break
+    seconds = time.perf_counter() - t0
     stmt = [s for s in cap.seen if s[0].lstrip().startswith("DELETE")]
     plan = ""
     if stmt:
@@ -942,9 +959,13 @@ def measure_retention(
             plan = explain(store, stmt[-1][0], stmt[-1][1], analyze=False)
         except Exception as exc:
             plan = f"(EXPLAIN failed: {type(exc).__name__})"
-    done = "did not finish" if removed is None else f"removed {removed} (rolled back)"
-    print(f"  {name}: retention ({label}): {seconds:.1f} s, {done}", flush=True)
-    return RetentionResult(name, label, seconds, removed, plan, cached)
+    done_text = "did not finish" if removed is None else f"removed {removed} (rolled back)"
+    print(
+        f"  {name}: retention ({label}): {seconds:.1f} s in {batches} batches, longest "
+        f"{longest * 1000:.0f} ms, {done_text}",
+        flush=True,
+    )
+    return RetentionResult(name, label, keep, seconds, removed, plan, batches, longest, cached)
 
 
 # -- 1b. over HTTP ----------------------------------------------------------------------------
@@ -1589,36 +1610,19 @@ def observations(
             + (
                 f"did not finish within {r.seconds:.0f} s"
                 if r.removed is None
-                else f"{r.seconds:.1f} s"
+                else f"{r.seconds:.1f} s for {r.removed:,} rows, longest batch "
+                f"{r.longest_batch * 1000:.0f} ms"
             )
             for r in rs
         )
         text = (
-            f"- {store}: the retention pass (`store/events.py::enforce_retention`, run by "
-            f"`background/retention.py` at every server start and every hour): {passes}. "
-            "With the default cutoff no event here is old enough, so the pass is a full scan "
-            "of the table for candidates (its time is that of reading the table, here partly "
-            "from disk); once events older than the cutoff exist, the "
-            "`seq NOT IN (each instance's newest 100)` part runs for them."
+            f"- {store}: the retention pass (`store/events.py::retention_batch`, run by "
+            f"`background/retention.py` at every server start and every hour, "
+            f"{events.RETENTION_BATCH} instances per transaction): {passes}. A pass costs one "
+            "probe per instance for its keep-th newest event, then reads only the events "
+            "older than that; the longest batch is how long one transaction held the store "
+            "(on SQLite every request waits for it)."
         )
-        if any("NOT (SubPlan" in r.plan for r in rs):
-            text += (
-                " On PostgreSQL that subquery is not hashed (`NOT (SubPlan 1)` over a "
-                "`Materialize` of every event: the kept set does not fit `work_mem`), so "
-                "every candidate row scans the list: quadratic."
-            )
-        if store == "sqlite":
-            first = next((h.first for h in https if h.store == "sqlite"), math.nan)
-            text += (
-                " On SQLite the pass runs in `Store.tx_sync`, which holds the store's "
-                "process-wide lock (`store/engine.py`) for the whole transaction, so every "
-                "request of the server waits for it, reads included"
-                + (
-                    f" (here the first request after start took {ms(first, 0)} ms)."
-                    if not math.isnan(first)
-                    else "."
-                )
-            )
         notes.append(text)
     for w in writes:
         if w.seq_not_advanced:
@@ -1798,24 +1802,28 @@ def section(
     if retention:
         out += [
             "",
-            "Retention pass (`store.events.enforce_retention(conn, older_than, keep=100)`, "
-            "what `background/retention.py` runs at every server start and every hour) on "
-            "the loaded store, in a transaction that is rolled back, bounded by "
+            "Retention pass as `background/retention.py` runs it at every server start and "
+            "every hour: `store.events.retention_batch(conn, older_than, keep)` over "
+            f"{events.RETENTION_BATCH} instances per transaction until every instance was "
+            "seen, on the loaded store, every batch rolled back, bounded by "
             f"{args.retention_timeout:g} s. With the default 30 days nothing here is old "
             "enough; with a cutoff of now every event is, but every instance's newest 100 "
-            "are kept, so nothing would go either: only the cost of deciding is measured.",
+            "are kept, so nothing goes either (only the cost of deciding is measured); with "
+            "keep 90, 10 of each instance's 100 would go.",
             "",
-            "| store | cutoff | time (s) | outcome | page cache (GiB) | plan |",
-            "| --- | --- | ---: | --- | ---: | --- |",
+            "| store | cutoff | keep | time (s) | batches | longest batch (ms) | outcome "
+            "| page cache (GiB) | plan |",
+            "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | --- |",
         ]
         for rr in retention:
             outcome = (
                 f"did not finish within {args.retention_timeout:g} s"
                 if rr.removed is None
-                else f"{rr.removed} rows would go"
+                else f"{rr.removed:,} rows would go"
             )
             out.append(
-                f"| {rr.store} | {rr.label} | {rr.seconds:.1f} | {outcome} | {rr.cached_gib:.1f} "
+                f"| {rr.store} | {rr.label} | {rr.keep} | {rr.seconds:.1f} | {rr.batches} "
+                f"| {ms(rr.longest_batch, 0)} | {outcome} | {rr.cached_gib:.1f} "
                 f"| {_plan_line(rr.plan.replace(chr(10), '; '))[:160]} |"
             )
     if writes:
@@ -2074,12 +2082,11 @@ def main(argv: list[str] | None = None) -> int:
                         pages += got
                         if evicted:
                             evictions.append(f"{s}: {evicted}")
-                        for label, cutoff in (
-                            ("30 days ago (default)", now() - timedelta(days=30)),
-                            ("now", now()),
-                        ):
+                        for label, age, keep in RETENTION_CASES:
                             retention.append(
-                                measure_retention(store, s, cutoff, label, args.retention_timeout)
+                                measure_retention(
+                                    store, s, label, now() - age, keep, args.retention_timeout
+                                )
                             )
                     if "write" in parts:
                         writes.append(measure_writes(store, s, shape, args))

@@ -12,6 +12,8 @@ from skylight.clock import now
 from skylight.store import events
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
     from skylight.controlplane import ControlPlane
 
 log = logging.getLogger(__name__)
@@ -24,7 +26,17 @@ async def run_once(cp: ControlPlane) -> int:
         return 0  # another replica enforces retention for the fleet
     cutoff = now() - timedelta(days=cp.settings.event_retention_days)
     keep = cp.settings.event_retention_keep
-    removed = await cp.store.tx(lambda c: events.enforce_retention(c, older_than=cutoff, keep=keep))
+    removed, after = 0, None
+    while True:
+        # A transaction per batch of instances: on SQLite every request waits for the one
+        # running, so none may last a whole pass over millions of events.
+        def batch(c: Connection, after: str | None = after) -> tuple[int, str | None]:
+            return events.retention_batch(c, older_than=cutoff, keep=keep, after=after)
+
+        done, after = await cp.store.tx(batch)
+        removed += done
+        if after is None:
+            break
     if removed:
         log.info("retention removed %d events older than %s", removed, cutoff.isoformat())
     return removed
