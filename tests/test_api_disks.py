@@ -510,3 +510,31 @@ def test_instance_delete_detaches_its_disks(client: TestClient, project: str) ->
     assert disk_names(client, "b") == ["boot"]
     assert client.delete("/v1/disks/local", params=P).status_code == 204
     assert [d["name"] for d in all_pages(client, "/v1/disks", project="demo")] == ["boot"]
+
+
+def _updates(client: TestClient, instance: str) -> list[Any]:
+    r = client.get(f"/v1/instances/{instance}/events", params={**P, "limit": 100})
+    assert r.status_code == 200, r.text
+    return [e["detail"] for e in reversed(r.json()["items"]) if e["kind"] == "instance.updated"]
+
+
+def test_attach_and_detach_are_instance_events(client: TestClient, project: str) -> None:
+    """What an instance boots with changes its history: each attach and detach is an
+    `instance.updated` event naming the disk; a request that changes nothing writes none."""
+    make_instance(client, "a")
+    d = make_disk(client, "d")
+    assert attach(client, "a", "d").status_code == 202
+    assert attach(client, "a", "d").status_code == 202  # already attached: no change
+    assert detach(client, "a", "d").status_code == 202
+    assert detach(client, "a", "d").status_code == 202  # already detached: no change
+    assert_error(detach(client, "a", "nope"), 404)
+    disk = {"id": d["id"], "name": "d"}
+    assert _updates(client, "a") == [
+        {"change": "disk_attached", "disk": disk},
+        {"change": "disk_detached", "disk": disk},
+    ]
+    update = {"ncpus": 3, "memory": 4 * GiB, "boot_disk": None, "auto_restart_policy": None,
+              "cpu_platform": None, "enable_jumbo_frames": False}  # fmt: skip
+    r = client.put("/v1/instances/a", params=P, json=update)
+    assert r.status_code == 200, r.text
+    assert _updates(client, "a")[-1] == {"change": "settings", "fields": ["ncpus"]}

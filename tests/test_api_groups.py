@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import instance_body
@@ -385,3 +386,25 @@ def test_bad_input_is_refused_and_changes_nothing(client: TestClient, project: s
         assert client.delete(f"/v1/{seg}/h", params=P).status_code == 204
         assert state(client) == before
         assert client.get(f"/v1/{seg}/{g['id']}").json() == g
+
+
+@pytest.mark.parametrize(("seg", "schema"), KINDS)
+def test_membership_changes_are_instance_events(
+    client: TestClient, project: str, seg: str, schema: str
+) -> None:
+    """Joining or leaving a group changes the rules the instance's next placement obeys:
+    each is an `instance.updated` event naming the group."""
+    g = make_group(client, seg, schema, "g")
+    make_instance(client, "vm")
+    assert client.post(f"/v1/{seg}/g/members/instance/vm", params=P).status_code == 201
+    assert client.delete(f"/v1/{seg}/g/members/instance/vm", params=P).status_code == 204
+    assert client.delete(f"/v1/{seg}/g/members/instance/vm", params=P).status_code == 404
+    r = client.get("/v1/instances/vm/events", params={**P, "limit": 100})
+    assert r.status_code == 200, r.text
+    updates = [e["detail"] for e in reversed(r.json()["items"]) if e["kind"] == "instance.updated"]
+    kind = seg.removesuffix("-groups").replace("-", "_")
+    group = {"id": g["id"], "name": "g"}
+    assert updates == [
+        {"change": f"{kind}_group_joined", "group": group},
+        {"change": f"{kind}_group_left", "group": group},
+    ]

@@ -156,6 +156,37 @@ def test_project_with_instances_cannot_be_deleted(client: TestClient) -> None:
     assert all_pages(client, "/v1/projects") == []
 
 
+def test_project_with_disks_or_groups_cannot_be_deleted(client: TestClient) -> None:
+    """Like an instance, a disk or a group keeps its project: deleting the project would
+    leave it reachable by id and listed nowhere. The refusal names what is left."""
+    _create(client, "demo")
+    p = {"project": "demo"}
+    disk = {
+        "name": "data",
+        "description": "",
+        "size": 1024**3,
+        "disk_backend": {
+            "type": "distributed",
+            "disk_source": {"type": "blank", "block_size": 512},
+        },
+    }
+    group = {"name": "g", "description": "", "policy": "fail", "failure_domain": "sled"}
+    made = [
+        ("/v1/disks", disk, "disk: data"),
+        ("/v1/affinity-groups", group, "affinity group: g"),
+        ("/v1/anti-affinity-groups", group, "anti-affinity group: g"),
+    ]  # fmt: skip
+    for path, body, _ in made:
+        r = client.post(path, params=p, json=body)
+        assert r.status_code == 201, r.text
+    for path, _, named in made:
+        r = client.delete("/v1/projects/demo")
+        assert_error(r, 400, "InvalidRequest", named)
+        assert client.get("/v1/projects/demo").status_code == 200
+        assert client.delete(f"{path}/{named.rsplit(' ', 1)[1]}", params=p).status_code == 204
+    assert client.delete("/v1/projects/demo").status_code == 204
+
+
 def test_instances_are_scoped_to_their_project(client: TestClient) -> None:
     a = _create(client, "a")
     _create(client, "b")

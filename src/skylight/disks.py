@@ -16,7 +16,9 @@ from sqlalchemy.engine import Connection
 
 from skylight import lookup
 from skylight.errors import AlreadyExists, Conflict, InvalidRequest, InvalidValue, NotFound
+from skylight.events.kinds import Kind
 from skylight.ids import new_id, parse_uuid
+from skylight.instances.record import record
 from skylight.instances.state import run_state
 from skylight.store import disks as rows
 from skylight.store import instances
@@ -138,8 +140,18 @@ def _instance_and_disk(
     return inst, disk
 
 
+def _changed(conn: Connection, inst: Any, actor: dict[str, Any], change: str, disk: Any) -> None:
+    """An ``instance.updated`` event: what the instance will boot with has changed."""
+    detail = {"change": change, "disk": {"id": disk.id, "name": disk.name}}
+    record(conn, inst.id, Kind.UPDATED, actor, detail=detail)
+
+
 def attach(
-    conn: Connection, instance_selector: str, project_selector: str | None, disk_selector: str
+    conn: Connection,
+    instance_selector: str,
+    project_selector: str | None,
+    disk_selector: str,
+    actor: dict[str, Any],
 ) -> sa.Row[Any]:
     inst, disk = _instance_and_disk(conn, instance_selector, project_selector, disk_selector)
     if disk.instance_id == inst.id:
@@ -157,13 +169,18 @@ def attach(
         raise InvalidRequest(
             f'cannot attach disk "{disk.name}": disk is attached to another instance'
         )
+    _changed(conn, inst, actor, "disk_attached", disk)
     row = rows.by_id(conn, disk.id)
     assert row is not None
     return row
 
 
 def detach(
-    conn: Connection, instance_selector: str, project_selector: str | None, disk_selector: str
+    conn: Connection,
+    instance_selector: str,
+    project_selector: str | None,
+    disk_selector: str,
+    actor: dict[str, Any],
 ) -> sa.Row[Any]:
     inst, disk = _instance_and_disk(conn, instance_selector, project_selector, disk_selector)
     if disk.state == "detached":
@@ -178,6 +195,7 @@ def detach(
     if inst.boot_disk_id == disk.id:
         raise Conflict("boot disk cannot be detached: set another boot disk (or none) first")
     rows.detach(conn, disk.id, inst.id)
+    _changed(conn, inst, actor, "disk_detached", disk)
     row = rows.by_id(conn, disk.id)
     assert row is not None
     return row

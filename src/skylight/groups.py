@@ -15,7 +15,9 @@ from sqlalchemy.engine import Connection
 
 from skylight import lookup
 from skylight.errors import AlreadyExists, Conflict, InvalidRequest, NotFound
+from skylight.events.kinds import Kind
 from skylight.ids import new_id, parse_uuid
+from skylight.instances.record import record
 from skylight.store import groups as rows
 
 MAX_MEMBERS = 32
@@ -132,12 +134,21 @@ def member_view(
     return member
 
 
+def _membership(
+    conn: Connection, kind: str, grp: Any, inst: Any, actor: dict[str, Any], change: str
+) -> None:
+    """An ``instance.updated`` event: the rules its next placement obeys have changed."""
+    detail = {"change": f"{kind}_group_{change}", "group": {"id": grp.id, "name": grp.name}}
+    record(conn, inst.id, Kind.UPDATED, actor, detail=detail)
+
+
 def member_add(
     conn: Connection,
     kind: str,
     group_selector: str,
     instance_selector: str,
     project_selector: str | None,
+    actor: dict[str, Any],
 ) -> sa.Row[Any]:
     grp, inst = _group_and_instance(conn, kind, group_selector, instance_selector, project_selector)
     if inst.project_id != grp.project_id:
@@ -164,6 +175,7 @@ def member_add(
             rows.add_member(conn, kind, grp.id, inst.id)
     except sa.exc.IntegrityError:
         raise AlreadyExists(f"{lookup.GROUP_TYPE[kind]}-member", inst.id) from None
+    _membership(conn, kind, grp, inst, actor, "joined")
     member = rows.member(conn, kind, grp.id, inst.id)
     assert member is not None
     return member
@@ -175,10 +187,12 @@ def member_remove(
     group_selector: str,
     instance_selector: str,
     project_selector: str | None,
+    actor: dict[str, Any],
 ) -> None:
     grp, inst = _group_and_instance(conn, kind, group_selector, instance_selector, project_selector)
     if not rows.remove_member(conn, kind, grp.id, inst.id):
         raise NotFound.by_id(f"{lookup.GROUP_TYPE[kind]}-member", inst.id)
+    _membership(conn, kind, grp, inst, actor, "left")
 
 
 def _check_room(conn: Connection, kind: str, group_id: str) -> None:

@@ -51,6 +51,10 @@ def update(
 
 def delete(conn: Connection, selector: str) -> None:
     row = lookup.project(conn, selector)
-    if rows.has_instances(conn, row.id):
-        raise InvalidRequest("project to be deleted contains an instance")
+    # As in Oxide: a project is deleted only when empty, so nothing in it is left behind
+    # reachable by id but listed nowhere.
+    child = rows.first_child(conn, row.id)
+    if child is not None:
+        what, name = child
+        raise InvalidRequest(f"project to be deleted contains {what}: {name}")
     rows.delete(conn, row.id)

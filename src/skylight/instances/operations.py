@@ -212,7 +212,8 @@ async def update_instance(
             raise InvalidRequest("instance must be stopped to change its boot disk")
         if changed:
             instances.update(conn, instance_id, **changed)
-            record(conn, instance_id, Kind.UPDATED, actor)
+            detail = {"change": "settings", "fields": sorted(changed)}
+            record(conn, instance_id, Kind.UPDATED, actor, detail=detail)
         new = instances.by_id(conn, instance_id)
         assert new is not None
         return new

@@ -110,7 +110,7 @@ def page(
     conn: Connection, flt: EventFilter, *, limit: int, before_seq: int | None
 ) -> list[sa.Row[Any]]:
     """Newest first; ``before_seq`` is the cursor from the previous page."""
-    if conn.dialect.name == "postgresql" and _index_covers(flt):
+    if conn.dialect.name == "postgresql" and flt.instance_id is not None and _index_covers(flt):
         return _page_prefetched(conn, flt, limit=limit, before_seq=before_seq)
     q = _where(sa.select(event), flt, before_seq)
     return list(conn.execute(q.order_by(event.c.seq.desc()).limit(limit)))
@@ -135,46 +135,54 @@ def _where(q: sa.Select[Any], flt: EventFilter, before_seq: int | None) -> sa.Se
 
 
 def _index_covers(flt: EventFilter) -> bool:
-    """Does an index hold every column the filter looks at (instance, project, kind, seq)?"""
+    """Does an index hold every column the filter looks at (instance, kind, seq)?"""
     return flt.severity is None and flt.operation_id is None and flt.since is None
 
 
 def _page_prefetched(
     conn: Connection, flt: EventFilter, *, limit: int, before_seq: int | None
 ) -> list[sa.Row[Any]]:
-    """A page whose rows are read from disk together, not one by one.
+    """A page of an instance's events whose rows are read from disk together, not one by one.
 
-    An instance's newest events are interleaved with everybody's: each sits on a different
-    table page, and an index scan reads those pages one after another (a cold first page
-    was 100 reads in a row). Here the index alone (an index-only scan, in a subquery) gives
-    the ``seq`` of the page's oldest row; then the rows from there up come by a bitmap heap
-    scan over the same index range, which asks the OS for all its table pages ahead
-    (``effective_io_concurrency``), so the reads overlap. Measured in bench/events.py.
+    An instance's newest events span its whole life, interleaved with everybody's: each sits
+    on a different table page, most of them long out of memory, and an index scan reads
+    those pages one after another (a cold first page was 100 reads in a row). (A project's
+    or the fleet's newest events are the table's newest pages, which are in memory.) Here
+    the index alone (an index-only scan) first gives the ``seq`` of the page's oldest row;
+    then the rows from there up come by a bitmap heap scan over the same index range, which
+    asks the OS for all its table pages ahead (``effective_io_concurrency``), so the reads
+    overlap. Measured in bench/events.py.
     """
     if limit < 1:
         return []
-    oldest = (
+    # One round trip: the planner settings for the second statement (transaction-local: a
+    # bitmap heap scan, reading ahead, instead of an index scan, which reads one page at a
+    # time) and the first statement itself.
+    first = (
         _where(sa.select(event.c.seq), flt, before_seq)
         .order_by(event.c.seq.desc())
         .offset(limit - 1)
         .limit(1)
         .scalar_subquery()
     )
-    q = _where(sa.select(event), flt, before_seq).where(event.c.seq >= sa.func.coalesce(oldest, 0))
-    # Transaction-local planner settings for this one statement: a bitmap heap scan (an
-    # index scan reads one page at a time) that reads ahead.
-    was = conn.execute(
-        sa.text(
-            "SELECT current_setting('enable_indexscan'), "
-            "set_config('enable_indexscan', 'off', true), "
-            "set_config('effective_io_concurrency', :ahead, true)"
-        ),
-        {"ahead": str(PREFETCH_PAGES)},
-    ).scalar_one()
+    was, oldest = conn.execute(
+        sa.select(
+            sa.func.current_setting("enable_indexscan"),
+            first,
+            sa.func.set_config("enable_indexscan", "off", True),
+            sa.func.set_config("effective_io_concurrency", str(PREFETCH_PAGES), True),
+        )
+    ).one()[:2]
+    q = _where(sa.select(event), flt, before_seq)
+    if oldest is not None:
+        # A constant, not a subquery: the planner then knows the range holds about a page
+        # of rows (with an unknown bound it planned a project's page as a scan of its every
+        # event: 0.5 s).
+        q = q.where(event.c.seq >= oldest)
     try:
         rows = conn.execute(q).all()
     finally:
-        conn.execute(sa.text("SELECT set_config('enable_indexscan', :was, true)"), {"was": was})
+        conn.execute(sa.select(sa.func.set_config("enable_indexscan", was, True)))
     return sorted(rows, key=lambda r: r.seq, reverse=True)[:limit]
 
 

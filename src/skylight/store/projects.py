@@ -9,7 +9,7 @@ from sqlalchemy.engine import Connection
 
 from skylight.clock import now
 from skylight.store import paging
-from skylight.store.schema import instance, project
+from skylight.store.schema import affinity_group, anti_affinity_group, disk, instance, project
 
 _live = project.c.time_deleted.is_(None)
 
@@ -43,11 +43,25 @@ def update(conn: Connection, project_id: str, **values: Any) -> None:
     )
 
 
-def has_instances(conn: Connection, project_id: str) -> bool:
-    q = sa.select(instance.c.id).where(
-        instance.c.project_id == project_id, instance.c.time_deleted.is_(None)
-    )
-    return conn.execute(q.limit(1)).first() is not None
+# What a project holds, in the order a refusal to delete it names them.
+_CHILDREN = (
+    ("an instance", instance),
+    ("a disk", disk),
+    ("an affinity group", affinity_group),
+    ("an anti-affinity group", anti_affinity_group),
+)
+
+
+def first_child(conn: Connection, project_id: str) -> tuple[str, str] | None:
+    """(what, name) of something the project still holds, or None when it is empty."""
+    for what, table in _CHILDREN:
+        q = sa.select(table.c.name).where(
+            table.c.project_id == project_id, table.c.time_deleted.is_(None)
+        )
+        name = conn.execute(q.order_by(table.c.name).limit(1)).scalar()
+        if name is not None:
+            return what, name
+    return None
 
 
 def delete(conn: Connection, project_id: str) -> None:

@@ -101,7 +101,9 @@ async def instance_disk_attach(
 ) -> models.Disk:
     inst_sel = deps.required(instance, "instance")
     proj = deps.selector(project, "project")
-    row = await deps.cp(request).store.tx(lambda c: disks.attach(c, inst_sel, proj, body.disk))
+    row = await deps.cp(request).store.tx(
+        lambda c: disks.attach(c, inst_sel, proj, body.disk, deps.actor())
+    )
     return views.disk(row)
 
 
@@ -111,5 +113,7 @@ async def instance_disk_detach(
 ) -> models.Disk:
     inst_sel = deps.required(instance, "instance")
     proj = deps.selector(project, "project")
-    row = await deps.cp(request).store.tx(lambda c: disks.detach(c, inst_sel, proj, body.disk))
+    row = await deps.cp(request).store.tx(
+        lambda c: disks.detach(c, inst_sel, proj, body.disk, deps.actor())
+    )
     return views.disk(row)

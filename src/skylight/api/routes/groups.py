@@ -197,7 +197,9 @@ async def _member_add(
     request: Request, kind: str, group: str, instance: str, project: str | None
 ) -> Any:
     g, i, p = _member_selectors(kind, group, instance, project)
-    row = await deps.cp(request).store.tx(lambda c: groups.member_add(c, kind, g, i, p))
+    row = await deps.cp(request).store.tx(
+        lambda c: groups.member_add(c, kind, g, i, p, deps.actor())
+    )
     return _MEMBER_VIEW[kind](row)
 
 
@@ -205,7 +207,7 @@ async def _member_delete(
     request: Request, kind: str, group: str, instance: str, project: str | None
 ) -> Response:
     g, i, p = _member_selectors(kind, group, instance, project)
-    await deps.cp(request).store.tx(lambda c: groups.member_remove(c, kind, g, i, p))
+    await deps.cp(request).store.tx(lambda c: groups.member_remove(c, kind, g, i, p, deps.actor()))
     return Response(status_code=204)
 
 
