@@ -757,7 +757,10 @@ class Capture:
         self.seen.append((statement, params))
 
 
-def explain(store: Store, statement: str, params: Any, *, analyze: bool) -> str:
+def explain(
+    store: Store, statement: str, params: Any, *, analyze: bool, settings: tuple[str, ...] = ()
+) -> str:
+    """The plan of ``statement``, under the transaction-local ``settings`` it ran with."""
     if store.is_sqlite:
         prefix = "EXPLAIN QUERY PLAN "
     else:
@@ -766,6 +769,8 @@ def explain(store: Store, statement: str, params: Any, *, analyze: bool) -> str:
     def run(conn: Connection) -> list[Any]:
         if not store.is_sqlite:
             conn.exec_driver_sql("SET LOCAL statement_timeout = '120s'")
+        for setting in settings:
+            conn.exec_driver_sql(setting)
         return list(conn.exec_driver_sql(prefix + statement, params))
 
     rows = store.tx_sync(run)
@@ -774,11 +779,19 @@ def explain(store: Store, statement: str, params: Any, *, analyze: bool) -> str:
     return "\n".join(str(r[0]) for r in rows)
 
 
-def _page_statement(store: Store, flt: events.EventFilter) -> tuple[str, Any]:
+def _page_statement(store: Store, flt: events.EventFilter) -> tuple[str, Any, tuple[str, ...]]:
+    """The statement that reads a page's rows, and the planner settings it runs under (a
+    prefetched page, ``events._page_prefetched``, sets them in the statement before)."""
     with Capture(store.engine) as cap:
         store.tx_sync(lambda c: events.page(c, flt, limit=LIMIT, before_seq=None))
     stmts = [s for s in cap.seen if "instance_event" in s[0] and s[0].lstrip().startswith("SELECT")]
-    return stmts[-1]
+    settings: tuple[str, ...] = ()
+    if any("set_config" in s[0] for s in stmts):
+        settings = (
+            "SET LOCAL enable_indexscan = off",
+            f"SET LOCAL effective_io_concurrency = {events.PREFETCH_PAGES}",
+        )
+    return stmts[-1][0], stmts[-1][1], settings
 
 
 def _evict_files(paths: list[Path]) -> int:
@@ -836,7 +849,7 @@ def measure_pages(
     evicted = ""
     for q in queries(Shape(args.events, args.instances, args.projects, args.span_days)):
         rng = random.Random(f"{args.seed}/{q.name}")
-        stmt, params = _page_statement(store, q.make(rng))
+        stmt, params, settings = _page_statement(store, q.make(rng))
         # Warm-up (not counted), then up to --queries timed queries within --query-budget s.
         for _ in range(min(20, args.queries)):
             flt = q.make(rng)
@@ -880,7 +893,7 @@ def measure_pages(
                 again.times.append(time.perf_counter() - t0)
                 again.rows.append(len(rows))
         try:
-            res.plan = explain(store, stmt, params, analyze=True)
+            res.plan = explain(store, stmt, params, analyze=True, settings=settings)
         except Exception as exc:  # a plan is a bonus; the timing stands
             res.plan = f"(EXPLAIN failed: {type(exc).__name__}: {exc})"
         print(
@@ -1721,8 +1734,10 @@ def section(
             "Page cache: the OS page cache (`Cached` in /proc/meminfo) when the row began. "
             "Whether an instance's events are in memory decides its first page's time (an "
             "instance's events are interleaved with everybody's, so each of its 100 newest "
-            "is on a different table page), so the instance row is measured cold and "
-            "warm: before it, the store's files are evicted from the OS page cache "
+            "is on a different table page; on PostgreSQL an instance's page reads them with "
+            "one prefetching bitmap heap scan, `store/events.py::_page_prefetched`, instead "
+            "of one by one), so the instance row is measured cold and warm: before it, "
+            "the store's files are evicted from the OS page cache "
             "(`posix_fadvise(DONTNEED)` on this benchmark's own files only: "
             + ("; ".join(evictions) if evictions else "not done")
             + f"; the cold row's budget is {4 * args.query_budget:g} s), then "

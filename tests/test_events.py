@@ -290,6 +290,21 @@ def test_pages_match_the_log_for_every_filter_and_cursor(store: Store) -> None:
             assert got == wanted, (flt, limit)
 
 
+def test_repeats_within_one_transaction_are_one_event(store: Store) -> None:
+    cp_actor = control_plane("auto_restart")
+
+    def twice(conn: Any) -> tuple[str, str]:
+        a = events.insert(conn, _new(Kind.AUTO_RESTART_FAILED, cp_actor))
+        b = events.insert(conn, _new(Kind.AUTO_RESTART_FAILED, cp_actor))
+        return a, b
+
+    a, b = store.tx_sync(twice)
+    assert a == b
+    with store.engine.connect() as conn:
+        rows = list(conn.execute(sa.select(event.c.id, event.c.count)))
+    assert [(r.id, r.count) for r in rows] == [(a, 2)]
+
+
 def test_stream_generator_heartbeats_and_pages(store: Store) -> None:
     actor = user_actor("u")
     for _ in range(450):
