@@ -19,32 +19,39 @@ GiB = 1024**3
 FAMILIES = ["amd_milan", "amd_turin"]
 
 
+def _drawn_sled(
+    draw: st.DrawFn, sled_id: str, expunged: int, maintenance: int, **size: int
+) -> SledView:
+    """A sled of the given size and reservations, expunged 1 time in ``expunged`` and in
+    maintenance 1 time in ``maintenance``, of a random CPU family."""
+    policy = draw(st.sampled_from(["in_service"] * (expunged - 1) + ["expunged"]))
+    provision = draw(st.sampled_from(["provisionable"] * (maintenance - 1) + ["non_provisionable"]))
+    return SledView(
+        id=sled_id,
+        policy=policy,
+        provision_policy=provision,
+        state="active" if policy == "in_service" else "decommissioned",
+        cpu_family=draw(st.sampled_from(FAMILIES)),
+        **size,
+    )
+
+
 @st.composite
 def racks(draw: st.DrawFn) -> list[SledView]:
-    n = draw(st.integers(1, 6))
     sleds = []
-    for i in range(n):
+    for i in range(draw(st.integers(1, 6))):
         cpus = draw(st.sampled_from([8, 16, 32]))
         memory = draw(st.sampled_from([16, 32, 64])) * GiB
         storage = draw(st.sampled_from([0, 100, 500])) * GiB
-        policy = draw(st.sampled_from(["in_service"] * 4 + ["expunged"]))
-        sleds.append(
-            SledView(
-                id=f"sled-{i}",
-                policy=policy,
-                provision_policy=draw(
-                    st.sampled_from(["provisionable"] * 3 + ["non_provisionable"])
-                ),
-                state="active" if policy == "in_service" else "decommissioned",
-                cpus=cpus,
-                memory=memory,
-                cpu_family=draw(st.sampled_from(FAMILIES)),
-                local_storage=storage,
-                reserved_cpus=draw(st.integers(0, cpus)),
-                reserved_memory=draw(st.integers(0, memory // GiB)) * GiB,
-                reserved_local_storage=draw(st.integers(0, storage // GiB)) * GiB,
-            )
+        size = dict(
+            cpus=cpus,
+            memory=memory,
+            local_storage=storage,
+            reserved_cpus=draw(st.integers(0, cpus)),
+            reserved_memory=draw(st.integers(0, memory // GiB)) * GiB,
+            reserved_local_storage=draw(st.integers(0, storage // GiB)) * GiB,
         )
+        sleds.append(_drawn_sled(draw, f"sled-{i}", 5, 4, **size))
     return sleds
 
 
@@ -328,24 +335,15 @@ def wide_racks(draw: st.DrawFn) -> list[SledView]:
     sleds (the hard case for a search that stops early) are common."""
     sleds = []
     for i in range(draw(st.integers(8, 48))):
-        policy = draw(st.sampled_from(["in_service"] * 6 + ["expunged"]))
-        sleds.append(
-            SledView(
-                id=f"sled-{i:02}",
-                policy=policy,
-                provision_policy=draw(
-                    st.sampled_from(["provisionable"] * 5 + ["non_provisionable"])
-                ),
-                state="active" if policy == "in_service" else "decommissioned",
-                cpus=32,
-                memory=64 * GiB,
-                cpu_family=draw(st.sampled_from(FAMILIES)),
-                local_storage=400 * GiB,
-                reserved_cpus=draw(st.sampled_from([8, 16, 24, 28, 30, 32])),
-                reserved_memory=draw(st.sampled_from([16, 32, 48, 56, 64])) * GiB,
-                reserved_local_storage=draw(st.sampled_from([0, 200, 300, 400])) * GiB,
-            )
+        size = dict(
+            cpus=32,
+            memory=64 * GiB,
+            local_storage=400 * GiB,
+            reserved_cpus=draw(st.sampled_from([8, 16, 24, 28, 30, 32])),
+            reserved_memory=draw(st.sampled_from([16, 32, 48, 56, 64])) * GiB,
+            reserved_local_storage=draw(st.sampled_from([0, 200, 300, 400])) * GiB,
         )
+        sleds.append(_drawn_sled(draw, f"sled-{i:02}", 7, 6, **size))
     return sleds
 
 
