@@ -469,3 +469,44 @@ def test_metrics(client: TestClient, project: str) -> None:
     assert 'skylight_events_written_total{kind="instance.failed"} 1.0' in text
     assert 'skylight_events_written_total{kind="instance.created"} 2.0' in text
     assert "skylight_auto_restart_attempts_total 0.0" in text
+
+
+def test_retention_task_covers_every_batch(
+    client: TestClient, project: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The background pass (as every server runs it hourly) goes batch by batch, one
+    transaction each, over every instance: with one instance per batch, all three lose
+    their events past the newest kept."""
+    from skylight.background import retention
+
+    cp = client.app.state.cp  # type: ignore[attr-defined]
+    monkeypatch.setattr(events, "RETENTION_BATCH", 1)
+    monkeypatch.setattr(cp.settings, "event_retention_keep", 2)
+    names = ["a", "b", "c"]
+    for name in names:
+        body = instance_body(name, 1, 1, start=False)
+        assert (
+            client.post("/v1/instances", params={"project": project}, json=body).status_code == 201
+        )
+        for _ in range(2):  # created, then start/running/stop/stopped... : well over 2 events
+            for action in ("start", "stop"):
+                r = client.post(f"/v1/instances/{name}/{action}", params={"project": project})
+                assert r.status_code == 202, r.text
+    old = now() - timedelta(days=40)
+    with cp.store.engine.begin() as conn:
+        conn.execute(event.update().values(time=old, time_last=old))
+        before = dict(
+            conn.execute(
+                sa.select(event.c.instance_id, sa.func.count()).group_by(event.c.instance_id)
+            ).all()
+        )
+    assert len(before) == 3 and min(before.values()) > 2
+    removed = client.portal.call(retention.run_once, cp)  # type: ignore[union-attr]
+    with cp.store.engine.connect() as conn:
+        after = dict(
+            conn.execute(
+                sa.select(event.c.instance_id, sa.func.count()).group_by(event.c.instance_id)
+            ).all()
+        )
+    assert after == {iid: 2 for iid in before}
+    assert removed == sum(before.values()) - 6

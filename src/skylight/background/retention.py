@@ -31,7 +31,9 @@ async def run_once(cp: ControlPlane) -> int:
         # A transaction per batch of instances: on SQLite every request waits for the one
         # running, so none may last a whole pass over millions of events.
         def batch(c: Connection, after: str | None = after) -> tuple[int, str | None]:
-            return events.retention_batch(c, older_than=cutoff, keep=keep, after=after)
+            return events.retention_batch(
+                c, older_than=cutoff, keep=keep, after=after, instances=events.RETENTION_BATCH
+            )
 
         done, after = await cp.store.tx(batch)
         removed += done
