@@ -205,10 +205,14 @@ def test_instances_run_fail_and_survive_on_http_sled_agents(
     assert _kinds(api, "m1")[-1] == "instance.failed"
     assert _sleds(api)[milan.serial]["reserved_hardware_threads"] == 0
 
-    # A start aimed at the dead sled fails with an explained reason, not in the dark.
+    # A start that only the silent sled could take is not sent there to fail: placement
+    # keeps off a sled whose agent does not answer, and says so (transient).
     r = api.post("/v1/instances/m1/start", params=P)
-    assert r.status_code == 503, r.text
-    assert r.json()["reason"]["code"] == "sled_failure"
+    assert r.status_code == 507, r.text  # Oxide's InsufficientCapacity
+    reason = r.json()["reason"]
+    assert reason["code"] == "capacity_in_maintenance" and reason["transient"] is True, reason
+    assert "agent" in reason["message"]
+    assert _kinds(api, "m1")[-1] == "instance.start_failed"
 
     # -- the restarted agent is the same sled; its abandoned VMM is cleaned up ---------------
     milan.start()

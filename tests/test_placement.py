@@ -434,3 +434,16 @@ def test_samples_are_the_first_sleds_in_rack_order_on_large_racks() -> None:
         k: len(v) for k, v in expected.items()
     }
     assert [g["count"] for g in groups] == sorted((g["count"] for g in groups), reverse=True)
+
+
+def test_a_sled_whose_agent_does_not_answer_takes_no_new_instance() -> None:
+    """Like maintenance, and as transient: the diagnosis counts the sled as not taking
+    instances and says to wait for its agent."""
+    silent = _sled(0, reachable=False)
+    full = _sled(1, reserved_cpus=16)
+    result = place(Request(ncpus=4, memory=GiB), [silent, _sled(2)], random.Random(3))
+    assert isinstance(result, Placement) and result.sled_id == "s2"
+    reason = _fail(Request(ncpus=4, memory=GiB), [silent, full])
+    assert reason["code"] == "capacity_in_maintenance" and reason["transient"] is True
+    assert reason["diagnosis"]["counts"]["not_provisionable"] == 1
+    assert "agent" in reason["message"]

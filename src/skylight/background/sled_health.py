@@ -7,6 +7,10 @@ here) and asks each HTTP agent in service for ``/health``. An agent that has not
 as the sled the store says it is — for longer than ``sled_failure_timeout`` (default 15 s)
 has failed: the instances whose VMM runs on it become ``failed`` with cause ``sled_failure``,
 each with its ``instance.failed`` event, in one transaction (as expunging a sled does).
+From the first check an agent misses until it answers again, the sled row says so
+(``time_unreachable``) and placement, on every replica, puts no new instance there: the
+start would only fail with ``sled_failure``; a start only that sled could take is refused
+with ``capacity_in_maintenance`` (transient), which names the silent agent.
 
 When an agent answers again after a silence (or is first seen by this replica) its VMMs are
 reconciled with the store: VMMs the control plane has given up on are unregistered from the
@@ -25,8 +29,9 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from skylight.clock import now
 from skylight.sled.agent import SledAgentError, with_timeout
-from skylight.store.schema import instance, vmm
+from skylight.store.schema import instance, sled, vmm
 
 if TYPE_CHECKING:
     from skylight.controlplane import ControlPlane
@@ -42,6 +47,9 @@ class SledHealth:
         self.cp = cp
         self.last_ok: dict[str, float] = {}  # sled id -> monotonic time of its last answer
         self.to_reconcile: set[str] = set()
+        # What this replica last wrote of each sled's reachability (sled.time_unreachable),
+        # so that only a change is written.
+        self.reachable: dict[str, bool] = {}
 
     async def run_once(self) -> None:
         from skylight.background.replicas import holds
@@ -49,15 +57,18 @@ class SledHealth:
         await self.cp.sleds.refresh()  # every replica keeps its map of sleds current
         if not await holds(self.cp, "sled-health"):
             self.last_ok.clear()  # another replica judges the sleds' health for the fleet
+            self.reachable.clear()
             return
         targets = self.cp.sleds.http_sleds()
         for gone in set(self.last_ok) - set(targets):
             self.last_ok.pop(gone, None)
+            self.reachable.pop(gone, None)
             self.to_reconcile.discard(gone)
         self.to_reconcile |= self.cp.sleds.suspects & set(targets)
         self.cp.sleds.suspects.clear()
         checks = await asyncio.gather(*(self._check(s, u) for s, u in targets.items()))
         t = time.monotonic()
+        await self._record_reachability(dict(zip(targets, checks, strict=True)))
         for sled_id, ok in zip(targets, checks, strict=True):
             if sled_id not in self.last_ok:
                 self.last_ok[sled_id] = t  # silence counts from when this replica first looks
@@ -71,6 +82,31 @@ class SledHealth:
             silent = t - self.last_ok[sled_id]
             if silent > self.cp.settings.sled_failure_timeout:
                 await self._fail_sled(sled_id, silent)
+
+    async def _record_reachability(self, answered: dict[str, bool]) -> None:
+        """Write which sleds' agents answer, where that changed: placement keeps new
+        instances off a sled whose agent did not answer its last check (it would fail to
+        start there), on every replica, until it answers again."""
+        changed = {s: ok for s, ok in answered.items() if self.reachable.get(s) != ok}
+        if not changed:
+            return
+
+        def write(conn: Connection) -> None:
+            for sled_id, ok in changed.items():
+                if ok:
+                    q = sled.update().where(
+                        sled.c.id == sled_id, sled.c.time_unreachable.is_not(None)
+                    )
+                    conn.execute(q.values(time_unreachable=None))
+                else:
+                    q = sled.update().where(sled.c.id == sled_id, sled.c.time_unreachable.is_(None))
+                    conn.execute(q.values(time_unreachable=now()))
+
+        await self.cp.store.tx(write)
+        self.reachable.update(changed)
+        for sled_id, ok in changed.items():
+            if not ok:
+                log.warning("sled %s: agent not answering; no new instances placed there", sled_id)
 
     async def _check(self, sled_id: str, url: str) -> bool:
         timeout = min(2.0, self.cp.settings.sled_call_timeout)

@@ -295,8 +295,10 @@ def _transient(
     if _ONLY_MAINTENANCE in tally:
         return (
             "capacity_in_maintenance",
-            "The instance would fit only on sleds that are in maintenance",
-            "Wait for a sled to return from maintenance, or request a smaller instance.",
+            "The instance would fit only on sleds that are in maintenance or whose agents do "
+            "not answer",
+            "Wait for a sled to return from maintenance or its agent to answer, or request a "
+            "smaller instance.",
         )
     hard_affinity = [g for g in req.affinity if g.hard and g.sleds]
     names = ", ".join(g.name for g in hard_affinity)

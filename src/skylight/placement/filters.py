@@ -26,6 +26,7 @@ def in_service(_req: Request, rack: Rack) -> Mask:
 
 
 def provisionable(_req: Request, rack: Rack) -> Mask:
+    """In maintenance (provision policy) or, for now, out of reach (its agent is silent)."""
     return ~rack.provisionable
 
 
@@ -93,7 +94,7 @@ FILTERS: list[tuple[str, Filter]] = [
 # The diagnosis buckets, in filter order, with words for users.
 CHECKS: dict[str, str] = {
     "not_in_service": "not in service",
-    "not_provisionable": "not provisionable (in maintenance)",
+    "not_provisionable": "not taking instances (in maintenance, or its agent not answering)",
     "local_storage": "unable to hold the instance's local disks",
     "cpu_platform": "a different CPU platform",
     "affinity": "outside the instance's affinity group",

@@ -53,6 +53,9 @@ class SledView:
     reserved_cpus: int = 0
     reserved_memory: int = 0
     reserved_local_storage: int = 0
+    # False while the sled's agent does not answer: like maintenance, it takes no new
+    # instances for now.
+    reachable: bool = True
 
     @property
     def free_cpus(self) -> int:

@@ -89,7 +89,8 @@ class Rack:
             index={s.id: i for i, s in enumerate(sleds)},
             in_service=np.array([s.in_service for s in sleds], dtype=bool),
             provisionable=np.array(
-                [s.provision_policy == "provisionable" for s in sleds], dtype=bool
+                [s.provision_policy == "provisionable" and s.reachable for s in sleds],
+                dtype=bool,
             ),
             cpu_family=np.array([s.cpu_family for s in sleds], dtype=object),
             family_code=codes,

@@ -57,6 +57,9 @@ sled = sa.Table(
     sa.Column("provision_policy", sa.String(24), nullable=False),  # provisionable | non_...
     sa.Column("state", sa.String(16), nullable=False),  # active | decommissioned
     sa.Column("agent_url", sa.Text),  # null: the in-process simulated rack
+    # Since when the sled-health task has found the sled's agent not answering (null: it
+    # answers). Placement keeps new instances off the sled until it answers again.
+    sa.Column("time_unreachable", Time),
     sa.Column("time_created", Time, nullable=False),
     sa.Column("time_modified", Time, nullable=False),
 )

@@ -59,6 +59,7 @@ def views(conn: Connection, only: str | None = None) -> list[SledView]:
             sled.c.usable_physical_ram,
             sled.c.cpu_family,
             sled.c.local_storage,
+            sled.c.time_unreachable,
             used.c.cpus,
             used.c.memory,
             used.c.held,
@@ -86,6 +87,7 @@ def views(conn: Connection, only: str | None = None) -> list[SledView]:
             reserved_cpus=int(r.cpus or 0),
             reserved_memory=int(r.memory or 0),
             reserved_local_storage=int(r.storage or 0) + int(r.held or 0),
+            reachable=r.time_unreachable is None,
         )
         for r in conn.execute(q)
     ]
