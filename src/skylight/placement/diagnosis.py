@@ -41,6 +41,7 @@ _NOT_IN_SERVICE = _bits({"not_in_service"})
 _NOT_CAPACITY = ~_bits(CAPACITY_CHECKS) & 0xFF  # a sled failing these needs more than room
 _NEEDS_MORE_THAN_ROOM = (np.arange(256) & _NOT_CAPACITY) != 0  # per signature
 _IS_CANDIDATE = ~_NEEDS_MORE_THAN_ROOM & (np.arange(256) != 0)  # fails, but only for room
+_OUT_OF_THE_RUNNING = np.where(_NEEDS_MORE_THAN_ROOM, -np.inf, 0.0)  # added to a sled's share
 _ONLY_MAINTENANCE = _bits({"not_provisionable"})  # in service, would fit but for maintenance
 _ONLY_ANTI_AFFINITY = _bits({"anti_affinity"})  # ... but for an anti-affinity rule
 # For each signature, the first check it failed (the one its sled is counted under) and the
@@ -195,7 +196,7 @@ def _closest(req: Request, rack: Rack, sig: Sigs, candidates: int) -> int:
         )
         return int(at[score.argmax()])
     score = _share(req, rack.free_cpus_f, rack.free_memory_f, rack.free_local_storage)
-    np.putmask(score, _NEEDS_MORE_THAN_ROOM.take(sig), -np.inf)
+    score += _OUT_OF_THE_RUNNING.take(sig)  # rules out the sleds that need more than room
     return int(score.argmax())
 
 

@@ -50,9 +50,9 @@ def place(
     """
     rack = sleds if isinstance(sleds, Rack) else Rack.of(sleds)
     sig = filters.run(req, rack)
-    passing: Mask = sig == 0
-    if not passing.any():
+    if sig.all():  # every sled failed some check
         return PlacementFailure(diagnose(req, rack, sig))
+    passing: Mask = sig == 0
     if any(not g.hard and g.sleds for g in (*req.affinity, *req.anti_affinity)):
         score = _preference_score(req, rack)
         tier = passing & (score == score[passing].max())
