@@ -1,11 +1,20 @@
-"""What every benchmark shares: replacing its own section of docs/benchmarks.md."""
+"""What every benchmark shares: replacing its own section of docs/benchmarks.md, and the
+machine and settings tables that say where and how its figures were measured."""
 
 from __future__ import annotations
 
+import os
+import platform
 import re
+import sqlite3
+import subprocess
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "benchmarks.md"
+
+Row = tuple[str, str]
 
 
 def write_section(section: str, text: str, doc_path: Path = DOC) -> None:
@@ -23,3 +32,100 @@ def write_section(section: str, text: str, doc_path: Path = DOC) -> None:
         doc += text
     doc_path.parent.mkdir(parents=True, exist_ok=True)
     doc_path.write_text(doc.rstrip("\n") + "\n")
+
+
+def kv_table(rows: Iterable[Row]) -> list[str]:
+    """A two-column markdown table without a header, one line a (key, value) row: the shape
+    of every "Machine:" and "Settings:" table in docs/benchmarks.md."""
+    return ["| | |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in rows)]
+
+
+def setup_tables(machine: Iterable[Row], settings: Iterable[Row]) -> list[str]:
+    """The "Machine:" and "Settings:" tables that end every section, so that a figure can be
+    read against where and how it was measured."""
+    return ["Machine:", "", *kv_table(machine), "", "Settings:", "", *kv_table(settings), ""]
+
+
+def git(*argv: str) -> str:
+    """What ``git argv`` prints in the checkout, stripped; "" if git cannot say."""
+    try:
+        out = subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def git_rev() -> str:
+    """The commit measured, marked if tracked files differ from it (the figures may then
+    belong to no commit)."""
+    rev = git("rev-parse", "--short", "HEAD")
+    if not rev:
+        return "?"
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return f"{rev}{' (with uncommitted changes)' if dirty else ''}"
+
+
+def pg_version(admin: str) -> str:
+    """The server's version, or why it could not be asked (a report still gets written)."""
+    import psycopg
+
+    try:
+        with psycopg.connect(admin, connect_timeout=5) as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+            return str(row[0]) if row else "?"
+    except Exception as exc:  # the machine's business
+        return f"unavailable ({type(exc).__name__})"
+
+
+def _cpu_and_memory() -> tuple[str, str]:
+    """The CPU model and the total memory, from /proc (where there is one)."""
+    cpu, mem = platform.processor() or "?", "?"
+    try:
+        m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        if m:
+            cpu = m.group(1).strip()
+        m = re.search(r"^MemTotal:\s*(\d+) kB", Path("/proc/meminfo").read_text(), re.M)
+        if m:
+            mem = f"{int(m.group(1)) / 1024**2:.1f} GiB"
+    except OSError:
+        pass
+    return cpu, mem
+
+
+def machine_rows(
+    libraries: Sequence[Row] = (),
+    *,
+    sqlite: bool = True,
+    drivers: Sequence[Row] = (),
+    postgres: str | None = None,
+    skylight: str | None = None,
+    extra: Sequence[Row] = (),
+) -> list[Row]:
+    """The "Machine:" rows, in the order every section has them: the host and Python,
+    ``libraries``, SQLite (unless ``sqlite`` is false), then if ``postgres`` (what the server
+    on this machine is) is given ``drivers`` and PostgreSQL, Skylight (``git_rev()`` unless
+    ``skylight`` says otherwise), then ``extra``."""
+    cpu, mem = _cpu_and_memory()
+    rows = [
+        ("CPUs (`nproc`)", str(os.cpu_count())),
+        ("CPU", cpu),
+        ("memory", mem),
+        ("OS", f"{platform.system()} {platform.release()}"),
+        ("Python", platform.python_version()),
+        *libraries,
+    ]
+    if sqlite:
+        rows.append(("SQLite", sqlite3.sqlite_version))
+    if postgres is not None:
+        rows += [*drivers, ("PostgreSQL", f"{postgres} (same machine, 127.0.0.1)")]
+    rows.append(("Skylight", git_rev() if skylight is None else skylight))
+    return [*rows, *extra]
+
+
+def load_row(loads: Sequence[str], shared: str = "its CPUs") -> Row:
+    """The 1-minute load average at the start and the end of a run: other work on the
+    machine (sharing ``shared`` with the bench) moves the figures."""
+    return (
+        "load average (1 min), start / end",
+        " / ".join(loads) + f" (other work on the machine shares {shared} with the bench)",
+    )

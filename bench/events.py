@@ -49,12 +49,10 @@ import argparse
 import json
 import math
 import os
-import platform
 import random
 import re
 import shutil
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
@@ -70,7 +68,8 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from _report import write_section  # bench/ is on sys.path when a script runs
+# bench/ is on sys.path when a script runs
+from _report import load_row, machine_rows, setup_tables, write_section
 from skylight import lookup
 from skylight.api import models, paging, views
 from skylight.clock import now
@@ -1428,28 +1427,6 @@ def measure_failures(
 # -- report -----------------------------------------------------------------------------------
 
 
-def _git_rev() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        rev = out.stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-        return f"{rev}{' (with uncommitted changes)' if dirty else ''}" if rev else "?"
-    except (OSError, subprocess.SubprocessError):
-        return "?"
-
-
 def _pg_settings(admin: str) -> str:
     import psycopg
 
@@ -1465,40 +1442,31 @@ def _pg_settings(admin: str) -> str:
 
 
 def machine(args: argparse.Namespace, stores: list[str]) -> list[tuple[str, str]]:
-    cpu = platform.processor() or "?"
-    mem = "?"
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        m = re.search(r"^model name\s*:\s*(.+)$", info, re.M)
-        if m:
-            cpu = m.group(1).strip()
-        meminfo = Path("/proc/meminfo").read_text()
-        m = re.search(r"^MemTotal:\s*(\d+) kB", meminfo, re.M)
-        if m:
-            mem = f"{int(m.group(1)) / 1024**2:.1f} GiB"
-    except OSError:
-        pass
-    rows = [
-        ("CPUs (`nproc`)", str(os.cpu_count())),
-        ("CPU", cpu),
-        ("memory", mem),
-        ("OS", f"{platform.system()} {platform.release()}"),
-        ("Python", platform.python_version()),
-        ("SQLAlchemy", sa.__version__),
-        ("SQLite", sqlite3.sqlite_version),
+    return machine_rows(
+        [("SQLAlchemy", sa.__version__)],
+        postgres=_pg_settings(args.pg_admin) if "postgres" in stores else None,
+        extra=[load_row([f"{x:.2f}" for x in LOAD], "its CPUs and PostgreSQL")] if LOAD else [],
+    )
+
+
+def settings(args: argparse.Namespace, shape: Shape) -> list[tuple[str, str]]:
+    return [
+        (
+            "events / instances / projects",
+            f"{shape.events:,} / {shape.instances:,} / {shape.projects:,}",
+        ),
+        ("page size", str(LIMIT)),
+        ("queries per row (in-process)", f"{args.queries:,}, budget {args.query_budget:g} s"),
+        ("HTTP requests", f"{args.http_requests:,}"),
+        (
+            "write iterations per variant",
+            f"up to {args.write_iterations:,}, budget {args.write_budget:g} s per store",
+        ),
+        ("failures per series", str(args.failures)),
+        ("auto-restart intervals", ", ".join(f"{x:g} s" for x in args.restart_intervals)),
+        ("`--sim-start-delay`", f"{args.start_delay:g} s"),
+        ("random seed", str(args.seed)),
     ]
-    if "postgres" in stores:
-        rows.append(("PostgreSQL", f"{_pg_settings(args.pg_admin)} (same machine, 127.0.0.1)"))
-    rows.append(("Skylight", _git_rev()))
-    if LOAD:
-        rows.append(
-            (
-                "load average (1 min), start / end",
-                " / ".join(f"{x:.2f}" for x in LOAD)
-                + " (other work on the machine shares its CPUs and PostgreSQL with the bench)",
-            )
-        )
-    return rows
 
 
 def _plan_line(plan: str) -> str:
@@ -1980,33 +1948,7 @@ def section(
                 "",
                 "</details>",
             ]
-    out += [
-        "",
-        "Machine:",
-        "",
-        "| | |",
-        "| --- | --- |",
-        *(f"| {k} | {v} |" for k, v in machine(args, stores)),
-        "",
-        "Settings:",
-        "",
-        "| | |",
-        "| --- | --- |",
-        (
-            "| events / instances / projects | "
-            f"{shape.events:,} / {shape.instances:,} / {shape.projects:,} |"
-        ),
-        f"| page size | {LIMIT} |",
-        f"| queries per row (in-process) | {args.queries:,}, budget {args.query_budget:g} s |",
-        f"| HTTP requests | {args.http_requests:,} |",
-        f"| write iterations per variant | up to {args.write_iterations:,}, budget "
-        f"{args.write_budget:g} s per store |",
-        f"| failures per series | {args.failures} |",
-        f"| auto-restart intervals | {', '.join(f'{x:g} s' for x in args.restart_intervals)} |",
-        f"| `--sim-start-delay` | {args.start_delay:g} s |",
-        f"| random seed | {args.seed} |",
-        "",
-    ]
+    out += ["", *setup_tables(machine(args, stores), settings(args, shape))]
     return "\n".join(out)
 
 

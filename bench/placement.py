@@ -36,11 +36,8 @@ import argparse
 import gc
 import math
 import os
-import platform
 import random
 import re
-import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -56,7 +53,8 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from _report import write_section  # bench/ is on sys.path when a script runs
+# bench/ is on sys.path when a script runs
+from _report import load_row, machine_rows, pg_version, setup_tables, write_section
 from skylight.placement import (
     GroupRule,
     Placement,
@@ -615,17 +613,6 @@ def _pg_exec(admin: str, sql: str) -> None:
         conn.execute(sql)  # type: ignore[arg-type]
 
 
-def _pg_version(admin: str) -> str:
-    import psycopg
-
-    try:
-        with psycopg.connect(admin, connect_timeout=5) as conn:
-            row = conn.execute("SHOW server_version").fetchone()
-            return str(row[0]) if row else "?"
-    except Exception as exc:  # the machine's business
-        return f"unavailable ({type(exc).__name__})"
-
-
 @dataclass
 class Ids:
     project: str
@@ -1090,69 +1077,18 @@ def _sled_shape(r: CellResult | Population) -> str:
     return f"{r.sled_cpus} thr / {r.sled_memory // GiB} GiB"
 
 
-def _git_rev() -> str:
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-        return f"{rev}{' (with uncommitted changes)' if dirty else ''}" if rev else "?"
-    except (OSError, subprocess.SubprocessError):
-        return "?"
-
-
 LOAD: list[float] = []  # 1-minute load average at the start and at the end of the run
 
 
 def machine(args: argparse.Namespace, stores: list[str]) -> list[tuple[str, str]]:
     import psycopg
 
-    cpu = platform.processor() or "?"
-    mem = "?"
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        m = re.search(r"^model name\s*:\s*(.+)$", info, re.M)
-        if m:
-            cpu = m.group(1).strip()
-        meminfo = Path("/proc/meminfo").read_text()
-        m = re.search(r"^MemTotal:\s*(\d+) kB", meminfo, re.M)
-        if m:
-            mem = f"{int(m.group(1)) / 1024**2:.1f} GiB"
-    except OSError:
-        pass
-    rows = [
-        ("CPUs (`nproc`)", str(os.cpu_count())),
-        ("CPU", cpu),
-        ("memory", mem),
-        ("OS", f"{platform.system()} {platform.release()}"),
-        ("Python", platform.python_version()),
-        ("numpy", np.__version__),
-        ("SQLAlchemy", sa.__version__),
-        ("SQLite", sqlite3.sqlite_version),
-    ]
-    if "postgres" in stores:
-        rows.append(("psycopg", psycopg.__version__))
-        rows.append(("PostgreSQL", f"{_pg_version(args.pg_admin)} (same machine, 127.0.0.1)"))
-    rows.append(("Skylight", _git_rev()))
-    if LOAD:
-        rows.append(
-            (
-                "load average (1 min), start / end",
-                " / ".join(f"{x:.2f}" for x in LOAD)
-                + " (other work on the machine shares its CPUs with the bench)",
-            )
-        )
-    return rows
+    return machine_rows(
+        [("numpy", np.__version__), ("SQLAlchemy", sa.__version__)],
+        drivers=[("psycopg", psycopg.__version__)],
+        postgres=pg_version(args.pg_admin) if "postgres" in stores else None,
+        extra=[load_row([f"{x:.2f}" for x in LOAD])] if LOAD else [],
+    )
 
 
 def settings(args: argparse.Namespace, pinned: str) -> list[tuple[str, str]]:
@@ -1707,20 +1643,7 @@ def section(
             *recs,
             "",
         ]
-    out += [
-        "Machine:",
-        "",
-        "| | |",
-        "| --- | --- |",
-        *(f"| {k} | {v} |" for k, v in machine(args, store_kinds)),
-        "",
-        "Settings:",
-        "",
-        "| | |",
-        "| --- | --- |",
-        *(f"| {k} | {v} |" for k, v in settings(args, pinned)),
-        "",
-    ]
+    out += setup_tables(machine(args, store_kinds), settings(args, pinned))
     return "\n".join(out)
 
 

@@ -44,7 +44,6 @@ import asyncio
 import contextlib
 import math
 import os
-import platform
 import re
 import signal
 import subprocess
@@ -63,7 +62,8 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from _report import write_section  # bench/ is on sys.path when a script runs
+# bench/ is on sys.path when a script runs
+from _report import git, load_row, machine_rows, pg_version, setup_tables, write_section
 from skylight.clock import as_utc
 from skylight.store.engine import make_engine
 from skylight.store.schema import event, instance, replica, saga, saga_node_event, sled, vmm
@@ -104,17 +104,6 @@ def _pg_exec(admin: str, sql: str) -> None:
 
     with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
         conn.execute(sql)  # type: ignore[arg-type]
-
-
-def _pg_version(admin: str) -> str:
-    import psycopg
-
-    try:
-        with psycopg.connect(admin, connect_timeout=5) as conn:
-            row = conn.execute("SHOW server_version").fetchone()
-            return str(row[0]) if row else "?"
-    except Exception as exc:  # the machine's business
-        return f"unavailable ({type(exc).__name__})"
 
 
 def _db_url(admin: str, name: str) -> str:
@@ -1003,22 +992,12 @@ def _f(value: float, digits: int = 0) -> str:
     return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
 
 
-def _git(*argv: str) -> str:
-    try:
-        out = subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
 def _git_rev() -> tuple[str, str]:
     """(the commit, with a note if src/ has uncommitted changes; the code's identity: the
     src/ tree of HEAD plus the uncommitted diff of src/)."""
-    rev = _git("rev-parse", "--short", "HEAD") or "?"
-    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", "src")
-    code = (
-        _git("rev-parse", "HEAD:src") + "\n" + (_git("diff", "HEAD", "--", "src") if dirty else "")
-    )
+    rev = git("rev-parse", "--short", "HEAD") or "?"
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "src")
+    code = git("rev-parse", "HEAD:src") + "\n" + (git("diff", "HEAD", "--", "src") if dirty else "")
     return f"{rev}{' (src/ with uncommitted changes)' if dirty else ''}", code
 
 
@@ -1032,36 +1011,19 @@ def _loadavg() -> str:
 def machine(
     args: argparse.Namespace, load: tuple[str, str], revs: tuple[tuple[str, str], ...]
 ) -> list[tuple[str, str]]:
-    cpu, mem = platform.processor() or "?", "?"
-    try:
-        m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
-        if m:
-            cpu = m.group(1).strip()
-        m = re.search(r"^MemTotal:\s*(\d+) kB", Path("/proc/meminfo").read_text(), re.M)
-        if m:
-            mem = f"{int(m.group(1)) / 1024**2:.1f} GiB"
-    except OSError:
-        pass
-    return [
-        ("CPUs (`nproc`)", str(os.cpu_count())),
-        ("CPU", cpu),
-        ("memory", mem),
-        ("OS", f"{platform.system()} {platform.release()}"),
-        ("Python", platform.python_version()),
-        ("SQLAlchemy", sa.__version__),
-        ("PostgreSQL", f"{_pg_version(args.pg_admin)} (same machine, 127.0.0.1)"),
-        (
-            "Skylight",
-            revs[0][0]
-            if revs[0][1] == revs[1][1]
-            else f"{revs[0][0]} at the start; `src/` changed during the run (now "
-            f"{revs[1][0]}): processes started after the change ran the new code",
-        ),
-        (
-            "load average (1 min), start / end",
-            f"{load[0]} / {load[1]} (other work on the machine shares its CPUs with the bench)",
-        ),
-    ]
+    (rev, code), (rev_now, code_now) = revs[0], revs[1]
+    if code != code_now:
+        rev = (
+            f"{rev} at the start; `src/` changed during the run (now {rev_now}): processes "
+            "started after the change ran the new code"
+        )
+    return machine_rows(
+        [("SQLAlchemy", sa.__version__)],
+        sqlite=False,
+        postgres=pg_version(args.pg_admin),
+        skylight=rev,
+        extra=[load_row(load)],
+    )
 
 
 def throughput_table(results: list[Throughput]) -> str:
@@ -1613,20 +1575,7 @@ def section(
         ("agent size", f"{args.agent_cpus} threads / {args.agent_memory} GiB"),
         ("PostgreSQL pool per replica", "SQLAlchemy pool 10 + overflow 20; 16 concurrent tx"),
     ]
-    out += [
-        "Machine:",
-        "",
-        "| | |",
-        "| --- | --- |",
-        *(f"| {k} | {v} |" for k, v in machine(args, load, revs)),
-        "",
-        "Settings:",
-        "",
-        "| | |",
-        "| --- | --- |",
-        *(f"| {k} | {v} |" for k, v in settings),
-        "",
-    ]
+    out += setup_tables(machine(args, load, revs), settings)
     return "\n".join(out)
 
 

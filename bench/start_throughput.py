@@ -24,10 +24,6 @@ import argparse
 import asyncio
 import math
 import os
-import platform
-import re
-import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +35,8 @@ from typing import Any
 
 import httpx
 
-from _report import write_section  # bench/ is on sys.path when a script runs
+# bench/ is on sys.path when a script runs
+from _report import machine_rows, pg_version, setup_tables, write_section
 from skylight.testing import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -221,17 +218,6 @@ def _pg_exec(admin: str, sql: str) -> None:
         conn.execute(sql)  # type: ignore[arg-type]
 
 
-def _pg_version(admin: str) -> str:
-    import psycopg
-
-    try:
-        with psycopg.connect(admin, connect_timeout=5) as conn:
-            row = conn.execute("SHOW server_version").fetchone()
-            return str(row[0]) if row else "?"
-    except Exception as exc:  # the machine's business
-        return f"unavailable ({type(exc).__name__})"
-
-
 def run_store(store: str, args: argparse.Namespace) -> Result:
     with tempfile.TemporaryDirectory(prefix=f"skylight-bench-{store}-") as tmp:
         data_dir = Path(tmp) / "data"
@@ -268,54 +254,9 @@ def _fmt(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.0f}"
 
 
-def _git_rev() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        rev = out.stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-        return f"{rev}{' (with uncommitted changes)' if dirty else ''}" if rev else "?"
-    except (OSError, subprocess.SubprocessError):
-        return "?"
-
-
 def machine(args: argparse.Namespace, stores: list[str]) -> list[tuple[str, str]]:
-    cpu = platform.processor() or "?"
-    mem = "?"
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        m = re.search(r"^model name\s*:\s*(.+)$", info, re.M)
-        if m:
-            cpu = m.group(1).strip()
-        meminfo = Path("/proc/meminfo").read_text()
-        m = re.search(r"^MemTotal:\s*(\d+) kB", meminfo, re.M)
-        if m:
-            mem = f"{int(m.group(1)) / 1024**2:.1f} GiB"
-    except OSError:
-        pass
-    rows = [
-        ("CPUs (`nproc`)", str(os.cpu_count())),
-        ("CPU", cpu),
-        ("memory", mem),
-        ("OS", f"{platform.system()} {platform.release()}"),
-        ("Python", platform.python_version()),
-        ("SQLite", sqlite3.sqlite_version),
-    ]
-    if "postgres" in stores:
-        rows.append(("PostgreSQL", f"{_pg_version(args.pg_admin)} (same machine, 127.0.0.1)"))
-    rows.append(("Skylight", _git_rev()))
-    return rows
+    pg = pg_version(args.pg_admin) if "postgres" in stores else None
+    return machine_rows(postgres=pg)
 
 
 def settings(args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -377,18 +318,7 @@ def section(results: list[Result], args: argparse.Namespace, stores: list[str]) 
         "`skylight serve` process during the N creates divided by the successful starts; "
         "PostgreSQL's own CPU is not in it.",
         "",
-        "Machine:",
-        "",
-        "| | |",
-        "| --- | --- |",
-        *(f"| {k} | {v} |" for k, v in machine(args, stores)),
-        "",
-        "Settings:",
-        "",
-        "| | |",
-        "| --- | --- |",
-        *(f"| {k} | {v} |" for k, v in settings(args)),
-        "",
+        *setup_tables(machine(args, stores), settings(args)),
     ]
     return "\n".join(out)
 
