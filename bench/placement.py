@@ -1329,9 +1329,9 @@ def _findings(cells: list[CellResult], stores: list[StoreResult]) -> list[str]:
         agg_share = _ratio(part.get("views", 0.0) + part.get("recheck", 0.0), mean)
         placement_share = _ratio(part.get("rack_of", 0.0) + part.get("place", 0.0), mean)
         verdict = (
-            "**dominated by aggregating `sled_reservation`**"
+            "**dominated by reading the rack (`sleds.views` and the re-check)**"
             if agg_share >= 0.5
-            else "not dominated by the reservation aggregate"
+            else "not dominated by reading the rack"
         )
         line = (
             f"- **{r.store}, {r.n_sleds:,} sleds x {r.n_instances:,} instances, through the "
@@ -1347,8 +1347,7 @@ def _findings(cells: list[CellResult], stores: list[StoreResult]) -> list[str]:
         if recheck >= 0.25 * views:
             line += (
                 f" The re-check of one sled costs {_ms(recheck)} ms, "
-                f"{recheck / views:.0%} of reading the whole rack: the plan of "
-                "`views(only=sled)` aggregates every reservation before keeping one sled "
+                f"{recheck / views:.0%} of reading the whole rack "
                 f"(`{' / '.join(r.plan_one[:2])}`)."
             )
         if r.store == "sqlite":
@@ -1411,73 +1410,18 @@ def _recommendations(cells: list[CellResult], stores: list[StoreResult]) -> list
     if sized:
         text = "; ".join(
             f"{r.store} {r.n_sleds:,} x {r.n_instances:,}: {_ms(r.whatif[WHATIF_VIEWS].pct(0.5))}"
-            f" ms -> {_ms(r.whatif[WHATIF_SLED_LEAN].pct(0.5))} ms"
+            f" ms, against {_ms(r.whatif[WHATIF_GROUP_BY].pct(0.5))} ms for the aggregate alone"
             for r in sized
         )
         out.append(
-            "- **Keep each sled's reserved totals (threads, memory, local storage) on its "
-            "row** (or in a one-row-per-sled usage table), changed in the same transaction "
-            "as the `sled_reservation` insert and delete. `reserve_sled` already locks the "
-            "sled row on PostgreSQL and SQLite serialises writers, so the totals stay exact; "
-            "`sleds.views` then reads one row per sled instead of aggregating every "
-            "reservation, and `lock_and_measure` reads one row. Measured floor of such a "
-            f"read (placement's columns only): {text}."
-        )
-    slow_recheck = [
-        r
-        for r in stores
-        if len(r.ok_parts["recheck"])
-        and r.ok_parts["recheck"].pct(0.5) >= 0.25 * r.ok_parts["views"].pct(0.5)
-    ]
-    if slow_recheck:
-        text = ", ".join(
-            f"{r.store} {r.n_sleds:,} x {r.n_instances:,}: {_ms(r.ok_parts['recheck'].pct(0.5))} ms"
-            for r in slow_recheck
-        )
-        out.append(
-            "- **Until then, filter the re-check inside the aggregate:** "
-            "`lock_and_measure` should sum only the chosen sled's reservations (`WHERE "
-            "sled_id = :id` in the subqueries) rather than filter the joined aggregate; "
-            f"today it re-reads every reservation ({text} p50)."
-        )
-    if sized:
-        text = "; ".join(
-            f"{r.store}: {_ms(r.whatif[WHATIF_SLED_ALL].pct(0.5))} ms for all columns, "
-            f"{_ms(r.whatif[WHATIF_SLED_LEAN].pct(0.5))} ms for placement's"
-            for r in sized
-            if r.n_sleds == max(x.n_sleds for x in sized)
-        )
-        out.append(
-            "- **Select only the columns placement reads:** `sleds.views` selects every "
-            "`sled` column, timestamps included, and each row is turned into Python values "
-            f"({text}, at the largest store cell)."
-        )
-        cover = "; ".join(
-            f"{r.store} {r.n_sleds:,} x {r.n_instances:,}: "
-            f"{_ms(r.whatif[WHATIF_VIEWS].pct(0.5))} -> {_ms(r.whatif[WHATIF_COVER].pct(0.5))}"
-            " ms"
-            for r in sized
-        )
-        helped = [
-            r
-            for r in sized
-            if r.whatif[WHATIF_COVER].pct(0.5) < 0.9 * r.whatif[WHATIF_VIEWS].pct(0.5)
-        ]
-        verdict = (
-            "helps in every store cell, but far less than per-sled totals"
-            if len(helped) == len(sized)
-            else "is not enough: it helps by more than 10% in none of the store cells"
-            if not helped
-            else "is not enough: it helps by more than 10% only in "
-            + ", ".join(f"{r.store} {r.n_sleds:,} x {r.n_instances:,}" for r in helped)
-        )
-        out.append(
-            "- **A covering index on `sled_reservation (sled_id, hardware_threads, memory, "
-            f"local_storage)`**, the smallest change, {verdict} ({cover})."
+            "- **Applied: each sled's reserved totals live on its row**, kept by triggers "
+            "(`store/totals.py`, migration 0007) in the transaction of every reservation and "
+            "disk change, so `sleds.views` reads one row per sled instead of aggregating "
+            f"every reservation ({text})."
         )
     if stores:
         out.append(
-            "- **Beyond that, keep the rack in memory:** a columnar Rack held by the control "
+            "- **Next, keep the rack in memory:** a columnar Rack held by the control "
             "plane and updated on every reservation and release (re-checking under the "
             "sled's lock, as now, so a stale snapshot can only cost a retry, never an "
             "overcommit) turns a decision into `request_for` + `place` + the re-check, "

@@ -60,6 +60,13 @@ sled = sa.Table(
     # Since when the sled-health task has found the sled's agent not answering (null: it
     # answers). Placement keeps new instances off the sled until it answers again.
     sa.Column("time_unreachable", Time),
+    # What is reserved on the sled now: the sums of its ``sled_reservation`` rows, and for
+    # local storage also its pinned, undeleted local disks. Kept by database triggers
+    # (migration 0007, ``store/totals.py``) in the transaction of every change to those rows,
+    # so that placement reads one row per sled instead of aggregating every reservation.
+    sa.Column("reserved_hardware_threads", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("reserved_memory", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("reserved_local_storage", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("time_created", Time, nullable=False),
     sa.Column("time_modified", Time, nullable=False),
 )

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection
 from skylight.clock import now
 from skylight.ids import new_id
 from skylight.placement import SledView
-from skylight.store.schema import disk, sled, sled_reservation
+from skylight.store.schema import sled, sled_reservation
 
 
 def get(conn: Connection, sled_id: str) -> sa.Row[Any] | None:
@@ -31,47 +31,23 @@ def all_sleds(conn: Connection) -> list[sa.Row[Any]]:
 def views(conn: Connection, only: str | None = None) -> list[SledView]:
     """Every sled (or just ``only``) with what is reserved on it, as placement wants it.
 
-    Reads only the columns placement uses; with ``only``, the sums are filtered before they
-    are grouped (SQLite would otherwise aggregate every sled's reservations first).
+    The reserved totals are kept on the sled row by triggers (``store/totals.py``): one row
+    per sled, no aggregation over every reservation.
     """
-    used_q = sa.select(
-        sled_reservation.c.sled_id,
-        sa.func.sum(sled_reservation.c.hardware_threads).label("cpus"),
-        sa.func.sum(sled_reservation.c.memory).label("memory"),
-        sa.func.sum(sled_reservation.c.local_storage).label("held"),
-    ).group_by(sled_reservation.c.sled_id)
-    local_q = (
-        sa.select(disk.c.sled_id, sa.func.sum(disk.c.size).label("storage"))
-        .where(disk.c.sled_id.is_not(None), disk.c.time_deleted.is_(None))
-        .group_by(disk.c.sled_id)
-    )
-    if only is not None:
-        used_q = used_q.where(sled_reservation.c.sled_id == only)
-        local_q = local_q.where(disk.c.sled_id == only)
-    used, local = used_q.subquery(), local_q.subquery()
-    q = (
-        sa.select(
-            sled.c.id,
-            sled.c.policy,
-            sled.c.provision_policy,
-            sled.c.state,
-            sled.c.usable_hardware_threads,
-            sled.c.usable_physical_ram,
-            sled.c.cpu_family,
-            sled.c.local_storage,
-            sled.c.time_unreachable,
-            used.c.cpus,
-            used.c.memory,
-            used.c.held,
-            local.c.storage,
-        )
-        .select_from(
-            sled.outerjoin(used, used.c.sled_id == sled.c.id).outerjoin(
-                local, local.c.sled_id == sled.c.id
-            )
-        )
-        .order_by(sled.c.id)
-    )
+    q = sa.select(
+        sled.c.id,
+        sled.c.policy,
+        sled.c.provision_policy,
+        sled.c.state,
+        sled.c.usable_hardware_threads,
+        sled.c.usable_physical_ram,
+        sled.c.cpu_family,
+        sled.c.local_storage,
+        sled.c.time_unreachable,
+        sled.c.reserved_hardware_threads,
+        sled.c.reserved_memory,
+        sled.c.reserved_local_storage,
+    ).order_by(sled.c.id)
     if only is not None:
         q = q.where(sled.c.id == only)
     return [
@@ -84,9 +60,9 @@ def views(conn: Connection, only: str | None = None) -> list[SledView]:
             memory=r.usable_physical_ram,
             cpu_family=r.cpu_family,
             local_storage=r.local_storage,
-            reserved_cpus=int(r.cpus or 0),
-            reserved_memory=int(r.memory or 0),
-            reserved_local_storage=int(r.storage or 0) + int(r.held or 0),
+            reserved_cpus=int(r.reserved_hardware_threads),
+            reserved_memory=int(r.reserved_memory),
+            reserved_local_storage=int(r.reserved_local_storage),
             reachable=r.time_unreachable is None,
         )
         for r in conn.execute(q)
