@@ -12,7 +12,7 @@ cell with the most sleds is also profiled (cProfile).
 Through the store: the same population written to a store (SQLite file, PostgreSQL; bulk
 paths: executemany, COPY), checked to give placement exactly the in-process rack and
 requests, then decisions as ``instance-start``'s ``reserve_sled`` makes them, one
-transaction each: ``placement_inputs.request_for`` + ``sleds.views`` + ``Rack.of`` +
+transaction each: ``placement_inputs.request_for`` + ``sleds.rack`` (the rack's columns) +
 ``place`` and, for a success, the re-check under the sled's lock
 (``sleds.lock_and_measure`` + ``fits``) and the reservation insert; then the transaction is
 rolled back, so every decision sees the same rack. Each part is timed. Then the views query
@@ -806,10 +806,8 @@ def _decide(
             conn, iid, ncpus=p.ncpus, memory=p.memory, cpu_platform=p.cpu_platform
         )
         t1 = perf()
-        views = sleds.views(conn)
-        t2 = perf()
-        rack = Rack.of(views)
-        t3 = perf()
+        rack = sleds.rack(conn)  # as instance-start reads it: columns, no SledView per sled
+        t2 = t3 = perf()
         result = place(req, rack, rng)
         t4 = perf()
         parts.update(request_for=t1 - t0, views=t2 - t1, rack_of=t3 - t2, place=t4 - t3)
@@ -1178,7 +1176,7 @@ def _in_process_table(cells: list[CellResult]) -> str:
 def _store_table(results: list[StoreResult]) -> str:
     lines = [
         "| store | sleds | placed instances | outcome | n | decisions/s | p50 (ms) | p99 (ms) "
-        "| request_for | views | Rack.of | place | re-check | insert | views share "
+        "| request_for | sleds.rack | (Rack.of) | place | re-check | insert | rack share "
         "| bench CPU |",
         "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: "
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -1316,9 +1314,9 @@ def _findings(cells: list[CellResult], stores: list[StoreResult]) -> list[str]:
             rack_ms = c.rack_of.pct(0.5)
             out.append(
                 f"- **Rack.of at {c.n_sleds:,} sleds** takes {_ms(rack_ms)} ms, as much as "
-                f"{rack_ms / c.ok.pct(0.5):.0f} successful decisions; the control plane pays it "
-                "on every decision (`place(req, sleds.views(conn), rng)` builds a Rack from "
-                "the views each time)."
+                f"{rack_ms / c.ok.pct(0.5):.0f} successful decisions from SledViews; the "
+                "control plane builds its Rack from the sled rows' columns instead "
+                "(`sleds.rack`, in the store rows below)."
             )
     for r in stores:
         if not len(r.ok):
@@ -1329,14 +1327,14 @@ def _findings(cells: list[CellResult], stores: list[StoreResult]) -> list[str]:
         agg_share = _ratio(part.get("views", 0.0) + part.get("recheck", 0.0), mean)
         placement_share = _ratio(part.get("rack_of", 0.0) + part.get("place", 0.0), mean)
         verdict = (
-            "**dominated by reading the rack (`sleds.views` and the re-check)**"
+            "**dominated by reading the rack (`sleds.rack` and the re-check)**"
             if agg_share >= 0.5
             else "not dominated by reading the rack"
         )
         line = (
             f"- **{r.store}, {r.n_sleds:,} sleds x {r.n_instances:,} instances, through the "
             f"store:** {_ms(r.ok.pct(0.5))} ms per successful decision at p50 "
-            f"({r.ok.rate:,.1f}/s); `sleds.views` is {_share(views_share, 1.0)} of the mean "
+            f"({r.ok.rate:,.1f}/s); `sleds.rack` is {_share(views_share, 1.0)} of the mean "
             f"decision, the re-check `lock_and_measure` "
             f"{_share(part.get('recheck', 0.0), mean)}, `request_for` "
             f"{_share(part.get('request_for', 0.0), mean)}, Rack.of + place "
@@ -1416,7 +1414,7 @@ def _recommendations(cells: list[CellResult], stores: list[StoreResult]) -> list
         out.append(
             "- **Applied: each sled's reserved totals live on its row**, kept by triggers "
             "(`store/totals.py`, migration 0007) in the transaction of every reservation and "
-            "disk change, so `sleds.views` reads one row per sled instead of aggregating "
+            "disk change, so the rack is read as one row per sled instead of aggregating "
             f"every reservation ({text})."
         )
     if stores:
@@ -1529,11 +1527,12 @@ def section(
             "directory; a fresh PostgreSQL database, then `VACUUM ANALYZE` as autovacuum "
             "would do after such a load; SQLite gets no `ANALYZE`, as in production), then "
             "one transaction per decision as `reserve_sled` makes it: "
-            "`placement_inputs.request_for`, `sleds.views`, `Rack.of`, `place` and, for a "
+            "`placement_inputs.request_for`, `sleds.rack` (the sled rows read as the Rack's "
+            "columns; the Rack.of column is empty: it is part of it), `place` and, for a "
             "placed instance, the re-check under the sled's lock (`sleds.lock_and_measure` + "
             "`fits`) and the `sled_reservation` insert; then the transaction is rolled back. "
             "The `instance.placed` event of a real reservation is not written. Part columns "
-            "are p50 in ms; *views share* is the mean `sleds.views` time over the mean "
+            "are p50 in ms; *rack share* is the mean `sleds.rack` time over the mean "
             "decision time; *bench CPU* is the p50 CPU time of the bench thread per decision "
             "(SQLAlchemy, the driver, SledViews, placement; with SQLite, the database too). "
             "Before measuring, the bench checks that the store yields exactly the in-process "

@@ -6,11 +6,13 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import numpy as np
 from fastapi.testclient import TestClient
 
 from skylight.clock import now
+from skylight.placement import Rack
 from skylight.store import Store, migrate, sleds, totals
-from skylight.store.schema import disk, project, sled_reservation
+from skylight.store.schema import disk, project, sled, sled_reservation
 from tests.conftest import GiB, instance_body
 
 
@@ -83,6 +85,31 @@ def test_totals_follow_every_write_of_reservations_and_disks(db_url: str) -> Non
 
         store.tx_sync(write)
         assert _kept(store) == {}, f"after step {step} ({op})"
+    # The rack placement reads as columns is the one built from the views, sled by sled,
+    # whatever the sleds' policies and reachability.
+    store.tx_sync(
+        lambda c: c.execute(
+            sled.update()
+            .where(sled.c.id == sled_ids[0])
+            .values(provision_policy="non_provisionable")
+        )
+    )
+    store.tx_sync(
+        lambda c: c.execute(sled.update().where(sled.c.id == sled_ids[1]).values(policy="expunged"))
+    )
+    store.tx_sync(
+        lambda c: c.execute(
+            sled.update().where(sled.c.id == sled_ids[2]).values(time_unreachable=now())
+        )
+    )
+    columns, built = store.tx_sync(sleds.rack), Rack.of(store.tx_sync(sleds.views))
+    names = ["in_service", "provisionable", "cpus", "memory", "local_storage", "free_cpus",
+             "free_memory", "free_local_storage", "free_share", "family_code"]  # fmt: skip
+    for name in names:
+        assert np.array_equal(getattr(columns, name), getattr(built, name)), name
+    assert (columns.ids, columns.smallest) == (built.ids, built.smallest)
+    assert list(columns.provisionable) == [False, True, False, True]
+    assert list(columns.in_service) == [True, False, True, True]
     # A rolled-back transaction leaves the totals as they were.
     before = store.tx_sync(sleds.views)
     try:

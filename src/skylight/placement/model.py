@@ -38,6 +38,14 @@ class Request:
     contradictions: tuple[str, ...] = ()
 
 
+def sled_in_service(policy: str, state: str) -> bool:
+    return policy == "in_service" and state == "active"
+
+
+def sled_takes_instances(provision_policy: str, reachable: bool) -> bool:
+    return provision_policy == "provisionable" and reachable
+
+
 @dataclass(frozen=True)
 class SledView:
     """One sled as placement sees it: its capacity and what is reserved on it now."""
@@ -71,7 +79,12 @@ class SledView:
 
     @property
     def in_service(self) -> bool:
-        return self.policy == "in_service" and self.state == "active"
+        return sled_in_service(self.policy, self.state)
+
+    @property
+    def takes_instances(self) -> bool:
+        """Provisionable and reachable: new instances may go there now."""
+        return sled_takes_instances(self.provision_policy, self.reachable)
 
 
 @dataclass(frozen=True)

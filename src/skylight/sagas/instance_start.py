@@ -67,7 +67,7 @@ async def reserve_sled(ctx: SagaContext) -> dict[str, Any]:
                 memory=p["memory"],
                 cpu_platform=p.get("cpu_platform"),
             )
-            result = place(req, sleds.views(conn), rng)
+            result = place(req, sleds.rack(conn), rng)
             if isinstance(result, PlacementFailure):
                 raise ActionError(result.reason, "InsufficientCapacity")
             fresh = sleds.lock_and_measure(conn, result.sled_id)

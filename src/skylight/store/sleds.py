@@ -9,7 +9,8 @@ from sqlalchemy.engine import Connection
 
 from skylight.clock import now
 from skylight.ids import new_id
-from skylight.placement import SledView
+from skylight.placement import Rack, SledView
+from skylight.placement.model import sled_in_service, sled_takes_instances
 from skylight.store.schema import sled, sled_reservation
 
 
@@ -67,6 +68,44 @@ def views(conn: Connection, only: str | None = None) -> list[SledView]:
         )
         for r in conn.execute(q)
     ]
+
+
+def rack(conn: Connection) -> Rack:
+    """The whole rack as placement's columns, read straight from the sled rows (what
+    ``views`` gives, without a SledView per sled: at 10,000 sleds building those cost four
+    times the query)."""
+    rows = conn.execute(
+        sa.select(
+            sled.c.id,
+            sled.c.policy,
+            sled.c.state,
+            sled.c.provision_policy,
+            sled.c.time_unreachable,
+            sled.c.cpu_family,
+            sled.c.usable_hardware_threads,
+            sled.c.usable_physical_ram,
+            sled.c.local_storage,
+            sled.c.reserved_hardware_threads,
+            sled.c.reserved_memory,
+            sled.c.reserved_local_storage,
+        ).order_by(sled.c.id)
+    ).all()
+    (ids, policy, state, provision, unreachable, family, cpus, memory, local, r_cpus, r_mem,
+     r_local) = zip(*rows, strict=True) if rows else ((),) * 12  # fmt: skip
+    return Rack.from_columns(
+        ids=ids,
+        in_service=[sled_in_service(p, s) for p, s in zip(policy, state, strict=True)],
+        takes_instances=[
+            sled_takes_instances(p, u is None) for p, u in zip(provision, unreachable, strict=True)
+        ],
+        cpu_family=family,
+        cpus=cpus,
+        memory=memory,
+        local_storage=local,
+        reserved_cpus=r_cpus,
+        reserved_memory=r_mem,
+        reserved_local_storage=r_local,
+    )
 
 
 def lock_and_measure(conn: Connection, sled_id: str) -> SledView | None:
