@@ -510,3 +510,21 @@ def test_retention_task_covers_every_batch(
         )
     assert after == {iid: 2 for iid in before}
     assert removed == sum(before.values()) - 6
+
+
+def test_a_prefetched_page_leaves_the_planner_as_it_found_it(store: Store) -> None:
+    """On PostgreSQL an instance's page turns index scans off for its one statement: the rest
+    of the transaction plans as usual."""
+    actor = user_actor("u")
+    for _ in range(5):
+        store.tx_sync(lambda c: events.insert(c, _new(Kind.UPDATED, actor, None)))
+
+    def page_then_setting(conn: Any) -> tuple[int, str | None]:
+        rows = events.page(conn, events.EventFilter(instance_id="i1"), limit=3, before_seq=None)
+        if conn.dialect.name != "postgresql":
+            return len(rows), None
+        return len(rows), conn.exec_driver_sql("SHOW enable_indexscan").scalar()
+
+    count, setting = store.tx_sync(page_then_setting)
+    assert count == 3
+    assert setting in (None, "on")

@@ -179,10 +179,10 @@ def _page_prefetched(
         # of rows (with an unknown bound it planned a project's page as a scan of its every
         # event: 0.5 s).
         q = q.where(event.c.seq >= oldest)
-    try:
-        rows = conn.execute(q).all()
-    finally:
-        conn.execute(sa.select(sa.func.set_config("enable_indexscan", was, True)))
+    rows = conn.execute(q).all()
+    # Put it back for the rest of the transaction. (Had the statement failed, the transaction
+    # is over, and so are its local settings: a statement here would only hide the error.)
+    conn.execute(sa.select(sa.func.set_config("enable_indexscan", was, True)))
     return sorted(rows, key=lambda r: r.seq, reverse=True)[:limit]
 
 
