@@ -3,13 +3,17 @@ machine and settings tables that say where and how its figures were measured."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 import re
 import sqlite3
 import subprocess
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+
+import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -129,3 +133,29 @@ def load_row(loads: Sequence[str], shared: str = "its CPUs") -> Row:
         "load average (1 min), start / end",
         " / ".join(loads) + f" (other work on the machine shares {shared} with the bench)",
     )
+
+
+async def wait_running(
+    client: httpx.AsyncClient,
+    url: str,
+    name: str,
+    project: str,
+    deadline: float,
+    interval: float,
+) -> tuple[bool, str]:
+    """Poll ``{url}/v1/instances/{name}`` until it is running; (ok, why not). Bounded by
+    ``deadline`` (``time.monotonic``); a status reason or a resting state ends it early."""
+    last = "?"
+    while time.monotonic() < deadline:
+        r = await client.get(f"{url}/v1/instances/{name}", params={"project": project})
+        if r.status_code == 200:
+            body = r.json()
+            last = body["run_state"]
+            if last == "running":
+                return True, ""
+            if body.get("status_reason") or last in ("failed", "stopped", "destroyed"):
+                return False, f"{last}: {body.get('status_reason')}"
+        else:
+            last = f"HTTP {r.status_code}"
+        await asyncio.sleep(interval)
+    return False, f"not running before the deadline (last seen: {last})"

@@ -63,7 +63,15 @@ import httpx
 import sqlalchemy as sa
 
 # bench/ is on sys.path when a script runs
-from _report import git, load_row, machine_rows, pg_version, setup_tables, write_section
+from _report import (
+    git,
+    load_row,
+    machine_rows,
+    pg_version,
+    setup_tables,
+    wait_running,
+    write_section,
+)
 from skylight.clock import as_utc
 from skylight.store.engine import make_engine
 from skylight.store.schema import event, instance, replica, saga, saga_node_event, sled, vmm
@@ -484,25 +492,6 @@ def merged(results: list[Throughput]) -> list[Throughput]:
     return [merge([r for r in results if r.replicas == c]) for c in counts]
 
 
-async def _wait_running(
-    client: httpx.AsyncClient, url: str, name: str, deadline: float, interval: float
-) -> tuple[bool, str]:
-    last = "?"
-    while time.monotonic() < deadline:
-        r = await client.get(f"{url}/v1/instances/{name}", params={"project": PROJECT})
-        if r.status_code == 200:
-            body = r.json()
-            last = body["run_state"]
-            if last == "running":
-                return True, ""
-            if body.get("status_reason") or last in ("failed", "stopped", "destroyed"):
-                return False, f"{last}: {body.get('status_reason')}"
-        else:
-            last = f"HTTP {r.status_code}"
-        await asyncio.sleep(interval)
-    return False, f"not running before the deadline (last seen: {last})"
-
-
 async def _operator_reason(
     client: httpx.AsyncClient, url: str, name: str, reason: dict[str, Any]
 ) -> str:
@@ -551,7 +540,7 @@ async def _create_one(
             if result is not None:
                 result.polled += 1
             deadline = time.monotonic() + args.poll_timeout
-            ok, why = await _wait_running(client, url, body["name"], deadline, 0.01)
+            ok, why = await wait_running(client, url, body["name"], PROJECT, deadline, 0.01)
     t1 = time.monotonic()
     if result is None:
         if not ok:

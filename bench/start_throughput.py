@@ -36,7 +36,7 @@ from typing import Any
 import httpx
 
 # bench/ is on sys.path when a script runs
-from _report import machine_rows, pg_version, setup_tables, write_section
+from _report import machine_rows, pg_version, setup_tables, wait_running, write_section
 from skylight.testing import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,26 +95,6 @@ def instance_body(i: int, prefix: str) -> dict[str, Any]:
     }
 
 
-async def _wait_running(
-    client: httpx.AsyncClient, name: str, deadline: float, interval: float
-) -> tuple[bool, str]:
-    """Poll until the instance is running; (ok, why-not). Bounded by ``deadline``."""
-    last = "?"
-    while time.monotonic() < deadline:
-        r = await client.get(f"/v1/instances/{name}", params={"project": PROJECT})
-        if r.status_code == 200:
-            body = r.json()
-            last = body["run_state"]
-            if last == "running":
-                return True, ""
-            if body.get("status_reason") or last in ("failed", "stopped", "destroyed"):
-                return False, f"{last}: {body.get('status_reason')}"
-        else:
-            last = f"HTTP {r.status_code}"
-        await asyncio.sleep(interval)
-    return False, f"not running before the deadline (last seen: {last})"
-
-
 async def _one(
     client: httpx.AsyncClient,
     body: dict[str, Any],
@@ -141,8 +121,8 @@ async def _one(
         else:
             if result is not None:
                 result.polled += 1
-            ok, why = await _wait_running(
-                client, body["name"], time.monotonic() + poll_timeout, poll_interval
+            ok, why = await wait_running(
+                client, "", body["name"], PROJECT, time.monotonic() + poll_timeout, poll_interval
             )
     t1 = time.monotonic()
     if result is None:

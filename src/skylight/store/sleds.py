@@ -29,28 +29,33 @@ def all_sleds(conn: Connection) -> list[sa.Row[Any]]:
     return list(conn.execute(sa.select(sled).order_by(sled.c.id)))
 
 
-def views(conn: Connection, only: str | None = None) -> list[SledView]:
-    """Every sled (or just ``only``) with what is reserved on it, as placement wants it.
+# What placement reads of a sled, in this order. The reserved totals are kept on the sled row
+# by triggers (``store/totals.py``): one row per sled, no aggregation over every reservation.
+_PLACEMENT_COLUMNS = (
+    sled.c.id,
+    sled.c.policy,
+    sled.c.state,
+    sled.c.provision_policy,
+    sled.c.time_unreachable,
+    sled.c.cpu_family,
+    sled.c.usable_hardware_threads,
+    sled.c.usable_physical_ram,
+    sled.c.local_storage,
+    sled.c.reserved_hardware_threads,
+    sled.c.reserved_memory,
+    sled.c.reserved_local_storage,
+)
 
-    The reserved totals are kept on the sled row by triggers (``store/totals.py``): one row
-    per sled, no aggregation over every reservation.
-    """
-    q = sa.select(
-        sled.c.id,
-        sled.c.policy,
-        sled.c.provision_policy,
-        sled.c.state,
-        sled.c.usable_hardware_threads,
-        sled.c.usable_physical_ram,
-        sled.c.cpu_family,
-        sled.c.local_storage,
-        sled.c.time_unreachable,
-        sled.c.reserved_hardware_threads,
-        sled.c.reserved_memory,
-        sled.c.reserved_local_storage,
-    ).order_by(sled.c.id)
+
+def _placement_rows(conn: Connection, only: str | None = None) -> list[sa.Row[Any]]:
+    q = sa.select(*_PLACEMENT_COLUMNS).order_by(sled.c.id)
     if only is not None:
         q = q.where(sled.c.id == only)
+    return list(conn.execute(q))
+
+
+def views(conn: Connection, only: str | None = None) -> list[SledView]:
+    """Every sled (or just ``only``) with what is reserved on it, as placement wants it."""
     return [
         SledView(
             id=r.id,
@@ -66,7 +71,7 @@ def views(conn: Connection, only: str | None = None) -> list[SledView]:
             reserved_local_storage=int(r.reserved_local_storage),
             reachable=r.time_unreachable is None,
         )
-        for r in conn.execute(q)
+        for r in _placement_rows(conn, only)
     ]
 
 
@@ -74,24 +79,9 @@ def rack(conn: Connection) -> Rack:
     """The whole rack as placement's columns, read straight from the sled rows (what
     ``views`` gives, without a SledView per sled: at 10,000 sleds building those cost four
     times the query)."""
-    rows = conn.execute(
-        sa.select(
-            sled.c.id,
-            sled.c.policy,
-            sled.c.state,
-            sled.c.provision_policy,
-            sled.c.time_unreachable,
-            sled.c.cpu_family,
-            sled.c.usable_hardware_threads,
-            sled.c.usable_physical_ram,
-            sled.c.local_storage,
-            sled.c.reserved_hardware_threads,
-            sled.c.reserved_memory,
-            sled.c.reserved_local_storage,
-        ).order_by(sled.c.id)
-    ).all()
+    rows = _placement_rows(conn)
     (ids, policy, state, provision, unreachable, family, cpus, memory, local, r_cpus, r_mem,
-     r_local) = zip(*rows, strict=True) if rows else ((),) * 12  # fmt: skip
+     r_local) = zip(*rows, strict=True) if rows else ((),) * len(_PLACEMENT_COLUMNS)  # fmt: skip
     return Rack.from_columns(
         ids=ids,
         in_service=[sled_in_service(p, s) for p, s in zip(policy, state, strict=True)],

@@ -99,33 +99,25 @@ POSTGRESQL_DROP = [
     "DROP FUNCTION IF EXISTS sled_totals_from_disk()",
 ]
 
-# Recompute every sled's totals from the rows (the migration's backfill; ``check``'s truth).
-_SUMS = """
-SELECT s.id,
-  COALESCE((SELECT SUM(r.hardware_threads) FROM sled_reservation r WHERE r.sled_id = s.id), 0),
-  COALESCE((SELECT SUM(r.memory) FROM sled_reservation r WHERE r.sled_id = s.id), 0),
-  COALESCE((SELECT SUM(r.local_storage) FROM sled_reservation r WHERE r.sled_id = s.id), 0)
-  + COALESCE((SELECT SUM(d.size) FROM disk d
-              WHERE d.sled_id = s.id AND d.time_deleted IS NULL), 0)
-FROM sled s
-"""
-BACKFILL = (
-    "UPDATE sled SET "
-    "reserved_hardware_threads = COALESCE((SELECT SUM(r.hardware_threads) FROM sled_reservation r "
-    "WHERE r.sled_id = sled.id), 0), "
-    "reserved_memory = COALESCE((SELECT SUM(r.memory) FROM sled_reservation r "
-    "WHERE r.sled_id = sled.id), 0), "
-    "reserved_local_storage = COALESCE((SELECT SUM(r.local_storage) FROM sled_reservation r "
-    "WHERE r.sled_id = sled.id), 0) + COALESCE((SELECT SUM(d.size) FROM disk d "
-    "WHERE d.sled_id = sled.id AND d.time_deleted IS NULL), 0)"
-)
+# Each total recomputed from the rows, as SQL over the sled row ``sled`` (the migration's
+# backfill; ``check``'s truth).
+_SUMS = {
+    "reserved_hardware_threads": "COALESCE((SELECT SUM(r.hardware_threads) "
+    "FROM sled_reservation r WHERE r.sled_id = sled.id), 0)",
+    "reserved_memory": "COALESCE((SELECT SUM(r.memory) "
+    "FROM sled_reservation r WHERE r.sled_id = sled.id), 0)",
+    "reserved_local_storage": "COALESCE((SELECT SUM(r.local_storage) "
+    "FROM sled_reservation r WHERE r.sled_id = sled.id), 0) + COALESCE((SELECT SUM(d.size) "
+    "FROM disk d WHERE d.sled_id = sled.id AND d.time_deleted IS NULL), 0)",
+}
+BACKFILL = "UPDATE sled SET " + ", ".join(f"{col} = {expr}" for col, expr in _SUMS.items())
 
 
 def check(conn: Connection) -> dict[str, Any]:
     """Sleds whose kept totals differ from the sums of their rows: {sled id: (kept, sums)}."""
-    sums = {r[0]: tuple(int(v) for v in r[1:]) for r in conn.execute(sa.text(_SUMS))}
-    kept_q = sa.text(
-        "SELECT id, reserved_hardware_threads, reserved_memory, reserved_local_storage FROM sled"
-    )
-    kept = {r[0]: tuple(int(v) for v in r[1:]) for r in conn.execute(kept_q)}
+    q = sa.text(f"SELECT id, {', '.join(_SUMS)}, {', '.join(_SUMS.values())} FROM sled")
+    rows = {r[0]: tuple(int(v) for v in r[1:]) for r in conn.execute(q)}
+    n = len(_SUMS)
+    kept = {s: v[:n] for s, v in rows.items()}
+    sums = {s: v[n:] for s, v in rows.items()}
     return {s: (kept[s], sums[s]) for s in sums if kept.get(s) != sums[s]}
