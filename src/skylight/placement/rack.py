@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
@@ -51,16 +50,6 @@ class Rack:
 
     def __len__(self) -> int:
         return len(self.ids)
-
-    @cached_property
-    def most_free(self) -> Ints:
-        """Per resource (vCPUs, memory, local storage), the positions of the sleds that take
-        instances (in service, provisionable), most free first: the closest sled to a request
-        that fits nowhere is found near the head of these (see ``diagnosis._closest``).
-        Sorted once per rack, the first time a diagnosis asks."""
-        usable = np.flatnonzero(self.in_service & self.provisionable)
-        free = np.stack([self.free_cpus, self.free_memory, self.free_local_storage])[:, usable]
-        return usable[np.argsort(-free, axis=1, kind="stable")]
 
     def members(self, sled_ids: frozenset[str]) -> Mask:
         """A mask of the given sleds (ids not in this rack are ignored)."""
