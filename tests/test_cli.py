@@ -329,3 +329,52 @@ def test_watch_until_settled_prints_the_running_event(sky: Any, server: ServerPr
     # Once it runs, --until-settled has nothing to wait for.
     again = ok(sky("instance", "watch", "watched", "-p", "demo", "--until-settled"))
     assert "already running" in again.output
+
+
+# -- webhooks --------------------------------------------------------------------------------
+
+
+def test_webhook_commands(sky: Any) -> None:
+    """Create a receiver, see an event reach it, read its deliveries, probe it, clean up."""
+    from tests.test_webhooks import Receiver, wait_for
+
+    rx = Receiver()
+    try:
+        out = ok(
+            sky(
+                "webhook",
+                "create",
+                "pager",
+                "--endpoint",
+                rx.url,
+                "--secret",
+                "s3cret",
+                "--subscribe",
+                "instance.start_failed",
+            )
+        ).output
+        assert "created receiver pager" in out and "instance.start_failed" in flat(out)
+        assert "pager" in ok(sky("webhook", "list")).output
+        # A start no sled can ever take: its failure is sent, though nobody waited for it.
+        made = sky("instance", "create", "hook-huge", "-p", "demo", "--cpus", "64", "--memory", "4")
+        assert made.exit_code == 4, made.output  # permanent: larger than any sled
+        wait_for(lambda: rx.bodies(), "the start failure's delivery")
+        assert rx.bodies()[0]["data"]["reason"]["code"] == "exceeds_sled_size"
+        listed = wait_for(
+            lambda: (
+                "delivered" in ok(sky("webhook", "deliveries", "pager")).output
+                and ok(sky("webhook", "deliveries", "pager")).output
+            ),
+            "the delivered state",
+        )
+        assert "instance.start_failed" in listed and "succeeded (204)" in flat(listed)
+        probed = ok(sky("webhook", "probe", "pager")).output
+        assert "probe delivered" in probed
+        rx.script = [500]
+        failed_probe = sky("webhook", "probe", "pager")
+        assert failed_probe.exit_code == 1 and "failed_http_error (500)" in failed_probe.output
+        bad = sky("webhook", "subscribe", "pager", "disk.*")
+        assert bad.exit_code == 1 and "matches no alert class" in flat(bad.output)
+        assert "deleted receiver pager" in ok(sky("webhook", "delete", "pager")).output
+    finally:
+        rx.close()

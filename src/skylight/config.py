@@ -56,6 +56,15 @@ class Settings:
     undo_attempts: int = 5
     undo_retry_delay: float = 0.2
     max_body_bytes: int = 1024 * 1024
+    # Webhooks: the lease holder dispatches new events and sends due deliveries this often
+    # (and at once when it commits events). A delivery gets webhook_attempts tries, the
+    # next one webhook_backoff seconds after the first failure, then 6x longer each time up
+    # to webhook_backoff_max; each request may take webhook_timeout seconds.
+    webhook_interval: float = 1.0
+    webhook_timeout: float = 10.0
+    webhook_attempts: int = 6
+    webhook_backoff: float = 10.0
+    webhook_backoff_max: float = 3600.0
 
     def resolved_db_url(self) -> str:
         if self.db_url:

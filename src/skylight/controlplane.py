@@ -13,7 +13,7 @@ import anyio
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from skylight.background import auto_restart, replicas, retention, sled_health
+from skylight.background import auto_restart, replicas, retention, sled_health, webhooks
 from skylight.clock import now
 from skylight.config import GiB, Settings
 from skylight.events import reasons
@@ -103,6 +103,7 @@ class ControlPlane:
             ("auto-restart", auto_restart.loop),
             ("retention", retention.loop),
             ("sled-health", sled_health.loop),
+            ("webhooks", webhooks.loop),
         ):
             self._background.append(asyncio.create_task(loop(self), name=name))
 

@@ -37,6 +37,12 @@ class AlreadyExists(SkylightError):
         super().__init__(f'already exists: {kind} "{name}"')
 
 
+class Forbidden(SkylightError):
+    """The caller may not do this (until identity lands: an operator-only resource)."""
+
+    error_code = "Forbidden"
+
+
 class InvalidRequest(SkylightError):
     error_code = "InvalidRequest"
 

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection
 
 from skylight.errors import InvalidRequest, NotFound
 from skylight.ids import parse_uuid
-from skylight.store import disks, groups, instances, projects
+from skylight.store import disks, groups, instances, projects, webhooks
 
 
 def project(conn: Connection, selector: str) -> sa.Row[Any]:
@@ -100,3 +100,15 @@ def disk(conn: Connection, selector: str, project_selector: str | None) -> sa.Ro
         lambda ident: disks.by_id(conn, ident),
         lambda project_id, name: disks.by_name(conn, project_id, name),
     )
+
+
+def alert_receiver(conn: Connection, selector: str) -> sa.Row[Any]:
+    if parse_uuid(selector) is not None:
+        row = webhooks.by_id(conn, selector.lower())
+        if row is None:
+            raise NotFound.by_id("alert-receiver", selector)
+        return row
+    row = webhooks.by_name(conn, selector)
+    if row is None:
+        raise NotFound.by_name("alert-receiver", selector)
+    return row

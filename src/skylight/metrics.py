@@ -34,6 +34,13 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+        self.webhook_attempts = Counter(
+            "skylight_webhook_attempts",
+            "Webhook delivery attempts, by result (succeeded, failed_http_error, "
+            "failed_unreachable, failed_timeout).",
+            ["result"],
+            registry=self.registry,
+        )
         self.auto_restarts = Counter(
             "skylight_auto_restart_attempts",
             "Automatic restarts begun by the control plane.",

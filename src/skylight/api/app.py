@@ -19,6 +19,7 @@ from skylight.api.routes import (
     sim,
     sled_agents,
     sleds,
+    webhooks,
 )
 from skylight.config import Settings
 from skylight.controlplane import ControlPlane
@@ -56,7 +57,18 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     errors.install(app)
-    for module in (projects, instances, events, groups, disks, sleds, sim, sled_agents, me):
+    for module in (
+        projects,
+        instances,
+        events,
+        groups,
+        disks,
+        sleds,
+        sim,
+        sled_agents,
+        me,
+        webhooks,
+    ):
         app.include_router(module.router)
     app.add_middleware(errors.BodyLimit, limit=settings.max_body_bytes)
     return app

@@ -9,7 +9,7 @@ from fastapi import Request
 
 from skylight.api.models import check_name
 from skylight.controlplane import ControlPlane
-from skylight.errors import InvalidRequest
+from skylight.errors import Forbidden, InvalidRequest
 from skylight.events.kinds import user_actor
 from skylight.ids import parse_uuid
 
@@ -55,3 +55,8 @@ def is_operator(request: Request) -> bool:
     if request.url.path.startswith("/v1/system"):
         return True
     return request.headers.get("x-skylight-operator", "").lower() in ("1", "true", "yes")
+
+
+def require_operator(request: Request, what: str) -> None:
+    if not is_operator(request):
+        raise Forbidden(f"{what} are for operators (send X-Skylight-Operator: true)")

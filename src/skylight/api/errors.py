@@ -22,6 +22,7 @@ STATUS: dict[str, int] = {
     "ObjectAlreadyExists": 400,
     "InvalidRequest": 400,
     "InvalidValue": 400,
+    "Forbidden": 403,
     "Conflict": 409,
     "InsufficientCapacity": 507,
     "ServiceUnavailable": 503,

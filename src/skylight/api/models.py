@@ -548,3 +548,124 @@ class PlacementExplanation(BaseModel):
     request: dict[str, Any]
     broken_preferences: list[dict[str, str]]
     reason: dict[str, Any] | None = None
+
+
+# -- alerts and webhooks (operators) ---------------------------------------------------------
+
+
+class AlertClass(BaseModel):
+    name: str
+    description: str
+
+
+class AlertClassResultsPage(BaseModel):
+    items: list[AlertClass]
+    next_page: str | None = None
+
+
+class WebhookSecret(BaseModel):
+    id: str
+    time_created: datetime
+
+
+class WebhookSecrets(BaseModel):
+    secrets: list[WebhookSecret]
+
+
+class WebhookSecretCreate(Strict):
+    secret: str
+
+
+class WebhookReceiverConfig(BaseModel):
+    kind: Literal["webhook"] = "webhook"
+    endpoint: str
+    secrets: list[WebhookSecret]
+
+
+class AlertReceiver(BaseModel):
+    id: str
+    name: str
+    description: str
+    time_created: datetime
+    time_modified: datetime
+    subscriptions: list[str]
+    kind: WebhookReceiverConfig
+
+
+class AlertReceiverResultsPage(BaseModel):
+    items: list[AlertReceiver]
+    next_page: str | None = None
+
+
+class WebhookReceiver(BaseModel):
+    id: str
+    name: str
+    description: str
+    time_created: datetime
+    time_modified: datetime
+    subscriptions: list[str]
+    endpoint: str
+    secrets: list[WebhookSecret]
+
+
+class WebhookCreate(Strict):
+    name: Name
+    description: str = Field(max_length=512)
+    endpoint: str
+    secrets: list[str]
+    subscriptions: list[str] = Field(default_factory=list)
+
+
+class WebhookReceiverUpdate(Strict):
+    name: Name | None = None
+    description: Annotated[str, Field(max_length=512)] | None = None
+    endpoint: str | None = None
+
+
+class AlertSubscriptionCreate(Strict):
+    subscription: str
+
+
+class AlertSubscriptionCreated(BaseModel):
+    subscription: str
+
+
+class WebhookDeliveryResponse(BaseModel):
+    status: int
+    duration_ms: int
+
+
+class WebhookDeliveryAttempt(BaseModel):
+    attempt: int
+    time_sent: datetime
+    result: Literal["succeeded", "failed_http_error", "failed_unreachable", "failed_timeout"]
+    response: WebhookDeliveryResponse | None = None
+
+
+class AlertDeliveryAttempts(BaseModel):
+    webhook: list[WebhookDeliveryAttempt]
+
+
+class AlertDelivery(BaseModel):
+    id: str
+    receiver_id: str
+    alert_class: str
+    alert_id: str
+    state: Literal["pending", "delivered", "failed"]
+    trigger: Literal["alert", "resend", "probe"]
+    attempts: AlertDeliveryAttempts
+    time_started: datetime
+
+
+class AlertDeliveryResultsPage(BaseModel):
+    items: list[AlertDelivery]
+    next_page: str | None = None
+
+
+class AlertProbeResult(BaseModel):
+    probe: AlertDelivery
+    resends_started: int | None = None
+
+
+class AlertDeliveryId(BaseModel):
+    delivery_id: str

@@ -171,3 +171,43 @@ def disk(row: Any) -> models.Disk:
         size=row.size,
         state=state,  # type: ignore[arg-type]
     )
+
+
+def webhook_secret(row: Any) -> models.WebhookSecret:
+    return models.WebhookSecret(id=row.id, time_created=as_utc(row.time_created))
+
+
+def webhook_receiver(
+    row: Any, subscriptions: list[str], secrets: list[Any]
+) -> models.WebhookReceiver:
+    return models.WebhookReceiver(
+        id=row.id,
+        name=row.name,
+        description=row.description,
+        time_created=as_utc(row.time_created),
+        time_modified=as_utc(row.time_modified),
+        subscriptions=subscriptions,
+        endpoint=row.endpoint,
+        secrets=[webhook_secret(s) for s in secrets],
+    )
+
+
+def alert_receiver(row: Any, subscriptions: list[str], secrets: list[Any]) -> models.AlertReceiver:
+    rx = webhook_receiver(row, subscriptions, secrets)
+    return models.AlertReceiver(
+        **rx.model_dump(exclude={"endpoint", "secrets"}),
+        kind=models.WebhookReceiverConfig(endpoint=rx.endpoint, secrets=rx.secrets),
+    )
+
+
+def alert_delivery(row: Any) -> models.AlertDelivery:
+    return models.AlertDelivery(
+        id=row.id,
+        receiver_id=row.receiver_id,
+        alert_class=row.alert_class,
+        alert_id=row.alert_id,
+        state=row.state,
+        trigger=row.trigger,
+        attempts=models.AlertDeliveryAttempts(webhook=row.attempts),
+        time_started=as_utc(row.time_started),
+    )

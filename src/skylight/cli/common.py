@@ -45,7 +45,9 @@ def pages(
         token = body.get("next_page")
         if not token:
             return
-        query = {"limit": query["limit"], "page_token": token}
+        # The same selectors and filters go with the token (as the Oxide SDKs send them:
+        # ``project`` selects the collection the token pages through).
+        query = {**query, "page_token": token}
 
 
 def when(value: str | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:

@@ -10,7 +10,7 @@ from typing import Any
 import typer
 import uvicorn
 
-from skylight.cli import events, instance, placement, project, sled
+from skylight.cli import events, instance, placement, project, sled, webhook
 from skylight.cli.sled_agent import run as sled_agent_run
 from skylight.config import Settings, SimSettings
 
@@ -20,6 +20,7 @@ app.add_typer(project.app, name="project")
 app.add_typer(instance.app, name="instance")
 app.add_typer(sled.app, name="sled")
 app.add_typer(events.app, name="events")
+app.add_typer(webhook.app, name="webhook")
 app.command("sled-agent")(sled_agent_run)
 
 
@@ -60,6 +61,13 @@ def serve(
         15.0, min=0.05, help="seconds of silence before an event stream sends a heartbeat"
     ),
     event_retention_days: int = typer.Option(30, min=1),
+    webhook_attempts: int = typer.Option(6, min=1, help="tries per webhook delivery"),
+    webhook_backoff: float = typer.Option(
+        10.0, min=0.01, help="seconds before a failed webhook delivery's second try (then 6x)"
+    ),
+    webhook_timeout: float = typer.Option(
+        10.0, min=0.1, help="seconds a webhook receiver has to answer"
+    ),
     log_level: str = typer.Option("info"),
 ) -> None:
     """Run the API server with its control plane (and, by default, a simulated rack)."""
@@ -80,6 +88,9 @@ def serve(
         auto_restart_interval=auto_restart_interval,
         sled_call_timeout=sled_call_timeout,
         sled_failure_timeout=sled_failure_timeout,
+        webhook_attempts=webhook_attempts,
+        webhook_backoff=webhook_backoff,
+        webhook_timeout=webhook_timeout,
         sim=SimSettings(
             enabled=not no_sim,
             sleds=sim_sleds,

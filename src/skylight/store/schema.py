@@ -301,3 +301,78 @@ sa.Index(
     sqlite_where=disk.c.time_deleted.is_(None),
     postgresql_where=disk.c.time_deleted.is_(None),
 )
+
+# -- webhooks ------------------------------------------------------------------------------------
+# Alert receivers (webhooks) subscribe to event kinds; a dispatcher turns each committed event
+# into a delivery row per matching receiver, in one transaction with its cursor, and a
+# deliverer sends the due ones. What is acknowledged here (a delivery row) is sent until it
+# succeeds or runs out of attempts, across restarts and replicas.
+
+alert_receiver = sa.Table(
+    "alert_receiver",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("name", sa.String(63), nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("endpoint", sa.Text, nullable=False),
+    sa.Column("time_created", Time, nullable=False),
+    sa.Column("time_modified", Time, nullable=False),
+    # A deleted receiver goes with its subscriptions, secrets and deliveries: nothing is left
+    # to send to, so nothing is kept.
+)
+sa.Index("uq_alert_receiver_name", alert_receiver.c.name, unique=True)
+
+alert_subscription = sa.Table(
+    "alert_subscription",
+    metadata,
+    sa.Column("receiver_id", Id, sa.ForeignKey("alert_receiver.id"), primary_key=True),
+    # An alert class (``instance.start_failed``) or a glob of them (``instance.*``, ``**``).
+    sa.Column("pattern", sa.String(255), primary_key=True),
+    # Events after this position in the log match it: a subscription sees what happens after
+    # it was made, not the history before.
+    sa.Column("after_seq", BigInt, nullable=False),
+    sa.Column("time_created", Time, nullable=False),
+)
+
+webhook_secret = sa.Table(
+    "webhook_secret",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("receiver_id", Id, sa.ForeignKey("alert_receiver.id"), nullable=False, index=True),
+    sa.Column("secret", sa.Text, nullable=False),
+    sa.Column("time_created", Time, nullable=False),
+)
+
+alert_delivery = sa.Table(
+    "alert_delivery",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("receiver_id", Id, sa.ForeignKey("alert_receiver.id"), nullable=False),
+    sa.Column("alert_id", Id, nullable=False),
+    sa.Column("alert_class", sa.String(64), nullable=False),
+    sa.Column("trigger", sa.String(8), nullable=False),  # alert | resend | probe
+    sa.Column("state", sa.String(12), nullable=False),  # pending | delivered | failed
+    # The alert as it was when dispatched (an event can be coalesced or aged out later).
+    sa.Column("data", sa.JSON, nullable=False),
+    # Every attempt so far: [{attempt, time_sent, result, response: {status, duration_ms}}].
+    sa.Column("attempts", sa.JSON, nullable=False),
+    sa.Column("time_started", Time, nullable=False),
+    # When a pending delivery is next due (a claimed one: when its claim lapses).
+    sa.Column("time_next_attempt", Time),
+)
+sa.Index("ix_alert_delivery_receiver_id", alert_delivery.c.receiver_id, alert_delivery.c.id)
+sa.Index(
+    "ix_alert_delivery_due",
+    alert_delivery.c.time_next_attempt,
+    sqlite_where=alert_delivery.c.state == "pending",
+    postgresql_where=alert_delivery.c.state == "pending",
+)
+sa.Index("ix_alert_delivery_alert", alert_delivery.c.alert_id, alert_delivery.c.receiver_id)
+
+# Where the dispatcher is in the event log (one row).
+alert_dispatch = sa.Table(
+    "alert_dispatch",
+    metadata,
+    sa.Column("name", sa.String(16), primary_key=True),
+    sa.Column("after_seq", BigInt, nullable=False),
+)

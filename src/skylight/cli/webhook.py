@@ -1,0 +1,228 @@
+"""``skylight webhook``: alert receivers (operators): who is told of which events, and
+whether they were."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.markup import escape
+
+from skylight.cli.client import call, client
+from skylight.cli.common import (
+    JSON,
+    URL,
+    details,
+    list_table,
+    out,
+    pages,
+    print_json,
+    styled,
+    when,
+)
+
+app = typer.Typer(no_args_is_help=True, help="Webhooks (operators): events sent to receivers.")
+
+NAME = typer.Argument(..., help="receiver name or id")
+STATE_STYLE = {"delivered": "green", "pending": "yellow", "failed": "red"}
+
+
+def _receiver_rows(body: dict[str, Any]) -> list[tuple[str, Any]]:
+    kind = body.get("kind") or {}
+    return [
+        ("id", body["id"]),
+        ("endpoint", escape(kind.get("endpoint", body.get("endpoint", "")))),
+        ("subscriptions", escape(", ".join(body["subscriptions"]) or "(none)")),
+        ("secrets", ", ".join(s["id"] for s in kind.get("secrets", body.get("secrets", [])))),
+        ("description", escape(body["description"])),
+        ("created", when(body["time_created"])),
+    ]
+
+
+@app.command()
+def create(
+    name: str = typer.Argument(...),
+    endpoint: str = typer.Option(..., "--endpoint", "-e", help="http(s) URL to POST to"),
+    secret: list[str] = typer.Option(..., "--secret", "-s", help="signing secret (repeatable)"),
+    subscribe: list[str] = typer.Option(
+        [], "--subscribe", help="alert class or glob, e.g. instance.start_failed, instance.*"
+    ),
+    description: str = typer.Option("", "--description", "-d"),
+    url: str = URL,
+    as_json: bool = JSON,
+) -> None:
+    """Create webhook receiver NAME."""
+    body = {
+        "name": name,
+        "description": description,
+        "endpoint": endpoint,
+        "secrets": secret,
+        "subscriptions": subscribe,
+    }
+    with client(url, operator=True) as http:
+        created = call(http, "POST", "/v1/webhook-receivers", json=body)
+    if as_json:
+        print_json(created)
+    else:
+        details(_receiver_rows(created), title=f"created receiver {created['name']}")
+
+
+@app.command("list")
+def list_(url: str = URL, as_json: bool = JSON) -> None:
+    """Every alert receiver."""
+    with client(url, operator=True) as http:
+        items = list(pages(http, "/v1/alert-receivers"))
+    if as_json:
+        print_json({"items": items, "next_page": None})
+        return
+    table = list_table("name", "endpoint", "subscriptions", "id")
+    for r in items:
+        table.add_row(
+            escape(r["name"]),
+            escape(r["kind"]["endpoint"]),
+            escape(", ".join(r["subscriptions"])),
+            r["id"],
+        )
+    out.print(table)
+
+
+@app.command()
+def show(name: str = NAME, url: str = URL, as_json: bool = JSON) -> None:
+    """Show receiver NAME."""
+    with client(url, operator=True) as http:
+        body = call(http, "GET", f"/v1/alert-receivers/{name}")
+    if as_json:
+        print_json(body)
+    else:
+        details(_receiver_rows(body), title=body["name"])
+
+
+@app.command()
+def delete(name: str = NAME, url: str = URL) -> None:
+    """Delete receiver NAME (and its deliveries)."""
+    with client(url, operator=True) as http:
+        call(http, "DELETE", f"/v1/alert-receivers/{name}")
+    out.print(f"deleted receiver [bold]{escape(name)}[/]")
+
+
+@app.command()
+def subscribe(
+    name: str = NAME, pattern: str = typer.Argument(..., help="class or glob"), url: str = URL
+) -> None:
+    """Send receiver NAME the events PATTERN matches from now on."""
+    with client(url, operator=True) as http:
+        call(
+            http,
+            "POST",
+            f"/v1/alert-receivers/{name}/subscriptions",
+            json={"subscription": pattern},
+        )
+    out.print(f"[bold]{escape(name)}[/] now gets {escape(pattern)}")
+
+
+@app.command()
+def unsubscribe(name: str = NAME, pattern: str = typer.Argument(...), url: str = URL) -> None:
+    """Stop sending receiver NAME the events of subscription PATTERN."""
+    with client(url, operator=True) as http:
+        call(http, "DELETE", f"/v1/alert-receivers/{name}/subscriptions/{pattern}")
+    out.print(f"[bold]{escape(name)}[/] no longer gets {escape(pattern)}")
+
+
+@app.command()
+def deliveries(
+    name: str = NAME,
+    failed: bool = typer.Option(False, "--failed", help="only those that gave up"),
+    pending: bool = typer.Option(False, "--pending", help="only those still being tried"),
+    url: str = URL,
+    as_json: bool = JSON,
+) -> None:
+    """What was sent to receiver NAME, and what came of each try."""
+    params: dict[str, Any] = {}
+    if failed:
+        params["failed"] = True
+    if pending:
+        params["pending"] = True
+    with client(url, operator=True) as http:
+        items = list(pages(http, f"/v1/alert-receivers/{name}/deliveries", params))
+    if as_json:
+        print_json({"items": items, "next_page": None})
+        return
+    # Ids and every attempt are in --json; the table is what a person scans.
+    table = list_table("started", "class", "state", "tries", "last result")
+    for d in items:
+        tries = d["attempts"]["webhook"]
+        last = tries[-1] if tries else None
+        result = ""
+        if last is not None:
+            result = last["result"]
+            if last.get("response"):
+                result += f" ({last['response']['status']})"
+        table.add_row(
+            when(d["time_started"], "%m-%d %H:%M:%S"),
+            d["alert_class"],
+            styled(d["state"], STATE_STYLE.get(d["state"], "")),
+            str(len(tries)),
+            result,
+        )
+    out.print(table)
+
+
+@app.command()
+def probe(
+    name: str = NAME,
+    resend: bool = typer.Option(False, "--resend", help="then resend what never got through"),
+    url: str = URL,
+    as_json: bool = JSON,
+) -> None:
+    """Send receiver NAME a probe now; exits non-zero if it did not get through."""
+    with client(url, operator=True) as http:
+        body = call(http, "POST", f"/v1/alert-receivers/{name}/probe", params={"resend": resend})
+    if as_json:
+        print_json(body)
+    else:
+        attempt = body["probe"]["attempts"]["webhook"][-1]
+        status = f" ({attempt['response']['status']})" if attempt.get("response") else ""
+        out.print(
+            f"probe {styled(body['probe']['state'], STATE_STYLE[body['probe']['state']])}: "
+            f"{attempt['result']}{status}"
+        )
+        if body.get("resends_started") is not None:
+            out.print(f"resending {body['resends_started']} alerts")
+    if body["probe"]["state"] != "delivered":
+        raise typer.Exit(1)
+
+
+@app.command()
+def resend(
+    name: str = NAME,
+    alert_id: str = typer.Argument(..., help="the alert's (event's) id"),
+    url: str = URL,
+) -> None:
+    """Send alert ALERT_ID to receiver NAME again."""
+    with client(url, operator=True) as http:
+        body = call(http, "POST", f"/v1/alerts/{alert_id}/resend", params={"receiver": name})
+    out.print(f"resending as delivery {body['delivery_id']}")
+
+
+@app.command("secret-add")
+def secret_add(
+    name: str = NAME,
+    secret: str = typer.Argument(..., help="the new signing secret"),
+    url: str = URL,
+) -> None:
+    """Add a signing secret to NAME (deliveries are signed with every secret)."""
+    with client(url, operator=True) as http:
+        body = call(
+            http, "POST", "/v1/webhook-secrets", params={"receiver": name}, json={"secret": secret}
+        )
+    out.print(f"added secret {body['id']}")
+
+
+@app.command("secret-delete")
+def secret_delete(
+    secret_id: str = typer.Argument(..., help="the secret's id"), url: str = URL
+) -> None:
+    """Retire a signing secret (not a receiver's last one)."""
+    with client(url, operator=True) as http:
+        call(http, "DELETE", f"/v1/webhook-secrets/{secret_id}")
+    out.print(f"deleted secret {secret_id}")

@@ -1,0 +1,201 @@
+"""What operators do with alert receivers: create, change, subscribe, rotate secrets, resend.
+
+Every function runs inside one store transaction (``conn``) and raises domain errors for bad
+input before it writes anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from skylight.clock import now
+from skylight.errors import AlreadyExists, InvalidValue, NotFound
+from skylight.ids import new_id, parse_uuid
+from skylight.store import events
+from skylight.store import webhooks as rows
+from skylight.webhooks import alerts
+from skylight.webhooks.send import Target
+
+MAX_ENDPOINT = 2048
+MAX_SECRET = 1024
+
+
+def check_endpoint(url: str) -> str:
+    """An absolute http(s) URL, or InvalidValue saying what is wrong."""
+    if not 1 <= len(url) <= MAX_ENDPOINT:
+        raise InvalidValue(f"endpoint must be 1 to {MAX_ENDPOINT} characters long")
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise InvalidValue(f"endpoint is not a valid URL: {exc}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise InvalidValue("endpoint must be an absolute http:// or https:// URL")
+    return url
+
+
+def check_secret(value: str) -> str:
+    if not 1 <= len(value) <= MAX_SECRET:
+        raise InvalidValue(f"a secret must be 1 to {MAX_SECRET} characters long")
+    return value
+
+
+def _subscribe(conn: Connection, receiver_id: str, pattern: str) -> bool:
+    # A subscription sees the events committed after it. It holds the dispatcher's cursor
+    # while it is made (no dispatch runs meanwhile). The dispatcher does not move its cursor
+    # while nobody listens, so the first subscription brings it to the head of the log: the
+    # events before it were nobody's.
+    cursor = rows.cursor(conn, lock=True)
+    last = events.last_seq(conn)
+    if cursor is None or not rows.all_subscriptions(conn):
+        rows.set_cursor(conn, last)
+    return rows.add_subscription(conn, receiver_id, pattern, last, now())
+
+
+def create(
+    conn: Connection,
+    *,
+    name: str,
+    description: str,
+    endpoint: str,
+    secrets: Sequence[str],
+    subscriptions: Sequence[str],
+) -> str:
+    check_endpoint(endpoint)
+    if not secrets:
+        raise InvalidValue("a webhook receiver needs at least one secret to sign its deliveries")
+    for value in secrets:
+        check_secret(value)
+    patterns = [alerts.check_subscription(p) for p in dict.fromkeys(subscriptions)]
+    if rows.by_name(conn, name) is not None:
+        raise AlreadyExists("alert-receiver", name)
+    receiver_id, t = new_id(), now()
+    rows.insert(
+        conn,
+        id=receiver_id,
+        name=name,
+        description=description,
+        endpoint=endpoint,
+        time_created=t,
+        time_modified=t,
+    )
+    for value in secrets:
+        rows.add_secret(conn, id=new_id(), receiver_id=receiver_id, secret=value, time_created=t)
+    for pattern in patterns:
+        _subscribe(conn, receiver_id, pattern)
+    return receiver_id
+
+
+def update(
+    conn: Connection,
+    receiver: Any,
+    *,
+    name: str | None,
+    description: str | None,
+    endpoint: str | None,
+) -> None:
+    values: dict[str, Any] = {}
+    if endpoint is not None:
+        values["endpoint"] = check_endpoint(endpoint)
+    if name is not None and name != receiver.name:
+        if rows.by_name(conn, name) is not None:
+            raise AlreadyExists("alert-receiver", name)
+        values["name"] = name
+    if description is not None:
+        values["description"] = description
+    if values:
+        rows.update(conn, receiver.id, time_modified=now(), **values)
+
+
+def subscribe(conn: Connection, receiver: Any, pattern: str) -> str:
+    alerts.check_subscription(pattern)
+    if not _subscribe(conn, receiver.id, pattern):
+        raise AlreadyExists("alert-subscription", pattern)
+    return pattern
+
+
+def unsubscribe(conn: Connection, receiver: Any, pattern: str) -> None:
+    if not rows.remove_subscription(conn, receiver.id, pattern):
+        raise NotFound(f'not found: alert-subscription "{pattern}" of receiver "{receiver.name}"')
+
+
+def add_secret(conn: Connection, receiver: Any, value: str) -> sa.Row[Any]:
+    check_secret(value)
+    secret_id = new_id()
+    rows.add_secret(conn, id=secret_id, receiver_id=receiver.id, secret=value, time_created=now())
+    row = rows.secret(conn, secret_id)
+    assert row is not None
+    return row
+
+
+def remove_secret(conn: Connection, secret_id: str) -> None:
+    row = rows.secret(conn, secret_id.lower()) if parse_uuid(secret_id) else None
+    if row is None:
+        raise NotFound.by_id("webhook-secret", secret_id)
+    if len(rows.secrets(conn, [row.receiver_id])[row.receiver_id]) == 1:
+        raise InvalidValue(
+            "this is the receiver's last secret: add its replacement first, so that every "
+            "delivery stays signed"
+        )
+    rows.remove_secret(conn, row.id)
+
+
+def target(conn: Connection, receiver: Any) -> Target:
+    secrets = rows.secrets(conn, [receiver.id])[receiver.id]
+    return Target(receiver.id, receiver.endpoint, tuple((s.id, s.secret) for s in secrets))
+
+
+def delivery_row(
+    receiver_id: str,
+    alert_id: str,
+    alert_class: str,
+    data: dict[str, Any],
+    trigger: str,
+    *,
+    due: bool = True,
+) -> dict[str, Any]:
+    t = now()
+    return {
+        "id": new_id(),
+        "receiver_id": receiver_id,
+        "alert_id": alert_id,
+        "alert_class": alert_class,
+        "trigger": trigger,
+        "state": rows.PENDING,
+        "data": data,
+        "attempts": [],
+        "time_started": t,
+        # A probe is sent by its request, never by the background deliverer.
+        "time_next_attempt": t if due else None,
+    }
+
+
+def resend(conn: Connection, receiver: Any, alert_id: str) -> str:
+    """A new delivery (trigger ``resend``) of an alert this receiver was sent before, or of
+    an event still in the log that its subscriptions match."""
+    alert_id = alert_id.lower()
+    before = rows.latest_of_alert(conn, receiver.id, alert_id)
+    if before is not None and before.trigger != "probe":
+        new = delivery_row(receiver.id, alert_id, before.alert_class, before.data, "resend")
+    else:
+        ev = events.get(conn, alert_id)
+        patterns = rows.subscriptions(conn, [receiver.id])[receiver.id]
+        if ev is None or not any(alerts.matches(p, ev.kind) for p in patterns):
+            raise NotFound.by_id("alert", alert_id)
+        new = delivery_row(receiver.id, alert_id, ev.kind, alerts.data(ev), "resend")
+    rows.insert_deliveries(conn, [new])
+    return str(new["id"])
+
+
+def resend_undelivered(conn: Connection, receiver: Any) -> int:
+    """Resend every alert none of whose deliveries to ``receiver`` got through."""
+    again = [
+        delivery_row(receiver.id, d.alert_id, d.alert_class, d.data, "resend")
+        for d in rows.undelivered_alerts(conn, receiver.id)
+    ]
+    rows.insert_deliveries(conn, again)
+    return len(again)

@@ -1,0 +1,521 @@
+"""Webhooks: alert receivers get every event they subscribe to as a signed POST, with retries,
+across restarts, exactly as the Oxide API describes them; bad input changes nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from skylight.api.app import create_app
+from skylight.clock import now
+from skylight.config import Settings
+from skylight.webhooks import alerts, send
+from tests.conftest import instance_body, make_settings
+from tests.oxide_schema import wait_for
+
+OP = {"X-Skylight-Operator": "true"}
+SECRET = "correct horse battery staple"
+
+
+class Receiver:
+    """An HTTP server on 127.0.0.1 that records what it is sent and answers with the
+    statuses queued in ``script`` (then 204), or not at all for ``hang`` seconds."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[dict[str, list[str]], bytes]] = []
+        self.script: list[int] = []
+        self.hang = 0.0
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                headers: dict[str, list[str]] = {}
+                for k, v in self.headers.items():
+                    headers.setdefault(k.lower(), []).append(v)
+                with outer.lock:
+                    outer.requests.append((headers, body))
+                    status = outer.script.pop(0) if outer.script else 204
+                    hang = outer.hang
+                if hang:
+                    time.sleep(hang)
+                self.send_response(status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def bodies(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [json.loads(b) for _, b in self.requests]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def _settings(tmp_path: Path, db_url: str, **overrides: Any) -> Settings:
+    fast = {"webhook_interval": 0.05, "webhook_backoff": 0.05, "webhook_timeout": 2.0}
+    return make_settings(tmp_path / "data", db_url, **{**fast, **overrides})
+
+
+@pytest.fixture
+def hooks(tmp_path: Path, db_url: str) -> Iterator[TestClient]:
+    with TestClient(create_app(_settings(tmp_path, db_url))) as c:
+        assert c.post("/v1/projects", json={"name": "demo", "description": ""}).status_code == 201
+        yield c
+
+
+def _create(client: TestClient, url: str, subscriptions: list[str], **extra: Any) -> Any:
+    body = {
+        "name": extra.pop("name", "ops"),
+        "description": "the on-call pager",
+        "endpoint": url,
+        "secrets": extra.pop("secrets", [SECRET]),
+        "subscriptions": subscriptions,
+        **extra,
+    }
+    r = client.post("/v1/webhook-receivers", json=body, headers=OP)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def _deliveries(client: TestClient, receiver: str = "ops", **params: Any) -> list[Any]:
+    r = client.get(f"/v1/alert-receivers/{receiver}/deliveries", params=params, headers=OP)
+    assert r.status_code == 200, r.text
+    return r.json()["items"]
+
+
+def _events(client: TestClient, instance: str) -> list[dict[str, Any]]:
+    r = client.get(f"/v1/instances/{instance}/events", params={"project": "demo"}, headers=OP)
+    assert r.status_code == 200, r.text
+    return list(reversed(r.json()["items"]))
+
+
+def test_a_failed_start_reaches_the_receiver_signed(hooks: TestClient, receiver: Receiver) -> None:
+    """Nobody has to be waiting: the start failure's event goes out as the Oxide API's
+    signed delivery, with the reason that says what happened and what to do."""
+    rx = _create(hooks, receiver.url, ["instance.start_failed"])
+    r = hooks.post(
+        "/v1/instances", params={"project": "demo"}, json=instance_body("big", ncpus=200)
+    )
+    # Create with start answers 201 (decisions.md); the start's failure is in the events.
+    assert r.status_code == 201, r.text
+    assert r.json()["status_reason"]["code"] == "exceeds_sled_size"
+
+    wait_for(lambda: receiver.requests, "the delivery")
+    headers, raw = receiver.requests[0]
+    payload = json.loads(raw)
+    failed = [e for e in _events(hooks, "big") if e["kind"] == "instance.start_failed"]
+    assert len(failed) == 1
+    assert payload["alert_class"] == "instance.start_failed"
+    assert payload["alert_id"] == failed[0]["id"]
+    reason = payload["data"]["reason"]
+    assert reason["code"] == "exceeds_sled_size" and reason["transient"] is False
+    assert reason["message"] == failed[0]["reason"]["message"] and reason["action"]
+    assert payload["data"]["instance_id"] == failed[0]["instance_id"]
+    assert payload["delivery"]["receiver_id"] == rx["id"]
+    assert payload["delivery"]["trigger"] == "alert"
+
+    assert headers["content-type"] == ["application/json"]
+    assert headers["x-oxide-receiver-id"] == [rx["id"]]
+    assert headers["x-oxide-delivery-id"] == [payload["delivery"]["id"]]
+    assert headers["x-oxide-alert-id"] == [payload["alert_id"]]
+    assert headers["x-oxide-alert-class"] == ["instance.start_failed"]
+    assert headers["x-oxide-timestamp"] == [payload["delivery"]["sent_at"]]
+    [sig] = headers["x-oxide-signature"]
+    expected = hmac.new(SECRET.encode(), raw, hashlib.sha256).hexdigest()
+    assert sig == f"a=sha256&id={rx['secrets'][0]['id']}&s={expected}"
+
+    [d] = wait_for(lambda: _deliveries(hooks, delivered=True), "delivered state")
+    assert d["id"] == payload["delivery"]["id"] and d["alert_id"] == payload["alert_id"]
+    assert d["alert_class"] == "instance.start_failed" and d["trigger"] == "alert"
+    [attempt] = d["attempts"]["webhook"]
+    assert attempt["attempt"] == 1 and attempt["result"] == "succeeded"
+    assert attempt["response"]["status"] == 204
+    assert len(receiver.requests) == 1  # one event, one delivery
+
+
+def test_subscriptions_choose_what_is_sent(hooks: TestClient, receiver: Receiver) -> None:
+    """An exact class gets only that class; ``**`` gets every event; nothing from before the
+    subscription is sent."""
+    r = hooks.post("/v1/instances", params={"project": "demo"}, json=instance_body("early"))
+    assert r.status_code == 201, r.text
+    other = Receiver()
+    try:
+        _create(hooks, receiver.url, ["instance.running"], name="running-only")
+        _create(hooks, other.url, ["**"], name="everything")
+        r = hooks.post(
+            "/v1/instances",
+            params={"project": "demo"},
+            json=instance_body("web", start=True),
+        )
+        assert r.status_code == 201, r.text
+        kinds = [e["kind"] for e in _events(hooks, "web")]
+        assert "instance.running" in kinds
+
+        got = wait_for(lambda: len(other.bodies()) >= len(kinds) and other.bodies(), "every event")
+        wait_for(lambda: receiver.bodies(), "the running event")
+        time.sleep(0.3)  # a pass or two more: nothing else may arrive
+        assert [b["alert_class"] for b in receiver.bodies()] == ["instance.running"]
+        assert sorted(b["alert_class"] for b in got) == sorted(kinds)
+        early = {e["id"] for e in _events(hooks, "early")}
+        assert not early & {b["alert_id"] for b in other.bodies()}
+    finally:
+        other.close()
+
+
+def test_a_failing_receiver_is_retried_with_backoff(
+    tmp_path: Path, db_url: str, receiver: Receiver
+) -> None:
+    receiver.script = [500, 503]
+    with TestClient(create_app(_settings(tmp_path, db_url))) as c:
+        c.post("/v1/projects", json={"name": "demo", "description": ""})
+        _create(c, receiver.url, ["instance.created"])
+        c.post("/v1/instances", params={"project": "demo"}, json=instance_body("a"))
+        [d] = wait_for(lambda: _deliveries(c, delivered=True), "delivery after retries")
+        attempts = d["attempts"]["webhook"]
+        assert [a["result"] for a in attempts] == [
+            "failed_http_error",
+            "failed_http_error",
+            "succeeded",
+        ]
+        assert [a["response"]["status"] for a in attempts] == [500, 503, 204]
+        assert [a["attempt"] for a in attempts] == [1, 2, 3]
+        # Same delivery id every time, so the receiver can tell a retry from a new alert.
+        ids = {h["x-oxide-delivery-id"][0] for h, _ in receiver.requests}
+        assert ids == {d["id"]}
+        assert not _deliveries(c, pending=True) and not _deliveries(c, failed=True)
+
+
+def test_a_delivery_gives_up_then_a_probe_resends_it(
+    tmp_path: Path, db_url: str, receiver: Receiver
+) -> None:
+    receiver.script = [500, 500]
+    with TestClient(create_app(_settings(tmp_path, db_url, webhook_attempts=2))) as c:
+        c.post("/v1/projects", json={"name": "demo", "description": ""})
+        _create(c, receiver.url, ["instance.created"])
+        c.post("/v1/instances", params={"project": "demo"}, json=instance_body("a"))
+        [d] = wait_for(lambda: _deliveries(c, failed=True), "the delivery to give up")
+        assert [a["result"] for a in d["attempts"]["webhook"]] == ["failed_http_error"] * 2
+        assert not _deliveries(c, pending=True)
+
+        r = c.post("/v1/alert-receivers/ops/probe", params={"resend": True}, headers=OP)
+        assert r.status_code == 200, r.text
+        result = r.json()
+        assert result["probe"]["alert_class"] == "probe"
+        assert result["probe"]["state"] == "delivered"
+        assert result["probe"]["trigger"] == "probe"
+        assert result["resends_started"] == 1
+        again = wait_for(
+            lambda: [x for x in _deliveries(c, delivered=True) if x["trigger"] == "resend"],
+            "the resend",
+        )
+        assert again[0]["alert_id"] == d["alert_id"]
+        # Once it got through, a second probe has nothing to resend.
+        r = c.post("/v1/alert-receivers/ops/probe", params={"resend": True}, headers=OP)
+        assert r.json()["resends_started"] == 0
+
+
+def test_unreachable_and_silent_receivers_are_told_apart(
+    tmp_path: Path, db_url: str, receiver: Receiver
+) -> None:
+    receiver.hang = 1.0
+    settings = _settings(tmp_path, db_url, webhook_timeout=0.3, webhook_attempts=1)
+    with TestClient(create_app(settings)) as c:
+        c.post("/v1/projects", json={"name": "demo", "description": ""})
+        _create(c, receiver.url, ["instance.created"], name="silent")
+        closed = Receiver()
+        closed.close()  # nothing listens on its port any more
+        _create(c, closed.url, ["instance.created"], name="gone")
+        c.post("/v1/instances", params={"project": "demo"}, json=instance_body("a"))
+        [silent] = wait_for(lambda: _deliveries(c, "silent", failed=True), "timeout")
+        [gone] = wait_for(lambda: _deliveries(c, "gone", failed=True), "unreachable")
+        assert silent["attempts"]["webhook"][0]["result"] == "failed_timeout"
+        assert gone["attempts"]["webhook"][0]["result"] == "failed_unreachable"
+        assert gone["attempts"]["webhook"][0]["response"] is None
+
+
+def test_pending_deliveries_survive_a_restart(
+    tmp_path: Path, db_url: str, receiver: Receiver
+) -> None:
+    """A delivery written is sent, even when the server stops before it got through."""
+    settings = _settings(tmp_path, db_url, webhook_backoff=3600.0)
+    with TestClient(create_app(settings)) as c:
+        c.post("/v1/projects", json={"name": "demo", "description": ""})
+        receiver.script = [500]
+        _create(c, receiver.url, ["instance.created"])
+        c.post("/v1/instances", params={"project": "demo"}, json=instance_body("a"))
+        [d] = wait_for(
+            lambda: [x for x in _deliveries(c, pending=True) if x["attempts"]["webhook"]],
+            "a failed first attempt",
+        )
+    # Restarted with a short backoff: the pending delivery is picked up where it was.
+    from skylight.store import webhooks as rows
+    from skylight.store.engine import Store
+
+    store = Store(settings.resolved_db_url())
+    store.tx_sync(lambda conn: rows.claim(conn, [d["id"]], now()))  # due now, not in an hour
+    store.dispose()
+    with TestClient(create_app(_settings(tmp_path, db_url))) as c:
+        [done] = wait_for(lambda: _deliveries(c, delivered=True), "delivery after restart")
+        assert done["id"] == d["id"]
+        assert [a["result"] for a in done["attempts"]["webhook"]] == [
+            "failed_http_error",
+            "succeeded",
+        ]
+
+
+def test_secret_rotation_signs_with_every_secret(hooks: TestClient, receiver: Receiver) -> None:
+    rx = _create(hooks, receiver.url, ["instance.created"])
+    r = hooks.post(
+        "/v1/webhook-secrets", params={"receiver": "ops"}, json={"secret": "next"}, headers=OP
+    )
+    assert r.status_code == 201, r.text
+    second = r.json()["id"]
+    listed = hooks.get("/v1/webhook-secrets", params={"receiver": "ops"}, headers=OP).json()
+    assert [s["id"] for s in listed["secrets"]] == [rx["secrets"][0]["id"], second]
+    assert "secret" not in json.dumps(listed).replace('"secrets"', "")  # values never shown
+
+    hooks.post("/v1/instances", params={"project": "demo"}, json=instance_body("a"))
+    wait_for(lambda: receiver.requests, "a delivery")
+    headers, raw = receiver.requests[0]
+    sigs = headers["x-oxide-signature"]
+    assert sigs == [
+        f"a=sha256&id={rx['secrets'][0]['id']}&s={send.signature(SECRET, raw)}",
+        f"a=sha256&id={second}&s={send.signature('next', raw)}",
+    ]
+    # The old one retired: only the new one signs.
+    r = hooks.delete(f"/v1/webhook-secrets/{rx['secrets'][0]['id']}", headers=OP)
+    assert r.status_code == 204, r.text
+    hooks.post("/v1/instances", params={"project": "demo"}, json=instance_body("b"))
+    wait_for(lambda: len(receiver.requests) == 2, "the second delivery")
+    headers, raw = receiver.requests[1]
+    assert headers["x-oxide-signature"] == [f"a=sha256&id={second}&s={send.signature('next', raw)}"]
+    # The last secret cannot go: deliveries would go out unsigned.
+    r = hooks.delete(f"/v1/webhook-secrets/{second}", headers=OP)
+    assert r.status_code == 400 and "last secret" in r.json()["message"]
+
+
+def test_resend_an_alert(hooks: TestClient, receiver: Receiver) -> None:
+    _create(hooks, receiver.url, ["instance.created"])
+    hooks.post("/v1/instances", params={"project": "demo"}, json=instance_body("a"))
+    [first] = wait_for(lambda: _deliveries(hooks, delivered=True), "the delivery")
+    r = hooks.post(f"/v1/alerts/{first['alert_id']}/resend", params={"receiver": "ops"}, headers=OP)
+    assert r.status_code == 201, r.text
+    new_id = r.json()["delivery_id"]
+    assert new_id != first["id"]
+    wait_for(lambda: len(_deliveries(hooks, delivered=True)) == 2, "the resend")
+    assert [b["delivery"]["trigger"] for b in receiver.bodies()] == ["alert", "resend"]
+    assert len({b["alert_id"] for b in receiver.bodies()}) == 1
+    # An alert this receiver never had, and an id that is no alert at all.
+    r = hooks.post(
+        "/v1/alerts/01900000-0000-7000-8000-000000000000/resend",
+        params={"receiver": "ops"},
+        headers=OP,
+    )
+    assert r.status_code == 404, r.text
+
+
+def test_receivers_are_managed_as_in_the_oxide_api(hooks: TestClient, receiver: Receiver) -> None:
+    rx = _create(hooks, receiver.url, ["instance.failed"])
+    assert rx["name"] == "ops" and rx["endpoint"] == receiver.url
+    assert rx["subscriptions"] == ["instance.failed"] and len(rx["secrets"]) == 1
+    r = hooks.get("/v1/alert-receivers/ops", headers=OP)
+    assert r.status_code == 200, r.text
+    view = r.json()
+    assert view["kind"] == {"kind": "webhook", "endpoint": receiver.url, "secrets": rx["secrets"]}
+    assert hooks.get(f"/v1/alert-receivers/{rx['id']}", headers=OP).json() == view
+
+    r = hooks.post(
+        "/v1/alert-receivers/ops/subscriptions",
+        json={"subscription": "instance.auto_restart_*"},
+        headers=OP,
+    )
+    assert r.status_code == 400  # a glob is a whole segment
+    r = hooks.post(
+        "/v1/alert-receivers/ops/subscriptions", json={"subscription": "instance.*"}, headers=OP
+    )
+    assert r.status_code == 201 and r.json() == {"subscription": "instance.*"}
+    r = hooks.delete("/v1/alert-receivers/ops/subscriptions/instance.failed", headers=OP)
+    assert r.status_code == 204
+    r = hooks.put(
+        "/v1/webhook-receivers/ops",
+        json={"name": "pager", "description": "new", "endpoint": receiver.url + "/v2"},
+        headers=OP,
+    )
+    assert r.status_code == 204, r.text
+    view = hooks.get("/v1/alert-receivers/pager", headers=OP).json()
+    assert view["subscriptions"] == ["instance.*"] and view["description"] == "new"
+    assert view["kind"]["endpoint"] == receiver.url + "/v2"
+    listed = hooks.get("/v1/alert-receivers", headers=OP).json()
+    assert [x["name"] for x in listed["items"]] == ["pager"]
+
+    classes = hooks.get("/v1/alert-classes", params={"filter": "instance.auto_restart_*"})
+    assert classes.status_code == 403  # operators only
+    classes = hooks.get("/v1/alert-classes", params={"filter": "*.running"}, headers=OP)
+    assert [c["name"] for c in classes.json()["items"]] == ["instance.running"]
+    every = hooks.get("/v1/alert-classes", headers=OP).json()["items"]
+    assert [c["name"] for c in every] == sorted(alerts.CLASSES)
+
+    r = hooks.delete("/v1/alert-receivers/pager", headers=OP)
+    assert r.status_code == 204
+    assert hooks.get("/v1/alert-receivers/pager", headers=OP).status_code == 404
+    assert hooks.get("/v1/alert-receivers", headers=OP).json()["items"] == []
+
+
+BAD_CREATES = [
+    ({"endpoint": "ftp://example.com/x"}, "http"),
+    ({"endpoint": "not a url"}, "endpoint"),
+    ({"endpoint": "/relative/path"}, "absolute"),
+    ({"secrets": []}, "secret"),
+    ({"secrets": [""]}, "secret"),
+    ({"subscriptions": ["Instance.running"]}, "segment"),
+    ({"subscriptions": ["instance."]}, "segment"),
+    ({"subscriptions": ["disk.created"]}, "matches no alert class"),
+    ({"name": "Bad Name"}, "name"),
+    ({"secrets": "one"}, "secrets"),
+    ({"endpoint": 5}, "endpoint"),
+]
+
+
+@pytest.mark.parametrize(("change", "words"), BAD_CREATES)
+def test_bad_receivers_are_refused_and_change_nothing(
+    hooks: TestClient, receiver: Receiver, change: dict[str, Any], words: str
+) -> None:
+    body = {
+        "name": "ops",
+        "description": "",
+        "endpoint": receiver.url,
+        "secrets": [SECRET],
+        "subscriptions": ["instance.created"],
+        **change,
+    }
+    r = hooks.post("/v1/webhook-receivers", json=body, headers=OP)
+    assert r.status_code == 400, r.text
+    error = r.json()
+    assert error["request_id"] and words in error["message"].lower()
+    assert hooks.get("/v1/alert-receivers", headers=OP).json()["items"] == []
+
+
+def test_other_bad_input(hooks: TestClient, receiver: Receiver) -> None:
+    body = {"name": "ops", "description": "", "endpoint": receiver.url, "secrets": [SECRET]}
+    assert hooks.post("/v1/webhook-receivers", json=body).status_code == 403
+    assert hooks.get("/v1/alert-receivers").status_code == 403
+    _create(hooks, receiver.url, ["instance.created"])
+    again = hooks.post("/v1/webhook-receivers", json=body, headers=OP)
+    assert again.status_code == 400 and "already exists" in again.json()["message"]
+    r = hooks.post(
+        "/v1/alert-receivers/ops/subscriptions",
+        json={"subscription": "instance.created"},
+        headers=OP,
+    )
+    assert r.status_code == 400 and "already exists" in r.json()["message"]
+    r = hooks.delete("/v1/alert-receivers/ops/subscriptions/instance.running", headers=OP)
+    assert r.status_code == 404
+    assert hooks.get("/v1/alert-receivers/nope", headers=OP).status_code == 404
+    r = hooks.put("/v1/webhook-receivers/ops", json={"endpoint": "gopher://x"}, headers=OP)
+    assert r.status_code == 400
+    assert hooks.get("/v1/alert-receivers/ops", headers=OP).json()["kind"]["endpoint"] == (
+        receiver.url
+    )
+    assert hooks.delete("/v1/webhook-secrets/not-a-uuid", headers=OP).status_code == 404
+    r = hooks.post("/v1/alerts/xyz/resend", params={"receiver": "ops"}, headers=OP)
+    assert r.status_code == 400
+    r = hooks.get("/v1/alert-receivers/ops/deliveries", params={"limit": 0}, headers=OP)
+    assert r.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("pattern", "name", "hit"),
+    [
+        ("instance.running", "instance.running", True),
+        ("instance.running", "instance.stopped", False),
+        ("instance.*", "instance.running", True),
+        ("*", "instance.running", False),
+        ("**", "instance.running", True),
+        ("**.running", "instance.running", True),
+        ("instance.**", "instance.running", True),
+        ("*.*.*", "instance.running", False),
+        ("instance.*.x", "instance.running", False),
+    ],
+)
+def test_subscription_globs(pattern: str, name: str, hit: bool) -> None:
+    assert alerts.matches(pattern, name) is hit
+
+
+def test_dispatch_hands_out_each_event_once_under_concurrency(
+    tmp_path: Path, db_url: str, receiver: Receiver
+) -> None:
+    """Two dispatchers at once (as two replicas whose leases overlapped) never both deliver
+    an event: the cursor moves in the transaction that writes the deliveries."""
+    from skylight.background import webhooks as background
+    from skylight.store import webhooks as rows
+    from skylight.store.engine import Store
+
+    settings = _settings(tmp_path, db_url, webhook_interval=3600.0)
+    with TestClient(create_app(settings)) as c:
+        c.post("/v1/projects", json={"name": "demo", "description": ""})
+        _create(c, receiver.url, ["instance.created"])
+        store = Store(settings.resolved_db_url())
+        errors: list[BaseException] = []
+
+        def dispatcher() -> None:
+            try:
+                for _ in range(40):
+                    store.tx_sync(lambda conn: background.dispatch_batch(conn, limit=3))
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=dispatcher) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for i in range(12):
+            c.post("/v1/instances", params={"project": "demo"}, json=instance_body(f"i{i}"))
+        for t in threads:
+            t.join()
+        store.tx_sync(lambda conn: background.dispatch_batch(conn))
+        assert not errors, errors
+        alert_ids = store.tx_sync(
+            lambda conn: [
+                d.alert_id
+                for d in rows.deliveries_page(
+                    conn, _rx_id(conn), ["pending", "delivered", "failed"], limit=100, marker=None
+                )
+            ]
+        )
+        store.dispose()
+        assert len(alert_ids) == 12 and len(set(alert_ids)) == 12
+
+
+def _rx_id(conn: Any) -> str:
+    from skylight.store import webhooks as rows
+
+    row = rows.by_name(conn, "ops")
+    assert row is not None
+    return str(row.id)
