@@ -21,6 +21,7 @@ from skylight.api.routes import (
     sleds,
 )
 from skylight.config import Settings
+from skylight.console import mount as mount_console
 from skylight.controlplane import ControlPlane
 from skylight.ids import new_id
 
@@ -58,5 +59,6 @@ def create_app(settings: Settings) -> FastAPI:
     errors.install(app)
     for module in (projects, instances, events, groups, disks, sleds, sim, sled_agents, me):
         app.include_router(module.router)
+    mount_console(app)
     app.add_middleware(errors.BodyLimit, limit=settings.max_body_bytes)
     return app
