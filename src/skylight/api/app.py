@@ -22,6 +22,7 @@ from skylight.api.routes import (
     webhooks,
 )
 from skylight.config import Settings
+from skylight.console import mount as mount_console
 from skylight.controlplane import ControlPlane
 from skylight.ids import new_id
 
@@ -70,5 +71,6 @@ def create_app(settings: Settings) -> FastAPI:
         webhooks,
     ):
         app.include_router(module.router)
+    mount_console(app)
     app.add_middleware(errors.BodyLimit, limit=settings.max_body_bytes)
     return app

@@ -1,0 +1,115 @@
+// The console's only way to the server: the public JSON API, as any other client uses it.
+
+const OPERATOR_KEY = "skylight.operator";
+
+/** Whether the operator view is on (kept in this browser's localStorage). */
+export function isOperator() {
+  try {
+    return localStorage.getItem(OPERATOR_KEY) === "true";
+  } catch {
+    return false;
+  }
+}
+
+export function setOperator(on) {
+  try {
+    localStorage.setItem(OPERATOR_KEY, on ? "true" : "false");
+  } catch {
+    // Storage refused (private mode): the toggle lasts until the page is reloaded.
+  }
+  operatorFallback = on;
+}
+
+let operatorFallback = null;
+
+function operatorOn() {
+  return operatorFallback ?? isOperator();
+}
+
+/** Request headers: JSON, and the operator marker when the operator view is on. */
+export function headers(extra = {}) {
+  const h = { Accept: "application/json", ...extra };
+  if (operatorOn()) h["X-Skylight-Operator"] = "true";
+  return h;
+}
+
+/** An API error: the Oxide Error body (request_id, error_code, message) and, for failed
+ * operations, Skylight's explained reason. ``status`` 0 means the server was not reached. */
+export class ApiError extends Error {
+  constructor({ status, errorCode = null, message, requestId = null, reason = null, request }) {
+    super(message);
+    this.name = "ApiError";
+    this.status = status;
+    this.errorCode = errorCode;
+    this.requestId = requestId;
+    this.reason = reason;
+    this.request = request;
+  }
+}
+
+export function url(path, query = {}) {
+  const u = new URL(path, window.location.origin);
+  for (const [k, v] of Object.entries(query)) {
+    if (v !== undefined && v !== null) u.searchParams.set(k, String(v));
+  }
+  return u;
+}
+
+/** The ApiError of a response that is not ok (reads its body). */
+export async function errorOf(resp, request) {
+  const text = await resp.text().catch(() => "");
+  let body = null;
+  try {
+    body = text ? JSON.parse(text) : null;
+  } catch {
+    body = null;
+  }
+  return new ApiError({
+    status: resp.status,
+    errorCode: body?.error_code ?? null,
+    message: body?.message ?? (text.trim() || resp.statusText || `HTTP ${resp.status}`),
+    requestId: body?.request_id ?? resp.headers.get("x-request-id"),
+    reason: body?.reason ?? null,
+    request,
+  });
+}
+
+/** Call the API; answers the parsed JSON (null for 204) or throws an ApiError. An aborted
+ * call (``signal``) throws the browser's AbortError. */
+export async function api(method, path, { query = {}, body, signal, extraHeaders = {} } = {}) {
+  const u = url(path, query);
+  const request = `${method} ${u.pathname}${u.search}`;
+  const init = { method, headers: headers(extraHeaders), signal, cache: "no-store" };
+  if (body !== undefined) {
+    init.body = JSON.stringify(body);
+    init.headers["Content-Type"] = "application/json";
+  }
+  let resp;
+  try {
+    resp = await fetch(u, init);
+  } catch (e) {
+    if (e.name === "AbortError") throw e;
+    throw new ApiError({
+      status: 0,
+      message: `Could not reach the Skylight API (${e.message}).`,
+      request,
+    });
+  }
+  if (!resp.ok) throw await errorOf(resp, request);
+  if (resp.status === 204) return null;
+  const text = await resp.text();
+  return text ? JSON.parse(text) : null;
+}
+
+/** Every item of a paginated list (following next_page), up to ``max`` items. */
+export async function all(path, { query = {}, signal, max = 10000 } = {}) {
+  const items = [];
+  let token = null;
+  do {
+    const q = { limit: 1000, ...query, ...(token ? { page_token: token } : {}) };
+    const page = await api("GET", path, { query: q, signal });
+    items.push(...page.items);
+    token = page.next_page;
+  } while (token && items.length < max);
+  return items;
+}

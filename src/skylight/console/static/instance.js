@@ -1,0 +1,337 @@
+// #/projects/{project}/instances/{instance}: its state and status reason, the actions, the
+// event timeline (newest first, live from the stream) and the placement dry run.
+
+import { api } from "./api.js";
+import { navigate } from "./nav.js";
+import { follow } from "./stream.js";
+import {
+  actionButton,
+  add,
+  breadcrumbs,
+  enc,
+  eventItem,
+  gib,
+  h,
+  liveStatus,
+  reasonBlock,
+  showError,
+  stateBadge,
+  timeEl,
+} from "./ui.js";
+
+const PAGE = 50;
+
+function summary(inst) {
+  const row = (label, value) => [h("dt", {}, label), h("dd", {}, value)];
+  return h(
+    "dl",
+    { class: "summary" },
+    row("Run state", h("span", { class: "run-state" }, stateBadge(inst.run_state))),
+    row("Intended state", h("span", { class: "intended-state" }, inst.intended_state)),
+    row("Size", `${inst.ncpus} vCPUs, ${gib(inst.memory)}`),
+    row("Hostname", inst.hostname),
+    row(
+      "Auto-restart",
+      inst.auto_restart_enabled
+        ? `on (${inst.auto_restart_policy ?? "best_effort, the default"})`
+        : "off",
+    ),
+    inst.auto_restart_cooldown_expiration
+      ? row("Auto-restart cooldown until", timeEl(inst.auto_restart_cooldown_expiration))
+      : null,
+    row("State since", timeEl(inst.time_run_state_updated)),
+    row("Id", h("code", {}, inst.id)),
+  );
+}
+
+function statusBlock(inst) {
+  const reason = inst.status_reason;
+  if (!reason) {
+    return h(
+      "p",
+      { class: "status-ok" },
+      `No status reason: the instance is where you want it (${inst.intended_state}).`,
+    );
+  }
+  return h(
+    "div",
+    { class: "status-reason" },
+    h(
+      "p",
+      { class: "status-lead" },
+      inst.run_state === inst.intended_state
+        ? `Why it is ${inst.run_state}, since `
+        : `It is ${inst.run_state} while you want it ${inst.intended_state}, since `,
+      timeEl(reason.time),
+      ":",
+    ),
+    reasonBlock(reason, { diagnosisOpen: true }),
+  );
+}
+
+function placementResult(out) {
+  const req = out.request;
+  const asked = h(
+    "p",
+    {},
+    `Asked for ${req.ncpus} vCPUs and ${gib(req.memory)}`,
+    req.local_storage ? `, ${gib(req.local_storage)} of local disks` : "",
+    req.cpu_platform ? `, CPU platform ${req.cpu_platform}` : "",
+    ".",
+  );
+  if (!out.fits) {
+    return h(
+      "div",
+      { class: "placement" },
+      h("p", { class: "placement-verdict" }, h("strong", {}, "No sled can take it now.")),
+      asked,
+      reasonBlock(out.reason, { diagnosisOpen: true }),
+    );
+  }
+  return h(
+    "div",
+    { class: "placement" },
+    h(
+      "p",
+      { class: "placement-verdict" },
+      h("strong", {}, "It fits: "),
+      out.sled_id
+        ? ["a start now would place it on sled ", h("code", { class: "sled-id" }, out.sled_id), "."]
+        : "a start now would find a sled for it.",
+    ),
+    out.current_sled_id
+      ? h("p", {}, "It is on sled ", h("code", { class: "sled-id" }, out.current_sled_id), " now.")
+      : null,
+    asked,
+    out.broken_preferences.length
+      ? h(
+          "p",
+          {},
+          "Preferences it would not keep: ",
+          out.broken_preferences
+            .map((p) => `${p.kind.replace("_", "-")} group ${p.group}`)
+            .join(", "),
+          ".",
+        )
+      : null,
+  );
+}
+
+export async function renderInstance(main, [project, name], { signal }) {
+  document.title = `${name} · ${project} · Skylight`;
+  const base = `/v1/instances/${enc(name)}`;
+  const inProject = { project };
+
+  const heading = h("h1", { tabindex: "-1" }, name, " ");
+  const status = h("div", { class: "status" });
+  const details = h("div");
+  const answer = h("div", { class: "action-result" });
+  const timeline = h("ol", { class: "timeline", "aria-label": "Events, newest first" });
+  const older = h("div");
+  const live = liveStatus("new events appear here");
+  const placementOut = h("div", { class: "placement-out" });
+
+  let inst = await api("GET", base, { query: inProject, signal });
+  const id = inst.id;
+  const events = new Map(); // event id -> [event, <li>]
+  let statusEventId = null;
+
+  function put(e, { fresh = false, first = false } = {}) {
+    const li = eventItem(e, { statusEventId, fresh });
+    const old = events.get(e.id);
+    if (old) old[1].remove();
+    events.set(e.id, [e, li]);
+    if (first) timeline.prepend(li);
+    else timeline.append(li);
+  }
+
+  function show(next) {
+    inst = next;
+    heading.replaceChildren(inst.name, " ", stateBadge(inst.run_state));
+    status.replaceChildren(statusBlock(inst));
+    details.replaceChildren(summary(inst));
+    const statusId = inst.status_reason?.event_id ?? null;
+    if (statusId !== statusEventId) {
+      const changed = [statusEventId, statusId];
+      statusEventId = statusId;
+      for (const eid of changed) {
+        const known = eid && events.get(eid);
+        if (known) {
+          const li = eventItem(known[0], { statusEventId });
+          known[1].replaceWith(li);
+          known[1] = li;
+        }
+      }
+    }
+  }
+
+  let reloading = Promise.resolve();
+  let pending = null;
+  async function reload() {
+    try {
+      show(await api("GET", `/v1/instances/${id}`, { signal }));
+    } catch (e) {
+      if (signal.aborted) return;
+      if (e.status === 404) {
+        status.replaceChildren(
+          h("p", { class: "notice", role: "status" }, "This instance has been deleted."),
+        );
+      } else showError(answer, e, { title: "The instance could not be read" });
+    }
+  }
+  function reloadSoon() {
+    if (pending) return;
+    pending = setTimeout(() => {
+      pending = null;
+      reloading = reloading.then(reload);
+    }, 100);
+  }
+  signal.addEventListener("abort", () => clearTimeout(pending));
+
+  async function loadPage(token) {
+    const query = token ? { limit: PAGE, page_token: token } : { limit: PAGE };
+    try {
+      const page = await api("GET", `/v1/instances/${id}/events`, { query, signal });
+      for (const e of page.items) if (!events.has(e.id)) put(e);
+      older.replaceChildren(
+        page.next_page
+          ? actionButton("Load older events", () => loadPage(page.next_page), {
+              busyText: "Loading…",
+            })
+          : events.size
+            ? h("p", { class: "muted" }, "These are all its events.")
+            : h("p", { class: "muted" }, "No events."),
+      );
+    } catch (e) {
+      if (signal.aborted) return;
+      showError(older, e, { title: "The events could not be listed" });
+    }
+  }
+
+  async function act(verb, label) {
+    answer.replaceChildren();
+    try {
+      const after = await api("POST", `/v1/instances/${id}/${verb}`, { signal });
+      answer.replaceChildren(
+        h(
+          "p",
+          { class: "notice", role: "status" },
+          `${label}: it is `,
+          stateBadge(after.run_state),
+          " now.",
+        ),
+      );
+      show(after);
+    } catch (e) {
+      if (signal.aborted) return;
+      showError(answer, e, { title: `${label} failed` });
+      reloadSoon();
+    }
+  }
+
+  function confirmDelete() {
+    const yes = actionButton(
+      `Delete ${inst.name}`,
+      async () => {
+        try {
+          await api("DELETE", `/v1/instances/${id}`, { signal });
+          navigate(`#/projects/${enc(project)}`, `Deleted instance ${inst.name}.`);
+        } catch (e) {
+          if (!signal.aborted) showError(answer, e, { title: "Delete failed" });
+        }
+      },
+      { kind: "danger", busyText: "Deleting…" },
+    );
+    const no = h("button", { type: "button", onclick: () => answer.replaceChildren() }, "Cancel");
+    answer.replaceChildren(
+      h(
+        "div",
+        { class: "confirm", role: "group", "aria-label": "Confirm deletion" },
+        h("p", {}, `Delete ${inst.name}? Its events are kept; the instance is gone for good.`),
+        yes,
+        " ",
+        no,
+      ),
+    );
+    yes.focus();
+  }
+
+  const placed = inst.run_state === "running" && !inst.status_reason;
+  const explainButton = actionButton(
+    placed ? "Where would it be placed?" : "Why can't it be placed?",
+    async () => {
+      try {
+        const out = await api("GET", `/v1/instances/${id}/placement`, { signal });
+        placementOut.replaceChildren(placementResult(out));
+      } catch (e) {
+        if (signal.aborted) return;
+        showError(placementOut, e, { title: "The placement could not be explained" });
+      }
+    },
+    { busyText: "Asking…" },
+  );
+
+  add(
+    main,
+    breadcrumbs(["Projects", "#/projects"], [project, `#/projects/${enc(project)}`], [name, null]),
+    heading,
+    h("section", { "aria-labelledby": "status-h" }, h("h2", { id: "status-h" }, "Status"), status),
+    h(
+      "div",
+      { class: "actions", role: "group", "aria-label": "Instance actions" },
+      actionButton("Start", () => act("start", "Start"), { busyText: "Starting…" }),
+      actionButton("Stop", () => act("stop", "Stop"), { busyText: "Stopping…" }),
+      actionButton("Reboot", () => act("reboot", "Reboot"), { busyText: "Rebooting…" }),
+      h("button", { type: "button", class: "danger", onclick: confirmDelete }, "Delete"),
+    ),
+    answer,
+    h(
+      "section",
+      { "aria-labelledby": "details-h" },
+      h("h2", { id: "details-h" }, "Details"),
+      details,
+    ),
+    h(
+      "section",
+      { "aria-labelledby": "placement-h" },
+      h("h2", { id: "placement-h" }, "Placement"),
+      h(
+        "p",
+        { class: "muted" },
+        "A dry run: where a start now would place it, or why no sled can take it, " +
+          "with every sled accounted for.",
+      ),
+      explainButton,
+      placementOut,
+    ),
+    h(
+      "section",
+      { "aria-labelledby": "events-h" },
+      h("h2", { id: "events-h" }, "Events"),
+      live.el,
+      timeline,
+      older,
+    ),
+  );
+  show(inst);
+
+  // The stream first: once it is open (its cursor fixed), the first page is read, so no
+  // event falls between the two. Events seen on both are shown once.
+  let firstPage = null;
+  const readFirstPage = () => {
+    firstPage ??= loadPage(null);
+  };
+  follow(`/v1/instances/${id}/events/stream`, {
+    signal,
+    onOpen: readFirstPage,
+    onEvent: (e) => {
+      put(e, { fresh: true, first: true });
+      reloadSoon();
+    },
+    onStatus: (state, error) => {
+      live.set(state, error);
+      // Without a stream, still show the history (live updates then need a reload).
+      if (state === "closed" || state === "reconnecting") readFirstPage();
+    },
+  });
+}
