@@ -528,6 +528,12 @@ def test_placement_skips_non_provisionable_sleds(client: TestClient, project: st
     assert r.status_code == 201
     body = assert_error(client.post("/v1/instances/vm4/start", params=P), 507)
     assert body["reason"]["code"] == "capacity_in_maintenance"
+    assert "sleds" not in body["reason"]["diagnosis"]  # users see counts, not sled ids
+    # An operator (the header, until identity lands) sees which sled failed which check in
+    # the error too, as in the events and the status reason.
+    r = client.post("/v1/instances/vm4/start", params=P, headers={"X-Skylight-Operator": "true"})
+    body = assert_error(r, 507)
+    assert set(body["reason"]["diagnosis"]["sleds"]) == {s["id"] for s in all_sleds}
     assert_reservations_match(client)
 
 

@@ -70,8 +70,9 @@ def install(app: FastAPI) -> None:
     async def _domain(request: Request, exc: SkylightError) -> JSONResponse:
         reason = None
         if isinstance(exc, OperationFailed):
-            operator = request.url.path.startswith("/v1/system")
-            reason = redact(exc.reason, operator=operator)
+            from skylight.api.deps import is_operator  # (deps imports the control plane)
+
+            reason = redact(exc.reason, operator=is_operator(request))
         status = STATUS.get(exc.error_code, 500)
         return error_response(request, exc.error_code, exc.message, status, reason=reason)
 
