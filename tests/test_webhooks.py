@@ -27,6 +27,13 @@ OP = {"X-Skylight-Operator": "true"}
 SECRET = "correct horse battery staple"
 
 
+class _Server(ThreadingHTTPServer):
+    # http.server's listen backlog is 5: a burst of concurrent deliveries would have SYNs
+    # dropped and retried a second later, a delay of the receiver's making.
+    request_queue_size = 128
+    daemon_threads = True
+
+
 class Receiver:
     """An HTTP server on 127.0.0.1 that records what it is sent and answers with the
     statuses queued in ``script`` (then 204), or not at all for ``hang`` seconds."""
@@ -57,8 +64,7 @@ class Receiver:
             def log_message(self, *_args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}/hooks"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -519,3 +525,29 @@ def _rx_id(conn: Any) -> str:
     row = rows.by_name(conn, "ops")
     assert row is not None
     return str(row.id)
+
+
+def test_a_commit_made_while_a_reader_looked_is_not_slept_through() -> None:
+    """Streams and the webhook loop note the feed's version before they read the store; a
+    commit made while they read ends their next wait at once, instead of after the poll
+    interval (a second, by default)."""
+    import asyncio
+
+    from skylight.events.feed import Feed
+
+    async def scenario() -> tuple[bool, bool]:
+        feed = Feed()
+        feed.bind(asyncio.get_running_loop())
+        seen = feed.version
+        feed.notify(["instance.created"])  # committed while the reader was reading
+        await asyncio.sleep(0)  # the wake-up runs on the loop
+        missed = asyncio.create_task(feed.wait(3600.0, since=seen))
+        done, _ = await asyncio.wait({missed}, timeout=5.0)
+        quiet = asyncio.create_task(feed.wait(3600.0, since=feed.version))
+        idle, _ = await asyncio.wait({quiet}, timeout=0.05)
+        quiet.cancel()
+        return bool(done), bool(idle)
+
+    returned_at_once, returned_without_commit = asyncio.run(scenario())
+    assert returned_at_once
+    assert not returned_without_commit

@@ -15,7 +15,9 @@ see a delivery twice (same delivery id), never zero times.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import time
 from collections import defaultdict
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -72,14 +74,6 @@ def dispatch_batch(conn: Connection, limit: int = DISPATCH_BATCH) -> Dispatched:
     return Dispatched(len(new), len(batch) == limit, True)
 
 
-async def dispatch(cp: ControlPlane) -> bool:
-    """Hand out every event committed so far; whether anybody listens."""
-    while True:
-        done = await cp.store.tx(dispatch_batch)
-        if not done.more:
-            return done.listening
-
-
 def _claim(conn: Connection, claim_for: float) -> list[tuple[Any, send.Target]]:
     t = now()
     due = rows.due(conn, t, DELIVERY_BATCH)
@@ -112,38 +106,52 @@ def outcome(cp: ControlPlane, delivery: Any, attempt: dict[str, Any]) -> tuple[s
     return rows.PENDING, now() + timedelta(seconds=delay)
 
 
-async def deliver_one(
-    cp: ControlPlane, client: httpx.AsyncClient, delivery: Any, target: send.Target
-) -> str:
-    number = len(delivery.attempts) + 1
-    attempt = await send.attempt(client, delivery, target, number, cp.settings.webhook_timeout)
-    state, next_at = outcome(cp, delivery, attempt)
-    await cp.store.tx(
-        lambda c: rows.record_attempt(c, delivery.id, attempt, state=state, next_attempt=next_at)
+def _record(cp: ControlPlane, conn: Connection, *, sent: list[tuple[Any, dict[str, Any]]]) -> None:
+    for delivery, attempt in sent:
+        state, next_at = outcome(cp, delivery, attempt)
+        rows.record_attempt(conn, delivery.id, attempt, state=state, next_attempt=next_at)
+
+
+async def _send(cp: ControlPlane, http: httpx.AsyncClient, batch: list[Any]) -> None:
+    """Send a claimed batch concurrently and record its attempts in one transaction."""
+    timeout = cp.settings.webhook_timeout
+    attempts = await asyncio.gather(
+        *(send.attempt(http, d, t, len(d.attempts) + 1, timeout) for d, t in batch)
     )
-    cp.metrics.webhook_attempts.labels(result=attempt["result"]).inc()
-    if state == rows.FAILED:
-        log.warning(
-            "webhook delivery %s of alert %s to %s failed for good after %d attempts (%s)",
-            delivery.id,
-            delivery.alert_id,
-            target.endpoint,
-            number,
-            attempt["result"],
-        )
-    return state
+    sent = [(d, a) for (d, _), a in zip(batch, attempts, strict=True)]
+    await cp.store.tx(functools.partial(_record, cp, sent=sent))
+    for (d, target), a in zip(batch, attempts, strict=True):
+        cp.metrics.webhook_attempts.labels(result=a["result"]).inc()
+        if outcome(cp, d, a)[0] == rows.FAILED:
+            log.warning(
+                "webhook delivery %s of alert %s to %s failed for good after %d attempts (%s)",
+                d.id,
+                d.alert_id,
+                target.endpoint,
+                a["attempt"],
+                a["result"],
+            )
 
 
-async def deliver(cp: ControlPlane, client: httpx.AsyncClient) -> int:
-    """Send what is due, a batch at a time; how many attempts were made."""
-    total = 0
+async def run_once(cp: ControlPlane, http: httpx.AsyncClient) -> bool:
+    """Hand out the events committed so far and send every delivery that is due (the
+    caller holds the lease); whether anybody listens. On SQLite every transaction takes
+    the write lock, so a pass is few of them: dispatch and the first claim share one, and
+    each batch sent is recorded in one."""
     claim_for = cp.settings.webhook_timeout + 30.0
+
+    def step(conn: Connection) -> tuple[Dispatched, list[Any]]:
+        done = dispatch_batch(conn)
+        return done, ([] if done.more else _claim(conn, claim_for))
+
     while True:
-        batch = await cp.store.tx(lambda c: _claim(c, claim_for))
-        if not batch:
-            return total
-        await asyncio.gather(*(deliver_one(cp, client, d, t) for d, t in batch))
-        total += len(batch)
+        done, batch = await cp.store.tx(step)
+        if done.more:
+            continue
+        if batch:
+            await _send(cp, http, batch)
+        if len(batch) < DELIVERY_BATCH:
+            return done.listening
 
 
 def client() -> httpx.AsyncClient:
@@ -152,34 +160,31 @@ def client() -> httpx.AsyncClient:
     return httpx.AsyncClient(follow_redirects=False, trust_env=False)
 
 
-async def run_once(cp: ControlPlane, http: httpx.AsyncClient) -> bool:
-    """One pass if this replica holds the lease; whether anybody listens (subscriptions)."""
+async def loop(cp: ControlPlane) -> None:
     from skylight.background.replicas import holds
 
-    if not await holds(cp, LEASE):
-        return False
-    listening = await dispatch(cp)
-    await deliver(cp, http)
-    return listening
-
-
-async def loop(cp: ControlPlane) -> None:
+    interval = cp.settings.webhook_interval
+    held_until = 0.0  # (monotonic) the lease was renewed recently enough until then
     async with client() as http:
         while True:
+            seen = cp.feed.version
             listening = False
             try:
-                listening = await run_once(cp, http)
+                if time.monotonic() >= held_until and await holds(cp, LEASE):
+                    held_until = time.monotonic() + interval  # renewed once an interval
+                if time.monotonic() < held_until:
+                    listening = await run_once(cp, http)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("webhook pass failed; trying again next interval")
             if not listening:
-                # No receiver subscribes to anything: a look every interval, not a
-                # transaction after every commit (on SQLite each would take the write lock).
-                await asyncio.sleep(cp.settings.webhook_interval)
+                # Not the lease holder, or no receiver subscribes to anything: a look every
+                # interval, not a transaction after every commit.
+                await asyncio.sleep(interval)
                 continue
-            # Woken when this replica commits events (other replicas' events and retries
-            # that come due are found at the next interval), then a moment for the rest of
-            # a burst of commits to arrive, so that they go out in one pass.
-            await cp.feed.wait(cp.settings.webhook_interval)
-            await asyncio.sleep(min(COALESCE, cp.settings.webhook_interval))
+            # Woken when this replica commits events, including while the pass ran (other
+            # replicas' events and retries that come due are found at the next interval);
+            # then a moment for the rest of a burst of commits, to send them in one pass.
+            await cp.feed.wait(interval, since=seen)
+            await asyncio.sleep(min(COALESCE, interval))

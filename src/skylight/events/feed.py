@@ -16,6 +16,9 @@ class Feed:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed = asyncio.Event()
         self.closed = False
+        # Counts wake-ups: a reader notes it before it looks at the store and hands it to
+        # ``wait``, so that a commit made while it was looking is not slept through.
+        self.version = 0
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -26,6 +29,7 @@ class Feed:
             self._loop.call_soon_threadsafe(self._wake)
 
     def _wake(self) -> None:
+        self.version += 1
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
@@ -34,8 +38,11 @@ class Feed:
         self.closed = True
         self._wake()
 
-    async def wait(self, timeout: float) -> None:
-        """Until something was committed here, or ``timeout`` seconds."""
+    async def wait(self, timeout: float, since: int | None = None) -> None:
+        """Until something was committed here (after ``version`` was ``since``, if given),
+        or ``timeout`` seconds."""
+        if since is not None and since != self.version:
+            return
         try:
             await asyncio.wait_for(self._changed.wait(), timeout)
         except TimeoutError:

@@ -33,6 +33,7 @@ async def sse(
     yield f"retry: 2000\nid: {cursor}\n\n"
     last_sent = time.monotonic()
     while not feed.closed:
+        seen = feed.version
         rows = await store.tx(_reader(flt, cursor))
         for row in rows:
             cursor = row.seq
@@ -41,7 +42,7 @@ async def sse(
             last_sent = time.monotonic()
         if len(rows) == PAGE:
             continue
-        await feed.wait(poll_interval)
+        await feed.wait(poll_interval, since=seen)
         if time.monotonic() - last_sent >= heartbeat:
             yield ": keepalive\n\n"
             last_sent = time.monotonic()
