@@ -551,3 +551,29 @@ def test_a_commit_made_while_a_reader_looked_is_not_slept_through() -> None:
     returned_at_once, returned_without_commit = asyncio.run(scenario())
     assert returned_at_once
     assert not returned_without_commit
+
+
+def test_a_receiver_that_does_not_answer_delays_only_itself(
+    tmp_path: Path, db_url: str, receiver: Receiver
+) -> None:
+    """Its request hangs until the timeout; the other receiver's delivery of the same event
+    arrives meanwhile, not after it."""
+    receiver.hang = 3.0
+    settings = _settings(tmp_path, db_url, webhook_timeout=2.0, webhook_attempts=1)
+    quick = Receiver()
+    try:
+        with TestClient(create_app(settings)) as c:
+            c.post("/v1/projects", json={"name": "demo", "description": ""})
+            _create(c, receiver.url, ["instance.created"], name="stuck")
+            _create(c, quick.url, ["instance.created"], name="quick")
+            c.post("/v1/instances", params={"project": "demo"}, json=instance_body("a"))
+            wait_for(lambda: receiver.requests and quick.requests, "both requests")
+            # The stuck receiver's attempt is still under way (it ends with the timeout).
+            assert _deliveries(c, "stuck", pending=True)
+            assert not _deliveries(c, "stuck", failed=True)
+            wait_for(lambda: _deliveries(c, "quick", delivered=True), "quick delivered")
+            assert not _deliveries(c, "stuck", failed=True), "quick waited for stuck"
+            [s] = wait_for(lambda: _deliveries(c, "stuck", failed=True), "the timeout")
+            assert s["attempts"]["webhook"][0]["result"] == "failed_timeout"
+    finally:
+        quick.close()

@@ -5,7 +5,9 @@ the cursor, one delivery row per receiver whose subscriptions match each event: 
 handed out exactly once, whichever replica dispatches and however often one dies. (Events
 commit in ``seq`` order, see ``store.events.insert``, so a cursor never skips one.)
 
-Delivery claims the due rows, sends them concurrently, and records every attempt. A failed
+Delivery claims the due rows and sends each as a task of its own (at most PER_RECEIVER to
+one receiver at a time, so that one that does not answer delays only itself), and records
+the finished attempts together in the next pass's transaction. A failed
 attempt is retried with backoff until ``webhook_attempts`` are spent; then the delivery is
 ``failed`` and stays visible in the receiver's deliveries, to be resent by hand or by a probe.
 A replica that dies mid-send leaves its claimed deliveries to come due again: a receiver may
@@ -15,7 +17,6 @@ see a delivery twice (same delivery id), never zero times.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections import defaultdict
@@ -36,7 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DISPATCH_BATCH = 500  # events per dispatch transaction
-DELIVERY_BATCH = 32  # deliveries sent at once
+IN_FLIGHT = 64  # deliveries under way at once
+PER_RECEIVER = 8  # ... to one receiver
 LEASE = "webhooks"
 COALESCE = 0.02  # seconds a woken pass waits for the rest of a burst of commits
 
@@ -74,22 +76,6 @@ def dispatch_batch(conn: Connection, limit: int = DISPATCH_BATCH) -> Dispatched:
     return Dispatched(len(new), len(batch) == limit, True)
 
 
-def _claim(conn: Connection, claim_for: float) -> list[tuple[Any, send.Target]]:
-    t = now()
-    due = rows.due(conn, t, DELIVERY_BATCH)
-    rows.claim(conn, [d.id for d in due], t + timedelta(seconds=claim_for))
-    targets: dict[str, send.Target] = {}
-    out = []
-    for d in due:
-        if d.receiver_id not in targets:
-            receiver = rows.by_id(conn, d.receiver_id)
-            if receiver is None:
-                continue
-            targets[d.receiver_id] = receivers.target(conn, receiver)
-        out.append((d, targets[d.receiver_id]))
-    return out
-
-
 def outcome(cp: ControlPlane, delivery: Any, attempt: dict[str, Any]) -> tuple[str, Any]:
     """The delivery's state after ``attempt`` and when it is next due (None: never)."""
     if attempt["result"] == send.SUCCEEDED:
@@ -106,51 +92,107 @@ def outcome(cp: ControlPlane, delivery: Any, attempt: dict[str, Any]) -> tuple[s
     return rows.PENDING, now() + timedelta(seconds=delay)
 
 
-def _record(cp: ControlPlane, conn: Connection, *, sent: list[tuple[Any, dict[str, Any]]]) -> None:
-    for delivery, attempt in sent:
-        state, next_at = outcome(cp, delivery, attempt)
-        rows.record_attempt(conn, delivery.id, attempt, state=state, next_attempt=next_at)
+class Deliverer:
+    """Sends claimed deliveries, each as a task of its own, so that a receiver that does
+    not answer holds up its own deliveries and nobody else's: at most PER_RECEIVER of a
+    receiver's are under way at once, IN_FLIGHT in all. Finished attempts wait in
+    ``finished`` and are recorded together in the next pass's transaction."""
+
+    def __init__(self, cp: ControlPlane, http: httpx.AsyncClient) -> None:
+        self.cp = cp
+        self.http = http
+        self.busy: dict[str, int] = defaultdict(int)  # receiver id -> sends under way
+        self.finished: list[tuple[Any, send.Target, dict[str, Any]]] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.wake = asyncio.Event()  # set when a send finishes
+
+    def claim(self, conn: Connection) -> list[tuple[Any, send.Target]]:
+        """Claim what is due and has room, receiver by receiver, oldest first."""
+        room = IN_FLIGHT - sum(self.busy.values())
+        if room <= 0:
+            return []
+        t = now()
+        taken: dict[str, int] = defaultdict(int)
+        picked = []
+        for d in rows.due(conn, t, room * 4):
+            if self.busy[d.receiver_id] + taken[d.receiver_id] < PER_RECEIVER:
+                taken[d.receiver_id] += 1
+                picked.append(d)
+                if len(picked) == room:
+                    break
+        claim_for = self.cp.settings.webhook_timeout + 30.0
+        rows.claim(conn, [d.id for d in picked], t + timedelta(seconds=claim_for))
+        targets: dict[str, send.Target] = {}
+        out = []
+        for d in picked:
+            if d.receiver_id not in targets:
+                receiver = rows.by_id(conn, d.receiver_id)
+                if receiver is None:
+                    continue
+                targets[d.receiver_id] = receivers.target(conn, receiver)
+            out.append((d, targets[d.receiver_id]))
+        return out
+
+    def record(self, conn: Connection) -> list[tuple[Any, send.Target, dict[str, Any]]]:
+        """Write the finished attempts (in the caller's transaction); the ones written."""
+        done, self.finished = self.finished, []
+        for delivery, _target, attempt in done:
+            state, next_at = outcome(self.cp, delivery, attempt)
+            rows.record_attempt(conn, delivery.id, attempt, state=state, next_attempt=next_at)
+        return done
+
+    def start(self, batch: list[tuple[Any, send.Target]]) -> None:
+        for delivery, target in batch:
+            self.busy[target.receiver_id] += 1
+            task = asyncio.create_task(self._send(delivery, target))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _send(self, delivery: Any, target: send.Target) -> None:
+        try:
+            number = len(delivery.attempts) + 1
+            timeout = self.cp.settings.webhook_timeout
+            attempt = await send.attempt(self.http, delivery, target, number, timeout)
+            self.finished.append((delivery, target, attempt))
+        finally:
+            self.busy[target.receiver_id] -= 1
+            self.wake.set()
+
+    def report(self, done: list[tuple[Any, send.Target, dict[str, Any]]]) -> None:
+        for d, target, a in done:
+            self.cp.metrics.webhook_attempts.labels(result=a["result"]).inc()
+            if outcome(self.cp, d, a)[0] == rows.FAILED:
+                log.warning(
+                    "webhook delivery %s of alert %s to %s failed for good after %d attempts (%s)",
+                    d.id,
+                    d.alert_id,
+                    target.endpoint,
+                    a["attempt"],
+                    a["result"],
+                )
+
+    @property
+    def idle(self) -> bool:
+        return not self.tasks and not self.finished
 
 
-async def _send(cp: ControlPlane, http: httpx.AsyncClient, batch: list[Any]) -> None:
-    """Send a claimed batch concurrently and record its attempts in one transaction."""
-    timeout = cp.settings.webhook_timeout
-    attempts = await asyncio.gather(
-        *(send.attempt(http, d, t, len(d.attempts) + 1, timeout) for d, t in batch)
-    )
-    sent = [(d, a) for (d, _), a in zip(batch, attempts, strict=True)]
-    await cp.store.tx(functools.partial(_record, cp, sent=sent))
-    for (d, target), a in zip(batch, attempts, strict=True):
-        cp.metrics.webhook_attempts.labels(result=a["result"]).inc()
-        if outcome(cp, d, a)[0] == rows.FAILED:
-            log.warning(
-                "webhook delivery %s of alert %s to %s failed for good after %d attempts (%s)",
-                d.id,
-                d.alert_id,
-                target.endpoint,
-                a["attempt"],
-                a["result"],
-            )
+async def run_once(cp: ControlPlane, deliverer: Deliverer, *, holder: bool) -> bool:
+    """Record the attempts that finished, and, as the lease ``holder``, hand out the events
+    committed so far and start every delivery that is due and has room; whether anybody
+    listens. All in one transaction (on SQLite each takes the write lock)."""
 
-
-async def run_once(cp: ControlPlane, http: httpx.AsyncClient) -> bool:
-    """Hand out the events committed so far and send every delivery that is due (the
-    caller holds the lease); whether anybody listens. On SQLite every transaction takes
-    the write lock, so a pass is few of them: dispatch and the first claim share one, and
-    each batch sent is recorded in one."""
-    claim_for = cp.settings.webhook_timeout + 30.0
-
-    def step(conn: Connection) -> tuple[Dispatched, list[Any]]:
+    def step(conn: Connection) -> tuple[Dispatched, list[Any], list[Any]]:
+        recorded = deliverer.record(conn)
+        if not holder:
+            return Dispatched(0, False, False), [], recorded
         done = dispatch_batch(conn)
-        return done, ([] if done.more else _claim(conn, claim_for))
+        return done, ([] if done.more else deliverer.claim(conn)), recorded
 
     while True:
-        done, batch = await cp.store.tx(step)
-        if done.more:
-            continue
-        if batch:
-            await _send(cp, http, batch)
-        if len(batch) < DELIVERY_BATCH:
+        done, batch, recorded = await cp.store.tx(step)
+        deliverer.report(recorded)
+        deliverer.start(batch)
+        if not done.more:
             return done.listening
 
 
@@ -160,31 +202,53 @@ def client() -> httpx.AsyncClient:
     return httpx.AsyncClient(follow_redirects=False, trust_env=False)
 
 
+async def _wait(cp: ControlPlane, deliverer: Deliverer, seen: int) -> None:
+    """Until this replica commits events (since ``seen``), a send finishes, or an interval
+    has passed."""
+    waits = {
+        asyncio.ensure_future(cp.feed.wait(cp.settings.webhook_interval, since=seen)),
+        asyncio.ensure_future(deliverer.wake.wait()),
+    }
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+    deliverer.wake.clear()
+
+
 async def loop(cp: ControlPlane) -> None:
     from skylight.background.replicas import holds
 
     interval = cp.settings.webhook_interval
     held_until = 0.0  # (monotonic) the lease was renewed recently enough until then
     async with client() as http:
-        while True:
-            seen = cp.feed.version
-            listening = False
-            try:
-                if time.monotonic() >= held_until and await holds(cp, LEASE):
-                    held_until = time.monotonic() + interval  # renewed once an interval
-                if time.monotonic() < held_until:
-                    listening = await run_once(cp, http)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("webhook pass failed; trying again next interval")
-            if not listening:
-                # Not the lease holder, or no receiver subscribes to anything: a look every
-                # interval, not a transaction after every commit.
-                await asyncio.sleep(interval)
-                continue
-            # Woken when this replica commits events, including while the pass ran (other
-            # replicas' events and retries that come due are found at the next interval);
-            # then a moment for the rest of a burst of commits, to send them in one pass.
-            await cp.feed.wait(interval, since=seen)
-            await asyncio.sleep(min(COALESCE, interval))
+        deliverer = Deliverer(cp, http)
+        try:
+            while True:
+                seen = cp.feed.version
+                listening = False
+                try:
+                    if time.monotonic() >= held_until and await holds(cp, LEASE):
+                        held_until = time.monotonic() + interval  # renewed once an interval
+                    holder = time.monotonic() < held_until
+                    if holder or not deliverer.idle:
+                        listening = await run_once(cp, deliverer, holder=holder)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("webhook pass failed; trying again next interval")
+                if not listening and deliverer.idle:
+                    # Not the lease holder, or no receiver subscribes to anything: a look
+                    # every interval, not a transaction after every commit.
+                    await asyncio.sleep(interval)
+                    continue
+                # Woken when this replica commits events, including while the pass ran
+                # (other replicas' events and retries that come due are found at the next
+                # interval), or when a send finishes; then a moment for the rest of a burst,
+                # to handle it in one pass.
+                await _wait(cp, deliverer, seen)
+                await asyncio.sleep(min(COALESCE, interval))
+        finally:
+            for task in deliverer.tasks:
+                task.cancel()  # their claims lapse and they come due again
