@@ -56,6 +56,9 @@ class Settings:
     undo_attempts: int = 5
     undo_retry_delay: float = 0.2
     max_body_bytes: int = 1024 * 1024
+    # Placement decides on the rack as this replica read it at most this long ago (0: read
+    # it for every decision); the chosen sled is always re-checked fresh under its lock.
+    placement_rack_max_age: float = 1.0
     # Webhooks: the lease holder dispatches new events and sends due deliveries this often
     # (and at once when it commits events). A delivery gets webhook_attempts tries, the
     # next one webhook_backoff seconds after the first failure, then 6x longer each time up

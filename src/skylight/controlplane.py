@@ -69,6 +69,7 @@ class ControlPlane:
         self.settings = settings
         self.store = Store(settings.resolved_db_url())
         self.rng = random.Random()
+        self.rack_cache = sleds.RackCache(settings.placement_rack_max_age)
         self.rack: SimRack | None = None
         if settings.sim.enabled:
             self.rack = SimRack(settings.data_dir / "sim-rack.db", settings.sim.start_delay)

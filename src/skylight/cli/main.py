@@ -61,6 +61,9 @@ def serve(
         15.0, min=0.05, help="seconds of silence before an event stream sends a heartbeat"
     ),
     event_retention_days: int = typer.Option(30, min=1),
+    placement_rack_max_age: float = typer.Option(
+        1.0, min=0, help="seconds a replica decides placements on the rack it last read"
+    ),
     webhook_attempts: int = typer.Option(6, min=1, help="tries per webhook delivery"),
     webhook_backoff: float = typer.Option(
         10.0, min=0.01, help="seconds before a failed webhook delivery's second try (then 6x)"
@@ -88,6 +91,7 @@ def serve(
         auto_restart_interval=auto_restart_interval,
         sled_call_timeout=sled_call_timeout,
         sled_failure_timeout=sled_failure_timeout,
+        placement_rack_max_age=placement_rack_max_age,
         webhook_attempts=webhook_attempts,
         webhook_backoff=webhook_backoff,
         webhook_timeout=webhook_timeout,

@@ -48,18 +48,21 @@ def _rest_state(ctx: SagaContext) -> str:
 async def reserve_sled(ctx: SagaContext) -> dict[str, Any]:
     """Place the instance and reserve its resources, in one transaction.
 
-    Placement reads the rack, picks a sled, then locks that sled and re-checks it (and the
-    instance's groups) before reserving: a concurrent start that took the room sends this one
-    back to placement instead of overcommitting the sled.
+    Placement reads the rack (the replica's cached one, at most ``placement_rack_max_age``
+    old), picks a sled, then locks that sled and re-checks it (and the instance's groups)
+    before reserving: a concurrent start that took the room, or a rack that was stale, sends
+    this one back to placement on a fresh read instead of overcommitting the sled. A refusal
+    is always decided on a fresh read.
     """
     p = ctx.params
     rng = _cp(ctx).rng
+    cache = _cp(ctx).rack_cache
 
     def reserve(conn: Connection) -> dict[str, Any]:
         existing = sleds.reservation(conn, p["vmm_id"])
         if existing is not None:
             return {"sled_id": existing.sled_id}
-        for _ in range(_PLACEMENT_ATTEMPTS):
+        for attempt in range(_PLACEMENT_ATTEMPTS):
             req = placement_inputs.request_for(
                 conn,
                 p["instance_id"],
@@ -67,7 +70,10 @@ async def reserve_sled(ctx: SagaContext) -> dict[str, Any]:
                 memory=p["memory"],
                 cpu_platform=p.get("cpu_platform"),
             )
-            result = place(req, sleds.rack(conn), rng)
+            rack, just_read = cache.get(conn, fresh=attempt > 0)
+            result = place(req, rack, rng)
+            if isinstance(result, PlacementFailure) and not just_read:
+                result = place(req, cache.get(conn, fresh=True)[0], rng)
             if isinstance(result, PlacementFailure):
                 raise ActionError(result.reason, "InsufficientCapacity")
             fresh = sleds.lock_and_measure(conn, result.sled_id)
