@@ -577,3 +577,36 @@ def test_a_receiver_that_does_not_answer_delays_only_itself(
             assert s["attempts"]["webhook"][0]["result"] == "failed_timeout"
     finally:
         quick.close()
+
+
+def test_settled_deliveries_go_with_event_retention(hooks: TestClient, receiver: Receiver) -> None:
+    """Delivered and failed deliveries older than the retention setting are deleted by the
+    retention pass; pending ones stay, however old."""
+    from datetime import timedelta
+
+    import sqlalchemy as sa
+
+    from skylight.background import retention
+    from skylight.store.schema import alert_delivery
+
+    _create(hooks, receiver.url, ["instance.created"])
+    for name in ("a", "b", "c"):
+        hooks.post("/v1/instances", params={"project": "demo"}, json=instance_body(name))
+    wait_for(lambda: len(_deliveries(hooks, delivered=True)) == 3, "three deliveries")
+    cp = hooks.app.state.cp  # type: ignore[attr-defined]
+    old = now() - timedelta(days=40)
+    ids = [d["id"] for d in _deliveries(hooks)]
+    with cp.store.engine.begin() as conn:
+        conn.execute(alert_delivery.update().values(time_started=old))
+        conn.execute(  # one of them still being tried (not due for an hour)
+            alert_delivery.update()
+            .where(alert_delivery.c.id == ids[0])
+            .values(state="pending", time_next_attempt=now() + timedelta(hours=1))
+        )
+        conn.execute(
+            alert_delivery.update().where(alert_delivery.c.id == ids[1]).values(state="failed")
+        )
+    hooks.portal.call(retention.run_once, cp)  # type: ignore[union-attr]
+    with cp.store.engine.connect() as conn:
+        left = list(conn.execute(sa.select(alert_delivery.c.id)).scalars())
+    assert left == [ids[0]]

@@ -1,5 +1,6 @@
 """Event retention: events older than the setting go, but every instance keeps its newest
-ones (default 100) and the event behind its current status reason, whatever their age."""
+ones (default 100) and the event behind its current status reason, whatever their age.
+Webhook deliveries that settled go after as long; pending ones stay."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from skylight.clock import now
-from skylight.store import events
+from skylight.store import events, webhooks
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
     from skylight.controlplane import ControlPlane
 
 log = logging.getLogger(__name__)
+
+DELIVERIES_PER_TRANSACTION = 2000
 
 
 async def run_once(cp: ControlPlane) -> int:
@@ -41,6 +44,17 @@ async def run_once(cp: ControlPlane) -> int:
             break
     if removed:
         log.info("retention removed %d events older than %s", removed, cutoff.isoformat())
+    # Webhook deliveries that settled (delivered, or failed for good) go after as long.
+    pruned = 0
+    while True:
+        n = await cp.store.tx(
+            lambda c: webhooks.prune_deliveries(c, cutoff, DELIVERIES_PER_TRANSACTION)
+        )
+        pruned += n
+        if n < DELIVERIES_PER_TRANSACTION:
+            break
+    if pruned:
+        log.info("retention removed %d webhook deliveries older than %s", pruned, cutoff)
     return removed
 
 

@@ -368,6 +368,8 @@ sa.Index(
     postgresql_where=alert_delivery.c.state == "pending",
 )
 sa.Index("ix_alert_delivery_alert", alert_delivery.c.alert_id, alert_delivery.c.receiver_id)
+# Retention deletes the settled deliveries begun before its cutoff.
+sa.Index("ix_alert_delivery_time_started", alert_delivery.c.time_started)
 
 # Where the dispatcher is in the event log (one row).
 alert_dispatch = sa.Table(

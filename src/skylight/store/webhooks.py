@@ -254,3 +254,20 @@ def undelivered_alerts(conn: Connection, receiver_id: str) -> list[sa.Row[Any]]:
         .order_by(alert_delivery.c.id)
     )
     return list(conn.execute(q))
+
+
+def prune_deliveries(conn: Connection, older_than: datetime, limit: int) -> int:
+    """Delete up to ``limit`` settled deliveries (delivered or failed) begun before
+    ``older_than``; pending ones stay, whatever their age. How many went."""
+    doomed = (
+        sa.select(alert_delivery.c.id)
+        .where(
+            alert_delivery.c.state.in_([DELIVERED, FAILED]),
+            alert_delivery.c.time_started < older_than,
+        )
+        .limit(limit)
+    )
+    ids = list(conn.execute(doomed).scalars())
+    if ids:
+        conn.execute(alert_delivery.delete().where(alert_delivery.c.id.in_(ids)))
+    return len(ids)

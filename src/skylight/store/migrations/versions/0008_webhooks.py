@@ -68,6 +68,7 @@ def upgrade() -> None:
             postgresql_where=sa.text("state = 'pending'"),
         )
         batch_op.create_index("ix_alert_delivery_receiver_id", ["receiver_id", "id"], unique=False)
+        batch_op.create_index("ix_alert_delivery_time_started", ["time_started"], unique=False)
 
     op.create_table(
         "alert_subscription",
@@ -119,6 +120,7 @@ def downgrade() -> None:
     op.drop_table("webhook_secret")
     op.drop_table("alert_subscription")
     with op.batch_alter_table("alert_delivery", schema=None) as batch_op:
+        batch_op.drop_index("ix_alert_delivery_time_started")
         batch_op.drop_index("ix_alert_delivery_receiver_id")
         batch_op.drop_index(
             "ix_alert_delivery_due",
