@@ -610,3 +610,92 @@ def test_settled_deliveries_go_with_event_retention(hooks: TestClient, receiver:
     with cp.store.engine.connect() as conn:
         left = list(conn.execute(sa.select(alert_delivery.c.id)).scalars())
     assert left == [ids[0]]
+
+
+def test_two_replicas_deliver_each_event_once_and_survive_the_holder(
+    tmp_path: Path, pg_url: str, receiver: Receiver
+) -> None:
+    """Two replicas on one PostgreSQL store: only the lease holder dispatches and sends, so
+    each event arrives once; when the holder stops, the other takes the lease over and
+    delivers what happens next, through either replica."""
+    import asyncio
+
+    import sqlalchemy as sa
+
+    from skylight import projects
+    from skylight.controlplane import ControlPlane
+    from skylight.instances import operations
+    from skylight.webhooks import receivers as receiver_ops
+    from tests.conftest import GiB
+
+    def settings(port: int) -> Settings:
+        s = _settings(tmp_path / str(port), pg_url)
+        s.bind = f"127.0.0.1:{port}"
+        s.heartbeat_interval = 0.1
+        s.adoption_timeout = 0.6  # also the lease's time to live
+        return s
+
+    def body(name: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "description": "",
+            "hostname": name,
+            "ncpus": 1,
+            "memory": GiB,
+            "auto_restart_policy": None,
+            "cpu_platform": None,
+            "enable_jumbo_frames": False,
+            "user_data": "",
+            "start": False,
+        }
+
+    actor = {"type": "user", "id": "u"}
+
+    async def until(what: str, pred: Any) -> None:
+        deadline = time.monotonic() + 30
+        while not pred():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.02)
+
+    async def scenario() -> None:
+        a, b = ControlPlane(settings(3001)), ControlPlane(settings(3002))
+        await a.start()
+        await b.start()
+        stopped: list[ControlPlane] = []
+        try:
+            await a.store.tx(lambda c: projects.create(c, "demo", ""))
+            await a.store.tx(
+                lambda c: receiver_ops.create(
+                    c,
+                    name="ops",
+                    description="",
+                    endpoint=receiver.url,
+                    secrets=[SECRET],
+                    subscriptions=["instance.created"],
+                )
+            )
+            for i in range(4):
+                await operations.create(a if i % 2 else b, "demo", body(f"x{i}"), actor, wait=0)
+            await until("the first four", lambda: len(receiver.requests) >= 4)
+            holder = await a.store.tx(
+                lambda c: c.execute(
+                    sa.text("SELECT holder FROM lease WHERE name = 'webhooks'")
+                ).scalar_one()
+            )
+            first, other = (a, b) if holder == a.sec_id else (b, a)
+            await first.stop()
+            stopped.append(first)
+            for i in range(4, 8):
+                await operations.create(other, "demo", body(f"x{i}"), actor, wait=0)
+            await until("the next four", lambda: len(receiver.requests) >= 8)
+            await asyncio.sleep(0.3)  # a few more passes: nothing more may arrive
+        finally:
+            for cp in (a, b):
+                if cp not in stopped:
+                    await cp.stop()
+
+    asyncio.run(scenario())
+    bodies = receiver.bodies()
+    assert len(bodies) == 8
+    assert len({b["alert_id"] for b in bodies}) == 8
+    assert sorted(b["data"]["kind"] for b in bodies) == ["instance.created"] * 8
