@@ -24,18 +24,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +41,7 @@ import httpx
 # bench/ is on sys.path when a script runs
 from _report import load_row, machine_rows, pg_version, setup_tables, write_section
 from skylight.testing import ServerProcess
+from skylight.testing.receiver import Received, WebhookReceiver
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -54,51 +52,6 @@ PG_ADMIN_DEFAULT = os.environ.get(
 )
 OP = {"x-skylight-operator": "true"}
 LOAD: list[str] = []
-
-
-class _Server(ThreadingHTTPServer):
-    # http.server's listen backlog is 5: a burst of concurrent deliveries would have SYNs
-    # dropped and retried a second later, a delay of the receiver's making.
-    request_queue_size = 128
-    daemon_threads = True
-
-
-class Receiver:
-    """Notes the wall-clock arrival of every POST; answers 204."""
-
-    def __init__(self) -> None:
-        self.arrivals: list[tuple[float, dict[str, Any], str]] = []
-        self.lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", "0")))
-                at = time.time()
-                with outer.lock:
-                    outer.arrivals.append(
-                        (at, json.loads(body), self.headers.get("x-oxide-delivery-id", ""))
-                    )
-                self.send_response(204)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *_args: Any) -> None:
-                pass
-
-        self.server = _Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def count(self) -> int:
-        with self.lock:
-            return len(self.arrivals)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @dataclass
@@ -120,6 +73,10 @@ class Result:
             return math.nan
         xs = sorted(self.latency)
         return xs[min(len(xs) - 1, max(0, math.ceil(q * len(xs)) - 1))]
+
+
+def _start_failures(rx: WebhookReceiver) -> list[Received]:
+    return [r for r in rx.all() if r.json()["alert_class"] == "instance.start_failed"]
 
 
 def _time(value: str) -> float:
@@ -178,7 +135,7 @@ async def _project_events(http: httpx.AsyncClient, prefix: str) -> list[dict[str
 
 async def _drive(url: str, store: str, args: argparse.Namespace) -> Result:
     res = Result(store)
-    rx = Receiver()
+    rx = WebhookReceiver()
     try:
         async with httpx.AsyncClient(base_url=url, timeout=120.0, headers=OP) as http:
             r = await http.post("/v1/projects", json={"name": "bench", "description": ""})
@@ -215,16 +172,15 @@ async def _drive(url: str, store: str, args: argparse.Namespace) -> Result:
             deadline = time.monotonic() + 30
             want = args.latency_n
             while time.monotonic() < deadline:
-                failed = [a for a in rx.arrivals if a[1]["alert_class"] == "instance.start_failed"]
-                if len(failed) >= want:
+                if len(_start_failures(rx)) >= want:
                     break
                 await asyncio.sleep(0.05)
-            failed = [a for a in rx.arrivals if a[1]["alert_class"] == "instance.start_failed"]
-            res.latency = [at - _time(body["data"]["time_last"]) for at, body, _ in failed]
+            failed = _start_failures(rx)
+            res.latency = [r.at - _time(r.json()["data"]["time_last"]) for r in failed]
             res.latency_missing = want - len(failed)
 
             # Burst with a receiver of every event.
-            before = rx.count()
+            before = len(rx.all())
             t0 = time.time()
             res.hooked_rate = await _burst(http, "hooked", args.n, args.concurrency)
             answered = time.time()
@@ -233,15 +189,17 @@ async def _drive(url: str, store: str, args: argparse.Namespace) -> Result:
             wanted = {e["id"] for e in events}
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
-                got = {b["alert_id"] for _, b, _ in rx.arrivals[before:]} & wanted
+                got = {r.json()["alert_id"] for r in rx.all()[before:]} & wanted
                 if len(got) >= len(wanted):
                     break
                 await asyncio.sleep(0.05)
-            burst = [(at, b, d) for at, b, d in rx.arrivals[before:] if b["alert_id"] in wanted]
-            res.burst_delivered = len({b["alert_id"] for _, b, _ in burst})
-            res.burst_duplicates = len(burst) - len({d for _, _, d in burst})
+            burst = [r for r in rx.all()[before:] if r.json()["alert_id"] in wanted]
+            res.burst_delivered = len({r.json()["alert_id"] for r in burst})
+            res.burst_duplicates = len(burst) - len(
+                {r.headers["x-oxide-delivery-id"][0] for r in burst}
+            )
             if burst:
-                last = max(at for at, _, _ in burst)
+                last = max(r.at for r in burst)
                 res.burst_seconds = last - t0
                 res.burst_lag = last - answered
     finally:

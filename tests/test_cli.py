@@ -336,7 +336,8 @@ def test_watch_until_settled_prints_the_running_event(sky: Any, server: ServerPr
 
 def test_webhook_commands(sky: Any) -> None:
     """Create a receiver, see an event reach it, read its deliveries, probe it, clean up."""
-    from tests.test_webhooks import Receiver, wait_for
+    from skylight.testing.receiver import WebhookReceiver as Receiver
+    from tests.oxide_schema import wait_for
 
     rx = Receiver()
     try:

@@ -9,7 +9,6 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from fastapi.testclient import TestClient
 from skylight.api.app import create_app
 from skylight.clock import now
 from skylight.config import Settings
+from skylight.testing.receiver import WebhookReceiver
 from skylight.webhooks import alerts, send
 from tests.conftest import instance_body, make_settings
 from tests.oxide_schema import wait_for
@@ -27,55 +27,7 @@ OP = {"X-Skylight-Operator": "true"}
 SECRET = "correct horse battery staple"
 
 
-class _Server(ThreadingHTTPServer):
-    # http.server's listen backlog is 5: a burst of concurrent deliveries would have SYNs
-    # dropped and retried a second later, a delay of the receiver's making.
-    request_queue_size = 128
-    daemon_threads = True
-
-
-class Receiver:
-    """An HTTP server on 127.0.0.1 that records what it is sent and answers with the
-    statuses queued in ``script`` (then 204), or not at all for ``hang`` seconds."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[dict[str, list[str]], bytes]] = []
-        self.script: list[int] = []
-        self.hang = 0.0
-        self.lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", "0")))
-                headers: dict[str, list[str]] = {}
-                for k, v in self.headers.items():
-                    headers.setdefault(k.lower(), []).append(v)
-                with outer.lock:
-                    outer.requests.append((headers, body))
-                    status = outer.script.pop(0) if outer.script else 204
-                    hang = outer.hang
-                if hang:
-                    time.sleep(hang)
-                self.send_response(status)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *_args: Any) -> None:
-                pass
-
-        self.server = _Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def bodies(self) -> list[dict[str, Any]]:
-        with self.lock:
-            return [json.loads(b) for _, b in self.requests]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+Receiver = WebhookReceiver
 
 
 @pytest.fixture
@@ -134,8 +86,8 @@ def test_a_failed_start_reaches_the_receiver_signed(hooks: TestClient, receiver:
     assert r.status_code == 201, r.text
     assert r.json()["status_reason"]["code"] == "exceeds_sled_size"
 
-    wait_for(lambda: receiver.requests, "the delivery")
-    headers, raw = receiver.requests[0]
+    wait_for(lambda: receiver.all(), "the delivery")
+    headers, raw = receiver.all()[0].headers, receiver.all()[0].body
     payload = json.loads(raw)
     failed = [e for e in _events(hooks, "big") if e["kind"] == "instance.start_failed"]
     assert len(failed) == 1
@@ -164,7 +116,7 @@ def test_a_failed_start_reaches_the_receiver_signed(hooks: TestClient, receiver:
     [attempt] = d["attempts"]["webhook"]
     assert attempt["attempt"] == 1 and attempt["result"] == "succeeded"
     assert attempt["response"]["status"] == 204
-    assert len(receiver.requests) == 1  # one event, one delivery
+    assert len(receiver.all()) == 1  # one event, one delivery
 
 
 def test_subscriptions_choose_what_is_sent(hooks: TestClient, receiver: Receiver) -> None:
@@ -214,7 +166,7 @@ def test_a_failing_receiver_is_retried_with_backoff(
         assert [a["response"]["status"] for a in attempts] == [500, 503, 204]
         assert [a["attempt"] for a in attempts] == [1, 2, 3]
         # Same delivery id every time, so the receiver can tell a retry from a new alert.
-        ids = {h["x-oxide-delivery-id"][0] for h, _ in receiver.requests}
+        ids = {r.headers["x-oxide-delivery-id"][0] for r in receiver.all()}
         assert ids == {d["id"]}
         assert not _deliveries(c, pending=True) and not _deliveries(c, failed=True)
 
@@ -309,8 +261,8 @@ def test_secret_rotation_signs_with_every_secret(hooks: TestClient, receiver: Re
     assert "secret" not in json.dumps(listed).replace('"secrets"', "")  # values never shown
 
     hooks.post("/v1/instances", params={"project": "demo"}, json=instance_body("a"))
-    wait_for(lambda: receiver.requests, "a delivery")
-    headers, raw = receiver.requests[0]
+    wait_for(lambda: receiver.all(), "a delivery")
+    headers, raw = receiver.all()[0].headers, receiver.all()[0].body
     sigs = headers["x-oxide-signature"]
     assert sigs == [
         f"a=sha256&id={rx['secrets'][0]['id']}&s={send.signature(SECRET, raw)}",
@@ -320,8 +272,8 @@ def test_secret_rotation_signs_with_every_secret(hooks: TestClient, receiver: Re
     r = hooks.delete(f"/v1/webhook-secrets/{rx['secrets'][0]['id']}", headers=OP)
     assert r.status_code == 204, r.text
     hooks.post("/v1/instances", params={"project": "demo"}, json=instance_body("b"))
-    wait_for(lambda: len(receiver.requests) == 2, "the second delivery")
-    headers, raw = receiver.requests[1]
+    wait_for(lambda: len(receiver.all()) == 2, "the second delivery")
+    headers, raw = receiver.all()[1].headers, receiver.all()[1].body
     assert headers["x-oxide-signature"] == [f"a=sha256&id={second}&s={send.signature('next', raw)}"]
     # The last secret cannot go: deliveries would go out unsigned.
     r = hooks.delete(f"/v1/webhook-secrets/{second}", headers=OP)
@@ -567,7 +519,7 @@ def test_a_receiver_that_does_not_answer_delays_only_itself(
             _create(c, receiver.url, ["instance.created"], name="stuck")
             _create(c, quick.url, ["instance.created"], name="quick")
             c.post("/v1/instances", params={"project": "demo"}, json=instance_body("a"))
-            wait_for(lambda: receiver.requests and quick.requests, "both requests")
+            wait_for(lambda: receiver.all() and quick.all(), "both requests")
             # The stuck receiver's attempt is still under way (it ends with the timeout).
             assert _deliveries(c, "stuck", pending=True)
             assert not _deliveries(c, "stuck", failed=True)
@@ -676,7 +628,7 @@ def test_two_replicas_deliver_each_event_once_and_survive_the_holder(
             )
             for i in range(4):
                 await operations.create(a if i % 2 else b, "demo", body(f"x{i}"), actor, wait=0)
-            await until("the first four", lambda: len(receiver.requests) >= 4)
+            await until("the first four", lambda: len(receiver.all()) >= 4)
             holder = await a.store.tx(
                 lambda c: c.execute(
                     sa.text("SELECT holder FROM lease WHERE name = 'webhooks'")
@@ -687,7 +639,7 @@ def test_two_replicas_deliver_each_event_once_and_survive_the_holder(
             stopped.append(first)
             for i in range(4, 8):
                 await operations.create(other, "demo", body(f"x{i}"), actor, wait=0)
-            await until("the next four", lambda: len(receiver.requests) >= 8)
+            await until("the next four", lambda: len(receiver.all()) >= 8)
             await asyncio.sleep(0.3)  # a few more passes: nothing more may arrive
         finally:
             for cp in (a, b):
