@@ -247,3 +247,31 @@ def test_openapi_document_serves_the_oxide_paths(client: TestClient) -> None:
     name_schema = names[0]["properties"]["name"]
     assert name_schema.get("pattern") == document()["components"]["schemas"]["Name"]["pattern"]
     assert name_schema.get("maxLength") == 63
+
+
+def test_openapi_document_says_what_errors_and_streams_are(client: TestClient) -> None:
+    """Every operation's errors are documented as the Oxide document has them (``4XX`` and
+    ``5XX``, an ``Error`` body), not as FastAPI's ``422`` with a ``detail`` list, which this
+    API never sends; the event streams are text/event-stream, not JSON. (Found by
+    tests/test_fuzz.py: every 400 was an undocumented status.)"""
+    served = client.get("/openapi.json").json()
+    error = served["components"]["responses"]["Error"]["content"]["application/json"]["schema"]
+    assert error == {"$ref": "#/components/schemas/Error"}
+    assert {"request_id", "message"} <= set(served["components"]["schemas"]["Error"]["required"])
+    assert "HTTPValidationError" not in served["components"]["schemas"]
+    for path, ops in served["paths"].items():
+        for method, op in ops.items():
+            responses = op["responses"]
+            assert "422" not in responses, (method, path)
+            for status in ("4XX", "5XX"):
+                assert responses[status] == {"$ref": "#/components/responses/Error"}, (path, status)
+    for path in ("/v1/events/stream", "/v1/instances/{instance}/events/stream"):
+        assert list(served["paths"][path]["get"]["responses"]["200"]["content"]) == [
+            "text/event-stream"
+        ]
+    # the hostname of an instance is documented with its rules, as Oxide's Hostname is
+    hostname = served["components"]["schemas"]["InstanceCreate"]["properties"]["hostname"]
+    assert hostname["maxLength"] == 253 and hostname["pattern"]
+    # and a 400 answers as documented
+    r = client.get("/v1/projects", params={"limit": 0})
+    assert_error(r, 400, "InvalidRequest", "limit")

@@ -3,6 +3,7 @@ whose message names the problem, never a 500, and leaves the stored state as it 
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -564,3 +565,116 @@ def _only_additions(before: dict[str, Any], after: dict[str, Any]) -> None:
         assert {i["id"]: i for i in after["instances"][pid] if i["id"] in old} == old
     for iid, events in before["events"].items():
         assert after["events"][iid] == events
+
+
+# -- found by the fuzzer (tests/test_fuzz.py) ------------------------------------------------
+
+OPERATOR = {"X-Skylight-Operator": "true"}
+
+
+def test_a_long_hostname_that_ends_badly_is_refused_at_once(
+    client: TestClient, world: dict[str, Any]
+) -> None:
+    """The hostname pattern used to backtrack: refusing 7 labels of 10 letters and a "!"
+    took 2 s of the event loop, each more label 10 times longer (8: 18 s)."""
+    hostname = ".".join(["a" * 10] * 7) + "!"
+    before = fingerprint(client)
+    started = time.monotonic()
+    r = client.post("/v1/instances", params=P, json=instance_body("fresh", 1, 1, hostname=hostname))
+    elapsed = time.monotonic() - started
+    assert_error(r, 400, None, "hostname")
+    assert elapsed < 0.5, f"{elapsed:.2f}s to refuse a hostname"
+    assert fingerprint(client) == before
+    # and the labels are still the RFC 1035 ones
+    for i, good in enumerate(("a", "a-b", "A9", "web.example", "1.2.3.x", "a" * 63 + ".b")):
+        body = instance_body(f"good{i}", 1, 1, hostname=good, start=False)
+        assert client.post("/v1/instances", params=P, json=body).status_code == 201, good
+    for bad in ("-a", "a-", "a..b", ".a", "a.", "a_b", "a.-b", "a b"):
+        assert_error(
+            client.post("/v1/instances", params=P, json=instance_body("bad", hostname=bad)),
+            400,
+            None,
+            "hostname",
+        )
+
+
+def _receivers(client: TestClient) -> Any:
+    r = client.get("/v1/alert-receivers", headers=OPERATOR)
+    assert r.status_code == 200, r.text
+    return r.json()["items"]
+
+
+def test_lone_surrogates_are_refused_not_stored(client: TestClient, world: dict[str, Any]) -> None:
+    """JSON can spell a lone UTF-16 surrogate ("\\ud800"), which is no Unicode text: neither
+    store can take it, and a secret (a plain string, unlike the length-checked fields) got
+    as far as the INSERT and a 500."""
+    hook = {"name": "hook", "description": "", "endpoint": "http://127.0.0.1:9/", "secrets": ["s"]}
+    r = client.post("/v1/webhook-receivers", json=hook, headers=OPERATOR)
+    assert r.status_code == 201, r.text
+    before, cheap = _receivers(client), fingerprint(client)
+    json_headers = {**JSON, **OPERATOR}
+    lone = '"\\ud800"'  # the JSON text of a string holding one lone surrogate
+    cases = [
+        (
+            "/v1/webhook-receivers",
+            {},
+            '{"name": "h2", "description": "", "endpoint": '
+            f'"http://127.0.0.1:9/", "secrets": [{lone}]}}',
+            "secrets",
+        ),
+        ("/v1/webhook-secrets", {"receiver": "hook"}, f'{{"secret": {lone}}}', "secret"),
+        (
+            "/v1/instances",
+            P,
+            '{"name": "k", "description": "", "hostname": "k", "ncpus": 1, '
+            f'"memory": {GiB}, "start": false, "ssh_public_keys": [{lone}]}}',
+            "ssh_public_keys",
+        ),
+    ]
+    for url, params, body, field in cases:
+        r = client.post(url, params=params, content=body.encode(), headers=json_headers)
+        assert_error(r, 400, None, field, "surrogate")
+    assert _receivers(client) == before
+    assert fingerprint(client) == cheap
+
+
+def test_removing_a_subscription_that_cannot_exist_is_refused(
+    client: TestClient, world: dict[str, Any]
+) -> None:
+    """A NUL in the subscription of DELETE .../subscriptions/{subscription} reached the
+    store, where PostgreSQL cannot even compare it: a 500. What could never be subscribed is
+    refused for what it is; what could be but is not, is not found."""
+    hook = {
+        "name": "hook",
+        "description": "",
+        "endpoint": "http://127.0.0.1:9/",
+        "secrets": ["s"],
+        "subscriptions": ["instance.failed"],
+    }
+    assert client.post("/v1/webhook-receivers", json=hook, headers=OPERATOR).status_code == 201
+    before = _receivers(client)
+    url = "/v1/alert-receivers/hook/subscriptions"
+    for bad in ("instance.fail%00ed", "%00", "Instance.failed", "a" * 256):
+        assert_error(client.delete(f"{url}/{bad}", headers=OPERATOR), 400, None, "subscription")
+    r = client.delete(f"{url}/instance.running", headers=OPERATOR)
+    assert_error(r, 404, "ObjectNotFound", "instance.running")
+    assert _receivers(client) == before
+    assert client.delete(f"{url}/instance.failed", headers=OPERATOR).status_code == 204
+
+
+def test_every_event_list_refuses_a_nul_filter(client: TestClient, world: dict[str, Any]) -> None:
+    """``kind`` and ``operation`` with a NUL were refused by an instance's event list only:
+    the project's and the fleet's passed them to PostgreSQL, which cannot compare them (a
+    500 there)."""
+    lists = [
+        ("/v1/events", P),
+        ("/v1/system/events", {}),
+        (f"/v1/instances/{world['vm']}/events", {}),
+    ]
+    cases = [
+        Case("GET", url, 400, (field, "NUL"), params={**params, field: value})
+        for url, params in lists
+        for field in ("kind", "operation")
+        for value in ("\x00", "instance.\x00running")
+    ]
+    run_cases(client, cases)

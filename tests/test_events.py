@@ -11,7 +11,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,47 @@ def test_event_filters_operation_and_since(client: TestClient, project: str) -> 
     ).json()["items"]
     assert items[0]["id"] in {e["id"] for e in later}
     assert len(later) < len(items)
+
+
+def test_since_is_an_instant_whatever_its_offset(client: TestClient, project: str) -> None:
+    """``since`` names an instant: the same one written with any offset selects the same
+    events, on both stores. (SQLite compares times as text, and was given the offset's wall
+    clock: an hour ago written at +05:00 selected nothing there.) Found by tests/test_fuzz.py,
+    which also found ``since=0.2`` taken for a number of seconds."""
+    client.post("/v1/instances", params=P, json=instance_body("a"))
+    urls = ("/v1/instances/a/events", "/v1/events", "/v1/system/events")
+    for url in urls:
+        every = client.get(url, params=P).json()["items"]
+        assert every
+        for hours in (0, 5, -5, 14):
+            zone = timezone(timedelta(hours=hours))
+            for when, expected in (
+                (now() - timedelta(hours=1), every),
+                (now() + timedelta(hours=1), []),
+            ):
+                since = when.astimezone(zone).isoformat()
+                r = client.get(url, params={**P, "since": since})
+                assert r.status_code == 200, r.text
+                assert r.json()["items"] == expected, (url, since)
+        # the first and the last instant there is, whatever the offset
+        for since, expected in (
+            ("0001-01-01T00:00:00+05:00", every),
+            ("9999-12-31T23:59:59-05:00", []),
+        ):
+            r = client.get(url, params={**P, "since": since})
+            assert r.status_code == 200, r.text
+            assert r.json()["items"] == expected, (url, since)
+        # not an instant: a number, a date alone, a time without its zone
+        for since in (
+            "0.2",
+            "1700000000",
+            "2026-01-01",
+            "2026-01-01T00:00:00",
+            "2026-01-01T00:00:00+0500",
+        ):
+            r = client.get(url, params={**P, "since": since})
+            assert r.status_code == 400, (url, since, r.text)
+            assert "since" in r.json()["message"] and "RFC 3339" in r.json()["message"]
 
 
 # -- coalescing and retention, on the store ------------------------------------------------

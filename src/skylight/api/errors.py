@@ -65,7 +65,40 @@ def _describe(errors: list[Any]) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
+def document(doc: dict[str, Any]) -> dict[str, Any]:
+    """Say in the OpenAPI document what the handlers below answer, as the Oxide document
+    does: every operation's errors are ``4XX`` and ``5XX`` with an ``Error`` body (never
+    FastAPI's default ``422`` with a ``detail`` list, which this API does not send)."""
+    from skylight.api.models import Error  # (models is not needed to answer an error)
+
+    components = doc.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    schemas["Error"] = Error.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.setdefault("responses", {})["Error"] = {
+        "description": "Error",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    for ops in doc.get("paths", {}).values():
+        for op in ops.values():
+            responses = op.setdefault("responses", {})
+            responses.pop("422", None)
+            for status in ("4XX", "5XX"):
+                responses[status] = {"$ref": "#/components/responses/Error"}
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    return doc
+
+
 def install(app: FastAPI) -> None:
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
     @app.exception_handler(SkylightError)
     async def _domain(request: Request, exc: SkylightError) -> JSONResponse:
         reason = None

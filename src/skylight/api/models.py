@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+)
 
 from skylight.ids import parse_uuid
 
 _NAME = re.compile(r"^[a-z]([a-zA-Z0-9-]*[a-zA-Z0-9]+)?$")
-_HOSTNAME = re.compile(r"^([a-zA-Z0-9]+[a-zA-Z0-9\-]*(?<!-))(\.[a-zA-Z0-9]+[a-zA-Z0-9\-]*(?<!-))*$")
+# RFC 1035 labels, dot-separated: each begins with a letter or digit and does not end with '-'.
+# The Oxide document's pattern (``[a-zA-Z0-9]+[a-zA-Z0-9\-]*(?<!-)`` per label) says the same,
+# but on a backtracking engine such as Python's it takes exponential time to refuse a long
+# hostname that ends badly (eight labels of ten letters, then "!": 18 s, on the event loop;
+# each more label ten times longer): this one has a single way to match each label.
+_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_HOSTNAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
 NAME_PATTERN = (
     r"^(?![0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$)"
     r"^[a-z]([a-zA-Z0-9-]*[a-zA-Z0-9]+)?$"
@@ -47,7 +61,41 @@ Name = Annotated[
     AfterValidator(check_name),
     WithJsonSchema({"type": "string", "pattern": NAME_PATTERN, "minLength": 1, "maxLength": 63}),
 ]
-Hostname = Annotated[str, AfterValidator(check_hostname)]
+Hostname = Annotated[
+    str,
+    AfterValidator(check_hostname),
+    WithJsonSchema(
+        {"type": "string", "pattern": _HOSTNAME.pattern, "minLength": 1, "maxLength": 253}
+    ),
+]
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)")
+
+
+def check_timestamp(value: Any) -> Any:
+    """An RFC 3339 date-time, with its time zone (not a number of seconds, a date alone, or a
+    time that does not say where: the lax parsing would take each of them for something)."""
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise ValueError(
+            "must be an RFC 3339 date-time with a time zone, e.g. 2026-01-01T00:00:00Z"
+        )
+    return value
+
+
+def in_utc(value: datetime) -> datetime:
+    """The same instant in UTC, which is how the stores keep and compare times (SQLite
+    compares them as text: an offset left on would be read as UTC). An instant before
+    0001-01-01 or after 9999-12-31 in UTC is the first or last one there is."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        return (
+            datetime.min.replace(tzinfo=UTC)
+            if value.year == 1
+            else datetime.max.replace(tzinfo=UTC)
+        )
+
+
+Timestamp = Annotated[datetime, BeforeValidator(check_timestamp), AfterValidator(in_utc)]
 ByteCount = Annotated[int, Field(ge=0, le=2**63 - 1)]
 CpuCount = Annotated[int, Field(ge=0, le=65535)]
 AutoRestartPolicy = Literal["never", "best_effort"]
@@ -66,14 +114,36 @@ InstanceState = Literal[
 ]
 
 
-def _has_nul(value: Any) -> bool:
+def _text_problem(value: Any) -> str | None:
+    """What makes a string in ``value`` (a JSON value) impossible to store, if anything."""
     if isinstance(value, str):
-        return "\x00" in value
+        if "\x00" in value:
+            return "must not contain NUL characters"
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                # JSON can spell one ("\ud800"), but it is no Unicode text: no store takes it
+                return "must be valid Unicode text (not a lone UTF-16 surrogate)"
+        return None
     if isinstance(value, list | tuple):
-        return any(_has_nul(v) for v in value)
+        return next((p for p in map(_text_problem, value) if p), None)
     if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    return False
+        found = (_text_problem(k) or _text_problem(v) for k, v in value.items())
+        return next((p for p in found if p), None)
+    return None
+
+
+def check_text(value: str) -> str:
+    problem = _text_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+# Free text from a query string that reaches the store (an events filter): what the store
+# cannot compare is refused here, on every list that takes it.
+QueryText = Annotated[str, AfterValidator(check_text)]
 
 
 class Strict(BaseModel):
@@ -82,10 +152,12 @@ class Strict(BaseModel):
 
     @field_validator("*", mode="after")
     @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        # PostgreSQL cannot store NUL in text: refuse it here rather than fail in the store.
-        if _has_nul(value):
-            raise ValueError("must not contain NUL characters")
+    def _storable_text(cls, value: Any) -> Any:
+        # Refuse here what the store cannot take, rather than fail in the store: NUL
+        # (PostgreSQL text) and lone surrogates (no UTF-8 for SQLite or PostgreSQL).
+        problem = _text_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
 

@@ -5,13 +5,25 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
+
+from fastapi import Query
 
 from skylight.errors import InvalidRequest
 from skylight.ids import parse_uuid
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
+
+# The ``limit`` of every list, documented with its range (decode() is what enforces it, so a
+# limit out of range is answered in its own words).
+Limit = Annotated[
+    int | None,
+    Query(
+        description="Maximum number of items returned by a single call",
+        json_schema_extra={"minimum": 1, "maximum": MAX_LIMIT},
+    ),
+]
 
 
 @dataclass(frozen=True)

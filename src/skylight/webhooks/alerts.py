@@ -56,9 +56,9 @@ def matches(pattern: str, alert_class: str) -> bool:
     return _matches(pattern.split("."), alert_class.split("."))
 
 
-def check_subscription(pattern: str) -> str:
-    """A valid subscription that matches at least one alert class, or InvalidValue naming
-    what is wrong with it."""
+def check_pattern(pattern: str) -> str:
+    """A subscription as it can be written (it may match no alert class), or InvalidValue
+    naming what is wrong with it."""
     if not 1 <= len(pattern) <= MAX_PATTERN:
         raise InvalidValue(f"subscription must be 1 to {MAX_PATTERN} characters long")
     for segment in pattern.split("."):
@@ -67,6 +67,13 @@ def check_subscription(pattern: str) -> str:
                 f"subscription {pattern!r}: each dot-separated segment must be lower case "
                 "letters, digits and '_', or a glob ('*' for one segment, '**' for any number)"
             )
+    return pattern
+
+
+def check_subscription(pattern: str) -> str:
+    """A valid subscription that matches at least one alert class, or InvalidValue naming
+    what is wrong with it."""
+    check_pattern(pattern)
     if not any(matches(pattern, name) for name in NAMES):
         raise InvalidValue(
             f"subscription {pattern!r} matches no alert class (GET /v1/alert-classes lists them)"

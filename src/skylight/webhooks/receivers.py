@@ -119,6 +119,9 @@ def subscribe(conn: Connection, receiver: Any, pattern: str) -> str:
 
 
 def unsubscribe(conn: Connection, receiver: Any, pattern: str) -> None:
+    # Only what could be subscribed can be removed: anything else is refused for what it is
+    # (and never reaches the store, which cannot even compare a NUL on PostgreSQL).
+    alerts.check_pattern(pattern)
     if not rows.remove_subscription(conn, receiver.id, pattern):
         raise NotFound(f'not found: alert-subscription "{pattern}" of receiver "{receiver.name}"')
 

@@ -22,7 +22,7 @@ def _key(page: paging.PageRequest) -> str:
 async def disk_list(
     request: Request,
     project: str | None = None,
-    limit: int | None = None,
+    limit: paging.Limit = None,
     page_token: str | None = None,
     sort_by: models.NameOrIdSortMode | None = None,
 ) -> models.DiskResultsPage:
@@ -72,7 +72,7 @@ async def instance_disk_list(
     request: Request,
     instance: str,
     project: str | None = None,
-    limit: int | None = None,
+    limit: paging.Limit = None,
     page_token: str | None = None,
     sort_by: models.NameOrIdSortMode | None = None,
 ) -> models.DiskResultsPage:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Header, Request
@@ -42,12 +41,12 @@ async def _page(
 async def project_event_list(
     request: Request,
     project: str | None = None,
-    limit: int | None = None,
+    limit: paging.Limit = None,
     page_token: str | None = None,
     severity: Severity | None = None,
-    kind: str | None = None,
-    operation: str | None = None,
-    since: datetime | None = None,
+    kind: models.QueryText | None = None,
+    operation: models.QueryText | None = None,
+    since: models.Timestamp | None = None,
 ) -> models.InstanceEventResultsPage:
     """Skylight: a project's instance events, newest first."""
     sel = deps.required(project, "project")
@@ -68,12 +67,12 @@ async def project_event_list(
 @router.get("/v1/system/events", response_model=models.InstanceEventResultsPage)
 async def system_event_list(
     request: Request,
-    limit: int | None = None,
+    limit: paging.Limit = None,
     page_token: str | None = None,
     severity: Severity | None = None,
-    kind: str | None = None,
-    operation: str | None = None,
-    since: datetime | None = None,
+    kind: models.QueryText | None = None,
+    operation: models.QueryText | None = None,
+    since: models.Timestamp | None = None,
 ) -> models.InstanceEventResultsPage:
     """Skylight: every instance event of the fleet, newest first (operators)."""
     flt = events.EventFilter(severity=severity, kind=kind, operation_id=operation, since=since)
@@ -117,7 +116,20 @@ async def _stream(
     )
 
 
-@router.get("/v1/instances/{instance}/events/stream")
+# Documented as what it is: a text/event-stream (not the default JSON body).
+SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Server-Sent Events: one `event: instance_event` per committed event",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
+
+
+@router.get(
+    "/v1/instances/{instance}/events/stream",
+    response_class=StreamingResponse,
+    responses=SSE_RESPONSE,
+)
 async def instance_event_stream(
     request: Request,
     instance: str,
@@ -132,7 +144,7 @@ async def instance_event_stream(
     return await _stream(request, events.EventFilter(instance_id=row.id), cursor)
 
 
-@router.get("/v1/events/stream")
+@router.get("/v1/events/stream", response_class=StreamingResponse, responses=SSE_RESPONSE)
 async def project_event_stream(
     request: Request,
     project: str | None = None,

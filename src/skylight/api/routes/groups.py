@@ -221,7 +221,7 @@ async def instance_affinity_group_list(
     request: Request,
     instance: str,
     project: str | None = None,
-    limit: int | None = None,
+    limit: paging.Limit = None,
     page_token: str | None = None,
     sort_by: models.NameOrIdSortMode | None = None,
 ) -> models.AffinityGroupResultsPage:
@@ -237,7 +237,7 @@ async def instance_anti_affinity_group_list(
     request: Request,
     instance: str,
     project: str | None = None,
-    limit: int | None = None,
+    limit: paging.Limit = None,
     page_token: str | None = None,
     sort_by: models.NameOrIdSortMode | None = None,
 ) -> models.AntiAffinityGroupResultsPage:
@@ -254,7 +254,7 @@ async def instance_anti_affinity_group_list(
 async def affinity_group_list(
     request: Request,
     project: str | None = None,
-    limit: int | None = None,
+    limit: paging.Limit = None,
     page_token: str | None = None,
     sort_by: models.NameOrIdSortMode | None = None,
 ) -> models.AffinityGroupResultsPage:
@@ -301,7 +301,7 @@ async def affinity_group_member_list(
     request: Request,
     affinity_group: str,
     project: str | None = None,
-    limit: int | None = None,
+    limit: paging.Limit = None,
     page_token: str | None = None,
     sort_by: models.NameOrIdSortMode | None = None,
 ) -> models.AffinityGroupMemberResultsPage:
@@ -348,7 +348,7 @@ async def affinity_group_member_instance_delete(
 async def anti_affinity_group_list(
     request: Request,
     project: str | None = None,
-    limit: int | None = None,
+    limit: paging.Limit = None,
     page_token: str | None = None,
     sort_by: models.NameOrIdSortMode | None = None,
 ) -> models.AntiAffinityGroupResultsPage:
@@ -401,7 +401,7 @@ async def anti_affinity_group_member_list(
     request: Request,
     anti_affinity_group: str,
     project: str | None = None,
-    limit: int | None = None,
+    limit: paging.Limit = None,
     page_token: str | None = None,
     sort_by: models.NameOrIdSortMode | None = None,
 ) -> models.AntiAffinityGroupMemberResultsPage:

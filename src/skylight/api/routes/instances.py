@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
@@ -40,7 +39,7 @@ def _wait(request: Request) -> float:
 async def instance_list(
     request: Request,
     project: str | None = None,
-    limit: int | None = None,
+    limit: paging.Limit = None,
     page_token: str | None = None,
     sort_by: models.NameOrIdSortMode | None = None,
 ) -> models.InstanceResultsPage:
@@ -136,16 +135,13 @@ async def instance_event_list(
     request: Request,
     instance: str,
     project: str | None = None,
-    limit: int | None = None,
+    limit: paging.Limit = None,
     page_token: str | None = None,
     severity: Literal["info", "warning", "error"] | None = None,
-    kind: str | None = None,
-    operation: str | None = None,
-    since: datetime | None = None,
+    kind: models.QueryText | None = None,
+    operation: models.QueryText | None = None,
+    since: models.Timestamp | None = None,
 ) -> models.InstanceEventResultsPage:
-    for what, value in (("kind", kind), ("operation", operation)):
-        if value is not None and "\x00" in value:
-            raise InvalidRequest(f"{what}: must not contain NUL characters")
     row = await _resolve(request, instance, project, deleted=True)
     scope = f"events:{row.id}"
     page = paging.decode(limit, page_token, None, scope, "seq_descending")

@@ -13,7 +13,7 @@ router = APIRouter(tags=["projects"])
 @router.get("/v1/projects", response_model=models.ProjectResultsPage)
 async def project_list(
     request: Request,
-    limit: int | None = None,
+    limit: paging.Limit = None,
     page_token: str | None = None,
     sort_by: models.NameOrIdSortMode | None = None,
 ) -> models.ProjectResultsPage:

@@ -31,7 +31,7 @@ def _get(conn: Any, sled_id: str) -> Any:
 @router.get("/v1/system/hardware/sleds", response_model=models.SledResultsPage)
 async def sled_list(
     request: Request,
-    limit: int | None = None,
+    limit: paging.Limit = None,
     page_token: str | None = None,
     sort_by: models.IdSortMode | None = None,
 ) -> models.SledResultsPage:
@@ -66,7 +66,7 @@ async def sled_view(request: Request, sled_id: str) -> models.Sled:
 async def sled_instance_list(
     request: Request,
     sled_id: str,
-    limit: int | None = None,
+    limit: paging.Limit = None,
     page_token: str | None = None,
     sort_by: models.IdSortMode | None = None,
 ) -> models.SledInstanceResultsPage:

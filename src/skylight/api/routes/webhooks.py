@@ -36,7 +36,7 @@ def _webhook_view(conn: Connection, row: Any) -> models.WebhookReceiver:
 async def alert_class_list(
     request: Request,
     filter: str | None = None,
-    limit: int | None = None,
+    limit: paging.Limit = None,
     page_token: str | None = None,
 ) -> models.AlertClassResultsPage:
     deps.require_operator(request, WHAT)
@@ -58,7 +58,7 @@ async def alert_class_list(
 @router.get("/v1/alert-receivers", response_model=models.AlertReceiverResultsPage)
 async def alert_receiver_list(
     request: Request,
-    limit: int | None = None,
+    limit: paging.Limit = None,
     page_token: str | None = None,
     sort_by: models.NameOrIdSortMode | None = None,
 ) -> models.AlertReceiverResultsPage:
@@ -130,7 +130,7 @@ async def alert_delivery_list(
     delivered: bool | None = None,
     failed: bool | None = None,
     pending: bool | None = None,
-    limit: int | None = None,
+    limit: paging.Limit = None,
     page_token: str | None = None,
 ) -> models.AlertDeliveryResultsPage:
     """Oldest first. With any of ``delivered``, ``failed``, ``pending`` set to true, only
