@@ -41,19 +41,24 @@ NAMES = sorted(str(k) for k in CLASSES)
 
 _SEGMENT = re.compile(r"[a-z0-9_]+")
 MAX_PATTERN = 255
-
-
-def _matches(pattern: list[str], name: list[str]) -> bool:
-    if not pattern:
-        return not name
-    head, rest = pattern[0], pattern[1:]
-    if head == "**":
-        return any(_matches(rest, name[i:]) for i in range(len(name) + 1))
-    return bool(name) and head in ("*", name[0]) and _matches(rest, name[1:])
+MAX_SEGMENTS = 16
 
 
 def matches(pattern: str, alert_class: str) -> bool:
-    return _matches(pattern.split("."), alert_class.split("."))
+    """Does the glob match the class? One pass over (pattern segment, class segment) pairs,
+    so a pattern of many ``**`` costs no more than its length times the class's."""
+    pat, name = pattern.split("."), alert_class.split(".")
+    # can[j]: the pattern's segments so far match the class's first j segments.
+    can = [True] + [False] * len(name)
+    for seg in pat:
+        if seg == "**":
+            for j in range(1, len(name) + 1):
+                can[j] = can[j] or can[j - 1]
+        else:
+            can = [False] + [
+                can[j - 1] and seg in ("*", name[j - 1]) for j in range(1, len(name) + 1)
+            ]
+    return can[-1]
 
 
 def check_pattern(pattern: str) -> str:
@@ -61,6 +66,8 @@ def check_pattern(pattern: str) -> str:
     naming what is wrong with it."""
     if not 1 <= len(pattern) <= MAX_PATTERN:
         raise InvalidValue(f"subscription must be 1 to {MAX_PATTERN} characters long")
+    if len(pattern.split(".")) > MAX_SEGMENTS:
+        raise InvalidValue(f"subscription {pattern!r} has more than {MAX_SEGMENTS} segments")
     for segment in pattern.split("."):
         if segment not in ("*", "**") and not _SEGMENT.fullmatch(segment):
             raise InvalidValue(

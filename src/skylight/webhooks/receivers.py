@@ -23,6 +23,7 @@ from skylight.webhooks.send import Target
 
 MAX_ENDPOINT = 2048
 MAX_SECRET = 1024
+MAX_SECRETS = 8  # each signs every delivery (a header apiece): enough to rotate
 
 
 def check_endpoint(url: str) -> str:
@@ -68,6 +69,8 @@ def create(
     check_endpoint(endpoint)
     if not secrets:
         raise InvalidValue("a webhook receiver needs at least one secret to sign its deliveries")
+    if len(secrets) > MAX_SECRETS:
+        raise InvalidValue(f"a webhook receiver has at most {MAX_SECRETS} secrets")
     for value in secrets:
         check_secret(value)
     patterns = [alerts.check_subscription(p) for p in dict.fromkeys(subscriptions)]
@@ -128,6 +131,11 @@ def unsubscribe(conn: Connection, receiver: Any, pattern: str) -> None:
 
 def add_secret(conn: Connection, receiver: Any, value: str) -> sa.Row[Any]:
     check_secret(value)
+    if len(rows.secrets(conn, [receiver.id])[receiver.id]) >= MAX_SECRETS:
+        raise InvalidValue(
+            f"a webhook receiver has at most {MAX_SECRETS} secrets: delete one it no longer "
+            "uses first"
+        )
     secret_id = new_id()
     rows.add_secret(conn, id=secret_id, receiver_id=receiver.id, secret=value, time_created=now())
     row = rows.secret(conn, secret_id)
