@@ -404,7 +404,9 @@ def test_other_bad_input(hooks: TestClient, receiver: Receiver) -> None:
     assert hooks.get("/v1/alert-receivers/ops", headers=OP).json()["kind"]["endpoint"] == (
         receiver.url
     )
-    assert hooks.delete("/v1/webhook-secrets/not-a-uuid", headers=OP).status_code == 404
+    assert hooks.delete("/v1/webhook-secrets/not-a-uuid", headers=OP).status_code == 400
+    unknown = "01900000-0000-7000-8000-000000000000"
+    assert hooks.delete(f"/v1/webhook-secrets/{unknown}", headers=OP).status_code == 404
     r = hooks.post("/v1/alerts/xyz/resend", params={"receiver": "ops"}, headers=OP)
     assert r.status_code == 400
     r = hooks.get("/v1/alert-receivers/ops/deliveries", params={"limit": 0}, headers=OP)

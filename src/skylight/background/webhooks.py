@@ -7,9 +7,9 @@ commit in ``seq`` order, see ``store.events.insert``, so a cursor never skips on
 
 Delivery claims the due rows and sends each as a task of its own (at most PER_RECEIVER to
 one receiver at a time, so that one that does not answer delays only itself), and records
-the finished attempts together in the next pass's transaction. A failed
-attempt is retried with backoff until ``webhook_attempts`` are spent; then the delivery is
-``failed`` and stays visible in the receiver's deliveries, to be resent by hand or by a probe.
+the finished attempts together in the next pass's transaction. A failed attempt is retried
+with backoff until ``webhook_attempts`` are spent; then the delivery is ``failed`` and stays
+visible in the receiver's deliveries, to be resent by hand or by a probe.
 A replica that dies mid-send leaves its claimed deliveries to come due again: a receiver may
 see a delivery twice (same delivery id), never zero times.
 """
@@ -76,8 +76,8 @@ def dispatch_batch(conn: Connection, limit: int = DISPATCH_BATCH) -> Dispatched:
     return Dispatched(len(new), len(batch) == limit, True)
 
 
-def outcome(cp: ControlPlane, delivery: Any, attempt: dict[str, Any]) -> tuple[str, Any]:
-    """The delivery's state after ``attempt`` and when it is next due (None: never)."""
+def outcome(cp: ControlPlane, attempt: dict[str, Any]) -> tuple[str, Any]:
+    """A delivery's state after ``attempt`` and when it is next due (None: never)."""
     if attempt["result"] == send.SUCCEEDED:
         return rows.DELIVERED, None
     s = cp.settings
@@ -137,7 +137,7 @@ class Deliverer:
         """Write the finished attempts (in the caller's transaction); the ones written."""
         done, self.finished = self.finished, []
         for delivery, _target, attempt in done:
-            state, next_at = outcome(self.cp, delivery, attempt)
+            state, next_at = outcome(self.cp, attempt)
             rows.record_attempt(conn, delivery.id, attempt, state=state, next_attempt=next_at)
         return done
 
@@ -161,7 +161,7 @@ class Deliverer:
     def report(self, done: list[tuple[Any, send.Target, dict[str, Any]]]) -> None:
         for d, target, a in done:
             self.cp.metrics.webhook_attempts.labels(result=a["result"]).inc()
-            if outcome(self.cp, d, a)[0] == rows.FAILED:
+            if outcome(self.cp, a)[0] == rows.FAILED:
                 log.warning(
                     "webhook delivery %s of alert %s to %s failed for good after %d attempts (%s)",
                     d.id,

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 
 from skylight.clock import now
 from skylight.errors import AlreadyExists, InvalidValue, NotFound
-from skylight.ids import new_id, parse_uuid
+from skylight.ids import new_id
 from skylight.store import events
 from skylight.store import webhooks as rows
 from skylight.webhooks import alerts
@@ -144,7 +144,7 @@ def add_secret(conn: Connection, receiver: Any, value: str) -> sa.Row[Any]:
 
 
 def remove_secret(conn: Connection, secret_id: str) -> None:
-    row = rows.secret(conn, secret_id.lower()) if parse_uuid(secret_id) else None
+    row = rows.secret(conn, secret_id.lower())
     if row is None:
         raise NotFound.by_id("webhook-secret", secret_id)
     if len(rows.secrets(conn, [row.receiver_id])[row.receiver_id]) == 1:

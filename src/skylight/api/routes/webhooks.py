@@ -272,5 +272,7 @@ async def webhook_secrets_add(
 @router.delete("/v1/webhook-secrets/{secret_id}", status_code=204)
 async def webhook_secrets_delete(request: Request, secret_id: str) -> Response:
     deps.require_operator(request, WHAT)
+    if parse_uuid(secret_id) is None:
+        raise InvalidRequest(f"secret_id: not a UUID: {secret_id!r}")
     await deps.cp(request).store.tx(lambda c: receivers.remove_secret(c, secret_id))
     return Response(status_code=204)
