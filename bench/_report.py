@@ -10,7 +10,9 @@ import re
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -159,3 +161,23 @@ async def wait_running(
             last = f"HTTP {r.status_code}"
         await asyncio.sleep(interval)
     return False, f"not running before the deadline (last seen: {last})"
+
+
+def pg_exec(admin: str, sql: str) -> None:
+    """Run one statement on the PostgreSQL server ``admin`` points at, outside a transaction
+    (CREATE / DROP DATABASE)."""
+    import psycopg
+
+    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(sql)  # type: ignore[arg-type]
+
+
+@contextmanager
+def scratch_database(admin: str, prefix: str = "skylight_bench") -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one run (its URL), dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    pg_exec(admin, f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{admin.rsplit('/', 1)[0]}/{name}"
+    finally:
+        pg_exec(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

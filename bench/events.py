@@ -69,7 +69,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 # bench/ is on sys.path when a script runs
-from _report import load_row, machine_rows, setup_tables, write_section
+from _report import load_row, machine_rows, pg_exec, setup_tables, write_section
 from skylight import lookup
 from skylight.api import models, paging, views
 from skylight.clock import now
@@ -456,13 +456,6 @@ def _pg_url(admin: str, name: str) -> str:
     return f"{admin.rsplit('/', 1)[0]}/{name}"
 
 
-def _pg_exec(admin: str, sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(sql)  # type: ignore[arg-type]
-
-
 def _pg_meta(url: str) -> dict[str, Any] | None:
     import psycopg
 
@@ -602,8 +595,8 @@ def prepare_pg(args: argparse.Namespace, shape: Shape) -> Loaded:
         print(f"postgres: reusing database {name} (loaded {meta['loaded_at']})", flush=True)
         reused = True
     else:
-        _pg_exec(args.pg_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        _pg_exec(args.pg_admin, f'CREATE DATABASE "{name}"')
+        pg_exec(args.pg_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        pg_exec(args.pg_admin, f'CREATE DATABASE "{name}"')
         print(f"postgres: loading {shape.events:,} events into {name} ...", flush=True)
         load_s, index_s, t0 = load_pg(url, shape)
         meta = {
@@ -623,7 +616,7 @@ def prepare_pg(args: argparse.Namespace, shape: Shape) -> Loaded:
 
     def cleanup() -> None:
         if not args.reuse:
-            _pg_exec(args.pg_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            pg_exec(args.pg_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     return Loaded(
         "postgres",
@@ -2068,13 +2061,13 @@ def main(argv: list[str] | None = None) -> int:
                 pg_name = None
                 if s == "postgres":
                     pg_name = f"skylight_bench_ev_{uuid.uuid4().hex[:10]}"
-                    _pg_exec(args.pg_admin, f'CREATE DATABASE "{pg_name}"')
+                    pg_exec(args.pg_admin, f'CREATE DATABASE "{pg_name}"')
                     db = _pg_url(args.pg_admin, pg_name)
                 try:
                     failures.append(measure_failures(s, db, interval, args, work))
                 finally:
                     if pg_name is not None:
-                        _pg_exec(args.pg_admin, f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
+                        pg_exec(args.pg_admin, f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
     if not args.reuse:
         try:
             work.rmdir()  # only if this run left it empty (a --reuse store may live there)

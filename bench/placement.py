@@ -54,7 +54,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 # bench/ is on sys.path when a script runs
-from _report import load_row, machine_rows, pg_version, setup_tables, write_section
+from _report import load_row, machine_rows, pg_exec, pg_version, setup_tables, write_section
 from skylight.placement import (
     GroupRule,
     Placement,
@@ -610,13 +610,6 @@ class _Rollback(Exception):
     pass
 
 
-def _pg_exec(admin: str, sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(sql)  # type: ignore[arg-type]
-
-
 @dataclass
 class Ids:
     project: str
@@ -948,7 +941,7 @@ def run_store(kind: str, pop: Population, args: argparse.Namespace) -> StoreResu
         pg_name: str | None = None
         if kind == "postgres":
             pg_name = f"skylight_bench_{uuid.uuid4().hex[:10]}"
-            _pg_exec(args.pg_admin, f'CREATE DATABASE "{pg_name}"')
+            pg_exec(args.pg_admin, f'CREATE DATABASE "{pg_name}"')
             url = f"{args.pg_admin.rsplit('/', 1)[0]}/{pg_name}"
         else:
             url = f"sqlite:///{Path(tmp) / 'skylight.db'}"
@@ -971,7 +964,7 @@ def run_store(kind: str, pop: Population, args: argparse.Namespace) -> StoreResu
         finally:
             store.dispose()
             if pg_name is not None:
-                _pg_exec(args.pg_admin, f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
+                pg_exec(args.pg_admin, f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
 
 
 def _measure_store(

@@ -67,6 +67,7 @@ from _report import (
     git,
     load_row,
     machine_rows,
+    pg_exec,
     pg_version,
     setup_tables,
     wait_running,
@@ -105,13 +106,6 @@ def _cpu_seconds(pid: int | None) -> float:
 
 def _pid(p: ServerProcess | SledAgentProcess) -> int | None:
     return p.proc.pid if p.proc is not None else None
-
-
-def _pg_exec(admin: str, sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(sql)  # type: ignore[arg-type]
 
 
 def _db_url(admin: str, name: str) -> str:
@@ -304,7 +298,7 @@ class Fleet:
         self.close()
 
     def start(self) -> None:
-        _pg_exec(self.admin, f'CREATE DATABASE "{self.dbname}"')
+        pg_exec(self.admin, f'CREATE DATABASE "{self.dbname}"')
         self._created = True
         # The first replica migrates the empty database; the others start together after.
         self.replicas[0].start(timeout=90)
@@ -329,7 +323,7 @@ class Fleet:
             self.engine.dispose()
         if self._created:
             with contextlib.suppress(Exception):
-                _pg_exec(self.admin, f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
+                pg_exec(self.admin, f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
 
     @property
     def urls(self) -> list[str]:

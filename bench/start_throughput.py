@@ -27,7 +27,7 @@ import os
 import sys
 import tempfile
 import time
-import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,7 +36,14 @@ from typing import Any
 import httpx
 
 # bench/ is on sys.path when a script runs
-from _report import machine_rows, pg_version, setup_tables, wait_running, write_section
+from _report import (
+    machine_rows,
+    pg_version,
+    scratch_database,
+    setup_tables,
+    wait_running,
+    write_section,
+)
 from skylight.testing import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -191,23 +198,10 @@ def _serve_args(args: argparse.Namespace) -> list[str]:
     ]
 
 
-def _pg_exec(admin: str, sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(sql)  # type: ignore[arg-type]
-
-
 def run_store(store: str, args: argparse.Namespace) -> Result:
-    with tempfile.TemporaryDirectory(prefix=f"skylight-bench-{store}-") as tmp:
-        data_dir = Path(tmp) / "data"
-        db: str | None = None
-        pg_name: str | None = None
-        if store == "postgres":
-            pg_name = f"skylight_bench_{uuid.uuid4().hex[:10]}"
-            _pg_exec(args.pg_admin, f'CREATE DATABASE "{pg_name}"')
-            db = f"{args.pg_admin.rsplit('/', 1)[0]}/{pg_name}"
-        server = ServerProcess(data_dir, db=db, args=_serve_args(args))
+    scratch = scratch_database(args.pg_admin) if store == "postgres" else nullcontext(None)
+    with tempfile.TemporaryDirectory(prefix=f"skylight-bench-{store}-") as tmp, scratch as db:
+        server = ServerProcess(Path(tmp) / "data", db=db, args=_serve_args(args))
         try:
             server.start(timeout=60.0)
             assert server.proc is not None
@@ -219,8 +213,6 @@ def run_store(store: str, args: argparse.Namespace) -> Result:
             return result
         finally:
             server.stop()
-            if pg_name is not None:
-                _pg_exec(args.pg_admin, f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
 
 
 # -- report ----------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -39,7 +39,14 @@ from typing import Any
 import httpx
 
 # bench/ is on sys.path when a script runs
-from _report import load_row, machine_rows, pg_version, setup_tables, write_section
+from _report import (
+    load_row,
+    machine_rows,
+    pg_version,
+    scratch_database,
+    setup_tables,
+    write_section,
+)
 from skylight.testing import ServerProcess
 from skylight.testing.receiver import Received, WebhookReceiver
 
@@ -207,40 +214,19 @@ async def _drive(url: str, store: str, args: argparse.Namespace) -> Result:
     return res
 
 
-def _pg_exec(admin: str, sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(sql)  # type: ignore[arg-type]
-
-
 def run_store(store: str, args: argparse.Namespace) -> Result:
-    with tempfile.TemporaryDirectory(prefix=f"skylight-bench-hooks-{store}-") as tmp:
-        db: str | None = None
-        pg_name: str | None = None
-        if store == "postgres":
-            pg_name = f"skylight_bench_{uuid.uuid4().hex[:10]}"
-            _pg_exec(args.pg_admin, f'CREATE DATABASE "{pg_name}"')
-            db = f"{args.pg_admin.rsplit('/', 1)[0]}/{pg_name}"
-        server = ServerProcess(
-            Path(tmp) / "data",
-            db=db,
-            args=[
-                "--sim-sleds",
-                str(args.sleds),
-                "--sim-sled-cpus",
-                str(args.sled_cpus),
-                "--sim-start-delay",
-                str(args.start_delay),
-            ],
-        )
+    serve = [
+        *("--sim-sleds", str(args.sleds), "--sim-sled-cpus", str(args.sled_cpus)),
+        *("--sim-start-delay", str(args.start_delay)),
+    ]
+    scratch = scratch_database(args.pg_admin) if store == "postgres" else nullcontext(None)
+    with tempfile.TemporaryDirectory(prefix=f"skylight-bench-hooks-{store}-") as tmp, scratch as db:
+        server = ServerProcess(Path(tmp) / "data", db=db, args=serve)
         try:
             server.start(timeout=60.0)
             return asyncio.run(_drive(server.url, store, args))
         finally:
             server.stop()
-            if pg_name is not None:
-                _pg_exec(args.pg_admin, f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
 
 
 def _ms(seconds: float) -> str:

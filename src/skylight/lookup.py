@@ -13,16 +13,28 @@ from skylight.ids import parse_uuid
 from skylight.store import disks, groups, instances, projects, webhooks
 
 
-def project(conn: Connection, selector: str) -> sa.Row[Any]:
+def _top_level(
+    rtype: str,
+    selector: str,
+    by_id: Callable[[str], sa.Row[Any] | None],
+    by_name: Callable[[str], sa.Row[Any] | None],
+) -> sa.Row[Any]:
+    """A resource with no parent (a project, an alert receiver) by id or by name."""
     if parse_uuid(selector) is not None:
-        row = projects.by_id(conn, selector.lower())
+        row = by_id(selector.lower())
         if row is None:
-            raise NotFound.by_id("project", selector)
+            raise NotFound.by_id(rtype, selector)
         return row
-    row = projects.by_name(conn, selector)
+    row = by_name(selector)
     if row is None:
-        raise NotFound.by_name("project", selector)
+        raise NotFound.by_name(rtype, selector)
     return row
+
+
+def project(conn: Connection, selector: str) -> sa.Row[Any]:
+    return _top_level(
+        "project", selector, lambda i: projects.by_id(conn, i), lambda n: projects.by_name(conn, n)
+    )
 
 
 def instance(
@@ -103,12 +115,9 @@ def disk(conn: Connection, selector: str, project_selector: str | None) -> sa.Ro
 
 
 def alert_receiver(conn: Connection, selector: str) -> sa.Row[Any]:
-    if parse_uuid(selector) is not None:
-        row = webhooks.by_id(conn, selector.lower())
-        if row is None:
-            raise NotFound.by_id("alert-receiver", selector)
-        return row
-    row = webhooks.by_name(conn, selector)
-    if row is None:
-        raise NotFound.by_name("alert-receiver", selector)
-    return row
+    return _top_level(
+        "alert-receiver",
+        selector,
+        lambda i: webhooks.by_id(conn, i),
+        lambda n: webhooks.by_name(conn, n),
+    )

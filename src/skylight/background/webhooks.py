@@ -63,13 +63,14 @@ def dispatch_batch(conn: Connection, limit: int = DISPATCH_BATCH) -> Dispatched:
     batch = events.after(conn, events.EventFilter(), after_seq=cursor, limit=limit)
     new: list[dict[str, Any]] = []
     for ev in batch:
-        for receiver_id, patterns in by_receiver.items():
-            if any(ev.seq > after and alerts.matches(p, ev.kind) for p, after in patterns):
-                new.append(
-                    receivers.delivery_row(
-                        receiver_id, ev.id, ev.kind, alerts.data(ev), trigger="alert"
-                    )
-                )
+        to = [
+            receiver_id
+            for receiver_id, patterns in by_receiver.items()
+            if any(ev.seq > after and alerts.matches(p, ev.kind) for p, after in patterns)
+        ]
+        if to:
+            data = alerts.data(ev)  # one copy for all its receivers
+            new += [receivers.delivery_row(r, ev.id, ev.kind, data, "alert") for r in to]
     rows.insert_deliveries(conn, new)
     if batch:
         rows.set_cursor(conn, batch[-1].seq)
@@ -138,7 +139,7 @@ class Deliverer:
         done, self.finished = self.finished, []
         for delivery, _target, attempt in done:
             state, next_at = outcome(self.cp, attempt)
-            rows.record_attempt(conn, delivery.id, attempt, state=state, next_attempt=next_at)
+            rows.record_attempt(conn, delivery, attempt, state=state, next_attempt=next_at)
         return done
 
     def start(self, batch: list[tuple[Any, send.Target]]) -> None:

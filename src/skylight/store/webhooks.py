@@ -191,24 +191,20 @@ def claim(conn: Connection, delivery_ids: list[str], until: datetime) -> None:
 
 def record_attempt(
     conn: Connection,
-    delivery_id: str,
+    delivery: Any,
     attempt: dict[str, Any],
     *,
     state: str,
     next_attempt: datetime | None,
 ) -> bool:
-    """Append an attempt; False if the delivery is gone (its receiver was deleted)."""
-    row = conn.execute(
-        sa.select(alert_delivery.c.attempts).where(alert_delivery.c.id == delivery_id)
-    ).first()
-    if row is None:
-        return False
-    conn.execute(
+    """Append ``attempt`` to ``delivery`` (its row as claimed: only its claimer sends it, so
+    its attempts have not changed since); False if it is gone (its receiver was deleted)."""
+    done = conn.execute(
         alert_delivery.update()
-        .where(alert_delivery.c.id == delivery_id)
-        .values(attempts=[*row.attempts, attempt], state=state, time_next_attempt=next_attempt)
-    )
-    return True
+        .where(alert_delivery.c.id == delivery.id)
+        .values(attempts=[*delivery.attempts, attempt], state=state, time_next_attempt=next_attempt)
+    ).rowcount
+    return bool(done)
 
 
 def deliveries_page(

@@ -45,7 +45,8 @@ def check_secret(value: str) -> str:
     return value
 
 
-def _subscribe(conn: Connection, receiver_id: str, pattern: str) -> bool:
+def _subscribe(conn: Connection, receiver_id: str, patterns: Sequence[str]) -> list[bool]:
+    """Add ``patterns``; per pattern, False if the receiver had it already."""
     # A subscription sees the events committed after it. It holds the dispatcher's cursor
     # while it is made (no dispatch runs meanwhile). The dispatcher does not move its cursor
     # while nobody listens, so the first subscription brings it to the head of the log: the
@@ -54,7 +55,8 @@ def _subscribe(conn: Connection, receiver_id: str, pattern: str) -> bool:
     last = events.last_seq(conn)
     if cursor is None or not rows.all_subscriptions(conn):
         rows.set_cursor(conn, last)
-    return rows.add_subscription(conn, receiver_id, pattern, last, now())
+    t = now()
+    return [rows.add_subscription(conn, receiver_id, p, last, t) for p in patterns]
 
 
 def create(
@@ -88,8 +90,7 @@ def create(
     )
     for value in secrets:
         rows.add_secret(conn, id=new_id(), receiver_id=receiver_id, secret=value, time_created=t)
-    for pattern in patterns:
-        _subscribe(conn, receiver_id, pattern)
+    _subscribe(conn, receiver_id, patterns)
     return receiver_id
 
 
@@ -116,7 +117,7 @@ def update(
 
 def subscribe(conn: Connection, receiver: Any, pattern: str) -> str:
     alerts.check_subscription(pattern)
-    if not _subscribe(conn, receiver.id, pattern):
+    if not _subscribe(conn, receiver.id, [pattern])[0]:
         raise AlreadyExists("alert-subscription", pattern)
     return pattern
 

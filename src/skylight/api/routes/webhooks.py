@@ -177,7 +177,7 @@ async def alert_receiver_probe(
 
     def finish(conn: Connection) -> tuple[Any, int | None]:
         state = rows.DELIVERED if ok else rows.FAILED
-        rows.record_attempt(conn, probe.id, attempt, state=state, next_attempt=None)
+        rows.record_attempt(conn, probe, attempt, state=state, next_attempt=None)
         resends = None
         rx = rows.by_id(conn, target.receiver_id)
         if resend and ok and rx is not None:
