@@ -217,6 +217,8 @@ IMPLEMENTED = [
     if path.startswith(("/v1/projects", "/v1/instances", "/v1/system/hardware/sleds", "/v1/me"))
     and "affinity-groups" not in path
     and "/disks" not in path
+    # Identity (issue 12) is not built yet: its paths arrived in the Oxide subset first.
+    and not path.startswith(("/v1/me/", "/v1/projects/{project}/policy"))
 ]
 
 

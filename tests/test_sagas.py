@@ -123,6 +123,7 @@ def test_replay_after_crash_skips_finished_actions(store: Store) -> None:
     async def scenario() -> Any:
         ex = SagaExecutor(store, "sec-1")
         ex.register(sdef)
+        await ex.close()  # as if it died right after the commit: it launches nothing
         saga_id = await store.tx(lambda c: ex.create_in(c, sdef, {}, instance_id=None))
 
         def forge_log(conn: Connection) -> None:
@@ -204,6 +205,7 @@ def test_fenced_tx_raises(store: Store, tmp_path: Path) -> None:
     async def scenario() -> None:
         ex = SagaExecutor(store, "sec-a")
         sdef = SagaDef("x", [])
+        await ex.close()
         saga_id = await store.tx(lambda c: ex.create_in(c, sdef, {}, instance_id=None))
         ctx = SagaContext(saga_id, "x", {}, {}, ex, generation=2)
         with pytest.raises(Fenced):

@@ -53,6 +53,9 @@ class Settings:
     sled_health_interval: float = 2.0
     sled_failure_timeout: float = 15.0
     # Attempts at an undo action before the saga is declared stuck.
+    # A stopping replica lets running actions reach their next log entry for this long
+    # before it cancels them; every saga is handed to a live peer as soon as it stops.
+    drain_timeout: float = 10.0
     undo_attempts: int = 5
     undo_retry_delay: float = 0.2
     max_body_bytes: int = 1024 * 1024

@@ -30,9 +30,10 @@ from skylight.sagas import (
     instance_start,
     instance_stop,
 )
+from skylight.sagas.crash import CrashPoint
 from skylight.sled.directory import SledDirectory
 from skylight.sled.sim import SimRack
-from skylight.store import Store, instances, migrate, sleds
+from skylight.store import Store, StoreUnavailable, instances, migrate, sleds
 from skylight.store import replicas as store_replicas
 from skylight.store.schema import instance, replica, saga, vmm
 
@@ -81,6 +82,7 @@ class ControlPlane:
             self.sec_id,
             undo_attempts=settings.undo_attempts,
             undo_retry_delay=settings.undo_retry_delay,
+            crash=CrashPoint.from_env(),
         )
         self.executor.services = self
         self.feed = Feed()
@@ -89,18 +91,20 @@ class ControlPlane:
         self.store.on_events.append(self.metrics.events_written)
         self.executor.on_end.append(self.metrics.saga_ended)
         self._background: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Task[None] | None = None
         for sdef in SAGAS:
             self.executor.register(sdef)
 
     async def start(self) -> None:
-        self.feed.bind(asyncio.get_running_loop())
+        self._loop = asyncio.get_running_loop()
+        self.feed.bind(self._loop)
         await anyio.to_thread.run_sync(migrate.upgrade, self.store.engine)
         await self.store.tx(self._register)
         await self.sleds.refresh()
         await self.executor.resume_all()
         for name, loop in (
-            ("heartbeat", replicas.heartbeat_loop),
-            ("adoption", replicas.adoption_loop),
+            ("replica", replicas.loop),
             ("auto-restart", auto_restart.loop),
             ("retention", retention.loop),
             ("sled-health", sled_health.loop),
@@ -108,13 +112,37 @@ class ControlPlane:
         ):
             self._background.append(asyncio.create_task(loop(self), name=name))
 
-    async def stop(self) -> None:
+    def request_stop(self) -> None:
+        """From a signal handler: begin the graceful stop on the event loop."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.begin_stop)
+
+    def begin_stop(self) -> None:
+        """Begin a graceful stop (idempotent): launch no saga, let each running one reach
+        its next log entry and hand it to a live peer at once."""
+        if self._loop is None or self._stopping is not None:
+            return
+        self._stopping = self._loop.create_task(self._drain(), name="drain")
+
+    async def _drain(self) -> None:
         for task in self._background:
             task.cancel()
+        await self.executor.drain(
+            self.settings.drain_timeout, lambda ids: replicas.hand_over(self, ids)
+        )
         if self._background:
             await asyncio.wait(self._background, timeout=5)
         self._background.clear()
-        await self.executor.close()
+        try:
+            await replicas.hand_over(self, None)  # what never began (created while stopping)
+            await replicas.stopped(self)
+        except StoreUnavailable as exc:
+            log.warning("stopping without the store (%s): peers adopt after the timeout", exc)
+
+    async def stop(self) -> None:
+        self.begin_stop()
+        if self._stopping is not None:
+            await self._stopping
         await self.sleds.close()
         self.store.dispose()
 
@@ -135,7 +163,9 @@ class ControlPlane:
             conn.execute(
                 replica.update()
                 .where(replica.c.id == self.sec_id)
-                .values(bind=self.settings.bind, time_started=t, time_heartbeat=t)
+                .values(
+                    bind=self.settings.bind, time_started=t, time_heartbeat=t, time_stopped=None
+                )
             )
         else:
             conn.execute(
@@ -193,6 +223,26 @@ class ControlPlane:
     # -- VMMs that die on their own --------------------------------------------------------
 
     async def on_vmm_lost(self, vmm_id: str, cause: str, detail: str) -> None:
+        """A VMM died on its own. The simulated rack has already forgotten it, so the notice
+        must not be lost to a store outage: it is retried in the background until it lands."""
+        try:
+            await self._record_vmm_lost(vmm_id, cause, detail)
+        except StoreUnavailable as exc:
+            log.warning("VMM %s lost while the store is unavailable (%s); retrying", vmm_id, exc)
+            task = asyncio.create_task(self._retry_vmm_lost(vmm_id, cause, detail))
+            self._background.append(task)
+
+    async def _retry_vmm_lost(self, vmm_id: str, cause: str, detail: str) -> None:
+        delay = 0.1
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self._record_vmm_lost(vmm_id, cause, detail)
+                return
+            except StoreUnavailable:
+                delay = min(delay * 2, 2.0)
+
+    async def _record_vmm_lost(self, vmm_id: str, cause: str, detail: str) -> None:
         def write(conn: Connection) -> None:
             row = instances.vmm_row(conn, vmm_id)
             if row is None:

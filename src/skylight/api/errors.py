@@ -14,8 +14,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from skylight.errors import OperationFailed, SkylightError
 from skylight.events.reasons import redact
 from skylight.ids import new_id
+from skylight.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
+
+# Seconds a client is told to wait when the store cannot be reached: about how long a
+# dropped connection takes to be replaced, short enough that a blip costs little.
+STORE_RETRY_AFTER = 2
 
 STATUS: dict[str, int] = {
     "ObjectNotFound": 404,
@@ -26,6 +31,7 @@ STATUS: dict[str, int] = {
     "Conflict": 409,
     "InsufficientCapacity": 507,
     "ServiceUnavailable": 503,
+    "ServiceNotAvailable": 503,
     "Internal": 500,
     "PayloadTooLarge": 413,
     "MethodNotAllowed": 405,
@@ -108,6 +114,21 @@ def install(app: FastAPI) -> None:
             reason = redact(exc.reason, operator=is_operator(request))
         status = STATUS.get(exc.error_code, 500)
         return error_response(request, exc.error_code, exc.message, status, reason=reason)
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        # Not a 500: nothing is wrong with the request or with Skylight's code, and the
+        # same request may succeed shortly. What was asked may or may not have been done
+        # (the connection can drop during COMMIT); operations are safe to ask again.
+        log.warning("store unavailable on %s %s: %s", request.method, request.url.path, exc)
+        response = error_response(
+            request,
+            "ServiceNotAvailable",
+            "the control plane cannot reach its database right now; try again shortly",
+            503,
+        )
+        response.headers["retry-after"] = str(STORE_RETRY_AFTER)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

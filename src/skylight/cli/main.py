@@ -57,6 +57,9 @@ def serve(
         10.0, min=0.1, help="seconds a replica may be silent before its sagas are adopted"
     ),
     heartbeat_interval: float = typer.Option(1.0, min=0.05, help="seconds between heartbeats"),
+    drain_timeout: float = typer.Option(
+        10.0, min=0, help="seconds a stopping replica lets running saga actions finish"
+    ),
     stream_heartbeat: float = typer.Option(
         15.0, min=0.05, help="seconds of silence before an event stream sends a heartbeat"
     ),
@@ -88,6 +91,7 @@ def serve(
         stream_heartbeat=stream_heartbeat,
         adoption_timeout=adoption_timeout,
         heartbeat_interval=heartbeat_interval,
+        drain_timeout=drain_timeout,
         auto_restart_interval=auto_restart_interval,
         sled_call_timeout=sled_call_timeout,
         sled_failure_timeout=sled_failure_timeout,
@@ -131,6 +135,7 @@ class _Server(uvicorn.Server):
         cp = getattr(self._asgi.state, "cp", None)
         if cp is not None:
             cp.feed.close()
+            cp.request_stop()  # hand sagas over while uvicorn closes its connections
         super().handle_exit(sig, frame)
 
 

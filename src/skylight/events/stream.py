@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from skylight.events.feed import Feed
-from skylight.store import Store, events
+from skylight.store import Store, StoreUnavailable, events
 
 PAGE = 200
 
@@ -34,7 +34,14 @@ async def sse(
     last_sent = time.monotonic()
     while not feed.closed:
         seen = feed.version
-        rows = await store.tx(_reader(flt, cursor))
+        try:
+            rows = await store.tx(_reader(flt, cursor))
+        except StoreUnavailable:
+            # The store is out of reach: keep the stream (and its cursor) and look again;
+            # the client sees keepalives, then every event it missed, in order.
+            await feed.wait(poll_interval, since=seen)
+            yield ": waiting for the store\n\n"
+            continue
         for row in rows:
             cursor = row.seq
             body = json.dumps(render(row), default=str, separators=(",", ":"))

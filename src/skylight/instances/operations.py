@@ -1,6 +1,6 @@
 """What users ask of instances. Each operation checks and records its request in one
-transaction (with the saga that carries it out), then launches the saga and, for starts, waits
-for its outcome up to a bound."""
+transaction (with the saga that carries it out, which the executor launches when that
+transaction commits), then, for starts, waits for its outcome up to a bound."""
 
 from __future__ import annotations
 
@@ -47,11 +47,9 @@ _ERROR_CODE = {
 async def _finish(
     cp: ControlPlane, launch: Launch | None, instance_id: str, wait: float | None
 ) -> sa.Row[Any]:
-    """Launch and wait for the saga; raise its error if it unwound; return the instance."""
+    """Wait for the saga; raise its error if it unwound; return the instance."""
     if launch is not None:
-        saga_id, fresh = launch
-        cp.executor.launch(saga_id, fresh)
-        outcome = await cp.executor.wait(saga_id, wait)
+        outcome = await cp.executor.wait(launch, wait)
         if outcome is not None and not outcome.ok and outcome.error:
             reason = outcome.error["reason"]
             code = _ERROR_CODE.get(reason.get("code", ""), outcome.error.get("error_code"))
@@ -92,10 +90,10 @@ async def create(
     if not start:
         return await _finish(cp, None, instance_id, 0)
     # The create saga's last transaction began the start (so that a replica dying here
-    # loses nothing: the start saga is adopted like any other); launch it and wait.
+    # loses nothing: the executor launched it on that commit, or adopts it); wait for it.
     pending = await cp.store.tx(lambda c: running_saga(c, instance_id, "instance-start"))
     try:
-        return await _finish(cp, (pending, None) if pending else None, instance_id, wait)
+        return await _finish(cp, pending, instance_id, wait)
     except OperationFailed:
         # The instance was created: answer 201 with it. The start's error is not dropped:
         # it is the instance's status_reason and an instance.start_failed event.
@@ -121,7 +119,7 @@ async def stop_instance(
             raise NotFound.by_id("instance", instance_id)
         pending = running_saga(conn, instance_id, "instance-stop")
         if pending is not None:
-            return pending, None
+            return pending
         if row.state in ("no_vmm", "creating"):
             instances.update(conn, instance_id, intended_state="stopped")
             return None
@@ -148,7 +146,7 @@ async def stop_instance(
             "actor": actor,
         }
         launch = launch_in(cp, conn, instance_stop.SAGA, params, instance_id)
-        record(conn, instance_id, Kind.STOP_REQUESTED, actor, operation_id=launch[0])
+        record(conn, instance_id, Kind.STOP_REQUESTED, actor, operation_id=launch)
         return launch
 
     return await _finish(cp, await cp.store.tx(prepare), instance_id, wait)

@@ -25,8 +25,9 @@ from skylight.store.schema import saga
 if TYPE_CHECKING:
     from skylight.controlplane import ControlPlane
 
-# A saga to launch: its id, and (name, params) when this request created it.
-Launch = tuple[str, tuple[str, dict[str, Any]] | None]
+# The saga carrying out a request, to wait on. The executor launches a saga when the
+# transaction that created it commits, wherever that is, so nobody else launches it.
+Launch = str
 
 
 def running_saga(conn: Connection, instance_id: str, name: str) -> str | None:
@@ -42,8 +43,7 @@ def launch_in(
     cp: ControlPlane, conn: Connection, sdef: SagaDef, params: dict[str, Any], instance_id: str
 ) -> Launch:
     params.setdefault("saga_id", new_id())
-    saga_id = cp.executor.create_in(conn, sdef, params, instance_id=instance_id)
-    return saga_id, (sdef.name, params)
+    return cp.executor.create_in(conn, sdef, params, instance_id=instance_id)
 
 
 def begin_start_in(
@@ -57,7 +57,7 @@ def begin_start_in(
         raise NotFound.by_id("instance", instance_id)
     pending = running_saga(conn, instance_id, "instance-start")
     if pending is not None:
-        return pending, None  # a start is already under way: answer with its outcome
+        return pending  # a start is already under way: answer with its outcome
     if row.state == "vmm":
         if row.vmm_state in ("stopping", "stopped"):
             raise Conflict("cannot start the instance while it is stopping")
@@ -85,5 +85,5 @@ def begin_start_in(
         "actor": actor,
     }
     launch = launch_in(cp, conn, instance_start.SAGA, params, instance_id)
-    record(conn, instance_id, Kind.START_REQUESTED, actor, operation_id=launch[0])
+    record(conn, instance_id, Kind.START_REQUESTED, actor, operation_id=launch)
     return launch

@@ -208,8 +208,11 @@ class SledAgentService:
                 r = await self._post(f"/v1/system/sled-agents/{sled_id}/vmm-lost", body)
                 if r.status_code < 400:
                     return True
-                log.error("the control plane refused a lost-VMM report: %s", r.text[:300])
-                return True  # a refusal will not change by retrying
+                if r.status_code < 500 and r.status_code != 429:
+                    log.error("the control plane refused a lost-VMM report: %s", r.text[:300])
+                    return True  # a refusal will not change by retrying
+                # 503 (its store out of reach) and the like: the report waits, never lost.
+                log.warning("lost-VMM report for %s: %s; retrying", vmm_id, r.status_code)
             except Exception as exc:
                 log.warning("lost-VMM report for %s failed: %s", vmm_id, exc)
             if attempt + 1 < attempts:

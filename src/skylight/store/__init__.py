@@ -1,5 +1,5 @@
 """The store: one schema on SQLite or PostgreSQL, reached through ``Store.tx``."""
 
-from skylight.store.engine import Store
+from skylight.store.engine import Store, StoreUnavailable, after_commit
 
-__all__ = ["Store"]
+__all__ = ["Store", "StoreUnavailable", "after_commit"]

@@ -18,20 +18,53 @@ def heartbeat(conn: Connection, replica_id: str) -> None:
     conn.execute(replica.update().where(replica.c.id == replica_id).values(time_heartbeat=now()))
 
 
+def mark_stopped(conn: Connection, replica_id: str) -> None:
+    """The replica stopped on purpose: peers need not wait for its heartbeat to go stale."""
+    conn.execute(replica.update().where(replica.c.id == replica_id).values(time_stopped=now()))
+
+
 def live_others(conn: Connection, replica_id: str, since: datetime) -> list[sa.Row[Any]]:
-    """Other replicas that have heartbeat since ``since``."""
-    q = sa.select(replica).where(replica.c.id != replica_id, replica.c.time_heartbeat >= since)
+    """Other replicas that have heartbeat since ``since`` and have not stopped."""
+    q = sa.select(replica).where(
+        replica.c.id != replica_id,
+        replica.c.time_heartbeat >= since,
+        replica.c.time_stopped.is_(None),
+    )
     return list(conn.execute(q))
 
 
-def dead_with_sagas(conn: Connection, replica_id: str, before: datetime) -> list[str]:
-    """Replicas silent since ``before`` that still own unfinished sagas."""
+def dead_with_sagas(conn: Connection, replica_id: str, before: datetime | None) -> list[str]:
+    """Replicas that still own unfinished sagas and stopped, or (``before`` given) have been
+    silent since ``before``."""
     owners = sa.select(saga.c.current_sec).where(saga.c.state.in_(UNFINISHED)).distinct()
-    q = sa.select(replica.c.id).where(
-        replica.c.id != replica_id,
-        replica.c.time_heartbeat < before,
-        replica.c.id.in_(owners),
+    gone: sa.ColumnElement[bool] = replica.c.time_stopped.is_not(None)
+    if before is not None:
+        gone = sa.or_(gone, replica.c.time_heartbeat < before)
+    q = sa.select(replica.c.id).where(replica.c.id != replica_id, gone, replica.c.id.in_(owners))
+    return list(conn.execute(q).scalars())
+
+
+def hand_over(conn: Connection, saga_ids: list[str], owner: str, to: str) -> list[sa.Row[Any]]:
+    """Move these unfinished sagas of ``owner`` to ``to``, bumping their generation (the
+    same fence as adoption: ``owner`` can no longer write to them)."""
+    if not saga_ids:
+        return []
+    return list(
+        conn.execute(
+            saga.update()
+            .where(
+                saga.c.id.in_(saga_ids),
+                saga.c.current_sec == owner,
+                saga.c.state.in_(UNFINISHED),
+            )
+            .values(current_sec=to, adopt_generation=saga.c.adopt_generation + 1)
+            .returning(saga.c.id, saga.c.name, saga.c.instance_id, saga.c.adopt_generation)
+        )
     )
+
+
+def unfinished_of(conn: Connection, owner: str) -> list[str]:
+    q = sa.select(saga.c.id).where(saga.c.current_sec == owner, saga.c.state.in_(UNFINISHED))
     return list(conn.execute(q).scalars())
 
 

@@ -233,6 +233,9 @@ replica = sa.Table(
     sa.Column("bind", sa.String(255), nullable=False),
     sa.Column("time_started", Time, nullable=False),
     sa.Column("time_heartbeat", Time, nullable=False),
+    # Set when the replica stopped gracefully (cleared when it starts again): its sagas
+    # are adopted at once, without waiting for its heartbeat to go stale.
+    sa.Column("time_stopped", Time),
 )
 
 

@@ -23,6 +23,8 @@ class ChildProcess:
         self.data_dir = data_dir
         self.log_path = data_dir / log_name
         self.proc: subprocess.Popen[bytes] | None = None
+        # Extra environment for the next start (e.g. a crash point), cleared by the caller.
+        self.env: dict[str, str] = {}
 
     def start(self, timeout: float = 30.0) -> None:
         raise NotImplementedError
@@ -33,7 +35,7 @@ class ChildProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy()
+            cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -92,10 +92,18 @@ async def _stream(
 ) -> StreamingResponse:
     cp = deps.cp(request)
     operator = deps.is_operator(request)
+    newest = await cp.store.tx(events.last_seq)
     if cursor is None:
         # From now: fixed before the response starts, so nothing committed after the
         # client sees the stream open is missed.
-        cursor = await cp.store.tx(events.last_seq)
+        cursor = newest
+    elif cursor > newest:
+        # No stream ever sent this id (another store, or a made-up one): resuming after it
+        # would wait, silent, for events that may never come.
+        raise InvalidRequest(
+            f"Last-Event-ID {cursor} is beyond the newest event ({newest}); "
+            "reconnect without it to stream from now"
+        )
 
     def render(row: Any) -> dict[str, Any]:
         return views.event(row, operator=operator).model_dump(mode="json")

@@ -1,0 +1,256 @@
+"""When the control plane itself fails: a replica killed at the worst moment of a saga, a
+store that cannot be reached, a replica told to stop. Every instance ends running or
+explained, without a second restart.
+
+Crash points (``SKYLIGHT_CRASH_AT``, see ``skylight.sagas.crash``) kill the server exactly in
+the windows that random kills hit once in hundreds of runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from skylight.api.app import create_app
+from skylight.sagas.crash import ENV, EXIT_STATUS
+from skylight.store.schema import saga
+from skylight.testing import ServerProcess, SledAgentProcess
+from tests.conftest import PG_ADMIN, instance_body, make_settings
+
+pytestmark = pytest.mark.slow
+P = {"project": "demo"}
+ASYNC = {"Prefer": "respond-async"}
+
+
+def _wait(what: str, pred: Callable[[], Any], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def _kinds(api: httpx.Client, name: str) -> list[str]:
+    r = api.get(f"/v1/instances/{name}/events", params={**P, "limit": 100})
+    assert r.status_code == 200, r.text
+    return [e["kind"] for e in reversed(r.json()["items"])]
+
+
+def _unfinished(db_url: str) -> list[Any]:
+    engine = sa.create_engine(
+        db_url if db_url.startswith("sqlite") else "postgresql+psycopg://" + db_url.split("://")[1]
+    )
+    try:
+        with engine.connect() as conn:
+            return list(
+                conn.execute(
+                    sa.select(saga.c.id, saga.c.name).where(
+                        saga.c.state.in_(("running", "unwinding"))
+                    )
+                )
+            )
+    finally:
+        engine.dispose()
+
+
+# -- crash points --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        # The create's step ran, its log entry and end never landed: the restart re-runs it,
+        # and the end it then commits begins the start (this stranded the start before).
+        "before_log:instance-create/create_instance_record",
+        # The create's end (which began the start) committed; nothing after it ran.
+        "after_end:instance-create",
+        # The start saga exists, no step logged.
+        "before_first_step:instance-start",
+        # The sled was reserved, the log does not say so.
+        "before_log:instance-start/reserve_sled",
+    ],
+)
+def test_create_killed_at_a_crash_point_ends_running_after_one_restart(
+    tmp_path: Path, db_url: str, point: str
+) -> None:
+    server = ServerProcess(tmp_path / "data", db=db_url, args=["--sim-start-delay", "0.2"])
+    server.env = {ENV: point}
+    server.start()
+    try:
+        api = httpx.Client(base_url=server.url, timeout=15)
+        assert api.post("/v1/projects", json={"name": "demo", "description": ""}).status_code == 201
+        try:  # the server dies under the request, or (start points) right after it
+            api.post("/v1/instances", params=P, json=instance_body("web"), headers=ASYNC)
+        except httpx.HTTPError:
+            pass
+        assert server.proc is not None
+        assert server.proc.wait(10) == EXIT_STATUS, server.log()
+        server.proc = None
+        server.env = {}
+        server.start()
+        api = httpx.Client(base_url=server.url, timeout=15)
+        view = _wait(
+            "the instance to be running",
+            lambda: (
+                (v := api.get("/v1/instances/web", params=P).json()).get("run_state") == "running"
+                and v
+            ),
+        )
+        assert view["intended_state"] == "running" and view["status_reason"] is None, view
+        kinds = _kinds(api, "web")
+        assert kinds[:2] == ["instance.created", "instance.start_requested"], kinds
+        assert kinds.count("instance.running") == 1, kinds
+        assert "instance.start_failed" not in kinds, kinds
+        _wait("every saga to end", lambda: _unfinished(db_url) == [])
+    finally:
+        server.stop()
+
+
+# -- the store out of reach ------------------------------------------------------------------
+
+
+def _allow_connections(dbname: str, allow: bool) -> None:
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS {str(allow).lower()}')  # type: ignore[arg-type]
+        if not allow:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (dbname,),
+            )
+
+
+def test_outage_answers_503_and_sagas_wait_it_out(tmp_path: Path, pg_url: str) -> None:
+    dbname = pg_url.rsplit("/", 1)[1]
+    settings = make_settings(tmp_path / "data", pg_url, start_delay=1.5)
+    with TestClient(create_app(settings)) as client:
+        cp = client.app.state.cp  # type: ignore[attr-defined]
+        assert (
+            client.post("/v1/projects", json={"name": "demo", "description": ""}).status_code == 201
+        )
+        names = [f"i{i}" for i in range(3)]
+        for name in names:
+            r = client.post("/v1/instances", params=P, json=instance_body(name), headers=ASYNC)
+            assert r.status_code == 201, r.text
+        _allow_connections(dbname, False)
+        try:
+            r = client.get("/v1/projects")
+            assert r.status_code == 503, r.text
+            body = r.json()
+            assert body["error_code"] == "ServiceNotAvailable", body
+            assert body["request_id"] and r.headers["retry-after"].isdigit(), (body, r.headers)
+            time.sleep(3.0)  # the VMMs finish booting; their sagas cannot record it
+        finally:
+            _allow_connections(dbname, True)
+        _wait(
+            "every start to end after the outage",
+            lambda: all(
+                client.get(f"/v1/instances/{n}", params=P).json()["run_state"] == "running"
+                for n in names
+            ),
+        )
+        assert cp.executor.store_waits > 0  # they did meet the outage
+        for name in names:
+            kinds = _kinds_tc(client, name)
+            assert kinds.count("instance.running") == 1, kinds
+            assert "instance.start_failed" not in kinds, kinds
+        assert _unfinished(pg_url) == []
+        assert client.get("/v1/projects").status_code == 200
+
+
+def _kinds_tc(client: TestClient, name: str) -> list[str]:
+    r = client.get(f"/v1/instances/{name}/events", params={**P, "limit": 100})
+    return [e["kind"] for e in reversed(r.json()["items"])]
+
+
+# -- a replica told to stop ------------------------------------------------------------------
+
+
+def test_sigterm_hands_sagas_to_a_live_peer(tmp_path: Path, pg_url: str) -> None:
+    """A is stopped (SIGTERM) with starts in flight; with an adoption timeout of 60 s, the
+    starts can end in time only if A hands them over (or finishes them) as it stops."""
+    args = [
+        "--no-sim",
+        "--adoption-timeout",
+        "60",
+        "--heartbeat-interval",
+        "0.3",
+        "--start-wait",
+        "20",
+    ]
+    a = ServerProcess(tmp_path / "a", db=pg_url, args=args)
+    b = ServerProcess(tmp_path / "b", db=pg_url, args=args)
+    a.start()
+    b.start()
+    urls = f"{a.url},{b.url}"
+    agents = [
+        SledAgentProcess(tmp_path / f"s{i}", urls, cpus=32, memory_gib=128, start_delay=1.5)
+        for i in range(2)
+    ]
+    try:
+        for agent in agents:
+            agent.start()
+        api_a = httpx.Client(base_url=a.url, timeout=15)
+        api_b = httpx.Client(base_url=b.url, timeout=15)
+        _wait(
+            "both sleds to register",
+            lambda: len(api_b.get("/v1/system/hardware/sleds").json()["items"]) == 2,
+        )
+        assert (
+            api_a.post("/v1/projects", json={"name": "demo", "description": ""}).status_code == 201
+        )
+        names = [f"i{i}" for i in range(6)]
+        for name in names:
+            r = api_a.post("/v1/instances", params=P, json=instance_body(name), headers=ASYNC)
+            assert r.status_code == 201, r.text
+        t0 = time.monotonic()
+        assert a.proc is not None
+        a.proc.terminate()
+        # uvicorn re-raises the signal once its graceful shutdown is over: -15, not a kill.
+        assert a.proc.wait(30) in (0, -15), a.log()
+        a.proc = None
+        _wait(
+            "every start to end on B",
+            lambda: all(
+                api_b.get(f"/v1/instances/{n}", params=P).json()["run_state"] == "running"
+                for n in names
+            ),
+            timeout=30,
+        )
+        elapsed = time.monotonic() - t0
+        assert elapsed < 30, elapsed  # well inside the 60 s adoption timeout
+        assert _unfinished(pg_url) == []
+        for name in names:
+            kinds = _kinds(api_b, name)
+            assert kinds.count("instance.running") == 1, kinds
+    finally:
+        for agent in agents:
+            agent.kill()
+        a.kill()
+        b.stop()
+
+
+def test_last_event_id_beyond_the_newest_is_refused(client: TestClient, project: str) -> None:
+    r = client.get("/v1/events/stream", params=P, headers={"Last-Event-ID": "999999"})
+    assert r.status_code == 400, r.text
+    assert "beyond the newest event" in r.json()["message"]
+
+
+def test_crash_point_syntax() -> None:
+    from skylight.sagas.crash import CrashPoint
+
+    assert CrashPoint.parse("before_log:instance-start/reserve_sled") == CrashPoint(
+        "before_log", "instance-start", "reserve_sled"
+    )
+    for bad in ("nowhere:instance-start", "after_end", "after_end:"):
+        with pytest.raises(ValueError):
+            CrashPoint.parse(bad)
