@@ -141,6 +141,10 @@ class Store:
                 raise
             except (sa.exc.InterfaceError, sa.exc.TimeoutError) as exc:
                 raise StoreUnavailable(_describe(exc)) from exc
+            except sa.exc.PendingRollbackError as exc:
+                # The connection dropped inside the transaction and the code that saw it
+                # went on (a savepoint's handler, say): the store, not the statement.
+                raise StoreUnavailable(_describe(exc)) from exc
             except sa.exc.DBAPIError as exc:
                 if self.unavailable(exc):
                     raise StoreUnavailable(_describe(exc)) from exc
@@ -179,7 +183,13 @@ class Store:
     def unavailable(self, exc: BaseException) -> bool:
         """Whether ``exc`` says the store cannot be reached (or is too busy) right now,
         as opposed to a statement that is wrong and will stay wrong."""
-        if isinstance(exc, StoreUnavailable | sa.exc.InterfaceError | sa.exc.TimeoutError):
+        if isinstance(
+            exc,
+            StoreUnavailable
+            | sa.exc.InterfaceError
+            | sa.exc.TimeoutError
+            | sa.exc.PendingRollbackError,
+        ):
             return True
         if not isinstance(exc, sa.exc.DBAPIError):
             return False
