@@ -124,11 +124,6 @@ class SagaExecutor:
     def register(self, sdef: SagaDef) -> None:
         self._defs[sdef.name] = sdef
 
-    @property
-    def running(self) -> set[str]:
-        """The sagas this replica is executing right now."""
-        return set(self._tasks)
-
     # -- creating and waiting --------------------------------------------------------------
 
     def create_in(
