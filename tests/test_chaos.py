@@ -55,6 +55,11 @@ def _replica_args(adoption: float = 2.0) -> list[str]:
         "20",
         "--auto-restart-interval",
         "1",
+        # The auditor watches closely: anything left in the dark for 20 s is reported.
+        "--audit-interval",
+        "1",
+        "--audit-after",
+        "20",
     ]
 
 
@@ -228,6 +233,9 @@ def test_chaos(fleet_factory: Callable[..., Fleet]) -> None:
     by_op = Counter(e.operation_id for e in events if e.kind in outcome_kinds)
     stuck = [s for s in sagas if s.state == "stuck"]
     assert not stuck
+    # The auditor found nobody in the dark (its events outlive the replicas that wrote them).
+    dark = [e for e in events if e.kind == "instance.operation_stuck"]
+    assert not dark, [(e.instance_id, e.reason) for e in dark]
     for s in starts:  # every start request has exactly one outcome event
         expected = 1 if s.state in ("done", "unwound") else 0
         if s.state == "done":

@@ -56,6 +56,10 @@ class Settings:
     # A stopping replica lets running actions reach their next log entry for this long
     # before it cancels them; every saga is handed to a live peer as soon as it stops.
     drain_timeout: float = 10.0
+    # The auditor looks this often for instances in the dark: not where their user wants
+    # them, no operation making progress for audit_after seconds, and no status reason.
+    audit_interval: float = 10.0
+    audit_after: float = 120.0
     undo_attempts: int = 5
     undo_retry_delay: float = 0.2
     max_body_bytes: int = 1024 * 1024

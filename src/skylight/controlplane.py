@@ -13,7 +13,14 @@ import anyio
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from skylight.background import auto_restart, replicas, retention, sled_health, webhooks
+from skylight.background import (
+    auditor,
+    auto_restart,
+    replicas,
+    retention,
+    sled_health,
+    webhooks,
+)
 from skylight.clock import now
 from skylight.config import GiB, Settings
 from skylight.events import reasons
@@ -109,6 +116,7 @@ class ControlPlane:
             ("retention", retention.loop),
             ("sled-health", sled_health.loop),
             ("webhooks", webhooks.loop),
+            ("auditor", auditor.loop),
         ):
             self._background.append(asyncio.create_task(loop(self), name=name))
 

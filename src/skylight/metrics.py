@@ -41,6 +41,14 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self.in_the_dark = Counter(
+            "skylight_instances_found_in_the_dark",
+            "Instances the auditor found not where their user wants them, with no operation "
+            "making progress and no status reason (each is then explained by an "
+            "instance.operation_stuck event). Stays 0 in a healthy control plane.",
+            ["case"],
+            registry=self.registry,
+        )
         self.auto_restarts = Counter(
             "skylight_auto_restart_attempts",
             "Automatic restarts begun by the control plane.",

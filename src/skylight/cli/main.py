@@ -57,6 +57,12 @@ def serve(
         10.0, min=0.1, help="seconds a replica may be silent before its sagas are adopted"
     ),
     heartbeat_interval: float = typer.Option(1.0, min=0.05, help="seconds between heartbeats"),
+    audit_interval: float = typer.Option(
+        10.0, min=0.05, help="seconds between looks for instances left in the dark"
+    ),
+    audit_after: float = typer.Option(
+        120.0, min=0.1, help="seconds without progress before the auditor explains an instance"
+    ),
     drain_timeout: float = typer.Option(
         10.0, min=0, help="seconds a stopping replica lets running saga actions finish"
     ),
@@ -92,6 +98,8 @@ def serve(
         adoption_timeout=adoption_timeout,
         heartbeat_interval=heartbeat_interval,
         drain_timeout=drain_timeout,
+        audit_interval=audit_interval,
+        audit_after=audit_after,
         auto_restart_interval=auto_restart_interval,
         sled_call_timeout=sled_call_timeout,
         sled_failure_timeout=sled_failure_timeout,

@@ -21,6 +21,7 @@ class Kind(StrEnum):
     UPDATED = "instance.updated"
     DELETED = "instance.deleted"
     OPERATION_ADOPTED = "instance.operation_adopted"
+    OPERATION_STUCK = "instance.operation_stuck"
 
 
 SEVERITY: dict[Kind, str] = {
@@ -30,6 +31,7 @@ SEVERITY: dict[Kind, str] = {
     Kind.AUTO_RESTART_GAVE_UP: "error",
     Kind.AUTO_RESTART_SCHEDULED: "warning",
     Kind.OPERATION_ADOPTED: "warning",
+    Kind.OPERATION_STUCK: "error",
 }
 
 

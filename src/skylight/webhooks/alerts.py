@@ -35,7 +35,10 @@ CLASSES: dict[str, str] = {
     "must act.",
     Kind.UPDATED: "An instance's settings, disks or group memberships changed.",
     Kind.DELETED: "An instance was deleted.",
-    Kind.OPERATION_ADOPTED: "A replica took over an operation of a replica that went silent.",
+    Kind.OPERATION_ADOPTED: "A replica took over an operation of a replica that went silent "
+    "or stopped.",
+    Kind.OPERATION_STUCK: "The auditor found an instance that is not where its user wants it, "
+    "with nothing under way to change that and nothing said why.",
 }
 NAMES = sorted(str(k) for k in CLASSES)
 
