@@ -254,3 +254,64 @@ def test_crash_point_syntax() -> None:
     for bad in ("nowhere:instance-start", "after_end", "after_end:"):
         with pytest.raises(ValueError):
             CrashPoint.parse(bad)
+
+
+def test_two_replicas_ride_out_an_outage(tmp_path: Path, pg_url: str) -> None:
+    """Two replicas, HTTP sled agents, starts in flight; the database refuses connections
+    for 8 s. The replicas stay up and answer 503 meanwhile; every start ends after, nothing
+    is left unfinished, reserved, doubled or in the dark."""
+    dbname = pg_url.rsplit("/", 1)[1]
+    args = ["--no-sim", "--heartbeat-interval", "0.3", "--audit-interval", "1"]
+    args += ["--audit-after", "20"]
+    servers = [ServerProcess(tmp_path / f"r{i}", db=pg_url, args=args) for i in range(2)]
+    for s in servers:
+        s.start()
+    urls = ",".join(s.url for s in servers)
+    agents = [
+        SledAgentProcess(tmp_path / f"s{i}", urls, cpus=32, memory_gib=128, start_delay=1.0)
+        for i in range(2)
+    ]
+    try:
+        for agent in agents:
+            agent.start()
+        apis = [httpx.Client(base_url=s.url, timeout=15) for s in servers]
+        _wait(
+            "both sleds to register",
+            lambda: len(apis[0].get("/v1/system/hardware/sleds").json()["items"]) == 2,
+        )
+        assert apis[0].post("/v1/projects", json={"name": "demo", "description": ""}).is_success
+        names = [f"i{i}" for i in range(10)]
+        for i, name in enumerate(names):
+            r = apis[i % 2].post("/v1/instances", params=P, json=instance_body(name), headers=ASYNC)
+            assert r.status_code == 201, r.text
+        _allow_connections(dbname, False)
+        try:
+            time.sleep(1.0)
+            for api in apis:
+                r = api.get("/v1/instances", params=P)
+                assert r.status_code == 503, r.text
+                assert r.json()["error_code"] == "ServiceNotAvailable"
+            time.sleep(7.0)
+        finally:
+            _allow_connections(dbname, True)
+        for s in servers:
+            assert s.proc is not None and s.proc.poll() is None, s.log()  # both stayed up
+        _wait(
+            "every start to end after the outage",
+            lambda: all(
+                apis[1].get(f"/v1/instances/{n}", params=P).json()["run_state"] == "running"
+                for n in names
+            ),
+        )
+        _wait("every saga to end", lambda: _unfinished(pg_url) == [])
+        sleds = apis[0].get("/v1/system/hardware/sleds").json()["items"]
+        assert sum(s["reserved_hardware_threads"] for s in sleds) == 2 * len(names), sleds
+        for name in names:
+            kinds = _kinds(apis[0], name)
+            assert kinds.count("instance.running") == 1, kinds
+            assert "instance.operation_stuck" not in kinds, kinds
+    finally:
+        for agent in agents:
+            agent.kill()
+        for s in servers:
+            s.stop()
