@@ -315,3 +315,44 @@ def test_two_replicas_ride_out_an_outage(tmp_path: Path, pg_url: str) -> None:
             agent.kill()
         for s in servers:
             s.stop()
+
+
+def test_a_create_finished_by_adoption_starts(tmp_path: Path, pg_url: str) -> None:
+    """A dies (crash point) between the create's step and its log entry; B adopts the create,
+    finishes it, and the start its end begins runs on B (bug 1 of issue 10, adoption side)."""
+    args = ["--no-sim", "--adoption-timeout", "2", "--heartbeat-interval", "0.3"]
+    a = ServerProcess(tmp_path / "a", db=pg_url, args=args)
+    b = ServerProcess(tmp_path / "b", db=pg_url, args=args)
+    a.env = {ENV: "before_log:instance-create/create_instance_record"}
+    a.start()
+    b.start()
+    agent = SledAgentProcess(
+        tmp_path / "s", f"{a.url},{b.url}", cpus=32, memory_gib=128, start_delay=0.2
+    )
+    try:
+        agent.start()
+        api_a = httpx.Client(base_url=a.url, timeout=15)
+        api_b = httpx.Client(base_url=b.url, timeout=15)
+        _wait(
+            "the sled to register", lambda: api_b.get("/v1/system/hardware/sleds").json()["items"]
+        )
+        assert api_a.post("/v1/projects", json={"name": "demo", "description": ""}).is_success
+        try:
+            api_a.post("/v1/instances", params=P, json=instance_body("web"), headers=ASYNC)
+        except httpx.HTTPError:
+            pass
+        assert a.proc is not None
+        assert a.proc.wait(10) == EXIT_STATUS, a.log()
+        a.proc = None
+        _wait(
+            "B to adopt the create and start the instance",
+            lambda: api_b.get("/v1/instances/web", params=P).json().get("run_state") == "running",
+        )
+        kinds = _kinds(api_b, "web")
+        assert kinds.count("instance.running") == 1, kinds
+        assert "instance.operation_adopted" in kinds, kinds
+        _wait("every saga to end", lambda: _unfinished(pg_url) == [])
+    finally:
+        agent.kill()
+        a.kill()
+        b.stop()
