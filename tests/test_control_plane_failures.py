@@ -9,7 +9,6 @@ the windows that random kills hit once in hundreds of runs.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,20 +23,11 @@ from skylight.sagas.crash import ENV, EXIT_STATUS
 from skylight.store.schema import saga
 from skylight.testing import ServerProcess, SledAgentProcess
 from tests.conftest import PG_ADMIN, instance_body, make_settings
+from tests.test_chaos import _wait
 
 pytestmark = pytest.mark.slow
 P = {"project": "demo"}
 ASYNC = {"Prefer": "respond-async"}
-
-
-def _wait(what: str, pred: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def _kinds(api: httpx.Client, name: str) -> list[str]:

@@ -29,9 +29,9 @@ class Suspect:
     quiet_since: datetime | None = None
 
 
-def _stalled(conn: Connection, before: datetime) -> list[Suspect]:
+def _stalled(conn: Connection, before: datetime, only: str | None) -> list[Suspect]:
     """Unfinished sagas on an instance whose log has not moved since ``before``."""
-    rows = conn.execute(
+    q = (
         sa.select(saga.c.id, saga.c.name, saga.c.state, saga.c.current_sec, saga.c.instance_id)
         .add_columns(saga.c.time_created)
         .where(
@@ -39,7 +39,10 @@ def _stalled(conn: Connection, before: datetime) -> list[Suspect]:
             saga.c.instance_id.is_not(None),
             saga.c.time_created < before,
         )
-    ).all()
+    )
+    if only is not None:
+        q = q.where(saga.c.instance_id == only)
+    rows = conn.execute(q).all()
     found = []
     for row in rows:
         last = conn.execute(
@@ -76,7 +79,7 @@ def _not_where_wanted() -> sa.ColumnElement[bool]:
     )
 
 
-def _unexplained(conn: Connection, before: datetime) -> list[Suspect]:
+def _unexplained(conn: Connection, before: datetime, only: str | None) -> list[Suspect]:
     """Instances not where wanted, with no operation, no status reason and no restart
     scheduled, unchanged since ``before``."""
     busy = sa.select(saga.c.instance_id).where(
@@ -94,21 +97,23 @@ def _unexplained(conn: Connection, before: datetime) -> list[Suspect]:
             instance.c.id.not_in(busy),
         )
     )
+    if only is not None:
+        q = q.where(instance.c.id == only)
     return [
         Suspect(instance_id=r.id, case="no_operation", quiet_since=as_utc(r.time_modified))
         for r in conn.execute(q)
     ]
 
 
-def suspects(conn: Connection, before: datetime) -> list[Suspect]:
-    return _stalled(conn, before) + _unexplained(conn, before)
+def suspects(conn: Connection, before: datetime, only: str | None = None) -> list[Suspect]:
+    """Instances in the dark as of ``before`` (``only``: just that instance, if it is)."""
+    return _stalled(conn, before, only) + _unexplained(conn, before, only)
 
 
 def still_dark(conn: Connection, suspect: Suspect, before: datetime) -> bool:
     """Re-check one suspect under its instance's lock (another replica may have explained
     it, or the operation moved, since the look)."""
-    found = [s for s in suspects_of(conn, suspect.instance_id, before) if s == suspect]
-    if not found:
+    if suspect not in suspects(conn, before, only=suspect.instance_id):
         return False
     if suspect.saga_id is None:
         return True
@@ -123,7 +128,3 @@ def still_dark(conn: Connection, suspect: Suspect, before: datetime) -> bool:
         and status.kind == "instance.operation_stuck"
         and status.operation_id == suspect.saga_id
     )
-
-
-def suspects_of(conn: Connection, instance_id: str, before: datetime) -> list[Suspect]:
-    return [s for s in suspects(conn, before) if s.instance_id == instance_id]
