@@ -36,6 +36,19 @@ def _admin_exec(sql: str) -> None:
         conn.execute(sql)  # type: ignore[arg-type]
 
 
+def pg_allow_connections(db_url: str, allow: bool) -> None:
+    """Open or close a test database to new connections; closing also ends the live ones, so
+    every client of it meets a refused connection until it is opened again (an outage)."""
+    dbname = db_url.rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS {str(allow).lower()}')  # type: ignore[arg-type]
+        if not allow:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (dbname,),
+            )
+
+
 def _pg_url(dbname: str) -> str:
     base = PG_ADMIN.rsplit("/", 1)[0]
     return f"{base}/{dbname}"

@@ -8,12 +8,12 @@ the windows that random kills hit once in hundreds of runs.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
@@ -22,7 +22,7 @@ from skylight.api.app import create_app
 from skylight.sagas.crash import ENV, EXIT_STATUS
 from skylight.store.schema import saga
 from skylight.testing import ServerProcess, SledAgentProcess
-from tests.conftest import PG_ADMIN, instance_body, make_settings
+from tests.conftest import instance_body, make_settings, pg_allow_connections
 from tests.test_chaos import _wait
 
 pytestmark = pytest.mark.slow
@@ -56,20 +56,20 @@ def _unfinished(db_url: str) -> list[Any]:
 # -- crash points --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "point",
-    [
-        # The create's step ran, its log entry and end never landed: the restart re-runs it,
-        # and the end it then commits begins the start (this stranded the start before).
-        "before_log:instance-create/create_instance_record",
-        # The create's end (which began the start) committed; nothing after it ran.
-        "after_end:instance-create",
-        # The start saga exists, no step logged.
-        "before_first_step:instance-start",
-        # The sled was reserved, the log does not say so.
-        "before_log:instance-start/reserve_sled",
-    ],
-)
+CRASH_POINTS = [
+    # The create's step ran, its log entry and end never landed: whoever resumes it re-runs
+    # it, and the end it then commits begins the start (this stranded the start before).
+    "before_log:instance-create/create_instance_record",
+    # The create's end (which began the start) committed; nothing after it ran.
+    "after_end:instance-create",
+    # The start saga exists, no step logged.
+    "before_first_step:instance-start",
+    # The sled was reserved, the log does not say so.
+    "before_log:instance-start/reserve_sled",
+]
+
+
+@pytest.mark.parametrize("point", CRASH_POINTS)
 def test_create_killed_at_a_crash_point_ends_running_after_one_restart(
     tmp_path: Path, db_url: str, point: str
 ) -> None:
@@ -109,18 +109,7 @@ def test_create_killed_at_a_crash_point_ends_running_after_one_restart(
 # -- the store out of reach ------------------------------------------------------------------
 
 
-def _allow_connections(dbname: str, allow: bool) -> None:
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS {str(allow).lower()}')  # type: ignore[arg-type]
-        if not allow:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                (dbname,),
-            )
-
-
 def test_outage_answers_503_and_sagas_wait_it_out(tmp_path: Path, pg_url: str) -> None:
-    dbname = pg_url.rsplit("/", 1)[1]
     settings = make_settings(tmp_path / "data", pg_url, start_delay=1.5)
     with TestClient(create_app(settings)) as client:
         cp = client.app.state.cp  # type: ignore[attr-defined]
@@ -131,7 +120,7 @@ def test_outage_answers_503_and_sagas_wait_it_out(tmp_path: Path, pg_url: str) -
         for name in names:
             r = client.post("/v1/instances", params=P, json=instance_body(name), headers=ASYNC)
             assert r.status_code == 201, r.text
-        _allow_connections(dbname, False)
+        pg_allow_connections(pg_url, False)
         try:
             r = client.get("/v1/projects")
             assert r.status_code == 503, r.text
@@ -140,7 +129,7 @@ def test_outage_answers_503_and_sagas_wait_it_out(tmp_path: Path, pg_url: str) -
             assert body["request_id"] and r.headers["retry-after"].isdigit(), (body, r.headers)
             time.sleep(3.0)  # the VMMs finish booting; their sagas cannot record it
         finally:
-            _allow_connections(dbname, True)
+            pg_allow_connections(pg_url, True)
         _wait(
             "every start to end after the outage",
             lambda: all(
@@ -246,74 +235,17 @@ def test_crash_point_syntax() -> None:
             CrashPoint.parse(bad)
 
 
-def test_two_replicas_ride_out_an_outage(tmp_path: Path, pg_url: str) -> None:
-    """Two replicas, HTTP sled agents, starts in flight; the database refuses connections
-    for 8 s. The replicas stay up and answer 503 meanwhile; every start ends after, nothing
-    is left unfinished, reserved, doubled or in the dark."""
-    dbname = pg_url.rsplit("/", 1)[1]
-    args = ["--no-sim", "--heartbeat-interval", "0.3", "--audit-interval", "1"]
-    args += ["--audit-after", "20"]
-    servers = [ServerProcess(tmp_path / f"r{i}", db=pg_url, args=args) for i in range(2)]
-    for s in servers:
-        s.start()
-    urls = ",".join(s.url for s in servers)
-    agents = [
-        SledAgentProcess(tmp_path / f"s{i}", urls, cpus=32, memory_gib=128, start_delay=1.0)
-        for i in range(2)
-    ]
-    try:
-        for agent in agents:
-            agent.start()
-        apis = [httpx.Client(base_url=s.url, timeout=15) for s in servers]
-        _wait(
-            "both sleds to register",
-            lambda: len(apis[0].get("/v1/system/hardware/sleds").json()["items"]) == 2,
-        )
-        assert apis[0].post("/v1/projects", json={"name": "demo", "description": ""}).is_success
-        names = [f"i{i}" for i in range(10)]
-        for i, name in enumerate(names):
-            r = apis[i % 2].post("/v1/instances", params=P, json=instance_body(name), headers=ASYNC)
-            assert r.status_code == 201, r.text
-        _allow_connections(dbname, False)
-        try:
-            time.sleep(1.0)
-            for api in apis:
-                r = api.get("/v1/instances", params=P)
-                assert r.status_code == 503, r.text
-                assert r.json()["error_code"] == "ServiceNotAvailable"
-            time.sleep(7.0)
-        finally:
-            _allow_connections(dbname, True)
-        for s in servers:
-            assert s.proc is not None and s.proc.poll() is None, s.log()  # both stayed up
-        _wait(
-            "every start to end after the outage",
-            lambda: all(
-                apis[1].get(f"/v1/instances/{n}", params=P).json()["run_state"] == "running"
-                for n in names
-            ),
-        )
-        _wait("every saga to end", lambda: _unfinished(pg_url) == [])
-        sleds = apis[0].get("/v1/system/hardware/sleds").json()["items"]
-        assert sum(s["reserved_hardware_threads"] for s in sleds) == 2 * len(names), sleds
-        for name in names:
-            kinds = _kinds(apis[0], name)
-            assert kinds.count("instance.running") == 1, kinds
-            assert "instance.operation_stuck" not in kinds, kinds
-    finally:
-        for agent in agents:
-            agent.kill()
-        for s in servers:
-            s.stop()
-
-
-def test_a_create_finished_by_adoption_starts(tmp_path: Path, pg_url: str) -> None:
-    """A dies (crash point) between the create's step and its log entry; B adopts the create,
-    finishes it, and the start its end begins runs on B (bug 1 of issue 10, adoption side)."""
+@pytest.mark.parametrize("point", CRASH_POINTS)
+def test_a_create_killed_at_a_crash_point_is_finished_by_a_peer(
+    tmp_path: Path, pg_url: str, point: str
+) -> None:
+    """A dies at a crash point of the create or the start it begins; B adopts what A left,
+    finishes it, and the instance runs on B with one start (bug 1 of issue 10, adoption
+    side)."""
     args = ["--no-sim", "--adoption-timeout", "2", "--heartbeat-interval", "0.3"]
     a = ServerProcess(tmp_path / "a", db=pg_url, args=args)
     b = ServerProcess(tmp_path / "b", db=pg_url, args=args)
-    a.env = {ENV: "before_log:instance-create/create_instance_record"}
+    a.env = {ENV: point}
     a.start()
     b.start()
     agent = SledAgentProcess(
@@ -339,10 +271,70 @@ def test_a_create_finished_by_adoption_starts(tmp_path: Path, pg_url: str) -> No
             lambda: api_b.get("/v1/instances/web", params=P).json().get("run_state") == "running",
         )
         kinds = _kinds(api_b, "web")
+        assert kinds.count("instance.start_requested") == 1, kinds  # one start, no restart
         assert kinds.count("instance.running") == 1, kinds
+        assert "instance.start_failed" not in kinds, kinds
         assert "instance.operation_adopted" in kinds, kinds
         _wait("every saga to end", lambda: _unfinished(pg_url) == [])
     finally:
         agent.kill()
         a.kill()
         b.stop()
+
+
+# -- starting before the store ---------------------------------------------------------------
+
+
+def test_a_replica_started_before_its_store_waits_for_it(tmp_path: Path, pg_url: str) -> None:
+    """The database refuses connections as the replica starts (a rack powering on): the
+    replica says once that it waits, and serves as soon as the database answers."""
+    server = ServerProcess(tmp_path / "data", db=pg_url, args=["--sim-sleds", "1"])
+    pg_allow_connections(pg_url, False)
+    opened = threading.Timer(3.0, pg_allow_connections, (pg_url, True))
+    opened.start()
+    try:
+        server.start(timeout=30)
+        api = httpx.Client(base_url=server.url, timeout=15)
+        assert api.post("/v1/projects", json={"name": "demo", "description": ""}).is_success
+        log = server.log()
+        assert log.count("waiting for the store at") == 1, log
+        assert "the store answers; starting" in log, log
+    finally:
+        opened.join()
+        pg_allow_connections(pg_url, True)
+        server.stop()
+
+
+def test_a_store_that_never_answers_ends_the_start_with_a_reason(
+    tmp_path: Path, pg_url: str
+) -> None:
+    secret_url = pg_url.replace("postgres@", "postgres:hunter2@", 1)
+    server = ServerProcess(tmp_path / "data", db=secret_url, args=["--store-wait", "1"])
+    pg_allow_connections(pg_url, False)
+    try:
+        with pytest.raises(RuntimeError, match="exited with 3"):
+            server.start(timeout=30)
+        log = server.log()
+        assert "not starting: the store at" in log, log
+        assert "did not answer within 1 s (--store-wait)" in log, log
+        assert "Traceback" not in log, log  # one line that says why, not the framework's
+        assert "hunter2" not in log, log  # the password never reaches a log
+    finally:
+        pg_allow_connections(pg_url, True)
+        server.kill()
+
+
+def test_a_second_sqlite_replica_is_refused_in_one_line(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'one.db'}"
+    first = ServerProcess(tmp_path / "a", db=db, args=["--sim-sleds", "1"])
+    second = ServerProcess(tmp_path / "b", db=db, args=["--sim-sleds", "1"])
+    first.start()
+    try:
+        with pytest.raises(RuntimeError, match="exited with 3"):
+            second.start()
+        log = second.log()
+        assert "not starting: another Skylight replica" in log, log
+        assert "Traceback" not in log, log
+    finally:
+        second.kill()
+        first.stop()

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from skylight.config import Settings
-from skylight.controlplane import ControlPlane
+from skylight.controlplane import ControlPlane, StartupRefused
 from skylight.events.kinds import control_plane
 from skylight.instances import operations
 from skylight.sled.sim import Fault
@@ -59,7 +59,7 @@ def test_sqlite_refuses_a_second_replica(tmp_path: Path) -> None:
         await a.start()
         try:
             b = ControlPlane(_settings(tmp_path, db, 1002))
-            with pytest.raises(RuntimeError, match="SQLite allows one replica"):
+            with pytest.raises(StartupRefused, match="SQLite allows one replica"):
                 await b.start()
             b.store.dispose()
         finally:

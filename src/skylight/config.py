@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+
 GiB = 1024**3
 
 
@@ -60,6 +62,9 @@ class Settings:
     # them, no operation making progress for audit_after seconds, and no status reason.
     audit_interval: float = 10.0
     audit_after: float = 120.0
+    # A starting replica whose store cannot be reached (a rack powering on, a database
+    # failing over) waits this long for it before it gives up.
+    store_wait: float = 120.0
     undo_attempts: int = 5
     undo_retry_delay: float = 0.2
     max_body_bytes: int = 1024 * 1024
@@ -80,6 +85,10 @@ class Settings:
         if self.db_url:
             return self.db_url
         return f"sqlite:///{(self.data_dir / 'skylight.db').resolve()}"
+
+    def shown_db_url(self) -> str:
+        """The store's URL as it may be shown in a log: without its password."""
+        return make_url(self.resolved_db_url()).render_as_string(hide_password=True)
 
     @property
     def host(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -54,6 +55,17 @@ SAGAS = (
     instance_delete.SAGA,
     instance_reboot.SAGA,
 )
+
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+class StartupRefused(Exception):
+    """This replica may not start; the message says why and what to do (a second replica
+    on SQLite, a store that never answered)."""
+
 
 _FAILURE_MESSAGES = {
     "sled_failure": "The sled the instance ran on failed; the instance stopped with it.",
@@ -106,7 +118,7 @@ class ControlPlane:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.feed.bind(self._loop)
-        await anyio.to_thread.run_sync(migrate.upgrade, self.store.engine)
+        await self._migrate_when_store_answers()
         await self.store.tx(self._register)
         await self.sleds.refresh()
         await self.executor.resume_all()
@@ -119,6 +131,38 @@ class ControlPlane:
             ("auditor", auditor.loop),
         ):
             self._background.append(asyncio.create_task(loop(self), name=name))
+
+    async def _migrate_when_store_answers(self) -> None:
+        """A replica may start before its database does (a rack powering on, a failover):
+        it waits for the store, saying so once, for at most ``store_wait`` seconds. A store
+        that answers with an error (a wrong password, no such database) fails at once."""
+        deadline = time.monotonic() + self.settings.store_wait
+        delay = 0.1
+        waiting = False
+        while True:
+            try:
+                await anyio.to_thread.run_sync(migrate.upgrade, self.store.engine)
+            except Exception as exc:
+                if not self.store.unavailable(exc):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise StartupRefused(
+                        f"the store at {self.settings.shown_db_url()} did not answer within "
+                        f"{self.settings.store_wait:g} s (--store-wait): {_first_line(exc)}"
+                    ) from exc
+                if not waiting:
+                    log.warning(
+                        "waiting for the store at %s: %s",
+                        self.settings.shown_db_url(),
+                        _first_line(exc),
+                    )
+                    waiting = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if waiting:
+                log.warning("the store answers; starting")
+            return
 
     def request_stop(self) -> None:
         """From a signal handler: begin the graceful stop on the event loop."""
@@ -196,7 +240,7 @@ class ControlPlane:
         since = t - timedelta(seconds=self.settings.adoption_timeout)
         others = store_replicas.live_others(conn, self.sec_id, since)
         if others:
-            raise RuntimeError(
+            raise StartupRefused(
                 f"another Skylight replica ({others[0].bind}) is running on this SQLite store; "
                 "SQLite allows one replica. Stop it first, or use PostgreSQL "
                 "(--db postgresql://...) to run several replicas."

@@ -9,6 +9,8 @@ from typing import Any
 
 import typer
 import uvicorn
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from skylight.cli import events, instance, placement, project, sled, webhook
 from skylight.cli.sled_agent import run as sled_agent_run
@@ -63,6 +65,9 @@ def serve(
     audit_after: float = typer.Option(
         120.0, min=0.1, help="seconds without progress before the auditor explains an instance"
     ),
+    store_wait: float = typer.Option(
+        120.0, min=0, help="seconds a starting replica waits for an unreachable store"
+    ),
     drain_timeout: float = typer.Option(
         10.0, min=0, help="seconds a stopping replica lets running saga actions finish"
     ),
@@ -98,6 +103,7 @@ def serve(
         adoption_timeout=adoption_timeout,
         heartbeat_interval=heartbeat_interval,
         drain_timeout=drain_timeout,
+        store_wait=store_wait,
         audit_interval=audit_interval,
         audit_after=audit_after,
         auto_restart_interval=auto_restart_interval,
@@ -119,25 +125,28 @@ def serve(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    typer.echo(f"Skylight on http://{bind} (store: {settings.resolved_db_url()})")
+    typer.echo(f"Skylight on http://{bind} (store: {settings.shown_db_url()})")
     app_ = create_app(settings)
     config = uvicorn.Config(
-        app_,
+        _PlainStartupRefusal(app_),
         host=settings.host,
         port=settings.port,
         log_level=log_level,
         timeout_graceful_shutdown=5,
     )
-    _Server(config, app_).run()
+    server = _Server(config, app_)
+    server.run()
+    if not server.started:
+        raise typer.Exit(3)  # as uvicorn's own command: the application did not start
 
 
 class _Server(uvicorn.Server):
     """uvicorn's server, which also ends event streams as soon as shutdown begins (open
     streams would otherwise hold the graceful shutdown up to its timeout)."""
 
-    def __init__(self, config: uvicorn.Config, asgi: Any) -> None:
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
         super().__init__(config)
-        self._asgi = asgi
+        self._asgi = app
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         cp = getattr(self._asgi.state, "cp", None)
@@ -145,6 +154,37 @@ class _Server(uvicorn.Server):
             cp.feed.close()
             cp.request_stop()  # hand sagas over while uvicorn closes its connections
         super().handle_exit(sig, frame)
+
+
+class _PlainStartupRefusal:
+    """An operator told why the replica may not start gets that one line, not a traceback
+    of the framework's lifespan machinery (any other start-up failure keeps its traceback)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from skylight.controlplane import StartupRefused  # the client commands need none of it
+
+        if scope["type"] != "lifespan":
+            await self._app(scope, receive, send)
+            return
+        held: list[Message] = []
+
+        async def hold_failure(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed":
+                held.append(message)  # sent below once we know why
+            else:
+                await send(message)
+
+        try:
+            await self._app(scope, receive, hold_failure)
+        except StartupRefused as exc:
+            await send({"type": "lifespan.startup.failed", "message": f"not starting: {exc}"})
+        except BaseException:
+            for message in held:
+                await send(message)
+            raise
 
 
 if __name__ == "__main__":
