@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Connection
 
-from skylight.instances import operations
+from skylight.operations import instances as operations
 from skylight.store import disks as disk_rows
 from tests.conftest import GiB, instance_body
 from tests.oxide_schema import all_pages, assert_conforms, assert_error, snapshot, success_status

@@ -105,9 +105,7 @@ class Fleet:
 def fleet_factory(tmp_path: Path, pg_url: str) -> Iterator[Callable[..., Fleet]]:
     fleets: list[Fleet] = []
 
-    def make(
-        replicas: int = 2, sleds: int = 2, delay: float = 0.1, db: str | None = None
-    ) -> Fleet:
+    def make(replicas: int = 2, sleds: int = 2, delay: float = 0.1, db: str | None = None) -> Fleet:
         fleet = Fleet(tmp_path, db or pg_url, replicas, sleds, delay)
         fleets.append(fleet)
         return fleet

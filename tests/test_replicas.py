@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from skylight.config import Settings
 from skylight.controlplane import ControlPlane, StartupRefused
 from skylight.events.kinds import control_plane
-from skylight.instances import operations
+from skylight.operations import instances as operations
 from skylight.sled.sim import Fault
 from skylight.store import replicas
 from skylight.store.schema import event as instance_event

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, cast
 
 import pytest
 import sqlalchemy as sa
@@ -12,8 +13,28 @@ from sqlalchemy.engine import Connection
 
 from skylight.events import reasons
 from skylight.sagas import Action, ActionError, Fenced, SagaContext, SagaDef, SagaExecutor
+from skylight.services import Services
 from skylight.store import Store, migrate
 from skylight.store.schema import saga, saga_node_event
+
+
+@dataclass(frozen=True)
+class RecordedParams:
+    saga: ClassVar[str] = "test-saga"
+
+
+@dataclass(frozen=True)
+class FencedParams:
+    saga: ClassVar[str] = "fenced"
+
+
+NO_SERVICES = cast(Services, object())  # these sagas use none
+
+
+def _executor(store: Store, sec: str, **kw: Any) -> SagaExecutor:
+    ex = SagaExecutor(store, sec, **kw)
+    ex.services = NO_SERVICES
+    return ex
 
 
 @pytest.fixture
@@ -56,13 +77,13 @@ class Recorder:
         def stuck(conn: Connection, ctx: SagaContext, reason: dict[str, Any]) -> None:
             self.ends.append(("stuck", reason["code"]))
 
-        return SagaDef("test-saga", [self.action(n) for n in names], done, unwound, stuck)
+        return SagaDef(RecordedParams, [self.action(n) for n in names], done, unwound, stuck)
 
 
 async def _run(store: Store, rec: Recorder, names: list[str], sec: str = "sec-1") -> Any:
-    ex = SagaExecutor(store, sec, undo_attempts=2, undo_retry_delay=0.001)
+    ex = _executor(store, sec, undo_attempts=2, undo_retry_delay=0.001)
     ex.register(rec.saga(names))
-    saga_id = await store.tx(lambda c: ex.create_in(c, rec.saga(names), {}, instance_id=None))
+    saga_id = await store.tx(lambda c: ex.create_in(c, RecordedParams(), instance_id=None))
     ex.launch(saga_id)
     return saga_id, await ex.wait(saga_id, 10)
 
@@ -121,10 +142,10 @@ def test_replay_after_crash_skips_finished_actions(store: Store) -> None:
     sdef = rec.saga(["a", "b", "c"])
 
     async def scenario() -> Any:
-        ex = SagaExecutor(store, "sec-1")
+        ex = _executor(store, "sec-1")
         ex.register(sdef)
         await ex.close()  # as if it died right after the commit: it launches nothing
-        saga_id = await store.tx(lambda c: ex.create_in(c, sdef, {}, instance_id=None))
+        saga_id = await store.tx(lambda c: ex.create_in(c, RecordedParams(), instance_id=None))
 
         def forge_log(conn: Connection) -> None:
             rows = [
@@ -151,7 +172,7 @@ def test_replay_after_crash_skips_finished_actions(store: Store) -> None:
 
         await store.tx(forge_log)
         # A new executor of the same replica identity, as after a restart.
-        ex2 = SagaExecutor(store, "sec-1")
+        ex2 = _executor(store, "sec-1")
         ex2.register(sdef)
         assert await ex2.resume_all() == [saga_id]
         return await ex2.wait(saga_id, 10)
@@ -177,10 +198,10 @@ def test_fenced_replica_cannot_write(store: Store) -> None:
         async def after(ctx: SagaContext) -> None:
             calls.append("after")
 
-        sdef = SagaDef("fenced", [Action("slow", slow), Action("after", after)])
-        ex = SagaExecutor(store, "sec-old")
+        sdef = SagaDef(FencedParams, [Action("slow", slow), Action("after", after)])
+        ex = _executor(store, "sec-old")
         ex.register(sdef)
-        saga_id = await store.tx(lambda c: ex.create_in(c, sdef, {}, instance_id=None))
+        saga_id = await store.tx(lambda c: ex.create_in(c, FencedParams(), instance_id=None))
         ex.launch(saga_id)
         while not calls:
             await asyncio.sleep(0.01)
@@ -203,11 +224,12 @@ def test_fenced_replica_cannot_write(store: Store) -> None:
 
 def test_fenced_tx_raises(store: Store, tmp_path: Path) -> None:
     async def scenario() -> None:
-        ex = SagaExecutor(store, "sec-a")
-        sdef = SagaDef("x", [])
+        ex = _executor(store, "sec-a")
+        ex.register(SagaDef(RecordedParams, []))
         await ex.close()
-        saga_id = await store.tx(lambda c: ex.create_in(c, sdef, {}, instance_id=None))
-        ctx = SagaContext(saga_id, "x", {}, {}, ex, generation=2)
+        saga_id = await store.tx(lambda c: ex.create_in(c, RecordedParams(), instance_id=None))
+        params = RecordedParams()
+        ctx = SagaContext(saga_id, "x", params, {}, ex, generation=2, services=NO_SERVICES)
         with pytest.raises(Fenced):
             await ctx.tx(lambda c: None)
 

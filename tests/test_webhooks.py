@@ -583,7 +583,7 @@ def test_two_replicas_deliver_each_event_once_and_survive_the_holder(
 
     from skylight import projects
     from skylight.controlplane import ControlPlane
-    from skylight.instances import operations
+    from skylight.operations import instances as operations
     from skylight.webhooks import receivers as receiver_ops
     from tests.conftest import GiB
 

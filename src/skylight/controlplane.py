@@ -1,4 +1,8 @@
-"""One control-plane replica: the store, the saga executor, the sleds, wired together."""
+"""One control-plane replica, wired together: the store, the saga executor, the sleds, the
+background loops. It provides the ``Services`` that everything below it is typed against,
+and holds no rule of its own: failures live in ``instances/``, what users ask in
+``operations/``, the periodic work in ``background/``.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import anyio
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from skylight.background import (
@@ -24,11 +27,9 @@ from skylight.background import (
 )
 from skylight.clock import now
 from skylight.config import GiB, Settings
-from skylight.events import reasons
 from skylight.events.feed import Feed
-from skylight.events.kinds import Kind, control_plane
 from skylight.ids import new_id
-from skylight.instances.record import record
+from skylight.instances import failures
 from skylight.metrics import Metrics
 from skylight.sagas import (
     SagaExecutor,
@@ -41,9 +42,8 @@ from skylight.sagas import (
 from skylight.sagas.crash import CrashPoint
 from skylight.sled.directory import SledDirectory
 from skylight.sled.sim import SimRack
-from skylight.store import Store, StoreUnavailable, instances, migrate, sleds
+from skylight.store import Store, StoreUnavailable, migrate, sleds
 from skylight.store import replicas as store_replicas
-from skylight.store.schema import instance, replica, saga, vmm
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,6 @@ SAGAS = (
 )
 
 
-
 def _first_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
@@ -65,12 +64,6 @@ def _first_line(exc: BaseException) -> str:
 class StartupRefused(Exception):
     """This replica may not start; the message says why and what to do (a second replica
     on SQLite, a store that never answered)."""
-
-
-_FAILURE_MESSAGES = {
-    "sled_failure": "The sled the instance ran on failed; the instance stopped with it.",
-    "vmm_failure": "The instance's virtual machine stopped unexpectedly.",
-}
 
 
 def _replica_id(data_dir: Path, bind: str) -> str:
@@ -93,7 +86,7 @@ class ControlPlane:
         self.rack: SimRack | None = None
         if settings.sim.enabled:
             self.rack = SimRack(settings.data_dir / "sim-rack.db", settings.sim.start_delay)
-            self.rack.set_listener(self.on_vmm_lost)
+            self.rack.set_listener(self._rack_lost_vmm)
         self.sleds = SledDirectory(self.rack, settings.sled_call_timeout, self.store)
         self.sec_id = _replica_id(settings.data_dir, settings.bind)
         self.executor = SagaExecutor(
@@ -211,30 +204,11 @@ class ControlPlane:
                 rack_id=SIM_RACK_ID,
             )
         t = now()
-        if conn.execute(sa.select(replica.c.id).where(replica.c.id == self.sec_id)).first():
-            conn.execute(
-                replica.update()
-                .where(replica.c.id == self.sec_id)
-                .values(
-                    bind=self.settings.bind, time_started=t, time_heartbeat=t, time_stopped=None
-                )
-            )
-        else:
-            conn.execute(
-                replica.insert().values(
-                    id=self.sec_id, bind=self.settings.bind, time_started=t, time_heartbeat=t
-                )
-            )
+        store_replicas.register(conn, self.sec_id, self.settings.bind, t)
         if self.store.is_sqlite:
             self._refuse_second_sqlite_replica(conn, t)
             # One replica only on SQLite: whatever another identity left unfinished is ours.
-            conn.execute(
-                saga.update()
-                .where(
-                    saga.c.state.in_(("running", "unwinding")), saga.c.current_sec != self.sec_id
-                )
-                .values(current_sec=self.sec_id, adopt_generation=saga.c.adopt_generation + 1)
-            )
+            store_replicas.claim_all_unfinished(conn, self.sec_id)
 
     def _refuse_second_sqlite_replica(self, conn: Connection, t: datetime) -> None:
         since = t - timedelta(seconds=self.settings.adoption_timeout)
@@ -246,97 +220,12 @@ class ControlPlane:
                 "(--db postgresql://...) to run several replicas."
             )
 
-    # -- sleds leaving service ------------------------------------------------------------
-
-    async def expunge_sled(self, sled_id: str) -> None:
-        """The sled leaves service for good: its instances fail (cause ``sled_failure``) and
-        may be restarted elsewhere; local disks on it pin their instances nowhere."""
-
-        def write(conn: Connection) -> list[str]:
-            sleds.expunge(conn, sled_id)
-            lost = list(
-                conn.execute(
-                    sa.select(instance.c.id, instance.c.active_vmm_id)
-                    .select_from(instance.join(vmm, vmm.c.id == instance.c.active_vmm_id))
-                    .where(vmm.c.sled_id == sled_id)
-                )
-            )
-            for row in lost:
-                self.fail_instance_in(
-                    conn, row.id, row.active_vmm_id, "sled_failure", f"sled {sled_id} expunged"
-                )
-            return [row.active_vmm_id for row in lost]
-
-        vmm_ids = await self.store.tx(write)
-        if self.rack is not None:
-            for vmm_id in vmm_ids:
-                self.rack.forget(vmm_id)
-
-    # -- VMMs that die on their own --------------------------------------------------------
-
-    async def on_vmm_lost(self, vmm_id: str, cause: str, detail: str) -> None:
-        """A VMM died on its own. The simulated rack has already forgotten it, so the notice
-        must not be lost to a store outage: it is retried in the background until it lands."""
+    async def _rack_lost_vmm(self, vmm_id: str, cause: str, detail: str) -> None:
+        """The in-process rack forgets a VMM as it reports it lost: a report that meets a
+        store outage goes on being tried in the background (without holding the rack up)."""
         try:
-            await self._record_vmm_lost(vmm_id, cause, detail)
-        except StoreUnavailable as exc:
-            log.warning("VMM %s lost while the store is unavailable (%s); retrying", vmm_id, exc)
-            task = asyncio.create_task(self._retry_vmm_lost(vmm_id, cause, detail))
-            self._background.append(task)
-
-    async def _retry_vmm_lost(self, vmm_id: str, cause: str, detail: str) -> None:
-        delay = 0.1
-        while True:
-            await asyncio.sleep(delay)
-            try:
-                await self._record_vmm_lost(vmm_id, cause, detail)
-                return
-            except StoreUnavailable:
-                delay = min(delay * 2, 2.0)
-
-    async def _record_vmm_lost(self, vmm_id: str, cause: str, detail: str) -> None:
-        def write(conn: Connection) -> None:
-            row = instances.vmm_row(conn, vmm_id)
-            if row is None:
-                return
-            if row.state in ("creating", "starting"):
-                # A start saga owns this VMM; it will see the VMM gone and unwind.
-                instances.set_vmm_state(conn, vmm_id, "failed")
-                return
-            self.fail_instance_in(conn, row.instance_id, vmm_id, cause, detail)
-
-        await self.store.tx(write)
-
-    def fail_instance_in(
-        self, conn: Connection, instance_id: str, vmm_id: str, cause: str, detail: str
-    ) -> None:
-        """The instance's VMM is gone: the instance is failed and its resources are freed."""
-        cause = cause if cause in _FAILURE_MESSAGES else "vmm_failure"
-        instances.set_vmm_state(conn, vmm_id, "failed")
-        sleds.release(conn, vmm_id)
-        changed = instances.update(
-            conn,
-            instance_id,
-            instance.c.active_vmm_id == vmm_id,
-            state="failed",
-            active_vmm_id=None,
-        )
-        if not changed:
-            return
-        sled_id = conn.execute(sa.select(vmm.c.sled_id).where(vmm.c.id == vmm_id)).scalar()
-        reason = reasons.make(
-            cause,
-            _FAILURE_MESSAGES[cause],
-            action="The control plane restarts it if its auto-restart policy allows; "
-            "otherwise start it again.",
-            internal={"vmm_id": vmm_id, "sled_id": sled_id, "detail": detail},
-        )
-        record(
-            conn,
-            instance_id,
-            Kind.FAILED,
-            control_plane(cause),
-            reason=reason,
-            explains_status=True,
-        )
-        auto_restart.schedule_in(conn, self.settings, instance_id)
+            await failures.vmm_lost(self, vmm_id, cause, detail)
+        except StoreUnavailable:
+            self._background.append(
+                asyncio.create_task(failures.vmm_lost_patiently(self, vmm_id, cause, detail))
+            )

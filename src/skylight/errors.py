@@ -1,17 +1,15 @@
-"""Domain errors. Domain code raises these; ``skylight.api.errors`` alone maps them to HTTP.
-
-Each carries an Oxide ``error_code`` so the mapping is one table, not a chain of ifs.
+"""Domain errors. Domain code raises these; ``skylight.api.errors`` alone maps them to HTTP,
+with one table for the error classes and one for the reason codes of failed operations.
+They know nothing of status codes or of the API's error codes.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from skylight.events.reasons import Reason
 
 
 class SkylightError(Exception):
     """Base of every error a caller is meant to see."""
-
-    error_code: str = "Internal"
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -19,8 +17,6 @@ class SkylightError(Exception):
 
 
 class NotFound(SkylightError):
-    error_code = "ObjectNotFound"
-
     @classmethod
     def by_name(cls, kind: str, name: str) -> NotFound:
         return cls(f'not found: {kind} with name "{name}"')
@@ -31,8 +27,6 @@ class NotFound(SkylightError):
 
 
 class AlreadyExists(SkylightError):
-    error_code = "ObjectAlreadyExists"
-
     def __init__(self, kind: str, name: str) -> None:
         super().__init__(f'already exists: {kind} "{name}"')
 
@@ -40,45 +34,27 @@ class AlreadyExists(SkylightError):
 class Forbidden(SkylightError):
     """The caller may not do this (until identity lands: an operator-only resource)."""
 
-    error_code = "Forbidden"
-
 
 class InvalidRequest(SkylightError):
-    error_code = "InvalidRequest"
+    """The request cannot be carried out as asked (a rule of the resource forbids it)."""
 
 
 class InvalidValue(SkylightError):
-    error_code = "InvalidValue"
+    """A value in the request is not acceptable."""
 
 
 class Conflict(SkylightError):
     """The resource is in a state that does not allow the operation right now."""
 
-    error_code = "Conflict"
-
-
-class InsufficientCapacity(SkylightError):
-    """No sled can take the instance; ``reason`` is the explained reason (see events.reasons)."""
-
-    error_code = "InsufficientCapacity"
-
-    def __init__(self, message: str, reason: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.reason = reason
-
 
 class ServiceUnavailable(SkylightError):
-    error_code = "ServiceUnavailable"
-
-
-class InternalError(SkylightError):
-    error_code = "Internal"
+    """A part of the control plane this request needs is not running here."""
 
 
 class OperationFailed(SkylightError):
-    """A saga ended unwound; carries the reason it recorded in its outcome event."""
+    """A saga ended unwound; carries the reason it recorded in its outcome event, whose
+    code decides what the caller is answered."""
 
-    def __init__(self, reason: dict[str, Any], error_code: str = "Internal") -> None:
+    def __init__(self, reason: Reason) -> None:
         super().__init__(str(reason.get("message", "the operation failed")))
         self.reason = reason
-        self.error_code = error_code

@@ -55,11 +55,14 @@ class Metrics:
             registry=self.registry,
         )
 
-    def saga_ended(self, name: str, params: dict[str, Any], state: str, error: Any) -> None:
+    def saga_ended(
+        self, name: str, params: object, state: str, error: dict[str, Any] | None
+    ) -> None:
         self.sagas.labels(saga=name, outcome=state).inc()
         if name == "instance-start" and state != "done":
             code = ((error or {}).get("reason") or {}).get("code", "internal")
-            self.start_failures.labels(reason=code, cause=params.get("reason", "user")).inc()
+            cause = str(getattr(params, "reason", "user"))
+            self.start_failures.labels(reason=code, cause=cause).inc()
 
     def events_written(self, kinds: list[str]) -> None:
         for kind in kinds:

@@ -11,8 +11,18 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from skylight.errors import OperationFailed, SkylightError
-from skylight.events.reasons import redact
+from skylight.errors import (
+    AlreadyExists,
+    Conflict,
+    Forbidden,
+    InvalidRequest,
+    InvalidValue,
+    NotFound,
+    OperationFailed,
+    ServiceUnavailable,
+    SkylightError,
+)
+from skylight.events.reasons import CATALOG, redact
 from skylight.ids import new_id
 from skylight.store import StoreUnavailable
 
@@ -22,6 +32,36 @@ log = logging.getLogger(__name__)
 # dropped connection takes to be replaced, short enough that a blip costs little.
 STORE_RETRY_AFTER = 2
 
+# The API's error code for each domain error ...
+ERROR_CODE: dict[type[SkylightError], str] = {
+    NotFound: "ObjectNotFound",
+    AlreadyExists: "ObjectAlreadyExists",
+    Forbidden: "Forbidden",
+    InvalidRequest: "InvalidRequest",
+    InvalidValue: "InvalidValue",
+    Conflict: "Conflict",
+    ServiceUnavailable: "ServiceUnavailable",
+}
+# ... and for each reason code of a failed operation (every code of events/reasons.CATALOG;
+# a test holds them together) ...
+REASON_ERROR_CODE: dict[str, str] = {
+    "insufficient_capacity": "InsufficientCapacity",
+    "capacity_in_maintenance": "InsufficientCapacity",
+    "exceeds_sled_size": "InsufficientCapacity",
+    "anti_affinity_unsatisfiable": "InsufficientCapacity",
+    "affinity_conflict": "InsufficientCapacity",
+    "affinity_sled_unavailable": "InsufficientCapacity",
+    "local_storage_unavailable": "InsufficientCapacity",
+    "cpu_platform_unavailable": "InsufficientCapacity",
+    "quota_exceeded": "InsufficientCapacity",
+    "instance_changed_state": "Conflict",
+    "sled_failure": "ServiceUnavailable",
+    "vmm_failure": "ServiceUnavailable",
+    "operation_stuck": "Internal",
+    "internal": "Internal",
+}
+assert set(REASON_ERROR_CODE) == set(CATALOG), "every reason code answers something"
+# ... and the status of each error code.
 STATUS: dict[str, int] = {
     "ObjectNotFound": 404,
     "ObjectAlreadyExists": 400,
@@ -36,6 +76,17 @@ STATUS: dict[str, int] = {
     "PayloadTooLarge": 413,
     "MethodNotAllowed": 405,
 }
+
+
+def error_code(exc: SkylightError) -> str:
+    """The API's error code for a domain error: by its class, or, for a failed operation,
+    by its reason's code."""
+    if isinstance(exc, OperationFailed):
+        return REASON_ERROR_CODE.get(str(exc.reason.get("code")), "Internal")
+    for cls in type(exc).__mro__:
+        if cls in ERROR_CODE:
+            return ERROR_CODE[cls]
+    return "Internal"
 
 
 def request_id(request: Request) -> str:
@@ -112,8 +163,8 @@ def install(app: FastAPI) -> None:
             from skylight.api.deps import is_operator  # (deps imports the control plane)
 
             reason = redact(exc.reason, operator=is_operator(request))
-        status = STATUS.get(exc.error_code, 500)
-        return error_response(request, exc.error_code, exc.message, status, reason=reason)
+        code = error_code(exc)
+        return error_response(request, code, exc.message, STATUS[code], reason=reason)
 
     @app.exception_handler(StoreUnavailable)
     async def _store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:

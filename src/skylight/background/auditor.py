@@ -11,21 +11,18 @@ counted in ``skylight_instances_found_in_the_dark``: 0 in a healthy control plan
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Connection
 
+from skylight.background.loop import every
 from skylight.clock import now
 from skylight.events import reasons
 from skylight.events.kinds import Kind, control_plane
 from skylight.instances.record import record
-from skylight.store import StoreUnavailable, audit, instances
-
-if TYPE_CHECKING:
-    from skylight.controlplane import ControlPlane
+from skylight.services import Services
+from skylight.store import audit, instances
 
 log = logging.getLogger(__name__)
 ACTOR = control_plane("auditor")
@@ -61,7 +58,7 @@ def _reason(suspect: audit.Suspect, quiet: float, replica: str) -> reasons.Reaso
     )
 
 
-async def run_once(cp: ControlPlane) -> int:
+async def run_once(cp: Services) -> int:
     """One look; returns how many instances it explained."""
     before = now() - timedelta(seconds=cp.settings.audit_after)
     found = await cp.store.tx(lambda c: audit.suspects(c, before))
@@ -97,14 +94,7 @@ async def run_once(cp: ControlPlane) -> int:
     return explained
 
 
-async def loop(cp: ControlPlane) -> None:
-    while True:
-        await asyncio.sleep(cp.settings.audit_interval)
-        try:
-            await run_once(cp)
-        except asyncio.CancelledError:
-            raise
-        except StoreUnavailable as exc:
-            log.warning("audit pass skipped: the store is unavailable (%s)", exc)
-        except Exception:
-            log.exception("audit pass failed; trying again next interval")
+async def loop(services: Services) -> None:
+    # Not at once: sagas resumed at start-up get an interval to log their next step.
+    interval = services.settings.audit_interval
+    await every("auditor", interval, lambda: run_once(services), wait_first=True)

@@ -16,7 +16,7 @@ import itertools
 import logging
 import time
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -24,15 +24,13 @@ from sqlalchemy.engine import Connection
 from skylight.clock import now
 from skylight.events.kinds import Kind, control_plane
 from skylight.instances.record import record
+from skylight.services import Services
 from skylight.store import StoreUnavailable, replicas
-
-if TYPE_CHECKING:
-    from skylight.controlplane import ControlPlane
 
 log = logging.getLogger(__name__)
 
 
-async def loop(cp: ControlPlane) -> None:
+async def loop(cp: Services) -> None:
     """Each heartbeat interval: heartbeat; launch this replica's sagas that nothing runs;
     adopt the sagas of peers that stopped, or went silent while this one watched."""
     watching_since: float | None = None
@@ -78,7 +76,7 @@ def _record_moves(
         )
 
 
-def _adopt_all(conn: Connection, cp: ControlPlane, silent: bool) -> list[str]:
+def _adopt_all(conn: Connection, cp: Services, silent: bool) -> list[str]:
     before = now() - timedelta(seconds=cp.settings.adoption_timeout) if silent else None
     adopted: list[str] = []
     for dead in replicas.dead_with_sagas(conn, cp.sec_id, before):
@@ -89,7 +87,7 @@ def _adopt_all(conn: Connection, cp: ControlPlane, silent: bool) -> list[str]:
     return adopted
 
 
-async def adopt_once(cp: ControlPlane, *, silent: bool = True) -> list[str]:
+async def adopt_once(cp: Services, *, silent: bool = True) -> list[str]:
     """Adopt the sagas of stopped peers, and (``silent``) of peers silent for the adoption
     timeout; the executor launches them when the adoption commits."""
     adopted = await cp.store.tx(lambda c: _adopt_all(c, cp, silent))
@@ -98,7 +96,7 @@ async def adopt_once(cp: ControlPlane, *, silent: bool = True) -> list[str]:
     return adopted
 
 
-async def hand_over(cp: ControlPlane, saga_ids: list[str] | None) -> int:
+async def hand_over(cp: Services, saga_ids: list[str] | None) -> int:
     """Give these sagas of this stopping replica (``None``: all it still owns) to live
     peers, spread among them, so they carry on at once. With no live peer (SQLite, or the
     last replica) they stay this replica's: it resumes them when it starts again."""
@@ -123,12 +121,12 @@ async def hand_over(cp: ControlPlane, saga_ids: list[str] | None) -> int:
     return moved
 
 
-async def stopped(cp: ControlPlane) -> None:
+async def stopped(cp: Services) -> None:
     """Say that this replica stopped: peers adopt anything it still owns at once."""
     await cp.store.tx(lambda c: replicas.mark_stopped(c, cp.sec_id))
 
 
-async def holds(cp: ControlPlane, name: str) -> bool:
+async def holds(cp: Services, name: str) -> bool:
     """Whether this replica holds the fleet-wide lease ``name`` (taking or renewing it)."""
     ttl = cp.settings.adoption_timeout
     return await cp.store.tx(lambda c: replicas.hold_lease(c, name, cp.sec_id, ttl))

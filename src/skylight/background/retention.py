@@ -4,27 +4,23 @@ Webhook deliveries that settled go after as long; pending ones stay."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
+from sqlalchemy.engine import Connection
+
+from skylight.background.loop import every
+from skylight.background.replicas import holds
 from skylight.clock import now
+from skylight.services import Services
 from skylight.store import events, webhooks
-
-if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection
-
-    from skylight.controlplane import ControlPlane
 
 log = logging.getLogger(__name__)
 
 DELIVERIES_PER_TRANSACTION = 2000
 
 
-async def run_once(cp: ControlPlane) -> int:
-    from skylight.background.replicas import holds
-
+async def run_once(cp: Services) -> int:
     if not await holds(cp, "retention"):
         return 0  # another replica enforces retention for the fleet
     cutoff = now() - timedelta(days=cp.settings.event_retention_days)
@@ -58,12 +54,6 @@ async def run_once(cp: ControlPlane) -> int:
     return removed
 
 
-async def loop(cp: ControlPlane) -> None:
-    while True:
-        try:
-            await run_once(cp)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("event retention pass failed; trying again next interval")
-        await asyncio.sleep(cp.settings.event_retention_interval)
+async def loop(services: Services) -> None:
+    interval = services.settings.event_retention_interval
+    await every("event retention", interval, lambda: run_once(services))

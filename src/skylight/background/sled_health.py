@@ -24,17 +24,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from skylight.clock import now
+from skylight.background.loop import every
+from skylight.background.replicas import holds
+from skylight.instances import failures
+from skylight.services import Services
 from skylight.sled.agent import SledAgentError, with_timeout
-from skylight.store.schema import instance, sled, vmm
-
-if TYPE_CHECKING:
-    from skylight.controlplane import ControlPlane
+from skylight.store import instances, sleds
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +41,8 @@ _ABANDONED = ("failed", "destroyed", "saga_unwound", "stopped")
 
 
 class SledHealth:
-    def __init__(self, cp: ControlPlane) -> None:
-        self.cp = cp
+    def __init__(self, services: Services) -> None:
+        self.services = services
         self.last_ok: dict[str, float] = {}  # sled id -> monotonic time of its last answer
         self.to_reconcile: set[str] = set()
         # What this replica last wrote of each sled's reachability (sled.time_unreachable),
@@ -52,20 +50,18 @@ class SledHealth:
         self.reachable: dict[str, bool] = {}
 
     async def run_once(self) -> None:
-        from skylight.background.replicas import holds
-
-        await self.cp.sleds.refresh()  # every replica keeps its map of sleds current
-        if not await holds(self.cp, "sled-health"):
+        await self.services.sleds.refresh()  # every replica keeps its map of sleds current
+        if not await holds(self.services, "sled-health"):
             self.last_ok.clear()  # another replica judges the sleds' health for the fleet
             self.reachable.clear()
             return
-        targets = self.cp.sleds.http_sleds()
+        targets = self.services.sleds.http_sleds()
         for gone in set(self.last_ok) - set(targets):
             self.last_ok.pop(gone, None)
             self.reachable.pop(gone, None)
             self.to_reconcile.discard(gone)
-        self.to_reconcile |= self.cp.sleds.suspects & set(targets)
-        self.cp.sleds.suspects.clear()
+        self.to_reconcile |= self.services.sleds.suspects & set(targets)
+        self.services.sleds.suspects.clear()
         checks = await asyncio.gather(*(self._check(s, u) for s, u in targets.items()))
         t = time.monotonic()
         await self._record_reachability(dict(zip(targets, checks, strict=True)))
@@ -80,7 +76,7 @@ class SledHealth:
                 continue
             self.to_reconcile.add(sled_id)
             silent = t - self.last_ok[sled_id]
-            if silent > self.cp.settings.sled_failure_timeout:
+            if silent > self.services.settings.sled_failure_timeout:
                 await self._fail_sled(sled_id, silent)
 
     async def _record_reachability(self, answered: dict[str, bool]) -> None:
@@ -93,25 +89,18 @@ class SledHealth:
 
         def write(conn: Connection) -> None:
             for sled_id, ok in changed.items():
-                if ok:
-                    q = sled.update().where(
-                        sled.c.id == sled_id, sled.c.time_unreachable.is_not(None)
-                    )
-                    conn.execute(q.values(time_unreachable=None))
-                else:
-                    q = sled.update().where(sled.c.id == sled_id, sled.c.time_unreachable.is_(None))
-                    conn.execute(q.values(time_unreachable=now()))
+                sleds.set_reachable(conn, sled_id, ok)
 
-        await self.cp.store.tx(write)
+        await self.services.store.tx(write)
         self.reachable.update(changed)
         for sled_id, ok in changed.items():
             if not ok:
                 log.warning("sled %s: agent not answering; no new instances placed there", sled_id)
 
     async def _check(self, sled_id: str, url: str) -> bool:
-        timeout = min(2.0, self.cp.settings.sled_call_timeout)
+        timeout = min(2.0, self.services.settings.sled_call_timeout)
         try:
-            health = await self.cp.sleds.http(url).health(timeout=timeout)
+            health = await self.services.sleds.http(url).health(timeout=timeout)
         except SledAgentError:
             return False
         except Exception:
@@ -122,54 +111,26 @@ class SledHealth:
 
     async def _fail_sled(self, sled_id: str, silent: float) -> None:
         detail = f"the agent of sled {sled_id} has not answered for {silent:.0f}s"
-
-        def write(conn: Connection) -> int:
-            lost = conn.execute(
-                sa.select(instance.c.id, instance.c.active_vmm_id)
-                .select_from(instance.join(vmm, vmm.c.id == instance.c.active_vmm_id))
-                .where(vmm.c.sled_id == sled_id, vmm.c.state == "running")
-            ).all()
-            for row in lost:
-                self.cp.fail_instance_in(conn, row.id, row.active_vmm_id, "sled_failure", detail)
-            return len(lost)
-
-        failed = await self.cp.store.tx(write)
+        failed = await failures.sled_silent(self.services, sled_id, detail)
         if failed:
             log.warning("sled %s is unreachable: %d instance(s) failed", sled_id, failed)
 
     async def _reconcile(self, sled_id: str) -> bool:
         """Make the sled's VMMs and the store agree; True when done."""
-        agent = self.cp.sleds.agent(sled_id)
-        url = self.cp.sleds.http_sleds().get(sled_id)
+        agent = self.services.sleds.agent(sled_id)
+        url = self.services.sleds.http_sleds().get(sled_id)
         if url is None:
             return True
-        running = set(
-            await self.cp.store.tx(
-                lambda c: list(
-                    c.execute(
-                        sa.select(vmm.c.id).where(
-                            vmm.c.sled_id == sled_id, vmm.c.state == "running"
-                        )
-                    ).scalars()
-                )
-            )
-        )
+        running = await self.services.store.tx(lambda c: instances.running_vmms_on(c, sled_id))
         try:
             held = await with_timeout(
-                self.cp.sleds.http(url).vmms(), self.cp.settings.sled_call_timeout
+                self.services.sleds.http(url).vmms(), self.services.settings.sled_call_timeout
             )
         except SledAgentError as exc:
             log.info("cannot list the VMMs of sled %s yet: %s", sled_id, exc)
             return False
         on_sled = {str(v["vmm_id"]) for v in held}
-
-        def states(conn: Connection) -> dict[str, Any]:
-            if not on_sled:
-                return {}
-            rows = conn.execute(sa.select(vmm.c.id, vmm.c.state).where(vmm.c.id.in_(on_sled)))
-            return {r.id: r.state for r in rows}
-
-        known = await self.cp.store.tx(states)
+        known = await self.services.store.tx(lambda c: instances.vmm_states(c, on_sled))
         done = True
         for vmm_id in sorted(on_sled):
             if known.get(vmm_id) in (None, *_ABANDONED):
@@ -180,29 +141,13 @@ class SledHealth:
                     log.warning("sled %s: cannot unregister VMM %s: %s", sled_id, vmm_id, exc)
                     done = False
         for vmm_id in sorted(running - on_sled):
-            await self._lost(vmm_id, sled_id)
+            detail = f"sled {sled_id} no longer has the VMM (its agent lost its state)"
+            await failures.vmm_missing(self.services, vmm_id, detail)
         return done
 
-    async def _lost(self, vmm_id: str, sled_id: str) -> None:
-        detail = f"sled {sled_id} no longer has the VMM (its agent lost its state)"
 
-        def write(conn: Connection) -> None:
-            row = conn.execute(sa.select(vmm).where(vmm.c.id == vmm_id)).first()
-            if row is not None and row.state == "running":
-                self.cp.fail_instance_in(conn, row.instance_id, vmm_id, "sled_failure", detail)
-
-        await self.cp.store.tx(write)
-
-
-async def loop(cp: ControlPlane) -> None:
-    health = SledHealth(cp)
-    while True:
-        try:
-            await health.run_once()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("sled health pass failed; trying again next interval")
-        # Look often enough that a silence is noticed close to the failure timeout.
-        settings = cp.settings
-        await asyncio.sleep(min(settings.sled_health_interval, settings.sled_failure_timeout / 4))
+async def loop(services: Services) -> None:
+    settings = services.settings
+    # Look often enough that a silence is noticed close to the failure timeout.
+    interval = min(settings.sled_health_interval, settings.sled_failure_timeout / 4)
+    await every("sled health", interval, SledHealth(services).run_once)

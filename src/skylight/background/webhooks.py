@@ -21,18 +21,17 @@ import logging
 import time
 from collections import defaultdict
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import httpx
 from sqlalchemy.engine import Connection
 
+from skylight.background.replicas import holds
 from skylight.clock import now
+from skylight.services import Services
 from skylight.store import events
 from skylight.store import webhooks as rows
 from skylight.webhooks import alerts, receivers, send
-
-if TYPE_CHECKING:
-    from skylight.controlplane import ControlPlane
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +76,7 @@ def dispatch_batch(conn: Connection, limit: int = DISPATCH_BATCH) -> Dispatched:
     return Dispatched(len(new), len(batch) == limit, True)
 
 
-def outcome(cp: ControlPlane, attempt: dict[str, Any]) -> tuple[str, Any]:
+def outcome(cp: Services, attempt: dict[str, Any]) -> tuple[str, Any]:
     """A delivery's state after ``attempt`` and when it is next due (None: never)."""
     if attempt["result"] == send.SUCCEEDED:
         return rows.DELIVERED, None
@@ -99,7 +98,7 @@ class Deliverer:
     receiver's are under way at once, IN_FLIGHT in all. Finished attempts wait in
     ``finished`` and are recorded together in the next pass's transaction."""
 
-    def __init__(self, cp: ControlPlane, http: httpx.AsyncClient) -> None:
+    def __init__(self, cp: Services, http: httpx.AsyncClient) -> None:
         self.cp = cp
         self.http = http
         self.busy: dict[str, int] = defaultdict(int)  # receiver id -> sends under way
@@ -177,7 +176,7 @@ class Deliverer:
         return not self.tasks and not self.finished
 
 
-async def run_once(cp: ControlPlane, deliverer: Deliverer, *, holder: bool) -> bool:
+async def run_once(cp: Services, deliverer: Deliverer, *, holder: bool) -> bool:
     """Record the attempts that finished, and, as the lease ``holder``, hand out the events
     committed so far and start every delivery that is due and has room; whether anybody
     listens. All in one transaction (on SQLite each takes the write lock)."""
@@ -203,7 +202,7 @@ def client() -> httpx.AsyncClient:
     return httpx.AsyncClient(follow_redirects=False, trust_env=False)
 
 
-async def _wait(cp: ControlPlane, deliverer: Deliverer, seen: int) -> None:
+async def _wait(cp: Services, deliverer: Deliverer, seen: int) -> None:
     """Until this replica commits events (since ``seen``), a send finishes, or an interval
     has passed."""
     waits = {
@@ -218,9 +217,7 @@ async def _wait(cp: ControlPlane, deliverer: Deliverer, seen: int) -> None:
     deliverer.wake.clear()
 
 
-async def loop(cp: ControlPlane) -> None:
-    from skylight.background.replicas import holds
-
+async def loop(cp: Services) -> None:
     interval = cp.settings.webhook_interval
     held_until = 0.0  # (monotonic) the lease was renewed recently enough until then
     async with client() as http:

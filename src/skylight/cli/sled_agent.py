@@ -39,7 +39,7 @@ def run(
     log_level: str = typer.Option("info"),
 ) -> None:
     """Run one simulated sled that registers with the control plane and takes its calls."""
-    from skylight.sled.http_agent import AgentConfig, create_agent_app, default_serial
+    from skylight.sled_agent import AgentConfig, create_agent_app, default_serial
 
     if not sim:
         raise typer.BadParameter(

@@ -39,9 +39,14 @@ def severity_of(kind: Kind) -> str:
     return SEVERITY.get(kind, "info")
 
 
-def user_actor(user_id: str) -> dict[str, str]:
+# Who made an event happen: {"type": "user", "id": ...} or {"type": "control_plane",
+# "cause": ...}, stored as JSON with the event and shown as is.
+Actor = dict[str, str]
+
+
+def user_actor(user_id: str) -> Actor:
     return {"type": "user", "id": user_id}
 
 
-def control_plane(cause: str) -> dict[str, str]:
+def control_plane(cause: str) -> Actor:
     return {"type": "control_plane", "cause": cause}

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from skylight.events.kinds import Kind
+from skylight.events.kinds import Actor, Kind
 from skylight.instances.state import run_state
 from skylight.store import events, instances
 
@@ -15,7 +15,7 @@ def record(
     conn: Connection,
     instance_id: str,
     kind: Kind,
-    actor: dict[str, Any],
+    actor: Actor,
     *,
     operation_id: str | None = None,
     reason: dict[str, Any] | None = None,

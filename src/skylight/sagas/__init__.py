@@ -7,7 +7,8 @@ The saga's end (done, unwound or stuck) and its outcome event are written in one
 """
 
 from skylight.sagas.definition import Action, ActionError, SagaContext, SagaDef
-from skylight.sagas.executor import Fenced, SagaExecutor, SagaOutcome
+from skylight.sagas.executor import Fenced, SagaExecutor
+from skylight.services import SagaOutcome
 
 __all__ = [
     "Action",

@@ -32,10 +32,11 @@ from sqlalchemy.engine import Connection
 
 from skylight.clock import now
 from skylight.events import reasons
+from skylight.events.reasons import Reason
 from skylight.ids import new_id
 from skylight.sagas.crash import CrashPoint
-from skylight.sagas.definition import ActionError, SagaContext, SagaDef, UndoFn
-from skylight.sled.agent import SledAgentError
+from skylight.sagas.definition import ActionError, SagaContext, SagaDef, UndoFn, dump
+from skylight.services import SagaOutcome, SagaParams, Services
 from skylight.store import Store, StoreUnavailable, after_commit
 from skylight.store.schema import saga, saga_node_event
 
@@ -55,23 +56,12 @@ class _Paused(Exception):
     """The replica is draining: the saga stopped at a log entry, ready to be handed over."""
 
 
-@dataclass(frozen=True)
-class SagaOutcome:
-    saga_id: str
-    state: str  # done | unwound | stuck
-    error: dict[str, Any] | None = None  # {"reason": ..., "error_code": ...}
-
-    @property
-    def ok(self) -> bool:
-        return self.state == "done"
-
-
 @dataclass
 class _Run:
     """One execution of a saga: its context and what its log says so far."""
 
-    ctx: SagaContext
-    sdef: SagaDef
+    ctx: SagaContext[Any]
+    sdef: SagaDef[Any]
     log_length: int = 0
     started: list[int] = field(default_factory=list)
     succeeded: dict[int, Any] = field(default_factory=dict)
@@ -109,34 +99,41 @@ class SagaExecutor:
         self.undo_retry_delay = undo_retry_delay
         self.store_retry_max = store_retry_max
         self.crash = crash
-        self.services: Any = None
+        # Set once by whoever wires the replica, before any saga runs.
+        self.services: Services | None = None
         # Told (name, params, state, error) after a saga's end has been committed.
-        self.on_end: list[Callable[[str, dict[str, Any], str, Any], None]] = []
+        self.on_end: list[Callable[[str, SagaParams, str, dict[str, Any] | None], None]] = []
         # How many times a step waited for the store (for /metrics and tests).
         self.store_waits = 0
-        self._defs: dict[str, SagaDef] = {}
+        self._defs: dict[str, SagaDef[Any]] = {}
         self._tasks: dict[str, asyncio.Task[SagaOutcome | None]] = {}
         self._paused: set[str] = set()
         self._broken: dict[str, tuple[int, float]] = {}  # saga -> (failures, relaunch after)
         self._draining = False
         self._closing = False
 
-    def register(self, sdef: SagaDef) -> None:
+    def register(self, sdef: SagaDef[Any]) -> None:
         self._defs[sdef.name] = sdef
 
     # -- creating and waiting --------------------------------------------------------------
 
     def create_in(
-        self, conn: Connection, sdef: SagaDef, params: dict[str, Any], *, instance_id: str | None
+        self,
+        conn: Connection,
+        params: SagaParams,
+        *,
+        instance_id: str | None,
+        saga_id: str | None = None,
     ) -> str:
         """Insert a saga inside the caller's transaction; it is launched when that commits."""
-        saga_id = params.get("saga_id") or new_id()
+        saga_id = saga_id or new_id()
+        sdef = self._defs[params.saga]
         conn.execute(
             saga.insert().values(
                 id=saga_id,
                 name=sdef.name,
                 state="running",
-                params=params,
+                params=dump(params),
                 instance_id=instance_id,
                 current_sec=self.sec_id,
                 adopt_generation=1,
@@ -144,13 +141,12 @@ class SagaExecutor:
                 time_created=now(),
             )
         )
-        fresh = (sdef.name, params)
-        after_commit(conn, lambda: self.launch(str(saga_id), fresh))
-        return str(saga_id)
+        after_commit(conn, lambda: self.launch(saga_id, params))
+        return saga_id
 
-    def launch(self, saga_id: str, fresh: tuple[str, dict[str, Any]] | None = None) -> None:
+    def launch(self, saga_id: str, fresh: SagaParams | None = None) -> None:
         """Run the saga in its own task (once: a saga already running is left alone).
-        ``fresh`` is (name, params) of a saga just created by this replica: it has no log
+        ``fresh`` is the parameters of a saga just created by this replica: it has no log
         yet, so there is nothing to load."""
         if saga_id in self._tasks or self._closing:
             return
@@ -262,7 +258,7 @@ class SagaExecutor:
 
     # -- fencing and waiting for the store -------------------------------------------------
 
-    def _check_fence(self, conn: Connection, ctx: SagaContext) -> None:
+    def _check_fence(self, conn: Connection, ctx: SagaContext[Any]) -> None:
         q = sa.select(saga.c.state).where(
             saga.c.id == ctx.saga_id,
             saga.c.current_sec == self.sec_id,
@@ -273,7 +269,7 @@ class SagaExecutor:
         if conn.execute(q).first() is None:
             raise Fenced(ctx.saga_id)
 
-    async def fenced_tx(self, ctx: SagaContext, fn: Callable[[Connection], T]) -> T:
+    async def fenced_tx(self, ctx: SagaContext[Any], fn: Callable[[Connection], T]) -> T:
         def run(conn: Connection) -> T:
             self._check_fence(conn, ctx)
             return fn(conn)
@@ -301,7 +297,7 @@ class SagaExecutor:
         await asyncio.sleep(delay)
         return min(delay * 2, self.store_retry_max)
 
-    async def _until_store_back(self, ctx: SagaContext, exc: StoreUnavailable) -> None:
+    async def _until_store_back(self, ctx: SagaContext[Any], exc: StoreUnavailable) -> None:
         """Wait until the store answers again and the saga is still ours (else Fenced)."""
         delay = _BACKOFF_FIRST
         while True:
@@ -388,7 +384,9 @@ class SagaExecutor:
             for callback in self.on_end:
                 callback(ctx.name, ctx.params, end[0], end[1])
 
-    def _landed(self, conn: Connection, ctx: SagaContext, length: int, state: str | None) -> bool:
+    def _landed(
+        self, conn: Connection, ctx: SagaContext[Any], length: int, state: str | None
+    ) -> bool:
         row = conn.execute(
             sa.select(
                 saga.c.state, saga.c.log_length, saga.c.current_sec, saga.c.adopt_generation
@@ -415,9 +413,7 @@ class SagaExecutor:
         )
         return row, events
 
-    async def _run(
-        self, saga_id: str, fresh: tuple[str, dict[str, Any]] | None
-    ) -> SagaOutcome | None:
+    async def _run(self, saga_id: str, fresh: SagaParams | None) -> SagaOutcome | None:
         try:
             outcome = await self._execute(saga_id, fresh)
         except Fenced:
@@ -439,26 +435,25 @@ class SagaExecutor:
         self._broken.pop(saga_id, None)
         return outcome
 
-    async def _execute(
-        self, saga_id: str, fresh: tuple[str, dict[str, Any]] | None
-    ) -> SagaOutcome | None:
+    async def _execute(self, saga_id: str, fresh: SagaParams | None) -> SagaOutcome | None:
+        assert self.services is not None, "the executor runs sagas once it has services"
         events: list[Any] = []
         log_length = 0
         if fresh is not None:
-            name, params, generation = fresh[0], fresh[1], 1
+            sdef, params, generation = self._defs[fresh.saga], fresh, 1
         else:
             row, events = await self._patiently(
                 saga_id, lambda: self.store.tx(lambda c: self._load(c, saga_id))
             )
             if row.state not in _UNFINISHED:
                 return SagaOutcome(saga_id, row.state, row.error)
-            name, params, generation = row.name, row.params, row.adopt_generation
+            sdef = self._defs[row.name]
+            params, generation = sdef.load(row.params), row.adopt_generation
             log_length = row.log_length
-        sdef = self._defs[name]
-        ctx = SagaContext(
+        ctx: SagaContext[Any] = SagaContext(
             saga_id=saga_id,
-            name=name,
-            params=dict(params),
+            name=sdef.name,
+            params=params,
             outputs={},
             executor=self,
             generation=generation,
@@ -522,12 +517,13 @@ class SagaExecutor:
             except StoreUnavailable as exc:
                 await self._until_store_back(ctx, exc)
             except ActionError as exc:
-                return None, {"reason": exc.reason, "error_code": exc.error_code}
-            except SledAgentError as exc:
-                return None, {"reason": _sled_reason(exc), "error_code": "Internal"}
+                return None, {"reason": exc.reason}
             except Exception as exc:
-                log.exception("saga %s action %s failed", ctx.saga_id, action.name)
-                return None, {"reason": _internal_reason(exc), "error_code": "Internal"}
+                reason = run.sdef.explain(exc)
+                if reason is None:
+                    log.exception("saga %s action %s failed", ctx.saga_id, action.name)
+                    reason = _internal_reason(exc)
+                return None, {"reason": reason}
 
     async def _unwind(self, run: _Run) -> SagaOutcome:
         """Undo every action that started, newest first. Undo actions must tolerate an
@@ -541,17 +537,14 @@ class SagaExecutor:
                 self._paused.add(ctx.saga_id)
                 raise _Paused(ctx.saga_id)
             if not await self._undo(run, index, undo):
-                stuck = {
-                    "reason": _stuck_reason(sdef.actions[index].name, run.error),
-                    "error_code": "Internal",
-                }
+                stuck = {"reason": _stuck_reason(sdef.actions[index].name, run.error)}
                 await self._log(run, [], end=("stuck", stuck))
                 return SagaOutcome(ctx.saga_id, "stuck", stuck)
             run.undone.add(index)
         await self._log(run, [], end=("unwound", run.error))
         return SagaOutcome(ctx.saga_id, "unwound", run.error)
 
-    async def _undo(self, run: _Run, index: int, undo: UndoFn) -> bool:
+    async def _undo(self, run: _Run, index: int, undo: UndoFn[Any]) -> bool:
         ctx = run.ctx
         await self._log(run, [(index, "undo_started", None)])
         last: Exception | None = None
@@ -578,21 +571,7 @@ class SagaExecutor:
         return False
 
 
-def _sled_reason(exc: SledAgentError) -> dict[str, Any]:
-    code = "sled_failure" if exc.kind in ("unreachable", "timeout") else "vmm_failure"
-    message = {
-        "sled_failure": "The sled chosen for the instance stopped responding while it started.",
-        "vmm_failure": "The instance's virtual machine failed while it was being started.",
-    }[code]
-    return reasons.make(
-        code,
-        message,
-        action="Start the instance again; it will be placed afresh.",
-        internal={"sled_agent_error": exc.kind, "detail": exc.message},
-    )
-
-
-def _internal_reason(exc: Exception) -> dict[str, Any]:
+def _internal_reason(exc: Exception) -> Reason:
     return reasons.make(
         "internal",
         "The control plane hit an internal error while carrying out the operation.",
@@ -600,7 +579,7 @@ def _internal_reason(exc: Exception) -> dict[str, Any]:
     )
 
 
-def _stuck_reason(action: str, error: dict[str, Any] | None) -> dict[str, Any]:
+def _stuck_reason(action: str, error: dict[str, Any] | None) -> Reason:
     cause = (error or {}).get("reason") or {}
     return reasons.make(
         "operation_stuck",

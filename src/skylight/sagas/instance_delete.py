@@ -2,19 +2,41 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 from sqlalchemy.engine import Connection
 
 from skylight.clock import now
-from skylight.events.kinds import Kind
+from skylight.events.kinds import Actor, Kind
 from skylight.instances.record import record
 from skylight.sagas.definition import Action, SagaContext, SagaDef
 from skylight.store import disks, groups, instances
 from skylight.store.schema import instance
 
 
-async def mark_destroyed(ctx: SagaContext) -> None:
+@dataclass(frozen=True)
+class Params:
+    saga: ClassVar[str] = "instance-delete"
+    instance_id: str
+    actor: Actor
+
+
+def declare() -> SagaDef[Params]:
+    return SagaDef(
+        Params,
+        actions=[Action("mark_destroyed", mark_destroyed)],
+        on_done=_deleted,  # instance.deleted
+    )
+
+
+Ctx = SagaContext[Params]
+
+
+async def mark_destroyed(ctx: Ctx) -> None:
+    instance_id = ctx.params.instance_id
+
     def write(conn: Connection) -> None:
-        instance_id = ctx.params["instance_id"]
         if instances.update(
             conn,
             instance_id,
@@ -29,13 +51,9 @@ async def mark_destroyed(ctx: SagaContext) -> None:
     await ctx.tx(write)
 
 
-def _done(conn: Connection, ctx: SagaContext) -> None:
+def _deleted(conn: Connection, ctx: Ctx) -> None:
     p = ctx.params
-    record(conn, p["instance_id"], Kind.DELETED, p["actor"], operation_id=ctx.saga_id)
+    record(conn, p.instance_id, Kind.DELETED, p.actor, operation_id=ctx.saga_id)
 
 
-SAGA = SagaDef(
-    name="instance-delete",
-    actions=[Action("mark_destroyed", mark_destroyed)],
-    on_done=_done,
-)
+SAGA = declare()

@@ -9,43 +9,129 @@ intended state stopped; a failed automatic restart leaves it failed, never stopp
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from sqlalchemy.engine import Connection
 
-from skylight.background import auto_restart
+from skylight.clock import now
+from skylight.errors import Conflict, NotFound
 from skylight.events import reasons
-from skylight.events.kinds import Kind
+from skylight.events.kinds import Actor, Kind
+from skylight.events.reasons import Reason
+from skylight.ids import new_id
+from skylight.instances import auto_restart
+from skylight.instances.failures import fail_instance_in
 from skylight.instances.record import record
 from skylight.placement import PlacementFailure, fits, place
 from skylight.sagas.definition import Action, ActionError, SagaContext, SagaDef
+from skylight.sagas.sled_errors import explainer
+from skylight.services import Services
 from skylight.sled.agent import SledAgent, VmmSpec
 from skylight.store import instances, placement_inputs, sleds
 from skylight.store.schema import instance
 
-if TYPE_CHECKING:
-    from skylight.controlplane import ControlPlane
+
+@dataclass(frozen=True)
+class Params:
+    saga: ClassVar[str] = "instance-start"
+    instance_id: str
+    project_id: str
+    vmm_id: str
+    ncpus: int
+    memory: int
+    cpu_platform: str | None
+    reason: str  # why it starts: user, auto_start (create), auto_restart
+    actor: Actor
+
+
+def declare() -> SagaDef[Params]:
+    return SagaDef(
+        Params,
+        actions=[
+            Action("reserve_sled", reserve_sled, undo_reserve_sled),
+            Action("create_vmm_record", create_vmm_record, undo_create_vmm_record),
+            Action("mark_instance_starting", mark_instance_starting, undo_mark_instance_starting),
+            Action("register_vmm", register_vmm, undo_register_vmm),
+            Action("ensure_running", ensure_running),
+        ],
+        on_done=_running,  # instance.running (or failed, if the VMM died at boot)
+        on_unwound=_start_failed,  # instance.start_failed / auto_restart_failed
+        on_stuck=_stuck,  # failed, for operators
+        explain=explainer(
+            "The sled chosen for the instance stopped responding while it started.",
+            "The instance's virtual machine failed while it was being started.",
+            "Start the instance again; it will be placed afresh.",
+        ),
+    )
+
 
 _PLACEMENT_ATTEMPTS = 8
+Ctx = SagaContext[Params]
 
 
-def _cp(ctx: SagaContext) -> ControlPlane:
-    return ctx.services
+def begin_in(
+    services: Services, conn: Connection, instance_id: str, actor: Actor, reason: str
+) -> str | None:
+    """Check that the instance can start and create its start saga, in ``conn``'s
+    transaction (a user's start, the auto-restart loop, and the create saga's end, so that
+    the start is durable the moment the instance exists). Returns the saga to wait on; None
+    when the instance is already running or starting without one."""
+    instances.lock(conn, instance_id)
+    row = instances.by_id(conn, instance_id)
+    if row is None:
+        raise NotFound.by_id("instance", instance_id)
+    pending = instances.running_saga(conn, instance_id, Params.saga)
+    if pending is not None:
+        return pending  # a start is already under way: answer with its outcome
+    if row.state == "vmm":
+        if row.vmm_state in ("stopping", "stopped"):
+            raise Conflict("cannot start the instance while it is stopping")
+        return None  # already running or starting
+    if row.state == "creating":
+        raise Conflict("cannot start the instance while it is being created")
+    if row.state == "failed" and row.active_vmm_id is not None:
+        raise Conflict("the instance has an operation that operators must resolve first")
+    values: dict[str, Any] = {"intended_state": "running"}
+    if reason == "auto_restart":
+        values.update(
+            time_last_auto_restarted=now(),
+            time_next_auto_restart=None,
+            auto_restart_attempts=row.auto_restart_attempts + 1,
+        )
+    instances.update(conn, instance_id, **values)
+    params = Params(
+        instance_id=instance_id,
+        project_id=row.project_id,
+        vmm_id=new_id(),
+        ncpus=row.ncpus,
+        memory=row.memory,
+        cpu_platform=row.cpu_platform,
+        reason=reason,
+        actor=actor,
+    )
+    saga_id = services.executor.create_in(conn, params, instance_id=instance_id)
+    record(conn, instance_id, Kind.START_REQUESTED, actor, operation_id=saga_id)
+    return saga_id
 
 
-def _agent(ctx: SagaContext) -> SledAgent:
-    return _cp(ctx).sleds.agent(ctx.outputs["reserve_sled"]["sled_id"])
+def _sled_id(ctx: Ctx) -> str:
+    return str(ctx.outputs["reserve_sled"]["sled_id"])
 
 
-def _rest_state(ctx: SagaContext) -> str:
+def _agent(ctx: Ctx) -> SledAgent:
+    return ctx.services.sleds.agent(_sled_id(ctx))
+
+
+def _rest_state(ctx: Ctx) -> str:
     """Where a failed start leaves the instance: failed for a restart, else stopped."""
-    return "failed" if ctx.params["reason"] == "auto_restart" else "no_vmm"
+    return "failed" if ctx.params.reason == "auto_restart" else "no_vmm"
 
 
 # -- reserve_sled ----------------------------------------------------------------------------
 
 
-async def reserve_sled(ctx: SagaContext) -> dict[str, Any]:
+async def reserve_sled(ctx: Ctx) -> dict[str, str]:
     """Place the instance and reserve its resources, in one transaction.
 
     Placement reads the rack (the replica's cached one, at most ``placement_rack_max_age``
@@ -55,35 +141,31 @@ async def reserve_sled(ctx: SagaContext) -> dict[str, Any]:
     is always decided on a fresh read.
     """
     p = ctx.params
-    rng = _cp(ctx).rng
-    cache = _cp(ctx).rack_cache
+    rng = ctx.services.rng
+    cache = ctx.services.rack_cache
 
-    def reserve(conn: Connection) -> dict[str, Any]:
-        existing = sleds.reservation(conn, p["vmm_id"])
+    def reserve(conn: Connection) -> dict[str, str]:
+        existing = sleds.reservation(conn, p.vmm_id)
         if existing is not None:
             return {"sled_id": existing.sled_id}
         for attempt in range(_PLACEMENT_ATTEMPTS):
             req = placement_inputs.request_for(
-                conn,
-                p["instance_id"],
-                ncpus=p["ncpus"],
-                memory=p["memory"],
-                cpu_platform=p.get("cpu_platform"),
+                conn, p.instance_id, ncpus=p.ncpus, memory=p.memory, cpu_platform=p.cpu_platform
             )
             rack, just_read = cache.get(conn, fresh=attempt > 0)
             result = place(req, rack, rng)
             if isinstance(result, PlacementFailure) and not just_read:
                 result = place(req, cache.get(conn, fresh=True)[0], rng)
             if isinstance(result, PlacementFailure):
-                raise ActionError(result.reason, "InsufficientCapacity")
+                raise ActionError(result.reason)
             fresh = sleds.lock_and_measure(conn, result.sled_id)
             if fresh is None or not fits(req, fresh):
                 continue
             sleds.reserve(
                 conn,
-                reservation_id=p["vmm_id"],
+                reservation_id=p.vmm_id,
                 sled_id=result.sled_id,
-                instance_id=p["instance_id"],
+                instance_id=p.instance_id,
                 cpus=req.ncpus,
                 memory=req.memory,
                 local_storage=req.local_storage,
@@ -92,92 +174,82 @@ async def reserve_sled(ctx: SagaContext) -> dict[str, Any]:
             if result.broken_preferences:
                 detail = {"broken_preferences": list(result.broken_preferences)}
             record(
-                conn,
-                p["instance_id"],
-                Kind.PLACED,
-                p["actor"],
-                operation_id=ctx.saga_id,
-                detail=detail,
+                conn, p.instance_id, Kind.PLACED, p.actor, operation_id=ctx.saga_id, detail=detail
             )
             return {"sled_id": result.sled_id}
         raise ActionError(
             reasons.make(
                 "insufficient_capacity",
                 "Capacity changed too quickly to reserve a sled; the rack is very busy.",
-            ),
-            "InsufficientCapacity",
+            )
         )
 
     return await ctx.tx(reserve)
 
 
-async def undo_reserve_sled(ctx: SagaContext) -> None:
-    await ctx.tx(lambda conn: sleds.release(conn, ctx.params["vmm_id"]))
+async def undo_reserve_sled(ctx: Ctx) -> None:
+    await ctx.tx(lambda conn: sleds.release(conn, ctx.params.vmm_id))
 
 
 # -- create_vmm_record -----------------------------------------------------------------------
 
 
-async def create_vmm_record(ctx: SagaContext) -> None:
+async def create_vmm_record(ctx: Ctx) -> None:
     p = ctx.params
 
     def write(conn: Connection) -> None:
-        if instances.vmm_row(conn, p["vmm_id"]) is None:
+        if instances.vmm_row(conn, p.vmm_id) is None:
             instances.insert_vmm(
-                conn,
-                vmm_id=p["vmm_id"],
-                instance_id=p["instance_id"],
-                sled_id=ctx.outputs["reserve_sled"]["sled_id"],
+                conn, vmm_id=p.vmm_id, instance_id=p.instance_id, sled_id=_sled_id(ctx)
             )
 
     await ctx.tx(write)
 
 
-async def undo_create_vmm_record(ctx: SagaContext) -> None:
-    await ctx.tx(lambda conn: instances.set_vmm_state(conn, ctx.params["vmm_id"], "saga_unwound"))
+async def undo_create_vmm_record(ctx: Ctx) -> None:
+    await ctx.tx(lambda conn: instances.set_vmm_state(conn, ctx.params.vmm_id, "saga_unwound"))
 
 
 # -- mark_instance_starting ------------------------------------------------------------------
 
 
-async def mark_instance_starting(ctx: SagaContext) -> None:
+async def mark_instance_starting(ctx: Ctx) -> None:
     p = ctx.params
 
     def write(conn: Connection) -> None:
         changed = instances.update(
             conn,
-            p["instance_id"],
+            p.instance_id,
             instance.c.active_vmm_id.is_(None),
             instance.c.state.in_(("no_vmm", "failed")),
             instance.c.time_deleted.is_(None),
             state="vmm",
-            active_vmm_id=p["vmm_id"],
+            active_vmm_id=p.vmm_id,
         )
         if changed:
             return
-        row = instances.by_id(conn, p["instance_id"])
-        if row is not None and row.active_vmm_id == p["vmm_id"]:
+        row = instances.by_id(conn, p.instance_id)
+        if row is not None and row.active_vmm_id == p.vmm_id:
             return  # replayed
         raise ActionError(
             reasons.make(
                 "instance_changed_state",
                 "The instance changed state while it was being started (another operation "
                 "got there first).",
-            ),
-            "Conflict",
+            )
         )
 
     await ctx.tx(write)
 
 
-async def undo_mark_instance_starting(ctx: SagaContext) -> None:
+async def undo_mark_instance_starting(ctx: Ctx) -> None:
     p = ctx.params
 
     def write(conn: Connection) -> None:
         instances.update(
             conn,
-            p["instance_id"],
-            instance.c.active_vmm_id == p["vmm_id"],
+            p.instance_id,
+            instance.c.active_vmm_id == p.vmm_id,
             state=_rest_state(ctx),
             active_vmm_id=None,
         )
@@ -188,22 +260,21 @@ async def undo_mark_instance_starting(ctx: SagaContext) -> None:
 # -- register_vmm ----------------------------------------------------------------------------
 
 
-async def register_vmm(ctx: SagaContext) -> None:
+async def register_vmm(ctx: Ctx) -> None:
     p = ctx.params
-    spec = VmmSpec(p["vmm_id"], p["instance_id"], p["ncpus"], p["memory"])
-    await _agent(ctx).register(spec)
+    await _agent(ctx).register(VmmSpec(p.vmm_id, p.instance_id, p.ncpus, p.memory))
 
 
-async def undo_register_vmm(ctx: SagaContext) -> None:
-    await _agent(ctx).unregister(ctx.params["vmm_id"])
+async def undo_register_vmm(ctx: Ctx) -> None:
+    await _agent(ctx).unregister(ctx.params.vmm_id)
 
 
 # -- ensure_running --------------------------------------------------------------------------
 
 
-async def ensure_running(ctx: SagaContext) -> None:
+async def ensure_running(ctx: Ctx) -> None:
     """Ask the sled to boot the VMM, then wait until it says ``running``."""
-    vmm_id = ctx.params["vmm_id"]
+    vmm_id = ctx.params.vmm_id
     agent = _agent(ctx)
     await agent.ensure_running(vmm_id)
     await ctx.tx(lambda conn: instances.set_vmm_state(conn, vmm_id, "starting", "creating"))
@@ -218,9 +289,8 @@ async def ensure_running(ctx: SagaContext) -> None:
                     "vmm_failure",
                     "The instance's virtual machine disappeared while it was booting.",
                     action="Start the instance again.",
-                    internal={"vmm_id": vmm_id, "sled_id": ctx.outputs["reserve_sled"]["sled_id"]},
-                ),
-                "ServiceUnavailable",
+                    internal={"vmm_id": vmm_id, "sled_id": _sled_id(ctx)},
+                )
             )
         await asyncio.sleep(delay)
         delay = min(delay * 1.5, 0.5)
@@ -229,83 +299,70 @@ async def ensure_running(ctx: SagaContext) -> None:
 # -- the end ---------------------------------------------------------------------------------
 
 
-def _done(conn: Connection, ctx: SagaContext) -> None:
+def _running(conn: Connection, ctx: Ctx) -> None:
     p = ctx.params
-    cp = _cp(ctx)
-    if instances.set_vmm_state(conn, p["vmm_id"], "running", "creating", "starting"):
+    if instances.set_vmm_state(conn, p.vmm_id, "running", "creating", "starting"):
         # First successful start: its local disks now live on this sled for good.
-        sled_id = ctx.outputs["reserve_sled"]["sled_id"]
-        placement_inputs.allocate_local_disks(conn, p["instance_id"], sled_id)
-        sleds.settle_local_storage(conn, p["vmm_id"])
+        placement_inputs.allocate_local_disks(conn, p.instance_id, _sled_id(ctx))
+        sleds.settle_local_storage(conn, p.vmm_id)
         instances.update(
             conn,
-            p["instance_id"],
+            p.instance_id,
             status_event_id=None,
             time_next_auto_restart=None,
             auto_restart_attempts=0,
         )
-        record(conn, p["instance_id"], Kind.RUNNING, p["actor"], operation_id=ctx.saga_id)
+        record(conn, p.instance_id, Kind.RUNNING, p.actor, operation_id=ctx.saga_id)
         return
-    vmm = instances.vmm_row(conn, p["vmm_id"])
+    vmm = instances.vmm_row(conn, p.vmm_id)
     if vmm is not None and vmm.state == "failed":
         # The VMM died between booting and this transaction: report it as any VMM failure.
-        cp.fail_instance_in(conn, p["instance_id"], p["vmm_id"], "vmm_failure", "lost at boot")
+        settings = ctx.services.settings
+        fail_instance_in(conn, settings, p.instance_id, p.vmm_id, "vmm_failure", "lost at boot")
 
 
-def _unwound(conn: Connection, ctx: SagaContext, reason: dict[str, Any]) -> None:
+def _start_failed(conn: Connection, ctx: Ctx, reason: Reason) -> None:
     p = ctx.params
-    row = instances.by_id(conn, p["instance_id"])
+    row = instances.by_id(conn, p.instance_id)
     if row is None:
         return
-    at_rest = row.active_vmm_id is None or row.active_vmm_id == p["vmm_id"]
-    restart = p["reason"] == "auto_restart"
+    at_rest = row.active_vmm_id is None or row.active_vmm_id == p.vmm_id
+    restart = p.reason == "auto_restart"
     if at_rest:
         values: dict[str, Any] = {"state": _rest_state(ctx), "active_vmm_id": None}
         if not restart:
             values["intended_state"] = "stopped"
-        instances.update(conn, p["instance_id"], **values)
+        instances.update(conn, p.instance_id, **values)
     if restart and at_rest:
         auto_restart.after_failed_attempt(
-            conn, _cp(ctx).settings, p["instance_id"], ctx.saga_id, reason
+            conn, ctx.services.settings, p.instance_id, ctx.saga_id, reason
         )
         return
     kind = Kind.AUTO_RESTART_FAILED if restart else Kind.START_FAILED
     record(
         conn,
-        p["instance_id"],
+        p.instance_id,
         kind,
-        p["actor"],
+        p.actor,
         operation_id=ctx.saga_id,
         reason=reason,
         explains_status=at_rest,
     )
 
 
-def _stuck(conn: Connection, ctx: SagaContext, reason: dict[str, Any]) -> None:
+def _stuck(conn: Connection, ctx: Ctx, reason: Reason) -> None:
     p = ctx.params
-    instances.update(conn, p["instance_id"], state="failed")
-    kind = Kind.AUTO_RESTART_FAILED if p["reason"] == "auto_restart" else Kind.START_FAILED
+    instances.update(conn, p.instance_id, state="failed")
+    kind = Kind.AUTO_RESTART_FAILED if p.reason == "auto_restart" else Kind.START_FAILED
     record(
         conn,
-        p["instance_id"],
+        p.instance_id,
         kind,
-        p["actor"],
+        p.actor,
         operation_id=ctx.saga_id,
         reason=reason,
         explains_status=True,
     )
 
 
-SAGA = SagaDef(
-    name="instance-start",
-    actions=[
-        Action("reserve_sled", reserve_sled, undo_reserve_sled),
-        Action("create_vmm_record", create_vmm_record, undo_create_vmm_record),
-        Action("mark_instance_starting", mark_instance_starting, undo_mark_instance_starting),
-        Action("register_vmm", register_vmm, undo_register_vmm),
-        Action("ensure_running", ensure_running),
-    ],
-    on_done=_done,
-    on_unwound=_unwound,
-    on_stuck=_stuck,
-)
+SAGA = declare()

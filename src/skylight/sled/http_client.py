@@ -1,7 +1,7 @@
 """The control plane's side of an HTTP sled agent (``skylight sled-agent``).
 
 ``HttpSledAgent`` implements ``SledAgent`` over the agent's small HTTP API (see
-``sled/http_agent.py``). Every call is idempotent on the agent's side, so a call retried after
+``skylight/sled_agent.py``). Every call is idempotent on the agent's side, so a call retried after
 a lost answer does no harm. Transport failures become ``SledAgentError("unreachable")`` or
 ``SledAgentError("timeout")``; an agent's error body ``{error_code, message}`` carries the
 ``SledAgentError`` kind it raised, and is turned back into that kind here.

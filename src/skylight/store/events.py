@@ -20,7 +20,7 @@ class NewEvent:
     instance_id: str
     project_id: str
     kind: Kind
-    actor: dict[str, Any]
+    actor: dict[str, str]
     run_state: str
     operation_id: str | None = None
     reason: dict[str, Any] | None = None

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection
 
 from skylight.clock import now
 from skylight.store import paging
-from skylight.store.schema import event, instance, vmm
+from skylight.store.schema import event, instance, saga, vmm
 
 _live = instance.c.time_deleted.is_(None)
 _status = event.alias("status_event")
@@ -110,3 +110,67 @@ def set_vmm_state(conn: Connection, vmm_id: str, state: str, *only_from: str) ->
     if only_from:
         q = q.where(vmm.c.state.in_(only_from))
     return conn.execute(q.values(state=state, time_state_updated=now())).rowcount
+
+
+def running_saga(conn: Connection, instance_id: str, name: str) -> str | None:
+    """The instance's unfinished saga of this name (a request already under way)."""
+    q = sa.select(saga.c.id).where(
+        saga.c.instance_id == instance_id,
+        saga.c.name == name,
+        saga.c.state.in_(("running", "unwinding")),
+    )
+    return conn.execute(q.limit(1)).scalar()
+
+
+def due_for_restart(conn: Connection, limit: int) -> list[str]:
+    """Failed instances whose automatic restart is due and not already under way, the
+    longest overdue first."""
+    starting = sa.select(saga.c.instance_id).where(
+        saga.c.name == "instance-start", saga.c.state.in_(("running", "unwinding"))
+    )
+    q = (
+        sa.select(instance.c.id)
+        .where(
+            instance.c.state == "failed",
+            instance.c.active_vmm_id.is_(None),
+            instance.c.intended_state == "running",
+            instance.c.time_deleted.is_(None),
+            instance.c.time_next_auto_restart.is_not(None),
+            instance.c.time_next_auto_restart <= now(),
+            instance.c.id.not_in(starting),
+        )
+        .order_by(instance.c.time_next_auto_restart)
+        .limit(limit)
+    )
+    return list(conn.execute(q).scalars())
+
+
+def active_on_sled(
+    conn: Connection, sled_id: str, *, running_only: bool = False
+) -> list[sa.Row[Any]]:
+    """(id, active_vmm_id) of every instance whose active VMM is on the sled (``running``
+    only, or in any state)."""
+    q = (
+        sa.select(instance.c.id, instance.c.active_vmm_id)
+        .select_from(instance.join(vmm, vmm.c.id == instance.c.active_vmm_id))
+        .where(vmm.c.sled_id == sled_id)
+    )
+    if running_only:
+        q = q.where(vmm.c.state == "running")
+    return list(conn.execute(q))
+
+
+def running_vmms_on(conn: Connection, sled_id: str) -> set[str]:
+    q = sa.select(vmm.c.id).where(vmm.c.sled_id == sled_id, vmm.c.state == "running")
+    return set(conn.execute(q).scalars())
+
+
+def vmm_states(conn: Connection, vmm_ids: set[str]) -> dict[str, str]:
+    if not vmm_ids:
+        return {}
+    rows = conn.execute(sa.select(vmm.c.id, vmm.c.state).where(vmm.c.id.in_(vmm_ids)))
+    return {r.id: r.state for r in rows}
+
+
+def sled_of_vmm(conn: Connection, vmm_id: str) -> str | None:
+    return conn.execute(sa.select(vmm.c.sled_id).where(vmm.c.id == vmm_id)).scalar()

@@ -103,3 +103,22 @@ def hold_lease(conn: Connection, name: str, holder: str, ttl: float) -> bool:
     except sa.exc.IntegrityError:
         return False  # another replica created it first
     return True
+
+
+def register(conn: Connection, replica_id: str, bind: str, t: datetime) -> None:
+    """The replica starts (again): live from now, not stopped."""
+    values = {"bind": bind, "time_started": t, "time_heartbeat": t, "time_stopped": None}
+    if conn.execute(sa.select(replica.c.id).where(replica.c.id == replica_id)).first():
+        conn.execute(replica.update().where(replica.c.id == replica_id).values(**values))
+    else:
+        conn.execute(replica.insert().values(id=replica_id, **values))
+
+
+def claim_all_unfinished(conn: Connection, replica_id: str) -> None:
+    """Every unfinished saga of any other identity becomes this replica's (fenced by a new
+    generation): for the one replica of an SQLite store, whatever it was called before."""
+    conn.execute(
+        saga.update()
+        .where(saga.c.state.in_(UNFINISHED), saga.c.current_sec != replica_id)
+        .values(current_sec=replica_id, adopt_generation=saga.c.adopt_generation + 1)
+    )

@@ -291,3 +291,13 @@ def upsert_agent(
 def agent_urls(conn: Connection) -> list[sa.Row[Any]]:
     """Every sled's id, agent URL (None: in-process) and policy, for the sled directory."""
     return list(conn.execute(sa.select(sled.c.id, sled.c.agent_url, sled.c.policy)))
+
+
+def set_reachable(conn: Connection, sled_id: str, ok: bool) -> None:
+    """Record whether the sled's agent answered its last health check (placement keeps new
+    instances off a sled whose agent did not)."""
+    q = sled.update().where(sled.c.id == sled_id)
+    if ok:
+        conn.execute(q.where(sled.c.time_unreachable.is_not(None)).values(time_unreachable=None))
+    else:
+        conn.execute(q.where(sled.c.time_unreachable.is_(None)).values(time_unreachable=now()))

@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 from skylight import lookup
 from skylight.api import deps, models, paging, views
 from skylight.errors import InvalidRequest
-from skylight.events.stream import sse
+from skylight.operations.event_stream import sse
 from skylight.store import events
 
 router = APIRouter(tags=["events"])

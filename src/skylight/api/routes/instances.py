@@ -10,7 +10,8 @@ from skylight import lookup
 from skylight.api import deps, models, paging, views
 from skylight.errors import InvalidRequest
 from skylight.events.reasons import redact
-from skylight.instances import explain, operations
+from skylight.instances import explain
+from skylight.operations import instances as operations
 from skylight.store import events, instances
 
 router = APIRouter(tags=["instances"])

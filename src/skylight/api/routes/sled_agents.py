@@ -4,7 +4,7 @@
 service and provisionable; a known one keeps its id and policy and takes the agent's URL and
 capacity) and answers the sled. The URL lives in the store, so every replica can reach it.
 ``POST /v1/system/sled-agents/{sled_id}/vmm-lost`` is the agent's report of a VMM that died on
-its own (``ControlPlane.on_vmm_lost``).
+its own (``instances.failures.vmm_lost``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pydantic import Field, field_validator
 from skylight.api import deps, models, views
 from skylight.errors import InvalidRequest, NotFound
 from skylight.ids import parse_uuid
+from skylight.instances import failures
 from skylight.store import instances, sleds
 
 router = APIRouter(tags=["system/sled-agents"])
@@ -101,5 +102,6 @@ async def sled_agent_vmm_lost(request: Request, sled_id: str, body: VmmLost) -> 
         return Response(status_code=204)  # never known here, or long gone: nothing to do
     if row.sled_id != sid:
         raise InvalidRequest(f"vmm {vid} does not run on sled {sid}")
-    await cp.on_vmm_lost(vid, body.cause, body.detail or f"reported by the agent of sled {sid}")
+    detail = body.detail or f"reported by the agent of sled {sid}"
+    await failures.vmm_lost(cp, vid, body.cause, detail)
     return Response(status_code=204)

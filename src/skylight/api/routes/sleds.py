@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from skylight.api import deps, models, paging, views
 from skylight.errors import InvalidRequest, NotFound
 from skylight.ids import parse_uuid
+from skylight.instances import failures
 from skylight.store import instances as instance_rows
 from skylight.store import projects, sleds
 
@@ -118,5 +119,5 @@ async def sled_expunge(request: Request, sled_id: str) -> models.Sled:
 
     cp = deps.cp(request)
     await cp.store.tx(lambda c: _get(c, sid))
-    await cp.expunge_sled(sid)
+    await failures.expunge_sled(cp, sid)
     return await cp.store.tx(lambda c: views.sled(_get(c, sid), None))

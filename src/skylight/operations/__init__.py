@@ -1,0 +1,1 @@
+"""What users ask of the control plane: the operations the API's routes call."""
