@@ -40,6 +40,7 @@ from skylight.sagas import (
     instance_stop,
 )
 from skylight.sagas.crash import CrashPoint
+from skylight.services import SagaError, SagaParams
 from skylight.sled.directory import SledDirectory
 from skylight.sled.sim import SimRack
 from skylight.store import Store, StoreUnavailable, migrate, sleds
@@ -101,7 +102,7 @@ class ControlPlane:
         self.metrics = Metrics()
         self.store.on_events.append(self.feed.notify)
         self.store.on_events.append(self.metrics.events_written)
-        self.executor.on_end.append(self.metrics.saga_ended)
+        self.executor.on_end.append(self._count_saga_end)
         self._background: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Task[None] | None = None
@@ -219,6 +220,12 @@ class ControlPlane:
                 "SQLite allows one replica. Stop it first, or use PostgreSQL "
                 "(--db postgresql://...) to run several replicas."
             )
+
+    def _count_saga_end(
+        self, name: str, params: SagaParams, state: str, error: SagaError | None
+    ) -> None:
+        code = error["reason"].get("code") if error is not None else None
+        self.metrics.saga_ended(name, state, code, str(getattr(params, "reason", "user")))
 
     async def _rack_lost_vmm(self, vmm_id: str, cause: str, detail: str) -> None:
         """The in-process rack forgets a VMM as it reports it lost: a report that meets a

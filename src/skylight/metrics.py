@@ -7,8 +7,6 @@ auto-restart task.
 
 from __future__ import annotations
 
-from typing import Any
-
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 
@@ -55,14 +53,11 @@ class Metrics:
             registry=self.registry,
         )
 
-    def saga_ended(
-        self, name: str, params: object, state: str, error: dict[str, Any] | None
-    ) -> None:
+    def saga_ended(self, name: str, state: str, reason_code: str | None, cause: str) -> None:
+        """A saga's end was committed; ``cause`` is why a start was asked for."""
         self.sagas.labels(saga=name, outcome=state).inc()
         if name == "instance-start" and state != "done":
-            code = ((error or {}).get("reason") or {}).get("code", "internal")
-            cause = str(getattr(params, "reason", "user"))
-            self.start_failures.labels(reason=code, cause=cause).inc()
+            self.start_failures.labels(reason=reason_code or "internal", cause=cause).inc()
 
     def events_written(self, kinds: list[str]) -> None:
         for kind in kinds:

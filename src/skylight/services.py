@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import ClassVar, Protocol, TypedDict
 
 from sqlalchemy.engine import Connection
 
 from skylight.config import Settings
 from skylight.events.feed import Feed
+from skylight.events.reasons import Reason
 from skylight.metrics import Metrics
 from skylight.sled.directory import SledDirectory
 from skylight.store import Store
@@ -28,14 +29,19 @@ class SagaParams(Protocol):
     saga: ClassVar[str]
 
 
+class SagaError(TypedDict):
+    """What failed a saga, as its log and its row keep it."""
+
+    reason: Reason
+
+
 @dataclass(frozen=True)
 class SagaOutcome:
     """How a saga ended, as whoever waits for it sees it."""
 
     saga_id: str
     state: str  # done | unwound | stuck
-    # What failed it: {"reason": the recorded reason}; None when it is done.
-    error: dict[str, Any] | None = None
+    error: SagaError | None = None  # None when it is done
 
     @property
     def ok(self) -> bool:

@@ -36,14 +36,16 @@ from skylight.events.reasons import Reason
 from skylight.ids import new_id
 from skylight.sagas.crash import CrashPoint
 from skylight.sagas.definition import ActionError, SagaContext, SagaDef, UndoFn, dump
-from skylight.services import SagaOutcome, SagaParams, Services
-from skylight.store import Store, StoreUnavailable, after_commit
+from skylight.services import SagaError, SagaOutcome, SagaParams, Services
+from skylight.store import Row, Store, StoreUnavailable, after_commit
 from skylight.store.schema import saga, saga_node_event
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _UNFINISHED = ("running", "unwinding")
+# One log entry: (node index, event type, data: an action's output, or what failed it).
+Entry = tuple[int, str, object]
 _BACKOFF_FIRST = 0.05  # seconds before the first retry of a step that found the store down
 _RELAUNCH_MAX = 60.0  # cap on the wait before relaunching a saga the executor failed on
 
@@ -64,11 +66,11 @@ class _Run:
     sdef: SagaDef[Any]
     log_length: int = 0
     started: list[int] = field(default_factory=list)
-    succeeded: dict[int, Any] = field(default_factory=dict)
+    succeeded: dict[int, object] = field(default_factory=dict)
     undone: set[int] = field(default_factory=set)
-    error: dict[str, Any] | None = None
+    error: SagaError | None = None
 
-    def replay(self, events: list[Any]) -> None:
+    def replay(self, events: list[Row]) -> None:
         for ev in events:
             if ev.event_type == "started" and ev.node_index not in self.started:
                 self.started.append(ev.node_index)
@@ -102,7 +104,7 @@ class SagaExecutor:
         # Set once by whoever wires the replica, before any saga runs.
         self.services: Services | None = None
         # Told (name, params, state, error) after a saga's end has been committed.
-        self.on_end: list[Callable[[str, SagaParams, str, dict[str, Any] | None], None]] = []
+        self.on_end: list[Callable[[str, SagaParams, str, SagaError | None], None]] = []
         # How many times a step waited for the store (for /metrics and tests).
         self.store_waits = 0
         self._defs: dict[str, SagaDef[Any]] = {}
@@ -313,10 +315,10 @@ class SagaExecutor:
     async def _log(
         self,
         run: _Run,
-        entries: list[tuple[int, str, Any]],
+        entries: list[Entry],
         *,
         state: str | None = None,
-        end: tuple[str, dict[str, Any] | None] | None = None,
+        end: tuple[str, SagaError | None] | None = None,
     ) -> None:
         """Append ``entries`` (node index, event type, data) to the log in one transaction.
 
@@ -331,7 +333,7 @@ class SagaExecutor:
         length = expected + len(entries)
 
         def write(conn: Connection) -> None:
-            values: dict[str, Any] = {"log_length": length}
+            values: dict[str, object] = {"log_length": length}
             if state is not None:
                 values["state"] = state
             if end is not None:
@@ -402,7 +404,7 @@ class SagaExecutor:
 
     # -- running ---------------------------------------------------------------------------
 
-    def _load(self, conn: Connection, saga_id: str) -> tuple[Any, list[Any]]:
+    def _load(self, conn: Connection, saga_id: str) -> tuple[Row, list[Row]]:
         row = conn.execute(sa.select(saga).where(saga.c.id == saga_id)).one()
         events = list(
             conn.execute(
@@ -437,7 +439,7 @@ class SagaExecutor:
 
     async def _execute(self, saga_id: str, fresh: SagaParams | None) -> SagaOutcome | None:
         assert self.services is not None, "the executor runs sagas once it has services"
-        events: list[Any] = []
+        events: list[Row] = []
         log_length = 0
         if fresh is not None:
             sdef, params, generation = self._defs[fresh.saga], fresh, 1
@@ -473,7 +475,7 @@ class SagaExecutor:
         ctx, sdef = run.ctx, run.sdef
         # A step's "succeeded" and the next step's "started" share one transaction, and the
         # last step's "succeeded" shares the saga's final one.
-        pending: list[tuple[int, str, Any]] = []
+        pending: list[Entry] = []
         for index, action in enumerate(sdef.actions):
             if index in run.succeeded:
                 continue
@@ -504,7 +506,7 @@ class SagaExecutor:
         await self._log(run, pending, end=("done", None))
         return SagaOutcome(ctx.saga_id, "done")
 
-    async def _act(self, run: _Run, index: int) -> tuple[Any, dict[str, Any] | None]:
+    async def _act(self, run: _Run, index: int) -> tuple[object, SagaError | None]:
         """Run one action: (output, None), or (None, the error that fails the saga). A store
         outage is not the action's failure: it is waited out and the action runs again."""
         ctx = run.ctx
@@ -517,13 +519,13 @@ class SagaExecutor:
             except StoreUnavailable as exc:
                 await self._until_store_back(ctx, exc)
             except ActionError as exc:
-                return None, {"reason": exc.reason}
+                return None, SagaError(reason=exc.reason)
             except Exception as exc:
                 reason = run.sdef.explain(exc)
                 if reason is None:
                     log.exception("saga %s action %s failed", ctx.saga_id, action.name)
                     reason = _internal_reason(exc)
-                return None, {"reason": reason}
+                return None, SagaError(reason=reason)
 
     async def _unwind(self, run: _Run) -> SagaOutcome:
         """Undo every action that started, newest first. Undo actions must tolerate an
@@ -537,7 +539,7 @@ class SagaExecutor:
                 self._paused.add(ctx.saga_id)
                 raise _Paused(ctx.saga_id)
             if not await self._undo(run, index, undo):
-                stuck = {"reason": _stuck_reason(sdef.actions[index].name, run.error)}
+                stuck = SagaError(reason=_stuck_reason(sdef.actions[index].name, run.error))
                 await self._log(run, [], end=("stuck", stuck))
                 return SagaOutcome(ctx.saga_id, "stuck", stuck)
             run.undone.add(index)
@@ -579,8 +581,8 @@ def _internal_reason(exc: Exception) -> Reason:
     )
 
 
-def _stuck_reason(action: str, error: dict[str, Any] | None) -> Reason:
-    cause = (error or {}).get("reason") or {}
+def _stuck_reason(action: str, error: SagaError | None) -> Reason:
+    cause = error["reason"] if error is not None else {}
     return reasons.make(
         "operation_stuck",
         "An operation on this instance failed and could not be rolled back; operators must "
