@@ -290,7 +290,15 @@ def test_a_replica_started_before_its_store_waits_for_it(tmp_path: Path, pg_url:
     replica says once that it waits, and serves as soon as the database answers."""
     server = ServerProcess(tmp_path / "data", db=pg_url, args=["--sim-sleds", "1"])
     pg_allow_connections(pg_url, False)
-    opened = threading.Timer(3.0, pg_allow_connections, (pg_url, True))
+
+    def open_once_it_waits() -> None:  # (however long the server takes to get there)
+        deadline = time.monotonic() + 60
+        while "waiting for the store at" not in server.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)  # it goes on waiting a while
+        pg_allow_connections(pg_url, True)
+
+    opened = threading.Thread(target=open_once_it_waits, daemon=True)
     opened.start()
     try:
         server.start(timeout=30)
