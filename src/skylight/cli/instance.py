@@ -249,10 +249,7 @@ def show(
     """Show INSTANCE: its state and, when it is not where you want it, why."""
     with client(url) as http:
         body = call(http, "GET", f"/v1/instances/{instance}", params=_params(project))
-    if as_json:
-        print_json(body)
-    else:
-        show_instance(body)
+    _print(body, as_json)
 
 
 @app.command()
@@ -277,20 +274,21 @@ def start(
             wait_running(http, instance, project, prior, timeout, as_json=as_json)
             return
         body: dict[str, Any] = call(http, "POST", f"{path}/start", params=params)
+    _print(body, as_json)
+    _exit_if_unexplained(body)
+
+
+def _print(body: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(body)
     else:
         show_instance(body)
-    _exit_if_unexplained(body)
 
 
 def _action(verb: str, instance: str, project: str | None, url: str, as_json: bool) -> None:
     with client(url) as http:
         body = call(http, "POST", f"/v1/instances/{instance}/{verb}", params=_params(project))
-    if as_json:
-        print_json(body)
-    else:
-        show_instance(body)
+    _print(body, as_json)
 
 
 @app.command()

@@ -72,36 +72,19 @@ def after_failed_attempt(
     the next attempt comes."""
     row = instances.by_id(conn, instance_id)
     assert row is not None
-    if reason.get("transient", False) and enabled(row) and row.intended_state == "running":
-        at = now() + timedelta(seconds=backoff(settings, row.auto_restart_attempts))
-        instances.update(conn, instance_id, time_next_auto_restart=at)
+    retry = reason.get("transient", False) and enabled(row) and row.intended_state == "running"
+    at = now() + timedelta(seconds=backoff(settings, row.auto_restart_attempts)) if retry else None
+    instances.update(conn, instance_id, time_next_auto_restart=at)
+    detail = {"next_attempt": iso(at) if at else None, "attempt": row.auto_restart_attempts}
+    kinds = [Kind.AUTO_RESTART_FAILED] + ([] if retry else [Kind.AUTO_RESTART_GAVE_UP])
+    for kind in kinds:  # the last one explains the status
         record(
             conn,
             instance_id,
-            Kind.AUTO_RESTART_FAILED,
+            kind,
             ACTOR,
             operation_id=operation_id,
             reason=reason,
-            detail={"next_attempt": iso(at), "attempt": row.auto_restart_attempts},
-            explains_status=True,
+            detail=detail if kind == Kind.AUTO_RESTART_FAILED else None,
+            explains_status=kind == kinds[-1],
         )
-        return
-    instances.update(conn, instance_id, time_next_auto_restart=None)
-    record(
-        conn,
-        instance_id,
-        Kind.AUTO_RESTART_FAILED,
-        ACTOR,
-        operation_id=operation_id,
-        reason=reason,
-        detail={"next_attempt": None, "attempt": row.auto_restart_attempts},
-    )
-    record(
-        conn,
-        instance_id,
-        Kind.AUTO_RESTART_GAVE_UP,
-        ACTOR,
-        operation_id=operation_id,
-        reason=reason,
-        explains_status=True,
-    )

@@ -329,7 +329,7 @@ def _start_failed(conn: Connection, ctx: Ctx, reason: Reason) -> None:
     at_rest = row.active_vmm_id is None or row.active_vmm_id == p.vmm_id
     restart = p.reason == "auto_restart"
     if at_rest:
-        values: dict[str, Any] = {"state": _rest_state(ctx), "active_vmm_id": None}
+        values: dict[str, object] = {"state": _rest_state(ctx), "active_vmm_id": None}
         if not restart:
             values["intended_state"] = "stopped"
         instances.update(conn, p.instance_id, **values)
@@ -338,21 +338,16 @@ def _start_failed(conn: Connection, ctx: Ctx, reason: Reason) -> None:
             conn, ctx.services.settings, p.instance_id, ctx.saga_id, reason
         )
         return
-    kind = Kind.AUTO_RESTART_FAILED if restart else Kind.START_FAILED
-    record(
-        conn,
-        p.instance_id,
-        kind,
-        p.actor,
-        operation_id=ctx.saga_id,
-        reason=reason,
-        explains_status=at_rest,
-    )
+    _record_failure(conn, ctx, reason, explains_status=at_rest)
 
 
 def _stuck(conn: Connection, ctx: Ctx, reason: Reason) -> None:
+    instances.update(conn, ctx.params.instance_id, state="failed")
+    _record_failure(conn, ctx, reason, explains_status=True)
+
+
+def _record_failure(conn: Connection, ctx: Ctx, reason: Reason, *, explains_status: bool) -> None:
     p = ctx.params
-    instances.update(conn, p.instance_id, state="failed")
     kind = Kind.AUTO_RESTART_FAILED if p.reason == "auto_restart" else Kind.START_FAILED
     record(
         conn,
@@ -361,7 +356,7 @@ def _stuck(conn: Connection, ctx: Ctx, reason: Reason) -> None:
         p.actor,
         operation_id=ctx.saga_id,
         reason=reason,
-        explains_status=True,
+        explains_status=explains_status,
     )
 
 
