@@ -19,13 +19,13 @@ from skylight.errors import (
     AlreadyExists,
     Conflict,
     InvalidRequest,
-    NotFound,
     OperationFailed,
     SkylightError,
 )
 from skylight.events.kinds import Actor, Kind
 from skylight.ids import new_id
 from skylight.instances import auto_restart
+from skylight.instances.lock import locked
 from skylight.instances.record import record
 from skylight.sagas import (
     instance_create,
@@ -137,10 +137,7 @@ async def stop_instance(
     services: Services, instance_id: str, actor: Actor, *, wait: float
 ) -> sa.Row[Any]:
     def prepare(conn: Connection) -> str | None:
-        instances.lock(conn, instance_id)
-        row = instances.by_id(conn, instance_id)
-        if row is None:
-            raise NotFound.by_id("instance", instance_id)
+        row = locked(conn, instance_id)
         pending = instances.running_saga(conn, instance_id, instance_stop.Params.saga)
         if pending is not None:
             return pending
@@ -175,9 +172,8 @@ async def reboot_instance(
     services: Services, instance_id: str, actor: Actor, *, wait: float
 ) -> sa.Row[Any]:
     def prepare(conn: Connection) -> str:
-        instances.lock(conn, instance_id)
-        row = instances.by_id(conn, instance_id)
-        if row is None or row.state != "vmm" or row.vmm_state != "running":
+        row = locked(conn, instance_id)
+        if row.state != "vmm" or row.vmm_state != "running":
             raise InvalidRequest("only a running instance can be rebooted")
         params = instance_reboot.Params(instance_id, row.active_vmm_id, row.sled_id, actor)
         return services.executor.create_in(conn, params, instance_id=instance_id)
@@ -187,10 +183,7 @@ async def reboot_instance(
 
 async def delete_instance(services: Services, instance_id: str, actor: Actor) -> None:
     def prepare(conn: Connection) -> str:
-        instances.lock(conn, instance_id)
-        row = instances.by_id(conn, instance_id)
-        if row is None:
-            raise NotFound.by_id("instance", instance_id)
+        row = locked(conn, instance_id)
         if row.state not in ("no_vmm", "failed") or row.active_vmm_id is not None:
             raise InvalidRequest(
                 "cannot delete instance: instance is running or has not yet fully stopped"
@@ -209,9 +202,7 @@ async def update_instance(
     services: Services, instance_id: str, body: dict[str, Any], actor: Actor
 ) -> sa.Row[Any]:
     def write(conn: Connection) -> sa.Row[Any]:
-        instances.lock(conn, instance_id)
-        row = instances.by_id(conn, instance_id)
-        assert row is not None
+        row = locked(conn, instance_id)
         wanted = dict(body)
         if "boot_disk" in wanted:
             wanted["boot_disk_id"] = disks.boot_disk_id(conn, row, wanted.pop("boot_disk"))

@@ -15,13 +15,14 @@ from typing import Any, ClassVar
 from sqlalchemy.engine import Connection
 
 from skylight.clock import now
-from skylight.errors import Conflict, NotFound
+from skylight.errors import Conflict
 from skylight.events import reasons
 from skylight.events.kinds import Actor, Kind
 from skylight.events.reasons import Reason
 from skylight.ids import new_id
 from skylight.instances import auto_restart
 from skylight.instances.failures import fail_instance_in
+from skylight.instances.lock import locked
 from skylight.instances.record import record
 from skylight.placement import PlacementFailure, fits, place
 from skylight.sagas.definition import Action, ActionError, SagaContext, SagaDef
@@ -77,10 +78,7 @@ def begin_in(
     transaction (a user's start, the auto-restart loop, and the create saga's end, so that
     the start is durable the moment the instance exists). Returns the saga to wait on; None
     when the instance is already running or starting without one."""
-    instances.lock(conn, instance_id)
-    row = instances.by_id(conn, instance_id)
-    if row is None:
-        raise NotFound.by_id("instance", instance_id)
+    row = locked(conn, instance_id)
     pending = instances.running_saga(conn, instance_id, Params.saga)
     if pending is not None:
         return pending  # a start is already under way: answer with its outcome
