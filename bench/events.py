@@ -46,6 +46,7 @@ sections are kept). Everything goes to 127.0.0.1. No duration is asserted anywhe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -59,6 +60,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -68,8 +70,25 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-# bench/ is on sys.path when a script runs
-from _report import load_row, machine_rows, pg_exec, setup_tables, write_section
+from harness import (
+    STORES,
+    GiB,
+    details,
+    finish,
+    loadavg,
+    machine_rows,
+    measured,
+    parser,
+    pct,
+    pg_exec,
+    pg_show,
+    pg_url,
+    scratch_database,
+    setup_tables,
+    table,
+    top,
+)
+from harness import ms as _ms
 from skylight import lookup
 from skylight.api import models, paging, views
 from skylight.clock import now
@@ -80,17 +99,11 @@ from skylight.store import Store, events, instances, migrate
 from skylight.store.schema import event as event_table
 from skylight.testing import ServerProcess
 
-ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Events"
-GiB = 1024**3
-PG_ADMIN_DEFAULT = os.environ.get(
-    "SKYLIGHT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 REUSE_PG_NAME = "skylight_bench_events"
 LIMIT = 100  # the API's default page size
 CHUNK = 1_000_000  # rows per load transaction
-LOAD: list[float] = []  # 1-minute load average at start and end
+LOAD: list[str] = []  # 1-minute load average at start and end
 
 
 # -- the synthetic history -------------------------------------------------------------------
@@ -182,6 +195,7 @@ ADOPTED_EVERY, ADOPTED_STEP = 101, 5  # runs of 3 instances, 1 run in 101: cycle
 GAVE_UP_EVERY, GAVE_UP_STEP = 1001, 19  # runs of 7 instances, 1 run in 1001: cycle step 19
 RARE_KIND = str(Kind.AUTO_RESTART_GAVE_UP)
 COLD_NAME = "instance, cold (store evicted from the OS page cache first)"
+AGAIN_NAME = "instance, the same instances again (just read)"
 COMMON_KIND = str(Kind.FAILED)
 ABSENT_KIND = str(Kind.DELETED)
 
@@ -285,20 +299,6 @@ def _sqlite_time(ts: float) -> str:
 # -- loading: SQLite --------------------------------------------------------------------------
 
 
-def _sqlite_meta(path: Path) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    try:
-        con = sqlite3.connect(path)
-        try:
-            row = con.execute("SELECT value FROM bench_meta WHERE key = 'meta'").fetchone()
-        finally:
-            con.close()
-        return json.loads(row[0]) if row else None
-    except sqlite3.Error:
-        return None
-
-
 def load_sqlite(path: Path, shape: Shape) -> tuple[float, float, float]:
     """Migrate and fill a new SQLite store; returns (load s, index s, t0)."""
     url = f"sqlite:///{path}"
@@ -371,100 +371,39 @@ def load_sqlite(path: Path, shape: Shape) -> tuple[float, float, float]:
         con.close()
 
 
+PARENT_COLUMNS = {
+    "project": "id, name, description, time_created, time_modified",
+    "instance": "id, project_id, name, description, hostname, ncpus, memory, "
+    "enable_jumbo_frames, user_data, state, intended_state, generation, time_created, "
+    "time_modified, time_run_state_updated, auto_restart_attempts",
+}
+
+
+def _parent_rows(shape: Shape, t: object, false: object) -> dict[str, list[tuple[object, ...]]]:
+    """The ``project`` and ``instance`` rows the events belong to (``t``: every time)."""
+    projects = [(project_id(p), f"proj-{p:05d}", "", t, t) for p in range(shape.projects)]
+    rest = (2, 4 * GiB, false, "", "no_vmm", "stopped", 1, t, t, t, 0)
+    instances = [
+        (
+            instance_id(i),
+            project_id(i % shape.projects),
+            f"inst-{i:06d}",
+            "",
+            f"inst-{i:06d}",
+            *rest,
+        )
+        for i in range(shape.instances)
+    ]
+    return {"project": projects, "instance": instances}
+
+
 def _sqlite_parents(con: sqlite3.Connection, shape: Shape, t0: float) -> None:
-    t = _sqlite_time(t0)
-    con.executemany(
-        "INSERT INTO project (id, name, description, time_created, time_modified) "
-        "VALUES (?, ?, '', ?, ?)",
-        [(project_id(p), f"proj-{p:05d}", t, t) for p in range(shape.projects)],
-    )
-    con.executemany(
-        "INSERT INTO instance (id, project_id, name, description, hostname, ncpus, memory, "
-        "enable_jumbo_frames, user_data, state, intended_state, generation, time_created, "
-        "time_modified, time_run_state_updated, auto_restart_attempts) "
-        "VALUES (?, ?, ?, '', ?, 2, ?, 0, '', 'no_vmm', 'stopped', 1, ?, ?, ?, 0)",
-        [
-            (
-                instance_id(i),
-                project_id(i % shape.projects),
-                f"inst-{i:06d}",
-                f"inst-{i:06d}",
-                4 * GiB,
-                t,
-                t,
-                t,
-            )
-            for i in range(shape.instances)
-        ],
-    )
-
-
-def prepare_sqlite(args: argparse.Namespace, shape: Shape) -> Loaded:
-    base = Path(args.workdir)
-    if args.reuse:
-        d = base / "sqlite"
-    else:
-        base.mkdir(parents=True, exist_ok=True)
-        d = Path(tempfile.mkdtemp(prefix="sqlite-", dir=base))
-    path = d / "skylight.db"
-    meta = _sqlite_meta(path) if args.reuse else None
-    if meta is not None and meta.get("shape") == shape.key():
-        print(f"sqlite: reusing {path} (loaded {meta['loaded_at']})", flush=True)
-        reused = True
-    else:
-        if d.exists():
-            shutil.rmtree(d)
-        d.mkdir(parents=True)
-        print(f"sqlite: loading {shape.events:,} events into {path} ...", flush=True)
-        load_s, index_s, t0 = load_sqlite(path, shape)
-        meta = {
-            "shape": shape.key(),
-            "load_seconds": load_s,
-            "index_seconds": index_s,
-            "t0": t0,
-            "loaded_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        }
-        con = sqlite3.connect(path)
-        con.execute("CREATE TABLE bench_meta (key TEXT PRIMARY KEY, value TEXT)")
-        con.execute("INSERT INTO bench_meta VALUES ('meta', ?)", (json.dumps(meta),))
-        con.commit()
-        con.close()
-        reused = False
-    size = sum(f.stat().st_size for f in d.glob("skylight.db*"))
-
-    def cleanup() -> None:
-        if not args.reuse:
-            shutil.rmtree(d, ignore_errors=True)
-
-    return Loaded(
-        "sqlite",
-        f"sqlite:///{path}",
-        shape,
-        meta["load_seconds"],
-        meta["index_seconds"],
-        size,
-        reused,
-        meta["t0"],
-        cleanup,
-    )
+    for name, rows in _parent_rows(shape, _sqlite_time(t0), 0).items():
+        marks = ", ".join("?" * len(rows[0]))
+        con.executemany(f"INSERT INTO {name} ({PARENT_COLUMNS[name]}) VALUES ({marks})", rows)
 
 
 # -- loading: PostgreSQL ----------------------------------------------------------------------
-
-
-def _pg_url(admin: str, name: str) -> str:
-    return f"{admin.rsplit('/', 1)[0]}/{name}"
-
-
-def _pg_meta(url: str) -> dict[str, Any] | None:
-    import psycopg
-
-    try:
-        with psycopg.connect(url, connect_timeout=5) as conn:
-            row = conn.execute("SELECT value FROM bench_meta WHERE key = 'meta'").fetchone()
-            return json.loads(row[0]) if row else None
-    except psycopg.Error:
-        return None
 
 
 def load_pg(url: str, shape: Shape) -> tuple[float, float, float]:
@@ -549,97 +488,83 @@ def load_pg(url: str, shape: Shape) -> tuple[float, float, float]:
 
 
 def _pg_parents(conn: Any, shape: Shape, t0: float) -> None:
-    t = datetime.fromtimestamp(t0, UTC)
+    rows = _parent_rows(shape, datetime.fromtimestamp(t0, UTC), False)
     with conn.cursor() as cur:
-        with cur.copy(
-            "COPY project (id, name, description, time_created, time_modified) FROM STDIN"
-        ) as cp:
-            for p in range(shape.projects):
-                cp.write_row((project_id(p), f"proj-{p:05d}", "", t, t))
-        with cur.copy(
-            "COPY instance (id, project_id, name, description, hostname, ncpus, memory, "
-            "enable_jumbo_frames, user_data, state, intended_state, generation, time_created, "
-            "time_modified, time_run_state_updated, auto_restart_attempts) FROM STDIN"
-        ) as cp:
-            for i in range(shape.instances):
-                name = f"inst-{i:06d}"
-                cp.write_row(
-                    (
-                        instance_id(i),
-                        project_id(i % shape.projects),
-                        name,
-                        "",
-                        name,
-                        2,
-                        4 * GiB,
-                        False,
-                        "",
-                        "no_vmm",
-                        "stopped",
-                        1,
-                        t,
-                        t,
-                        t,
-                        0,
-                    )
-                )
+        for name, values in rows.items():
+            with cur.copy(f"COPY {name} ({PARENT_COLUMNS[name]}) FROM STDIN") as cp:  # type: ignore[arg-type]
+                for row in values:
+                    cp.write_row(row)
 
 
-def prepare_pg(args: argparse.Namespace, shape: Shape) -> Loaded:
-    import psycopg
+def _meta(url: str, value: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """A loaded store's note of what it holds (to reuse it): written with ``value``, else
+    read (None if there is none)."""
+    store = Store(url)
+    try:
+        if value is None:
+            sql = "SELECT value FROM bench_meta WHERE key = 'meta'"
+            row = store.tx_sync(lambda c: c.exec_driver_sql(sql).first())
+            return dict(json.loads(row[0])) if row else None
+        insert = sa.text("INSERT INTO bench_meta VALUES ('meta', :v)")
+        store.tx_sync(lambda c: c.exec_driver_sql("CREATE TABLE bench_meta (key TEXT, value TEXT)"))
+        store.tx_sync(lambda c: c.execute(insert, {"v": json.dumps(value)}))
+        return value
+    except sa.exc.DBAPIError:
+        return None
+    finally:
+        store.dispose()
 
-    name = REUSE_PG_NAME if args.reuse else f"skylight_bench_ev_{uuid.uuid4().hex[:10]}"
-    url = _pg_url(args.pg_admin, name)
-    meta = _pg_meta(url) if args.reuse else None
-    if meta is not None and meta.get("shape") == shape.key():
-        print(f"postgres: reusing database {name} (loaded {meta['loaded_at']})", flush=True)
-        reused = True
+
+def prepare(kind: str, args: argparse.Namespace, shape: Shape) -> Loaded:
+    """The loaded store of ``kind``: reused (``--reuse``) if one of this shape is there,
+    else loaded afresh; dropped afterwards unless ``--reuse``."""
+    base = Path(args.workdir)
+    if kind == "sqlite":
+        base.mkdir(parents=True, exist_ok=True)
+        d = base / "sqlite" if args.reuse else Path(tempfile.mkdtemp(prefix="sqlite-", dir=base))
+        url, where = f"sqlite:///{d / 'skylight.db'}", str(d / "skylight.db")
+
+        def drop() -> None:
+            shutil.rmtree(d, ignore_errors=True)
+
+        def load() -> tuple[float, float, float]:
+            drop()
+            d.mkdir(parents=True)
+            return load_sqlite(d / "skylight.db", shape)
     else:
-        pg_exec(args.pg_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        pg_exec(args.pg_admin, f'CREATE DATABASE "{name}"')
-        print(f"postgres: loading {shape.events:,} events into {name} ...", flush=True)
-        load_s, index_s, t0 = load_pg(url, shape)
-        meta = {
-            "shape": shape.key(),
-            "load_seconds": load_s,
-            "index_seconds": index_s,
-            "t0": t0,
-            "loaded_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        }
-        with psycopg.connect(url) as conn:
-            conn.execute("CREATE TABLE bench_meta (key text PRIMARY KEY, value text)")
-            conn.execute("INSERT INTO bench_meta VALUES ('meta', %s)", (json.dumps(meta),))
-        reused = False
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
-        size = int(row[0]) if row else 0
+        where = REUSE_PG_NAME if args.reuse else f"skylight_bench_ev_{uuid.uuid4().hex[:10]}"
+        url = pg_url(args.pg_admin, where)
 
-    def cleanup() -> None:
-        if not args.reuse:
-            pg_exec(args.pg_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        def drop() -> None:
+            pg_exec(args.pg_admin, f'DROP DATABASE IF EXISTS "{where}" WITH (FORCE)')
 
+        def load() -> tuple[float, float, float]:
+            drop()
+            pg_exec(args.pg_admin, f'CREATE DATABASE "{where}"')
+            return load_pg(url, shape)
+
+    meta = _meta(url) if args.reuse and (kind != "sqlite" or d.exists()) else None
+    reused = meta is not None and meta.get("shape") == shape.key()
+    if meta is None or not reused:
+        print(f"{kind}: loading {shape.events:,} events into {where} ...", flush=True)
+        load_s, index_s, t0 = load()
+        loaded_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        meta = {"shape": shape.key(), "load_seconds": load_s, "index_seconds": index_s}
+        meta = _meta(url, {**meta, "t0": t0, "loaded_at": loaded_at})
+        assert meta is not None
+    else:
+        print(f"{kind}: reusing {where} (loaded {meta['loaded_at']})", flush=True)
     return Loaded(
-        "postgres",
+        kind,
         url,
         shape,
         meta["load_seconds"],
         meta["index_seconds"],
-        size,
+        store_size(url),
         reused,
         meta["t0"],
-        cleanup,
+        (lambda: None) if args.reuse else drop,
     )
-
-
-# -- statistics -------------------------------------------------------------------------------
-
-
-def pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile."""
-    if not values:
-        return math.nan
-    s = sorted(values)
-    return s[max(0, math.ceil(q * len(s)) - 1)]
 
 
 def median(values: list[float]) -> float:
@@ -647,7 +572,7 @@ def median(values: list[float]) -> float:
 
 
 def ms(seconds: float, digits: int = 2) -> str:
-    return "n/a" if math.isnan(seconds) else f"{seconds * 1000:.{digits}f}"
+    return _ms(seconds, digits)
 
 
 # -- 1. first page ----------------------------------------------------------------------------
@@ -871,7 +796,7 @@ def measure_pages(
         if q.name in ("instance", COLD_NAME):
             # The same instances again, at once: now their pages were just read (cached).
             again = PageResult(
-                Query("instance, the same instances again (just read)", q.api, q.make),
+                Query(AGAIN_NAME, q.api, q.make),
                 name,
                 [],
                 [],
@@ -1420,25 +1345,14 @@ def measure_failures(
 # -- report -----------------------------------------------------------------------------------
 
 
-def _pg_settings(admin: str) -> str:
-    import psycopg
-
-    try:
-        with psycopg.connect(admin, connect_timeout=5) as conn:
-            parts = []
-            for s in ("server_version", "shared_buffers", "work_mem", "effective_cache_size"):
-                row = conn.execute(f"SHOW {s}").fetchone()  # type: ignore[arg-type]
-                parts.append(f"{s} {row[0] if row else '?'}")
-            return ", ".join(parts)
-    except Exception as exc:
-        return f"unavailable ({type(exc).__name__})"
-
-
-def machine(args: argparse.Namespace, stores: list[str]) -> list[tuple[str, str]]:
+def machine(args: argparse.Namespace) -> list[tuple[str, str]]:
+    settings = ("server_version", "shared_buffers", "work_mem", "effective_cache_size")
+    postgres = pg_show(args.pg_admin, *settings) if "postgres" in args.stores else None
     return machine_rows(
         [("SQLAlchemy", sa.__version__)],
-        postgres=_pg_settings(args.pg_admin) if "postgres" in stores else None,
-        extra=[load_row([f"{x:.2f}" for x in LOAD], "its CPUs and PostgreSQL")] if LOAD else [],
+        postgres=postgres,
+        loads=LOAD,
+        shared="its CPUs and PostgreSQL",
     )
 
 
@@ -1464,184 +1378,466 @@ def settings(args: argparse.Namespace, shape: Shape) -> list[tuple[str, str]]:
 
 def _plan_line(plan: str) -> str:
     """The plan's first lines, for a table cell."""
-    lines = [ln.strip() for ln in plan.splitlines() if ln.strip()]
-    keep = [
-        ln
-        for ln in lines
-        if not ln.startswith(("Planning", "Execution", "Buffers", "JIT", "Functions", "Options"))
-        and not ln.startswith(("Timing", "Trigger"))
+    skip = ("Planning", "Execution", "Buffers", "JIT", "Functions", "Options", "Timing", "Trigger")
+    lines = [
+        ln.strip() for ln in plan.splitlines() if ln.strip() and not ln.strip().startswith(skip)
     ]
-    text = "; ".join(keep[:3])
-    text = re.sub(r"\(actual time=[^)]*\)", "", text)
+    text = re.sub(r"\(actual time=[^)]*\)", "", "; ".join(lines[:3]))
     text = re.sub(r"\s+", " ", text).replace("|", "/")
     return text[:160] + ("..." if len(text) > 160 else "")
 
 
-def _pg_rows_scanned(plan: str) -> str:
+def _removed(plan: str) -> str:
     m = re.search(r"Rows Removed by Filter: (\d+)", plan)
     return f"{int(m.group(1)):,}" if m else "0"
 
 
+def _p50_p99(times: list[float]) -> str:
+    return f"p50 {ms(pct(times, 0.5))} ms, p99 {ms(pct(times, 0.99))} ms"
+
+
+def _added_us(w: WriteResult, variant: str) -> float:
+    return (median(w.times[variant]) - median(w.times["none"])) * 1e6
+
+
 def observations(
-    pages: list[PageResult],
-    retention: list[RetentionResult],
-    https: list[HttpResult],
-    writes: list[WriteResult],
+    pages: list[PageResult], retention: list[RetentionResult], writes: list[WriteResult]
 ) -> list[str]:
-    """What the figures above say about the code, each with where it comes from."""
+    """What the figures and plans above say, each claim read from them."""
     notes = []
-
-    def row(store: str, name: str) -> PageResult | None:
-        return next((p for p in pages if p.store == store and p.query.name == name), None)
-
-    filtered = [r for r in pages if "kind=" in r.query.name or "severity=" in r.query.name]
-    unserved = [
-        r
-        for r in filtered
-        if ("(rare)" in r.query.name or "none stored" in r.query.name) and "kind_seq" not in r.plan
-    ]
-    if filtered:
-        figures = "; ".join(
-            f"{r.store} {r.query.name}: p50 {ms(pct(r.times, 0.5))} ms, "
-            f"p99 {ms(pct(r.times, 0.99))} ms"
-            for r in filtered
-            if "(rare)" in r.query.name or "none stored" in r.query.name
+    rare = [r for r in pages if "(rare)" in r.query.name or "none stored" in r.query.name]
+    if rare:
+        unserved = sorted({f"{r.store} {r.query.name}" for r in rare if "kind_seq" not in r.plan})
+        figures = "; ".join(f"{r.store} {r.query.name}: {_p50_p99(r.times)}" for r in rare)
+        notes.append(
+            (
+                f"- Kind filters without a kind index in the plan ({', '.join(unserved)}): such "
+                "a first page walks back from the newest event until it has 100 matches."
+                if unserved
+                else "- The rare and absent kinds' plans use the kind indexes."
+            )
+            + f" Rare or absent kinds: {figures}."
         )
-        if unserved:
-            text = (
-                "- Kind filters without a kind index in the plan ("
-                + ", ".join(sorted({f"{r.store} {r.query.name}" for r in unserved}))
-                + "): such a first page walks back from the newest event until it has 100 "
-                "matches, so a rare kind, or one that does not occur, reads a whole "
-                "project's or the whole fleet's events."
-            )
-        else:
-            text = (
-                "- The rare and absent kinds' plans use the kind indexes "
-                "(`ix_instance_event_kind_seq`, `ix_instance_event_project_kind_seq`, "
-                "`store/schema.py`, migration 0004)."
-            )
-        text += f" Rare or absent kinds: {figures}."
-        if any("severity" in r.query.name for r in filtered):
-            text += (
-                " No index has `severity`: a rare severity would read every event; "
-                "`error` is 1 event in 10 here."
-            )
-        notes.append(text)
     for r in pages:
         if r.query.name.startswith("instance, kind=") and "kind_seq (kind=?)" in r.plan:
             notes.append(
-                f"- {r.store}: an instance's first page filtered by kind "
-                f"(`GET /v1/instances/{{id}}/events?kind=...`) takes p50 "
-                f"{ms(pct(r.times, 0.5))} ms, p99 {ms(pct(r.times, 0.99))} ms: SQLite's planner "
-                "(no statistics: the store never runs `ANALYZE`) picks the fleet-wide "
-                "`ix_instance_event_kind_seq` for `instance_id = ? AND kind = ? ORDER BY seq "
-                "DESC` and walks every event of that kind in the fleet, newest first, looking "
-                "for this instance's, instead of the instance's own `(instance_id, seq)` "
-                "index (at most its own events)."
+                f"- {r.store}: an instance's first page filtered by kind takes "
+                f"{_p50_p99(r.times)}: the plan walks the fleet-wide `ix_instance_event_kind_seq` "
+                "instead of the instance's own `(instance_id, seq)` index."
             )
     for w in writes:
-        base = median(w.times["none"])
-        u = (median(w.times["user"]) - base) * 1e6
-        c = (median(w.times["cp_new"]) - base) * 1e6
-        removed = re.search(r"Rows Removed by Filter: (\d+)", w.lookup_plan)
-        scanned = f" (the plan removes {removed.group(1)} rows by filter)" if removed else ""
-        if "kind_seq (kind=?)" in w.lookup_plan:
-            how = (
-                "`store/events.py::_repeat_of` (coalescing) runs `instance_id = ? AND kind = ? "
-                "AND time_last >= ? ... ORDER BY seq DESC LIMIT 1`, and SQLite's planner (no "
-                "statistics) takes the fleet-wide `ix_instance_event_kind_seq` for it: when "
-                "there is no recent repeat (the usual case) it walks every event of that kind "
-                "in the fleet, checking each row; its cost grows with the whole store, and it "
-                "runs inside the write transaction, under the store's lock."
-            )
-        elif "instance_kind_seq" in w.lookup_plan:
-            how = (
-                "`store/events.py::_repeat_of` (coalescing) reads the instance's events of "
-                "that kind newest first through `ix_instance_event_instance_kind_seq` and "
-                "checks reason code and `time_last` on the table rows, so when there is no "
-                "recent repeat (the usual case) it reads each of the instance's events of that "
-                f"kind, one table page each{scanned}."
-            )
-        else:
-            how = (
-                "`store/events.py::_repeat_of` (coalescing) reads the instance's events newest "
-                "first through `(instance_id, seq)` and filters kind, reason code and "
-                "`time_last` on the table rows, so when there is no recent repeat (the usual "
-                "case) it reads every event the instance has, one table page each"
-                f"{scanned}; its cost grows with the instance's history."
-            )
-        notes.append(
-            f"- {w.store}: a control-plane event costs {c:.0f} us more than its transaction, "
-            f"a user's {u:.0f} us (medians): {how}"
+        index = (
+            "the fleet-wide `ix_instance_event_kind_seq`"
+            if "kind_seq (kind=?)" in w.lookup_plan
+            else "`ix_instance_event_instance_kind_seq`"
+            if "instance_kind_seq" in w.lookup_plan
+            else "the instance's `(instance_id, seq)` index"
         )
-    for store in ("sqlite", "postgres"):
-        rs = [r for r in retention if r.store == store]
-        if not rs:
-            continue
+        notes.append(
+            f"- {w.store}: a control-plane event costs {_added_us(w, 'cp_new'):.0f} us more than "
+            f"its transaction, a user's {_added_us(w, 'user'):.0f} us (medians): the coalescing "
+            f"lookup (`store/events.py::_repeat_of`) reads through {index} (rows removed by "
+            f"filter: {_removed(w.lookup_plan)})."
+        )
+        if w.seq_not_advanced:
+            notes.append(
+                f"- {w.store}: {w.seq_not_advanced} of {w.repeats} coalesced repeats kept their "
+                "original's `seq`, so a stream whose cursor is at it never sends the update."
+            )
+    for store in STORES:
         passes = "; ".join(
             f"cutoff {r.label}: "
             + (
                 f"did not finish within {r.seconds:.0f} s"
                 if r.removed is None
                 else f"{r.seconds:.1f} s for {r.removed:,} rows, longest batch "
-                f"{r.longest_batch * 1000:.0f} ms"
+                f"{ms(r.longest_batch, 0)} ms"
             )
-            for r in rs
+            for r in retention
+            if r.store == store
         )
-        text = (
-            f"- {store}: the retention pass (`store/events.py::retention_batch`, run by "
-            f"`background/retention.py` at every server start and every hour, "
-            f"{events.RETENTION_BATCH} instances per transaction): {passes}. A pass costs one "
-            "probe per instance for its keep-th newest event, then reads only the events "
-            "older than that; the longest batch is how long one transaction held the store "
-            "(on SQLite every request waits for it)."
-        )
-        notes.append(text)
-    for w in writes:
-        if w.seq_not_advanced:
+        if passes:
             notes.append(
-                f"- {w.store}: {w.seq_not_advanced} of {w.repeats} coalesced repeats kept "
-                "their original's `seq`. `store/events.py::insert` deletes the original and "
-                "inserts the update, expecting a new, higher `seq` so that streams deliver it; "
-                "on SQLite `seq` is a plain `INTEGER PRIMARY KEY` (no `AUTOINCREMENT`, "
-                "`store/schema.py`), so when the original was the newest row the update "
-                "gets the same `seq` again, and a stream whose cursor is at it "
-                "(`store/events.py::after`, `seq > cursor`) never sends the update."
+                f"- {store}: the retention pass (`store/events.py::retention_batch`, "
+                f"{events.RETENTION_BATCH} instances per transaction): {passes}. The longest "
+                "batch is how long one transaction held the store."
             )
-    first = [row(s, COLD_NAME) or row(s, "instance") for s in ("sqlite", "postgres")]
-    again = [
-        row(s, "instance, the same instances again (just read)") for s in ("sqlite", "postgres")
-    ]
-    for a, b in zip(first, again, strict=True):
+    for s in STORES:
+        a = next(
+            (p for p in pages if p.store == s and p.query.name in (COLD_NAME, "instance")), None
+        )
+        b = next((p for p in pages if p.store == s and p.query.name == AGAIN_NAME), None)
         if a is not None and b is not None:
             notes.append(
-                f"- {a.store}: an instance's first page: p50 {ms(pct(a.times, 0.5))} ms, p99 "
-                f"{ms(pct(a.times, 0.99))} ms on the first pass over random instances"
-                + (" (cold)" if a.query.name == COLD_NAME else "")
-                + f", p50 {ms(pct(b.times, 0.5))} ms, p99 {ms(pct(b.times, 0.99))} ms when the "
-                "same instances are asked again at once. The table is in `seq` order, so an "
-                "instance's events are interleaved with everybody's and each of its 100 "
-                "newest is on its own table page: a first page is about 100 page reads, "
-                "fast only while those pages are cached."
+                f"- {s}: an instance's first page: {_p50_p99(a.times)} on the first pass over "
+                f"random instances{' (cold)' if a.query.name == COLD_NAME else ''}, "
+                f"{_p50_p99(b.times)} when the same instances are asked again at once: each of "
+                "its 100 newest events is on its own table page."
             )
     return notes
 
 
-def section(
+def _first_page(
     args: argparse.Namespace,
-    stores: list[str],
+    shape: Shape,
     loads: list[Loaded],
     pages: list[PageResult],
-    retention: list[RetentionResult],
-    https: list[HttpResult],
-    routes: list[RouteResult],
     evictions: list[str],
-    writes: list[WriteResult],
-    failures: list[FailureResult],
-) -> str:
-    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    cmd = "python bench/events.py " + " ".join(sys.argv[1:])
+) -> list[str]:
+    out = [
+        f"### First page of events with {shape.events:,} events stored",
+        "",
+        f"`instance_event` holds {shape.events:,} rows: {shape.instances:,} instances in "
+        f"{shape.projects:,} projects, {shape.events // shape.instances:,} events each "
+        f"(their histories interleaved over {shape.span_days:g} days), with matching "
+        "`project` and `instance` rows. Each instance's history: created and started, "
+        f"then a {CYCLE}-event cycle: stop, start, reboot, stop, update, a failed start "
+        "(`instance.start_failed`, reason `insufficient_capacity`), start, a VMM failure "
+        "(`instance.failed`) with its automatic restart, reboot. "
+        f"`{COMMON_KIND}` is 1 event in {CYCLE}; `{RARE_KIND}` replaces one cycle step "
+        f"of 1 instance in {GAVE_UP_EVERY} (about 1 event in {GAVE_UP_EVERY * CYCLE:,}); "
+        f"`{ABSENT_KIND}` is not stored at all. Loaded in SQL (SQLite: a recursive CTE "
+        "with `journal_mode=OFF`, `synchronous=OFF` during the load only; PostgreSQL: "
+        "`INSERT ... SELECT generate_series`), 1,000,000 rows per transaction, the "
+        "secondary indexes dropped during the load and rebuilt from their own "
+        "definitions; PostgreSQL then `VACUUM (ANALYZE)`. SQLite gets no `ANALYZE`, "
+        "as a store in service has none.",
+        "",
+        *table(
+            [
+                "store",
+                "load (s)",
+                "index build (s)",
+                "size on disk (GiB)",
+                "schema revision",
+                "reused",
+            ],
+            "lrrrll",
+            [
+                [
+                    ld.store,
+                    f"{ld.load_seconds:.0f}",
+                    f"{ld.index_seconds:.0f}",
+                    f"{ld.size_bytes / GiB:.2f}",
+                    ld.revision,
+                    "yes" + (f" (migrated {ld.migrated})" if ld.migrated else "")
+                    if ld.reused
+                    else "no",
+                ]
+                for ld in loads
+            ],
+        ),
+        "",
+        "In-process: the API's query, `store.events.page(conn, EventFilter(...), "
+        "limit=100, before_seq=None)`, in its own `Store.tx_sync` transaction (as a "
+        "request runs it, including `BEGIN IMMEDIATE` on SQLite), one at a time, random "
+        f"instance or project each time, up to {args.queries:,} per row after 20 "
+        f"uncounted ones, or fewer when a row's {args.query_budget:g} s budget ran out. "
+        "Page cache: the OS page cache (`Cached` in /proc/meminfo) when the row began. "
+        "Whether an instance's events are in memory decides its first page's time (an "
+        "instance's events are interleaved with everybody's, so each of its 100 newest "
+        "is on a different table page; on PostgreSQL an instance's page reads them with "
+        "one prefetching bitmap heap scan, `store/events.py::_page_prefetched`, instead "
+        "of one by one), so the instance row is measured cold and warm: before it, "
+        "the store's files are evicted from the OS page cache "
+        "(`posix_fadvise(DONTNEED)` on this benchmark's own files only: "
+        + ("; ".join(evictions) if evictions else "not done")
+        + f"; the cold row's budget is {4 * args.query_budget:g} s), then "
+        '"the same instances again" repeats the same queries at once, their pages just '
+        "read. The other rows run on whatever is cached by then. This machine is a VM "
+        "whose balloon driver hands unused page cache back to the host within minutes, "
+        "so a cached store does not stay cached for long when idle. Only the VM's own "
+        "page cache can be evicted; its virtual disk may itself be cached by the host, "
+        "so a read from a truly cold disk can be slower still. PostgreSQL's own cache is "
+        "its `shared_buffers` (below).",
+        "",
+        *table(
+            [
+                "query (first page, 100 newest)",
+                "API",
+                "store",
+                "n",
+                "p50 (ms)",
+                "p99 (ms)",
+                "max (ms)",
+                "page cache (GiB)",
+                "plan",
+            ],
+            "lllrrrrrl",
+            [
+                [
+                    pr.query.name,
+                    f"`{pr.query.api}`",
+                    pr.store,
+                    f"{len(pr.times):,}{'*' if pr.budget_hit else ''}",
+                    ms(pct(pr.times, 0.5)),
+                    ms(pct(pr.times, 0.99)),
+                    ms(top(pr.times)),
+                    f"{pr.cached_gib:.1f}",
+                    _plan_line(pr.plan)
+                    + (
+                        f" (rows removed by filter: {_removed(pr.plan)})"
+                        if pr.store == "postgres"
+                        else ""
+                    ),
+                ]
+                for pr in pages
+            ],
+        ),
+    ]
+    if any(p.budget_hit for p in pages):
+        out += ["", "\\* stopped by the time budget before the full count."]
+    goal = [p for p in pages if p.query.name.startswith("instance") and "kind" not in p.query.name]
+    if goal:
+        out += [
+            "",
+            "Goal (an instance's first page, p99 under 20 ms): "
+            + "; ".join(
+                f"{p.store}, {'again' if 'again' in p.query.name else 'first pass'}"
+                f"{' (cold)' if p.query.name == COLD_NAME else ''}: p99 {ms(pct(p.times, 0.99))} ms"
+                f" ({'under' if pct(p.times, 0.99) < 0.020 else 'NOT under'} 20 ms)"
+                for p in goal
+            )
+            + ".",
+        ]
+    return out
+
+
+def _http(
+    args: argparse.Namespace, https: list[HttpResult], routes: list[RouteResult]
+) -> list[str]:
+    out = [
+        "",
+        "Over HTTP: a real `skylight serve` (`ServerProcess`) on the loaded store; "
+        f"`GET /v1/instances/{{id}}/events?limit=100` for random instances (by id), "
+        f"{args.http_requests:,} sequential requests from one `httpx.Client` after 50 "
+        "uncounted ones. The server runs its retention pass at start; the timed requests "
+        "begin after it ended.",
+        "",
+        *table(
+            [
+                "store",
+                "n",
+                "errors",
+                "p50 (ms)",
+                "p99 (ms)",
+                "max (ms)",
+                "first request after start (ms)",
+                "server start (s)",
+            ],
+            "lrrrrrrr",
+            [
+                [
+                    h.store,
+                    f"{len(h.times):,}",
+                    h.errors,
+                    ms(pct(h.times, 0.5)),
+                    ms(pct(h.times, 0.99)),
+                    ms(top(h.times)),
+                    ms(h.first, 0),
+                    f"{h.start_seconds:.1f}",
+                ]
+                for h in https
+            ],
+        ),
+    ]
+    if routes:
+        out += [
+            "",
+            "Where such a request's time goes: the route's work without HTTP "
+            f"(in-process, {args.http_requests:,} random instances, just before the server "
+            "ran; FastAPI's own validation of the response model is not in it):",
+            "",
+            *table(
+                ["store", "part", "p50 (ms)", "p99 (ms)"],
+                "llrr",
+                [
+                    [rt.store, label, ms(pct(rt.times[k], 0.5)), ms(pct(rt.times[k], 0.99))]
+                    for rt in routes
+                    for k, label in ROUTE_PARTS.items()
+                ],
+            ),
+        ]
+    return out
+
+
+def _retention(args: argparse.Namespace, retention: list[RetentionResult]) -> list[str]:
+    return [
+        "",
+        "Retention pass as `background/retention.py` runs it at every server start and "
+        "every hour: `store.events.retention_batch(conn, older_than, keep)` over "
+        f"{events.RETENTION_BATCH} instances per transaction until every instance was "
+        "seen, on the loaded store, every batch rolled back, bounded by "
+        f"{args.retention_timeout:g} s. With the default 30 days nothing here is old "
+        "enough; with a cutoff of now every event is, but every instance's newest 100 "
+        "are kept, so nothing goes either (only the cost of deciding is measured); with "
+        "keep 90, 10 of each instance's 100 would go.",
+        "",
+        *table(
+            [
+                "store",
+                "cutoff",
+                "keep",
+                "time (s)",
+                "batches",
+                "longest batch (ms)",
+                "outcome",
+                "page cache (GiB)",
+                "plan",
+            ],
+            "llrrrrlrl",
+            [
+                [
+                    rr.store,
+                    rr.label,
+                    rr.keep,
+                    f"{rr.seconds:.1f}",
+                    rr.batches,
+                    ms(rr.longest_batch, 0),
+                    f"did not finish within {args.retention_timeout:g} s"
+                    if rr.removed is None
+                    else f"{rr.removed:,} rows would go",
+                    f"{rr.cached_gib:.1f}",
+                    _plan_line(rr.plan.replace(chr(10), "; "))[:160],
+                ]
+                for rr in retention
+            ],
+        ),
+    ]
+
+
+STEP_EVENTS = (  # lifecycle step, events it writes: by the user, by the control plane
+    ("create with `start: true`", 1, 3),
+    ("start", 3, 0),
+    ("stop", 2, 0),
+    ("reboot", 1, 0),
+    ("VMM failure and automatic restart", 0, 5),
+)
+
+
+def _writes(args: argparse.Namespace, writes: list[WriteResult]) -> list[str]:
+    out = [
+        "",
+        "### Event write cost",
+        "",
+        "On the loaded store: one transaction (`Store.tx_sync`, commit included) that "
+        "updates the instance's row, without and with an event, for up to "
+        f"{args.write_iterations:,} random instances (fewer if the store's "
+        f"{args.write_budget:g} s budget ran out: n below), the variants interleaved in "
+        "random order. Added = median of the variant minus median of the transaction "
+        "without an event. The control-plane event is `instance.failed` (cause "
+        "`vmm_failure`); its first write looks for a recent identical event (none), its "
+        "repeat finds it and replaces it (count 2). On PostgreSQL every event write "
+        "first takes `pg_advisory_xact_lock` (one lock for all event writers, held to commit).",
+        "",
+        *table(
+            ["store", "variant", "n", "p50 (ms)", "p99 (ms)", "mean (ms)", "added, median (us)"],
+            "llrrrrr",
+            [
+                [
+                    w.store,
+                    VARIANT_TEXT[v],
+                    f"{len(t):,}",
+                    ms(pct(t, 0.5), 3),
+                    ms(pct(t, 0.99), 3),
+                    ms(sum(t) / len(t), 3),
+                    "" if v == "none" else f"{_added_us(w, v):.0f}",
+                ]
+                for w in writes
+                for v in VARIANTS
+                for t in [w.times[v]]
+            ],
+        ),
+        "",
+        "Per lifecycle step (events each step writes, as a real server writes them: "
+        "user-actor or control-plane-actor; the added time is an estimate, the sum of "
+        "the measured per-event medians above, `events.insert` only, a control-plane "
+        "event counted as the `instance.failed` one with no recent repeat):",
+        "",
+        *table(
+            ["step", "events (user + control plane)", *(f"added, {w.store} (ms)" for w in writes)],
+            "ll" + "r" * len(writes),
+            [
+                [
+                    label,
+                    f"{nu} + {nc}",
+                    *(
+                        f"{(nu * _added_us(w, 'user') + nc * _added_us(w, 'cp_new')) / 1e3:.1f}"
+                        for w in writes
+                    ),
+                ]
+                for label, nu, nc in STEP_EVENTS
+            ],
+        ),
+    ]
+    for w in writes if any(w.repeats for w in writes) else []:
+        out += [
+            "",
+            f"{w.store}: of {w.repeats} coalesced repeats written right after their "
+            f"original, {w.seq_not_advanced} kept the original's `seq` instead of "
+            "getting a higher one (a stream whose cursor is at the original would not "
+            "deliver the update).",
+        ]
+    return out
+
+
+def _failures(args: argparse.Namespace, failures: list[FailureResult]) -> list[str]:
+    def pair(times: list[float], digits: int) -> str:
+        return f"{ms(pct(times, 0.5), digits)} / {ms(pct(times, 0.99), digits)}"
+
+    return [
+        "",
+        "### From an injected VM failure to the event, and to running again",
+        "",
+        "A real `skylight serve` on a fresh store, `--sim-start-delay "
+        f"{args.start_delay:g} --auto-restart-cooldown 0 --auto-restart-interval I`. "
+        f"For each of {args.failures} running instances, at a random point of the auto-restart "
+        "task's cycle (after a random 0-I s pause): `POST "
+        "/v1/system/sim/instances/{name}/crash?project=P` (204), then (a) until the new "
+        "`instance.failed` event is in `GET /v1/instances/{name}/events` (polled every "
+        "5 ms), (b) until `run_state` is `running` again (`GET /v1/instances/{name}`, "
+        "every 5 ms). The instance's live stream (`GET "
+        "/v1/instances/{name}/events/stream`, Server-Sent Events, opened before the "
+        "crash) is read at the same time by another thread: (a) is the arrival of its "
+        "`instance.failed` message, (b) of its `instance.running` one. Times from "
+        "sending the crash request. The crash endpoint answers after the failure's "
+        "transaction committed, so (a) by polling is the crash request plus at most one "
+        "poll. The auto-restart task looks for due instances every interval I "
+        "(`--auto-restart-interval`, default 5 s), so (b) is dominated by I: I/2 on "
+        "average, up to I, plus the start saga (with the simulated sled's start delay).",
+        "",
+        *table(
+            [
+                "store",
+                "I (s)",
+                "n (poll / stream)",
+                "crash request p50 (ms)",
+                "(a) poll p50 / p99 (ms)",
+                "(a) stream p50 / p99 (ms)",
+                "(b) poll p50 / p99 (ms)",
+                "(b) stream p50 / p99 (ms)",
+                "errors",
+            ],
+            "lrrrrrrrr",
+            [
+                [
+                    f.store,
+                    f"{f.interval:g}",
+                    f"{len(f.to_failed_poll)} / {len(f.to_failed_sse)}",
+                    ms(pct(f.crash_request, 0.5), 1),
+                    pair(f.to_failed_poll, 1),
+                    pair(f.to_failed_sse, 1),
+                    pair(f.to_running_poll, 0),
+                    pair(f.to_running_sse, 0),
+                    len(f.errors),
+                ]
+                for f in failures
+            ],
+        ),
+    ]
+
+
+def section(args: argparse.Namespace, r: Results) -> list[str]:
     shape = Shape(args.events, args.instances, args.projects, args.span_days)
     out = [
         SECTION,
@@ -1650,438 +1846,124 @@ def section(
         "how soon a failure shows. Percentiles are nearest-rank over the requests listed; "
         "no duration is asserted in any test (these are measurements of one machine).",
         "",
-        f"Measured {when} with `{cmd.strip()}` (`bench/events.py`).",
+        measured("events.py"),
         "",
     ]
-    if loads:
-        out += [
-            f"### First page of events with {shape.events:,} events stored",
-            "",
-            f"`instance_event` holds {shape.events:,} rows: {shape.instances:,} instances in "
-            f"{shape.projects:,} projects, {shape.events // shape.instances:,} events each "
-            f"(their histories interleaved over {shape.span_days:g} days), with matching "
-            "`project` and `instance` rows. Each instance's history: created and started, "
-            f"then a {CYCLE}-event cycle: stop, start, reboot, stop, update, a failed start "
-            "(`instance.start_failed`, reason `insufficient_capacity`), start, a VMM failure "
-            "(`instance.failed`) with its automatic restart, reboot. "
-            f"`{COMMON_KIND}` is 1 event in {CYCLE}; `{RARE_KIND}` replaces one cycle step "
-            f"of 1 instance in {GAVE_UP_EVERY} (about 1 event in {GAVE_UP_EVERY * CYCLE:,}); "
-            f"`{ABSENT_KIND}` is not stored at all. Loaded in SQL (SQLite: a recursive CTE "
-            "with `journal_mode=OFF`, `synchronous=OFF` during the load only; PostgreSQL: "
-            "`INSERT ... SELECT generate_series`), 1,000,000 rows per transaction, the "
-            "secondary indexes dropped during the load and rebuilt from their own "
-            "definitions; PostgreSQL then `VACUUM (ANALYZE)`. SQLite gets no `ANALYZE`, "
-            "as a store in service has none.",
-            "",
-            "| store | load (s) | index build (s) | size on disk (GiB) | schema revision "
-            "| reused |",
-            "| --- | ---: | ---: | ---: | --- | --- |",
-        ]
-        for ld in loads:
-            reused = "no"
-            if ld.reused:
-                reused = "yes" + (f" (migrated {ld.migrated})" if ld.migrated else "")
-            out.append(
-                f"| {ld.store} | {ld.load_seconds:.0f} | {ld.index_seconds:.0f} "
-                f"| {ld.size_bytes / GiB:.2f} | {ld.revision} | {reused} |"
-            )
-        out += [
-            "",
-            "In-process: the API's query, `store.events.page(conn, EventFilter(...), "
-            "limit=100, before_seq=None)`, in its own `Store.tx_sync` transaction (as a "
-            "request runs it, including `BEGIN IMMEDIATE` on SQLite), one at a time, random "
-            f"instance or project each time, up to {args.queries:,} per row after 20 "
-            f"uncounted ones, or fewer when a row's {args.query_budget:g} s budget ran out. "
-            "Page cache: the OS page cache (`Cached` in /proc/meminfo) when the row began. "
-            "Whether an instance's events are in memory decides its first page's time (an "
-            "instance's events are interleaved with everybody's, so each of its 100 newest "
-            "is on a different table page; on PostgreSQL an instance's page reads them with "
-            "one prefetching bitmap heap scan, `store/events.py::_page_prefetched`, instead "
-            "of one by one), so the instance row is measured cold and warm: before it, "
-            "the store's files are evicted from the OS page cache "
-            "(`posix_fadvise(DONTNEED)` on this benchmark's own files only: "
-            + ("; ".join(evictions) if evictions else "not done")
-            + f"; the cold row's budget is {4 * args.query_budget:g} s), then "
-            '"the same instances again" repeats the same queries at once, their pages just '
-            "read. The other rows run on whatever is cached by then. This machine is a VM "
-            "whose balloon driver hands unused page cache back to the host within minutes, "
-            "so a cached store does not stay cached for long when idle. Only the VM's own "
-            "page cache can be evicted; its virtual disk may itself be cached by the host, "
-            "so a read from a truly cold disk can be slower still. PostgreSQL's own cache is "
-            "its `shared_buffers` (below).",
-            "",
-            "| query (first page, 100 newest) | API | store | n | p50 (ms) | p99 (ms) "
-            "| max (ms) | page cache (GiB) | plan |",
-            "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
-        ]
-        for pr in pages:
-            plan = _plan_line(pr.plan)
-            if pr.store == "postgres":
-                plan += f" (rows removed by filter: {_pg_rows_scanned(pr.plan)})"
-            out.append(
-                f"| {pr.query.name} | `{pr.query.api}` | {pr.store} | {len(pr.times):,}"
-                f"{'*' if pr.budget_hit else ''} | {ms(pct(pr.times, 0.5))} "
-                f"| {ms(pct(pr.times, 0.99))} | {ms(max(pr.times))} | {pr.cached_gib:.1f} "
-                f"| {plan} |"
-            )
-        if any(p.budget_hit for p in pages):
-            out += ["", "\\* stopped by the time budget before the full count."]
-        goal = [
-            p for p in pages if p.query.name.startswith("instance") and "kind" not in p.query.name
-        ]
-        if goal:
-            out += [
-                "",
-                "Goal (an instance's first page, p99 under 20 ms): "
-                + "; ".join(
-                    f"{p.store}, {'again' if 'again' in p.query.name else 'first pass'}"
-                    f"{' (cold)' if p.query.name == COLD_NAME else ''}: "
-                    f"p99 {ms(pct(p.times, 0.99))} ms"
-                    f" ({'under' if pct(p.times, 0.99) < 0.020 else 'NOT under'} 20 ms)"
-                    for p in goal
-                )
-                + ".",
-            ]
-    if https:
-        out += [
-            "",
-            "Over HTTP: a real `skylight serve` (`ServerProcess`) on the loaded store; "
-            f"`GET /v1/instances/{{id}}/events?limit=100` for random instances (by id), "
-            f"{args.http_requests:,} sequential requests from one `httpx.Client` after 50 "
-            "uncounted ones. The server runs its retention pass at start; the timed requests "
-            "begin after it ended.",
-            "",
-            "| store | n | errors | p50 (ms) | p99 (ms) | max (ms) | first request after "
-            "start (ms) | server start (s) |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-        ]
-        for h in https:
-            out.append(
-                f"| {h.store} | {len(h.times):,} | {h.errors} | {ms(pct(h.times, 0.5))} "
-                f"| {ms(pct(h.times, 0.99))} | {ms(max(h.times) if h.times else math.nan)} "
-                f"| {ms(h.first, 0)} | {h.start_seconds:.1f} |"
-            )
-        if routes:
-            out += [
-                "",
-                "Where such a request's time goes: the route's work without HTTP "
-                f"(in-process, {args.http_requests:,} random instances, just before the server "
-                "ran; FastAPI's own validation of the response model is not in it):",
-                "",
-                "| store | part | p50 (ms) | p99 (ms) |",
-                "| --- | --- | ---: | ---: |",
-            ]
-            for rt in routes:
-                for k, label in ROUTE_PARTS.items():
-                    t = rt.times[k]
-                    out.append(f"| {rt.store} | {label} | {ms(pct(t, 0.5))} | {ms(pct(t, 0.99))} |")
-    if retention:
-        out += [
-            "",
-            "Retention pass as `background/retention.py` runs it at every server start and "
-            "every hour: `store.events.retention_batch(conn, older_than, keep)` over "
-            f"{events.RETENTION_BATCH} instances per transaction until every instance was "
-            "seen, on the loaded store, every batch rolled back, bounded by "
-            f"{args.retention_timeout:g} s. With the default 30 days nothing here is old "
-            "enough; with a cutoff of now every event is, but every instance's newest 100 "
-            "are kept, so nothing goes either (only the cost of deciding is measured); with "
-            "keep 90, 10 of each instance's 100 would go.",
-            "",
-            "| store | cutoff | keep | time (s) | batches | longest batch (ms) | outcome "
-            "| page cache (GiB) | plan |",
-            "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | --- |",
-        ]
-        for rr in retention:
-            outcome = (
-                f"did not finish within {args.retention_timeout:g} s"
-                if rr.removed is None
-                else f"{rr.removed:,} rows would go"
-            )
-            out.append(
-                f"| {rr.store} | {rr.label} | {rr.keep} | {rr.seconds:.1f} | {rr.batches} "
-                f"| {ms(rr.longest_batch, 0)} | {outcome} | {rr.cached_gib:.1f} "
-                f"| {_plan_line(rr.plan.replace(chr(10), '; '))[:160]} |"
-            )
-    if writes:
-        out += [
-            "",
-            "### Event write cost",
-            "",
-            "On the loaded store: one transaction (`Store.tx_sync`, commit included) that "
-            "updates the instance's row, without and with an event, for up to "
-            f"{args.write_iterations:,} random instances (fewer if the store's "
-            f"{args.write_budget:g} s budget ran out: n below), the variants interleaved in "
-            "random order. Added = median of the variant minus median of the transaction "
-            "without an event. The control-plane event is `instance.failed` (cause "
-            "`vmm_failure`); its first write looks for a recent identical event (none), its "
-            "repeat finds it and replaces it (count 2). On PostgreSQL every event write "
-            "first takes `pg_advisory_xact_lock` (one lock for all event writers, held to commit).",
-            "",
-            "| store | variant | n | p50 (ms) | p99 (ms) | mean (ms) | added, median (us) |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
-        ]
-        for w in writes:
-            base = median(w.times["none"])
-            for v in VARIANTS:
-                t = w.times[v]
-                added = "" if v == "none" else f"{(median(t) - base) * 1e6:.0f}"
-                out.append(
-                    f"| {w.store} | {VARIANT_TEXT[v]} | {len(t):,} | {ms(pct(t, 0.5), 3)} "
-                    f"| {ms(pct(t, 0.99), 3)} | {ms(sum(t) / len(t), 3)} | {added} |"
-                )
-        steps = [
-            ("create with `start: true`", 1, 3),
-            ("start", 3, 0),
-            ("stop", 2, 0),
-            ("reboot", 1, 0),
-            ("VMM failure and automatic restart", 0, 5),
-        ]
-        out += [
-            "",
-            "Per lifecycle step (events each step writes, as a real server writes them: "
-            "user-actor or control-plane-actor; the added time is an estimate, the sum of "
-            "the measured per-event medians above, `events.insert` only, a control-plane "
-            "event counted as the `instance.failed` one with no recent repeat):",
-            "",
-            "| step | events (user + control plane) | "
-            + " | ".join(f"added, {w.store} (ms)" for w in writes)
-            + " |",
-            "| --- | --- | " + " | ".join("---:" for _ in writes) + " |",
-        ]
-        for label, nu, nc in steps:
-            cells = []
-            for w in writes:
-                base = median(w.times["none"])
-                u = median(w.times["user"]) - base
-                c = median(w.times["cp_new"]) - base
-                cells.append(f"{(nu * u + nc * c) * 1e3:.1f}")
-            out.append(f"| {label} | {nu} + {nc} | " + " | ".join(cells) + " |")
-        for w in writes:
-            if w.repeats:
-                out += [
-                    "",
-                    f"{w.store}: of {w.repeats} coalesced repeats written right after their "
-                    f"original, {w.seq_not_advanced} kept the original's `seq` instead of "
-                    "getting a higher one (a stream whose cursor is at the original would not "
-                    "deliver the update).",
-                ]
-    if failures:
-        out += [
-            "",
-            "### From an injected VM failure to the event, and to running again",
-            "",
-            "A real `skylight serve` on a fresh store, `--sim-start-delay "
-            f"{args.start_delay:g} --auto-restart-cooldown 0 --auto-restart-interval I`. "
-            "For each of "
-            f"{args.failures} running instances, at a random point of the auto-restart "
-            "task's cycle (after a random 0-I s pause): `POST "
-            "/v1/system/sim/instances/{name}/crash?project=P` (204), then (a) until the new "
-            "`instance.failed` event is in `GET /v1/instances/{name}/events` (polled every "
-            "5 ms), (b) until `run_state` is `running` again (`GET /v1/instances/{name}`, "
-            "every 5 ms). The instance's live stream (`GET "
-            "/v1/instances/{name}/events/stream`, Server-Sent Events, opened before the "
-            "crash) is read at the same time by another thread: (a) is the arrival of its "
-            "`instance.failed` message, (b) of its `instance.running` one. Times from "
-            "sending the crash request. The crash endpoint answers after the failure's "
-            "transaction committed, so (a) by polling is the crash request plus at most one "
-            "poll. The auto-restart task looks for due instances every interval I "
-            "(`--auto-restart-interval`, default 5 s), so (b) is dominated by I: I/2 on "
-            "average, up to I, plus the start saga (with the simulated sled's start delay).",
-            "",
-            "| store | I (s) | n (poll / stream) | crash request p50 (ms) "
-            "| (a) poll p50 / p99 (ms) "
-            "| (a) stream p50 / p99 (ms) | (b) poll p50 / p99 (ms) "
-            "| (b) stream p50 / p99 (ms) | errors |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-        ]
-        for f in failures:
-            out.append(
-                f"| {f.store} | {f.interval:g} | {len(f.to_failed_poll)} / "
-                f"{len(f.to_failed_sse)} | {ms(pct(f.crash_request, 0.5), 1)} "
-                f"| {ms(pct(f.to_failed_poll, 0.5), 1)} / {ms(pct(f.to_failed_poll, 0.99), 1)} "
-                f"| {ms(pct(f.to_failed_sse, 0.5), 1)} / {ms(pct(f.to_failed_sse, 0.99), 1)} "
-                f"| {ms(pct(f.to_running_poll, 0.5), 0)} / "
-                f"{ms(pct(f.to_running_poll, 0.99), 0)} "
-                f"| {ms(pct(f.to_running_sse, 0.5), 0)} / {ms(pct(f.to_running_sse, 0.99), 0)} "
-                f"| {len(f.errors)} |"
-            )
-    notes = observations(pages, retention, https, writes)
-    if notes:
-        out += ["", "### Observations", "", *notes]
-    if pages or writes or retention:
+    out += _first_page(args, shape, r.loads, r.pages, r.evictions) if r.loads else []
+    out += _http(args, r.https, r.routes) if r.https else []
+    out += _retention(args, r.retention) if r.retention else []
+    out += _writes(args, r.writes) if r.writes else []
+    out += _failures(args, r.failures) if r.failures else []
+    notes = observations(r.pages, r.retention, r.writes)
+    out += ["", "### Observations", "", *notes] if notes else []
+    if r.pages or r.writes or r.retention:
         out += ["", "Plans (each query once, for one random instance / project):", ""]
-        for pr in pages:
-            out += [
-                f"<details><summary>{pr.store}: {pr.query.name}</summary>",
-                "",
-                "```",
-                pr.plan.strip(),
-                "```",
-                "",
-                "</details>",
-            ]
-        for w in writes:
-            out += [
-                f"<details><summary>{w.store}: coalescing lookup of a control-plane event "
-                "(`store.events._repeat_of`)</summary>",
-                "",
-                "```",
-                w.lookup_plan.strip(),
-                "```",
-                "",
-                "</details>",
-            ]
-        for rr in retention:
-            out += [
-                f"<details><summary>{rr.store}: retention ({rr.label})</summary>",
-                "",
-                "```",
-                rr.plan.strip(),
-                "```",
-                "",
-                "</details>",
-            ]
-    out += ["", *setup_tables(machine(args, stores), settings(args, shape))]
-    return "\n".join(out)
-
-
-def write_doc(text: str) -> None:
-    write_section(SECTION, text, DOC)
+        for pr in r.pages:
+            out += details(f"{pr.store}: {pr.query.name}", pr.plan)
+        for w in r.writes:
+            what = "coalescing lookup of a control-plane event (`store.events._repeat_of`)"
+            out += details(f"{w.store}: {what}", w.lookup_plan)
+        for rr in r.retention:
+            out += details(f"{rr.store}: retention ({rr.label})", rr.plan)
+    return [*out, "", *setup_tables(machine(args), settings(args, shape))]
 
 
 # -- main -------------------------------------------------------------------------------------
 
 
+@dataclass
+class Results:
+    loads: list[Loaded] = field(default_factory=list)
+    pages: list[PageResult] = field(default_factory=list)
+    retention: list[RetentionResult] = field(default_factory=list)
+    https: list[HttpResult] = field(default_factory=list)
+    routes: list[RouteResult] = field(default_factory=list)
+    evictions: list[str] = field(default_factory=list)
+    writes: list[WriteResult] = field(default_factory=list)
+    failures: list[FailureResult] = field(default_factory=list)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = parser(__doc__)
     p.add_argument("--events", type=int, default=10_000_000, help="events stored (10,000,000)")
     p.add_argument("--instances", type=int, default=100_000, help="instances (100,000)")
     p.add_argument("--projects", type=int, default=100, help="projects (100)")
     p.add_argument("--span-days", type=float, default=20.0, help="history span (20 days)")
-    p.add_argument("--stores", default="sqlite,postgres", help="sqlite,postgres")
-    p.add_argument(
-        "--parts", default="read,http,write,failure", help="read,http,write,failure (all)"
-    )
+    p.add_argument("--parts", default="read,http,write,failure", help="read,http,write,failure")
     p.add_argument("--queries", type=int, default=2000, help="timed queries per row (2,000)")
     p.add_argument("--query-budget", type=float, default=10.0, help="seconds per row (10)")
     p.add_argument("--http-requests", type=int, default=1000)
     p.add_argument("--write-iterations", type=int, default=2000)
     p.add_argument("--write-budget", type=float, default=60.0, help="seconds per store (60)")
     p.add_argument("--failures", type=int, default=20, help="crashes per series (20)")
-    p.add_argument(
-        "--restart-intervals",
-        default="5,0.1",
-        help="--auto-restart-interval values for the failure part (5,0.1)",
-    )
+    p.add_argument("--restart-intervals", default="5,0.1", help="--auto-restart-interval values")
     p.add_argument("--start-delay", type=float, default=0.05, help="--sim-start-delay (s)")
     p.add_argument("--retention-timeout", type=float, default=45.0)
     p.add_argument("--reuse", action="store_true", help="keep the loaded stores, reuse them")
-    p.add_argument(
-        "--workdir",
-        default=str(Path(tempfile.gettempdir()) / "skylight-bench-events"),
-        help="where the SQLite store and server data go",
-    )
+    workdir = str(Path(tempfile.gettempdir()) / "skylight-bench-events")
+    p.add_argument("--workdir", default=workdir, help="where SQLite stores and server data go")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument(
-        "--no-cold",
-        dest="cold",
-        action="store_false",
-        help="do not evict the store's files from the page cache before the instance row",
-    )
-    p.add_argument("--write", action="store_true", help=f"update {DOC.relative_to(ROOT)}")
-    p.add_argument("--pg-admin", default=PG_ADMIN_DEFAULT, help="PostgreSQL admin URL")
+    p.add_argument("--no-cold", dest="cold", action="store_false", help="no page cache eviction")
     args = p.parse_args(argv)
     if args.events < 4 * args.instances or args.instances < 1 or args.projects < 1:
         p.error("--events must be at least 4 x --instances, and both at least 1")
     if args.events >= 2**48 or args.queries < 1 or args.failures < 1:
         p.error("--events below 2**48; --queries and --failures at least 1")
     args.restart_intervals = [float(x) for x in args.restart_intervals.split(",") if x.strip()]
+    args.parts = {s.strip() for s in args.parts.split(",") if s.strip()}
     return args
+
+
+def measure_loaded(kind: str, args: argparse.Namespace, shape: Shape, r: Results) -> None:
+    """Parts 1 and 2 on one loaded store."""
+    ld = prepare(kind, args, shape)
+    bring_to_head(ld)
+    r.loads.append(ld)
+    try:
+        store = Store(ld.url)
+        try:
+            if "read" in args.parts:
+                got, evicted = measure_pages(store, kind, args, ld.url)
+                r.pages += got
+                r.evictions += [f"{kind}: {evicted}"] if evicted else []
+                for label, age, keep in RETENTION_CASES:
+                    cutoff = now() - age
+                    r.retention.append(
+                        measure_retention(store, kind, label, cutoff, keep, args.retention_timeout)
+                    )
+            if "write" in args.parts:
+                r.writes.append(measure_writes(store, kind, shape, args))
+            if "http" in args.parts:
+                r.routes.append(measure_route(store, kind, shape, args.http_requests, args.seed))
+        finally:
+            store.dispose()
+        if "http" in args.parts:
+            r.https.append(measure_http(ld, args, Path(args.workdir)))
+    finally:
+        ld.cleanup()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    stores = [s.strip() for s in args.stores.split(",") if s.strip()]
-    parts = {s.strip() for s in args.parts.split(",") if s.strip()}
-    for s in stores:
-        if s not in ("sqlite", "postgres"):
-            raise SystemExit(f"unknown store {s!r} (sqlite, postgres)")
-    LOAD.append(os.getloadavg()[0])
+    LOAD.append(loadavg())
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     shape = Shape(args.events, args.instances, args.projects, args.span_days)
-    loads: list[Loaded] = []
-    pages: list[PageResult] = []
-    retention: list[RetentionResult] = []
-    https: list[HttpResult] = []
-    routes: list[RouteResult] = []
-    evictions: list[str] = []
-    writes: list[WriteResult] = []
-    failures: list[FailureResult] = []
-    if parts & {"read", "http", "write"}:
-        for s in stores:
-            t_store = time.time()
-            ld = prepare_sqlite(args, shape) if s == "sqlite" else prepare_pg(args, shape)
-            bring_to_head(ld)
-            loads.append(ld)
-            try:
-                store = Store(ld.url)
-                try:
-                    if "read" in parts:
-                        got, evicted = measure_pages(store, s, args, ld.url)
-                        pages += got
-                        if evicted:
-                            evictions.append(f"{s}: {evicted}")
-                        for label, age, keep in RETENTION_CASES:
-                            retention.append(
-                                measure_retention(
-                                    store, s, label, now() - age, keep, args.retention_timeout
-                                )
-                            )
-                    if "write" in parts:
-                        writes.append(measure_writes(store, s, shape, args))
-                finally:
-                    store.dispose()
-                if "http" in parts:
-                    route_store = Store(ld.url)
-                    try:
-                        routes.append(
-                            measure_route(route_store, s, shape, args.http_requests, args.seed)
-                        )
-                    finally:
-                        route_store.dispose()
-                    https.append(measure_http(ld, args, work))
-            finally:
-                ld.cleanup()
-            print(f"{s}: done in {time.time() - t_store:.0f} s", flush=True)
-    if "failure" in parts:
-        for s in stores:
-            for interval in args.restart_intervals:
-                db = None
-                pg_name = None
-                if s == "postgres":
-                    pg_name = f"skylight_bench_ev_{uuid.uuid4().hex[:10]}"
-                    pg_exec(args.pg_admin, f'CREATE DATABASE "{pg_name}"')
-                    db = _pg_url(args.pg_admin, pg_name)
-                try:
-                    failures.append(measure_failures(s, db, interval, args, work))
-                finally:
-                    if pg_name is not None:
-                        pg_exec(args.pg_admin, f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
+    r = Results()
+    for kind in args.stores if args.parts & {"read", "http", "write"} else []:
+        t_store = time.time()
+        measure_loaded(kind, args, shape, r)
+        print(f"{kind}: done in {time.time() - t_store:.0f} s", flush=True)
+    for kind in args.stores if "failure" in args.parts else []:
+        for interval in args.restart_intervals:
+            scratch = scratch_database(args.pg_admin) if kind == "postgres" else nullcontext(None)
+            with scratch as db:
+                r.failures.append(measure_failures(kind, db, interval, args, work))
     if not args.reuse:
-        try:
+        with contextlib.suppress(OSError):
             work.rmdir()  # only if this run left it empty (a --reuse store may live there)
-        except OSError:
-            pass
-    LOAD.append(os.getloadavg()[0])
-    text = section(
-        args, stores, loads, pages, retention, https, routes, evictions, writes, failures
-    )
-    print()
-    print(text)
-    if args.write:
-        write_doc(text)
-        print(f"wrote {DOC}")
+    LOAD.append(loadavg())
+    finish(SECTION, section(args, r), args.write)
     return 0
 
 
