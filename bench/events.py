@@ -585,56 +585,74 @@ class Query:
     make: Callable[[random.Random], events.EventFilter]
 
 
+QUERIES = (  # name, the request that runs it, its scope, its filter beyond the scope
+    ("instance", "GET /v1/instances/{id}/events", "instance", {}),
+    (
+        f"instance, kind={COMMON_KIND}",
+        "GET /v1/instances/{id}/events?kind=...",
+        "instance",
+        {"kind": COMMON_KIND},
+    ),
+    ("project", "GET /v1/events?project=P", "project", {}),
+    (
+        f"project, kind={COMMON_KIND}",
+        "GET /v1/events?project=P&kind=...",
+        "project",
+        {"kind": COMMON_KIND},
+    ),
+    (
+        f"project, kind={RARE_KIND} (rare)",
+        "GET /v1/events?project=P&kind=...",
+        "project",
+        {"kind": RARE_KIND},
+    ),
+    ("fleet", "GET /v1/system/events", "fleet", {}),
+    (
+        f"fleet, kind={COMMON_KIND}",
+        "GET /v1/system/events?kind=...",
+        "fleet",
+        {"kind": COMMON_KIND},
+    ),
+    (
+        f"fleet, kind={RARE_KIND} (rare)",
+        "GET /v1/system/events?kind=...",
+        "fleet",
+        {"kind": RARE_KIND},
+    ),
+    (
+        "fleet, severity=error",
+        "GET /v1/system/events?severity=error",
+        "fleet",
+        {"severity": "error"},
+    ),
+    (
+        f"fleet, kind={ABSENT_KIND} (none stored)",
+        "GET /v1/system/events?kind=...",
+        "fleet",
+        {"kind": ABSENT_KIND},
+    ),
+)
+
+
 def queries(shape: Shape) -> list[Query]:
-    n_i, n_p = shape.instances, shape.projects
+    """The first pages timed: an instance's, a project's, the fleet's, with filters; the
+    instance or project drawn at random for each query."""
 
-    def inst(rng: random.Random) -> events.EventFilter:
-        return events.EventFilter(instance_id=instance_id(rng.randrange(n_i)))
+    def maker(scope: str, extra: dict[str, str]) -> Callable[[random.Random], events.EventFilter]:
+        def make(rng: random.Random) -> events.EventFilter:
+            if scope == "instance":
+                return events.EventFilter(
+                    instance_id=instance_id(rng.randrange(shape.instances)), **extra
+                )
+            if scope == "project":
+                return events.EventFilter(
+                    project_id=project_id(rng.randrange(shape.projects)), **extra
+                )
+            return events.EventFilter(**extra)
 
-    def inst_kind(rng: random.Random) -> events.EventFilter:
-        return events.EventFilter(instance_id=instance_id(rng.randrange(n_i)), kind=COMMON_KIND)
+        return make
 
-    def proj(rng: random.Random) -> events.EventFilter:
-        return events.EventFilter(project_id=project_id(rng.randrange(n_p)))
-
-    def proj_kind(rng: random.Random) -> events.EventFilter:
-        return events.EventFilter(project_id=project_id(rng.randrange(n_p)), kind=COMMON_KIND)
-
-    def proj_rare(rng: random.Random) -> events.EventFilter:
-        return events.EventFilter(project_id=project_id(rng.randrange(n_p)), kind=RARE_KIND)
-
-    return [
-        Query("instance", "GET /v1/instances/{id}/events", inst),
-        Query(f"instance, kind={COMMON_KIND}", "GET /v1/instances/{id}/events?kind=...", inst_kind),
-        Query("project", "GET /v1/events?project=P", proj),
-        Query(f"project, kind={COMMON_KIND}", "GET /v1/events?project=P&kind=...", proj_kind),
-        Query(
-            f"project, kind={RARE_KIND} (rare)",
-            "GET /v1/events?project=P&kind=...",
-            proj_rare,
-        ),
-        Query("fleet", "GET /v1/system/events", lambda _r: events.EventFilter()),
-        Query(
-            f"fleet, kind={COMMON_KIND}",
-            "GET /v1/system/events?kind=...",
-            lambda _r: events.EventFilter(kind=COMMON_KIND),
-        ),
-        Query(
-            f"fleet, kind={RARE_KIND} (rare)",
-            "GET /v1/system/events?kind=...",
-            lambda _r: events.EventFilter(kind=RARE_KIND),
-        ),
-        Query(
-            "fleet, severity=error",
-            "GET /v1/system/events?severity=error",
-            lambda _r: events.EventFilter(severity="error"),
-        ),
-        Query(
-            f"fleet, kind={ABSENT_KIND} (none stored)",
-            "GET /v1/system/events?kind=...",
-            lambda _r: events.EventFilter(kind=ABSENT_KIND),
-        ),
-    ]
+    return [Query(name, api, maker(scope, extra)) for name, api, scope, extra in QUERIES]
 
 
 @dataclass
@@ -1504,14 +1522,7 @@ def _first_page(
         "as a store in service has none.",
         "",
         *table(
-            [
-                "store",
-                "load (s)",
-                "index build (s)",
-                "size on disk (GiB)",
-                "schema revision",
-                "reused",
-            ],
+            ("store | load (s) | index build (s) | size on disk (GiB) | schema revision | reused"),
             "lrrrll",
             [
                 [
@@ -1552,17 +1563,10 @@ def _first_page(
         "its `shared_buffers` (below).",
         "",
         *table(
-            [
-                "query (first page, 100 newest)",
-                "API",
-                "store",
-                "n",
-                "p50 (ms)",
-                "p99 (ms)",
-                "max (ms)",
-                "page cache (GiB)",
-                "plan",
-            ],
+            (
+                "query (first page, 100 newest) | API | store | n | p50 (ms) | p99 (ms) | max "
+                "(ms) | page cache (GiB) | plan"
+            ),
             "lllrrrrrl",
             [
                 [
@@ -1615,16 +1619,10 @@ def _http(
         "begin after it ended.",
         "",
         *table(
-            [
-                "store",
-                "n",
-                "errors",
-                "p50 (ms)",
-                "p99 (ms)",
-                "max (ms)",
-                "first request after start (ms)",
-                "server start (s)",
-            ],
+            (
+                "store | n | errors | p50 (ms) | p99 (ms) | max (ms) | first request after "
+                "start (ms) | server start (s)"
+            ),
             "lrrrrrrr",
             [
                 [
@@ -1674,17 +1672,10 @@ def _retention(args: argparse.Namespace, retention: list[RetentionResult]) -> li
         "keep 90, 10 of each instance's 100 would go.",
         "",
         *table(
-            [
-                "store",
-                "cutoff",
-                "keep",
-                "time (s)",
-                "batches",
-                "longest batch (ms)",
-                "outcome",
-                "page cache (GiB)",
-                "plan",
-            ],
+            (
+                "store | cutoff | keep | time (s) | batches | longest batch (ms) | outcome | "
+                "page cache (GiB) | plan"
+            ),
             "llrrrrlrl",
             [
                 [
@@ -1807,17 +1798,11 @@ def _failures(args: argparse.Namespace, failures: list[FailureResult]) -> list[s
         "average, up to I, plus the start saga (with the simulated sled's start delay).",
         "",
         *table(
-            [
-                "store",
-                "I (s)",
-                "n (poll / stream)",
-                "crash request p50 (ms)",
-                "(a) poll p50 / p99 (ms)",
-                "(a) stream p50 / p99 (ms)",
-                "(b) poll p50 / p99 (ms)",
-                "(b) stream p50 / p99 (ms)",
-                "errors",
-            ],
+            (
+                "store | I (s) | n (poll / stream) | crash request p50 (ms) | (a) poll p50 / "
+                "p99 (ms) | (a) stream p50 / p99 (ms) | (b) poll p50 / p99 (ms) | (b) stream "
+                "p50 / p99 (ms) | errors"
+            ),
             "lrrrrrrrr",
             [
                 [

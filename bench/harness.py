@@ -257,6 +257,21 @@ class Starts:
     def per_start_ms(self, seconds: float) -> float:
         return seconds / self.ok * 1000 if self.ok else math.nan
 
+    def progress(self, label: str, extra: str = "") -> None:
+        """One line on the console, and the first failures."""
+        print(
+            f"{label}: {self.ok}/{self.n} running, {len(self.failures)} failed, {self.polled} "
+            f"polled, {self.wall:.2f}s, {self.rate:.1f} starts/s, p50 "
+            f"{ms(pct(self.latencies, 0.5))} ms, p99 {ms(pct(self.latencies, 0.99))} ms{extra}",
+            flush=True,
+        )
+        print_failures(self.failures)
+
+
+def print_failures(failures: Sequence[str]) -> None:
+    for f in failures[:5]:
+        print(f"  failure: {f}", file=sys.stderr)
+
 
 @dataclass(frozen=True)
 class Clients:
@@ -334,8 +349,10 @@ def create_all(
 # -- the report --------------------------------------------------------------------------------
 
 
-def table(header: Sequence[str], align: str, rows: Iterable[Sequence[object]]) -> list[str]:
-    """A markdown table; ``align`` has one letter a column: l (---) or r (---:)."""
+def table(header: str | Sequence[str], align: str, rows: Iterable[Sequence[object]]) -> list[str]:
+    """A markdown table; ``header`` is its cells or them joined by " | "; ``align`` has
+    one letter a column: l (---) or r (---:)."""
+    header = header.split(" | ") if isinstance(header, str) else header
     rule = " | ".join("---:" if a == "r" else "---" for a in align)
     return [
         f"| {' | '.join(header)} |",

@@ -522,35 +522,27 @@ def run_in_process(pop: Population, args: argparse.Namespace, profile: bool) -> 
     # Rounds of successes and failures alternate, so that other work on the machine weighs
     # on both alike; the rate reported is the median round's.
     ok, fail, codes = Series(), Series(), Counter[str]()
-    i_ok = i_fail = 0
+
+    def one_round(series: Series, reqs: list[Request], total: int, r: int, placed: bool) -> None:
+        """Round ``r``'s share of ``total`` decisions, each checked to end as expected."""
+        n = total * (r + 1) // args.rounds - total * r // args.rounds
+        first = total * r // args.rounds
+        gc.collect()
+        start, cpu0 = len(series.samples), time.thread_time()
+        for i in range(first, first + n):
+            req = reqs[i % len(reqs)]
+            t0 = perf()
+            result = place(req, rack, rng)
+            series.add(perf() - t0)
+            if isinstance(result, Placement) != placed:
+                raise RuntimeError(f"placed is not {placed}: {req}")
+            if isinstance(result, PlacementFailure):
+                codes[result.reason["code"]] += 1
+        series.rounds.append((n, sum(series.samples[start:]), time.thread_time() - cpu0))
+
     for r in range(args.rounds):
-        n_ok = args.decisions * (r + 1) // args.rounds - args.decisions * r // args.rounds
-        n_fail = args.failures * (r + 1) // args.rounds - args.failures * r // args.rounds
-        gc.collect()
-        start, cpu0 = len(ok.samples), time.thread_time()
-        for _ in range(n_ok):
-            req = ok_reqs[i_ok % len(ok_reqs)]
-            i_ok += 1
-            t0 = perf()
-            result = place(req, rack, rng)
-            t1 = perf()
-            ok.add(t1 - t0)
-            if not isinstance(result, Placement):
-                raise RuntimeError(f"a placeable request was not placed: {req}")
-        ok.rounds.append((n_ok, sum(ok.samples[start:]), time.thread_time() - cpu0))
-        gc.collect()
-        start, cpu0 = len(fail.samples), time.thread_time()
-        for _ in range(n_fail):
-            req = fail_reqs[i_fail % len(fail_reqs)]
-            i_fail += 1
-            t0 = perf()
-            result = place(req, rack, rng)
-            t1 = perf()
-            fail.add(t1 - t0)
-            if not isinstance(result, PlacementFailure):
-                raise RuntimeError(f"a failure request was placed: {req}")
-            codes[result.reason["code"]] += 1
-        fail.rounds.append((n_fail, sum(fail.samples[start:]), time.thread_time() - cpu0))
+        one_round(ok, ok_reqs, args.decisions, r, True)
+        one_round(fail, fail_reqs, args.failures, r, False)
     cpu_fill, mem_fill = pop.fill()
     prof_ok: list[tuple[str, float]] = []
     prof_fail: list[tuple[str, float]] = []

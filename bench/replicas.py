@@ -1237,14 +1237,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         results.append(r)
         profile = profile or prof
-        print(
-            f"  {r.ok}/{r.n} running, {len(r.failures)} failed, {r.polled} polled, {r.wall:.1f}s, "
-            f"{r.rate:.1f} starts/s, p50 {ms(pct(r.latencies, 0.5))} ms, p99 "
-            f"{ms(pct(r.latencies, 0.99))} ms, {num(r.xacts_per_start)} commits/start",
-            flush=True,
-        )
-        for f in r.failures[:5]:
-            print(f"  failure: {f}", file=sys.stderr)
+        r.progress(f"  {replicas} replica(s)", f", {num(r.xacts_per_start)} commits/start")
     for timeout in args.timeouts if "adoption" in args.parts else []:
         print(f"death to outcome: adoption timeout {timeout:g} s ...", flush=True)
         trials += run_adoption(timeout, args)

@@ -143,14 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{store}: {args.n} starts, {args.concurrency} concurrent ...", flush=True)
         r, cpu = run_store(store, args)
         results.append((store, r, cpu))
-        print(
-            f"{store}: {r.ok}/{r.n} running, {len(r.failures)} failed, {r.polled} polled, "
-            f"{r.wall:.2f}s, {r.rate:.1f} starts/s, p50 {ms(pct(r.latencies, 0.5))} ms, "
-            f"p99 {ms(pct(r.latencies, 0.99))} ms, server CPU {num(r.per_start_ms(cpu))} ms/start",
-            flush=True,
-        )
-        for f in r.failures[:5]:
-            print(f"  failure: {f}", file=sys.stderr)
+        r.progress(store, f", server CPU {num(r.per_start_ms(cpu))} ms/start")
     finish(SECTION, section(results, args), args.write)
     return 1 if any(r.failures for _, r, _ in results) else 0
 

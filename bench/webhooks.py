@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from harness import (
     parser,
     pct,
     pg_version,
+    print_failures,
     server,
     setup_tables,
     table,
@@ -267,8 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r.burst_seconds:.2f} s, lag {ms(r.burst_lag)} ms",
             flush=True,
         )
-        for f in r.failures[:5]:
-            print(f"  failure: {f}", file=sys.stderr)
+        print_failures(r.failures)
     loads.append(loadavg())
     finish(SECTION, section(results, args, loads), args.write)
     return 1 if any(r.failures or r.latency_missing for r in results) else 0
