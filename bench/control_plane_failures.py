@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -122,7 +123,7 @@ def main() -> None:
         for replicas in (1, 2):
             figures = sorted(_run(kind, replicas, args) for _ in range(args.runs))
             rows.append([KINDS[kind], replicas, " / ".join(f"{f:.2f}" for f in figures)])
-            print(rows[-1], flush=True)
+            print(" | ".join(map(str, rows[-1])), flush=True)
     loads.append(loadavg())
     settings = [
         ("instances in flight", str(args.instances)),
@@ -134,7 +135,8 @@ def main() -> None:
     out = [
         SECTION,
         "",
-        f"`python bench/control_plane_failures.py` ({args.instances} starts in flight, "
+        f"`{' '.join(['python', 'bench/control_plane_failures.py', *sys.argv[1:]])}` "
+        f"({args.instances} starts in flight, "
         f"VMM boot {args.boot} s, outage {args.outage} s; seconds, {args.runs} runs, "
         "sorted). With one replica, SIGTERM is followed by its restart, which resumes its "
         "sagas; with two, the stopping replica hands them to its peer (the adoption timeout "

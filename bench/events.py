@@ -54,13 +54,11 @@ import random
 import re
 import shutil
 import sqlite3
-import sys
 import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -72,7 +70,11 @@ from sqlalchemy.engine import Connection
 
 from harness import (
     STORES,
+    Body,
+    Clients,
     GiB,
+    create_all,
+    create_project,
     details,
     finish,
     loadavg,
@@ -83,7 +85,8 @@ from harness import (
     pg_exec,
     pg_show,
     pg_url,
-    scratch_database,
+    print_failures,
+    server,
     setup_tables,
     table,
     top,
@@ -1008,13 +1011,13 @@ def measure_http(loaded: Loaded, args: argparse.Namespace, work: Path) -> HttpRe
     res = HttpResult(loaded.store)
     data_dir = work / f"http-{loaded.store}"
     shutil.rmtree(data_dir, ignore_errors=True)
-    server = ServerProcess(data_dir, db=loaded.url, args=["--sim-start-delay", "0.05"])
+    proc = ServerProcess(data_dir, db=loaded.url, args=["--sim-start-delay", "0.05"])
     rng = random.Random(f"{args.seed}/http")
     t0 = time.perf_counter()
-    server.start(timeout=300.0)
+    proc.start(timeout=300.0)
     res.start_seconds = time.perf_counter() - t0
     try:
-        with httpx.Client(base_url=server.url, timeout=600.0) as client:
+        with httpx.Client(base_url=proc.url, timeout=600.0) as client:
             iid = instance_id(rng.randrange(loaded.shape.instances))
             t0 = time.perf_counter()
             r = client.get(f"/v1/instances/{iid}/events", params={"limit": LIMIT})
@@ -1049,7 +1052,7 @@ def measure_http(loaded: Loaded, args: argparse.Namespace, work: Path) -> HttpRe
                 else:
                     res.errors += 1
     finally:
-        server.stop()
+        proc.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
     print(
         f"  {loaded.store}: HTTP first page: n={len(res.times)} errors={res.errors} "
@@ -1080,7 +1083,6 @@ class WriteResult:
     seq_not_advanced: int = 0  # coalesced repeats whose seq did not move past the original
     repeats: int = 0
     lookup_plan: str = ""
-    iterations: int = 0
 
 
 def measure_writes(store: Store, name: str, shape: Shape, args: argparse.Namespace) -> WriteResult:
@@ -1147,7 +1149,6 @@ def measure_writes(store: Store, name: str, shape: Shape, args: argparse.Namespa
         if time.perf_counter() > deadline:
             print(f"  {name}: write budget ({args.write_budget:g} s) spent after {j}", flush=True)
             break
-        res.iterations = j + 1
         i = picks[j % len(picks)]
         iid, pid = instance_id(i), project_id(i % shape.projects)
         units = ["none", "user", "cp", "record_user"]
@@ -1214,7 +1215,6 @@ class StreamReader(threading.Thread):
         super().__init__(daemon=True)
         self.url, self.path, self.project, self.deadline = url, path, project, deadline
         self.opened = threading.Event()
-        self.done = threading.Event()
         self.arrived: dict[str, float] = {}
         self.error: str | None = None
 
@@ -1244,7 +1244,6 @@ class StreamReader(threading.Thread):
             self.error = f"stream: {type(exc).__name__}: {exc}"
         finally:
             self.opened.set()
-            self.done.set()
 
 
 def _failed_marks(client: httpx.Client, name: str, project: str) -> set[tuple[str, int]]:
@@ -1253,110 +1252,81 @@ def _failed_marks(client: httpx.Client, name: str, project: str) -> set[tuple[st
     return {(e["id"], e["count"]) for e in r.json()["items"] if e["kind"] == str(Kind.FAILED)}
 
 
-def measure_failures(
-    store: str, db: str | None, interval: float, args: argparse.Namespace, work: Path
-) -> FailureResult:
-    res = FailureResult(store, interval)
-    data_dir = work / f"fail-{store}-{interval}"
-    shutil.rmtree(data_dir, ignore_errors=True)
-    server = ServerProcess(
-        data_dir,
-        db=db,
-        args=[
-            "--sim-start-delay",
-            str(args.start_delay),
-            "--auto-restart-cooldown",
-            "0",
-            "--auto-restart-interval",
-            str(interval),
-            "--stream-heartbeat",
-            "1",
-        ],
-    )
-    server.start(timeout=60.0)
-    project = "fail"
-    reps = args.failures
-    bound = interval + 30.0
-    try:
-        with httpx.Client(base_url=server.url, timeout=60.0) as client:
-            client.post("/v1/projects", json={"name": project, "description": ""})
-            names = [f"vm-{j:03d}" for j in range(reps)]
-            for nm in names:
-                r = client.post(
-                    "/v1/instances",
-                    params={"project": project},
-                    json={
-                        "name": nm,
-                        "description": "",
-                        "hostname": nm,
-                        "ncpus": 1,
-                        "memory": GiB,
-                        "start": True,
-                    },
-                )
-                if r.status_code != 201 or r.json()["run_state"] != "running":
-                    raise RuntimeError(f"create {nm}: HTTP {r.status_code}: {r.text[:300]}")
-            crash = "/v1/system/sim/instances/{}/crash"
-            phase = random.Random(f"{args.seed}/failures/{store}/{interval}")
-            for nm in names:
-                # The live stream is open while the same crash is also followed by polling.
-                reader = StreamReader(
-                    server.url,
-                    f"/v1/instances/{nm}/events/stream",
-                    project,
-                    time.monotonic() + bound + 10,
-                )
-                reader.start()
-                if not reader.opened.wait(10) or reader.error:
-                    res.errors.append(f"{nm}: {reader.error or 'stream did not open'}")
-                seen = _failed_marks(client, nm, project)
-                # A random point of the auto-restart task's cycle, as a real failure would.
-                time.sleep(0.05 + phase.uniform(0.0, min(interval, 10.0)))
-                t0 = time.perf_counter()
-                r = client.post(crash.format(nm), params={"project": project})
-                res.crash_request.append(time.perf_counter() - t0)
-                if r.status_code != 204:
-                    res.errors.append(f"crash {nm}: HTTP {r.status_code}")
-                    reader.join(bound + 15)
-                    continue
-                t_failed = t_running = math.nan
-                deadline = time.monotonic() + bound
-                while time.monotonic() < deadline:
-                    if _failed_marks(client, nm, project) - seen:
-                        t_failed = time.perf_counter() - t0
-                        break
-                    time.sleep(0.005)
-                while time.monotonic() < deadline:
-                    r = client.get(f"/v1/instances/{nm}", params={"project": project})
-                    if r.status_code == 200 and r.json()["run_state"] == "running":
-                        t_running = time.perf_counter() - t0
-                        break
-                    time.sleep(0.005)
-                if math.isnan(t_failed) or math.isnan(t_running):
-                    res.errors.append(f"{nm}: not failed/running again within {bound:.0f} s")
-                else:
-                    res.to_failed_poll.append(t_failed)
-                    res.to_running_poll.append(t_running)
+def _seconds_until(pred: Callable[[], bool], t0: float, deadline: float) -> float:
+    """Seconds from ``t0`` (``perf_counter``) until ``pred`` holds, polled every 5 ms; NaN if
+    it did not before ``deadline`` (``monotonic``)."""
+    while time.monotonic() < deadline:
+        if pred():
+            return time.perf_counter() - t0
+        time.sleep(0.005)
+    return math.nan
+
+
+def measure_failures(kind: str, interval: float, args: argparse.Namespace) -> FailureResult:
+    res = FailureResult(kind, interval)
+    serve = ["--sim-start-delay", str(args.start_delay), "--auto-restart-cooldown", "0"]
+    serve += ["--auto-restart-interval", str(interval), "--stream-heartbeat", "1"]
+    project, bound = "fail", interval + 30.0
+    phase = random.Random(f"{args.seed}/failures/{kind}/{interval}")
+    with (
+        server(kind, args.pg_admin, serve) as proc,
+        httpx.Client(base_url=proc.url, timeout=60.0) as client,
+    ):
+        create_project(proc.url, project)
+        names = [f"vm-{j:03d}" for j in range(args.failures)]
+        bodies: list[Body] = [
+            {"name": n, "description": "", "hostname": n, "ncpus": 1, "memory": GiB, "start": True}
+            for n in names
+        ]
+        create_all([proc.url], bodies, Clients(project, 1))
+        for nm in names:
+            # The live stream is open while the same crash is also followed by polling.
+            path = f"/v1/instances/{nm}/events/stream"
+            reader = StreamReader(proc.url, path, project, time.monotonic() + bound + 10)
+            reader.start()
+            if not reader.opened.wait(10) or reader.error:
+                res.errors.append(f"{nm}: {reader.error or 'stream did not open'}")
+            seen = _failed_marks(client, nm, project)
+            # A random point of the auto-restart task's cycle, as a real failure would.
+            time.sleep(0.05 + phase.uniform(0.0, min(interval, 10.0)))
+            t0 = time.perf_counter()
+            r = client.post(f"/v1/system/sim/instances/{nm}/crash", params={"project": project})
+            res.crash_request.append(time.perf_counter() - t0)
+            if r.status_code != 204:
+                res.errors.append(f"crash {nm}: HTTP {r.status_code}")
                 reader.join(bound + 15)
-                a = reader.arrived.get(str(Kind.FAILED))
-                b = reader.arrived.get(str(Kind.RUNNING))
-                if a is None or b is None:
-                    res.errors.append(f"{nm}: {reader.error or 'events missing on the stream'}")
-                    continue
-                res.to_failed_sse.append(a - t0)
-                res.to_running_sse.append(b - t0)
-    finally:
-        server.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
+                continue
+            deadline = time.monotonic() + bound
+
+            def running(nm: str = nm) -> bool:
+                r = client.get(f"/v1/instances/{nm}", params={"project": project})
+                return r.status_code == 200 and r.json()["run_state"] == "running"
+
+            def failed(nm: str = nm, seen: set[tuple[str, int]] = seen) -> bool:
+                return bool(_failed_marks(client, nm, project) - seen)
+
+            t_failed = _seconds_until(failed, t0, deadline)
+            t_running = _seconds_until(running, t0, deadline)
+            if math.isnan(t_failed) or math.isnan(t_running):
+                res.errors.append(f"{nm}: not failed/running again within {bound:.0f} s")
+            else:
+                res.to_failed_poll.append(t_failed)
+                res.to_running_poll.append(t_running)
+            reader.join(bound + 15)
+            a, b = reader.arrived.get(str(Kind.FAILED)), reader.arrived.get(str(Kind.RUNNING))
+            if a is None or b is None:
+                res.errors.append(f"{nm}: {reader.error or 'events missing on the stream'}")
+                continue
+            res.to_failed_sse.append(a - t0)
+            res.to_running_sse.append(b - t0)
     print(
-        f"  {store} (interval {interval} s): to failed p50 {ms(pct(res.to_failed_poll, 0.5))} "
+        f"  {kind} (interval {interval} s): to failed p50 {ms(pct(res.to_failed_poll, 0.5))} "
         f"ms (poll) / {ms(pct(res.to_failed_sse, 0.5))} ms (stream); to running p50 "
         f"{ms(pct(res.to_running_poll, 0.5), 0)} ms / {ms(pct(res.to_running_sse, 0.5), 0)} ms"
         f"; errors {len(res.errors)}",
         flush=True,
     )
-    for e in res.errors[:5]:
-        print(f"    {e}", file=sys.stderr)
+    print_failures(res.errors)
     return res
 
 
@@ -1940,10 +1910,9 @@ def main(argv: list[str] | None = None) -> int:
         measure_loaded(kind, args, shape, r)
         print(f"{kind}: done in {time.time() - t_store:.0f} s", flush=True)
     for kind in args.stores if "failure" in args.parts else []:
-        for interval in args.restart_intervals:
-            scratch = scratch_database(args.pg_admin) if kind == "postgres" else nullcontext(None)
-            with scratch as db:
-                r.failures.append(measure_failures(kind, db, interval, args, work))
+        r.failures += [
+            measure_failures(kind, interval, args) for interval in args.restart_intervals
+        ]
     if not args.reuse:
         with contextlib.suppress(OSError):
             work.rmdir()  # only if this run left it empty (a --reuse store may live there)

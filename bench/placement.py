@@ -162,7 +162,6 @@ class Population:
     groups: list[Group]
     success: list[Pending]
     failure: list[Pending]
-    seconds: float = 0.0
     # The success requests the rack can place now, and why the others cannot (reason codes).
     placeable: list[Pending] = field(default_factory=list)
     declined: Counter[str] = field(default_factory=Counter)
@@ -251,7 +250,6 @@ def _composition(rng: np.random.Generator, total: int, parts: int) -> IntArray:
 def build_population(
     n_sleds: int, n_instances: int, args: argparse.Namespace, seed: int
 ) -> Population:
-    t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     expunged = rng.random(n_sleds) < EXPUNGED_SHARE
     maintenance = ~expunged & (rng.random(n_sleds) < MAINTENANCE_SHARE)
@@ -397,7 +395,6 @@ def build_population(
             raise RuntimeError(f"a failure request can be placed: {p}")
     if not pop.placeable:
         raise SystemExit("no success request can be placed")
-    pop.seconds = time.perf_counter() - t0
     return pop
 
 
@@ -458,14 +455,12 @@ class CellResult:
     sled_memory: int
     cpu_fill: float
     mem_fill: float
-    build_s: float
     rack_of: Series
     ok: Series
     requests: int  # distinct success requests
     declined: Counter[str]  # success requests the rack cannot place, by reason code
     fail: Series
     fail_codes: Counter[str]
-    groups_in_requests: float  # mean groups per request (success workload)
     # Under cProfile: (function, own time in µs per decision), and the total per decision.
     profile_ok: list[tuple[str, float]] = field(default_factory=list)
     profile_fail: list[tuple[str, float]] = field(default_factory=list)
@@ -559,14 +554,12 @@ def run_in_process(pop: Population, args: argparse.Namespace, profile: bool) -> 
         sled_memory=pop.sled_memory,
         cpu_fill=cpu_fill,
         mem_fill=mem_fill,
-        build_s=pop.seconds,
         rack_of=rack_of,
         ok=ok,
         requests=len(pop.success),
         declined=pop.declined,
         fail=fail,
         fail_codes=codes,
-        groups_in_requests=sum(len(p.groups) for p in pop.success) / len(pop.success),
         profile_ok=prof_ok,
         profile_fail=prof_fail,
         profile_total=totals,
