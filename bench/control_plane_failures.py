@@ -24,18 +24,19 @@ from pathlib import Path
 import httpx
 
 from harness import (
+    Agents,
+    Fleet,
     finish,
     loadavg,
     machine_rows,
     parser,
     pg_exec,
     pg_version,
-    scratch_database,
     setup_tables,
     table,
     wait_running,
 )
-from skylight.testing import ServerProcess, SledAgentProcess
+from skylight.testing import ServerProcess
 
 SECTION = "## When the control plane fails: SIGTERM and database outages"
 ARGS = ["--no-sim", "--adoption-timeout", "60", "--heartbeat-interval", "0.5"]
@@ -51,7 +52,7 @@ async def _all_running(url: str, names: list[str], deadline: float) -> list[str]
     return [f"{n}: {why}" for n, (ok, why) in zip(names, results, strict=True) if not ok]
 
 
-def _fail(admin: str, db: str, kind: str, replicas: list[ServerProcess], outage: float) -> float:
+def _fail(admin: str, name: str, kind: str, replicas: list[ServerProcess], outage: float) -> float:
     """Stop replica 0 (restarting it if it is alone), or take the database away for
     ``outage`` seconds; when the clock starts."""
     if kind == "sigterm":
@@ -60,7 +61,6 @@ def _fail(admin: str, db: str, kind: str, replicas: list[ServerProcess], outage:
         if len(replicas) == 1:
             replicas[0].start()
         return t0
-    name = db.rsplit("/", 1)[1]
     pg_exec(admin, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
     pg_exec(
         admin, f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
@@ -71,43 +71,34 @@ def _fail(admin: str, db: str, kind: str, replicas: list[ServerProcess], outage:
 
 
 def _run(kind: str, replicas: int, args: argparse.Namespace) -> float:
-    with tempfile.TemporaryDirectory() as tmp, scratch_database(args.pg_admin) as db:
-        root = Path(tmp)
-        servers = [ServerProcess(root / f"r{i}", db=db, args=ARGS) for i in range(replicas)]
-        urls = ",".join(s.url for s in servers)
-        agents = [
-            SledAgentProcess(root / f"s{i}", urls, cpus=64, memory_gib=256, start_delay=args.boot)
-            for i in range(2)
-        ]
-        try:
-            for p in [*servers, *agents]:
-                p.start()
-            api = httpx.Client(base_url=servers[0].url, timeout=30)
-            api.post("/v1/projects", json={"name": "demo", "description": ""})
-            names = [f"i{i}" for i in range(args.instances)]
-            for name in names:
-                body = {
-                    "name": name,
-                    "description": "",
-                    "hostname": name,
-                    "ncpus": 1,
-                    "memory": 1 << 30,
-                }
-                r = api.post(
-                    "/v1/instances",
-                    params={"project": "demo"},
-                    json=body,
-                    headers={"Prefer": "respond-async"},
-                )
-                assert r.status_code == 201, r.text
-            t0 = _fail(args.pg_admin, db, kind, servers, args.outage)
-            failed = asyncio.run(_all_running(servers[-1].url, names, time.monotonic() + 120))
-            if failed:
-                raise AssertionError(f"{kind}, {replicas} replicas: {failed[:3]}")
-            return time.monotonic() - t0
-        finally:
-            for p in [*agents, *servers]:
-                p.kill()
+    agents = Agents(2, cpus=64, memory_gib=256, boot=args.boot)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        Fleet(Path(tmp), args.pg_admin, replicas, ARGS, agents) as fleet,
+    ):
+        api = httpx.Client(base_url=fleet.urls[0], timeout=30)
+        api.post("/v1/projects", json={"name": "demo", "description": ""})
+        names = [f"i{i}" for i in range(args.instances)]
+        for name in names:
+            body = {
+                "name": name,
+                "description": "",
+                "hostname": name,
+                "ncpus": 1,
+                "memory": 1 << 30,
+            }
+            r = api.post(
+                "/v1/instances",
+                params={"project": "demo"},
+                json=body,
+                headers={"Prefer": "respond-async"},
+            )
+            assert r.status_code == 201, r.text
+        t0 = _fail(args.pg_admin, fleet.dbname, kind, fleet.replicas, args.outage)
+        failed = asyncio.run(_all_running(fleet.urls[-1], names, time.monotonic() + 120))
+        if failed:
+            raise AssertionError(f"{kind}, {replicas} replicas: {failed[:3]}")
+        return time.monotonic() - t0
 
 
 def main() -> None:

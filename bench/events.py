@@ -384,9 +384,11 @@ PARENT_COLUMNS = {
 
 def _parent_rows(shape: Shape, t: object, false: object) -> dict[str, list[tuple[object, ...]]]:
     """The ``project`` and ``instance`` rows the events belong to (``t``: every time)."""
-    projects = [(project_id(p), f"proj-{p:05d}", "", t, t) for p in range(shape.projects)]
+    projects: list[tuple[object, ...]] = [
+        (project_id(p), f"proj-{p:05d}", "", t, t) for p in range(shape.projects)
+    ]
     rest = (2, 4 * GiB, false, "", "no_vmm", "stopped", 1, t, t, t, 0)
-    instances = [
+    instances: list[tuple[object, ...]] = [
         (
             instance_id(i),
             project_id(i % shape.projects),
@@ -424,7 +426,7 @@ def load_pg(url: str, shape: Shape) -> tuple[float, float, float]:
             "SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)"
         ).fetchall()
         for name, _ddl in indexes:
-            conn.execute(f'DROP INDEX "{name}"')  # type: ignore[arg-type]
+            conn.execute(f'DROP INDEX "{name}"')  # type: ignore[arg-type,unused-ignore]
         conn.execute(
             "CREATE TEMP TABLE bench_step (st int PRIMARY KEY, kind text, severity text, "
             "run_state text, cause text, actor json, reason_code text, reason json, "
@@ -470,7 +472,7 @@ def load_pg(url: str, shape: Shape) -> tuple[float, float, float]:
         ).replace(" % ", " %% ")
         for lo in range(1, shape.events + 1, CHUNK):
             hi = min(shape.events, lo + CHUNK - 1)
-            conn.execute(sql, {"lo": lo, "hi": hi, "t0": t0, "dt": dt})  # type: ignore[arg-type]
+            conn.execute(sql, {"lo": lo, "hi": hi, "t0": t0, "dt": dt})  # type: ignore[arg-type,unused-ignore]
             conn.commit()
             print(f"  postgres: {hi:,} events ({time.time() - t_load:.0f} s)", flush=True)
         load_s = time.time() - t_load
@@ -494,7 +496,7 @@ def _pg_parents(conn: Any, shape: Shape, t0: float) -> None:
     rows = _parent_rows(shape, datetime.fromtimestamp(t0, UTC), False)
     with conn.cursor() as cur:
         for name, values in rows.items():
-            with cur.copy(f"COPY {name} ({PARENT_COLUMNS[name]}) FROM STDIN") as cp:  # type: ignore[arg-type]
+            with cur.copy(f"COPY {name} ({PARENT_COLUMNS[name]}) FROM STDIN") as cp:  # type: ignore[arg-type,unused-ignore]
                 for row in values:
                     cp.write_row(row)
 
@@ -588,74 +590,42 @@ class Query:
     make: Callable[[random.Random], events.EventFilter]
 
 
-QUERIES = (  # name, the request that runs it, its scope, its filter beyond the scope
-    ("instance", "GET /v1/instances/{id}/events", "instance", {}),
-    (
-        f"instance, kind={COMMON_KIND}",
-        "GET /v1/instances/{id}/events?kind=...",
-        "instance",
-        {"kind": COMMON_KIND},
-    ),
-    ("project", "GET /v1/events?project=P", "project", {}),
-    (
-        f"project, kind={COMMON_KIND}",
-        "GET /v1/events?project=P&kind=...",
-        "project",
-        {"kind": COMMON_KIND},
-    ),
-    (
-        f"project, kind={RARE_KIND} (rare)",
-        "GET /v1/events?project=P&kind=...",
-        "project",
-        {"kind": RARE_KIND},
-    ),
-    ("fleet", "GET /v1/system/events", "fleet", {}),
-    (
-        f"fleet, kind={COMMON_KIND}",
-        "GET /v1/system/events?kind=...",
-        "fleet",
-        {"kind": COMMON_KIND},
-    ),
-    (
-        f"fleet, kind={RARE_KIND} (rare)",
-        "GET /v1/system/events?kind=...",
-        "fleet",
-        {"kind": RARE_KIND},
-    ),
-    (
-        "fleet, severity=error",
-        "GET /v1/system/events?severity=error",
-        "fleet",
-        {"severity": "error"},
-    ),
-    (
-        f"fleet, kind={ABSENT_KIND} (none stored)",
-        "GET /v1/system/events?kind=...",
-        "fleet",
-        {"kind": ABSENT_KIND},
-    ),
+# The first pages timed: scope, kind, severity, a note on the kind.
+QUERIES: tuple[tuple[str, str | None, str | None, str], ...] = (
+    *(("instance", k, None, "") for k in (None, COMMON_KIND)),
+    *(("project", k, None, n) for k, n in ((None, ""), (COMMON_KIND, ""), (RARE_KIND, "rare"))),
+    *(("fleet", k, None, n) for k, n in ((None, ""), (COMMON_KIND, ""), (RARE_KIND, "rare"))),
+    ("fleet", None, "error", ""),
+    ("fleet", ABSENT_KIND, None, "none stored"),
 )
+API = {"instance": "/v1/instances/{id}/events?", "project": "/v1/events?project=P&"}
 
 
 def queries(shape: Shape) -> list[Query]:
-    """The first pages timed: an instance's, a project's, the fleet's, with filters; the
-    instance or project drawn at random for each query."""
+    """Each of QUERIES as the API names it and asks it, the instance or project drawn at
+    random for each query."""
 
-    def maker(scope: str, extra: dict[str, str]) -> Callable[[random.Random], events.EventFilter]:
+    def maker(
+        scope: str, kind: str | None, severity: str | None
+    ) -> Callable[[random.Random], events.EventFilter]:
         def make(rng: random.Random) -> events.EventFilter:
-            if scope == "instance":
-                return events.EventFilter(
-                    instance_id=instance_id(rng.randrange(shape.instances)), **extra
-                )
-            if scope == "project":
-                return events.EventFilter(
-                    project_id=project_id(rng.randrange(shape.projects)), **extra
-                )
-            return events.EventFilter(**extra)
+            i = instance_id(rng.randrange(shape.instances)) if scope == "instance" else None
+            p = project_id(rng.randrange(shape.projects)) if scope == "project" else None
+            return events.EventFilter(instance_id=i, project_id=p, kind=kind, severity=severity)
 
         return make
 
-    return [Query(name, api, maker(scope, extra)) for name, api, scope, extra in QUERIES]
+    out = []
+    for scope, kind, severity, note in QUERIES:
+        name = (
+            scope
+            + (f", kind={kind}" if kind else "")
+            + (f", severity={severity}" if severity else "")
+        )
+        query = "kind=..." if kind else f"severity={severity}" if severity else ""
+        api = "GET " + (API.get(scope, "/v1/system/events?") + query).rstrip("?&")
+        out.append(Query(name + (f" ({note})" if note else ""), api, maker(scope, kind, severity)))
+    return out
 
 
 @dataclass

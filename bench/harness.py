@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import os
 import platform
@@ -26,8 +27,11 @@ from pathlib import Path
 from typing import Protocol
 
 import httpx
+import sqlalchemy as sa
 
-from skylight.testing import ServerProcess
+from skylight.store.engine import make_engine
+from skylight.testing import ServerProcess, SledAgentProcess
+from skylight.testing.process import ChildProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -88,7 +92,7 @@ def pg_exec(admin: str, sql: str) -> None:
     import psycopg
 
     with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(sql)  # type: ignore[arg-type]
+        conn.execute(sql)  # type: ignore[arg-type,unused-ignore]
 
 
 def pg_show(admin: str, *settings: str) -> str:
@@ -98,7 +102,7 @@ def pg_show(admin: str, *settings: str) -> str:
 
     try:
         with psycopg.connect(admin, connect_timeout=5) as conn:
-            shown = [conn.execute(f"SHOW {s}").fetchone() for s in settings]  # type: ignore[arg-type]
+            shown = [conn.execute(f"SHOW {s}").fetchone() for s in settings]  # type: ignore[arg-type,unused-ignore]
     except Exception as exc:  # the machine's business
         return f"unavailable ({type(exc).__name__})"
     values = [str(r[0]) if r else "?" for r in shown]
@@ -170,6 +174,80 @@ def wait_for(what: str, pred: Callable[[], object], timeout: float, interval: fl
         if time.monotonic() >= deadline:
             raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+@dataclass(frozen=True)
+class Agents:
+    """The HTTP sled agents of a fleet: how many, their size, their VMMs' boot time."""
+
+    count: int
+    cpus: int
+    memory_gib: int
+    boot: float
+
+
+class Fleet:
+    """A fresh PostgreSQL database, replicas (``skylight serve`` with ``flags``) on it and
+    HTTP sled agents registered with every replica; all killed and the database dropped on
+    exit. ``rows`` reads the database, as the benchmarks that look behind the API do."""
+
+    def __init__(
+        self, root: Path, admin: str, replicas: int, flags: list[str], agents: Agents
+    ) -> None:
+        self.admin, self.root, self.agent_spec = admin, root, agents
+        self.dbname = f"skylight_bench_fleet_{uuid.uuid4().hex[:10]}"
+        self.db = pg_url(admin, self.dbname)
+        self.replicas = [
+            ServerProcess(root / f"r{i}", db=self.db, args=flags) for i in range(replicas)
+        ]
+        self.agents: list[SledAgentProcess] = []
+        self.engine: sa.Engine | None = None
+
+    def __enter__(self) -> Fleet:
+        pg_exec(self.admin, f'CREATE DATABASE "{self.dbname}"')
+        try:
+            # The first replica migrates the empty database; the others start together after.
+            self.replicas[0].start(timeout=90)
+            start_all(self.replicas[1:], timeout=90)
+            spec, urls = self.agent_spec, ",".join(self.urls)
+            self.agents = [
+                SledAgentProcess(
+                    self.root / f"s{i}",
+                    urls,
+                    cpus=spec.cpus,
+                    memory_gib=spec.memory_gib,
+                    start_delay=spec.boot,
+                )
+                for i in range(spec.count)
+            ]
+            start_all(self.agents, timeout=60)  # each waits until it has registered
+            self.engine = make_engine(self.db)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for p in [*self.agents, *self.replicas]:
+            with contextlib.suppress(Exception):
+                p.kill()
+        if self.engine is not None:
+            self.engine.dispose()
+        with contextlib.suppress(Exception):
+            pg_exec(self.admin, f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
+
+    @property
+    def urls(self) -> list[str]:
+        return [r.url for r in self.replicas]
+
+    def rows(self, query: sa.Select[tuple[object, ...]]) -> list[sa.Row[tuple[object, ...]]]:
+        assert self.engine is not None
+        with self.engine.connect() as c:
+            return list(c.execute(query))
+
+    def cpu(self, which: Sequence[ChildProcess]) -> float:
+        """CPU seconds the processes ``which`` have used so far."""
+        return sum(cpu_seconds(p.proc.pid if p.proc else None) for p in which)
 
 
 # -- HTTP clients ------------------------------------------------------------------------------

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import math
 import os
 import re
@@ -37,10 +36,10 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -48,8 +47,10 @@ import psycopg
 import sqlalchemy as sa
 
 from harness import (
+    Agents,
     Body,
     Clients,
+    Fleet,
     Starts,
     cpu_seconds,
     create_all,
@@ -63,20 +64,15 @@ from harness import (
     num,
     parser,
     pct,
-    pg_exec,
-    pg_url,
     pg_version,
     setup_tables,
-    start_all,
     table,
     top,
     wait_for,
 )
 from harness import instance_body as _instance_body
 from skylight.clock import as_utc
-from skylight.store.engine import make_engine
-from skylight.store.schema import event, instance, replica, saga, saga_node_event, sled, vmm
-from skylight.testing import ServerProcess, SledAgentProcess
+from skylight.store.schema import event, instance, replica, saga, saga_node_event, vmm
 
 SECTION = "## Replicas"
 PROJECT = "bench"
@@ -86,10 +82,6 @@ ADOPTED_KIND = "instance.operation_adopted"
 
 def instance_body(i: int, prefix: str) -> Body:
     return _instance_body(i, prefix, "replicas benchmark")
-
-
-def _pid(p: ServerProcess | SledAgentProcess) -> int | None:
-    return p.proc.pid if p.proc is not None else None
 
 
 def _oneline(query: object, width: int) -> str:
@@ -206,85 +198,30 @@ def _xact_commit(admin: str, dbname: str) -> float:
 # -- the fleet ---------------------------------------------------------------------------------
 
 
-class Fleet:
-    """A fresh PostgreSQL database, R replicas and A HTTP sled agents registered with all;
-    everything killed and dropped on exit."""
-
-    def __init__(
-        self,
-        root: Path,
-        args: argparse.Namespace,
-        replicas: int,
-        agents: int,
-        delay: float,
-        tag: str,
-        adoption: float | None = None,
-    ) -> None:
-        self.admin, self.root, self.n_agents, self.delay = args.pg_admin, root, agents, delay
-        self.agent_size = (args.agent_cpus, args.agent_memory)
-        self.dbname = f"skylight_bench_rep_{tag}_{uuid.uuid4().hex[:8]}"
-        self.db = pg_url(self.admin, self.dbname)
-        flags = replica_args(args, adoption)
-        self.replicas = [
-            ServerProcess(root / f"r{i}", db=self.db, args=flags) for i in range(replicas)
-        ]
-        self.agents: list[SledAgentProcess] = []
-        self.engine: sa.Engine | None = None
-
-    def __enter__(self) -> Fleet:
-        pg_exec(self.admin, f'CREATE DATABASE "{self.dbname}"')
-        try:
-            # The first replica migrates the empty database; the others start together after.
-            self.replicas[0].start(timeout=90)
-            start_all(self.replicas[1:], timeout=90)
-            urls, (cpus, mem) = ",".join(self.urls), self.agent_size
-            self.agents = [
-                SledAgentProcess(
-                    self.root / f"s{i}", urls, cpus=cpus, memory_gib=mem, start_delay=self.delay
-                )
-                for i in range(self.n_agents)
-            ]
-            start_all(self.agents, timeout=60)
-            self.engine = make_engine(self.db)
-            wait_for(
-                "every agent's sled in the store", lambda: self.count(sled) >= self.n_agents, 30
-            )
-        except BaseException:
-            self.__exit__()
-            raise
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        for p in [*self.replicas, *self.agents]:
-            with contextlib.suppress(Exception):
-                p.kill()
-        if self.engine is not None:
-            self.engine.dispose()
-        with contextlib.suppress(Exception):
-            pg_exec(self.admin, f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
-
-    @property
-    def urls(self) -> list[str]:
-        return [r.url for r in self.replicas]
-
-    def rows(self, query: sa.Select[tuple[object, ...]]) -> list[sa.Row[tuple[object, ...]]]:
-        assert self.engine is not None
-        with self.engine.connect() as c:
-            return list(c.execute(query))
-
-    def count(self, table: sa.Table) -> int:
-        return int(self.rows(sa.select(sa.func.count()).select_from(table))[0][0])  # type: ignore[call-overload]
-
-    def cpu(self, which: Sequence[ServerProcess | SledAgentProcess]) -> float:
-        return sum(cpu_seconds(_pid(p)) for p in which)
-
-
 def replica_args(args: argparse.Namespace, adoption_timeout: float | None = None) -> list[str]:
     out = ["--no-sim", "--start-wait", str(args.start_wait)]
     out += ["--sled-call-timeout", str(args.sled_call_timeout)]
     out += ["--heartbeat-interval", str(args.heartbeat_interval)]
     return out + (
         ["--adoption-timeout", str(adoption_timeout)] if adoption_timeout is not None else []
+    )
+
+
+def _fleet(
+    root: Path,
+    args: argparse.Namespace,
+    replicas: int,
+    agents: int,
+    boot: float,
+    adoption: float | None = None,
+) -> Fleet:
+    flags = replica_args(args, adoption)
+    return Fleet(
+        root,
+        args.pg_admin,
+        replicas,
+        flags,
+        Agents(agents, args.agent_cpus, args.agent_memory, boot),
     )
 
 
@@ -371,7 +308,7 @@ def run_throughput(
 ) -> tuple[Throughput, Profile | None]:
     with (
         tempfile.TemporaryDirectory(prefix=f"skylight-bench-rep{replicas}-") as tmp,
-        Fleet(Path(tmp), args, replicas, args.agents, args.start_delay, f"tp{replicas}") as fleet,
+        _fleet(Path(tmp), args, replicas, args.agents, args.start_delay) as fleet,
     ):
         create_project(fleet.urls[0], PROJECT, "replicas throughput")
         create_all(
@@ -384,7 +321,7 @@ def run_throughput(
         x0 = _xact_commit(args.pg_admin, fleet.dbname)
         time.sleep(3.0)
         r.idle_xacts_per_s = (_xact_commit(args.pg_admin, fleet.dbname) - x0) / 3.0
-        r_cpu0 = [cpu_seconds(_pid(p)) for p in fleet.replicas]
+        r_cpu0 = [fleet.cpu([p]) for p in fleet.replicas]
         a_cpu0, c_cpu0 = fleet.cpu(fleet.agents), time.process_time()
         x0 = _xact_commit(args.pg_admin, fleet.dbname)
         with PgBackendCpu(args.pg_admin, fleet.dbname) as pg:
@@ -394,15 +331,15 @@ def run_throughput(
             )
             r.machine_busy = _machine_busy() - m0
             r.replica_cpu = [
-                cpu_seconds(_pid(p)) - c for p, c in zip(fleet.replicas, r_cpu0, strict=True)
+                fleet.cpu([p]) - c for p, c in zip(fleet.replicas, r_cpu0, strict=True)
             ]
             r.agent_cpu = fleet.cpu(fleet.agents) - a_cpu0
             r.client_cpu = time.process_time() - c_cpu0
         r.pg_cpu, r.pg_states, r.pg_lock_queries = pg.seconds, pg.states, pg.lock_queries
         r.pg_samples, r.event_lock, r.holder_last = pg.samples, pg.event_lock, pg.holder_last
         joined = event.join(instance, instance.c.id == event.c.instance_id)
-        count = sa.select(sa.func.count()).select_from(joined).where(instance.c.name.like("inst-%"))
-        r.events = int(fleet.rows(count)[0][0])  # type: ignore[call-overload]
+        ids = sa.select(event.c.id).select_from(joined).where(instance.c.name.like("inst-%"))
+        r.events = len(fleet.rows(ids))
         time.sleep(1.5)  # pg_stat_database lags (backends report when idle, at most once a second)
         r.xacts = _xact_commit(args.pg_admin, fleet.dbname) - x0
         for p in fleet.replicas if r.failures else []:
@@ -444,7 +381,8 @@ def _frame_key(frame: str) -> str:
 
 
 def profile_replica(fleet: Fleet, args: argparse.Namespace) -> Profile:
-    spy, pid = Path(sys.executable).with_name("py-spy"), _pid(fleet.replicas[0])
+    proc0 = fleet.replicas[0].proc
+    spy, pid = Path(sys.executable).with_name("py-spy"), proc0.pid if proc0 else None
     if not spy.exists() or pid is None:
         return Profile(0, 0, [], [], error="py-spy not found next to the interpreter")
     out = fleet.root / "profile.txt"
@@ -534,7 +472,8 @@ async def _create_async(url: str, bodies: list[Body]) -> list[str]:
 
 def _at(value: object, t0: float) -> float:
     """A stored time as seconds after ``t0`` (a ``time.time()``)."""
-    return as_utc(value).timestamp() - t0  # type: ignore[arg-type]
+    assert isinstance(value, datetime), value
+    return as_utc(value).timestamp() - t0
 
 
 def _wait_booting(fleet: Fleet, ids: list[str], boot: float) -> None:
@@ -645,14 +584,8 @@ def run_trial(fleet: Fleet, timeout: float, index: int, args: argparse.Namespace
 def run_adoption(timeout: float, args: argparse.Namespace) -> list[Trial]:
     with (
         tempfile.TemporaryDirectory(prefix=f"skylight-bench-adopt{timeout:g}-") as tmp,
-        Fleet(
-            Path(tmp),
-            args,
-            args.adopt_replicas,
-            args.adopt_agents,
-            args.adopt_start_delay,
-            f"ad{int(timeout)}",
-            timeout,
+        _fleet(
+            Path(tmp), args, args.adopt_replicas, args.adopt_agents, args.adopt_start_delay, timeout
         ) as fleet,
     ):
         create_project(fleet.urls[0], PROJECT, "replica death")
@@ -1160,16 +1093,18 @@ def section(
 # -- main --------------------------------------------------------------------------------------
 
 
-def _numbers(kind: type[float] | type[int]) -> object:
-    return lambda text: [kind(x) for x in text.split(",") if x.strip()]
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = parser(__doc__, stores=None)
     p.add_argument("--parts", default="throughput,adoption", help="throughput,adoption")
-    p.add_argument(
-        "--replica-counts", type=_numbers(int), default=[1, 3], help="throughput fleets (1,3)"
-    )  # type: ignore[arg-type]
+    p.add_argument("--replica-counts", type=_ints, default=[1, 3], help="throughput fleets (1,3)")
     p.add_argument("-n", "--n", type=int, default=160, help="counted starts per fleet (160)")
     p.add_argument("--rounds", type=int, default=2, help="throughput rounds (2)")
     p.add_argument("-c", "--concurrency", type=int, default=16, help="concurrent clients (16)")
@@ -1187,10 +1122,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--adoption-timeouts",
         dest="timeouts",
-        type=_numbers(float),
+        type=_floats,
         default=[5.0, 10.0],
         help="seconds (5,10)",
-    )  # type: ignore[arg-type]
+    )
     p.add_argument("--trials", type=int, default=5, help="trials per timeout (5)")
     p.add_argument("-k", "--k", type=int, default=10, help="instances per trial (10)")
     p.add_argument("--adopt-replicas", type=int, default=3)

@@ -120,7 +120,7 @@ def _drive(url: str, store: str, args: argparse.Namespace) -> Result:
             http.post("/v1/projects", json={"name": PROJECT, "description": ""}).raise_for_status()
             _burst(url, "warm", args.warmup, args.concurrency)  # the control plane alone first
             res.bare_rate = _burst(url, "bare", args.n, args.concurrency)
-            hook = {"name": "bench", "description": "", "endpoint": rx.url}
+            hook: dict[str, object] = {"name": "bench", "description": "", "endpoint": rx.url}
             hook |= {"secrets": ["bench-secret"], "subscriptions": ["**"]}
             http.post("/v1/webhook-receivers", json=hook).raise_for_status()
             # While nobody listens the server looks for a first subscription once a second
