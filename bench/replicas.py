@@ -34,7 +34,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -43,7 +42,6 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
-import psycopg
 import sqlalchemy as sa
 
 from harness import (
@@ -71,6 +69,7 @@ from harness import (
     wait_for,
 )
 from harness import instance_body as _instance_body
+from pg_activity import PgBackendCpu, machine_busy, xact_commit
 from skylight.clock import as_utc
 from skylight.store.schema import event, instance, replica, saga, saga_node_event, vmm
 
@@ -82,117 +81,6 @@ ADOPTED_KIND = "instance.operation_adopted"
 
 def instance_body(i: int, prefix: str) -> Body:
     return _instance_body(i, prefix, "replicas benchmark")
-
-
-def _oneline(query: object, width: int) -> str:
-    return " ".join(str(query).split())[:width]
-
-
-# -- PostgreSQL: its backends' CPU and activity, its commits, the machine ------------------------
-
-
-class PgBackendCpu:
-    """CPU time of the PostgreSQL backends serving one database, sampled from /proc, and
-    what they are doing (``pg_stat_activity``), sampled at the same time. Backends come and
-    go, so a thread lists them every ``interval`` s and keeps each one's last reading: the
-    sum is a lower bound. Server processes (WAL writer, checkpointer) are not counted."""
-
-    def __init__(self, admin: str, dbname: str, interval: float = 0.2) -> None:
-        self.admin, self.dbname, self.interval = admin, dbname, interval
-        self._base: dict[int, float] = {}
-        self._last: dict[int, float] = {}
-        self.states: Counter[str] = Counter()  # backend samples in a transaction, by activity
-        self.lock_queries: Counter[str] = Counter()  # statements waiting for a lock
-        # The event lock (the only advisory lock): who holds it, doing what; "free" if nobody.
-        self.event_lock: Counter[str] = Counter()
-        self.holder_last: Counter[str] = Counter()  # an idle holder's last statement
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def _event_lock(self, conn: psycopg.Connection) -> None:
-        rows = conn.execute(
-            "SELECT a.state, a.wait_event_type, a.wait_event, a.query FROM pg_locks l "
-            "JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted AND a.datname = %s",
-            (self.dbname,),
-        ).fetchall()
-        if not rows:
-            self.event_lock["free"] += 1
-        for state, wait_type, wait, query in rows:
-            if state == "active":
-                what = f"{wait_type}: {wait}" if wait_type else "running"
-                self.event_lock[f"held; holder executing ({what})"] += 1
-            else:
-                self.event_lock[f"held; holder {state} (the replica's turn)"] += 1
-                self.holder_last[_oneline(query, 60)] += 1
-
-    def _sample(self, conn: psycopg.Connection, first: bool) -> None:
-        rows = conn.execute(
-            "SELECT pid, state, wait_event_type, wait_event, query FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()",
-            (self.dbname,),
-        ).fetchall()
-        if not first:
-            self.samples += 1
-            self._event_lock(conn)
-        for pid, state, wait_type, wait, query in rows:
-            cpu = cpu_seconds(int(pid))
-            if not math.isnan(cpu):
-                self._base.setdefault(pid, cpu if first else 0.0)  # a new backend: all counts
-                self._last[pid] = cpu
-            if first:
-                continue
-            if state == "active":
-                self.states[f"{wait_type}: {wait}" if wait_type else "running (no wait event)"] += 1
-                if wait_type == "Lock":
-                    self.lock_queries[f"{wait}: {_oneline(query, 70)}"] += 1
-            elif state and state.startswith("idle in transaction"):
-                self.states["idle in transaction (the replica's turn)"] += 1
-
-    def __enter__(self) -> PgBackendCpu:
-        conn = psycopg.connect(self.admin, autocommit=True, connect_timeout=5)
-        self._sample(conn, first=True)
-
-        def run() -> None:
-            with conn:
-                while not self._stop.wait(self.interval):
-                    self._sample(conn, first=False)
-                self._sample(conn, first=False)
-
-        self._thread = threading.Thread(target=run, name="pg-cpu", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-
-    @property
-    def seconds(self) -> float:
-        return sum(max(0.0, self._last[p] - self._base[p]) for p in self._last)
-
-
-def _machine_busy() -> float:
-    """Busy CPU seconds of the whole machine since boot, from /proc/stat."""
-    try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
-        return math.nan
-    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def _xact_commit(admin: str, dbname: str) -> float:
-    try:
-        with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
-            conn.execute("SELECT pg_stat_clear_snapshot()")
-            row = conn.execute(
-                "SELECT xact_commit FROM pg_stat_database WHERE datname = %s", (dbname,)
-            ).fetchone()
-            return float(row[0]) if row else math.nan
-    except psycopg.Error:
-        return math.nan
 
 
 # -- the fleet ---------------------------------------------------------------------------------
@@ -318,18 +206,18 @@ def run_throughput(
         )
         r = Throughput(args.n, args.concurrency, replicas=replicas, round=round_)
         # The fleet's own transactions (heartbeats, adoption checks, leases, sled health)
-        x0 = _xact_commit(args.pg_admin, fleet.dbname)
+        x0 = xact_commit(args.pg_admin, fleet.dbname)
         time.sleep(3.0)
-        r.idle_xacts_per_s = (_xact_commit(args.pg_admin, fleet.dbname) - x0) / 3.0
+        r.idle_xacts_per_s = (xact_commit(args.pg_admin, fleet.dbname) - x0) / 3.0
         r_cpu0 = [fleet.cpu([p]) for p in fleet.replicas]
         a_cpu0, c_cpu0 = fleet.cpu(fleet.agents), time.process_time()
-        x0 = _xact_commit(args.pg_admin, fleet.dbname)
+        x0 = xact_commit(args.pg_admin, fleet.dbname)
         with PgBackendCpu(args.pg_admin, fleet.dbname) as pg:
-            m0 = _machine_busy()
+            m0 = machine_busy()
             create_all(
                 fleet.urls, [instance_body(i, "inst-") for i in range(args.n)], _clients(args), r
             )
-            r.machine_busy = _machine_busy() - m0
+            r.machine_busy = machine_busy() - m0
             r.replica_cpu = [
                 fleet.cpu([p]) - c for p, c in zip(fleet.replicas, r_cpu0, strict=True)
             ]
@@ -341,7 +229,7 @@ def run_throughput(
         ids = sa.select(event.c.id).select_from(joined).where(instance.c.name.like("inst-%"))
         r.events = len(fleet.rows(ids))
         time.sleep(1.5)  # pg_stat_database lags (backends report when idle, at most once a second)
-        r.xacts = _xact_commit(args.pg_admin, fleet.dbname) - x0
+        r.xacts = xact_commit(args.pg_admin, fleet.dbname) - x0
         for p in fleet.replicas if r.failures else []:
             print(f"--- replica log tail ({p.url}) ---\n{p.log()}", file=sys.stderr)
         return r, (profile_replica(fleet, args) if profile else None)
