@@ -45,7 +45,7 @@ def user_id(p: int) -> str:
     return f"01900004-0000-7000-8000-{p:012x}"
 
 
-def _dumps(value: Any) -> str:
+def _dumps(value: object) -> str:
     return json.dumps(value)  # SQLAlchemy's JSON type stores json.dumps output
 
 
@@ -134,8 +134,8 @@ def _step_sql(k: str, i: str, projects: int) -> str:
     )
 
 
-def _step_rows() -> list[tuple[Any, ...]]:
-    rows = []
+def _step_rows() -> list[tuple[object, ...]]:
+    rows: list[tuple[object, ...]] = []
     for st, (kind, run_state, cause, reason, detail, op) in enumerate(STEPS):
         rows.append(
             (

@@ -61,8 +61,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import httpx
 import sqlalchemy as sa
@@ -105,6 +105,7 @@ from harness import (
     top,
 )
 from harness import ms as _ms
+from plans import Capture, Params, explain
 from skylight import lookup
 from skylight.api import models, paging, views
 from skylight.clock import now
@@ -119,6 +120,11 @@ LIMIT = 100  # the API's default page size
 LOAD: list[str] = []  # 1-minute load average at start and end
 COLD_NAME = "instance, cold (store evicted from the OS page cache first)"
 AGAIN_NAME = "instance, the same instances again (just read)"
+
+
+def first_page(conn: Connection, flt: events.EventFilter) -> list[sa.Row[tuple[object, ...]]]:
+    """The API's first page: the 100 newest events that ``flt`` selects."""
+    return events.page(conn, flt, limit=LIMIT, before_seq=None)
 
 
 def median(values: list[float]) -> float:
@@ -196,47 +202,7 @@ def page_cache_gib() -> float:
         return math.nan
 
 
-class Capture:
-    """Records the statements an engine runs (to EXPLAIN exactly what the product ran)."""
-
-    def __init__(self, engine: sa.Engine) -> None:
-        self.engine = engine
-        self.seen: list[tuple[str, Any]] = []
-
-    def __enter__(self) -> Capture:
-        sa.event.listen(self.engine, "before_cursor_execute", self._on)
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        sa.event.remove(self.engine, "before_cursor_execute", self._on)
-
-    def _on(self, _conn: Any, _cur: Any, statement: str, params: Any, *_a: Any) -> None:
-        self.seen.append((statement, params))
-
-
-def explain(
-    store: Store, statement: str, params: Any, *, analyze: bool, settings: tuple[str, ...] = ()
-) -> str:
-    """The plan of ``statement``, under the transaction-local ``settings`` it ran with."""
-    if store.is_sqlite:
-        prefix = "EXPLAIN QUERY PLAN "
-    else:
-        prefix = "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " if analyze else "EXPLAIN "
-
-    def run(conn: Connection) -> list[Any]:
-        if not store.is_sqlite:
-            conn.exec_driver_sql("SET LOCAL statement_timeout = '120s'")
-        for setting in settings:
-            conn.exec_driver_sql(setting)
-        return list(conn.exec_driver_sql(prefix + statement, params))
-
-    rows = store.tx_sync(run)
-    if store.is_sqlite:
-        return "\n".join(str(r[-1]) for r in rows)
-    return "\n".join(str(r[0]) for r in rows)
-
-
-def _page_statement(store: Store, flt: events.EventFilter) -> tuple[str, Any, tuple[str, ...]]:
+def _page_statement(store: Store, flt: events.EventFilter) -> tuple[str, Params, tuple[str, ...]]:
     """The statement that reads a page's rows, and the planner settings it runs under (a
     prefetched page, ``events._page_prefetched``, sets them in the statement before)."""
     with Capture(store.engine) as cap:
@@ -311,7 +277,7 @@ def measure_pages(
         for _ in range(min(20, args.queries)):
             flt = q.make(rng)
             t_w = time.perf_counter()
-            store.tx_sync(lambda c, f=flt: events.page(c, f, limit=LIMIT, before_seq=None))
+            store.tx_sync(partial(first_page, flt=flt))
             if time.perf_counter() - t_w > args.query_budget / 10:
                 break
         budget = args.query_budget
@@ -327,7 +293,7 @@ def measure_pages(
             flt = q.make(rng)
             used.append(flt)
             t0 = time.perf_counter()
-            rows = store.tx_sync(lambda c, f=flt: events.page(c, f, limit=LIMIT, before_seq=None))
+            rows = store.tx_sync(partial(first_page, flt=flt))
             res.times.append(time.perf_counter() - t0)
             res.rows.append(len(rows))
             if time.perf_counter() > deadline:
@@ -344,9 +310,7 @@ def measure_pages(
             )
             for flt in used:
                 t0 = time.perf_counter()
-                rows = store.tx_sync(
-                    lambda c, f=flt: events.page(c, f, limit=LIMIT, before_seq=None)
-                )
+                rows = store.tx_sync(partial(first_page, flt=flt))
                 again.times.append(time.perf_counter() - t0)
                 again.rows.append(len(rows))
         try:
@@ -473,10 +437,12 @@ def measure_route(store: Store, name: str, shape: Shape, n: int, seed: int) -> R
     for _ in range(n):
         iid = instance_id(rng.randrange(shape.instances))
         t0 = time.perf_counter()
-        row = store.tx_sync(lambda c, i=iid: lookup.instance(c, i, None, deleted=True))
+        row = store.tx_sync(
+            partial(lookup.instance, selector=iid, project_selector=None, deleted=True)
+        )
         t1 = time.perf_counter()
         flt = events.EventFilter(instance_id=row.id)
-        rows = store.tx_sync(lambda c, f=flt: events.page(c, f, limit=LIMIT, before_seq=None))
+        rows = store.tx_sync(partial(first_page, flt=flt))
         t2 = time.perf_counter()
         req = paging.decode(LIMIT, None, None, f"events:{row.id}", "seq_descending")
         body = models.InstanceEventResultsPage(
@@ -657,7 +623,7 @@ def measure_writes(store: Store, name: str, shape: Shape, args: argparse.Namespa
         if isinstance(params, dict):
             params = {k: other if v == spare_id else v for k, v in params.items()}
         else:
-            params = tuple(other if v == spare_id else v for v in params)
+            params = tuple(other if v == spare_id else v for v in params or ())
         try:
             res.lookup_plan = explain(store, stmt, params, analyze=True)
         except Exception as exc:
@@ -685,9 +651,9 @@ def measure_writes(store: Store, name: str, shape: Shape, args: argparse.Namespa
     for j in range(min(20, len(picks))):
         iid, pid = instance_id(picks[j]), project_id(picks[j] % shape.projects)
         ev = events.NewEvent(iid, pid, Kind.FAILED, failure_actor, "failed", reason=VMM_FAILURE)
-        first_id = store.tx_sync(lambda c, e=ev: events.insert(c, e))
+        first_id = store.tx_sync(partial(events.insert, ev=ev))
         s1 = seq_of(first_id)
-        again_id = store.tx_sync(lambda c, e=ev: events.insert(c, e))
+        again_id = store.tx_sync(partial(events.insert, ev=ev))
         s2 = seq_of(again_id)
         checks += 1
         if again_id == first_id and s2 <= s1:

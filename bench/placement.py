@@ -45,6 +45,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,7 @@ from harness import (
     setup_tables,
     table,
 )
+from plans import Capture, explain
 from rack_population import (
     AFFINITY_ALLOW_MEMBERS,
     AFFINITY_ALLOW_SLEDS,
@@ -312,15 +314,9 @@ def _check_equivalence(store: Store, pop: Population, ids: Ids) -> None:
     n = pop.n_instances
     sample = pop.success[:50] + pop.failure[:50]
     for p in sample:
-        req = store.tx_sync(
-            lambda conn, p=p: placement_inputs.request_for(
-                conn,
-                ids.instances[n + p.index],
-                ncpus=p.ncpus,
-                memory=p.memory,
-                cpu_platform=p.cpu_platform,
-            )
-        )
+        iid, platform = ids.instances[n + p.index], p.cpu_platform
+        ask = partial(placement_inputs.request_for, instance_id=iid, cpu_platform=platform)
+        req = store.tx_sync(partial(ask, ncpus=p.ncpus, memory=p.memory))
         if req != pop.request(p):
             raise RuntimeError(f"store request differs: {req} != {pop.request(p)}")
 
@@ -390,33 +386,14 @@ def _decide(
 
 def _views_plan(store: Store, only: str | None = None) -> list[str]:
     """The database's plan for the query ``sleds.views(conn, only)`` runs (operators only)."""
-    captured: list[str] = []
-
-    def grab(conn: Connection) -> None:
-        # Capture the statement views() runs, then ask the database for its plan.
-        stmts: list[tuple[str, Any]] = []
-
-        def before(_c: Any, _cur: Any, statement: str, params: Any, *_: Any) -> None:
-            stmts.append((statement, params))
-
-        sa.event.listen(conn, "before_cursor_execute", before)
-        try:
-            sleds.views(conn, only=only)
-        finally:
-            sa.event.remove(conn, "before_cursor_execute", before)
-        stmt, params = stmts[-1]
-        if store.is_sqlite:
-            rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {stmt}", params or ()).all()
-            captured.extend(str(r[-1]) for r in rows)
-        else:
-            rows = conn.exec_driver_sql(f"EXPLAIN {stmt}", params or {}).all()
-            for i, r in enumerate(rows):
-                line = str(r[0])
-                if i == 0 or "->" in line:
-                    captured.append(re.sub(r"\s+\(cost=[^)]*\)", "", line).strip(" ->"))
-
-    store.tx_sync(grab)
-    return captured
+    with Capture(store.engine) as cap:
+        store.tx_sync(lambda c: sleds.views(c, only=only))
+    stmt, params = [s for s in cap.seen if s[0].lstrip().upper().startswith("SELECT")][-1]
+    plan = explain(store, stmt, params, analyze=False).splitlines()
+    if store.is_sqlite:
+        return plan
+    nodes = [line for i, line in enumerate(plan) if i == 0 or "->" in line]
+    return [re.sub(r"\s+\(cost=[^)]*\)", "", line).strip(" ->") for line in nodes]
 
 
 WHATIF_VIEWS = "views() as it is"

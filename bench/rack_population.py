@@ -347,8 +347,8 @@ class Ids:
 
 
 def _table_rows(
-    pop: Population, ids: Ids, ts: Any, false: Any
-) -> Iterator[tuple[str, list[str], Iterable[tuple[Any, ...]], int]]:
+    pop: Population, ids: Ids, ts: object, false: object
+) -> Iterator[tuple[str, list[str], Iterable[tuple[object, ...]], int]]:
     """(table, columns, rows, count) in an order the foreign keys accept."""
     yield (
         "project",
@@ -363,7 +363,7 @@ def _table_rows(
     ]  # fmt: skip
     rack_id = "00000000-0000-4000-8000-00000000bead"
 
-    def sled_rows() -> Iterator[tuple[Any, ...]]:
+    def sled_rows() -> Iterator[tuple[object, ...]]:
         for i in range(pop.n_sleds):
             policy = "expunged" if pop.expunged[i] else "in_service"
             closed = pop.expunged[i] or pop.maintenance[i]
@@ -387,7 +387,7 @@ def _table_rows(
     cpus = pop.inst_cpus.tolist()
     mem = pop.inst_mem.tolist()
 
-    def instance_rows() -> Iterator[tuple[Any, ...]]:
+    def instance_rows() -> Iterator[tuple[object, ...]]:
         for i in range(n):
             yield (
                 ids.instances[i], ids.project, f"i{i:07d}", "", f"i{i:07d}", cpus[i], mem[i],
@@ -426,7 +426,7 @@ def _table_rows(
             [(g.id, ids.project, g.name, "", g.policy, "sled", ts, ts, None) for g in mine],
             len(mine),
         )
-        members: list[tuple[Any, ...]] = [
+        members: list[tuple[object, ...]] = [
             (g.id, ids.instances[int(m)]) for g in mine for m in g.members
         ]
         members += [
@@ -444,7 +444,7 @@ def _table_rows(
     disk_size = pop.disk_size.tolist()
     with_local = [p for p in pending if p.local_storage]
 
-    def disk_rows() -> Iterator[tuple[Any, ...]]:
+    def disk_rows() -> Iterator[tuple[object, ...]]:
         for j, i in enumerate(disk_inst):
             yield (
                 ids.disks[j], ids.project, f"d{j:07d}", "", disk_size[j], 4096, "local",
