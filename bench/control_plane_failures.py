@@ -23,26 +23,24 @@ from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import (
-    load_row,
+from harness import (
+    Agents,
+    Fleet,
+    finish,
+    loadavg,
     machine_rows,
+    parser,
     pg_exec,
     pg_version,
-    scratch_database,
     setup_tables,
+    table,
     wait_running,
-    write_section,
 )
-from skylight.testing import ServerProcess, SledAgentProcess
+from skylight.testing import ServerProcess
 
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 SECTION = "## When the control plane fails: SIGTERM and database outages"
 ARGS = ["--no-sim", "--adoption-timeout", "60", "--heartbeat-interval", "0.5"]
-
-
-def _body(name: str) -> dict[str, object]:
-    return {"name": name, "description": "", "hostname": name, "ncpus": 1, "memory": 1 << 30}
+KINDS = {"sigterm": "SIGTERM → every outcome", "outage": "outage end → every outcome"}
 
 
 async def _all_running(url: str, names: list[str], deadline: float) -> list[str]:
@@ -54,121 +52,92 @@ async def _all_running(url: str, names: list[str], deadline: float) -> list[str]
     return [f"{n}: {why}" for n, (ok, why) in zip(names, results, strict=True) if not ok]
 
 
-def _run(kind: str, replicas: int, n: int, boot: float, outage: float) -> float:
-    with tempfile.TemporaryDirectory() as tmp, scratch_database(ADMIN) as db:
-        root = Path(tmp)
-        servers = [ServerProcess(root / f"r{i}", db=db, args=ARGS) for i in range(replicas)]
-        for s in servers:
-            s.start()
-        urls = ",".join(s.url for s in servers)
-        agents = [
-            SledAgentProcess(root / f"s{i}", urls, cpus=64, memory_gib=256, start_delay=boot)
-            for i in range(2)
-        ]
-        try:
-            for a in agents:
-                a.start()
-            api = httpx.Client(base_url=servers[0].url, timeout=30)
-            while len(api.get("/v1/system/hardware/sleds").json()["items"]) < 2:
-                time.sleep(0.1)
-            api.post("/v1/projects", json={"name": "demo", "description": ""})
-            names = [f"i{i}" for i in range(n)]
-            for name in names:
-                r = api.post(
-                    "/v1/instances",
-                    params={"project": "demo"},
-                    json=_body(name),
-                    headers={"Prefer": "respond-async"},
-                )
-                assert r.status_code == 201, r.text
-            watch = servers[-1]
-            if kind == "sigterm":
-                t0 = time.monotonic()
-                proc = servers[0].proc
-                assert proc is not None
-                proc.terminate()
-                proc.wait(60)
-                servers[0].proc = None
-                if replicas == 1:
-                    servers[0].start()
-            else:
-                dbname = db.rsplit("/", 1)[1]
-                pg_exec(ADMIN, f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS false')
-                pg_exec(
-                    ADMIN,
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    f"WHERE datname = '{dbname}'",
-                )
-                time.sleep(outage)
-                pg_exec(ADMIN, f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS true')
-                t0 = time.monotonic()
-            failed = asyncio.run(_all_running(watch.url, names, time.monotonic() + 120))
-            if failed:
-                name = failed[0].split(":")[0]
-                status = api.get(
-                    f"/v1/instances/{name}",
-                    params={"project": "demo"},
-                    headers={"X-Skylight-Operator": "true"},
-                ).json()["status_reason"]
-                raise AssertionError(f"{kind}, {replicas} replicas: {failed[:3]}; {status}")
-            return time.monotonic() - t0
-        finally:
-            for a in agents:
-                a.kill()
-            for s in servers:
-                s.kill()
+def _fail(admin: str, name: str, kind: str, replicas: list[ServerProcess], outage: float) -> float:
+    """Stop replica 0 (restarting it if it is alone), or take the database away for
+    ``outage`` seconds; when the clock starts."""
+    if kind == "sigterm":
+        t0 = time.monotonic()
+        replicas[0].stop()
+        if len(replicas) == 1:
+            replicas[0].start()
+        return t0
+    pg_exec(admin, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+    pg_exec(
+        admin, f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+    )
+    time.sleep(outage)
+    pg_exec(admin, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    return time.monotonic()
+
+
+def _run(kind: str, replicas: int, args: argparse.Namespace) -> float:
+    agents = Agents(2, cpus=64, memory_gib=256, boot=args.boot)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        Fleet(Path(tmp), args.pg_admin, replicas, ARGS, agents) as fleet,
+    ):
+        api = httpx.Client(base_url=fleet.urls[0], timeout=30)
+        api.post("/v1/projects", json={"name": "demo", "description": ""})
+        names = [f"i{i}" for i in range(args.instances)]
+        for name in names:
+            body = {
+                "name": name,
+                "description": "",
+                "hostname": name,
+                "ncpus": 1,
+                "memory": 1 << 30,
+            }
+            r = api.post(
+                "/v1/instances",
+                params={"project": "demo"},
+                json=body,
+                headers={"Prefer": "respond-async"},
+            )
+            assert r.status_code == 201, r.text
+        t0 = _fail(args.pg_admin, fleet.dbname, kind, fleet.replicas, args.outage)
+        failed = asyncio.run(_all_running(fleet.urls[-1], names, time.monotonic() + 120))
+        if failed:
+            raise AssertionError(f"{kind}, {replicas} replicas: {failed[:3]}")
+        return time.monotonic() - t0
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = parser(__doc__, stores=None)
     ap.add_argument("--instances", type=int, default=20)
     ap.add_argument("--boot", type=float, default=1.0)
     ap.add_argument("--outage", type=float, default=8.0)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--only", choices=("sigterm", "outage"), default=None)
+    ap.add_argument("--only", choices=tuple(KINDS), default=None)
     args = ap.parse_args()
-    loads = [f"{__import__('os').getloadavg()[0]:.2f}"]
-    rows = []
-    for kind, label in (
-        ("sigterm", "SIGTERM → every outcome"),
-        ("outage", "outage end → every outcome"),
-    ):
-        if args.only not in (None, kind):
-            continue
+    loads, rows = [loadavg()], []
+    for kind in [args.only] if args.only else KINDS:
         for replicas in (1, 2):
-            figures = sorted(
-                _run(kind, replicas, args.instances, args.boot, args.outage)
-                for _ in range(args.runs)
-            )
-            cell = " / ".join(f"{f:.2f}" for f in figures)
-            rows.append(f"| {label} | {replicas} | {cell} |")
-            print(rows[-1], flush=True)
-    loads.append(f"{__import__('os').getloadavg()[0]:.2f}")
-    text = [
+            figures = sorted(_run(kind, replicas, args) for _ in range(args.runs))
+            rows.append([KINDS[kind], replicas, " / ".join(f"{f:.2f}" for f in figures)])
+            print(" | ".join(map(str, rows[-1])), flush=True)
+    loads.append(loadavg())
+    settings = [
+        ("instances in flight", str(args.instances)),
+        ("VMM boot (simulated sled agents)", f"{args.boot} s"),
+        ("outage", f"{args.outage} s"),
+        ("heartbeat interval", "0.5 s"),
+        ("sled agents", "2 HTTP processes, 64 vCPUs each"),
+    ]
+    out = [
         SECTION,
         "",
-        f"`python bench/control_plane_failures.py` ({args.instances} starts in flight, "
+        f"`{' '.join(['python', 'bench/control_plane_failures.py', *sys.argv[1:]])}` "
+        f"({args.instances} starts in flight, "
         f"VMM boot {args.boot} s, outage {args.outage} s; seconds, {args.runs} runs, "
         "sorted). With one replica, SIGTERM is followed by its restart, which resumes its "
         "sagas; with two, the stopping replica hands them to its peer (the adoption timeout "
         "is 60 s, so none of these figures is adoption's).",
         "",
-        "| what | replicas | seconds (runs, sorted) |",
-        "| --- | --- | --- |",
-        *rows,
+        *table(["what", "replicas", "seconds (runs, sorted)"], "lll", rows),
         "",
-        *setup_tables(
-            machine_rows(postgres=pg_version(ADMIN), extra=[load_row(loads)]),
-            [
-                ("instances in flight", str(args.instances)),
-                ("VMM boot (simulated sled agents)", f"{args.boot} s"),
-                ("outage", f"{args.outage} s"),
-                ("heartbeat interval", "0.5 s"),
-                ("sled agents", "2 HTTP processes, 64 vCPUs each"),
-            ],
-        ),
+        *setup_tables(machine_rows(postgres=pg_version(args.pg_admin), loads=loads), settings),
     ]
-    write_section(SECTION, "\n".join(text))
+    finish(SECTION, out, args.write)
 
 
 if __name__ == "__main__":

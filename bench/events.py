@@ -46,6 +46,7 @@ sections are kept). Everything goes to 127.0.0.1. No duration is asserted anywhe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -53,593 +54,77 @@ import random
 import re
 import shutil
 import sqlite3
-import sys
 import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-# bench/ is on sys.path when a script runs
-from _report import load_row, machine_rows, pg_exec, setup_tables, write_section
+from event_history import (
+    ABSENT_KIND,
+    COMMON_KIND,
+    CYCLE,
+    GAVE_UP_EVERY,
+    RARE_KIND,
+    VMM_FAILURE,
+    Loaded,
+    Shape,
+    bring_to_head,
+    instance_id,
+    prepare,
+    project_id,
+    user_id,
+)
+from harness import (
+    STORES,
+    Body,
+    Clients,
+    GiB,
+    create_all,
+    create_project,
+    details,
+    finish,
+    loadavg,
+    machine_rows,
+    measured,
+    parser,
+    pct,
+    pg_show,
+    print_failures,
+    server,
+    setup_tables,
+    table,
+    top,
+)
+from harness import ms as _ms
+from plans import Capture, Params, explain
 from skylight import lookup
 from skylight.api import models, paging, views
 from skylight.clock import now
-from skylight.events import reasons
-from skylight.events.kinds import Kind, control_plane, severity_of, user_actor
+from skylight.events.kinds import Kind, control_plane, user_actor
 from skylight.instances.record import record
-from skylight.store import Store, events, instances, migrate
+from skylight.store import Store, events, instances
 from skylight.store.schema import event as event_table
 from skylight.testing import ServerProcess
 
-ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Events"
-GiB = 1024**3
-PG_ADMIN_DEFAULT = os.environ.get(
-    "SKYLIGHT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
-REUSE_PG_NAME = "skylight_bench_events"
 LIMIT = 100  # the API's default page size
-CHUNK = 1_000_000  # rows per load transaction
-LOAD: list[float] = []  # 1-minute load average at start and end
-
-
-# -- the synthetic history -------------------------------------------------------------------
-# Ids are deterministic so the loaded store can be reused and queried without a lookup:
-# valid UUID strings (version 7, RFC variant), unique per kind of object.
-
-
-def project_id(p: int) -> str:
-    return f"01900000-0000-7000-8000-{p:012x}"
-
-
-def instance_id(i: int) -> str:
-    return f"01900001-0000-7000-8000-{i:012x}"
-
-
-def user_id(p: int) -> str:
-    return f"01900004-0000-7000-8000-{p:012x}"
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value)  # SQLAlchemy's JSON type stores json.dumps output
-
-
-_CAPACITY = reasons.make(
-    "insufficient_capacity",
-    "No sled has room for the instance (4 vCPUs, 16 GiB): of 8 sleds, 5 lack vCPUs, 3 lack "
-    "memory. The closest sled lacks 2 vCPUs. Wait for capacity to free up, stop other "
-    "instances, or request fewer vCPUs or less memory.",
-    diagnosis={
-        "sleds_total": 8,
-        "counts": {"in_service": 0, "provisionable": 0, "cpu_platform": 0, "vcpus": 5},
-        "shortfall": {"vcpus": 2},
-        "fix": "Wait for capacity to free up, stop other instances, or request fewer vCPUs.",
-        "sled_groups": [{"checks": ["vcpus"], "count": 5, "sample": [project_id(9)]}],
-    },
-)
-_VMM_FAILURE = reasons.make(
-    "vmm_failure",
-    "The instance's virtual machine stopped unexpectedly.",
-    action="The control plane restarts it if its auto-restart policy allows; otherwise start "
-    "it again.",
-    internal={
-        "vmm_id": "01900005-0000-7000-8000-000000000001",
-        "sled_id": "01900006-0000-7000-8000-000000000001",
-        "detail": "the VMM process exited unexpectedly",
-    },
-)
-_TOO_BIG = reasons.make(
-    "exceeds_sled_size",
-    "No sled can ever hold the instance (128 vCPUs): every sled has 64 hardware threads.",
-)
-_NEXT = {"next_attempt": "2026-01-01T00:00:00.000000Z"}
-
-# (kind, run_state, control-plane cause or None for the user, reason, detail, operation slot)
-# Steps 0-3: the create with start. Steps 4-23: one cycle, repeated for the rest of the
-# instance's history. Steps 24 and 25 replace a cycle step for a few instances (rare kinds).
-STEPS: list[tuple[Kind, str, str | None, dict[str, Any] | None, Any, int | None]] = [
-    (Kind.CREATED, "stopped", None, None, None, 0),
-    (Kind.START_REQUESTED, "stopped", "auto_start", None, None, 1),
-    (Kind.PLACED, "stopped", "auto_start", None, None, 1),
-    (Kind.RUNNING, "running", "auto_start", None, None, 1),
-    # cycle
-    (Kind.STOP_REQUESTED, "running", None, None, None, 2),
-    (Kind.STOPPED, "stopped", None, None, None, 2),
-    (Kind.START_REQUESTED, "stopped", None, None, None, 3),
-    (Kind.PLACED, "stopped", None, None, None, 3),
-    (Kind.RUNNING, "running", None, None, None, 3),
-    (Kind.REBOOTED, "running", None, None, None, 4),
-    (Kind.STOP_REQUESTED, "running", None, None, None, 5),
-    (Kind.STOPPED, "stopped", None, None, None, 5),
-    (Kind.UPDATED, "stopped", None, None, None, 6),
-    (Kind.START_REQUESTED, "stopped", None, None, None, 7),
-    (Kind.START_FAILED, "stopped", None, _CAPACITY, None, 7),
-    (Kind.START_REQUESTED, "stopped", None, None, None, 8),
-    (Kind.PLACED, "stopped", None, None, None, 8),
-    (Kind.RUNNING, "running", None, None, None, 8),
-    (Kind.FAILED, "failed", "vmm_failure", _VMM_FAILURE, None, None),
-    (Kind.AUTO_RESTART_SCHEDULED, "failed", "auto_restart", None, _NEXT, None),
-    (Kind.START_REQUESTED, "failed", "auto_restart", None, None, 9),
-    (Kind.PLACED, "failed", "auto_restart", None, None, 9),
-    (Kind.RUNNING, "running", "auto_restart", None, None, 9),
-    (Kind.REBOOTED, "running", None, None, None, 4),
-    # rare
-    (Kind.OPERATION_ADOPTED, "running", "saga_adopted", None, None, 4),
-    (Kind.AUTO_RESTART_GAVE_UP, "failed", "auto_restart", _TOO_BIG, None, 9),
-]
-CYCLE = 20
-ADOPTED_EVERY, ADOPTED_STEP = 101, 5  # runs of 3 instances, 1 run in 101: cycle step 5
-GAVE_UP_EVERY, GAVE_UP_STEP = 1001, 19  # runs of 7 instances, 1 run in 1001: cycle step 19
-RARE_KIND = str(Kind.AUTO_RESTART_GAVE_UP)
+LOAD: list[str] = []  # 1-minute load average at start and end
 COLD_NAME = "instance, cold (store evicted from the OS page cache first)"
-COMMON_KIND = str(Kind.FAILED)
-ABSENT_KIND = str(Kind.DELETED)
+AGAIN_NAME = "instance, the same instances again (just read)"
 
 
-def _step_sql(k: str, i: str, projects: int) -> str:
-    """The STEPS index of an instance's ``k``-th event (SQL; same on both stores). Each
-    instance runs its cycle at its own phase (also within a project, whose instances are
-    ``i % projects``), so the kinds are mixed along ``seq``; the instances with a rare kind
-    come in runs of consecutive ``i``, so they are spread over the projects."""
-    c = f"(({k} - 4 + {i} + {i} / {projects}) % {CYCLE})"
-    return (
-        f"CASE WHEN {k} < 4 THEN {k} "
-        f"WHEN ({i} / 3) % {ADOPTED_EVERY} = 1 AND {c} = {ADOPTED_STEP} THEN 24 "
-        f"WHEN ({i} / 7) % {GAVE_UP_EVERY} = 3 AND {c} = {GAVE_UP_STEP} THEN 25 "
-        f"ELSE 4 + {c} END"
-    )
-
-
-def _step_rows() -> list[tuple[Any, ...]]:
-    rows = []
-    for st, (kind, run_state, cause, reason, detail, op) in enumerate(STEPS):
-        rows.append(
-            (
-                st,
-                str(kind),
-                severity_of(kind),
-                run_state,
-                cause,
-                _dumps(control_plane(cause)) if cause else None,
-                reason["code"] if reason else None,
-                _dumps(reason),
-                _dumps(detail),
-                op,
-            )
-        )
-    return rows
-
-
-@dataclass
-class Shape:
-    events: int
-    instances: int
-    projects: int
-    span_days: float
-
-    def key(self) -> str:
-        return f"v3/{self.events}/{self.instances}/{self.projects}/{self.span_days}"
-
-
-@dataclass
-class Loaded:
-    store: str
-    url: str
-    shape: Shape
-    load_seconds: float
-    index_seconds: float
-    size_bytes: int
-    reused: bool
-    t0: float  # unix time of event n=0
-    cleanup: Callable[[], None]
-    revision: str = "?"
-    migrated: str = ""  # a reused store brought to the newest migration: what and how long
-
-
-def store_size(url: str) -> int:
-    if url.startswith("sqlite"):
-        path = Path(url.split("///", 1)[1])
-        return sum(f.stat().st_size for f in path.parent.glob(path.name + "*"))
-    import psycopg
-
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
-        return int(row[0]) if row else 0
-
-
-def bring_to_head(ld: Loaded) -> None:
-    """A reused store may predate a migration: apply it (timed), as a server start would."""
-    store = Store(ld.url)
-    try:
-
-        def rev(conn: Connection) -> str:
-            return str(conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar())
-
-        before = store.tx_sync(rev)
-        t0 = time.perf_counter()
-        migrate.upgrade(store.engine)
-        took = time.perf_counter() - t0
-        ld.revision = store.tx_sync(rev)
-        ld.size_bytes = store_size(ld.url)
-        if ld.revision != before:
-            ld.migrated = f"{before} -> {ld.revision} in {took:.0f} s"
-            print(f"{ld.store}: migrated the reused store {ld.migrated}", flush=True)
-    finally:
-        store.dispose()
-
-
-def _sqlite_time(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-# -- loading: SQLite --------------------------------------------------------------------------
-
-
-def _sqlite_meta(path: Path) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    try:
-        con = sqlite3.connect(path)
-        try:
-            row = con.execute("SELECT value FROM bench_meta WHERE key = 'meta'").fetchone()
-        finally:
-            con.close()
-        return json.loads(row[0]) if row else None
-    except sqlite3.Error:
-        return None
-
-
-def load_sqlite(path: Path, shape: Shape) -> tuple[float, float, float]:
-    """Migrate and fill a new SQLite store; returns (load s, index s, t0)."""
-    url = f"sqlite:///{path}"
-    store = Store(url)
-    migrate.upgrade(store.engine)
-    store.dispose()
-    con = sqlite3.connect(path, isolation_level=None)
-    try:
-        # During the load only: no journal, no syncs (the store's own connections use WAL).
-        con.execute("PRAGMA journal_mode=OFF")
-        con.execute("PRAGMA synchronous=OFF")
-        con.execute("PRAGMA cache_size=-1000000")
-        con.execute("PRAGMA temp_store=MEMORY")
-        indexes = con.execute(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
-            "AND tbl_name = 'instance_event' AND sql IS NOT NULL"
-        ).fetchall()
-        for name, _sql in indexes:
-            con.execute(f'DROP INDEX "{name}"')
-        con.execute(
-            "CREATE TEMP TABLE bench_step (st INTEGER PRIMARY KEY, kind TEXT, severity TEXT, "
-            "run_state TEXT, cause TEXT, actor TEXT, reason_code TEXT, reason TEXT, "
-            "detail TEXT, op INTEGER)"
-        )
-        con.executemany("INSERT INTO bench_step VALUES (?,?,?,?,?,?,?,?,?,?)", _step_rows())
-        t_load = time.time()
-        span = shape.span_days * 86400.0
-        t0 = t_load - span
-        dt = span / shape.events
-        con.execute("BEGIN")
-        _sqlite_parents(con, shape, t0)
-        con.execute("COMMIT")
-        n_i, n_p = shape.instances, shape.projects
-        step = _step_sql("r.k", "r.i", n_p)
-        sql = (
-            "WITH RECURSIVE g(n) AS (SELECT :lo UNION ALL SELECT n + 1 FROM g WHERE n < :hi), "
-            f"r AS (SELECT n, (n - 1) % {n_i} AS i, (n - 1) / {n_i} AS k FROM g), "
-            f"r2 AS (SELECT n, i, k, {step} AS st, "
-            f"CASE WHEN k < 4 THEN 0 ELSE (k - 4) / {CYCLE} + 1 END AS cyc, "
-            "strftime('%Y-%m-%d %H:%M:%f', :t0 + n * :dt, 'unixepoch') || '000' AS t FROM r) "
-            "INSERT INTO instance_event (id, instance_id, project_id, time, time_last, count, "
-            "kind, severity, actor, operation_id, run_state, reason_code, reason, detail) "
-            "SELECT printf('01900002-0000-7000-8000-%012x', n), "
-            "printf('01900001-0000-7000-8000-%012x', i), "
-            f"printf('01900000-0000-7000-8000-%012x', i % {n_p}), t, t, 1, "
-            "s.kind, s.severity, "
-            "CASE WHEN s.cause IS NULL THEN "
-            f'printf(\'{{"type": "user", "id": "01900004-0000-7000-8000-%012x"}}\', '
-            f"i % {n_p}) ELSE s.actor END, "
-            "CASE WHEN s.op IS NULL THEN NULL "
-            "ELSE printf('%08x-0003-7000-8000-%012x', cyc * 10 + s.op, i) END, "
-            "s.run_state, s.reason_code, s.reason, s.detail "
-            "FROM r2 JOIN bench_step s ON s.st = r2.st ORDER BY n"
-        )
-        for lo in range(1, shape.events + 1, CHUNK):
-            hi = min(shape.events, lo + CHUNK - 1)
-            con.execute("BEGIN")
-            con.execute(sql, {"lo": lo, "hi": hi, "t0": t0, "dt": dt})
-            con.execute("COMMIT")
-            print(f"  sqlite: {hi:,} events ({time.time() - t_load:.0f} s)", flush=True)
-        load_s = time.time() - t_load
-        t_idx = time.time()
-        for _name, ddl in indexes:
-            con.execute(ddl)
-        index_s = time.time() - t_idx
-        con.execute("DROP TABLE bench_step")
-        con.execute("PRAGMA journal_mode=WAL")
-        return load_s, index_s, t0
-    finally:
-        con.close()
-
-
-def _sqlite_parents(con: sqlite3.Connection, shape: Shape, t0: float) -> None:
-    t = _sqlite_time(t0)
-    con.executemany(
-        "INSERT INTO project (id, name, description, time_created, time_modified) "
-        "VALUES (?, ?, '', ?, ?)",
-        [(project_id(p), f"proj-{p:05d}", t, t) for p in range(shape.projects)],
-    )
-    con.executemany(
-        "INSERT INTO instance (id, project_id, name, description, hostname, ncpus, memory, "
-        "enable_jumbo_frames, user_data, state, intended_state, generation, time_created, "
-        "time_modified, time_run_state_updated, auto_restart_attempts) "
-        "VALUES (?, ?, ?, '', ?, 2, ?, 0, '', 'no_vmm', 'stopped', 1, ?, ?, ?, 0)",
-        [
-            (
-                instance_id(i),
-                project_id(i % shape.projects),
-                f"inst-{i:06d}",
-                f"inst-{i:06d}",
-                4 * GiB,
-                t,
-                t,
-                t,
-            )
-            for i in range(shape.instances)
-        ],
-    )
-
-
-def prepare_sqlite(args: argparse.Namespace, shape: Shape) -> Loaded:
-    base = Path(args.workdir)
-    if args.reuse:
-        d = base / "sqlite"
-    else:
-        base.mkdir(parents=True, exist_ok=True)
-        d = Path(tempfile.mkdtemp(prefix="sqlite-", dir=base))
-    path = d / "skylight.db"
-    meta = _sqlite_meta(path) if args.reuse else None
-    if meta is not None and meta.get("shape") == shape.key():
-        print(f"sqlite: reusing {path} (loaded {meta['loaded_at']})", flush=True)
-        reused = True
-    else:
-        if d.exists():
-            shutil.rmtree(d)
-        d.mkdir(parents=True)
-        print(f"sqlite: loading {shape.events:,} events into {path} ...", flush=True)
-        load_s, index_s, t0 = load_sqlite(path, shape)
-        meta = {
-            "shape": shape.key(),
-            "load_seconds": load_s,
-            "index_seconds": index_s,
-            "t0": t0,
-            "loaded_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        }
-        con = sqlite3.connect(path)
-        con.execute("CREATE TABLE bench_meta (key TEXT PRIMARY KEY, value TEXT)")
-        con.execute("INSERT INTO bench_meta VALUES ('meta', ?)", (json.dumps(meta),))
-        con.commit()
-        con.close()
-        reused = False
-    size = sum(f.stat().st_size for f in d.glob("skylight.db*"))
-
-    def cleanup() -> None:
-        if not args.reuse:
-            shutil.rmtree(d, ignore_errors=True)
-
-    return Loaded(
-        "sqlite",
-        f"sqlite:///{path}",
-        shape,
-        meta["load_seconds"],
-        meta["index_seconds"],
-        size,
-        reused,
-        meta["t0"],
-        cleanup,
-    )
-
-
-# -- loading: PostgreSQL ----------------------------------------------------------------------
-
-
-def _pg_url(admin: str, name: str) -> str:
-    return f"{admin.rsplit('/', 1)[0]}/{name}"
-
-
-def _pg_meta(url: str) -> dict[str, Any] | None:
-    import psycopg
-
-    try:
-        with psycopg.connect(url, connect_timeout=5) as conn:
-            row = conn.execute("SELECT value FROM bench_meta WHERE key = 'meta'").fetchone()
-            return json.loads(row[0]) if row else None
-    except psycopg.Error:
-        return None
-
-
-def load_pg(url: str, shape: Shape) -> tuple[float, float, float]:
-    import psycopg
-
-    store = Store(url)
-    migrate.upgrade(store.engine)
-    store.dispose()
-    with psycopg.connect(url) as conn:
-        conn.execute("SET synchronous_commit = off")
-        conn.execute("SET maintenance_work_mem = '1GB'")
-        indexes = conn.execute(
-            "SELECT i.indexname, i.indexdef FROM pg_indexes i "
-            "WHERE i.tablename = 'instance_event' AND NOT EXISTS ("
-            "SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)"
-        ).fetchall()
-        for name, _ddl in indexes:
-            conn.execute(f'DROP INDEX "{name}"')  # type: ignore[arg-type]
-        conn.execute(
-            "CREATE TEMP TABLE bench_step (st int PRIMARY KEY, kind text, severity text, "
-            "run_state text, cause text, actor json, reason_code text, reason json, "
-            "detail json, op int)"
-        )
-        with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO bench_step VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", _step_rows()
-            )
-        conn.commit()
-        t_load = time.time()
-        span = shape.span_days * 86400.0
-        t0 = t_load - span
-        dt = span / shape.events
-        _pg_parents(conn, shape, t0)
-        conn.commit()
-        n_i, n_p = shape.instances, shape.projects
-        step = _step_sql("r.k", "r.i", n_p)
-
-        def hex12(expr: str) -> str:
-            return f"lpad(to_hex({expr}), 12, '0')"
-
-        sql = (
-            "INSERT INTO instance_event (id, instance_id, project_id, time, time_last, count, "
-            "kind, severity, actor, operation_id, run_state, reason_code, reason, detail) "
-            f"SELECT '01900002-0000-7000-8000-' || {hex12('g.n')}, "
-            f"'01900001-0000-7000-8000-' || {hex12('g.i')}, "
-            f"'01900000-0000-7000-8000-' || {hex12(f'g.i % {n_p}')}, "
-            "g.t, g.t, 1, s.kind, s.severity, "
-            'CASE WHEN s.cause IS NULL THEN (\'{"type": "user", "id": '
-            f"\"01900004-0000-7000-8000-' || {hex12(f'g.i % {n_p}')} || '\"}}')::json "
-            "ELSE s.actor END, "
-            "CASE WHEN s.op IS NULL THEN NULL ELSE "
-            "lpad(to_hex(g.cyc * 10 + s.op), 8, '0') || '-0003-7000-8000-' || "
-            f"{hex12('g.i')} END, "
-            "s.run_state, s.reason_code, s.reason, s.detail "
-            f"FROM (SELECT r.n, r.i, {step} AS st, "
-            f"CASE WHEN r.k < 4 THEN 0 ELSE (r.k - 4) / {CYCLE} + 1 END AS cyc, "
-            "to_timestamp(%(t0)s + r.n * %(dt)s) AS t "
-            f"FROM (SELECT n, (n - 1) % {n_i} AS i, (n - 1) / {n_i} AS k "
-            "FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) AS n) r) g "
-            "JOIN bench_step s ON s.st = g.st ORDER BY g.n"
-        ).replace(" % ", " %% ")
-        for lo in range(1, shape.events + 1, CHUNK):
-            hi = min(shape.events, lo + CHUNK - 1)
-            conn.execute(sql, {"lo": lo, "hi": hi, "t0": t0, "dt": dt})  # type: ignore[arg-type]
-            conn.commit()
-            print(f"  postgres: {hi:,} events ({time.time() - t_load:.0f} s)", flush=True)
-        load_s = time.time() - t_load
-        t_idx = time.time()
-        for _name, ddl in indexes:
-            conn.execute(ddl)
-        conn.commit()
-        index_s = time.time() - t_idx
-    # Autovacuum would do this soon after such a load; done here so it does not run under
-    # the measurements (and so the planner has statistics).
-    with psycopg.connect(url, autocommit=True) as conn:
-        t_vac = time.time()
-        conn.execute("VACUUM (ANALYZE) instance_event")
-        conn.execute("VACUUM (ANALYZE) instance")
-        conn.execute("VACUUM (ANALYZE) project")
-        print(f"  postgres: vacuum analyze {time.time() - t_vac:.0f} s", flush=True)
-    return load_s, index_s, t0
-
-
-def _pg_parents(conn: Any, shape: Shape, t0: float) -> None:
-    t = datetime.fromtimestamp(t0, UTC)
-    with conn.cursor() as cur:
-        with cur.copy(
-            "COPY project (id, name, description, time_created, time_modified) FROM STDIN"
-        ) as cp:
-            for p in range(shape.projects):
-                cp.write_row((project_id(p), f"proj-{p:05d}", "", t, t))
-        with cur.copy(
-            "COPY instance (id, project_id, name, description, hostname, ncpus, memory, "
-            "enable_jumbo_frames, user_data, state, intended_state, generation, time_created, "
-            "time_modified, time_run_state_updated, auto_restart_attempts) FROM STDIN"
-        ) as cp:
-            for i in range(shape.instances):
-                name = f"inst-{i:06d}"
-                cp.write_row(
-                    (
-                        instance_id(i),
-                        project_id(i % shape.projects),
-                        name,
-                        "",
-                        name,
-                        2,
-                        4 * GiB,
-                        False,
-                        "",
-                        "no_vmm",
-                        "stopped",
-                        1,
-                        t,
-                        t,
-                        t,
-                        0,
-                    )
-                )
-
-
-def prepare_pg(args: argparse.Namespace, shape: Shape) -> Loaded:
-    import psycopg
-
-    name = REUSE_PG_NAME if args.reuse else f"skylight_bench_ev_{uuid.uuid4().hex[:10]}"
-    url = _pg_url(args.pg_admin, name)
-    meta = _pg_meta(url) if args.reuse else None
-    if meta is not None and meta.get("shape") == shape.key():
-        print(f"postgres: reusing database {name} (loaded {meta['loaded_at']})", flush=True)
-        reused = True
-    else:
-        pg_exec(args.pg_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        pg_exec(args.pg_admin, f'CREATE DATABASE "{name}"')
-        print(f"postgres: loading {shape.events:,} events into {name} ...", flush=True)
-        load_s, index_s, t0 = load_pg(url, shape)
-        meta = {
-            "shape": shape.key(),
-            "load_seconds": load_s,
-            "index_seconds": index_s,
-            "t0": t0,
-            "loaded_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        }
-        with psycopg.connect(url) as conn:
-            conn.execute("CREATE TABLE bench_meta (key text PRIMARY KEY, value text)")
-            conn.execute("INSERT INTO bench_meta VALUES ('meta', %s)", (json.dumps(meta),))
-        reused = False
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
-        size = int(row[0]) if row else 0
-
-    def cleanup() -> None:
-        if not args.reuse:
-            pg_exec(args.pg_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    return Loaded(
-        "postgres",
-        url,
-        shape,
-        meta["load_seconds"],
-        meta["index_seconds"],
-        size,
-        reused,
-        meta["t0"],
-        cleanup,
-    )
-
-
-# -- statistics -------------------------------------------------------------------------------
-
-
-def pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile."""
-    if not values:
-        return math.nan
-    s = sorted(values)
-    return s[max(0, math.ceil(q * len(s)) - 1)]
+def first_page(conn: Connection, flt: events.EventFilter) -> list[sa.Row[tuple[object, ...]]]:
+    """The API's first page: the 100 newest events that ``flt`` selects."""
+    return events.page(conn, flt, limit=LIMIT, before_seq=None)
 
 
 def median(values: list[float]) -> float:
@@ -647,7 +132,7 @@ def median(values: list[float]) -> float:
 
 
 def ms(seconds: float, digits: int = 2) -> str:
-    return "n/a" if math.isnan(seconds) else f"{seconds * 1000:.{digits}f}"
+    return _ms(seconds, digits)
 
 
 # -- 1. first page ----------------------------------------------------------------------------
@@ -660,56 +145,42 @@ class Query:
     make: Callable[[random.Random], events.EventFilter]
 
 
+# The first pages timed: scope, kind, severity, a note on the kind.
+QUERIES: tuple[tuple[str, str | None, str | None, str], ...] = (
+    *(("instance", k, None, "") for k in (None, COMMON_KIND)),
+    *(("project", k, None, n) for k, n in ((None, ""), (COMMON_KIND, ""), (RARE_KIND, "rare"))),
+    *(("fleet", k, None, n) for k, n in ((None, ""), (COMMON_KIND, ""), (RARE_KIND, "rare"))),
+    ("fleet", None, "error", ""),
+    ("fleet", ABSENT_KIND, None, "none stored"),
+)
+API = {"instance": "/v1/instances/{id}/events?", "project": "/v1/events?project=P&"}
+
+
 def queries(shape: Shape) -> list[Query]:
-    n_i, n_p = shape.instances, shape.projects
+    """Each of QUERIES as the API names it and asks it, the instance or project drawn at
+    random for each query."""
 
-    def inst(rng: random.Random) -> events.EventFilter:
-        return events.EventFilter(instance_id=instance_id(rng.randrange(n_i)))
+    def maker(
+        scope: str, kind: str | None, severity: str | None
+    ) -> Callable[[random.Random], events.EventFilter]:
+        def make(rng: random.Random) -> events.EventFilter:
+            i = instance_id(rng.randrange(shape.instances)) if scope == "instance" else None
+            p = project_id(rng.randrange(shape.projects)) if scope == "project" else None
+            return events.EventFilter(instance_id=i, project_id=p, kind=kind, severity=severity)
 
-    def inst_kind(rng: random.Random) -> events.EventFilter:
-        return events.EventFilter(instance_id=instance_id(rng.randrange(n_i)), kind=COMMON_KIND)
+        return make
 
-    def proj(rng: random.Random) -> events.EventFilter:
-        return events.EventFilter(project_id=project_id(rng.randrange(n_p)))
-
-    def proj_kind(rng: random.Random) -> events.EventFilter:
-        return events.EventFilter(project_id=project_id(rng.randrange(n_p)), kind=COMMON_KIND)
-
-    def proj_rare(rng: random.Random) -> events.EventFilter:
-        return events.EventFilter(project_id=project_id(rng.randrange(n_p)), kind=RARE_KIND)
-
-    return [
-        Query("instance", "GET /v1/instances/{id}/events", inst),
-        Query(f"instance, kind={COMMON_KIND}", "GET /v1/instances/{id}/events?kind=...", inst_kind),
-        Query("project", "GET /v1/events?project=P", proj),
-        Query(f"project, kind={COMMON_KIND}", "GET /v1/events?project=P&kind=...", proj_kind),
-        Query(
-            f"project, kind={RARE_KIND} (rare)",
-            "GET /v1/events?project=P&kind=...",
-            proj_rare,
-        ),
-        Query("fleet", "GET /v1/system/events", lambda _r: events.EventFilter()),
-        Query(
-            f"fleet, kind={COMMON_KIND}",
-            "GET /v1/system/events?kind=...",
-            lambda _r: events.EventFilter(kind=COMMON_KIND),
-        ),
-        Query(
-            f"fleet, kind={RARE_KIND} (rare)",
-            "GET /v1/system/events?kind=...",
-            lambda _r: events.EventFilter(kind=RARE_KIND),
-        ),
-        Query(
-            "fleet, severity=error",
-            "GET /v1/system/events?severity=error",
-            lambda _r: events.EventFilter(severity="error"),
-        ),
-        Query(
-            f"fleet, kind={ABSENT_KIND} (none stored)",
-            "GET /v1/system/events?kind=...",
-            lambda _r: events.EventFilter(kind=ABSENT_KIND),
-        ),
-    ]
+    out = []
+    for scope, kind, severity, note in QUERIES:
+        name = (
+            scope
+            + (f", kind={kind}" if kind else "")
+            + (f", severity={severity}" if severity else "")
+        )
+        query = "kind=..." if kind else f"severity={severity}" if severity else ""
+        api = "GET " + (API.get(scope, "/v1/system/events?") + query).rstrip("?&")
+        out.append(Query(name + (f" ({note})" if note else ""), api, maker(scope, kind, severity)))
+    return out
 
 
 @dataclass
@@ -731,47 +202,7 @@ def page_cache_gib() -> float:
         return math.nan
 
 
-class Capture:
-    """Records the statements an engine runs (to EXPLAIN exactly what the product ran)."""
-
-    def __init__(self, engine: sa.Engine) -> None:
-        self.engine = engine
-        self.seen: list[tuple[str, Any]] = []
-
-    def __enter__(self) -> Capture:
-        sa.event.listen(self.engine, "before_cursor_execute", self._on)
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        sa.event.remove(self.engine, "before_cursor_execute", self._on)
-
-    def _on(self, _conn: Any, _cur: Any, statement: str, params: Any, *_a: Any) -> None:
-        self.seen.append((statement, params))
-
-
-def explain(
-    store: Store, statement: str, params: Any, *, analyze: bool, settings: tuple[str, ...] = ()
-) -> str:
-    """The plan of ``statement``, under the transaction-local ``settings`` it ran with."""
-    if store.is_sqlite:
-        prefix = "EXPLAIN QUERY PLAN "
-    else:
-        prefix = "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " if analyze else "EXPLAIN "
-
-    def run(conn: Connection) -> list[Any]:
-        if not store.is_sqlite:
-            conn.exec_driver_sql("SET LOCAL statement_timeout = '120s'")
-        for setting in settings:
-            conn.exec_driver_sql(setting)
-        return list(conn.exec_driver_sql(prefix + statement, params))
-
-    rows = store.tx_sync(run)
-    if store.is_sqlite:
-        return "\n".join(str(r[-1]) for r in rows)
-    return "\n".join(str(r[0]) for r in rows)
-
-
-def _page_statement(store: Store, flt: events.EventFilter) -> tuple[str, Any, tuple[str, ...]]:
+def _page_statement(store: Store, flt: events.EventFilter) -> tuple[str, Params, tuple[str, ...]]:
     """The statement that reads a page's rows, and the planner settings it runs under (a
     prefetched page, ``events._page_prefetched``, sets them in the statement before)."""
     with Capture(store.engine) as cap:
@@ -846,7 +277,7 @@ def measure_pages(
         for _ in range(min(20, args.queries)):
             flt = q.make(rng)
             t_w = time.perf_counter()
-            store.tx_sync(lambda c, f=flt: events.page(c, f, limit=LIMIT, before_seq=None))
+            store.tx_sync(partial(first_page, flt=flt))
             if time.perf_counter() - t_w > args.query_budget / 10:
                 break
         budget = args.query_budget
@@ -862,7 +293,7 @@ def measure_pages(
             flt = q.make(rng)
             used.append(flt)
             t0 = time.perf_counter()
-            rows = store.tx_sync(lambda c, f=flt: events.page(c, f, limit=LIMIT, before_seq=None))
+            rows = store.tx_sync(partial(first_page, flt=flt))
             res.times.append(time.perf_counter() - t0)
             res.rows.append(len(rows))
             if time.perf_counter() > deadline:
@@ -871,7 +302,7 @@ def measure_pages(
         if q.name in ("instance", COLD_NAME):
             # The same instances again, at once: now their pages were just read (cached).
             again = PageResult(
-                Query("instance, the same instances again (just read)", q.api, q.make),
+                Query(AGAIN_NAME, q.api, q.make),
                 name,
                 [],
                 [],
@@ -879,9 +310,7 @@ def measure_pages(
             )
             for flt in used:
                 t0 = time.perf_counter()
-                rows = store.tx_sync(
-                    lambda c, f=flt: events.page(c, f, limit=LIMIT, before_seq=None)
-                )
+                rows = store.tx_sync(partial(first_page, flt=flt))
                 again.times.append(time.perf_counter() - t0)
                 again.rows.append(len(rows))
         try:
@@ -1008,10 +437,12 @@ def measure_route(store: Store, name: str, shape: Shape, n: int, seed: int) -> R
     for _ in range(n):
         iid = instance_id(rng.randrange(shape.instances))
         t0 = time.perf_counter()
-        row = store.tx_sync(lambda c, i=iid: lookup.instance(c, i, None, deleted=True))
+        row = store.tx_sync(
+            partial(lookup.instance, selector=iid, project_selector=None, deleted=True)
+        )
         t1 = time.perf_counter()
         flt = events.EventFilter(instance_id=row.id)
-        rows = store.tx_sync(lambda c, f=flt: events.page(c, f, limit=LIMIT, before_seq=None))
+        rows = store.tx_sync(partial(first_page, flt=flt))
         t2 = time.perf_counter()
         req = paging.decode(LIMIT, None, None, f"events:{row.id}", "seq_descending")
         body = models.InstanceEventResultsPage(
@@ -1065,13 +496,13 @@ def measure_http(loaded: Loaded, args: argparse.Namespace, work: Path) -> HttpRe
     res = HttpResult(loaded.store)
     data_dir = work / f"http-{loaded.store}"
     shutil.rmtree(data_dir, ignore_errors=True)
-    server = ServerProcess(data_dir, db=loaded.url, args=["--sim-start-delay", "0.05"])
+    proc = ServerProcess(data_dir, db=loaded.url, args=["--sim-start-delay", "0.05"])
     rng = random.Random(f"{args.seed}/http")
     t0 = time.perf_counter()
-    server.start(timeout=300.0)
+    proc.start(timeout=300.0)
     res.start_seconds = time.perf_counter() - t0
     try:
-        with httpx.Client(base_url=server.url, timeout=600.0) as client:
+        with httpx.Client(base_url=proc.url, timeout=600.0) as client:
             iid = instance_id(rng.randrange(loaded.shape.instances))
             t0 = time.perf_counter()
             r = client.get(f"/v1/instances/{iid}/events", params={"limit": LIMIT})
@@ -1106,7 +537,7 @@ def measure_http(loaded: Loaded, args: argparse.Namespace, work: Path) -> HttpRe
                 else:
                     res.errors += 1
     finally:
-        server.stop()
+        proc.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
     print(
         f"  {loaded.store}: HTTP first page: n={len(res.times)} errors={res.errors} "
@@ -1137,7 +568,6 @@ class WriteResult:
     seq_not_advanced: int = 0  # coalesced repeats whose seq did not move past the original
     repeats: int = 0
     lookup_plan: str = ""
-    iterations: int = 0
 
 
 def measure_writes(store: Store, name: str, shape: Shape, args: argparse.Namespace) -> WriteResult:
@@ -1171,7 +601,7 @@ def measure_writes(store: Store, name: str, shape: Shape, args: argparse.Namespa
                 )
             else:
                 ev = events.NewEvent(
-                    iid, pid, Kind.FAILED, failure_actor, "failed", reason=_VMM_FAILURE
+                    iid, pid, Kind.FAILED, failure_actor, "failed", reason=VMM_FAILURE
                 )
             return events.insert(conn, ev)
 
@@ -1193,7 +623,7 @@ def measure_writes(store: Store, name: str, shape: Shape, args: argparse.Namespa
         if isinstance(params, dict):
             params = {k: other if v == spare_id else v for k, v in params.items()}
         else:
-            params = tuple(other if v == spare_id else v for v in params)
+            params = tuple(other if v == spare_id else v for v in params or ())
         try:
             res.lookup_plan = explain(store, stmt, params, analyze=True)
         except Exception as exc:
@@ -1204,7 +634,6 @@ def measure_writes(store: Store, name: str, shape: Shape, args: argparse.Namespa
         if time.perf_counter() > deadline:
             print(f"  {name}: write budget ({args.write_budget:g} s) spent after {j}", flush=True)
             break
-        res.iterations = j + 1
         i = picks[j % len(picks)]
         iid, pid = instance_id(i), project_id(i % shape.projects)
         units = ["none", "user", "cp", "record_user"]
@@ -1221,10 +650,10 @@ def measure_writes(store: Store, name: str, shape: Shape, args: argparse.Namespa
     checks = 0
     for j in range(min(20, len(picks))):
         iid, pid = instance_id(picks[j]), project_id(picks[j] % shape.projects)
-        ev = events.NewEvent(iid, pid, Kind.FAILED, failure_actor, "failed", reason=_VMM_FAILURE)
-        first_id = store.tx_sync(lambda c, e=ev: events.insert(c, e))
+        ev = events.NewEvent(iid, pid, Kind.FAILED, failure_actor, "failed", reason=VMM_FAILURE)
+        first_id = store.tx_sync(partial(events.insert, ev=ev))
         s1 = seq_of(first_id)
-        again_id = store.tx_sync(lambda c, e=ev: events.insert(c, e))
+        again_id = store.tx_sync(partial(events.insert, ev=ev))
         s2 = seq_of(again_id)
         checks += 1
         if again_id == first_id and s2 <= s1:
@@ -1271,7 +700,6 @@ class StreamReader(threading.Thread):
         super().__init__(daemon=True)
         self.url, self.path, self.project, self.deadline = url, path, project, deadline
         self.opened = threading.Event()
-        self.done = threading.Event()
         self.arrived: dict[str, float] = {}
         self.error: str | None = None
 
@@ -1301,7 +729,6 @@ class StreamReader(threading.Thread):
             self.error = f"stream: {type(exc).__name__}: {exc}"
         finally:
             self.opened.set()
-            self.done.set()
 
 
 def _failed_marks(client: httpx.Client, name: str, project: str) -> set[tuple[str, int]]:
@@ -1310,135 +737,95 @@ def _failed_marks(client: httpx.Client, name: str, project: str) -> set[tuple[st
     return {(e["id"], e["count"]) for e in r.json()["items"] if e["kind"] == str(Kind.FAILED)}
 
 
-def measure_failures(
-    store: str, db: str | None, interval: float, args: argparse.Namespace, work: Path
-) -> FailureResult:
-    res = FailureResult(store, interval)
-    data_dir = work / f"fail-{store}-{interval}"
-    shutil.rmtree(data_dir, ignore_errors=True)
-    server = ServerProcess(
-        data_dir,
-        db=db,
-        args=[
-            "--sim-start-delay",
-            str(args.start_delay),
-            "--auto-restart-cooldown",
-            "0",
-            "--auto-restart-interval",
-            str(interval),
-            "--stream-heartbeat",
-            "1",
-        ],
-    )
-    server.start(timeout=60.0)
-    project = "fail"
-    reps = args.failures
-    bound = interval + 30.0
-    try:
-        with httpx.Client(base_url=server.url, timeout=60.0) as client:
-            client.post("/v1/projects", json={"name": project, "description": ""})
-            names = [f"vm-{j:03d}" for j in range(reps)]
-            for nm in names:
-                r = client.post(
-                    "/v1/instances",
-                    params={"project": project},
-                    json={
-                        "name": nm,
-                        "description": "",
-                        "hostname": nm,
-                        "ncpus": 1,
-                        "memory": GiB,
-                        "start": True,
-                    },
-                )
-                if r.status_code != 201 or r.json()["run_state"] != "running":
-                    raise RuntimeError(f"create {nm}: HTTP {r.status_code}: {r.text[:300]}")
-            crash = "/v1/system/sim/instances/{}/crash"
-            phase = random.Random(f"{args.seed}/failures/{store}/{interval}")
-            for nm in names:
-                # The live stream is open while the same crash is also followed by polling.
-                reader = StreamReader(
-                    server.url,
-                    f"/v1/instances/{nm}/events/stream",
-                    project,
-                    time.monotonic() + bound + 10,
-                )
-                reader.start()
-                if not reader.opened.wait(10) or reader.error:
-                    res.errors.append(f"{nm}: {reader.error or 'stream did not open'}")
-                seen = _failed_marks(client, nm, project)
-                # A random point of the auto-restart task's cycle, as a real failure would.
-                time.sleep(0.05 + phase.uniform(0.0, min(interval, 10.0)))
-                t0 = time.perf_counter()
-                r = client.post(crash.format(nm), params={"project": project})
-                res.crash_request.append(time.perf_counter() - t0)
-                if r.status_code != 204:
-                    res.errors.append(f"crash {nm}: HTTP {r.status_code}")
-                    reader.join(bound + 15)
-                    continue
-                t_failed = t_running = math.nan
-                deadline = time.monotonic() + bound
-                while time.monotonic() < deadline:
-                    if _failed_marks(client, nm, project) - seen:
-                        t_failed = time.perf_counter() - t0
-                        break
-                    time.sleep(0.005)
-                while time.monotonic() < deadline:
-                    r = client.get(f"/v1/instances/{nm}", params={"project": project})
-                    if r.status_code == 200 and r.json()["run_state"] == "running":
-                        t_running = time.perf_counter() - t0
-                        break
-                    time.sleep(0.005)
-                if math.isnan(t_failed) or math.isnan(t_running):
-                    res.errors.append(f"{nm}: not failed/running again within {bound:.0f} s")
-                else:
-                    res.to_failed_poll.append(t_failed)
-                    res.to_running_poll.append(t_running)
+def _seconds_until(pred: Callable[[], bool], t0: float, deadline: float) -> float:
+    """Seconds from ``t0`` (``perf_counter``) until ``pred`` holds, polled every 5 ms; NaN if
+    it did not before ``deadline`` (``monotonic``)."""
+    while time.monotonic() < deadline:
+        if pred():
+            return time.perf_counter() - t0
+        time.sleep(0.005)
+    return math.nan
+
+
+def measure_failures(kind: str, interval: float, args: argparse.Namespace) -> FailureResult:
+    res = FailureResult(kind, interval)
+    serve = ["--sim-start-delay", str(args.start_delay), "--auto-restart-cooldown", "0"]
+    serve += ["--auto-restart-interval", str(interval), "--stream-heartbeat", "1"]
+    project, bound = "fail", interval + 30.0
+    phase = random.Random(f"{args.seed}/failures/{kind}/{interval}")
+    with (
+        server(kind, args.pg_admin, serve) as proc,
+        httpx.Client(base_url=proc.url, timeout=60.0) as client,
+    ):
+        create_project(proc.url, project)
+        names = [f"vm-{j:03d}" for j in range(args.failures)]
+        bodies: list[Body] = [
+            {"name": n, "description": "", "hostname": n, "ncpus": 1, "memory": GiB, "start": True}
+            for n in names
+        ]
+        create_all([proc.url], bodies, Clients(project, 1))
+        for nm in names:
+            # The live stream is open while the same crash is also followed by polling.
+            path = f"/v1/instances/{nm}/events/stream"
+            reader = StreamReader(proc.url, path, project, time.monotonic() + bound + 10)
+            reader.start()
+            if not reader.opened.wait(10) or reader.error:
+                res.errors.append(f"{nm}: {reader.error or 'stream did not open'}")
+            seen = _failed_marks(client, nm, project)
+            # A random point of the auto-restart task's cycle, as a real failure would.
+            time.sleep(0.05 + phase.uniform(0.0, min(interval, 10.0)))
+            t0 = time.perf_counter()
+            r = client.post(f"/v1/system/sim/instances/{nm}/crash", params={"project": project})
+            res.crash_request.append(time.perf_counter() - t0)
+            if r.status_code != 204:
+                res.errors.append(f"crash {nm}: HTTP {r.status_code}")
                 reader.join(bound + 15)
-                a = reader.arrived.get(str(Kind.FAILED))
-                b = reader.arrived.get(str(Kind.RUNNING))
-                if a is None or b is None:
-                    res.errors.append(f"{nm}: {reader.error or 'events missing on the stream'}")
-                    continue
-                res.to_failed_sse.append(a - t0)
-                res.to_running_sse.append(b - t0)
-    finally:
-        server.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
+                continue
+            deadline = time.monotonic() + bound
+
+            def running(nm: str = nm) -> bool:
+                r = client.get(f"/v1/instances/{nm}", params={"project": project})
+                return r.status_code == 200 and r.json()["run_state"] == "running"
+
+            def failed(nm: str = nm, seen: set[tuple[str, int]] = seen) -> bool:
+                return bool(_failed_marks(client, nm, project) - seen)
+
+            t_failed = _seconds_until(failed, t0, deadline)
+            t_running = _seconds_until(running, t0, deadline)
+            if math.isnan(t_failed) or math.isnan(t_running):
+                res.errors.append(f"{nm}: not failed/running again within {bound:.0f} s")
+            else:
+                res.to_failed_poll.append(t_failed)
+                res.to_running_poll.append(t_running)
+            reader.join(bound + 15)
+            a, b = reader.arrived.get(str(Kind.FAILED)), reader.arrived.get(str(Kind.RUNNING))
+            if a is None or b is None:
+                res.errors.append(f"{nm}: {reader.error or 'events missing on the stream'}")
+                continue
+            res.to_failed_sse.append(a - t0)
+            res.to_running_sse.append(b - t0)
     print(
-        f"  {store} (interval {interval} s): to failed p50 {ms(pct(res.to_failed_poll, 0.5))} "
+        f"  {kind} (interval {interval} s): to failed p50 {ms(pct(res.to_failed_poll, 0.5))} "
         f"ms (poll) / {ms(pct(res.to_failed_sse, 0.5))} ms (stream); to running p50 "
         f"{ms(pct(res.to_running_poll, 0.5), 0)} ms / {ms(pct(res.to_running_sse, 0.5), 0)} ms"
         f"; errors {len(res.errors)}",
         flush=True,
     )
-    for e in res.errors[:5]:
-        print(f"    {e}", file=sys.stderr)
+    print_failures(res.errors)
     return res
 
 
 # -- report -----------------------------------------------------------------------------------
 
 
-def _pg_settings(admin: str) -> str:
-    import psycopg
-
-    try:
-        with psycopg.connect(admin, connect_timeout=5) as conn:
-            parts = []
-            for s in ("server_version", "shared_buffers", "work_mem", "effective_cache_size"):
-                row = conn.execute(f"SHOW {s}").fetchone()  # type: ignore[arg-type]
-                parts.append(f"{s} {row[0] if row else '?'}")
-            return ", ".join(parts)
-    except Exception as exc:
-        return f"unavailable ({type(exc).__name__})"
-
-
-def machine(args: argparse.Namespace, stores: list[str]) -> list[tuple[str, str]]:
+def machine(args: argparse.Namespace) -> list[tuple[str, str]]:
+    settings = ("server_version", "shared_buffers", "work_mem", "effective_cache_size")
+    postgres = pg_show(args.pg_admin, *settings) if "postgres" in args.stores else None
     return machine_rows(
         [("SQLAlchemy", sa.__version__)],
-        postgres=_pg_settings(args.pg_admin) if "postgres" in stores else None,
-        extra=[load_row([f"{x:.2f}" for x in LOAD], "its CPUs and PostgreSQL")] if LOAD else [],
+        postgres=postgres,
+        loads=LOAD,
+        shared="its CPUs and PostgreSQL",
     )
 
 
@@ -1464,184 +851,433 @@ def settings(args: argparse.Namespace, shape: Shape) -> list[tuple[str, str]]:
 
 def _plan_line(plan: str) -> str:
     """The plan's first lines, for a table cell."""
-    lines = [ln.strip() for ln in plan.splitlines() if ln.strip()]
-    keep = [
-        ln
-        for ln in lines
-        if not ln.startswith(("Planning", "Execution", "Buffers", "JIT", "Functions", "Options"))
-        and not ln.startswith(("Timing", "Trigger"))
+    skip = ("Planning", "Execution", "Buffers", "JIT", "Functions", "Options", "Timing", "Trigger")
+    lines = [
+        ln.strip() for ln in plan.splitlines() if ln.strip() and not ln.strip().startswith(skip)
     ]
-    text = "; ".join(keep[:3])
-    text = re.sub(r"\(actual time=[^)]*\)", "", text)
+    text = re.sub(r"\(actual time=[^)]*\)", "", "; ".join(lines[:3]))
     text = re.sub(r"\s+", " ", text).replace("|", "/")
     return text[:160] + ("..." if len(text) > 160 else "")
 
 
-def _pg_rows_scanned(plan: str) -> str:
+def _removed(plan: str) -> str:
     m = re.search(r"Rows Removed by Filter: (\d+)", plan)
     return f"{int(m.group(1)):,}" if m else "0"
 
 
+def _p50_p99(times: list[float]) -> str:
+    return f"p50 {ms(pct(times, 0.5))} ms, p99 {ms(pct(times, 0.99))} ms"
+
+
+def _added_us(w: WriteResult, variant: str) -> float:
+    return (median(w.times[variant]) - median(w.times["none"])) * 1e6
+
+
 def observations(
-    pages: list[PageResult],
-    retention: list[RetentionResult],
-    https: list[HttpResult],
-    writes: list[WriteResult],
+    pages: list[PageResult], retention: list[RetentionResult], writes: list[WriteResult]
 ) -> list[str]:
-    """What the figures above say about the code, each with where it comes from."""
+    """What the figures and plans above say, each claim read from them."""
     notes = []
-
-    def row(store: str, name: str) -> PageResult | None:
-        return next((p for p in pages if p.store == store and p.query.name == name), None)
-
-    filtered = [r for r in pages if "kind=" in r.query.name or "severity=" in r.query.name]
-    unserved = [
-        r
-        for r in filtered
-        if ("(rare)" in r.query.name or "none stored" in r.query.name) and "kind_seq" not in r.plan
-    ]
-    if filtered:
-        figures = "; ".join(
-            f"{r.store} {r.query.name}: p50 {ms(pct(r.times, 0.5))} ms, "
-            f"p99 {ms(pct(r.times, 0.99))} ms"
-            for r in filtered
-            if "(rare)" in r.query.name or "none stored" in r.query.name
+    rare = [r for r in pages if "(rare)" in r.query.name or "none stored" in r.query.name]
+    if rare:
+        unserved = sorted({f"{r.store} {r.query.name}" for r in rare if "kind_seq" not in r.plan})
+        figures = "; ".join(f"{r.store} {r.query.name}: {_p50_p99(r.times)}" for r in rare)
+        notes.append(
+            (
+                f"- Kind filters without a kind index in the plan ({', '.join(unserved)}): such "
+                "a first page walks back from the newest event until it has 100 matches."
+                if unserved
+                else "- The rare and absent kinds' plans use the kind indexes."
+            )
+            + f" Rare or absent kinds: {figures}."
         )
-        if unserved:
-            text = (
-                "- Kind filters without a kind index in the plan ("
-                + ", ".join(sorted({f"{r.store} {r.query.name}" for r in unserved}))
-                + "): such a first page walks back from the newest event until it has 100 "
-                "matches, so a rare kind, or one that does not occur, reads a whole "
-                "project's or the whole fleet's events."
-            )
-        else:
-            text = (
-                "- The rare and absent kinds' plans use the kind indexes "
-                "(`ix_instance_event_kind_seq`, `ix_instance_event_project_kind_seq`, "
-                "`store/schema.py`, migration 0004)."
-            )
-        text += f" Rare or absent kinds: {figures}."
-        if any("severity" in r.query.name for r in filtered):
-            text += (
-                " No index has `severity`: a rare severity would read every event; "
-                "`error` is 1 event in 10 here."
-            )
-        notes.append(text)
     for r in pages:
         if r.query.name.startswith("instance, kind=") and "kind_seq (kind=?)" in r.plan:
             notes.append(
-                f"- {r.store}: an instance's first page filtered by kind "
-                f"(`GET /v1/instances/{{id}}/events?kind=...`) takes p50 "
-                f"{ms(pct(r.times, 0.5))} ms, p99 {ms(pct(r.times, 0.99))} ms: SQLite's planner "
-                "(no statistics: the store never runs `ANALYZE`) picks the fleet-wide "
-                "`ix_instance_event_kind_seq` for `instance_id = ? AND kind = ? ORDER BY seq "
-                "DESC` and walks every event of that kind in the fleet, newest first, looking "
-                "for this instance's, instead of the instance's own `(instance_id, seq)` "
-                "index (at most its own events)."
+                f"- {r.store}: an instance's first page filtered by kind takes "
+                f"{_p50_p99(r.times)}: the plan walks the fleet-wide `ix_instance_event_kind_seq` "
+                "instead of the instance's own `(instance_id, seq)` index."
             )
     for w in writes:
-        base = median(w.times["none"])
-        u = (median(w.times["user"]) - base) * 1e6
-        c = (median(w.times["cp_new"]) - base) * 1e6
-        removed = re.search(r"Rows Removed by Filter: (\d+)", w.lookup_plan)
-        scanned = f" (the plan removes {removed.group(1)} rows by filter)" if removed else ""
-        if "kind_seq (kind=?)" in w.lookup_plan:
-            how = (
-                "`store/events.py::_repeat_of` (coalescing) runs `instance_id = ? AND kind = ? "
-                "AND time_last >= ? ... ORDER BY seq DESC LIMIT 1`, and SQLite's planner (no "
-                "statistics) takes the fleet-wide `ix_instance_event_kind_seq` for it: when "
-                "there is no recent repeat (the usual case) it walks every event of that kind "
-                "in the fleet, checking each row; its cost grows with the whole store, and it "
-                "runs inside the write transaction, under the store's lock."
-            )
-        elif "instance_kind_seq" in w.lookup_plan:
-            how = (
-                "`store/events.py::_repeat_of` (coalescing) reads the instance's events of "
-                "that kind newest first through `ix_instance_event_instance_kind_seq` and "
-                "checks reason code and `time_last` on the table rows, so when there is no "
-                "recent repeat (the usual case) it reads each of the instance's events of that "
-                f"kind, one table page each{scanned}."
-            )
-        else:
-            how = (
-                "`store/events.py::_repeat_of` (coalescing) reads the instance's events newest "
-                "first through `(instance_id, seq)` and filters kind, reason code and "
-                "`time_last` on the table rows, so when there is no recent repeat (the usual "
-                "case) it reads every event the instance has, one table page each"
-                f"{scanned}; its cost grows with the instance's history."
-            )
-        notes.append(
-            f"- {w.store}: a control-plane event costs {c:.0f} us more than its transaction, "
-            f"a user's {u:.0f} us (medians): {how}"
+        index = (
+            "the fleet-wide `ix_instance_event_kind_seq`"
+            if "kind_seq (kind=?)" in w.lookup_plan
+            else "`ix_instance_event_instance_kind_seq`"
+            if "instance_kind_seq" in w.lookup_plan
+            else "the instance's `(instance_id, seq)` index"
         )
-    for store in ("sqlite", "postgres"):
-        rs = [r for r in retention if r.store == store]
-        if not rs:
-            continue
+        notes.append(
+            f"- {w.store}: a control-plane event costs {_added_us(w, 'cp_new'):.0f} us more than "
+            f"its transaction, a user's {_added_us(w, 'user'):.0f} us (medians): the coalescing "
+            f"lookup (`store/events.py::_repeat_of`) reads through {index} (rows removed by "
+            f"filter: {_removed(w.lookup_plan)})."
+        )
+        if w.seq_not_advanced:
+            notes.append(
+                f"- {w.store}: {w.seq_not_advanced} of {w.repeats} coalesced repeats kept their "
+                "original's `seq`, so a stream whose cursor is at it never sends the update."
+            )
+    for store in STORES:
         passes = "; ".join(
             f"cutoff {r.label}: "
             + (
                 f"did not finish within {r.seconds:.0f} s"
                 if r.removed is None
                 else f"{r.seconds:.1f} s for {r.removed:,} rows, longest batch "
-                f"{r.longest_batch * 1000:.0f} ms"
+                f"{ms(r.longest_batch, 0)} ms"
             )
-            for r in rs
+            for r in retention
+            if r.store == store
         )
-        text = (
-            f"- {store}: the retention pass (`store/events.py::retention_batch`, run by "
-            f"`background/retention.py` at every server start and every hour, "
-            f"{events.RETENTION_BATCH} instances per transaction): {passes}. A pass costs one "
-            "probe per instance for its keep-th newest event, then reads only the events "
-            "older than that; the longest batch is how long one transaction held the store "
-            "(on SQLite every request waits for it)."
-        )
-        notes.append(text)
-    for w in writes:
-        if w.seq_not_advanced:
+        if passes:
             notes.append(
-                f"- {w.store}: {w.seq_not_advanced} of {w.repeats} coalesced repeats kept "
-                "their original's `seq`. `store/events.py::insert` deletes the original and "
-                "inserts the update, expecting a new, higher `seq` so that streams deliver it; "
-                "on SQLite `seq` is a plain `INTEGER PRIMARY KEY` (no `AUTOINCREMENT`, "
-                "`store/schema.py`), so when the original was the newest row the update "
-                "gets the same `seq` again, and a stream whose cursor is at it "
-                "(`store/events.py::after`, `seq > cursor`) never sends the update."
+                f"- {store}: the retention pass (`store/events.py::retention_batch`, "
+                f"{events.RETENTION_BATCH} instances per transaction): {passes}. The longest "
+                "batch is how long one transaction held the store."
             )
-    first = [row(s, COLD_NAME) or row(s, "instance") for s in ("sqlite", "postgres")]
-    again = [
-        row(s, "instance, the same instances again (just read)") for s in ("sqlite", "postgres")
-    ]
-    for a, b in zip(first, again, strict=True):
+    for s in STORES:
+        a = next(
+            (p for p in pages if p.store == s and p.query.name in (COLD_NAME, "instance")), None
+        )
+        b = next((p for p in pages if p.store == s and p.query.name == AGAIN_NAME), None)
         if a is not None and b is not None:
             notes.append(
-                f"- {a.store}: an instance's first page: p50 {ms(pct(a.times, 0.5))} ms, p99 "
-                f"{ms(pct(a.times, 0.99))} ms on the first pass over random instances"
-                + (" (cold)" if a.query.name == COLD_NAME else "")
-                + f", p50 {ms(pct(b.times, 0.5))} ms, p99 {ms(pct(b.times, 0.99))} ms when the "
-                "same instances are asked again at once. The table is in `seq` order, so an "
-                "instance's events are interleaved with everybody's and each of its 100 "
-                "newest is on its own table page: a first page is about 100 page reads, "
-                "fast only while those pages are cached."
+                f"- {s}: an instance's first page: {_p50_p99(a.times)} on the first pass over "
+                f"random instances{' (cold)' if a.query.name == COLD_NAME else ''}, "
+                f"{_p50_p99(b.times)} when the same instances are asked again at once: each of "
+                "its 100 newest events is on its own table page."
             )
     return notes
 
 
-def section(
+def _first_page(
     args: argparse.Namespace,
-    stores: list[str],
+    shape: Shape,
     loads: list[Loaded],
     pages: list[PageResult],
-    retention: list[RetentionResult],
-    https: list[HttpResult],
-    routes: list[RouteResult],
     evictions: list[str],
-    writes: list[WriteResult],
-    failures: list[FailureResult],
-) -> str:
-    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    cmd = "python bench/events.py " + " ".join(sys.argv[1:])
+) -> list[str]:
+    out = [
+        f"### First page of events with {shape.events:,} events stored",
+        "",
+        f"`instance_event` holds {shape.events:,} rows: {shape.instances:,} instances in "
+        f"{shape.projects:,} projects, {shape.events // shape.instances:,} events each "
+        f"(their histories interleaved over {shape.span_days:g} days), with matching "
+        "`project` and `instance` rows. Each instance's history: created and started, "
+        f"then a {CYCLE}-event cycle: stop, start, reboot, stop, update, a failed start "
+        "(`instance.start_failed`, reason `insufficient_capacity`), start, a VMM failure "
+        "(`instance.failed`) with its automatic restart, reboot. "
+        f"`{COMMON_KIND}` is 1 event in {CYCLE}; `{RARE_KIND}` replaces one cycle step "
+        f"of 1 instance in {GAVE_UP_EVERY} (about 1 event in {GAVE_UP_EVERY * CYCLE:,}); "
+        f"`{ABSENT_KIND}` is not stored at all. Loaded in SQL (SQLite: a recursive CTE "
+        "with `journal_mode=OFF`, `synchronous=OFF` during the load only; PostgreSQL: "
+        "`INSERT ... SELECT generate_series`), 1,000,000 rows per transaction, the "
+        "secondary indexes dropped during the load and rebuilt from their own "
+        "definitions; PostgreSQL then `VACUUM (ANALYZE)`. SQLite gets no `ANALYZE`, "
+        "as a store in service has none.",
+        "",
+        *table(
+            ("store | load (s) | index build (s) | size on disk (GiB) | schema revision | reused"),
+            "lrrrll",
+            [
+                [
+                    ld.store,
+                    f"{ld.load_seconds:.0f}",
+                    f"{ld.index_seconds:.0f}",
+                    f"{ld.size_bytes / GiB:.2f}",
+                    ld.revision,
+                    "yes" + (f" (migrated {ld.migrated})" if ld.migrated else "")
+                    if ld.reused
+                    else "no",
+                ]
+                for ld in loads
+            ],
+        ),
+        "",
+        "In-process: the API's query, `store.events.page(conn, EventFilter(...), "
+        "limit=100, before_seq=None)`, in its own `Store.tx_sync` transaction (as a "
+        "request runs it, including `BEGIN IMMEDIATE` on SQLite), one at a time, random "
+        f"instance or project each time, up to {args.queries:,} per row after 20 "
+        f"uncounted ones, or fewer when a row's {args.query_budget:g} s budget ran out. "
+        "Page cache: the OS page cache (`Cached` in /proc/meminfo) when the row began. "
+        "Whether an instance's events are in memory decides its first page's time (an "
+        "instance's events are interleaved with everybody's, so each of its 100 newest "
+        "is on a different table page; on PostgreSQL an instance's page reads them with "
+        "one prefetching bitmap heap scan, `store/events.py::_page_prefetched`, instead "
+        "of one by one), so the instance row is measured cold and warm: before it, "
+        "the store's files are evicted from the OS page cache "
+        "(`posix_fadvise(DONTNEED)` on this benchmark's own files only: "
+        + ("; ".join(evictions) if evictions else "not done")
+        + f"; the cold row's budget is {4 * args.query_budget:g} s), then "
+        '"the same instances again" repeats the same queries at once, their pages just '
+        "read. The other rows run on whatever is cached by then. This machine is a VM "
+        "whose balloon driver hands unused page cache back to the host within minutes, "
+        "so a cached store does not stay cached for long when idle. Only the VM's own "
+        "page cache can be evicted; its virtual disk may itself be cached by the host, "
+        "so a read from a truly cold disk can be slower still. PostgreSQL's own cache is "
+        "its `shared_buffers` (below).",
+        "",
+        *table(
+            (
+                "query (first page, 100 newest) | API | store | n | p50 (ms) | p99 (ms) | max "
+                "(ms) | page cache (GiB) | plan"
+            ),
+            "lllrrrrrl",
+            [
+                [
+                    pr.query.name,
+                    f"`{pr.query.api}`",
+                    pr.store,
+                    f"{len(pr.times):,}{'*' if pr.budget_hit else ''}",
+                    ms(pct(pr.times, 0.5)),
+                    ms(pct(pr.times, 0.99)),
+                    ms(top(pr.times)),
+                    f"{pr.cached_gib:.1f}",
+                    _plan_line(pr.plan)
+                    + (
+                        f" (rows removed by filter: {_removed(pr.plan)})"
+                        if pr.store == "postgres"
+                        else ""
+                    ),
+                ]
+                for pr in pages
+            ],
+        ),
+    ]
+    if any(p.budget_hit for p in pages):
+        out += ["", "\\* stopped by the time budget before the full count."]
+    goal = [p for p in pages if p.query.name.startswith("instance") and "kind" not in p.query.name]
+    if goal:
+        out += [
+            "",
+            "Goal (an instance's first page, p99 under 20 ms): "
+            + "; ".join(
+                f"{p.store}, {'again' if 'again' in p.query.name else 'first pass'}"
+                f"{' (cold)' if p.query.name == COLD_NAME else ''}: p99 {ms(pct(p.times, 0.99))} ms"
+                f" ({'under' if pct(p.times, 0.99) < 0.020 else 'NOT under'} 20 ms)"
+                for p in goal
+            )
+            + ".",
+        ]
+    return out
+
+
+def _http(
+    args: argparse.Namespace, https: list[HttpResult], routes: list[RouteResult]
+) -> list[str]:
+    out = [
+        "",
+        "Over HTTP: a real `skylight serve` (`ServerProcess`) on the loaded store; "
+        f"`GET /v1/instances/{{id}}/events?limit=100` for random instances (by id), "
+        f"{args.http_requests:,} sequential requests from one `httpx.Client` after 50 "
+        "uncounted ones. The server runs its retention pass at start; the timed requests "
+        "begin after it ended.",
+        "",
+        *table(
+            (
+                "store | n | errors | p50 (ms) | p99 (ms) | max (ms) | first request after "
+                "start (ms) | server start (s)"
+            ),
+            "lrrrrrrr",
+            [
+                [
+                    h.store,
+                    f"{len(h.times):,}",
+                    h.errors,
+                    ms(pct(h.times, 0.5)),
+                    ms(pct(h.times, 0.99)),
+                    ms(top(h.times)),
+                    ms(h.first, 0),
+                    f"{h.start_seconds:.1f}",
+                ]
+                for h in https
+            ],
+        ),
+    ]
+    if routes:
+        out += [
+            "",
+            "Where such a request's time goes: the route's work without HTTP "
+            f"(in-process, {args.http_requests:,} random instances, just before the server "
+            "ran; FastAPI's own validation of the response model is not in it):",
+            "",
+            *table(
+                ["store", "part", "p50 (ms)", "p99 (ms)"],
+                "llrr",
+                [
+                    [rt.store, label, ms(pct(rt.times[k], 0.5)), ms(pct(rt.times[k], 0.99))]
+                    for rt in routes
+                    for k, label in ROUTE_PARTS.items()
+                ],
+            ),
+        ]
+    return out
+
+
+def _retention(args: argparse.Namespace, retention: list[RetentionResult]) -> list[str]:
+    return [
+        "",
+        "Retention pass as `background/retention.py` runs it at every server start and "
+        "every hour: `store.events.retention_batch(conn, older_than, keep)` over "
+        f"{events.RETENTION_BATCH} instances per transaction until every instance was "
+        "seen, on the loaded store, every batch rolled back, bounded by "
+        f"{args.retention_timeout:g} s. With the default 30 days nothing here is old "
+        "enough; with a cutoff of now every event is, but every instance's newest 100 "
+        "are kept, so nothing goes either (only the cost of deciding is measured); with "
+        "keep 90, 10 of each instance's 100 would go.",
+        "",
+        *table(
+            (
+                "store | cutoff | keep | time (s) | batches | longest batch (ms) | outcome | "
+                "page cache (GiB) | plan"
+            ),
+            "llrrrrlrl",
+            [
+                [
+                    rr.store,
+                    rr.label,
+                    rr.keep,
+                    f"{rr.seconds:.1f}",
+                    rr.batches,
+                    ms(rr.longest_batch, 0),
+                    f"did not finish within {args.retention_timeout:g} s"
+                    if rr.removed is None
+                    else f"{rr.removed:,} rows would go",
+                    f"{rr.cached_gib:.1f}",
+                    _plan_line(rr.plan.replace(chr(10), "; "))[:160],
+                ]
+                for rr in retention
+            ],
+        ),
+    ]
+
+
+STEP_EVENTS = (  # lifecycle step, events it writes: by the user, by the control plane
+    ("create with `start: true`", 1, 3),
+    ("start", 3, 0),
+    ("stop", 2, 0),
+    ("reboot", 1, 0),
+    ("VMM failure and automatic restart", 0, 5),
+)
+
+
+def _writes(args: argparse.Namespace, writes: list[WriteResult]) -> list[str]:
+    out = [
+        "",
+        "### Event write cost",
+        "",
+        "On the loaded store: one transaction (`Store.tx_sync`, commit included) that "
+        "updates the instance's row, without and with an event, for up to "
+        f"{args.write_iterations:,} random instances (fewer if the store's "
+        f"{args.write_budget:g} s budget ran out: n below), the variants interleaved in "
+        "random order. Added = median of the variant minus median of the transaction "
+        "without an event. The control-plane event is `instance.failed` (cause "
+        "`vmm_failure`); its first write looks for a recent identical event (none), its "
+        "repeat finds it and replaces it (count 2). On PostgreSQL every event write "
+        "first takes `pg_advisory_xact_lock` (one lock for all event writers, held to commit).",
+        "",
+        *table(
+            ["store", "variant", "n", "p50 (ms)", "p99 (ms)", "mean (ms)", "added, median (us)"],
+            "llrrrrr",
+            [
+                [
+                    w.store,
+                    VARIANT_TEXT[v],
+                    f"{len(t):,}",
+                    ms(pct(t, 0.5), 3),
+                    ms(pct(t, 0.99), 3),
+                    ms(sum(t) / len(t), 3),
+                    "" if v == "none" else f"{_added_us(w, v):.0f}",
+                ]
+                for w in writes
+                for v in VARIANTS
+                for t in [w.times[v]]
+            ],
+        ),
+        "",
+        "Per lifecycle step (events each step writes, as a real server writes them: "
+        "user-actor or control-plane-actor; the added time is an estimate, the sum of "
+        "the measured per-event medians above, `events.insert` only, a control-plane "
+        "event counted as the `instance.failed` one with no recent repeat):",
+        "",
+        *table(
+            ["step", "events (user + control plane)", *(f"added, {w.store} (ms)" for w in writes)],
+            "ll" + "r" * len(writes),
+            [
+                [
+                    label,
+                    f"{nu} + {nc}",
+                    *(
+                        f"{(nu * _added_us(w, 'user') + nc * _added_us(w, 'cp_new')) / 1e3:.1f}"
+                        for w in writes
+                    ),
+                ]
+                for label, nu, nc in STEP_EVENTS
+            ],
+        ),
+    ]
+    for w in writes if any(w.repeats for w in writes) else []:
+        out += [
+            "",
+            f"{w.store}: of {w.repeats} coalesced repeats written right after their "
+            f"original, {w.seq_not_advanced} kept the original's `seq` instead of "
+            "getting a higher one (a stream whose cursor is at the original would not "
+            "deliver the update).",
+        ]
+    return out
+
+
+def _failures(args: argparse.Namespace, failures: list[FailureResult]) -> list[str]:
+    def pair(times: list[float], digits: int) -> str:
+        return f"{ms(pct(times, 0.5), digits)} / {ms(pct(times, 0.99), digits)}"
+
+    return [
+        "",
+        "### From an injected VM failure to the event, and to running again",
+        "",
+        "A real `skylight serve` on a fresh store, `--sim-start-delay "
+        f"{args.start_delay:g} --auto-restart-cooldown 0 --auto-restart-interval I`. "
+        f"For each of {args.failures} running instances, at a random point of the auto-restart "
+        "task's cycle (after a random 0-I s pause): `POST "
+        "/v1/system/sim/instances/{name}/crash?project=P` (204), then (a) until the new "
+        "`instance.failed` event is in `GET /v1/instances/{name}/events` (polled every "
+        "5 ms), (b) until `run_state` is `running` again (`GET /v1/instances/{name}`, "
+        "every 5 ms). The instance's live stream (`GET "
+        "/v1/instances/{name}/events/stream`, Server-Sent Events, opened before the "
+        "crash) is read at the same time by another thread: (a) is the arrival of its "
+        "`instance.failed` message, (b) of its `instance.running` one. Times from "
+        "sending the crash request. The crash endpoint answers after the failure's "
+        "transaction committed, so (a) by polling is the crash request plus at most one "
+        "poll. The auto-restart task looks for due instances every interval I "
+        "(`--auto-restart-interval`, default 5 s), so (b) is dominated by I: I/2 on "
+        "average, up to I, plus the start saga (with the simulated sled's start delay).",
+        "",
+        *table(
+            (
+                "store | I (s) | n (poll / stream) | crash request p50 (ms) | (a) poll p50 / "
+                "p99 (ms) | (a) stream p50 / p99 (ms) | (b) poll p50 / p99 (ms) | (b) stream "
+                "p50 / p99 (ms) | errors"
+            ),
+            "lrrrrrrrr",
+            [
+                [
+                    f.store,
+                    f"{f.interval:g}",
+                    f"{len(f.to_failed_poll)} / {len(f.to_failed_sse)}",
+                    ms(pct(f.crash_request, 0.5), 1),
+                    pair(f.to_failed_poll, 1),
+                    pair(f.to_failed_sse, 1),
+                    pair(f.to_running_poll, 0),
+                    pair(f.to_running_sse, 0),
+                    len(f.errors),
+                ]
+                for f in failures
+            ],
+        ),
+    ]
+
+
+def section(args: argparse.Namespace, r: Results) -> list[str]:
     shape = Shape(args.events, args.instances, args.projects, args.span_days)
     out = [
         SECTION,
@@ -1650,438 +1286,123 @@ def section(
         "how soon a failure shows. Percentiles are nearest-rank over the requests listed; "
         "no duration is asserted in any test (these are measurements of one machine).",
         "",
-        f"Measured {when} with `{cmd.strip()}` (`bench/events.py`).",
+        measured("events.py"),
         "",
     ]
-    if loads:
-        out += [
-            f"### First page of events with {shape.events:,} events stored",
-            "",
-            f"`instance_event` holds {shape.events:,} rows: {shape.instances:,} instances in "
-            f"{shape.projects:,} projects, {shape.events // shape.instances:,} events each "
-            f"(their histories interleaved over {shape.span_days:g} days), with matching "
-            "`project` and `instance` rows. Each instance's history: created and started, "
-            f"then a {CYCLE}-event cycle: stop, start, reboot, stop, update, a failed start "
-            "(`instance.start_failed`, reason `insufficient_capacity`), start, a VMM failure "
-            "(`instance.failed`) with its automatic restart, reboot. "
-            f"`{COMMON_KIND}` is 1 event in {CYCLE}; `{RARE_KIND}` replaces one cycle step "
-            f"of 1 instance in {GAVE_UP_EVERY} (about 1 event in {GAVE_UP_EVERY * CYCLE:,}); "
-            f"`{ABSENT_KIND}` is not stored at all. Loaded in SQL (SQLite: a recursive CTE "
-            "with `journal_mode=OFF`, `synchronous=OFF` during the load only; PostgreSQL: "
-            "`INSERT ... SELECT generate_series`), 1,000,000 rows per transaction, the "
-            "secondary indexes dropped during the load and rebuilt from their own "
-            "definitions; PostgreSQL then `VACUUM (ANALYZE)`. SQLite gets no `ANALYZE`, "
-            "as a store in service has none.",
-            "",
-            "| store | load (s) | index build (s) | size on disk (GiB) | schema revision "
-            "| reused |",
-            "| --- | ---: | ---: | ---: | --- | --- |",
-        ]
-        for ld in loads:
-            reused = "no"
-            if ld.reused:
-                reused = "yes" + (f" (migrated {ld.migrated})" if ld.migrated else "")
-            out.append(
-                f"| {ld.store} | {ld.load_seconds:.0f} | {ld.index_seconds:.0f} "
-                f"| {ld.size_bytes / GiB:.2f} | {ld.revision} | {reused} |"
-            )
-        out += [
-            "",
-            "In-process: the API's query, `store.events.page(conn, EventFilter(...), "
-            "limit=100, before_seq=None)`, in its own `Store.tx_sync` transaction (as a "
-            "request runs it, including `BEGIN IMMEDIATE` on SQLite), one at a time, random "
-            f"instance or project each time, up to {args.queries:,} per row after 20 "
-            f"uncounted ones, or fewer when a row's {args.query_budget:g} s budget ran out. "
-            "Page cache: the OS page cache (`Cached` in /proc/meminfo) when the row began. "
-            "Whether an instance's events are in memory decides its first page's time (an "
-            "instance's events are interleaved with everybody's, so each of its 100 newest "
-            "is on a different table page; on PostgreSQL an instance's page reads them with "
-            "one prefetching bitmap heap scan, `store/events.py::_page_prefetched`, instead "
-            "of one by one), so the instance row is measured cold and warm: before it, "
-            "the store's files are evicted from the OS page cache "
-            "(`posix_fadvise(DONTNEED)` on this benchmark's own files only: "
-            + ("; ".join(evictions) if evictions else "not done")
-            + f"; the cold row's budget is {4 * args.query_budget:g} s), then "
-            '"the same instances again" repeats the same queries at once, their pages just '
-            "read. The other rows run on whatever is cached by then. This machine is a VM "
-            "whose balloon driver hands unused page cache back to the host within minutes, "
-            "so a cached store does not stay cached for long when idle. Only the VM's own "
-            "page cache can be evicted; its virtual disk may itself be cached by the host, "
-            "so a read from a truly cold disk can be slower still. PostgreSQL's own cache is "
-            "its `shared_buffers` (below).",
-            "",
-            "| query (first page, 100 newest) | API | store | n | p50 (ms) | p99 (ms) "
-            "| max (ms) | page cache (GiB) | plan |",
-            "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
-        ]
-        for pr in pages:
-            plan = _plan_line(pr.plan)
-            if pr.store == "postgres":
-                plan += f" (rows removed by filter: {_pg_rows_scanned(pr.plan)})"
-            out.append(
-                f"| {pr.query.name} | `{pr.query.api}` | {pr.store} | {len(pr.times):,}"
-                f"{'*' if pr.budget_hit else ''} | {ms(pct(pr.times, 0.5))} "
-                f"| {ms(pct(pr.times, 0.99))} | {ms(max(pr.times))} | {pr.cached_gib:.1f} "
-                f"| {plan} |"
-            )
-        if any(p.budget_hit for p in pages):
-            out += ["", "\\* stopped by the time budget before the full count."]
-        goal = [
-            p for p in pages if p.query.name.startswith("instance") and "kind" not in p.query.name
-        ]
-        if goal:
-            out += [
-                "",
-                "Goal (an instance's first page, p99 under 20 ms): "
-                + "; ".join(
-                    f"{p.store}, {'again' if 'again' in p.query.name else 'first pass'}"
-                    f"{' (cold)' if p.query.name == COLD_NAME else ''}: "
-                    f"p99 {ms(pct(p.times, 0.99))} ms"
-                    f" ({'under' if pct(p.times, 0.99) < 0.020 else 'NOT under'} 20 ms)"
-                    for p in goal
-                )
-                + ".",
-            ]
-    if https:
-        out += [
-            "",
-            "Over HTTP: a real `skylight serve` (`ServerProcess`) on the loaded store; "
-            f"`GET /v1/instances/{{id}}/events?limit=100` for random instances (by id), "
-            f"{args.http_requests:,} sequential requests from one `httpx.Client` after 50 "
-            "uncounted ones. The server runs its retention pass at start; the timed requests "
-            "begin after it ended.",
-            "",
-            "| store | n | errors | p50 (ms) | p99 (ms) | max (ms) | first request after "
-            "start (ms) | server start (s) |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-        ]
-        for h in https:
-            out.append(
-                f"| {h.store} | {len(h.times):,} | {h.errors} | {ms(pct(h.times, 0.5))} "
-                f"| {ms(pct(h.times, 0.99))} | {ms(max(h.times) if h.times else math.nan)} "
-                f"| {ms(h.first, 0)} | {h.start_seconds:.1f} |"
-            )
-        if routes:
-            out += [
-                "",
-                "Where such a request's time goes: the route's work without HTTP "
-                f"(in-process, {args.http_requests:,} random instances, just before the server "
-                "ran; FastAPI's own validation of the response model is not in it):",
-                "",
-                "| store | part | p50 (ms) | p99 (ms) |",
-                "| --- | --- | ---: | ---: |",
-            ]
-            for rt in routes:
-                for k, label in ROUTE_PARTS.items():
-                    t = rt.times[k]
-                    out.append(f"| {rt.store} | {label} | {ms(pct(t, 0.5))} | {ms(pct(t, 0.99))} |")
-    if retention:
-        out += [
-            "",
-            "Retention pass as `background/retention.py` runs it at every server start and "
-            "every hour: `store.events.retention_batch(conn, older_than, keep)` over "
-            f"{events.RETENTION_BATCH} instances per transaction until every instance was "
-            "seen, on the loaded store, every batch rolled back, bounded by "
-            f"{args.retention_timeout:g} s. With the default 30 days nothing here is old "
-            "enough; with a cutoff of now every event is, but every instance's newest 100 "
-            "are kept, so nothing goes either (only the cost of deciding is measured); with "
-            "keep 90, 10 of each instance's 100 would go.",
-            "",
-            "| store | cutoff | keep | time (s) | batches | longest batch (ms) | outcome "
-            "| page cache (GiB) | plan |",
-            "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | --- |",
-        ]
-        for rr in retention:
-            outcome = (
-                f"did not finish within {args.retention_timeout:g} s"
-                if rr.removed is None
-                else f"{rr.removed:,} rows would go"
-            )
-            out.append(
-                f"| {rr.store} | {rr.label} | {rr.keep} | {rr.seconds:.1f} | {rr.batches} "
-                f"| {ms(rr.longest_batch, 0)} | {outcome} | {rr.cached_gib:.1f} "
-                f"| {_plan_line(rr.plan.replace(chr(10), '; '))[:160]} |"
-            )
-    if writes:
-        out += [
-            "",
-            "### Event write cost",
-            "",
-            "On the loaded store: one transaction (`Store.tx_sync`, commit included) that "
-            "updates the instance's row, without and with an event, for up to "
-            f"{args.write_iterations:,} random instances (fewer if the store's "
-            f"{args.write_budget:g} s budget ran out: n below), the variants interleaved in "
-            "random order. Added = median of the variant minus median of the transaction "
-            "without an event. The control-plane event is `instance.failed` (cause "
-            "`vmm_failure`); its first write looks for a recent identical event (none), its "
-            "repeat finds it and replaces it (count 2). On PostgreSQL every event write "
-            "first takes `pg_advisory_xact_lock` (one lock for all event writers, held to commit).",
-            "",
-            "| store | variant | n | p50 (ms) | p99 (ms) | mean (ms) | added, median (us) |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
-        ]
-        for w in writes:
-            base = median(w.times["none"])
-            for v in VARIANTS:
-                t = w.times[v]
-                added = "" if v == "none" else f"{(median(t) - base) * 1e6:.0f}"
-                out.append(
-                    f"| {w.store} | {VARIANT_TEXT[v]} | {len(t):,} | {ms(pct(t, 0.5), 3)} "
-                    f"| {ms(pct(t, 0.99), 3)} | {ms(sum(t) / len(t), 3)} | {added} |"
-                )
-        steps = [
-            ("create with `start: true`", 1, 3),
-            ("start", 3, 0),
-            ("stop", 2, 0),
-            ("reboot", 1, 0),
-            ("VMM failure and automatic restart", 0, 5),
-        ]
-        out += [
-            "",
-            "Per lifecycle step (events each step writes, as a real server writes them: "
-            "user-actor or control-plane-actor; the added time is an estimate, the sum of "
-            "the measured per-event medians above, `events.insert` only, a control-plane "
-            "event counted as the `instance.failed` one with no recent repeat):",
-            "",
-            "| step | events (user + control plane) | "
-            + " | ".join(f"added, {w.store} (ms)" for w in writes)
-            + " |",
-            "| --- | --- | " + " | ".join("---:" for _ in writes) + " |",
-        ]
-        for label, nu, nc in steps:
-            cells = []
-            for w in writes:
-                base = median(w.times["none"])
-                u = median(w.times["user"]) - base
-                c = median(w.times["cp_new"]) - base
-                cells.append(f"{(nu * u + nc * c) * 1e3:.1f}")
-            out.append(f"| {label} | {nu} + {nc} | " + " | ".join(cells) + " |")
-        for w in writes:
-            if w.repeats:
-                out += [
-                    "",
-                    f"{w.store}: of {w.repeats} coalesced repeats written right after their "
-                    f"original, {w.seq_not_advanced} kept the original's `seq` instead of "
-                    "getting a higher one (a stream whose cursor is at the original would not "
-                    "deliver the update).",
-                ]
-    if failures:
-        out += [
-            "",
-            "### From an injected VM failure to the event, and to running again",
-            "",
-            "A real `skylight serve` on a fresh store, `--sim-start-delay "
-            f"{args.start_delay:g} --auto-restart-cooldown 0 --auto-restart-interval I`. "
-            "For each of "
-            f"{args.failures} running instances, at a random point of the auto-restart "
-            "task's cycle (after a random 0-I s pause): `POST "
-            "/v1/system/sim/instances/{name}/crash?project=P` (204), then (a) until the new "
-            "`instance.failed` event is in `GET /v1/instances/{name}/events` (polled every "
-            "5 ms), (b) until `run_state` is `running` again (`GET /v1/instances/{name}`, "
-            "every 5 ms). The instance's live stream (`GET "
-            "/v1/instances/{name}/events/stream`, Server-Sent Events, opened before the "
-            "crash) is read at the same time by another thread: (a) is the arrival of its "
-            "`instance.failed` message, (b) of its `instance.running` one. Times from "
-            "sending the crash request. The crash endpoint answers after the failure's "
-            "transaction committed, so (a) by polling is the crash request plus at most one "
-            "poll. The auto-restart task looks for due instances every interval I "
-            "(`--auto-restart-interval`, default 5 s), so (b) is dominated by I: I/2 on "
-            "average, up to I, plus the start saga (with the simulated sled's start delay).",
-            "",
-            "| store | I (s) | n (poll / stream) | crash request p50 (ms) "
-            "| (a) poll p50 / p99 (ms) "
-            "| (a) stream p50 / p99 (ms) | (b) poll p50 / p99 (ms) "
-            "| (b) stream p50 / p99 (ms) | errors |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-        ]
-        for f in failures:
-            out.append(
-                f"| {f.store} | {f.interval:g} | {len(f.to_failed_poll)} / "
-                f"{len(f.to_failed_sse)} | {ms(pct(f.crash_request, 0.5), 1)} "
-                f"| {ms(pct(f.to_failed_poll, 0.5), 1)} / {ms(pct(f.to_failed_poll, 0.99), 1)} "
-                f"| {ms(pct(f.to_failed_sse, 0.5), 1)} / {ms(pct(f.to_failed_sse, 0.99), 1)} "
-                f"| {ms(pct(f.to_running_poll, 0.5), 0)} / "
-                f"{ms(pct(f.to_running_poll, 0.99), 0)} "
-                f"| {ms(pct(f.to_running_sse, 0.5), 0)} / {ms(pct(f.to_running_sse, 0.99), 0)} "
-                f"| {len(f.errors)} |"
-            )
-    notes = observations(pages, retention, https, writes)
-    if notes:
-        out += ["", "### Observations", "", *notes]
-    if pages or writes or retention:
+    out += _first_page(args, shape, r.loads, r.pages, r.evictions) if r.loads else []
+    out += _http(args, r.https, r.routes) if r.https else []
+    out += _retention(args, r.retention) if r.retention else []
+    out += _writes(args, r.writes) if r.writes else []
+    out += _failures(args, r.failures) if r.failures else []
+    notes = observations(r.pages, r.retention, r.writes)
+    out += ["", "### Observations", "", *notes] if notes else []
+    if r.pages or r.writes or r.retention:
         out += ["", "Plans (each query once, for one random instance / project):", ""]
-        for pr in pages:
-            out += [
-                f"<details><summary>{pr.store}: {pr.query.name}</summary>",
-                "",
-                "```",
-                pr.plan.strip(),
-                "```",
-                "",
-                "</details>",
-            ]
-        for w in writes:
-            out += [
-                f"<details><summary>{w.store}: coalescing lookup of a control-plane event "
-                "(`store.events._repeat_of`)</summary>",
-                "",
-                "```",
-                w.lookup_plan.strip(),
-                "```",
-                "",
-                "</details>",
-            ]
-        for rr in retention:
-            out += [
-                f"<details><summary>{rr.store}: retention ({rr.label})</summary>",
-                "",
-                "```",
-                rr.plan.strip(),
-                "```",
-                "",
-                "</details>",
-            ]
-    out += ["", *setup_tables(machine(args, stores), settings(args, shape))]
-    return "\n".join(out)
-
-
-def write_doc(text: str) -> None:
-    write_section(SECTION, text, DOC)
+        for pr in r.pages:
+            out += details(f"{pr.store}: {pr.query.name}", pr.plan)
+        for w in r.writes:
+            what = "coalescing lookup of a control-plane event (`store.events._repeat_of`)"
+            out += details(f"{w.store}: {what}", w.lookup_plan)
+        for rr in r.retention:
+            out += details(f"{rr.store}: retention ({rr.label})", rr.plan)
+    return [*out, "", *setup_tables(machine(args), settings(args, shape))]
 
 
 # -- main -------------------------------------------------------------------------------------
 
 
+@dataclass
+class Results:
+    loads: list[Loaded] = field(default_factory=list)
+    pages: list[PageResult] = field(default_factory=list)
+    retention: list[RetentionResult] = field(default_factory=list)
+    https: list[HttpResult] = field(default_factory=list)
+    routes: list[RouteResult] = field(default_factory=list)
+    evictions: list[str] = field(default_factory=list)
+    writes: list[WriteResult] = field(default_factory=list)
+    failures: list[FailureResult] = field(default_factory=list)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = parser(__doc__)
     p.add_argument("--events", type=int, default=10_000_000, help="events stored (10,000,000)")
     p.add_argument("--instances", type=int, default=100_000, help="instances (100,000)")
     p.add_argument("--projects", type=int, default=100, help="projects (100)")
     p.add_argument("--span-days", type=float, default=20.0, help="history span (20 days)")
-    p.add_argument("--stores", default="sqlite,postgres", help="sqlite,postgres")
-    p.add_argument(
-        "--parts", default="read,http,write,failure", help="read,http,write,failure (all)"
-    )
+    p.add_argument("--parts", default="read,http,write,failure", help="read,http,write,failure")
     p.add_argument("--queries", type=int, default=2000, help="timed queries per row (2,000)")
     p.add_argument("--query-budget", type=float, default=10.0, help="seconds per row (10)")
     p.add_argument("--http-requests", type=int, default=1000)
     p.add_argument("--write-iterations", type=int, default=2000)
     p.add_argument("--write-budget", type=float, default=60.0, help="seconds per store (60)")
     p.add_argument("--failures", type=int, default=20, help="crashes per series (20)")
-    p.add_argument(
-        "--restart-intervals",
-        default="5,0.1",
-        help="--auto-restart-interval values for the failure part (5,0.1)",
-    )
+    p.add_argument("--restart-intervals", default="5,0.1", help="--auto-restart-interval values")
     p.add_argument("--start-delay", type=float, default=0.05, help="--sim-start-delay (s)")
     p.add_argument("--retention-timeout", type=float, default=45.0)
     p.add_argument("--reuse", action="store_true", help="keep the loaded stores, reuse them")
-    p.add_argument(
-        "--workdir",
-        default=str(Path(tempfile.gettempdir()) / "skylight-bench-events"),
-        help="where the SQLite store and server data go",
-    )
+    workdir = str(Path(tempfile.gettempdir()) / "skylight-bench-events")
+    p.add_argument("--workdir", default=workdir, help="where SQLite stores and server data go")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument(
-        "--no-cold",
-        dest="cold",
-        action="store_false",
-        help="do not evict the store's files from the page cache before the instance row",
-    )
-    p.add_argument("--write", action="store_true", help=f"update {DOC.relative_to(ROOT)}")
-    p.add_argument("--pg-admin", default=PG_ADMIN_DEFAULT, help="PostgreSQL admin URL")
+    p.add_argument("--no-cold", dest="cold", action="store_false", help="no page cache eviction")
     args = p.parse_args(argv)
     if args.events < 4 * args.instances or args.instances < 1 or args.projects < 1:
         p.error("--events must be at least 4 x --instances, and both at least 1")
     if args.events >= 2**48 or args.queries < 1 or args.failures < 1:
         p.error("--events below 2**48; --queries and --failures at least 1")
     args.restart_intervals = [float(x) for x in args.restart_intervals.split(",") if x.strip()]
+    args.parts = {s.strip() for s in args.parts.split(",") if s.strip()}
     return args
+
+
+def measure_loaded(kind: str, args: argparse.Namespace, shape: Shape, r: Results) -> None:
+    """Parts 1 and 2 on one loaded store."""
+    ld = prepare(kind, args, shape)
+    bring_to_head(ld)
+    r.loads.append(ld)
+    try:
+        store = Store(ld.url)
+        try:
+            if "read" in args.parts:
+                got, evicted = measure_pages(store, kind, args, ld.url)
+                r.pages += got
+                r.evictions += [f"{kind}: {evicted}"] if evicted else []
+                for label, age, keep in RETENTION_CASES:
+                    cutoff = now() - age
+                    r.retention.append(
+                        measure_retention(store, kind, label, cutoff, keep, args.retention_timeout)
+                    )
+            if "write" in args.parts:
+                r.writes.append(measure_writes(store, kind, shape, args))
+            if "http" in args.parts:
+                r.routes.append(measure_route(store, kind, shape, args.http_requests, args.seed))
+        finally:
+            store.dispose()
+        if "http" in args.parts:
+            r.https.append(measure_http(ld, args, Path(args.workdir)))
+    finally:
+        ld.cleanup()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    stores = [s.strip() for s in args.stores.split(",") if s.strip()]
-    parts = {s.strip() for s in args.parts.split(",") if s.strip()}
-    for s in stores:
-        if s not in ("sqlite", "postgres"):
-            raise SystemExit(f"unknown store {s!r} (sqlite, postgres)")
-    LOAD.append(os.getloadavg()[0])
+    LOAD.append(loadavg())
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     shape = Shape(args.events, args.instances, args.projects, args.span_days)
-    loads: list[Loaded] = []
-    pages: list[PageResult] = []
-    retention: list[RetentionResult] = []
-    https: list[HttpResult] = []
-    routes: list[RouteResult] = []
-    evictions: list[str] = []
-    writes: list[WriteResult] = []
-    failures: list[FailureResult] = []
-    if parts & {"read", "http", "write"}:
-        for s in stores:
-            t_store = time.time()
-            ld = prepare_sqlite(args, shape) if s == "sqlite" else prepare_pg(args, shape)
-            bring_to_head(ld)
-            loads.append(ld)
-            try:
-                store = Store(ld.url)
-                try:
-                    if "read" in parts:
-                        got, evicted = measure_pages(store, s, args, ld.url)
-                        pages += got
-                        if evicted:
-                            evictions.append(f"{s}: {evicted}")
-                        for label, age, keep in RETENTION_CASES:
-                            retention.append(
-                                measure_retention(
-                                    store, s, label, now() - age, keep, args.retention_timeout
-                                )
-                            )
-                    if "write" in parts:
-                        writes.append(measure_writes(store, s, shape, args))
-                finally:
-                    store.dispose()
-                if "http" in parts:
-                    route_store = Store(ld.url)
-                    try:
-                        routes.append(
-                            measure_route(route_store, s, shape, args.http_requests, args.seed)
-                        )
-                    finally:
-                        route_store.dispose()
-                    https.append(measure_http(ld, args, work))
-            finally:
-                ld.cleanup()
-            print(f"{s}: done in {time.time() - t_store:.0f} s", flush=True)
-    if "failure" in parts:
-        for s in stores:
-            for interval in args.restart_intervals:
-                db = None
-                pg_name = None
-                if s == "postgres":
-                    pg_name = f"skylight_bench_ev_{uuid.uuid4().hex[:10]}"
-                    pg_exec(args.pg_admin, f'CREATE DATABASE "{pg_name}"')
-                    db = _pg_url(args.pg_admin, pg_name)
-                try:
-                    failures.append(measure_failures(s, db, interval, args, work))
-                finally:
-                    if pg_name is not None:
-                        pg_exec(args.pg_admin, f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
+    r = Results()
+    for kind in args.stores if args.parts & {"read", "http", "write"} else []:
+        t_store = time.time()
+        measure_loaded(kind, args, shape, r)
+        print(f"{kind}: done in {time.time() - t_store:.0f} s", flush=True)
+    for kind in args.stores if "failure" in args.parts else []:
+        r.failures += [
+            measure_failures(kind, interval, args) for interval in args.restart_intervals
+        ]
     if not args.reuse:
-        try:
+        with contextlib.suppress(OSError):
             work.rmdir()  # only if this run left it empty (a --reuse store may live there)
-        except OSError:
-            pass
-    LOAD.append(os.getloadavg()[0])
-    text = section(
-        args, stores, loads, pages, retention, https, routes, evictions, writes, failures
-    )
-    print()
-    print(text)
-    if args.write:
-        write_doc(text)
-        print(f"wrote {DOC}")
+    LOAD.append(loadavg())
+    finish(SECTION, section(args, r), args.write)
     return 0
 
 

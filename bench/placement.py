@@ -38,14 +38,14 @@ import math
 import os
 import random
 import re
-import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -53,15 +53,53 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-# bench/ is on sys.path when a script runs
-from _report import load_row, machine_rows, pg_exec, pg_version, setup_tables, write_section
+from harness import (
+    GiB,
+    finish,
+    loadavg,
+    machine_rows,
+    measured,
+    num,
+    parser,
+    pct,
+    pg_version,
+    scratch_database,
+    setup_tables,
+    table,
+)
+from plans import Capture, explain
+from rack_population import (
+    AFFINITY_ALLOW_MEMBERS,
+    AFFINITY_ALLOW_SLEDS,
+    AFFINITY_FAIL_MEMBERS,
+    ANTI_MEMBERS,
+    EXPUNGED_SHARE,
+    FAMILIES,
+    FILL,
+    LOCAL_DISK_SHARE,
+    MAINTENANCE_SHARE,
+    MAX_DENSITY,
+    PLACED_DISK_GIB,
+    REQ_CPUS,
+    REQ_CPUS_P,
+    REQ_GIB_PER_CPU,
+    REQ_GROUPS_P,
+    REQ_LOCAL_GIB,
+    REQ_LOCAL_SHARE,
+    REQ_PLATFORM_SHARE,
+    TURIN_SHARE,
+    Ids,
+    Pending,
+    Population,
+    build_population,
+    populate,
+    uuid_strings,
+)
 from skylight.placement import (
-    GroupRule,
     Placement,
     PlacementFailure,
     Rack,
     Request,
-    SledView,
     fits,
     place,
 )
@@ -69,331 +107,8 @@ from skylight.store import migrate, placement_inputs, sleds
 from skylight.store.engine import Store
 from skylight.store.schema import sled, sled_reservation
 
-ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Placement"
-GiB = 1024**3
-PG_ADMIN_DEFAULT = os.environ.get(
-    "SKYLIGHT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
-IntArray = np.ndarray  # int64 arrays
-BoolArray = np.ndarray  # bool arrays
-
-FAMILIES = ("amd_milan", "amd_turin")
-TURIN_SHARE = 0.4  # share of sleds with the second CPU family
-EXPUNGED_SHARE = 0.01  # sleds out of service for good (no instances)
-MAINTENANCE_SHARE = 0.02  # sleds in service but non-provisionable (instances still run)
-FILL = (0.60, 0.85)  # each sled's vCPU and memory fill are drawn from this range
-MAX_DENSITY = 0.9  # a sled is scaled up when it would need more than this share of threads
-LOCAL_DISK_SHARE = 0.10  # placed instances with one local disk pinned to their sled
-PLACED_DISK_GIB = (64, 128, 256)
-# The groups: members per group (inclusive ranges) and how many sleds they run on.
-AFFINITY_FAIL_MEMBERS = (2, 8)  # all on one sled
-AFFINITY_ALLOW_MEMBERS = (2, 16)  # on 1-4 sleds
-AFFINITY_ALLOW_SLEDS = (1, 4)
-ANTI_MEMBERS = (2, 32)  # `fail`: one per sled; `allow`: sleds drawn with replacement
-# Requests of the success workload.
-REQ_CPUS = (1, 2, 4, 8, 16)
-REQ_CPUS_P = (0.3, 0.3, 0.2, 0.15, 0.05)
-REQ_GIB_PER_CPU = (2, 4, 8)
-REQ_PLATFORM_SHARE = 0.15  # requests that ask for a CPU platform
-REQ_LOCAL_SHARE = 0.10  # requests with an unallocated local disk
-REQ_LOCAL_GIB = (32, 64, 128)
-REQ_GROUPS_P = (0.4, 0.4, 0.2)  # belongs to 0, 1, 2 groups
-
-
-# -- the population ----------------------------------------------------------------------------
-
-
-@dataclass
-class Group:
-    kind: str  # affinity | anti_affinity
-    index: int  # within its kind: its id and name sort in this order
-    policy: str  # allow | fail
-    members: IntArray  # placed instances (indices)
-    pending: int = 0  # pending instances (the ones being placed) that are members
-
-    @property
-    def name(self) -> str:
-        return f"{'aff' if self.kind == 'affinity' else 'anti'}-{self.index:04d}"
-
-    @property
-    def id(self) -> str:
-        prefix = "a" if self.kind == "affinity" else "b"
-        return f"{prefix}0000000-0000-4000-8000-{self.index:012d}"
-
-
-@dataclass
-class Pending:
-    """An instance that is not running and is being placed."""
-
-    index: int
-    ncpus: int
-    memory: int
-    cpu_platform: str | None
-    local_storage: int  # one unallocated local disk of this size (0: none)
-    groups: tuple[int, ...]  # indices into Population.groups
-
-
-@dataclass
-class Population:
-    n_sleds: int
-    n_instances: int
-    scale: int  # sled size multiplier (1: base sled)
-    sled_cpus: int
-    sled_memory: int
-    sled_local: int
-    sled_ids: list[str]
-    family: list[str]
-    expunged: BoolArray
-    maintenance: BoolArray
-    inst_sled: IntArray
-    inst_cpus: IntArray
-    inst_mem: IntArray  # bytes
-    disk_inst: IntArray  # placed instances with a local disk
-    disk_size: IntArray  # bytes
-    groups: list[Group]
-    success: list[Pending]
-    failure: list[Pending]
-    seconds: float = 0.0
-    # The success requests the rack can place now, and why the others cannot (reason codes).
-    placeable: list[Pending] = field(default_factory=list)
-    declined: Counter[str] = field(default_factory=Counter)
-
-    def reserved(self) -> tuple[IntArray, IntArray, IntArray]:
-        cpus = np.zeros(self.n_sleds, dtype=np.int64)
-        mem = np.zeros(self.n_sleds, dtype=np.int64)
-        local = np.zeros(self.n_sleds, dtype=np.int64)
-        np.add.at(cpus, self.inst_sled, self.inst_cpus)
-        np.add.at(mem, self.inst_sled, self.inst_mem)
-        np.add.at(local, self.inst_sled[self.disk_inst], self.disk_size)
-        return cpus, mem, local
-
-    def fill(self) -> tuple[float, float]:
-        cpus, mem, _ = self.reserved()
-        live = ~self.expunged
-        return (
-            float(cpus[live].sum() / (live.sum() * self.sled_cpus)),
-            float(mem[live].sum() / (live.sum() * self.sled_memory)),
-        )
-
-    def views(self) -> list[SledView]:
-        cpus, mem, local = self.reserved()
-        return [
-            SledView(
-                id=self.sled_ids[i],
-                policy="expunged" if self.expunged[i] else "in_service",
-                provision_policy=(
-                    "non_provisionable"
-                    if self.expunged[i] or self.maintenance[i]
-                    else "provisionable"
-                ),
-                state="active",
-                cpus=self.sled_cpus,
-                memory=self.sled_memory,
-                cpu_family=self.family[i],
-                local_storage=self.sled_local,
-                reserved_cpus=int(cpus[i]),
-                reserved_memory=int(mem[i]),
-                reserved_local_storage=int(local[i]),
-            )
-            for i in range(self.n_sleds)
-        ]
-
-    def request(self, p: Pending) -> Request:
-        """The request ``placement_inputs.request_for`` builds for ``p`` from the store."""
-        aff: list[GroupRule] = []
-        anti: list[GroupRule] = []
-        for gi in sorted(p.groups, key=lambda i: (self.groups[i].kind, self.groups[i].index)):
-            g = self.groups[gi]
-            on = np.unique(self.inst_sled[g.members])
-            rule = GroupRule(
-                g.name,
-                g.policy,
-                frozenset(self.sled_ids[int(s)] for s in on),
-                len(g.members) + g.pending,
-            )
-            (aff if g.kind == "affinity" else anti).append(rule)
-        return Request(
-            ncpus=p.ncpus,
-            memory=p.memory,
-            cpu_platform=p.cpu_platform,
-            local_storage=p.local_storage,
-            affinity=tuple(aff),
-            anti_affinity=tuple(anti),
-        )
-
-
-def _uuid_strings(rng: np.random.Generator, n: int) -> list[str]:
-    raw = rng.bytes(16 * n).hex()
-    out = []
-    for i in range(n):
-        h = raw[32 * i : 32 * i + 32]
-        out.append(f"{h[0:8]}-{h[8:12]}-4{h[13:16]}-a{h[17:20]}-{h[20:32]}")
-    return out
-
-
-def _composition(rng: np.random.Generator, total: int, parts: int) -> IntArray:
-    """``parts`` positive integers summing to ``total`` (a uniform random composition)."""
-    if parts == 1:
-        return np.array([total], dtype=np.int64)
-    cuts = np.sort(rng.choice(total - 1, parts - 1, replace=False) + 1)
-    return np.diff(np.concatenate(([0], cuts, [total]))).astype(np.int64)
-
-
-def build_population(
-    n_sleds: int, n_instances: int, args: argparse.Namespace, seed: int
-) -> Population:
-    t0 = time.perf_counter()
-    rng = np.random.default_rng(seed)
-    expunged = rng.random(n_sleds) < EXPUNGED_SHARE
-    maintenance = ~expunged & (rng.random(n_sleds) < MAINTENANCE_SHARE)
-    live = np.flatnonzero(~expunged)
-    # Instances per live sled: even, +-10%, summing to exactly n_instances.
-    w = rng.uniform(0.9, 1.1, len(live))
-    per = np.floor(w / w.sum() * n_instances).astype(np.int64)
-    short = n_instances - int(per.sum())
-    if short:
-        per[rng.choice(len(live), short, replace=False)] += 1
-    # A sled holds at most MAX_DENSITY of its threads in instances of >= 1 vCPU; where the
-    # base sled cannot, every sled of the cell is scaled up by a whole factor.
-    scale = max(1, math.ceil(int(per.max()) / (MAX_DENSITY * args.sled_cpus)))
-    cpus = args.sled_cpus * scale
-    mem_gib = args.sled_memory * scale
-    inst_cpus_parts: list[IntArray] = []
-    inst_mem_parts: list[IntArray] = []
-    for k in per:
-        k = int(k)
-        if k == 0:
-            continue
-        threads = max(k, int(rng.uniform(*FILL) * cpus))
-        gib = int(rng.uniform(*FILL) * mem_gib)
-        parts = _composition(rng, threads, k)
-        inst_cpus_parts.append(parts)
-        inst_mem_parts.append(np.maximum(1, parts * gib // threads) * GiB)
-    inst_sled = np.repeat(live, per).astype(np.int64)
-    inst_cpus = np.concatenate(inst_cpus_parts)
-    inst_mem = np.concatenate(inst_mem_parts).astype(np.int64)
-    # Local disks pinned to the sleds of some placed instances.
-    disk_inst = np.flatnonzero(rng.random(n_instances) < LOCAL_DISK_SHARE)
-    disk_size = rng.choice(PLACED_DISK_GIB, len(disk_inst)).astype(np.int64) * GiB
-
-    # Groups: members drawn from placed instances, each instance in at most one group.
-    start = np.concatenate(([0], np.cumsum(per)))  # instances of live sled j: start[j]..
-    used = np.zeros(len(live), dtype=np.int64)
-
-    def take(j: int, n: int) -> list[int]:
-        n = min(n, int(per[j] - used[j]))
-        first = int(start[j] + used[j])
-        used[j] += n
-        return list(range(first, first + n))
-
-    def roomy(n: int) -> int:
-        for _ in range(64):
-            j = int(rng.integers(len(live)))
-            if per[j] - used[j] >= n:
-                return j
-        return int(np.argmax(per - used))
-
-    groups: list[Group] = []
-    n_aff = args.groups // 2
-    for i in range(args.groups):
-        kind = "affinity" if i < n_aff else "anti_affinity"
-        index = i if kind == "affinity" else i - n_aff
-        policy = "fail" if i % 2 == 0 else "allow"
-        members: list[int] = []
-        if kind == "affinity" and policy == "fail":
-            size = int(rng.integers(AFFINITY_FAIL_MEMBERS[0], AFFINITY_FAIL_MEMBERS[1] + 1))
-            members = take(roomy(size), size)
-        elif kind == "affinity":
-            size = int(rng.integers(AFFINITY_ALLOW_MEMBERS[0], AFFINITY_ALLOW_MEMBERS[1] + 1))
-            n_on = int(rng.integers(AFFINITY_ALLOW_SLEDS[0], AFFINITY_ALLOW_SLEDS[1] + 1))
-            each = math.ceil(size / n_on)
-            for _ in range(n_on):
-                members += take(roomy(each), min(each, size - len(members)))
-        else:
-            size = int(rng.integers(ANTI_MEMBERS[0], ANTI_MEMBERS[1] + 1))
-            on = rng.choice(len(live), size, replace=policy == "allow")
-            for j in on:
-                members += take(int(j), 1)
-        groups.append(Group(kind, index, policy, np.array(members, dtype=np.int64)))
-
-    def group_picks() -> tuple[int, ...]:
-        n = int(rng.choice(3, p=REQ_GROUPS_P))
-        return tuple(int(g) for g in rng.choice(len(groups), n, replace=False)) if n else ()
-
-    success: list[Pending] = []
-    for i in range(args.requests):
-        ncpus = int(rng.choice(REQ_CPUS, p=REQ_CPUS_P))
-        platform_ = str(rng.choice(FAMILIES)) if rng.random() < REQ_PLATFORM_SHARE else None
-        local = int(rng.choice(REQ_LOCAL_GIB)) * GiB if rng.random() < REQ_LOCAL_SHARE else 0
-        success.append(
-            Pending(
-                i,
-                ncpus,
-                ncpus * int(rng.choice(REQ_GIB_PER_CPU)) * GiB,
-                platform_,
-                local,
-                group_picks(),
-            )
-        )
-    pop = Population(
-        n_sleds=n_sleds,
-        n_instances=n_instances,
-        scale=scale,
-        sled_cpus=cpus,
-        sled_memory=mem_gib * GiB,
-        sled_local=args.sled_local * GiB * scale,
-        sled_ids=sorted(_uuid_strings(rng, n_sleds)),
-        family=[FAMILIES[1] if t else FAMILIES[0] for t in rng.random(n_sleds) < TURIN_SHARE],
-        expunged=expunged,
-        maintenance=maintenance,
-        inst_sled=inst_sled,
-        inst_cpus=inst_cpus,
-        inst_mem=inst_mem,
-        disk_inst=disk_inst,
-        disk_size=disk_size,
-        groups=groups,
-        success=success,
-        failure=[],
-    )
-    # Failures: each fits an empty sled but no sled's free capacity now, by vCPUs or memory.
-    r_cpus, r_mem, _ = pop.reserved()
-    open_ = ~expunged & ~maintenance
-    max_free_cpus = int((cpus - r_cpus)[open_].max())
-    max_free_mem_gib = int((pop.sled_memory - r_mem)[open_].max() // GiB)
-    if max_free_cpus >= cpus or max_free_mem_gib >= mem_gib:
-        raise SystemExit("an empty provisionable sled: no request can fail for capacity alone")
-    for i in range(args.failure_requests):
-        if i % 2 == 0:  # too many vCPUs for any sled's free threads
-            ncpus = int(rng.integers(max_free_cpus + 1, cpus + 1))
-            memory = int(rng.integers(1, 3)) * ncpus * GiB
-            memory = min(memory, max_free_mem_gib * GiB)
-        else:  # too much memory for any sled's free memory
-            ncpus = int(rng.choice(REQ_CPUS[:3]))
-            memory = int(rng.integers(max_free_mem_gib + 1, mem_gib + 1)) * GiB
-        pop.failure.append(Pending(args.requests + i, ncpus, memory, None, 0, group_picks()))
-    for p in pop.success + pop.failure:
-        for gi in p.groups:
-            groups[gi].pending += 1
-    # The snapshot never changes, so whether a request can be placed is fixed: sort them once.
-    rack = Rack.of(pop.views())
-    classify = random.Random(seed)
-    for p in pop.success:
-        result = place(pop.request(p), rack, classify)
-        if isinstance(result, Placement):
-            pop.placeable.append(p)
-        else:
-            pop.declined[result.reason["code"]] += 1
-    for p in pop.failure:
-        if isinstance(place(pop.request(p), rack, classify), Placement):
-            raise RuntimeError(f"a failure request can be placed: {p}")
-    if not pop.placeable:
-        raise SystemExit("no success request can be placed")
-    pop.seconds = time.perf_counter() - t0
-    return pop
-
-
+LOAD: list[str] = []  # 1-minute load average at the start and at the end of the run
 # -- measurement -------------------------------------------------------------------------------
 
 
@@ -429,11 +144,7 @@ class Series:
         self.samples.append(seconds)
 
     def pct(self, q: float) -> float:
-        """Nearest-rank percentile, in seconds."""
-        if not self.samples:
-            return math.nan
-        s = sorted(self.samples)
-        return s[max(0, math.ceil(q * len(s)) - 1)]
+        return pct(self.samples, q)
 
     @property
     def mean(self) -> float:
@@ -455,14 +166,12 @@ class CellResult:
     sled_memory: int
     cpu_fill: float
     mem_fill: float
-    build_s: float
     rack_of: Series
     ok: Series
     requests: int  # distinct success requests
     declined: Counter[str]  # success requests the rack cannot place, by reason code
     fail: Series
     fail_codes: Counter[str]
-    groups_in_requests: float  # mean groups per request (success workload)
     # Under cProfile: (function, own time in µs per decision), and the total per decision.
     profile_ok: list[tuple[str, float]] = field(default_factory=list)
     profile_fail: list[tuple[str, float]] = field(default_factory=list)
@@ -519,35 +228,27 @@ def run_in_process(pop: Population, args: argparse.Namespace, profile: bool) -> 
     # Rounds of successes and failures alternate, so that other work on the machine weighs
     # on both alike; the rate reported is the median round's.
     ok, fail, codes = Series(), Series(), Counter[str]()
-    i_ok = i_fail = 0
+
+    def one_round(series: Series, reqs: list[Request], total: int, r: int, placed: bool) -> None:
+        """Round ``r``'s share of ``total`` decisions, each checked to end as expected."""
+        n = total * (r + 1) // args.rounds - total * r // args.rounds
+        first = total * r // args.rounds
+        gc.collect()
+        start, cpu0 = len(series.samples), time.thread_time()
+        for i in range(first, first + n):
+            req = reqs[i % len(reqs)]
+            t0 = perf()
+            result = place(req, rack, rng)
+            series.add(perf() - t0)
+            if isinstance(result, Placement) != placed:
+                raise RuntimeError(f"placed is not {placed}: {req}")
+            if isinstance(result, PlacementFailure):
+                codes[result.reason["code"]] += 1
+        series.rounds.append((n, sum(series.samples[start:]), time.thread_time() - cpu0))
+
     for r in range(args.rounds):
-        n_ok = args.decisions * (r + 1) // args.rounds - args.decisions * r // args.rounds
-        n_fail = args.failures * (r + 1) // args.rounds - args.failures * r // args.rounds
-        gc.collect()
-        start, cpu0 = len(ok.samples), time.thread_time()
-        for _ in range(n_ok):
-            req = ok_reqs[i_ok % len(ok_reqs)]
-            i_ok += 1
-            t0 = perf()
-            result = place(req, rack, rng)
-            t1 = perf()
-            ok.add(t1 - t0)
-            if not isinstance(result, Placement):
-                raise RuntimeError(f"a placeable request was not placed: {req}")
-        ok.rounds.append((n_ok, sum(ok.samples[start:]), time.thread_time() - cpu0))
-        gc.collect()
-        start, cpu0 = len(fail.samples), time.thread_time()
-        for _ in range(n_fail):
-            req = fail_reqs[i_fail % len(fail_reqs)]
-            i_fail += 1
-            t0 = perf()
-            result = place(req, rack, rng)
-            t1 = perf()
-            fail.add(t1 - t0)
-            if not isinstance(result, PlacementFailure):
-                raise RuntimeError(f"a failure request was placed: {req}")
-            codes[result.reason["code"]] += 1
-        fail.rounds.append((n_fail, sum(fail.samples[start:]), time.thread_time() - cpu0))
+        one_round(ok, ok_reqs, args.decisions, r, True)
+        one_round(fail, fail_reqs, args.failures, r, False)
     cpu_fill, mem_fill = pop.fill()
     prof_ok: list[tuple[str, float]] = []
     prof_fail: list[tuple[str, float]] = []
@@ -564,14 +265,12 @@ def run_in_process(pop: Population, args: argparse.Namespace, profile: bool) -> 
         sled_memory=pop.sled_memory,
         cpu_fill=cpu_fill,
         mem_fill=mem_fill,
-        build_s=pop.seconds,
         rack_of=rack_of,
         ok=ok,
         requests=len(pop.success),
         declined=pop.declined,
         fail=fail,
         fail_codes=codes,
-        groups_in_requests=sum(len(p.groups) for p in pop.success) / len(pop.success),
         profile_ok=prof_ok,
         profile_fail=prof_fail,
         profile_total=totals,
@@ -591,176 +290,18 @@ class StoreResult:
     n_instances: int
     populate_s: float
     rows: dict[str, int]
-    ok: Series
-    ok_parts: dict[str, Series]
-    declined: int
-    fail: Series
-    fail_parts: dict[str, Series]
-    cached_ok: Series  # the same, with the replica's cached rack (RackCache)
-    cached_ok_parts: dict[str, Series]
-    cached_fail: Series
-    cached_fail_parts: dict[str, Series]
-    budget_hit: list[str]
-    whatif: dict[str, Series]
-    plan: list[str]  # views(): the whole rack
-    plan_one: list[str]  # views(only=...): the re-check of one sled
+    # success, failure, and both with the replica's cached rack (RackCache): (decision
+    # times, their parts)
+    workloads: dict[str, tuple[Series, dict[str, Series]]] = field(default_factory=dict)
+    declined: int = 0
+    budget_hit: list[str] = field(default_factory=list)
+    whatif: dict[str, Series] = field(default_factory=dict)
+    plan: list[str] = field(default_factory=list)  # views(): the whole rack
+    plan_one: list[str] = field(default_factory=list)  # views(only=...): one sled's re-check
 
 
 class _Rollback(Exception):
     pass
-
-
-@dataclass
-class Ids:
-    project: str
-    instances: list[str]  # placed, then pending
-    reservations: list[str]
-    disks: list[str]  # placed instances' local disks, then pending's
-
-
-def _table_rows(
-    pop: Population, ids: Ids, ts: Any, false: Any
-) -> Iterator[tuple[str, list[str], Iterable[tuple[Any, ...]], int]]:
-    """(table, columns, rows, count) in an order the foreign keys accept."""
-    yield (
-        "project",
-        ["id", "name", "description", "time_created", "time_modified", "time_deleted"],
-        [(ids.project, "bench", "placement benchmark", ts, ts, None)],
-        1,
-    )
-    sled_cols = [
-        "id", "rack_id", "serial", "part", "revision", "slot", "usable_hardware_threads",
-        "usable_physical_ram", "local_storage", "cpu_family", "policy", "provision_policy",
-        "state", "agent_url", "time_created", "time_modified",
-    ]  # fmt: skip
-    rack_id = "00000000-0000-4000-8000-00000000bead"
-
-    def sled_rows() -> Iterator[tuple[Any, ...]]:
-        for i in range(pop.n_sleds):
-            policy = "expunged" if pop.expunged[i] else "in_service"
-            closed = pop.expunged[i] or pop.maintenance[i]
-            provision = "non_provisionable" if closed else "provisionable"
-            yield (
-                pop.sled_ids[i], rack_id, f"bench-{i:05d}", "bench-gimlet", 0, i,
-                pop.sled_cpus, pop.sled_memory, pop.sled_local, pop.family[i], policy,
-                provision, "active", None, ts, ts,
-            )  # fmt: skip
-
-    yield "sled", sled_cols, sled_rows(), pop.n_sleds
-    inst_cols = [
-        "id", "project_id", "name", "description", "hostname", "ncpus", "memory",
-        "auto_restart_policy", "cpu_platform", "boot_disk_id", "enable_jumbo_frames",
-        "user_data", "state", "active_vmm_id", "intended_state", "status_event_id",
-        "generation", "time_created", "time_modified", "time_deleted",
-        "time_run_state_updated", "auto_restart_attempts",
-    ]  # fmt: skip
-    n = pop.n_instances
-    pending = pop.success + pop.failure
-    cpus = pop.inst_cpus.tolist()
-    mem = pop.inst_mem.tolist()
-
-    def instance_rows() -> Iterator[tuple[Any, ...]]:
-        for i in range(n):
-            yield (
-                ids.instances[i], ids.project, f"i{i:07d}", "", f"i{i:07d}", cpus[i], mem[i],
-                None, None, None, false, "", "vmm", ids.reservations[i], "running", None,
-                3, ts, ts, None, ts, 0,
-            )  # fmt: skip
-        for p in pending:
-            yield (
-                ids.instances[n + p.index], ids.project, f"p{p.index:07d}", "",
-                f"p{p.index:07d}", p.ncpus, p.memory, None, p.cpu_platform, None, false, "",
-                "no_vmm", None, "stopped", None, 1, ts, ts, None, ts, 0,
-            )  # fmt: skip
-
-    yield "instance", inst_cols, instance_rows(), n + len(pending)
-    sled_of = pop.inst_sled.tolist()
-    yield (
-        "sled_reservation",
-        ["id", "sled_id", "instance_id", "hardware_threads", "memory", "local_storage",
-         "time_created"],
-        (
-            (ids.reservations[i], pop.sled_ids[sled_of[i]], ids.instances[i], cpus[i], mem[i],
-             0, ts)
-            for i in range(n)
-        ),
-        n,
-    )  # fmt: skip
-    group_cols = [
-        "id", "project_id", "name", "description", "policy", "failure_domain",
-        "time_created", "time_modified", "time_deleted",
-    ]  # fmt: skip
-    for kind in ("affinity", "anti_affinity"):
-        mine = [g for g in pop.groups if g.kind == kind]
-        yield (
-            f"{kind}_group",
-            group_cols,
-            [(g.id, ids.project, g.name, "", g.policy, "sled", ts, ts, None) for g in mine],
-            len(mine),
-        )
-        members: list[tuple[Any, ...]] = [
-            (g.id, ids.instances[int(m)]) for g in mine for m in g.members
-        ]
-        members += [
-            (pop.groups[gi].id, ids.instances[n + p.index])
-            for p in pending
-            for gi in p.groups
-            if pop.groups[gi].kind == kind
-        ]
-        yield f"{kind}_group_member", ["group_id", "instance_id"], members, len(members)
-    disk_cols = [
-        "id", "project_id", "name", "description", "size", "block_size", "disk_type",
-        "state", "instance_id", "sled_id", "time_created", "time_modified", "time_deleted",
-    ]  # fmt: skip
-    disk_inst = pop.disk_inst.tolist()
-    disk_size = pop.disk_size.tolist()
-    with_local = [p for p in pending if p.local_storage]
-
-    def disk_rows() -> Iterator[tuple[Any, ...]]:
-        for j, i in enumerate(disk_inst):
-            yield (
-                ids.disks[j], ids.project, f"d{j:07d}", "", disk_size[j], 4096, "local",
-                "attached", ids.instances[i], pop.sled_ids[sled_of[i]], ts, ts, None,
-            )  # fmt: skip
-        for j, p in enumerate(with_local):
-            yield (
-                ids.disks[len(disk_inst) + j], ids.project, f"pd{p.index:07d}", "",
-                p.local_storage, 4096, "local", "attached", ids.instances[n + p.index], None,
-                ts, ts, None,
-            )  # fmt: skip
-
-    yield "disk", disk_cols, disk_rows(), len(disk_inst) + len(with_local)
-
-
-def populate(store: Store, pop: Population, ids: Ids) -> dict[str, int]:
-    """Write the population with the driver's bulk paths (executemany; COPY on PostgreSQL)."""
-    counts: dict[str, int] = {}
-    when = datetime.now(UTC).replace(microsecond=0)
-    raw = store.engine.raw_connection()
-    try:
-        dbapi: Any = raw.driver_connection
-        if store.is_sqlite:
-            # SQLAlchemy's storage format for DateTime on SQLite.
-            ts = when.strftime("%Y-%m-%d %H:%M:%S.%f")
-            cur = dbapi.cursor()
-            cur.execute("BEGIN")
-            for table, cols, rows, count in _table_rows(pop, ids, ts, 0):
-                marks = ", ".join("?" for _ in cols)
-                cur.executemany(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks})", rows)
-                counts[table] = count
-            cur.execute("COMMIT")
-            cur.close()
-        else:
-            with dbapi.cursor() as cur:
-                for table, cols, rows, count in _table_rows(pop, ids, when, False):
-                    with cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
-                        for row in rows:
-                            copy.write_row(row)
-                    counts[table] = count
-            dbapi.commit()
-    finally:
-        raw.close()
-    return counts
 
 
 def _check_equivalence(store: Store, pop: Population, ids: Ids) -> None:
@@ -773,15 +314,9 @@ def _check_equivalence(store: Store, pop: Population, ids: Ids) -> None:
     n = pop.n_instances
     sample = pop.success[:50] + pop.failure[:50]
     for p in sample:
-        req = store.tx_sync(
-            lambda conn, p=p: placement_inputs.request_for(
-                conn,
-                ids.instances[n + p.index],
-                ncpus=p.ncpus,
-                memory=p.memory,
-                cpu_platform=p.cpu_platform,
-            )
-        )
+        iid, platform = ids.instances[n + p.index], p.cpu_platform
+        ask = partial(placement_inputs.request_for, instance_id=iid, cpu_platform=platform)
+        req = store.tx_sync(partial(ask, ncpus=p.ncpus, memory=p.memory))
         if req != pop.request(p):
             raise RuntimeError(f"store request differs: {req} != {pop.request(p)}")
 
@@ -851,33 +386,14 @@ def _decide(
 
 def _views_plan(store: Store, only: str | None = None) -> list[str]:
     """The database's plan for the query ``sleds.views(conn, only)`` runs (operators only)."""
-    captured: list[str] = []
-
-    def grab(conn: Connection) -> None:
-        # Capture the statement views() runs, then ask the database for its plan.
-        stmts: list[tuple[str, Any]] = []
-
-        def before(_c: Any, _cur: Any, statement: str, params: Any, *_: Any) -> None:
-            stmts.append((statement, params))
-
-        sa.event.listen(conn, "before_cursor_execute", before)
-        try:
-            sleds.views(conn, only=only)
-        finally:
-            sa.event.remove(conn, "before_cursor_execute", before)
-        stmt, params = stmts[-1]
-        if store.is_sqlite:
-            rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {stmt}", params or ()).all()
-            captured.extend(str(r[-1]) for r in rows)
-        else:
-            rows = conn.exec_driver_sql(f"EXPLAIN {stmt}", params or {}).all()
-            for i, r in enumerate(rows):
-                line = str(r[0])
-                if i == 0 or "->" in line:
-                    captured.append(re.sub(r"\s+\(cost=[^)]*\)", "", line).strip(" ->"))
-
-    store.tx_sync(grab)
-    return captured
+    with Capture(store.engine) as cap:
+        store.tx_sync(lambda c: sleds.views(c, only=only))
+    stmt, params = [s for s in cap.seen if s[0].lstrip().upper().startswith("SELECT")][-1]
+    plan = explain(store, stmt, params, analyze=False).splitlines()
+    if store.is_sqlite:
+        return plan
+    nodes = [line for i, line in enumerate(plan) if i == 0 or "->" in line]
+    return [re.sub(r"\s+\(cost=[^)]*\)", "", line).strip(" ->") for line in nodes]
 
 
 WHATIF_VIEWS = "views() as it is"
@@ -933,131 +449,90 @@ def run_store(kind: str, pop: Population, args: argparse.Namespace) -> StoreResu
     n_disks = len(pop.disk_inst) + sum(1 for p in pop.success if p.local_storage)
     ids = Ids(
         project="00000000-0000-4000-8000-0000000be4c4",
-        instances=_uuid_strings(rng_np, pop.n_instances + n_pending),
-        reservations=_uuid_strings(rng_np, pop.n_instances),
-        disks=_uuid_strings(rng_np, n_disks),
+        instances=uuid_strings(rng_np, pop.n_instances + n_pending),
+        reservations=uuid_strings(rng_np, pop.n_instances),
+        disks=uuid_strings(rng_np, n_disks),
     )
-    with tempfile.TemporaryDirectory(prefix="skylight-bench-placement-") as tmp:
-        pg_name: str | None = None
-        if kind == "postgres":
-            pg_name = f"skylight_bench_{uuid.uuid4().hex[:10]}"
-            pg_exec(args.pg_admin, f'CREATE DATABASE "{pg_name}"')
-            url = f"{args.pg_admin.rsplit('/', 1)[0]}/{pg_name}"
-        else:
-            url = f"sqlite:///{Path(tmp) / 'skylight.db'}"
-        store = Store(url)
+    scratch = scratch_database(args.pg_admin) if kind == "postgres" else nullcontext(None)
+    with tempfile.TemporaryDirectory(prefix="skylight-bench-placement-") as tmp, scratch as db:
+        store = Store(db or f"sqlite:///{Path(tmp) / 'skylight.db'}")
         try:
             migrate.upgrade(store.engine)
             t0 = time.perf_counter()
             rows = populate(store, pop, ids)
-            if pg_name is not None:
+            if db is not None:
                 # What autovacuum would do after a bulk load: statistics, visibility map.
                 import psycopg
 
-                dsn = url.replace("postgresql+psycopg://", "postgresql://")
-                with psycopg.connect(dsn, autocommit=True) as c:
+                with psycopg.connect(db, autocommit=True) as c:
                     c.execute("VACUUM ANALYZE")
             populate_s = time.perf_counter() - t0
             print(f"    populated in {populate_s:.1f}s: {rows}", flush=True)
             _check_equivalence(store, pop, ids)
-            return _measure_store(kind, store, pop, ids, rows, populate_s, args)
+            result = StoreResult(kind, pop.n_sleds, pop.n_instances, populate_s, rows)
+            _measure_store(store, pop, ids, result, args)
+            return result
         finally:
             store.dispose()
-            if pg_name is not None:
-                pg_exec(args.pg_admin, f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
 
 
 def _measure_store(
-    kind: str,
-    store: Store,
-    pop: Population,
-    ids: Ids,
-    rows: dict[str, int],
-    populate_s: float,
-    args: argparse.Namespace,
-) -> StoreResult:
+    store: Store, pop: Population, ids: Ids, res: StoreResult, args: argparse.Namespace
+) -> None:
     n = pop.n_instances
     rng = random.Random(args.seed)
-    budget_hit: list[str] = []
-
-    def workload(
-        pending: list[Pending], count: int, label: str, cache: sleds.RackCache | None = None
-    ) -> tuple[Series, dict[str, Series], int]:
-        total, parts_s = Series(), {k: Series() for k in PARTS}
-        declined = 0
-        for i in range(2):  # warm-up: uncounted (and, with a cache, its first read)
-            p = pending[i % len(pending)]
-            _decide(store, ids.instances[n + p.index], p, rng, {}, cache)
-        gc.collect()
-        deadline = time.perf_counter() + args.store_budget
-        for i in range(count):
-            if i >= 3 and time.perf_counter() > deadline:
-                budget_hit.append(f"{label}: {i} of {count}")
-                break
-            p = pending[i % len(pending)]
-            parts: dict[str, float] = {}
-            c0 = time.thread_time()
-            t0 = time.perf_counter()
-            placed = _decide(store, ids.instances[n + p.index], p, rng, parts, cache)
-            t1 = time.perf_counter()
-            parts["client_cpu"] = time.thread_time() - c0
-            if label == "success" and not placed:
-                declined += 1
-                continue
-            total.add(t1 - t0)
-            for k, v in parts.items():
-                parts_s[k].add(v)
-        return total, parts_s, declined
-
-    ok, ok_parts, declined = workload(pop.placeable, args.store_decisions, "success")
-    fail, fail_parts, _ = workload(pop.failure, args.store_failures, "failure")
     # The replica's cached rack (instance-start's): every decision here is a cache hit (the
     # rack does not change between these rolled-back decisions); a failure is decided
     # again on a fresh read.
     cache = sleds.RackCache(max_age=math.inf)
-    c_ok, c_ok_parts, _ = workload(pop.placeable, args.store_decisions, "success", cache)
-    c_fail, c_fail_parts, _ = workload(pop.failure, args.store_failures, "failure", cache)
-
-    whatif: dict[str, Series] = {}
-    plan = _views_plan(store)
-    plan_one = _views_plan(store, only=pop.sled_ids[0])
+    for label, pending, count, with_cache in (
+        ("success", pop.placeable, args.store_decisions, None),
+        ("failure", pop.failure, args.store_failures, None),
+        ("success, cached rack", pop.placeable, args.store_decisions, cache),
+        ("failure, cached rack", pop.failure, args.store_failures, cache),
+    ):
+        total, parts_s = Series(), {k: Series() for k in PARTS}
+        for i in range(2):  # warm-up: uncounted (and, with a cache, its first read)
+            p = pending[i % len(pending)]
+            _decide(store, ids.instances[n + p.index], p, rng, {}, with_cache)
+        gc.collect()
+        deadline = time.perf_counter() + args.store_budget
+        for i in range(count):
+            if i >= 3 and time.perf_counter() > deadline:
+                res.budget_hit.append(f"{label}: {i} of {count}")
+                break
+            p = pending[i % len(pending)]
+            parts: dict[str, float] = {}
+            c0, t0 = time.thread_time(), time.perf_counter()
+            placed = _decide(store, ids.instances[n + p.index], p, rng, parts, with_cache)
+            t1 = time.perf_counter()
+            parts["client_cpu"] = time.thread_time() - c0
+            if label == "success" and not placed:
+                res.declined += 1
+                continue
+            total.add(t1 - t0)
+            for k, v in parts.items():
+                parts_s[k].add(v)
+        res.workloads[label] = (total, parts_s)
+    res.plan = _views_plan(store)
+    res.plan_one = _views_plan(store, only=pop.sled_ids[0])
     if args.whatif:
-        whatif = _whatif(store, args.whatif_samples)
-    return StoreResult(
-        store=kind,
-        n_sleds=pop.n_sleds,
-        n_instances=n,
-        populate_s=populate_s,
-        rows=rows,
-        ok=ok,
-        ok_parts=ok_parts,
-        declined=declined,
-        fail=fail,
-        fail_parts=fail_parts,
-        cached_ok=c_ok,
-        cached_ok_parts=c_ok_parts,
-        cached_fail=c_fail,
-        cached_fail_parts=c_fail_parts,
-        budget_hit=budget_hit,
-        whatif=whatif,
-        plan=plan,
-        plan_one=plan_one,
-    )
+        res.whatif = _whatif(store, args.whatif_samples)
 
 
 # -- report ------------------------------------------------------------------------------------
 
 
 def _us(seconds: float) -> str:
-    return "n/a" if math.isnan(seconds) else f"{seconds * 1e6:.0f}"
-
-
-def _ms(seconds: float, digits: int = 1) -> str:
-    return "n/a" if math.isnan(seconds) else f"{seconds * 1e3:.{digits}f}"
+    return num(seconds, 0, 1e6)
 
 
 def _rate(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:,.0f}"
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b and not math.isnan(a) and not math.isnan(b) else math.nan
 
 
 def _share(part: float, whole: float) -> str:
@@ -1065,29 +540,18 @@ def _share(part: float, whole: float) -> str:
     return "n/a" if math.isnan(x) else "<1%" if x < 0.005 else f"{x:.0%}"
 
 
-def _ratio(a: float, b: float) -> float:
-    return a / b if b and not math.isnan(a) and not math.isnan(b) else math.nan
-
-
 def _sled_shape(r: CellResult | Population) -> str:
     return f"{r.sled_cpus} thr / {r.sled_memory // GiB} GiB"
 
 
-LOAD: list[float] = []  # 1-minute load average at the start and at the end of the run
-
-
-def machine(args: argparse.Namespace, stores: list[str]) -> list[tuple[str, str]]:
-    import psycopg
-
-    return machine_rows(
-        [("numpy", np.__version__), ("SQLAlchemy", sa.__version__)],
-        drivers=[("psycopg", psycopg.__version__)],
-        postgres=pg_version(args.pg_admin) if "postgres" in stores else None,
-        extra=[load_row([f"{x:.2f}" for x in LOAD])] if LOAD else [],
-    )
+def _cell(r: CellResult | StoreResult) -> str:
+    return f"{r.n_sleds:,} x {r.n_instances:,}"
 
 
 def settings(args: argparse.Namespace, pinned: str) -> list[tuple[str, str]]:
+    def each(xs: Sequence[object]) -> str:
+        return "/".join(map(str, xs))
+
     return [
         (
             "base sled",
@@ -1101,7 +565,7 @@ def settings(args: argparse.Namespace, pinned: str) -> list[tuple[str, str]]:
             f"spread evenly (+-10%) over the sleds not expunged; each sled's vCPUs and memory "
             f"{FILL[0]:.0%}-{FILL[1]:.0%} reserved (a uniform random split among its "
             f"instances, memory in proportion to vCPUs, >= 1 vCPU and 1 GiB each); "
-            f"{LOCAL_DISK_SHARE:.0%} have a local disk of {'/'.join(map(str, PLACED_DISK_GIB))}"
+            f"{LOCAL_DISK_SHARE:.0%} have a local disk of {each(PLACED_DISK_GIB)}"
             " GiB pinned to their sled",
         ),
         (
@@ -1115,11 +579,10 @@ def settings(args: argparse.Namespace, pinned: str) -> list[tuple[str, str]]:
         ),
         (
             "success requests",
-            f"{args.requests} distinct, cycled: vCPUs {'/'.join(map(str, REQ_CPUS))} (p "
-            f"{'/'.join(map(str, REQ_CPUS_P))}), {'/'.join(map(str, REQ_GIB_PER_CPU))} GiB per"
-            f" vCPU, {REQ_PLATFORM_SHARE:.0%} ask for a CPU platform, {REQ_LOCAL_SHARE:.0%} "
-            f"have an unallocated local disk of {'/'.join(map(str, REQ_LOCAL_GIB))} GiB; in "
-            f"0/1/2 groups with p {'/'.join(map(str, REQ_GROUPS_P))}",
+            f"{args.requests} distinct, cycled: vCPUs {each(REQ_CPUS)} (p {each(REQ_CPUS_P)}), "
+            f"{each(REQ_GIB_PER_CPU)} GiB per vCPU, {REQ_PLATFORM_SHARE:.0%} ask for a CPU "
+            f"platform, {REQ_LOCAL_SHARE:.0%} have an unallocated local disk of "
+            f"{each(REQ_LOCAL_GIB)} GiB; in 0/1/2 groups with p {each(REQ_GROUPS_P)}",
         ),
         (
             "failure requests",
@@ -1142,322 +605,203 @@ def settings(args: argparse.Namespace, pinned: str) -> list[tuple[str, str]]:
     ]
 
 
-def _in_process_table(cells: list[CellResult]) -> str:
-    lines = [
-        "| sleds | placed instances | sled | fill vCPU / mem | Rack.of (ms) "
-        "| successes | decisions/s (CPU) | rounds | p50 (µs) | p99 (µs) "
-        "| failures | failures/s (CPU) | rounds | p50 (µs) | p99 (µs) "
-        "| failure/success p50 (mean) |",
-        "| ---: | ---: | --- | --- | ---: | ---: | ---: | --- | ---: | ---: "
-        "| ---: | ---: | --- | ---: | ---: | ---: |",
-    ]
-
+def _in_process_table(cells: list[CellResult]) -> list[str]:
     def spread(s: Series) -> str:
         rates = s.round_rates()
         return f"{rates[0]:,.0f}-{rates[-1]:,.0f}" if rates else "n/a"
 
-    for c in cells:
-        lines.append(
-            f"| {c.n_sleds:,} | {c.n_instances:,} | {_sled_shape(c)} "
-            f"| {c.cpu_fill:.0%} / {c.mem_fill:.0%} | {_ms(c.rack_of.pct(0.5))} "
-            f"| {len(c.ok):,} | {_rate(c.ok.median_rate)} ({_rate(c.ok.median_cpu_rate)}) "
-            f"| {spread(c.ok)} | {_us(c.ok.pct(0.5))} | {_us(c.ok.pct(0.99))} "
-            f"| {len(c.fail):,} | {_rate(c.fail.median_rate)} "
-            f"({_rate(c.fail.median_cpu_rate)}) | {spread(c.fail)} "
-            f"| {_us(c.fail.pct(0.5))} | {_us(c.fail.pct(0.99))} "
-            f"| {_ratio(c.fail.pct(0.5), c.ok.pct(0.5)):.2f}x "
-            f"({_ratio(c.fail.mean, c.ok.mean):.2f}x) |"
-        )
-    return "\n".join(lines)
+    def workload(s: Series) -> list[str]:
+        rate = f"{_rate(s.median_rate)} ({_rate(s.median_cpu_rate)})"
+        return [f"{len(s):,}", rate, spread(s), _us(s.pct(0.5)), _us(s.pct(0.99))]
 
-
-def _store_table(results: list[StoreResult]) -> str:
-    lines = [
-        "| store | sleds | placed instances | outcome | n | decisions/s | p50 (ms) | p99 (ms) "
-        "| request_for | sleds.rack | (Rack.of) | place | re-check | insert | rack share "
-        "| bench CPU |",
-        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: "
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    header = ["sleds", "placed instances", "sled", "fill vCPU / mem", "Rack.of (ms)"]
+    header += ["successes", "decisions/s (CPU)", "rounds", "p50 (µs)", "p99 (µs)", "failures"]
+    header += ["failures/s (CPU)", "rounds", "p50 (µs)", "p99 (µs)", "failure/success p50 (mean)"]
+    rows = [
+        [
+            f"{c.n_sleds:,}",
+            f"{c.n_instances:,}",
+            _sled_shape(c),
+            f"{c.cpu_fill:.0%} / {c.mem_fill:.0%}",
+            num(c.rack_of.pct(0.5), 1, 1e3),
+            *workload(c.ok),
+            *workload(c.fail),
+            f"{_ratio(c.fail.pct(0.5), c.ok.pct(0.5)):.2f}x "
+            f"({_ratio(c.fail.mean, c.ok.mean):.2f}x)",
+        ]
+        for c in cells
     ]
+    return table(header, "rrllrrrlrrrrlrrr", rows)
+
+
+def _store_table(results: list[StoreResult]) -> list[str]:
+    header = ["store", "sleds", "placed instances", "outcome", "n", "decisions/s", "p50 (ms)"]
+    header += ["p99 (ms)", "request_for", "sleds.rack", "(Rack.of)", "place", "re-check"]
+    header += ["insert", "rack share", "bench CPU"]
+    rows = []
     for r in results:
-        for label, s, parts in (
-            ("success", r.ok, r.ok_parts),
-            ("failure", r.fail, r.fail_parts),
-            ("success, cached rack", r.cached_ok, r.cached_ok_parts),
-            ("failure, cached rack", r.cached_fail, r.cached_fail_parts),
-        ):
-            cells = [_ms(parts[k].pct(0.5), 2) if len(parts[k]) else "-" for k in PARTS]
+        for label, (s, parts) in r.workloads.items():
+            cells = [num(parts[k].pct(0.5), 2, 1e3) if len(parts[k]) else "-" for k in PARTS]
             share = _ratio(parts["views"].mean, s.mean)
-            lines.append(
-                f"| {r.store} | {r.n_sleds:,} | {r.n_instances:,} | {label} | {len(s)} "
-                f"| {s.rate:,.1f} | {_ms(s.pct(0.5))} | {_ms(s.pct(0.99))} "
-                f"| {' | '.join(cells[:-1])} | {share:.0%} | {cells[-1]} |"
+            rows.append(
+                [
+                    r.store,
+                    f"{r.n_sleds:,}",
+                    f"{r.n_instances:,}",
+                    label,
+                    len(s),
+                    f"{s.rate:,.1f}",
+                    num(s.pct(0.5), 1, 1e3),
+                    num(s.pct(0.99), 1, 1e3),
+                    *cells[:-1],
+                    f"{share:.0%}",
+                    cells[-1],
+                ]
             )
-    return "\n".join(lines)
+    return table(header, "lrrlrrrrrrrrrrrr", rows)
 
 
-def _whatif_table(results: list[StoreResult]) -> str:
-    if not any(r.whatif for r in results):
-        return ""
-    keys = list(next(r.whatif for r in results if r.whatif))
-    lines = [
-        "| store | sleds | placed instances | " + " | ".join(keys) + " |",
-        "| --- | ---: | ---: | " + " | ".join("---:" for _ in keys) + " |",
+def _whatif_table(results: list[StoreResult]) -> list[str]:
+    sized = [r for r in results if r.whatif]
+    keys = list(sized[0].whatif) if sized else []
+    rows = [
+        [
+            r.store,
+            f"{r.n_sleds:,}",
+            f"{r.n_instances:,}",
+            *(num(r.whatif[k].pct(0.5), 1, 1e3) for k in keys),
+        ]
+        for r in sized
     ]
-    for r in results:
-        if r.whatif:
-            vals = [_ms(r.whatif[k].pct(0.5)) for k in keys]
-            lines.append(
-                f"| {r.store} | {r.n_sleds:,} | {r.n_instances:,} | " + " | ".join(vals) + " |"
-            )
-    return "\n".join(lines)
+    return table(["store", "sleds", "placed instances", *keys], "lrr" + "r" * len(keys), rows)
 
 
-def _profile_table(c: CellResult) -> str:
-    def cell(row: tuple[str, float] | None) -> str:
-        return f"`{row[0]}` | {row[1]:.0f}" if row else " | "
+def _profile_table(c: CellResult) -> list[str]:
+    def cell(rows: list[tuple[str, float]], i: int) -> list[str]:
+        return [f"`{rows[i][0]}`", f"{rows[i][1]:.0f}"] if i < len(rows) else ["", ""]
 
-    lines = [
-        "| | success: function | µs | failure: function | µs |",
-        "| ---: | --- | ---: | --- | ---: |",
-    ]
-    for i in range(max(len(c.profile_ok), len(c.profile_fail))):
-        a = c.profile_ok[i] if i < len(c.profile_ok) else None
-        b = c.profile_fail[i] if i < len(c.profile_fail) else None
-        lines.append(f"| {i + 1} | {cell(a)} | {cell(b)} |")
-    lines.append(
-        f"| | all functions | {c.profile_total[0]:.0f} | all functions | {c.profile_total[1]:.0f} |"
-    )
-    return "\n".join(lines)
+    n = max(len(c.profile_ok), len(c.profile_fail))
+    rows = [[i + 1, *cell(c.profile_ok, i), *cell(c.profile_fail, i)] for i in range(n)]
+    ok_total, fail_total = (f"{t:.0f}" for t in c.profile_total)
+    rows.append(["", "all functions", ok_total, "all functions", fail_total])
+    header = ["", "success: function", "µs", "failure: function", "µs"]
+    return table(header, "rlrlr", rows)
 
 
 def _findings(cells: list[CellResult], stores: list[StoreResult]) -> list[str]:
+    """What the figures say against the goals, each claim computed from them."""
     out: list[str] = []
     big = [c for c in cells if c.n_sleds >= 10_000]
     if big:
         rates = "; ".join(
-            f"{c.ok.median_rate:,.0f}/s (rounds {c.ok.round_rates()[0]:,.0f}-"
-            f"{c.ok.round_rates()[-1]:,.0f}/s; 1 / p50 = {1 / c.ok.pct(0.5):,.0f}/s) at "
-            f"{c.n_instances:,} instances"
+            f"{c.ok.median_rate:,.0f}/s (rounds {spread}/s) at {c.n_instances:,} instances"
             for c in big
+            for spread in [f"{c.ok.round_rates()[0]:,.0f}-{c.ok.round_rates()[-1]:,.0f}"]
         )
-        median_ok = all(c.ok.median_rate >= 5000 for c in big)
-        best_ok = all(c.ok.round_rates()[-1] >= 5000 for c in big)
         verdict = (
             "met"
-            if median_ok
-            else "met by the best rounds but not by the median round, so it depends on "
-            "what else the machine is doing (load average below)"
-            if best_ok
-            else "not met on this machine, as loaded as it was (load average below)"
+            if all(c.ok.median_rate >= 5000 for c in big)
+            else "met by the best rounds only"
+            if all(c.ok.round_rates()[-1] >= 5000 for c in big)
+            else "not met on this machine, as loaded as it was"
         )
         out.append(
             f"- **In-process at 10,000 sleds, one core:** {rates}. The goal of at least "
-            f"5,000 successful decisions/s is {verdict}. (1 / p50 ignores the slower half of "
-            "the decisions, preemption by other processes included: an upper bound for an "
-            "undisturbed core, not a measurement of one.)"
+            f"5,000 successful decisions/s is {verdict} (load average below)."
         )
     ratios = [(c, _ratio(c.fail.pct(0.5), c.ok.pct(0.5))) for c in cells]
     if ratios:
         met = [c for c, r in ratios if r <= 2.0]
-        text = ", ".join(f"{r:.2f}x at {c.n_sleds:,} x {c.n_instances:,}" for c, r in ratios)
+        text = ", ".join(f"{r:.2f}x at {_cell(c)}" for c, r in ratios)
         verdict = (
             "met in every cell"
             if len(met) == len(ratios)
             else "not met in any cell"
             if not met
-            else "met at " + ", ".join(f"{c.n_sleds:,} x {c.n_instances:,}" for c in met) + " only"
+            else "met at " + ", ".join(_cell(c) for c in met) + " only"
         )
         line = (
             f"- **A failure vs a success (p50):** {text}. The goal of a failure costing at most "
             f"2x a successful decision is {verdict}."
         )
-        fewest = min(c.n_sleds for c, _ in ratios)
-        most = max(c.n_sleds for c, _ in ratios)
-        small = [r for c, r in ratios if c.n_sleds == fewest]
-        large = [r for c, r in ratios if c.n_sleds == most]
-        if fewest < most and min(small) > max(large):
-            line += (
-                " The ratio is higher on the smaller rack: part of the diagnosis is fixed "
-                "Python work (the message, the reason, the operator detail) that does not "
-                "shrink with the rack."
-            )
         prof = next((c for c in cells if c.profile_fail), None)
-        if prof is not None:
-            ok_names = {name for name, _ in prof.profile_ok}
-            extra = [(n, t) for n, t in prof.profile_fail if n not in ok_names][:4]
-            if extra:
-                line += (
-                    f" Under the profiler at {prof.n_sleds:,} sleds the diagnosis's largest "
-                    "parts are " + ", ".join(f"`{n}` {t:.0f} µs" for n, t in extra) + "."
-                )
+        ok_names = {name for name, _ in prof.profile_ok} if prof else set()
+        extra = [(n, t) for n, t in prof.profile_fail if n not in ok_names][:4] if prof else []
+        if prof and extra:
+            line += (
+                f" Under the profiler at {prof.n_sleds:,} sleds the diagnosis's largest "
+                "parts are " + ", ".join(f"`{n}` {t:.0f} µs" for n, t in extra) + "."
+            )
         out.append(line)
     by_sleds: dict[int, list[CellResult]] = {}
     for c in cells:
         by_sleds.setdefault(c.n_sleds, []).append(c)
     same = [
-        (n, min(cs, key=lambda c: c.n_instances), max(cs, key=lambda c: c.n_instances))
-        for n, cs in sorted(by_sleds.items())
+        f"{n:,} sleds: p50 {_us(cs[0].ok.pct(0.5))} µs at {cs[0].n_instances:,} and "
+        f"{_us(cs[-1].ok.pct(0.5))} µs at {cs[-1].n_instances:,}"
+        for n, unsorted in sorted(by_sleds.items())
+        for cs in [sorted(unsorted, key=lambda c: c.n_instances)]
         if len(cs) > 1
     ]
     if same:
-        text = ", ".join(
-            f"{n:,} sleds: p50 {_us(lo.ok.pct(0.5))} µs at {lo.n_instances:,} and "
-            f"{_us(hi.ok.pct(0.5))} µs at {hi.n_instances:,}"
-            for n, lo, hi in same
-        )
         out.append(
-            "- **The number of placed instances does not change an in-process decision** "
-            f"({text}): the rack is one column entry per sled. Only the group rules a request "
-            "carries (sets of sleds turned into masks) depend on the population, through the "
-            "sizes of the groups."
+            f"- **Placed instances and an in-process decision** ({', '.join(same)}): the rack "
+            "is one column entry per sled; only the group rules a request carries depend on "
+            "the population."
         )
-    for c in big[-1:]:
-        if len(c.rack_of):
-            rack_ms = c.rack_of.pct(0.5)
-            out.append(
-                f"- **Rack.of at {c.n_sleds:,} sleds** takes {_ms(rack_ms)} ms, as much as "
-                f"{rack_ms / c.ok.pct(0.5):.0f} successful decisions from SledViews; the "
-                "control plane builds its Rack from the sled rows' columns instead "
-                "(`sleds.rack`, in the store rows below)."
-            )
     for r in stores:
-        if len(r.ok) and len(r.cached_ok):
-            out.append(
-                f"- **{r.store}, {r.n_sleds:,} sleds, with the replica's cached rack** "
-                "(`sleds.RackCache`, what instance-start uses; a hit here): a successful "
-                f"decision takes {_ms(r.cached_ok.pct(0.5), 2)} ms at p50 "
-                f"({r.cached_ok.rate:,.1f}/s) instead of {_ms(r.ok.pct(0.5), 2)} ms; a failure, "
-                "decided again on a fresh read, "
-                f"{_ms(r.cached_fail.pct(0.5), 2)} ms instead of {_ms(r.fail.pct(0.5), 2)} ms."
-            )
-        if not len(r.ok):
+        ok, fail = r.workloads["success"][0], r.workloads["failure"][0]
+        c_ok, c_fail = r.workloads["success, cached rack"][0], r.workloads["failure, cached rack"]
+        if not len(ok):
             continue
-        mean = r.ok.mean
-        part = {k: r.ok_parts[k].mean for k in PARTS if len(r.ok_parts[k])}
-        views_share = _ratio(part.get("views", math.nan), mean)
-        agg_share = _ratio(part.get("views", 0.0) + part.get("recheck", 0.0), mean)
-        placement_share = _ratio(part.get("rack_of", 0.0) + part.get("place", 0.0), mean)
-        verdict = (
-            "**dominated by reading the rack (`sleds.rack` and the re-check)**"
-            if agg_share >= 0.5
-            else "not dominated by reading the rack"
-        )
-        line = (
-            f"- **{r.store}, {r.n_sleds:,} sleds x {r.n_instances:,} instances, through the "
-            f"store:** {_ms(r.ok.pct(0.5))} ms per successful decision at p50 "
-            f"({r.ok.rate:,.1f}/s); `sleds.rack` is {_share(views_share, 1.0)} of the mean "
-            f"decision, the re-check `lock_and_measure` "
-            f"{_share(part.get('recheck', 0.0), mean)}, `request_for` "
-            f"{_share(part.get('request_for', 0.0), mean)}, Rack.of + place "
-            f"{_share(placement_share, 1.0)}: the store path is {verdict}."
-        )
-        recheck = r.ok_parts["recheck"].pct(0.5)
-        views = r.ok_parts["views"].pct(0.5)
-        if recheck >= 0.25 * views:
-            line += (
-                f" The re-check of one sled costs {_ms(recheck)} ms, "
-                f"{recheck / views:.0%} of reading the whole rack "
-                f"(`{' / '.join(r.plan_one[:2])}`)."
-            )
-        if r.store == "sqlite":
-            line += (
-                " On SQLite the whole decision runs under the write lock (`BEGIN IMMEDIATE`), "
-                f"so about {r.ok.rate:,.1f} reservations/s is also the ceiling for the whole "
-                "rack however many starts arrive together."
-            )
-        else:
-            cpu = r.ok_parts["client_cpu"].pct(0.5)
-            line += (
-                f" The bench's own CPU is {_ms(cpu)} ms of it (p50): turning the rows into "
-                "Python objects, not only the database, costs."
-            )
-        out.append(line)
-    for r in stores:
-        w = r.whatif
-        if not w:
-            continue
+        parts = {k: s.mean for k, s in r.workloads["success"][1].items() if len(s)}
+        rack_share = _ratio(parts.get("views", 0.0) + parts.get("recheck", 0.0), ok.mean)
+        verdict = "dominated" if rack_share >= 0.5 else "not dominated"
         out.append(
-            f"- **{r.store}, {r.n_sleds:,} x {r.n_instances:,}, the views query:** "
-            f"{_ms(w[WHATIF_VIEWS].pct(0.5))} ms as it is; the reservation GROUP BY it "
-            f"replaced {_ms(w[WHATIF_GROUP_BY].pct(0.5))} ms; reading only the sled rows "
-            f"{_ms(w[WHATIF_SLED_ALL].pct(0.5))} ms (all columns) or "
-            f"{_ms(w[WHATIF_SLED_LEAN].pct(0.5))} ms (the columns placement reads)."
+            f"- **{r.store}, {_cell(r)}, through the store:** {num(ok.pct(0.5), 1, 1e3)} ms per "
+            f"successful decision at p50 ({ok.rate:,.1f}/s); `sleds.rack` is "
+            f"{_share(parts.get('views', 0.0), ok.mean)} of the mean decision, the re-check "
+            f"{_share(parts.get('recheck', 0.0), ok.mean)}, `request_for` "
+            f"{_share(parts.get('request_for', 0.0), ok.mean)}, Rack.of + place "
+            f"{_share(parts.get('rack_of', 0.0) + parts.get('place', 0.0), ok.mean)}: {verdict} "
+            f"by reading the rack. With the replica's cached rack (`sleds.RackCache`, a hit "
+            f"here) a success takes {num(c_ok.pct(0.5), 2, 1e3)} ms at p50 and a failure, "
+            f"decided again on a fresh read, {num(c_fail[0].pct(0.5), 2, 1e3)} ms (uncached "
+            f"{num(fail.pct(0.5), 2, 1e3)} ms)."
         )
-    best_store = max((r.ok.rate for r in stores if len(r.ok)), default=math.nan)
+        if r.whatif:
+            w = {k: num(v.pct(0.5), 1, 1e3) for k, v in r.whatif.items()}
+            out.append(
+                f"  The views query: {w[WHATIF_VIEWS]} ms as it is; the reservation GROUP BY "
+                f"it replaced {w[WHATIF_GROUP_BY]} ms; the sled rows alone "
+                f"{w[WHATIF_SLED_ALL]} ms (all columns) or {w[WHATIF_SLED_LEAN]} ms (the "
+                "columns placement reads)."
+            )
+    best_store = max((r.workloads["success"][0].rate for r in stores), default=math.nan)
     if big and stores:
         worst = min(c.ok.median_rate for c in big)
-        mem = (
-            "beats both"
-            if worst > 3300
-            else "beats the Kubernetes figure but not Nomad's"
-            if worst > 810
-            else "beats neither"
-        )
-        db = (
-            "beats neither"
-            if best_store < 680
-            else "beats the Kubernetes figure but not Nomad's"
-            if best_store <= 3300
-            else "beats both"
-        )
-        out.append(
-            "- **Against the anchors** (Nomad: 1,000,000 containers on 5,000 hosts in under "
-            "5 minutes, about 3,300 placements/s; the Kubernetes scheduler benchmark: "
-            "680-810 pods/s at 5,000 nodes): both schedulers decide from state they keep in "
-            "memory. Skylight's in-process decision at 10,000 sleds, which is of that kind "
-            f"(at least {worst:,.0f}/s, median rounds), {mem}; a decision through the store, "
-            "which re-reads the whole rack from the database every time, "
-            f"{db} (at most {best_store:,.1f}/s in the store cells above)."
-        )
-    return out
 
+        def against(rate: float) -> str:
+            return (
+                "beats both"
+                if rate > 3300
+                else "beats the Kubernetes figure only"
+                if rate > 810
+                else "beats neither"
+            )
 
-def _recommendations(cells: list[CellResult], stores: list[StoreResult]) -> list[str]:
-    out: list[str] = []
-    sized = [r for r in stores if r.whatif]
-    if sized:
-        text = "; ".join(
-            f"{r.store} {r.n_sleds:,} x {r.n_instances:,}: {_ms(r.whatif[WHATIF_VIEWS].pct(0.5))}"
-            f" ms, against {_ms(r.whatif[WHATIF_GROUP_BY].pct(0.5))} ms for the aggregate alone"
-            for r in sized
-        )
         out.append(
-            "- **Applied: each sled's reserved totals live on its row**, kept by triggers "
-            "(`store/totals.py`, migration 0007) in the transaction of every reservation and "
-            "disk change, so the rack is read as one row per sled instead of aggregating "
-            f"every reservation ({text})."
-        )
-    if stores:
-        out.append(
-            "- **Next, keep the rack in memory:** a columnar Rack held by the control "
-            "plane and updated on every reservation and release (re-checking under the "
-            "sled's lock, as now, so a stale snapshot can only cost a retry, never an "
-            "overcommit) turns a decision into `request_for` + `place` + the re-check, "
-            "the way the anchors' schedulers work. It also saves Rack.of per decision."
-        )
-    prof = next((c for c in cells if c.profile_ok), None)
-    if prof is not None:
-        top_ok = ", ".join(f"`{n}` {t:.0f} µs" for n, t in prof.profile_ok[:3])
-        ok_names = {n for n, _ in prof.profile_ok}
-        top_fail = ", ".join(f"`{n}` {t:.0f} µs" for n, t in prof.profile_fail if n not in ok_names)
-        out.append(
-            f"- **In-process, at {prof.n_sleds:,} sleds,** the profile names where to work: "
-            f"for a success {top_ok} (under the profiler); for a failure, on top of the "
-            f"filters, {top_fail or 'nothing beyond the filters'}."
+            "- **Against the anchors** (Nomad: about 3,300 placements/s on 5,000 hosts; the "
+            "Kubernetes scheduler benchmark: 680-810 pods/s at 5,000 nodes, both deciding from "
+            f"memory): in-process at 10,000 sleds (at least {worst:,.0f}/s) {against(worst)}; "
+            f"through the store (at most {best_store:,.1f}/s) {against(best_store)}."
         )
     return out
 
 
 def section(
-    cells: list[CellResult],
-    stores: list[StoreResult],
-    args: argparse.Namespace,
-    store_kinds: list[str],
-    pinned: str,
-) -> str:
-    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    cmd = "python bench/placement.py " + " ".join(sys.argv[1:])
+    cells: list[CellResult], stores: list[StoreResult], args: argparse.Namespace, pinned: str
+) -> list[str]:
     scaled = [c for c in cells if c.scale > 1]
     out = [
         SECTION,
@@ -1481,7 +825,7 @@ def section(
         "detail). No duration is asserted in any test: these are measurements of one "
         "machine, not limits.",
         "",
-        f"Measured {when} with `{cmd.strip()}`.",
+        measured("placement.py"),
         "",
         "### In-process",
         "",
@@ -1490,13 +834,11 @@ def section(
         "preemption of the bench by other work on the machine (see the load average under "
         "Machine).",
         "",
-        _in_process_table(cells),
+        *_in_process_table(cells),
         "",
     ]
     if scaled:
-        names = ", ".join(
-            f"{c.n_sleds:,} x {c.n_instances:,} ({c.scale}x: {_sled_shape(c)})" for c in scaled
-        )
+        names = ", ".join(f"{_cell(c)} ({c.scale}x: {_sled_shape(c)})" for c in scaled)
         out += [
             f"A sled of {args.sled_cpus} threads cannot hold more than {args.sled_cpus} "
             "instances of at least one vCPU, so where the base sled would have to give more "
@@ -1507,27 +849,28 @@ def section(
             "",
         ]
     for c in cells:
-        bits = []
-        if c.declined:
-            bits.append(
+        bits = (
+            [
                 f"{sum(c.declined.values())} of the {c.requests:,} distinct success requests "
                 "cannot be placed on this rack "
                 f"({', '.join(f'{k} {v}' for k, v in c.declined.most_common())})"
-            )
+            ]
+            if c.declined
+            else []
+        )
         bits.append(
             "failure reasons: " + ", ".join(f"{k} {v}" for k, v in c.fail_codes.most_common())
         )
-        out.append(f"- {c.n_sleds:,} x {c.n_instances:,}: " + "; ".join(bits) + ".")
+        out.append(f"- {_cell(c)}: " + "; ".join(bits) + ".")
     out.append("")
     prof = next((c for c in cells if c.profile_ok), None)
     if prof is not None:
         out += [
-            f"Where an in-process decision spends its time at {prof.n_sleds:,} sleds x "
-            f"{prof.n_instances:,} instances: own time per function under `cProfile`, in µs "
-            "per decision. The profiler inflates every call, so read the ranking and the "
-            "shares, not the absolute figures.",
+            f"Where an in-process decision spends its time at {_cell(prof)} instances: own "
+            "time per function under `cProfile`, in µs per decision. The profiler inflates "
+            "every call, so read the ranking and the shares, not the absolute figures.",
             "",
-            _profile_table(prof),
+            *_profile_table(prof),
             "",
         ]
     if stores:
@@ -1549,30 +892,24 @@ def section(
             "Before measuring, the bench checks that the store yields exactly the in-process "
             "cell's sled views and requests.",
             "",
-            _store_table(stores),
+            *_store_table(stores),
             "",
         ]
         for r in stores:
-            line = (
-                f"- {r.store}, {r.n_sleds:,} x {r.n_instances:,}: populated in "
-                f"{r.populate_s:.1f} s ({', '.join(f'{k} {v:,}' for k, v in r.rows.items())})"
-            )
+            line = f"- {r.store}, {_cell(r)}: populated in {r.populate_s:.1f} s ("
+            line += ", ".join(f"{k} {v:,}" for k, v in r.rows.items()) + ")"
             if r.declined:
                 line += f"; {r.declined} placements failed their re-check (not counted)"
             if r.budget_hit:
-                line += (
-                    "; fewer decisions than asked, the time budget ran out ("
-                    + ", ".join(r.budget_hit)
-                    + ")"
-                )
+                ran_out = ", ".join(r.budget_hit)
+                line += f"; fewer decisions than asked, the time budget ran out ({ran_out})"
             out.append(line + ".")
-            if r.plan:
-                out.append(f"  Plan of `views()`: `{' / '.join(r.plan)}`.")
-            if r.plan_one:
-                out.append(f"  Plan of `views(only=sled)`: `{' / '.join(r.plan_one)}`.")
+            out += [f"  Plan of `views()`: `{' / '.join(r.plan)}`."] if r.plan else []
+            out += (
+                [f"  Plan of `views(only=sled)`: `{' / '.join(r.plan_one)}`."] if r.plan_one else []
+            )
         out.append("")
-        wt = _whatif_table(stores)
-        if wt:
+        if any(r.whatif for r in stores):
             out += [
                 f"The views query against its parts and alternatives (p50 in ms of "
                 f"{args.whatif_samples} runs each, interleaved in one read transaction): the "
@@ -1580,26 +917,31 @@ def section(
                 "sled rows alone, all columns and only the columns placement reads without "
                 "the totals; and the reservation GROUP BY the totals replaced.",
                 "",
-                wt,
+                *_whatif_table(stores),
                 "",
             ]
     out += ["### Findings", "", *_findings(cells, stores), ""]
-    recs = _recommendations(cells, stores)
-    if recs:
+    if prof is not None:
+        ok_names = {n for n, _ in prof.profile_ok}
+        fail_only = [f"`{n}` {t:.0f} µs" for n, t in prof.profile_fail if n not in ok_names]
         out += [
             "### Recommendations",
             "",
             "Not applied: this benchmark does not change `src/`.",
             "",
-            *recs,
+            f"- **In-process, at {prof.n_sleds:,} sleds,** the profile names where to work: for "
+            f"a success {', '.join(f'`{n}` {t:.0f} µs' for n, t in prof.profile_ok[:3])} (under "
+            f"the profiler); for a failure, on top of the filters, "
+            f"{', '.join(fail_only) or 'nothing beyond the filters'}.",
             "",
         ]
-    out += setup_tables(machine(args, store_kinds), settings(args, pinned))
-    return "\n".join(out)
+    import psycopg
 
-
-def write_doc(text: str) -> None:
-    write_section(SECTION, text, DOC)
+    libraries = [("numpy", np.__version__), ("SQLAlchemy", sa.__version__)]
+    libraries += [("psycopg", psycopg.__version__)]
+    postgres = pg_version(args.pg_admin) if "postgres" in args.stores else None
+    machine = machine_rows(libraries, postgres=postgres, loads=LOAD)
+    return out + setup_tables(machine, settings(args, pinned))
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -1619,36 +961,22 @@ def _cells(text: str) -> list[tuple[int, int]]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    p.add_argument(
-        "--cells",
-        type=_cells,
-        default=_cells("1000x100000,1000x500000,10000x100000,10000x500000"),
-        help="in-process cells, SLEDSxINSTANCES,... (the four of the issue)",
-    )
-    p.add_argument(
-        "--store-cells",
-        type=_cells,
-        default=_cells("1000x100000,10000x500000"),
-        help="cells measured through the store (1000x100000,10000x500000)",
-    )
-    p.add_argument("--stores", default="sqlite,postgres", help="sqlite,postgres or none")
-    p.add_argument("--write", action="store_true", help=f"update {DOC.relative_to(ROOT)}")
+    p = parser(__doc__)
+    cells = "1000x100000,1000x500000,10000x100000,10000x500000"
+    p.add_argument("--cells", type=_cells, default=_cells(cells), help=f"in-process ({cells})")
+    store_cells = "1000x100000,10000x500000"
+    p.add_argument("--store-cells", type=_cells, default=_cells(store_cells), help=store_cells)
     p.add_argument("--groups", type=int, default=1000)
     p.add_argument("--decisions", type=int, default=10_000, help="in-process, per cell")
     p.add_argument("--failures", type=int, default=3_000, help="in-process, per cell")
     p.add_argument("--warmup", type=int, default=200, help="uncounted in-process decisions")
-    p.add_argument(
-        "--rounds", type=int, default=5, help="in-process rounds (successes, then failures)"
-    )
+    p.add_argument("--rounds", type=int, default=5, help="in-process rounds")
     p.add_argument("--requests", type=int, default=2_000, help="distinct success requests")
     p.add_argument("--failure-requests", type=int, default=500)
     p.add_argument("--rack-builds", type=int, default=20, help="Rack.of timings per cell")
     p.add_argument("--store-decisions", type=int, default=100, help="per store cell")
     p.add_argument("--store-failures", type=int, default=40, help="per store cell")
-    p.add_argument(
-        "--store-budget", type=float, default=45.0, help="seconds of decisions per workload"
-    )
+    p.add_argument("--store-budget", type=float, default=45.0, help="s of decisions per workload")
     p.add_argument("--no-whatif", dest="whatif", action="store_false")
     p.add_argument("--no-profile", dest="profile", action="store_false")
     p.add_argument("--whatif-samples", type=int, default=7)
@@ -1657,7 +985,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sled-local", type=int, default=2048, help="GiB of local storage")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin to one CPU")
-    p.add_argument("--pg-admin", default=PG_ADMIN_DEFAULT, help="PostgreSQL admin URL")
     args = p.parse_args(argv)
     if min(args.decisions, args.failures, args.requests, args.failure_requests) < 1:
         p.error("decision and request counts must be at least 1")
@@ -1671,69 +998,47 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def _pin(args: argparse.Namespace) -> str:
     if not args.pin or not hasattr(os, "sched_setaffinity"):
         return "not pinned"
-    cpus = sorted(os.sched_getaffinity(0))
-    cpu = cpus[-1]
+    cpu = sorted(os.sched_getaffinity(0))[-1]
     os.sched_setaffinity(0, {cpu})
     return f"pinned to CPU {cpu} (`sched_setaffinity`; PostgreSQL not pinned)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    store_kinds = [s.strip() for s in args.stores.split(",") if s.strip() and s.strip() != "none"]
-    for s in store_kinds:
-        if s not in ("sqlite", "postgres"):
-            raise SystemExit(f"unknown store {s!r} (sqlite, postgres, none)")
     pinned = _pin(args)
-    LOAD.append(os.getloadavg()[0])
-    print(f"bench process {pinned}; load average {LOAD[0]:.2f}", flush=True)
+    LOAD.append(loadavg())
+    print(f"bench process {pinned}; load average {LOAD[0]}", flush=True)
     populations: dict[tuple[int, int], Population] = {}
 
     def population(n_sleds: int, n_inst: int) -> Population:
-        key = (n_sleds, n_inst)
-        if key not in populations:
+        if (n_sleds, n_inst) not in populations:
             populations.clear()  # one at a time: the big ones are not small
-            populations[key] = build_population(n_sleds, n_inst, args, args.seed)
-        return populations[key]
+            populations[n_sleds, n_inst] = build_population(n_sleds, n_inst, args, args.seed)
+        return populations[n_sleds, n_inst]
 
     cells: list[CellResult] = []
     # Profile the cell with the most sleds (and then the most instances).
     profiled = max(args.cells) if args.profile and args.cells else None
     for n_sleds, n_inst in args.cells:
         print(f"in-process: {n_sleds} sleds x {n_inst} instances ...", flush=True)
-        pop = population(n_sleds, n_inst)
-        c = run_in_process(pop, args, profile=(n_sleds, n_inst) == profiled)
+        c = run_in_process(population(n_sleds, n_inst), args, (n_sleds, n_inst) == profiled)
         cells.append(c)
         print(
-            f"  sled {_sled_shape(c)}, fill {c.cpu_fill:.0%}/{c.mem_fill:.0%}, Rack.of "
-            f"{_ms(c.rack_of.pct(0.5))} ms; ok {len(c.ok)}: {c.ok.median_rate:,.0f}/s p50 "
-            f"{_us(c.ok.pct(0.5))} us p99 {_us(c.ok.pct(0.99))} us; fail {len(c.fail)}: "
-            f"{c.fail.median_rate:,.0f}/s p50 {_us(c.fail.pct(0.5))} us p99 {_us(c.fail.pct(0.99))}"
-            f" us; declined {dict(c.declined)}; codes {dict(c.fail_codes)}",
+            f"  sled {_sled_shape(c)}, fill {c.cpu_fill:.0%}/{c.mem_fill:.0%}; ok {len(c.ok)}: "
+            f"{c.ok.median_rate:,.0f}/s p50 {_us(c.ok.pct(0.5))} us; fail {len(c.fail)}: "
+            f"{c.fail.median_rate:,.0f}/s p50 {_us(c.fail.pct(0.5))} us",
             flush=True,
         )
     results: list[StoreResult] = []
-    for n_sleds, n_inst in args.store_cells if store_kinds else []:
-        pop = population(n_sleds, n_inst)
-        for kind in store_kinds:
+    for n_sleds, n_inst in args.store_cells if args.stores else []:
+        for kind in args.stores:
             print(f"{kind}: {n_sleds} sleds x {n_inst} instances ...", flush=True)
-            r = run_store(kind, pop, args)
+            r = run_store(kind, population(n_sleds, n_inst), args)
             results.append(r)
-            parts = ", ".join(f"{k} {_ms(v.pct(0.5), 2)}" for k, v in r.ok_parts.items() if len(v))
-            print(
-                f"  ok {len(r.ok)}: {r.ok.rate:,.1f}/s p50 {_ms(r.ok.pct(0.5))} ms p99 "
-                f"{_ms(r.ok.pct(0.99))} ms ({parts}); fail {len(r.fail)}: p50 "
-                f"{_ms(r.fail.pct(0.5))} ms; what-if "
-                + ", ".join(f"{k} {_ms(v.pct(0.5))}" for k, v in r.whatif.items())
-                + f"; plan {r.plan}",
-                flush=True,
-            )
-    LOAD.append(os.getloadavg()[0])
-    text = section(cells, results, args, store_kinds, pinned)
-    print()
-    print(text)
-    if args.write:
-        write_doc(text)
-        print(f"wrote {DOC}")
+            ok = r.workloads["success"][0]
+            print(f"  ok {len(ok)}: {ok.rate:,.1f}/s p50 {num(ok.pct(0.5), 1, 1e3)} ms", flush=True)
+    LOAD.append(loadavg())
+    finish(SECTION, section(cells, results, args, pinned), args.write)
     return 0
 
 
