@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 from skylight.clock import now
 from skylight.events.feed import Feed
 from skylight.events.kinds import Kind, control_plane, user_actor
-from skylight.events.stream import sse
+from skylight.operations.event_stream import sse
 from skylight.store import Store, events, migrate
 from skylight.store.schema import event, instance, project
 from skylight.testing import ServerProcess

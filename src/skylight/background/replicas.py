@@ -16,16 +16,14 @@ import itertools
 import logging
 import time
 from datetime import timedelta
-from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from skylight.clock import now
 from skylight.events.kinds import Kind, control_plane
 from skylight.instances.record import record
 from skylight.services import Services
-from skylight.store import StoreUnavailable, replicas
+from skylight.store import Row, StoreUnavailable, replicas
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +51,7 @@ async def loop(cp: Services) -> None:
         await asyncio.sleep(cp.settings.heartbeat_interval)
 
 
-def _record_moves(
-    conn: Connection, rows: list[sa.Row[Any]], source: str, target: str, cause: str
-) -> None:
+def _record_moves(conn: Connection, rows: list[Row], source: str, target: str, cause: str) -> None:
     for row in rows:
         if row.instance_id is None:
             continue

@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection
 from skylight.background.replicas import holds
 from skylight.clock import now
 from skylight.services import Services
-from skylight.store import events
+from skylight.store import Row, events
 from skylight.store import webhooks as rows
 from skylight.webhooks import alerts, receivers, send
 
@@ -40,6 +40,10 @@ IN_FLIGHT = 64  # deliveries under way at once
 PER_RECEIVER = 8  # ... to one receiver
 LEASE = "webhooks"
 COALESCE = 0.02  # seconds a woken pass waits for the rest of a burst of commits
+
+
+# A finished delivery attempt: the delivery, where it went, and what came of it.
+Attempt = tuple[Row, send.Target, dict[str, Any]]
 
 
 class Dispatched(NamedTuple):
@@ -102,11 +106,11 @@ class Deliverer:
         self.cp = cp
         self.http = http
         self.busy: dict[str, int] = defaultdict(int)  # receiver id -> sends under way
-        self.finished: list[tuple[Any, send.Target, dict[str, Any]]] = []
+        self.finished: list[Attempt] = []
         self.tasks: set[asyncio.Task[None]] = set()
         self.wake = asyncio.Event()  # set when a send finishes
 
-    def claim(self, conn: Connection) -> list[tuple[Any, send.Target]]:
+    def claim(self, conn: Connection) -> list[tuple[Row, send.Target]]:
         """Claim what is due and has room, receiver by receiver, oldest first."""
         room = IN_FLIGHT - sum(self.busy.values())
         if room <= 0:
@@ -133,7 +137,7 @@ class Deliverer:
             out.append((d, targets[d.receiver_id]))
         return out
 
-    def record(self, conn: Connection) -> list[tuple[Any, send.Target, dict[str, Any]]]:
+    def record(self, conn: Connection) -> list[Attempt]:
         """Write the finished attempts (in the caller's transaction); the ones written."""
         done, self.finished = self.finished, []
         for delivery, _target, attempt in done:
@@ -141,14 +145,14 @@ class Deliverer:
             rows.record_attempt(conn, delivery, attempt, state=state, next_attempt=next_at)
         return done
 
-    def start(self, batch: list[tuple[Any, send.Target]]) -> None:
+    def start(self, batch: list[tuple[Row, send.Target]]) -> None:
         for delivery, target in batch:
             self.busy[target.receiver_id] += 1
             task = asyncio.create_task(self._send(delivery, target))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
 
-    async def _send(self, delivery: Any, target: send.Target) -> None:
+    async def _send(self, delivery: Row, target: send.Target) -> None:
         try:
             number = len(delivery.attempts) + 1
             timeout = self.cp.settings.webhook_timeout
@@ -158,7 +162,7 @@ class Deliverer:
             self.busy[target.receiver_id] -= 1
             self.wake.set()
 
-    def report(self, done: list[tuple[Any, send.Target, dict[str, Any]]]) -> None:
+    def report(self, done: list[Attempt]) -> None:
         for d, target, a in done:
             self.cp.metrics.webhook_attempts.labels(result=a["result"]).inc()
             if outcome(self.cp, a)[0] == rows.FAILED:
@@ -181,7 +185,7 @@ async def run_once(cp: Services, deliverer: Deliverer, *, holder: bool) -> bool:
     committed so far and start every delivery that is due and has room; whether anybody
     listens. All in one transaction (on SQLite each takes the write lock)."""
 
-    def step(conn: Connection) -> tuple[Dispatched, list[Any], list[Any]]:
+    def step(conn: Connection) -> tuple[Dispatched, list[tuple[Row, send.Target]], list[Attempt]]:
         recorded = deliverer.record(conn)
         if not holder:
             return Dispatched(0, False, False), [], recorded

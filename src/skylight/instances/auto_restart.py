@@ -12,9 +12,7 @@ fails in the dark.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from skylight.clock import as_utc, iso, now
@@ -22,16 +20,16 @@ from skylight.config import Settings
 from skylight.events.kinds import Kind, control_plane
 from skylight.events.reasons import Reason
 from skylight.instances.record import record
-from skylight.store import instances
+from skylight.store import Row, instances
 
 ACTOR = control_plane("auto_restart")
 
 
-def enabled(row: sa.Row[Any]) -> bool:
+def enabled(row: Row) -> bool:
     return bool(row.auto_restart_policy != "never")
 
 
-def first_attempt(settings: Settings, row: sa.Row[Any]) -> datetime:
+def first_attempt(settings: Settings, row: Row) -> datetime:
     """Right away, unless the instance is still in the cooldown of its last auto-restart."""
     t = now()
     if row.time_last_auto_restarted is not None:

@@ -5,15 +5,14 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from skylight.placement import Placement, place
 from skylight.services import Services
-from skylight.store import placement_inputs, sleds
+from skylight.store import Row, placement_inputs, sleds
 
 
-def _explain(conn: Connection, cp: Services, row: sa.Row[Any]) -> dict[str, Any]:
+def _explain(conn: Connection, cp: Services, row: Row) -> dict[str, Any]:
     req = placement_inputs.request_for(
         conn, row.id, ncpus=row.ncpus, memory=row.memory, cpu_platform=row.cpu_platform
     )
@@ -61,5 +60,5 @@ def _explain(conn: Connection, cp: Services, row: sa.Row[Any]) -> dict[str, Any]
     return out
 
 
-async def explain(cp: Services, row: sa.Row[Any]) -> dict[str, Any]:
+async def explain(cp: Services, row: Row) -> dict[str, Any]:
     return await cp.store.tx(lambda conn: _explain(conn, cp, row))

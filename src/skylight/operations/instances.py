@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from skylight import disks, groups, lookup
@@ -35,14 +34,14 @@ from skylight.sagas import (
     instance_stop,
 )
 from skylight.services import Services
-from skylight.store import instances
+from skylight.store import Row, instances
 
 log = logging.getLogger(__name__)
 
 
 async def _finish(
     services: Services, saga_id: str | None, instance_id: str, wait: float | None
-) -> sa.Row[Any]:
+) -> Row:
     """Wait for the saga; raise its reason if it unwound; return the instance."""
     if saga_id is not None:
         outcome = await services.executor.wait(saga_id, wait)
@@ -60,7 +59,7 @@ async def create(
     actor: Actor,
     *,
     wait: float,
-) -> sa.Row[Any]:
+) -> Row:
     instance_id = new_id()
     start = bool(body.get("start", True))
     name = body["name"]
@@ -112,7 +111,7 @@ async def create(
 
 async def start_instance(
     services: Services, instance_id: str, actor: Actor, reason: str, *, wait: float
-) -> sa.Row[Any]:
+) -> Row:
     saga_id = await services.store.tx(
         lambda conn: instance_start.begin_in(services, conn, instance_id, actor, reason)
     )
@@ -133,9 +132,7 @@ async def restart_due(services: Services) -> int:
     return len(due)
 
 
-async def stop_instance(
-    services: Services, instance_id: str, actor: Actor, *, wait: float
-) -> sa.Row[Any]:
+async def stop_instance(services: Services, instance_id: str, actor: Actor, *, wait: float) -> Row:
     def prepare(conn: Connection) -> str | None:
         row = locked(conn, instance_id)
         pending = instances.running_saga(conn, instance_id, instance_stop.Params.saga)
@@ -170,7 +167,7 @@ async def stop_instance(
 
 async def reboot_instance(
     services: Services, instance_id: str, actor: Actor, *, wait: float
-) -> sa.Row[Any]:
+) -> Row:
     def prepare(conn: Connection) -> str:
         row = locked(conn, instance_id)
         if row.state != "vmm" or row.vmm_state != "running":
@@ -200,8 +197,8 @@ _SIZE_FIELDS = ("ncpus", "memory", "cpu_platform")
 
 async def update_instance(
     services: Services, instance_id: str, body: dict[str, Any], actor: Actor
-) -> sa.Row[Any]:
-    def write(conn: Connection) -> sa.Row[Any]:
+) -> Row:
+    def write(conn: Connection) -> Row:
         row = locked(conn, instance_id)
         wanted = dict(body)
         if "boot_disk" in wanted:

@@ -7,37 +7,35 @@ starts; deleting the disk is what frees that sled's storage.
 
 from __future__ import annotations
 
-from typing import Any
-
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from skylight.clock import now
-from skylight.store import paging
+from skylight.store import Row, paging
 from skylight.store.schema import disk, instance
 
 _live = disk.c.time_deleted.is_(None)
 
 
-def by_id(conn: Connection, disk_id: str) -> sa.Row[Any] | None:
+def by_id(conn: Connection, disk_id: str) -> Row | None:
     return conn.execute(sa.select(disk).where(disk.c.id == disk_id, _live)).first()
 
 
-def by_name(conn: Connection, project_id: str, name: str) -> sa.Row[Any] | None:
+def by_name(conn: Connection, project_id: str, name: str) -> Row | None:
     q = sa.select(disk).where(disk.c.project_id == project_id, disk.c.name == name, _live)
     return conn.execute(q).first()
 
 
 def page(
     conn: Connection, project_id: str, *, sort: str, limit: int, marker: str | None
-) -> list[sa.Row[Any]]:
+) -> list[Row]:
     q = sa.select(disk).where(disk.c.project_id == project_id, _live)
     return paging.page(conn, q, disk, sort=sort, limit=limit, marker=marker)
 
 
 def page_of_instance(
     conn: Connection, instance_id: str, *, sort: str, limit: int, marker: str | None
-) -> list[sa.Row[Any]]:
+) -> list[Row]:
     q = sa.select(disk).where(disk.c.instance_id == instance_id, _live)
     return paging.page(conn, q, disk, sort=sort, limit=limit, marker=marker)
 

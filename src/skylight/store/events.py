@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection
 from skylight.clock import now
 from skylight.events.kinds import Kind, severity_of
 from skylight.ids import new_id
+from skylight.store import Row
 from skylight.store.schema import event, instance
 
 
@@ -37,7 +38,7 @@ _PG_EVENT_LOCK = 0x5B1_16_E7
 WRITTEN = "skylight.events_written"
 
 
-def _repeat_of(conn: Connection, ev: NewEvent, reason_code: str | None) -> Any:
+def _repeat_of(conn: Connection, ev: NewEvent, reason_code: str | None) -> Row | None:
     if ev.actor.get("type") != "control_plane":
         return None  # what people do is never folded together
     q = (
@@ -72,7 +73,7 @@ def insert(conn: Connection, ev: NewEvent) -> str:
     event_id, first, count = new_id(), t, 1
     prev = _repeat_of(conn, ev, reason_code)
     if prev is not None:
-        event_id, first, count = prev.id, prev.time, prev.count + 1
+        event_id, first, count = prev.id, prev.time, prev._mapping["count"] + 1  # (not tuple.count)
         conn.execute(event.delete().where(event.c.seq == prev.seq))
     conn.execute(
         event.insert().values(
@@ -106,9 +107,7 @@ class EventFilter:
     since: datetime | None = None
 
 
-def page(
-    conn: Connection, flt: EventFilter, *, limit: int, before_seq: int | None
-) -> list[sa.Row[Any]]:
+def page(conn: Connection, flt: EventFilter, *, limit: int, before_seq: int | None) -> list[Row]:
     """Newest first; ``before_seq`` is the cursor from the previous page."""
     if conn.dialect.name == "postgresql" and flt.instance_id is not None and _index_covers(flt):
         return _page_prefetched(conn, flt, limit=limit, before_seq=before_seq)
@@ -141,7 +140,7 @@ def _index_covers(flt: EventFilter) -> bool:
 
 def _page_prefetched(
     conn: Connection, flt: EventFilter, *, limit: int, before_seq: int | None
-) -> list[sa.Row[Any]]:
+) -> list[Row]:
     """A page of an instance's events whose rows are read from disk together, not one by one.
 
     An instance's newest events span its whole life, interleaved with everybody's: each sits
@@ -189,11 +188,11 @@ def _page_prefetched(
 PREFETCH_PAGES = 64  # table pages a prefetched page asks the OS for ahead
 
 
-def get(conn: Connection, event_id: str) -> sa.Row[Any] | None:
+def get(conn: Connection, event_id: str) -> Row | None:
     return conn.execute(sa.select(event).where(event.c.id == event_id)).first()
 
 
-def after(conn: Connection, flt: EventFilter, *, after_seq: int, limit: int) -> list[sa.Row[Any]]:
+def after(conn: Connection, flt: EventFilter, *, after_seq: int, limit: int) -> list[Row]:
     """Oldest first from a cursor: what a stream sends next."""
     q = sa.select(event).where(event.c.seq > after_seq)
     if flt.instance_id is not None:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from skylight.clock import now
-from skylight.store import paging
+from skylight.store import Row, paging
 from skylight.store.schema import (
     affinity_group,
     affinity_group_member,
@@ -37,7 +37,7 @@ def tables(kind: str) -> tuple[sa.Table, sa.Table]:
     return _TABLES[kind]
 
 
-def by_id(conn: Connection, kind: str, group_id: str, *, lock: bool = False) -> sa.Row[Any] | None:
+def by_id(conn: Connection, kind: str, group_id: str, *, lock: bool = False) -> Row | None:
     """A live group; ``lock`` holds its row (PostgreSQL) until the transaction ends."""
     group, _ = tables(kind)
     q = sa.select(group).where(group.c.id == group_id, group.c.time_deleted.is_(None))
@@ -46,7 +46,7 @@ def by_id(conn: Connection, kind: str, group_id: str, *, lock: bool = False) -> 
     return conn.execute(q).first()
 
 
-def by_name(conn: Connection, kind: str, project_id: str, name: str) -> sa.Row[Any] | None:
+def by_name(conn: Connection, kind: str, project_id: str, name: str) -> Row | None:
     group, _ = tables(kind)
     q = sa.select(group).where(
         group.c.project_id == project_id, group.c.name == name, group.c.time_deleted.is_(None)
@@ -56,7 +56,7 @@ def by_name(conn: Connection, kind: str, project_id: str, name: str) -> sa.Row[A
 
 def page(
     conn: Connection, kind: str, project_id: str, *, sort: str, limit: int, marker: str | None
-) -> list[sa.Row[Any]]:
+) -> list[Row]:
     group, _ = tables(kind)
     q = sa.select(group).where(group.c.project_id == project_id, group.c.time_deleted.is_(None))
     return paging.page(conn, q, group, sort=sort, limit=limit, marker=marker)
@@ -64,7 +64,7 @@ def page(
 
 def page_of_instance(
     conn: Connection, kind: str, instance_id: str, *, sort: str, limit: int, marker: str | None
-) -> list[sa.Row[Any]]:
+) -> list[Row]:
     """The live groups of ``kind`` that ``instance_id`` belongs to."""
     group, member = tables(kind)
     q = (
@@ -102,7 +102,7 @@ def insert(
     )
 
 
-def update(conn: Connection, kind: str, group_id: str, **values: Any) -> None:
+def update(conn: Connection, kind: str, group_id: str, **values: object) -> None:
     group, _ = tables(kind)
     conn.execute(group.update().where(group.c.id == group_id).values(time_modified=now(), **values))
 
@@ -143,7 +143,7 @@ def _members(kind: str) -> sa.Select[Any]:
     )
 
 
-def member(conn: Connection, kind: str, group_id: str, instance_id: str) -> sa.Row[Any] | None:
+def member(conn: Connection, kind: str, group_id: str, instance_id: str) -> Row | None:
     _, m = tables(kind)
     q = _members(kind).where(m.c.group_id == group_id, m.c.instance_id == instance_id)
     return conn.execute(q).first()
@@ -151,7 +151,7 @@ def member(conn: Connection, kind: str, group_id: str, instance_id: str) -> sa.R
 
 def members_page(
     conn: Connection, kind: str, group_id: str, *, sort: str, limit: int, marker: str | None
-) -> list[sa.Row[Any]]:
+) -> list[Row]:
     """A group's members, paged by the instance's name or id."""
     _, m = tables(kind)
     q = _members(kind).where(m.c.group_id == group_id)

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from skylight.clock import now
-from skylight.store import paging
+from skylight.store import Row, paging
 from skylight.store.schema import event, instance, saga, vmm
 
 _live = instance.c.time_deleted.is_(None)
@@ -33,7 +33,7 @@ def _view() -> sa.Select[Any]:
     )
 
 
-def by_id(conn: Connection, instance_id: str, *, deleted: bool = False) -> sa.Row[Any] | None:
+def by_id(conn: Connection, instance_id: str, *, deleted: bool = False) -> Row | None:
     q = _view().where(instance.c.id == instance_id)
     if not deleted:
         q = q.where(_live)
@@ -47,24 +47,24 @@ def lock(conn: Connection, instance_id: str) -> None:
         conn.execute(sa.select(instance.c.id).where(instance.c.id == instance_id).with_for_update())
 
 
-def by_name(conn: Connection, project_id: str, name: str) -> sa.Row[Any] | None:
+def by_name(conn: Connection, project_id: str, name: str) -> Row | None:
     q = _view().where(instance.c.project_id == project_id, instance.c.name == name, _live)
     return conn.execute(q).first()
 
 
 def page(
     conn: Connection, project_id: str, *, sort: str, limit: int, marker: str | None
-) -> list[sa.Row[Any]]:
+) -> list[Row]:
     q = _view().where(instance.c.project_id == project_id, _live)
     return paging.page(conn, q, instance, sort=sort, limit=limit, marker=marker)
 
 
-def on_sled(conn: Connection, sled_id: str, *, limit: int, marker: str | None) -> list[Any]:
+def on_sled(conn: Connection, sled_id: str, *, limit: int, marker: str | None) -> list[Row]:
     q = _view().where(vmm.c.sled_id == sled_id, _live)
     return paging.page(conn, q, instance, sort="id_ascending", limit=limit, marker=marker)
 
 
-def insert(conn: Connection, **values: Any) -> None:
+def insert(conn: Connection, **values: object) -> None:
     t = now()
     conn.execute(
         instance.insert().values(
@@ -77,7 +77,9 @@ def insert(conn: Connection, **values: Any) -> None:
     )
 
 
-def update(conn: Connection, instance_id: str, *where: Any, **values: Any) -> int:
+def update(
+    conn: Connection, instance_id: str, *where: sa.ColumnElement[bool], **values: object
+) -> int:
     """Update one instance; ``where`` adds conditions. Returns the number of rows changed."""
     values.setdefault("time_modified", now())
     if "state" in values or "active_vmm_id" in values:
@@ -87,7 +89,7 @@ def update(conn: Connection, instance_id: str, *where: Any, **values: Any) -> in
     return conn.execute(q).rowcount
 
 
-def vmm_row(conn: Connection, vmm_id: str) -> sa.Row[Any] | None:
+def vmm_row(conn: Connection, vmm_id: str) -> Row | None:
     return conn.execute(sa.select(vmm).where(vmm.c.id == vmm_id)).first()
 
 
@@ -145,9 +147,7 @@ def due_for_restart(conn: Connection, limit: int) -> list[str]:
     return list(conn.execute(q).scalars())
 
 
-def active_on_sled(
-    conn: Connection, sled_id: str, *, running_only: bool = False
-) -> list[sa.Row[Any]]:
+def active_on_sled(conn: Connection, sled_id: str, *, running_only: bool = False) -> list[Row]:
     """(id, active_vmm_id) of every instance whose active VMM is on the sled (``running``
     only, or in any state)."""
     q = (

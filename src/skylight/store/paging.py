@@ -11,6 +11,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from skylight.store import Row
+
 SORTS = ("name_ascending", "name_descending", "id_ascending")
 
 
@@ -22,7 +24,7 @@ def page(
     sort: str,
     limit: int,
     marker: str | None,
-) -> list[sa.Row[Any]]:
+) -> list[Row]:
     if sort == "name_descending":
         key = table.c.name
         if marker is not None:

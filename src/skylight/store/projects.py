@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from skylight.clock import now
-from skylight.store import paging
+from skylight.store import Row, paging
 from skylight.store.schema import affinity_group, anti_affinity_group, disk, instance, project
 
 _live = project.c.time_deleted.is_(None)
 
 
-def by_id(conn: Connection, project_id: str) -> sa.Row[Any] | None:
+def by_id(conn: Connection, project_id: str) -> Row | None:
     return conn.execute(sa.select(project).where(project.c.id == project_id, _live)).first()
 
 
-def by_name(conn: Connection, name: str) -> sa.Row[Any] | None:
+def by_name(conn: Connection, name: str) -> Row | None:
     return conn.execute(sa.select(project).where(project.c.name == name, _live)).first()
 
 
-def page(conn: Connection, *, sort: str, limit: int, marker: str | None) -> list[sa.Row[Any]]:
+def page(conn: Connection, *, sort: str, limit: int, marker: str | None) -> list[Row]:
     return paging.page(
         conn, sa.select(project).where(_live), project, sort=sort, limit=limit, marker=marker
     )
@@ -37,7 +35,7 @@ def insert(conn: Connection, *, project_id: str, name: str, description: str) ->
     )
 
 
-def update(conn: Connection, project_id: str, **values: Any) -> None:
+def update(conn: Connection, project_id: str, **values: object) -> None:
     conn.execute(
         project.update().where(project.c.id == project_id).values(time_modified=now(), **values)
     )

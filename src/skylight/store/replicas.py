@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from skylight.clock import now
+from skylight.store import Row
 from skylight.store.schema import lease, replica, saga
 
 UNFINISHED = ("running", "unwinding")
@@ -23,7 +23,7 @@ def mark_stopped(conn: Connection, replica_id: str) -> None:
     conn.execute(replica.update().where(replica.c.id == replica_id).values(time_stopped=now()))
 
 
-def live_others(conn: Connection, replica_id: str, since: datetime) -> list[sa.Row[Any]]:
+def live_others(conn: Connection, replica_id: str, since: datetime) -> list[Row]:
     """Other replicas that have heartbeat since ``since`` and have not stopped."""
     q = sa.select(replica).where(
         replica.c.id != replica_id,
@@ -44,7 +44,7 @@ def dead_with_sagas(conn: Connection, replica_id: str, before: datetime | None) 
     return list(conn.execute(q).scalars())
 
 
-def hand_over(conn: Connection, saga_ids: list[str], owner: str, to: str) -> list[sa.Row[Any]]:
+def hand_over(conn: Connection, saga_ids: list[str], owner: str, to: str) -> list[Row]:
     """Move these unfinished sagas of ``owner`` to ``to``, bumping their generation (the
     same fence as adoption: ``owner`` can no longer write to them)."""
     if not saga_ids:
@@ -68,7 +68,7 @@ def unfinished_of(conn: Connection, owner: str) -> list[str]:
     return list(conn.execute(q).scalars())
 
 
-def adopt(conn: Connection, dead: str, adopter: str) -> list[sa.Row[Any]]:
+def adopt(conn: Connection, dead: str, adopter: str) -> list[Row]:
     """Move the dead replica's unfinished sagas to ``adopter``, bumping their generation.
 
     One UPDATE, conditioned on the old owner: when two replicas adopt at once, the row locks

@@ -14,21 +14,22 @@ from skylight.clock import now
 from skylight.ids import new_id
 from skylight.placement import Rack, SledView
 from skylight.placement.model import sled_in_service, sled_takes_instances
+from skylight.store import Row
 from skylight.store.schema import sled, sled_reservation
 
 
-def get(conn: Connection, sled_id: str) -> sa.Row[Any] | None:
+def get(conn: Connection, sled_id: str) -> Row | None:
     return conn.execute(sa.select(sled).where(sled.c.id == sled_id)).first()
 
 
-def page(conn: Connection, *, limit: int, after_id: str | None) -> list[sa.Row[Any]]:
+def page(conn: Connection, *, limit: int, after_id: str | None) -> list[Row]:
     q = sa.select(sled).order_by(sled.c.id).limit(limit)
     if after_id is not None:
         q = q.where(sled.c.id > after_id)
     return list(conn.execute(q))
 
 
-def all_sleds(conn: Connection) -> list[sa.Row[Any]]:
+def all_sleds(conn: Connection) -> list[Row]:
     return list(conn.execute(sa.select(sled).order_by(sled.c.id)))
 
 
@@ -50,7 +51,7 @@ _PLACEMENT_COLUMNS = (
 )
 
 
-def _placement_rows(conn: Connection, only: str | None = None) -> list[sa.Row[Any]]:
+def _placement_rows(conn: Connection, only: str | None = None) -> list[Row]:
     q = sa.select(*_PLACEMENT_COLUMNS).order_by(sled.c.id)
     if only is not None:
         q = q.where(sled.c.id == only)
@@ -143,7 +144,7 @@ def lock_and_measure(conn: Connection, sled_id: str) -> SledView | None:
     return found[0] if found else None
 
 
-def reservation(conn: Connection, reservation_id: str) -> sa.Row[Any] | None:
+def reservation(conn: Connection, reservation_id: str) -> Row | None:
     return conn.execute(
         sa.select(sled_reservation).where(sled_reservation.c.id == reservation_id)
     ).first()
@@ -250,7 +251,7 @@ def upsert_agent(
     local_storage: int,
     cpu_family: str,
     rack_id: str,
-) -> sa.Row[Any]:
+) -> Row:
     """An HTTP sled agent registered: a new serial becomes a sled in service; a known one
     keeps its id (and its policy) and takes the agent's current URL and capacity."""
     t = now()
@@ -288,7 +289,7 @@ def upsert_agent(
     return row
 
 
-def agent_urls(conn: Connection) -> list[sa.Row[Any]]:
+def agent_urls(conn: Connection) -> list[Row]:
     """Every sled's id, agent URL (None: in-process) and policy, for the sled directory."""
     return list(conn.execute(sa.select(sled.c.id, sled.c.agent_url, sled.c.policy)))
 

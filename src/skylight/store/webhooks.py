@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from skylight.store import paging
+from skylight.store import Row, paging
 from skylight.store.schema import (
     alert_delivery,
     alert_dispatch,
@@ -24,25 +24,25 @@ _CURSOR = "events"
 # -- receivers ---------------------------------------------------------------------------------
 
 
-def by_id(conn: Connection, receiver_id: str) -> sa.Row[Any] | None:
+def by_id(conn: Connection, receiver_id: str) -> Row | None:
     return conn.execute(sa.select(alert_receiver).where(alert_receiver.c.id == receiver_id)).first()
 
 
-def by_name(conn: Connection, name: str) -> sa.Row[Any] | None:
+def by_name(conn: Connection, name: str) -> Row | None:
     return conn.execute(sa.select(alert_receiver).where(alert_receiver.c.name == name)).first()
 
 
-def page(conn: Connection, *, sort: str, limit: int, marker: str | None) -> list[sa.Row[Any]]:
+def page(conn: Connection, *, sort: str, limit: int, marker: str | None) -> list[Row]:
     return paging.page(
         conn, sa.select(alert_receiver), alert_receiver, sort=sort, limit=limit, marker=marker
     )
 
 
-def insert(conn: Connection, **values: Any) -> None:
+def insert(conn: Connection, **values: object) -> None:
     conn.execute(alert_receiver.insert().values(**values))
 
 
-def update(conn: Connection, receiver_id: str, **values: Any) -> None:
+def update(conn: Connection, receiver_id: str, **values: object) -> None:
     conn.execute(alert_receiver.update().where(alert_receiver.c.id == receiver_id).values(**values))
 
 
@@ -69,7 +69,7 @@ def subscriptions(conn: Connection, receiver_ids: Sequence[str]) -> dict[str, li
     return out
 
 
-def all_subscriptions(conn: Connection) -> list[sa.Row[Any]]:
+def all_subscriptions(conn: Connection) -> list[Row]:
     """Every (receiver_id, pattern, after_seq): what the dispatcher matches events against."""
     return list(conn.execute(sa.select(alert_subscription)))
 
@@ -107,9 +107,9 @@ def remove_subscription(conn: Connection, receiver_id: str, pattern: str) -> boo
 # -- secrets -----------------------------------------------------------------------------------
 
 
-def secrets(conn: Connection, receiver_ids: Sequence[str]) -> dict[str, list[sa.Row[Any]]]:
+def secrets(conn: Connection, receiver_ids: Sequence[str]) -> dict[str, list[Row]]:
     """Each receiver's secrets (values included: for signing, never for views), oldest first."""
-    out: dict[str, list[sa.Row[Any]]] = {r: [] for r in receiver_ids}
+    out: dict[str, list[Row]] = {r: [] for r in receiver_ids}
     q = (
         sa.select(webhook_secret)
         .where(webhook_secret.c.receiver_id.in_(list(receiver_ids)))
@@ -120,11 +120,11 @@ def secrets(conn: Connection, receiver_ids: Sequence[str]) -> dict[str, list[sa.
     return out
 
 
-def secret(conn: Connection, secret_id: str) -> sa.Row[Any] | None:
+def secret(conn: Connection, secret_id: str) -> Row | None:
     return conn.execute(sa.select(webhook_secret).where(webhook_secret.c.id == secret_id)).first()
 
 
-def add_secret(conn: Connection, **values: Any) -> None:
+def add_secret(conn: Connection, **values: object) -> None:
     conn.execute(webhook_secret.insert().values(**values))
 
 
@@ -161,11 +161,11 @@ def insert_deliveries(conn: Connection, rows: list[dict[str, Any]]) -> None:
         conn.execute(alert_delivery.insert(), rows)
 
 
-def delivery(conn: Connection, delivery_id: str) -> sa.Row[Any] | None:
+def delivery(conn: Connection, delivery_id: str) -> Row | None:
     return conn.execute(sa.select(alert_delivery).where(alert_delivery.c.id == delivery_id)).first()
 
 
-def due(conn: Connection, at: datetime, limit: int) -> list[sa.Row[Any]]:
+def due(conn: Connection, at: datetime, limit: int) -> list[Row]:
     """Pending deliveries whose time has come, oldest first."""
     q = (
         sa.select(alert_delivery)
@@ -191,7 +191,7 @@ def claim(conn: Connection, delivery_ids: list[str], until: datetime) -> None:
 
 def record_attempt(
     conn: Connection,
-    delivery: Any,
+    delivery: Row,
     attempt: dict[str, Any],
     *,
     state: str,
@@ -214,7 +214,7 @@ def deliveries_page(
     *,
     limit: int,
     marker: str | None,
-) -> list[sa.Row[Any]]:
+) -> list[Row]:
     """Oldest first (ids are time-ordered), in the given states."""
     q = sa.select(alert_delivery).where(
         alert_delivery.c.receiver_id == receiver_id, alert_delivery.c.state.in_(list(states))
@@ -224,7 +224,7 @@ def deliveries_page(
     return list(conn.execute(q.order_by(alert_delivery.c.id).limit(limit)))
 
 
-def latest_of_alert(conn: Connection, receiver_id: str, alert_id: str) -> sa.Row[Any] | None:
+def latest_of_alert(conn: Connection, receiver_id: str, alert_id: str) -> Row | None:
     q = (
         sa.select(alert_delivery)
         .where(alert_delivery.c.receiver_id == receiver_id, alert_delivery.c.alert_id == alert_id)
@@ -234,7 +234,7 @@ def latest_of_alert(conn: Connection, receiver_id: str, alert_id: str) -> sa.Row
     return conn.execute(q).first()
 
 
-def undelivered_alerts(conn: Connection, receiver_id: str) -> list[sa.Row[Any]]:
+def undelivered_alerts(conn: Connection, receiver_id: str) -> list[Row]:
     """The newest delivery of each alert (probes aside) none of whose deliveries to this
     receiver succeeded or is still pending: what a probe that succeeds may resend."""
     mine = sa.and_(alert_delivery.c.receiver_id == receiver_id, alert_delivery.c.trigger != "probe")
