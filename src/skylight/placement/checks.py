@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -26,11 +26,11 @@ from skylight.placement.rack import Mask, Rack
 if TYPE_CHECKING:
     from skylight.placement.findings import Findings
 
-# One bit per check: 16 checks fit (8 are in use). A tally of signatures costs a pass over the
-# sleds plus one count per possible signature (``np.bincount``), so the width is not made
-# larger than the checks need.
-Sigs = npt.NDArray[np.uint16]
-SIG_DTYPE = np.uint16
+# One bit per check, in the narrowest width that holds the list's checks: one byte up to 8
+# checks (the 8 of today), two up to 16. Wider costs: every pass over the signatures reads
+# more bytes, and a large rack's samples are found with memchr only in one-byte signatures.
+# A tally costs one count per possible signature (``np.bincount``), hence no wider than 16.
+Sigs = npt.NDArray[np.uint8 | np.uint16]
 MAX_CHECKS = 16
 
 # A step answers the mask of sleds it rejects, or None when it has nothing to check for this
@@ -38,10 +38,11 @@ MAX_CHECKS = 16
 Step = Callable[[Request, Rack], Mask | None]
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(NamedTuple):
     """Why no sled fits, in a user's words. ``closest``: the message also tells what the
-    closest sled lacks (when a shortfall is known), because the fix is about room."""
+    closest sled lacks (when a shortfall is known), because the fix is about room.
+    (Immutable like a frozen dataclass, and built in a fraction of its time: a diagnosis
+    builds one on every failed placement.)"""
 
     code: str  # a code of ``skylight.events.reasons.CATALOG``
     headline: str
@@ -108,7 +109,8 @@ class CheckList:
         self.bits = {c.name: 1 << i for i, c in enumerate(checks)}
         # What the diagnosis says when no explanation answers.
         self.otherwise = otherwise
-        self._steps = [(step, SIG_DTYPE(1 << i)) for i, c in enumerate(checks) for step in c.steps]
+        self.dtype: type[np.uint8 | np.uint16] = np.uint8 if len(names) <= 8 else np.uint16
+        self._steps = [(step, self.dtype(1 << i)) for i, c in enumerate(checks) for step in c.steps]
         self.not_room = sum(
             b for c, b in zip(checks, self.bits.values(), strict=True) if not c.capacity
         )
@@ -126,7 +128,16 @@ class CheckList:
         self.out_of_the_running: npt.NDArray[np.float64] = np.where(
             needs_more_than_room, -np.inf, 0.0
         )
-        self._failed: dict[int, tuple[str, ...]] = {}
+        # Per signature (indexed by it): the first check it failed (its sled is counted
+        # there; "" for 0), and every check it failed, in check order. Signature 2^i + w
+        # (w < 2^i) failed what w failed, then check i.
+        first: list[str] = [""]
+        failed: list[tuple[str, ...]] = [()]
+        for name in names:
+            first += [f or name for f in first]
+            failed += [(*prior, name) for prior in failed]
+        self.first = first
+        self.failed = failed
 
     def __len__(self) -> int:
         return len(self.checks)
@@ -137,22 +148,10 @@ class CheckList:
     def run(self, req: Request, rack: Rack) -> Sigs:
         """The signature of every sled: bit ``i`` set when it fails check ``i`` (0: it fits).
         Every step runs on every sled, so operators can see all the checks a sled failed."""
-        sig = np.zeros(len(rack), dtype=SIG_DTYPE)
+        sig: Sigs = np.zeros(len(rack), dtype=self.dtype)
         for step, bit in self._steps:
             rejected = step(req, rack)
             if rejected is not None:
                 # bool -> 0/1, times the check's bit: one vectorised OR per step
                 sig |= rejected.view(np.uint8) * bit
         return sig
-
-    def first(self, sig: int) -> str:
-        """The name of the first check signature ``sig`` failed (its sled is counted there)."""
-        return self.names[(sig & -sig).bit_length() - 1]
-
-    def failed(self, sig: int) -> tuple[str, ...]:
-        """The names of every check signature ``sig`` failed, in check order."""
-        names = self._failed.get(sig)
-        if names is None:
-            names = tuple(n for b, n in enumerate(self.names) if sig >> b & 1)
-            self._failed[sig] = names
-        return names

@@ -106,6 +106,21 @@ def _samples(sig: Sigs, tally: Tally) -> dict[int, list[int]]:
     # signature is several bytes: a match that does not start on one (odd offset) straddles
     # two signatures and is skipped.
     haystack = sig.tobytes()
+    if sig.itemsize > 1:
+        return _wide_samples(sig, tally, haystack)
+    for v, n in tally.items():
+        needle, at, i = bytes((v,)), [], -1
+        for _ in range(min(SLED_SAMPLE, n)):
+            i = haystack.find(needle, i + 1)
+            at.append(i)
+        samples[v] = at
+    return samples
+
+
+def _wide_samples(sig: Sigs, tally: Tally, haystack: bytes) -> dict[int, list[int]]:
+    """``_samples`` for signatures of several bytes: a match that does not start on a
+    signature (an offset not a multiple of its width) straddles two and is skipped."""
+    samples: dict[int, list[int]] = {}
     width = sig.itemsize
     for v, n in tally.items():
         needle, at, i = sig.dtype.type(v).tobytes(), [], -1
@@ -127,13 +142,13 @@ def _per_sled(
 ) -> dict[str, dict[str, list[str]]] | dict[str, list[SledGroup]]:
     """Operators' view: every check each sled failed; past SLED_DETAIL_LIMIT sleds, grouped by
     the combination of checks failed (with a sample of sled ids), so events stay small."""
-    ids = rack.ids
+    ids, failed = rack.ids, checks.failed
     if len(rack) <= SLED_DETAIL_LIMIT:
         by_id = sorted(zip(ids, sig.tolist(), strict=True))
-        return {"sleds": {sid: list(checks.failed(v)) for sid, v in by_id}}
+        return {"sleds": {sid: list(failed[v]) for sid, v in by_id}}
     samples = _samples(sig, tally)
     groups: list[SledGroup] = [
-        {"checks": list(checks.failed(v)), "count": n, "sample": [ids[i] for i in samples[v]]}
+        {"checks": list(failed[v]), "count": n, "sample": [ids[i] for i in samples[v]]}
         for v, n in sorted(tally.items(), key=_largest_first)
     ]
     return {"sled_groups": groups}
@@ -157,10 +172,10 @@ def diagnose(req: Request, rack: Rack, sig: Sigs, checks: CheckList) -> reasons.
     """A reason for a failed placement. ``sig`` is ``checks.run``'s signature per sled."""
     tally = _tally(sig)
     counts = dict.fromkeys(checks.names, 0)
-    not_room, candidates = checks.not_room, 0
+    first, not_room, candidates = checks.first, checks.not_room, 0
     for v, n in tally.items():
         if v:  # (a failure has no sled that passes, but a diagnosis may be asked anyway)
-            counts[checks.first(v)] += n
+            counts[first[v]] += n
             if not v & not_room:
                 candidates += n
     shortfall = _shortfall(req, rack, sig, candidates, checks)

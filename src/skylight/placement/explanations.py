@@ -102,6 +102,8 @@ def groups_contradict(f: Findings) -> Verdict | None:
 
 def affinity_sled_unavailable(f: Findings) -> Verdict | None:
     """A `fail` affinity group allows only its members' sleds, and none of them will do."""
+    if not f.req.affinity:
+        return None
     hard = [g for g in f.req.affinity if g.hard and g.sleds]
     if not hard:
         return None
@@ -125,6 +127,8 @@ def affinity_sled_unavailable(f: Findings) -> Verdict | None:
 
 
 def more_members_than_sleds(f: Findings) -> Verdict | None:
+    if not f.req.anti_affinity:
+        return None
     hard = [g for g in f.req.anti_affinity if g.hard]
     if not hard:
         return None

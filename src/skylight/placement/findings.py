@@ -8,7 +8,7 @@ with the number of sleds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from skylight.placement.model import Request
 from skylight.placement.rack import Mask, Rack
@@ -17,8 +17,7 @@ from skylight.placement.words import gib
 Tally = dict[int, int]  # signature -> number of sleds
 
 
-@dataclass(frozen=True)
-class Shortfall:
+class Shortfall(NamedTuple):
     """What the closest sled lacks to take the instance now, per resource (0: enough)."""
 
     vcpus: int
@@ -44,6 +43,8 @@ class Findings:
     Facts several explanations use (the sleds of the asked-for platform) are computed once,
     when first asked for, so a diagnosis pays only for the questions it asks."""
 
+    __slots__ = ("_bits", "_platform_ok", "rack", "req", "shortfall", "tally")
+
     def __init__(
         self,
         req: Request,
@@ -65,8 +66,11 @@ class Findings:
 
     def failing(self, check: str) -> int:
         """How many sleds fail this check (among others or alone)."""
-        bit = self._bits[check]
-        return sum(n for sig, n in self.tally.items() if sig & bit)
+        bit, count = self._bits[check], 0
+        for sig, n in self.tally.items():
+            if sig & bit:
+                count += n
+        return count
 
     @property
     def pinned(self) -> int | None:
