@@ -173,7 +173,6 @@ def larger_than_any_sled(f: Findings) -> Verdict | None:
         and req.memory <= rack.smallest.memory
         and req.local_storage <= rack.smallest.local_storage
     )
-    in_service: int | None = None
     if pinned is not None:  # in service (``pin_left_service`` is asked first)
         ever = bool(
             (platform_ok is None or platform_ok[pinned])
@@ -182,8 +181,7 @@ def larger_than_any_sled(f: Findings) -> Verdict | None:
             and rack.local_storage[pinned] >= req.local_storage
         )
     elif fits_smallest and platform_ok is None:
-        in_service = _in_service(f)
-        ever = in_service > 0
+        ever = f.some_pass("not_in_service")
     else:
         can = alive if platform_ok is None else alive & platform_ok
         if not fits_smallest:
@@ -193,8 +191,7 @@ def larger_than_any_sled(f: Findings) -> Verdict | None:
         ever = bool(can.any())
     if ever:
         return None
-    if in_service is None:
-        in_service = _in_service(f)
+    in_service = _in_service(f)
     cpus = int(rack.cpus[alive].max()) if in_service else 0
     mem = int(rack.memory[alive].max()) if in_service else 0
     return Verdict(

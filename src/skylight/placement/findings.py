@@ -64,6 +64,11 @@ class Findings:
         """Does some sled fail this check and no other (would it fit but for this)?"""
         return self._bits[check] in self.tally
 
+    def some_pass(self, check: str) -> bool:
+        """Does some sled pass this check? (Stops at the first signature that does.)"""
+        bit = self._bits[check]
+        return any(not sig & bit for sig in self.tally)
+
     def failing(self, check: str) -> int:
         """How many sleds fail this check (among others or alone)."""
         bit, count = self._bits[check], 0
