@@ -1,24 +1,28 @@
-"""The filter steps, in the order they are applied. Each looks at every sled of the rack at
-once and returns the mask of sleds it rejects.
+"""Placement's checks: the filter steps, and the list of checks they make up.
 
-The first step that rejects a sled is the one its diagnosis counts it under; every step still
-runs on every sled, so operators can see all the checks a sled failed. Steps that no change
-of capacity can cure (service, policy, pins, platform, group rules) come before the capacity
-steps, so a sled is counted under the most lasting reason it fails.
+Each step looks at every sled of the rack at once and returns the mask of sleds it rejects.
+``PLACEMENT`` ties the steps to their checks, in order, with each check's explanations
+(``explanations.py``). The first check that rejects a sled is the one its diagnosis counts it
+under; every step still runs on every sled, so operators can see all the checks a sled failed.
+Checks that no change of capacity can cure (service, policy, pins, platform, group rules) come
+before the capacity checks, so a sled is counted under the most lasting reason it fails.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import numpy as np
-
+from skylight.placement import explanations as why
+from skylight.placement.checks import (
+    Check,
+    CheckList,
+    Explanation,
+    Sigs,
+    Stage,
+    Step,
+    lasting,
+    passing,
+)
 from skylight.placement.model import Request
-from skylight.placement.rack import Mask, Rack, Sigs
-
-# A step answers the mask of sleds it rejects, or None when it has nothing to check for this
-# request (no pin, no platform, no group): then it costs nothing.
-Filter = Callable[[Request, Rack], Mask | None]
+from skylight.placement.rack import Mask, Rack
 
 
 def in_service(_req: Request, rack: Rack) -> Mask:
@@ -77,45 +81,78 @@ def enough_local_storage(req: Request, rack: Rack) -> Mask | None:
     return rack.free_local_storage < req.local_storage
 
 
-# (check, filter): several filters may share a check (both local-storage steps count as
-# "local_storage" in a diagnosis).
-FILTERS: list[tuple[str, Filter]] = [
-    ("not_in_service", in_service),
-    ("not_provisionable", provisionable),
-    ("local_storage", local_disk_pin),
-    ("cpu_platform", cpu_platform),
-    ("affinity", affinity),
-    ("anti_affinity", anti_affinity),
-    ("too_few_cpus", enough_cpus),
-    ("too_little_memory", enough_memory),
-    ("local_storage", enough_local_storage),
-]
-
-# The diagnosis buckets, in filter order, with words for users.
-CHECKS: dict[str, str] = {
-    "not_in_service": "not in service",
-    "not_provisionable": "not taking instances (in maintenance, or its agent not answering)",
-    "local_storage": "unable to hold the instance's local disks",
-    "cpu_platform": "a different CPU platform",
-    "affinity": "outside the instance's affinity group",
-    "anti_affinity": "hosting a member of its anti-affinity group",
-    "too_few_cpus": "too few free vCPUs",
-    "too_little_memory": "too little free memory",
-}
-CHECK_NAMES = list(CHECKS)
-CAPACITY_CHECKS = frozenset({"too_few_cpus", "too_little_memory", "local_storage"})
+def _check(
+    name: str,
+    words: str,
+    *steps: Step,
+    capacity: bool = False,
+    explanations: tuple[Explanation, ...] = (),
+) -> Check:
+    return Check(name, words, steps, capacity=capacity, explanations=explanations)
 
 
-_BIT = {check: np.uint8(1 << i) for i, check in enumerate(CHECK_NAMES)}
+# The checks in order. Both local-storage steps count as "local_storage" in a diagnosis.
+PLACEMENT = CheckList(
+    [
+        _check("not_in_service", "not in service", in_service),
+        _check(
+            "not_provisionable",
+            "not taking instances (in maintenance, or its agent not answering)",
+            provisionable,
+            explanations=(passing(Stage.SLED, why.maintenance),),
+        ),
+        _check(
+            "local_storage",
+            "unable to hold the instance's local disks",
+            local_disk_pin,
+            enough_local_storage,
+            capacity=True,
+            explanations=(
+                lasting(Stage.SLED, why.pin_left_service),
+                passing(Stage.ROOM, why.local_storage_short),
+            ),
+        ),
+        _check(
+            "cpu_platform",
+            "a different CPU platform",
+            cpu_platform,
+            explanations=(lasting(Stage.SLED, why.platform_absent),),
+        ),
+        _check(
+            "affinity",
+            "outside the instance's affinity group",
+            affinity,
+            explanations=(
+                lasting(Stage.REQUEST, why.groups_contradict),
+                passing(Stage.GROUP, why.affinity_sled_unavailable),
+            ),
+        ),
+        _check(
+            "anti_affinity",
+            "hosting a member of its anti-affinity group",
+            anti_affinity,
+            explanations=(
+                lasting(Stage.GROUP, why.more_members_than_sleds),
+                passing(Stage.GROUP, why.members_on_every_free_sled),
+            ),
+        ),
+        _check(
+            "too_few_cpus",
+            "too few free vCPUs",
+            enough_cpus,
+            capacity=True,
+            # The instance's size as a whole (vCPUs, memory, local storage): asked once.
+            explanations=(lasting(Stage.SLED, why.larger_than_any_sled),),
+        ),
+        _check("too_little_memory", "too little free memory", enough_memory, capacity=True),
+    ],
+    otherwise=why.no_room,
+)
+
+# The diagnosis buckets, in check order, with words for users.
+CHECKS: dict[str, str] = PLACEMENT.words
 
 
 def run(req: Request, rack: Rack) -> Sigs:
-    """One byte per sled: bit ``i`` set when the sled fails ``CHECK_NAMES[i]`` (0: it fits)."""
-    assert len(CHECK_NAMES) <= 8
-    sig = np.zeros(len(rack), dtype=np.uint8)
-    for check, step in FILTERS:
-        rejected = step(req, rack)
-        if rejected is not None:
-            # bool -> 0/1, times the check's bit: one vectorised OR per step
-            sig |= rejected.view(np.uint8) * _BIT[check]
-    return sig
+    """The signature of every sled under ``PLACEMENT`` (0: it fits)."""
+    return PLACEMENT.run(req, rack)

@@ -1,4 +1,4 @@
-"""Run the filters over every sled, then pick one of those that pass."""
+"""Run the checks over every sled, then pick one of those that pass."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from skylight.placement import filters
+from skylight.placement.checks import CheckList
 from skylight.placement.diagnosis import diagnose
+from skylight.placement.filters import PLACEMENT
 from skylight.placement.model import Placement, PlacementFailure, Request, SledView
 from skylight.placement.rack import Ints, Mask, Rack
 
@@ -40,18 +41,22 @@ def _broken(req: Request, sled_id: str) -> tuple[dict[str, str], ...]:
 
 
 def place(
-    req: Request, sleds: Rack | Sequence[SledView], rng: random.Random | None = None
+    req: Request,
+    sleds: Rack | Sequence[SledView],
+    rng: random.Random | None = None,
+    *,
+    checks: CheckList = PLACEMENT,
 ) -> Placement | PlacementFailure:
     """Choose a sled for ``req``, or explain why none fits.
 
-    Among the sleds that pass every filter, those that honour the most `allow` preferences
+    Among the sleds that pass every check, those that honour the most `allow` preferences
     win; among equals the choice is random (seedable), weighted toward free capacity, so
     instances spread over the rack instead of piling onto the first sled.
     """
     rack = sleds if isinstance(sleds, Rack) else Rack.of(sleds)
-    sig = filters.run(req, rack)
+    sig = checks.run(req, rack)
     if sig.all():  # every sled failed some check
-        return PlacementFailure(diagnose(req, rack, sig))
+        return PlacementFailure(diagnose(req, rack, sig, checks))
     passing: Mask = sig == 0
     if any(not g.hard and g.sleds for g in (*req.affinity, *req.anti_affinity)):
         score = _preference_score(req, rack)
@@ -68,6 +73,6 @@ def place(
     return Placement(chosen, _broken(req, chosen))
 
 
-def fits(req: Request, sled: SledView) -> bool:
-    """Does ``sled`` pass every filter? (The re-check under the sled's lock.)"""
-    return not filters.run(req, Rack.of([sled]))[0]
+def fits(req: Request, sled: SledView, *, checks: CheckList = PLACEMENT) -> bool:
+    """Does ``sled`` pass every check? (The re-check under the sled's lock.)"""
+    return not checks.run(req, Rack.of([sled]))[0]

@@ -13,7 +13,6 @@ from skylight.placement.model import SledView
 
 Mask = npt.NDArray[np.bool_]
 Ints = npt.NDArray[np.int64]
-Sigs = npt.NDArray[np.uint8]
 Floats = npt.NDArray[np.float64]
 
 
