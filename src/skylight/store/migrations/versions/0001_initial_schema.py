@@ -1,19 +1,9 @@
-"""initial schema
-
-Revision ID: 0001
-Revises:
-Create Date: 2026-11-23 23:22:18.463653
-"""
-
-from __future__ import annotations
+"""initial schema (revision 0001, the first, 2026-11-23)."""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0001"
-down_revision = None
-branch_labels = None
-depends_on = None
+revision, down_revision = "0001", None
 
 
 def upgrade() -> None:

@@ -1,19 +1,9 @@
-"""groups and disks
-
-Revision ID: 0002
-Revises: 0001
-Create Date: 2026-11-23 23:34:47.424453
-"""
-
-from __future__ import annotations
+"""groups and disks (revision 0002, after 0001, 2026-11-23)."""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
-branch_labels = None
-depends_on = None
+revision, down_revision = "0002", "0001"
 
 
 def upgrade() -> None:

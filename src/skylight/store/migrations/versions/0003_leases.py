@@ -1,19 +1,9 @@
-"""leases
-
-Revision ID: 0003
-Revises: 0002
-Create Date: 2026-11-24 00:00:29.973007
-"""
-
-from __future__ import annotations
+"""leases (revision 0003, after 0002, 2026-11-24)."""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
-branch_labels = None
-depends_on = None
+revision, down_revision = "0003", "0002"
 
 
 def upgrade() -> None:

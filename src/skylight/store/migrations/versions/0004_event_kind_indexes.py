@@ -1,18 +1,8 @@
-"""event kind indexes
-
-Revision ID: 0004
-Revises: 0003
-Create Date: 2026-11-24 00:50:12.387022
-"""
-
-from __future__ import annotations
+"""event kind indexes (revision 0004, after 0003, 2026-11-24)."""
 
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
-branch_labels = None
-depends_on = None
+revision, down_revision = "0004", "0003"
 
 
 def upgrade() -> None:

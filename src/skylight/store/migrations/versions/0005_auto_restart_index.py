@@ -1,19 +1,9 @@
-"""auto-restart index
-
-Revision ID: 0005
-Revises: 0004
-Create Date: 2026-11-24 03:15:00
-"""
-
-from __future__ import annotations
+"""auto-restart index (revision 0005, after 0004, 2026-11-24)."""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
-branch_labels = None
-depends_on = None
+revision, down_revision = "0005", "0004"
 
 _WHERE = "time_next_auto_restart IS NOT NULL AND time_deleted IS NULL"
 

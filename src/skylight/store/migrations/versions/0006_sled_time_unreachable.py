@@ -1,19 +1,9 @@
-"""sled time_unreachable
-
-Revision ID: 0006
-Revises: 0005
-Create Date: 2026-11-24 03:45:00
-"""
-
-from __future__ import annotations
+"""sled time_unreachable (revision 0006, after 0005, 2026-11-24)."""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
-branch_labels = None
-depends_on = None
+revision, down_revision = "0006", "0005"
 
 
 def upgrade() -> None:

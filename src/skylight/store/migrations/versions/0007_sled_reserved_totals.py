@@ -1,21 +1,11 @@
-"""sled reserved totals, kept by triggers
-
-Revision ID: 0007
-Revises: 0006
-Create Date: 2026-11-24 04:05:00
-"""
-
-from __future__ import annotations
+"""sled reserved totals, kept by triggers (revision 0007, after 0006, 2026-11-24)."""
 
 import sqlalchemy as sa
 from alembic import op
 
 from skylight.store import totals
 
-revision = "0007"
-down_revision = "0006"
-branch_labels = None
-depends_on = None
+revision, down_revision = "0007", "0006"
 
 _COLUMNS = ("reserved_hardware_threads", "reserved_memory", "reserved_local_storage")
 

@@ -1,19 +1,9 @@
-"""webhooks
-
-Revision ID: 0008
-Revises: 0007
-Create Date: 2026-11-24 05:10:00
-"""
-
-from __future__ import annotations
+"""webhooks (revision 0008, after 0007, 2026-11-24)."""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008"
-down_revision = "0007"
-branch_labels = None
-depends_on = None
+revision, down_revision = "0008", "0007"
 
 
 def upgrade() -> None:

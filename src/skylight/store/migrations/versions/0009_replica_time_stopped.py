@@ -1,23 +1,13 @@
-"""replica time_stopped
+"""replica time_stopped (revision 0009, after 0008, 2026-12-03).
 
 A replica that stops gracefully says so, so that peers adopt whatever it could not hand over
 at once instead of after the adoption timeout, and a restart on SQLite is not refused by
-the replica that just stopped.
-
-Revision ID: 0009
-Revises: 0008
-Create Date: 2026-12-03 10:00:00
-"""
-
-from __future__ import annotations
+the replica that just stopped."""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009"
-down_revision = "0008"
-branch_labels = None
-depends_on = None
+revision, down_revision = "0009", "0008"
 
 
 def upgrade() -> None:
