@@ -10,15 +10,27 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from sqlalchemy.engine import Connection
 
+from skylight.events.kinds import Actor
 from skylight.events.reasons import Reason
 from skylight.services import SagaParams, Services
 
 T = TypeVar("T")
 P = TypeVar("P", bound=SagaParams)
+
+
+@dataclass(frozen=True)
+class VmmParams:
+    """The parameters of a saga on an instance's VMM where it runs (stop, reboot)."""
+
+    saga: ClassVar[str]
+    instance_id: str
+    vmm_id: str
+    sled_id: str
+    actor: Actor
 
 
 class ActionError(Exception):

@@ -12,22 +12,18 @@ from typing import ClassVar
 
 from sqlalchemy.engine import Connection
 
-from skylight.events.kinds import Actor, Kind
+from skylight.events.kinds import Kind
 from skylight.events.reasons import Reason
 from skylight.instances.record import record
-from skylight.sagas.definition import Action, SagaContext, SagaDef
+from skylight.sagas.definition import Action, SagaContext, SagaDef, VmmParams
 from skylight.sagas.sled_errors import explainer
 from skylight.store import instances, sleds
 from skylight.store.schema import instance
 
 
 @dataclass(frozen=True)
-class Params:
+class Params(VmmParams):
     saga: ClassVar[str] = "instance-stop"
-    instance_id: str
-    vmm_id: str
-    sled_id: str
-    actor: Actor
 
 
 def declare() -> SagaDef[Params]:
