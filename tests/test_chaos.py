@@ -24,6 +24,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from skylight.store import totals
 from skylight.store.engine import make_engine
 from skylight.store.schema import event, instance, saga, sled_reservation, vmm
 from skylight.testing import ServerProcess, SledAgentProcess
@@ -300,6 +301,8 @@ def _check_invariants(fleet: Fleet, burst: Burst) -> dict[str, int]:
         v.instance_id for v in vmms.values() if v.state in ("creating", "starting", "running")
     )
     assert all(n == 1 for n in live.values()), live
+    with fleet.engine.connect() as conn:  # each sled's kept totals equal its reservations
+        assert totals.check(conn) == {}
     return dict(states)
 
 
