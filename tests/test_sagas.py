@@ -234,3 +234,60 @@ def test_fenced_tx_raises(store: Store, tmp_path: Path) -> None:
             await ctx.tx(lambda c: None)
 
     asyncio.run(scenario())
+
+
+@dataclass(frozen=True)
+class Picked:
+    sled_id: str
+
+
+@dataclass(frozen=True)
+class PickParams:
+    saga: ClassVar[str] = "pick"
+
+
+def test_typed_outputs_are_typed_again_on_replay(store: Store) -> None:
+    """An action's dataclass output is logged as JSON; a replay that skips the action hands
+    the next one the dataclass, not the JSON."""
+    seen: list[Picked] = []
+
+    async def pick(ctx: SagaContext[PickParams]) -> Picked:
+        raise AssertionError("already done: the log says so")
+
+    async def use(ctx: SagaContext[PickParams]) -> None:
+        seen.append(ctx.output("pick", Picked))
+
+    sdef = SagaDef(PickParams, [Action("pick", pick, output=Picked), Action("use", use)])
+
+    async def scenario() -> Any:
+        ex = _executor(store, "sec-1")
+        ex.register(sdef)
+        await ex.close()
+        saga_id = await store.tx(lambda c: ex.create_in(c, PickParams(), instance_id=None))
+
+        def forge_log(conn: Connection) -> None:
+            for seq, (kind, data) in enumerate(
+                [("started", None), ("succeeded", {"sled_id": "s1"})], start=1
+            ):
+                conn.execute(
+                    saga_node_event.insert().values(
+                        saga_id=saga_id,
+                        seq=seq,
+                        node_index=0,
+                        node_name="pick",
+                        event_type=kind,
+                        data=data,
+                        time=sa.func.now(),
+                    )
+                )
+            conn.execute(saga.update().where(saga.c.id == saga_id).values(log_length=2))
+
+        await store.tx(forge_log)
+        ex2 = _executor(store, "sec-1")
+        ex2.register(sdef)
+        await ex2.resume_all()
+        return await ex2.wait(saga_id, 10)
+
+    outcome = asyncio.run(scenario())
+    assert outcome.state == "done", outcome
+    assert seen == [Picked("s1")]

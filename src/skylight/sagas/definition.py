@@ -19,6 +19,7 @@ from skylight.events.reasons import Reason
 from skylight.services import SagaParams, Services
 
 T = TypeVar("T")
+Out = TypeVar("Out")
 P = TypeVar("P", bound=SagaParams)
 
 
@@ -63,6 +64,13 @@ class SagaContext(Generic[P]):
         """A transaction that commits only while this replica still owns the saga."""
         return await self.executor.fenced_tx(self, fn)
 
+    def output(self, action: str, kind: type[Out]) -> Out:
+        """What an earlier action returned, as the type its ``Action`` declares."""
+        value = self.outputs[action]
+        if not isinstance(value, kind):
+            raise TypeError(f"{action} returned {type(value).__name__}, not {kind.__name__}")
+        return value
+
 
 ActionFn = Callable[[SagaContext[P]], Awaitable[Any]]
 UndoFn = Callable[[SagaContext[P]], Awaitable[None]]
@@ -89,6 +97,15 @@ class Action(Generic[P]):
     name: str
     do: ActionFn[P]
     undo: UndoFn[P] | None = None
+    # The dataclass the action returns (logged as JSON, typed again on replay); None: it
+    # returns nothing, or plain JSON.
+    output: type[Any] | None = None
+
+    def load(self, logged: object) -> object:
+        """The action's output as its log entry keeps it, typed again."""
+        if self.output is None or not isinstance(logged, dict):
+            return logged
+        return self.output(**logged)
 
 
 @dataclass(frozen=True)
@@ -130,3 +147,10 @@ def _has_default(f: dataclasses.Field[Any]) -> bool:
 def dump(params: SagaParams) -> dict[str, Any]:
     """The parameters as the saga log stores them."""
     return dataclasses.asdict(params)  # type: ignore[call-overload]
+
+
+def dump_output(output: object) -> object:
+    """An action's output as its log entry stores it (a dataclass as a JSON object)."""
+    if dataclasses.is_dataclass(output) and not isinstance(output, type):
+        return dataclasses.asdict(output)
+    return output

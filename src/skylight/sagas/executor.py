@@ -35,7 +35,14 @@ from skylight.events import reasons
 from skylight.events.reasons import Reason
 from skylight.ids import new_id
 from skylight.sagas.crash import CrashPoint
-from skylight.sagas.definition import ActionError, SagaContext, SagaDef, UndoFn, dump
+from skylight.sagas.definition import (
+    ActionError,
+    SagaContext,
+    SagaDef,
+    UndoFn,
+    dump,
+    dump_output,
+)
 from skylight.services import SagaError, SagaOutcome, SagaParams, Services
 from skylight.store import Row, Store, StoreUnavailable, after_commit
 from skylight.store.schema import saga, saga_node_event
@@ -81,7 +88,8 @@ class _Run:
             elif ev.event_type == "undo_finished":
                 self.undone.add(ev.node_index)
         for index, output in self.succeeded.items():
-            self.ctx.outputs[self.sdef.actions[index].name] = output
+            action = self.sdef.actions[index]
+            self.ctx.outputs[action.name] = action.load(output)
 
 
 class SagaExecutor:
@@ -501,7 +509,7 @@ class SagaExecutor:
                 run.error = error
                 await self._log(run, [(index, "failed", error)], state="unwinding")
                 return None
-            pending.append((index, "succeeded", output))
+            pending.append((index, "succeeded", dump_output(output)))
             ctx.outputs[action.name] = output
         await self._log(run, pending, end=("done", None))
         return SagaOutcome(ctx.saga_id, "done")

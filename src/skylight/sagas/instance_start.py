@@ -50,7 +50,7 @@ def declare() -> SagaDef[Params]:
     return SagaDef(
         Params,
         actions=[
-            Action("reserve_sled", reserve_sled, undo_reserve_sled),
+            Action("reserve_sled", reserve_sled, undo_reserve_sled, output=Reserved),
             Action("create_vmm_record", create_vmm_record, undo_create_vmm_record),
             Action("mark_instance_starting", mark_instance_starting, undo_mark_instance_starting),
             Action("register_vmm", register_vmm, undo_register_vmm),
@@ -65,6 +65,13 @@ def declare() -> SagaDef[Params]:
             "Start the instance again; it will be placed afresh.",
         ),
     )
+
+
+@dataclass(frozen=True)
+class Reserved:
+    """What reserve_sled did: the sled now holding the instance's resources."""
+
+    sled_id: str
 
 
 _PLACEMENT_ATTEMPTS = 8
@@ -114,7 +121,7 @@ def begin_in(
 
 
 def _sled_id(ctx: Ctx) -> str:
-    return str(ctx.outputs["reserve_sled"]["sled_id"])
+    return ctx.output("reserve_sled", Reserved).sled_id
 
 
 def _agent(ctx: Ctx) -> SledAgent:
@@ -129,7 +136,7 @@ def _rest_state(ctx: Ctx) -> str:
 # -- reserve_sled ----------------------------------------------------------------------------
 
 
-async def reserve_sled(ctx: Ctx) -> dict[str, str]:
+async def reserve_sled(ctx: Ctx) -> Reserved:
     """Place the instance and reserve its resources, in one transaction.
 
     Placement reads the rack (the replica's cached one, at most ``placement_rack_max_age``
@@ -142,10 +149,10 @@ async def reserve_sled(ctx: Ctx) -> dict[str, str]:
     rng = ctx.services.rng
     cache = ctx.services.rack_cache
 
-    def reserve(conn: Connection) -> dict[str, str]:
+    def reserve(conn: Connection) -> Reserved:
         existing = sleds.reservation(conn, p.vmm_id)
         if existing is not None:
-            return {"sled_id": existing.sled_id}
+            return Reserved(existing.sled_id)
         for attempt in range(_PLACEMENT_ATTEMPTS):
             req = placement_inputs.request_for(
                 conn, p.instance_id, ncpus=p.ncpus, memory=p.memory, cpu_platform=p.cpu_platform
@@ -174,7 +181,7 @@ async def reserve_sled(ctx: Ctx) -> dict[str, str]:
             record(
                 conn, p.instance_id, Kind.PLACED, p.actor, operation_id=ctx.saga_id, detail=detail
             )
-            return {"sled_id": result.sled_id}
+            return Reserved(result.sled_id)
         raise ActionError(
             reasons.make(
                 "insufficient_capacity",
