@@ -38,7 +38,6 @@ from harness import (
 )
 from skylight.testing import ServerProcess
 
-SECTION = "## When the control plane fails: SIGTERM and database outages"
 ARGS = ["--no-sim", "--adoption-timeout", "60", "--heartbeat-interval", "0.5"]
 KINDS = {"sigterm": "SIGTERM → every outcome", "outage": "outage end → every outcome"}
 
@@ -123,21 +122,18 @@ def main() -> None:
         ("heartbeat interval", "0.5 s"),
         ("sled agents", "2 HTTP processes, 64 vCPUs each"),
     ]
-    out = [
-        SECTION,
-        "",
-        f"`{' '.join(['python', 'bench/control_plane_failures.py', *sys.argv[1:]])}` "
-        f"({args.instances} starts in flight, "
-        f"VMM boot {args.boot} s, outage {args.outage} s; seconds, {args.runs} runs, "
-        "sorted). With one replica, SIGTERM is followed by its restart, which resumes its "
-        "sagas; with two, the stopping replica hands them to its peer (the adoption timeout "
-        "is 60 s, so none of these figures is adoption's).",
-        "",
-        *table(["what", "replicas", "seconds (runs, sorted)"], "lll", rows),
-        "",
-        *setup_tables(machine_rows(postgres=pg_version(args.pg_admin), loads=loads), settings),
-    ]
-    finish(SECTION, out, args.write)
+    command = " ".join(["python", "bench/control_plane_failures.py", *sys.argv[1:]])
+    blocks = {
+        "failures:command": [
+            f"`{command}` ({args.instances} starts in flight, VMM boot {args.boot} s, outage "
+            f"{args.outage} s; seconds, {args.runs} runs, sorted)."
+        ],
+        "failures:results": table(["what", "replicas", "seconds (runs, sorted)"], "lll", rows),
+        "failures:setup": setup_tables(
+            machine_rows(postgres=pg_version(args.pg_admin), loads=loads), settings
+        ),
+    }
+    finish(blocks, args.write)
 
 
 if __name__ == "__main__":
