@@ -1,46 +1,9 @@
-"""Instance events at scale: first-page latency, write cost, and failure-to-event time.
+"""Instance events at scale: first-page latency (in-process and over HTTP) with many events
+stored, the retention pass, event write cost, and the time from an injected VM failure to the
+event and to running again. The method is described in docs/benchmarks.md ("## Events");
+``--write`` replaces its marked blocks ``events:*``. No duration is asserted anywhere.
 
-1. First page with many events stored. A store (SQLite file, PostgreSQL database) is migrated
-   and ``instance_event`` is bulk-loaded in SQL (a recursive CTE on SQLite, generate_series
-   on PostgreSQL; the secondary indexes are dropped during the load and rebuilt from
-   their own definitions afterwards) with ``--events`` rows (10,000,000) spread over
-   ``--instances`` instances (100,000) in ``--projects`` projects, with matching ``project``
-   and ``instance`` rows. Each instance has an ordinary lifecycle (created, started, stopped,
-   rebooted, updated, a failed start with its reason, a VMM failure with its automatic
-   restart, ...), its events interleaved with every other instance's over ``--span-days``.
-   Then the query the API runs for a first page, ``store.events.page(conn, EventFilter(...),
-   limit=100, before_seq=None)`` inside ``Store.tx_sync``, is timed for random instances, for
-   projects, for the fleet, and with a kind filter; its plan is printed (EXPLAIN QUERY PLAN /
-   EXPLAIN ANALYZE). The instances are asked cold first (this store's own files evicted from
-   the OS page cache with posix_fadvise; ``--no-cold`` skips that), then again. The route's
-   work is also timed in parts without HTTP. The retention pass
-   (``store.events.enforce_retention``, run by every server at start and every hour) is
-   timed in a transaction that is rolled back. Then a real server
-   (``skylight.testing.ServerProcess``) is started on the loaded store and
-   ``GET /v1/instances/{id}/events?limit=100`` is timed over HTTP.
-
-2. Event write cost: a transaction that updates an instance row, with and without
-   ``store.events.insert`` (a user's event; a control-plane event, which first looks for a
-   recent identical event to coalesce with; and its repeat, which is coalesced), and with
-   ``instances.record.record`` (what the lifecycle code calls), on the loaded store. The
-   variants are interleaved; the added microseconds per event are the difference of medians.
-   The events written here are deleted afterwards.
-
-3. Failure to event to running: a real server on a fresh store (``--sim-start-delay``,
-   ``--auto-restart-cooldown 0``, ``--auto-restart-interval`` as given); an instance's VMM is
-   crashed (``POST /v1/system/sim/instances/{name}/crash``) and the time is measured from
-   sending the crash to (a) the ``instance.failed`` event being visible in
-   ``GET /v1/instances/{name}/events`` (polled every 5 ms), (b) ``run_state`` ``running``
-   again; and the same through the live stream (``.../events/stream``, Server-Sent Events).
-
-With ``--write`` the tables replace the marked blocks ``events:*`` of docs/benchmarks.md.
-Everything goes to 127.0.0.1. No duration is asserted anywhere.
-
-    .venv/bin/python bench/events.py                      # everything, both stores, print
-    .venv/bin/python bench/events.py --write              # ... and update the doc
-    .venv/bin/python bench/events.py --reuse              # keep the loaded stores for next time
-    .venv/bin/python bench/events.py --events 1000000 --instances 10000 --stores sqlite
-    .venv/bin/python bench/events.py --parts failure --restart-intervals 5
+    .venv/bin/python bench/events.py [--write] [--reuse] [--stores sqlite] [--parts failure]
 """
 
 from __future__ import annotations
@@ -561,8 +524,6 @@ VARIANT_TEXT = {
 class WriteResult:
     store: str
     times: dict[str, list[float]]
-    seq_not_advanced: int = 0  # coalesced repeats whose seq did not move past the original
-    repeats: int = 0
     lookup_plan: str = ""
 
 
@@ -574,15 +535,6 @@ def measure_writes(store: Store, name: str, shape: Shape, args: argparse.Namespa
     before = store.tx_sync(events.last_seq)
     user = user_actor(user_id(0))
     failure_actor = control_plane("vmm_failure")
-
-    def seq_of(event_id: str) -> int:
-        return int(
-            store.tx_sync(
-                lambda c: c.execute(
-                    sa.select(event_table.c.seq).where(event_table.c.id == event_id)
-                ).scalar_one()
-            )
-        )
 
     def run(variant: str, iid: str, pid: str) -> None:
         def tx(conn: Connection) -> str | None:
@@ -642,19 +594,6 @@ def measure_writes(store: Store, name: str, shape: Shape, args: argparse.Namespa
             run("cp_repeat", iid, pid)
         if j % 1000 == 999:
             print(f"  {name}: writes {j + 1}/{n}", flush=True)
-    # Coalesced repeats: does the replaced event get a new, higher seq (so streams see it)?
-    checks = 0
-    for j in range(min(20, len(picks))):
-        iid, pid = instance_id(picks[j]), project_id(picks[j] % shape.projects)
-        ev = events.NewEvent(iid, pid, Kind.FAILED, failure_actor, "failed", reason=VMM_FAILURE)
-        first_id = store.tx_sync(partial(events.insert, ev=ev))
-        s1 = seq_of(first_id)
-        again_id = store.tx_sync(partial(events.insert, ev=ev))
-        s2 = seq_of(again_id)
-        checks += 1
-        if again_id == first_id and s2 <= s1:
-            res.seq_not_advanced += 1
-    res.repeats = checks
 
     def cleanup(conn: Connection) -> int:
         return int(conn.execute(event_table.delete().where(event_table.c.seq > before)).rowcount)
@@ -667,7 +606,6 @@ def measure_writes(store: Store, name: str, shape: Shape, args: argparse.Namespa
         + ", ".join(
             f"{v} +{(median(res.times[v]) - base) * 1e6:.0f} us" for v in VARIANTS if v != "none"
         )
-        + f"; coalesced repeats whose seq did not advance: {res.seq_not_advanced}/{checks}"
         + f"; removed {removed} bench events",
         flush=True,
     )

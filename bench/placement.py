@@ -1,33 +1,9 @@
-"""Placement: decisions per second and p50/p99 latency, in-process and through the store.
+"""Placement: decisions per second and p50/p99 latency, in-process (``place`` on a columnar
+``Rack``) and through the store (one ``reserve_sled``-like transaction per decision, rolled
+back). The method is described in docs/benchmarks.md ("## Placement"); ``--write`` replaces
+its marked blocks ``placement:*``. No duration is asserted anywhere.
 
-In-process: a rack of S sleds with N placed instances (reflected in each sled's reserved
-vCPUs, memory and local storage), G affinity / anti-affinity groups whose members run spread
-over the sleds, and requests that belong to 0-2 of those groups. ``Rack.of`` builds the
-columnar snapshot once per cell (its build time is reported separately); then every decision
-is one ``place(request, rack, rng)`` timed with ``time.perf_counter``. Successful decisions
-and failed ones (requests that fit an empty sled but no sled's free capacity now, so the
-whole diagnosis runs) are measured in alternating rounds; their cost ratio is reported. The
-cell with the most sleds is also profiled (cProfile).
-
-Through the store: the same population written to a store (SQLite file, PostgreSQL; bulk
-paths: executemany, COPY), checked to give placement exactly the in-process rack and
-requests, then decisions as ``instance-start``'s ``reserve_sled`` makes them, one
-transaction each: ``placement_inputs.request_for`` + ``sleds.rack`` (the rack's columns) +
-``place`` and, for a success, the re-check under the sled's lock
-(``sleds.lock_and_measure`` + ``fits``) and the reservation insert; then the transaction is
-rolled back, so every decision sees the same rack. Each part is timed. Then the views query
-(the sled rows with their kept totals) is timed against the sled rows alone and against the
-reservation GROUP BY it replaced.
-
-No duration is asserted anywhere: these are measurements of one machine. With ``--write``
-the tables, the machine and the settings replace the marked blocks ``placement:*`` of
-docs/benchmarks.md; otherwise they are only printed.
-
-    .venv/bin/python bench/placement.py                  # every cell, both stores, print
-    .venv/bin/python bench/placement.py --write          # ... and update docs/benchmarks.md
-    .venv/bin/python bench/placement.py --stores none    # in-process only
-    .venv/bin/python bench/placement.py --cells 10000x500000 --store-cells 1000x100000 \
-        --store-decisions 50 --store-budget 20
+    .venv/bin/python bench/placement.py [--write] [--stores none] [--cells 1000x100000]
 """
 
 from __future__ import annotations

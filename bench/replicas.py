@@ -1,26 +1,9 @@
-"""Replicas: start throughput with 1 and 3 replicas on PostgreSQL, and how long the sagas of
-a replica that dies take to reach their outcomes.
+"""Replicas: start throughput with 1 and 3 replicas on PostgreSQL (real processes: replicas,
+HTTP sled agents), and how long the sagas of a replica killed with SIGKILL take to reach their
+outcomes. The method is described in docs/benchmarks.md ("## Replicas"); ``--write`` replaces
+its marked blocks ``replicas:*``. Every loop is bounded; no duration is asserted.
 
-Every process is real: replicas are ``skylight serve --no-sim`` (``ServerProcess``) on one
-fresh PostgreSQL database, sleds are HTTP sled agents (``SledAgentProcess``) registered with
-every replica.
-
-1. Throughput. For 1 and 3 replicas (a fresh database and fleet each round): N creates with
-   ``start: true`` sent round-robin to the replicas from ``-c`` concurrent clients. Reported:
-   starts/s, latency percentiles, CPU per start of replicas, agents, the database's
-   PostgreSQL backends (sampled) and the client, and committed transactions per start; what
-   the backends were doing; then, unless ``--no-profile``, ``py-spy`` on the 1-replica fleet.
-2. Replica death to outcome. Per trial K instances created through one replica (the victim)
-   with ``Prefer: respond-async``; once every start saga waits for its VMM to boot the victim
-   gets SIGKILL; from ``instance_event``: kill -> ``instance.operation_adopted`` and kill ->
-   the outcome. The goal is kill -> outcome <= adoption timeout + 2 s.
-
-``--write`` replaces the marked blocks ``replicas:*`` of docs/benchmarks.md. Every loop is bounded;
-no duration is asserted: this is a measurement.
-
-    .venv/bin/python bench/replicas.py                # both parts, print (about 6-8 minutes)
-    .venv/bin/python bench/replicas.py --write        # ... and update the doc
-    .venv/bin/python bench/replicas.py --parts adoption --adoption-timeouts 5 --trials 3
+    .venv/bin/python bench/replicas.py [--write] [--parts adoption --adoption-timeouts 5]
 """
 
 from __future__ import annotations
@@ -49,7 +32,6 @@ from harness import (
     Clients,
     Fleet,
     Starts,
-    cpu_seconds,
     create_all,
     create_project,
     finish,
@@ -228,14 +210,6 @@ class Profile:
     inclusive: list[tuple[str, float]]  # skylight functions, share of samples with it on stack
     own: list[tuple[str, float]]  # leaf frames (any code), share of samples
     error: str = ""
-    wall: float = math.nan  # seconds sampled
-    rate: int = 100  # samples per second asked of py-spy
-    cpu: float = math.nan  # the replica's CPU seconds meanwhile
-
-    @property
-    def gil_share(self) -> float:
-        """Share of the sampling instants at which some thread held the GIL."""
-        return self.samples / (self.wall * self.rate) if self.wall > 0 else math.nan
 
 
 def _frame_key(frame: str) -> str:
@@ -266,16 +240,8 @@ def profile_replica(fleet: Fleet, args: argparse.Namespace) -> Profile:
     )
     try:
         time.sleep(1.0)  # py-spy attaches
-        cpu0 = cpu_seconds(pid)
-        wall = (
-            create_all(
-                fleet.urls,
-                [instance_body(i, "prof-") for i in range(args.profile_n)],
-                _clients(args),
-            )
-            + 1.0
-        )
-        cpu = cpu_seconds(pid) - cpu0
+        bodies = [instance_body(i, "prof-") for i in range(args.profile_n)]
+        create_all(fleet.urls, bodies, _clients(args))
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -297,7 +263,7 @@ def profile_replica(fleet: Fleet, args: argparse.Namespace) -> Profile:
     ours = r"^(sagas|store|instances|placement|sled|api|events|background)\."
     shares = [(k, v / samples) for k, v in inclusive.most_common() if re.match(ours, k)]
     leaves = [(k, v / samples) for k, v in own.most_common(12)] if samples else []
-    return Profile(args.profile_n, samples, shares[:12], leaves, wall=wall, cpu=cpu)
+    return Profile(args.profile_n, samples, shares[:12], leaves)
 
 
 # -- part 2: replica death to outcome ----------------------------------------------------------

@@ -1,15 +1,8 @@
-"""Start throughput: N instances created with ``start: true`` through HTTP.
+"""Start throughput: N instances created with ``start: true`` through HTTP against a real
+``skylight serve`` per store. The method is described in docs/benchmarks.md ("## Start
+throughput"); ``--write`` replaces its marked blocks ``start:*``. No duration is asserted.
 
-A real ``skylight serve`` process per store (SQLite, then PostgreSQL), one project, then N
-creates with ``start: true`` from a bounded number of concurrent clients. A create waits for
-its start saga and answers 201 running (or with ``status_reason``); a 201 not yet running is
-polled. Reports failures, wall time, starts/s, p50/p90/p99/max latency to running and the
-server's CPU per start. ``--write`` replaces the marked blocks ``start:*`` of
-docs/benchmarks.md. No duration is asserted anywhere: this is a measurement.
-
-    .venv/bin/python bench/start_throughput.py                 # both stores, N=500, print
-    .venv/bin/python bench/start_throughput.py --write         # ... and update the doc
-    .venv/bin/python bench/start_throughput.py --stores sqlite -n 200 -c 32
+    .venv/bin/python bench/start_throughput.py [--write] [--stores sqlite] [-n 200 -c 32]
 """
 
 from __future__ import annotations

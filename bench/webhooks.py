@@ -1,17 +1,7 @@
 """Webhooks: how soon an event reaches a receiver, how many deliveries per second go out in a
-burst, and what sending them costs the control plane.
-
-A real ``skylight serve`` per store, and a receiver in this process
-(``skylight.testing.receiver``: HTTP on 127.0.0.1, answers 204, notes each arrival). Phases:
-
-* latency: instances larger than any sled, created one after another at a steady pace; each
-  ``instance.start_failed`` delivery timed from the event's ``time_last`` to its arrival.
-* burst without a receiver: N instances created and started by C clients (starts/s).
-* burst with a receiver of every event (``**``): the same, then the wait until every event
-  of the burst has arrived, each exactly once (alert ids and delivery ids counted).
-
-No duration is asserted anywhere. ``--write`` replaces the marked blocks ``webhooks:*``
-of docs/benchmarks.md.
+burst, and what sending them costs the control plane. The method is described in
+docs/benchmarks.md ("## Webhooks"); ``--write`` replaces its marked blocks ``webhooks:*``.
+No duration is asserted anywhere.
 
     .venv/bin/python bench/webhooks.py [--write] [--stores sqlite,postgres] [-n 300]
 """
