@@ -1,15 +1,14 @@
 """When the control plane fails: how long from SIGTERM, and from the end of a database
-outage, until every start in flight has its outcome. PostgreSQL, HTTP sled agents, 1 and 2
-replicas.
+outage, until every start in flight has its outcome (PostgreSQL, HTTP sled agents, 1 and 2
+replicas). The method is described in docs/benchmarks.md; ``--write`` replaces its marked
+blocks ``failures:*``.
 
 * SIGTERM: starts are made through replica A, A is stopped at once. With a peer, A hands its
-  sagas over as each reaches its next step; alone, A is started again and resumes them. The
-  adoption timeout is 60 s, so a figure under it is the hand-over's, not adoption's.
-* Outage: starts are made, the database refuses connections (``ALLOW_CONNECTIONS false``
-  and its backends terminated) for ``--outage`` seconds, then takes them again; the replicas
-  stay up. Measured from the end of the outage.
+  sagas over as each reaches its next step; alone, A is started again and resumes them.
+* Outage: the database refuses connections (``ALLOW_CONNECTIONS false``, its backends
+  terminated) for ``--outage`` seconds; the replicas stay up. Timed from the outage's end.
 
-    python bench/control_plane_failures.py [--instances N] [--boot SECONDS] [--outage SECONDS]
+    python bench/control_plane_failures.py [--write] [--instances N] [--boot S] [--outage S]
 """
 
 from __future__ import annotations
@@ -38,7 +37,6 @@ from harness import (
 )
 from skylight.testing import ServerProcess
 
-SECTION = "## When the control plane fails: SIGTERM and database outages"
 ARGS = ["--no-sim", "--adoption-timeout", "60", "--heartbeat-interval", "0.5"]
 KINDS = {"sigterm": "SIGTERM → every outcome", "outage": "outage end → every outcome"}
 
@@ -123,21 +121,18 @@ def main() -> None:
         ("heartbeat interval", "0.5 s"),
         ("sled agents", "2 HTTP processes, 64 vCPUs each"),
     ]
-    out = [
-        SECTION,
-        "",
-        f"`{' '.join(['python', 'bench/control_plane_failures.py', *sys.argv[1:]])}` "
-        f"({args.instances} starts in flight, "
-        f"VMM boot {args.boot} s, outage {args.outage} s; seconds, {args.runs} runs, "
-        "sorted). With one replica, SIGTERM is followed by its restart, which resumes its "
-        "sagas; with two, the stopping replica hands them to its peer (the adoption timeout "
-        "is 60 s, so none of these figures is adoption's).",
-        "",
-        *table(["what", "replicas", "seconds (runs, sorted)"], "lll", rows),
-        "",
-        *setup_tables(machine_rows(postgres=pg_version(args.pg_admin), loads=loads), settings),
-    ]
-    finish(SECTION, out, args.write)
+    command = " ".join(["python", "bench/control_plane_failures.py", *sys.argv[1:]])
+    blocks = {
+        "failures:command": [
+            f"`{command}` ({args.instances} starts in flight, VMM boot {args.boot} s, outage "
+            f"{args.outage} s; seconds, {args.runs} runs, sorted)."
+        ],
+        "failures:results": table(["what", "replicas", "seconds (runs, sorted)"], "lll", rows),
+        "failures:setup": setup_tables(
+            machine_rows(postgres=pg_version(args.pg_admin), loads=loads), settings
+        ),
+    }
+    finish(blocks, args.write)
 
 
 if __name__ == "__main__":

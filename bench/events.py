@@ -1,46 +1,9 @@
-"""Instance events at scale: first-page latency, write cost, and failure-to-event time.
+"""Instance events at scale: first-page latency (in-process and over HTTP) with many events
+stored, the retention pass, event write cost, and the time from an injected VM failure to the
+event and to running again. The method is described in docs/benchmarks.md ("## Events");
+``--write`` replaces its marked blocks ``events:*``. No duration is asserted anywhere.
 
-1. First page with many events stored. A store (SQLite file, PostgreSQL database) is migrated
-   and ``instance_event`` is bulk-loaded in SQL (a recursive CTE on SQLite, generate_series
-   on PostgreSQL; the secondary indexes are dropped during the load and rebuilt from
-   their own definitions afterwards) with ``--events`` rows (10,000,000) spread over
-   ``--instances`` instances (100,000) in ``--projects`` projects, with matching ``project``
-   and ``instance`` rows. Each instance has an ordinary lifecycle (created, started, stopped,
-   rebooted, updated, a failed start with its reason, a VMM failure with its automatic
-   restart, ...), its events interleaved with every other instance's over ``--span-days``.
-   Then the query the API runs for a first page, ``store.events.page(conn, EventFilter(...),
-   limit=100, before_seq=None)`` inside ``Store.tx_sync``, is timed for random instances, for
-   projects, for the fleet, and with a kind filter; its plan is printed (EXPLAIN QUERY PLAN /
-   EXPLAIN ANALYZE). The instances are asked cold first (this store's own files evicted from
-   the OS page cache with posix_fadvise; ``--no-cold`` skips that), then again. The route's
-   work is also timed in parts without HTTP. The retention pass
-   (``store.events.enforce_retention``, run by every server at start and every hour) is
-   timed in a transaction that is rolled back. Then a real server
-   (``skylight.testing.ServerProcess``) is started on the loaded store and
-   ``GET /v1/instances/{id}/events?limit=100`` is timed over HTTP.
-
-2. Event write cost: a transaction that updates an instance row, with and without
-   ``store.events.insert`` (a user's event; a control-plane event, which first looks for a
-   recent identical event to coalesce with; and its repeat, which is coalesced), and with
-   ``instances.record.record`` (what the lifecycle code calls), on the loaded store. The
-   variants are interleaved; the added microseconds per event are the difference of medians.
-   The events written here are deleted afterwards.
-
-3. Failure to event to running: a real server on a fresh store (``--sim-start-delay``,
-   ``--auto-restart-cooldown 0``, ``--auto-restart-interval`` as given); an instance's VMM is
-   crashed (``POST /v1/system/sim/instances/{name}/crash``) and the time is measured from
-   sending the crash to (a) the ``instance.failed`` event being visible in
-   ``GET /v1/instances/{name}/events`` (polled every 5 ms), (b) ``run_state`` ``running``
-   again; and the same through the live stream (``.../events/stream``, Server-Sent Events).
-
-With ``--write`` the figures replace the "## Events" section of docs/benchmarks.md (other
-sections are kept). Everything goes to 127.0.0.1. No duration is asserted anywhere.
-
-    .venv/bin/python bench/events.py                      # everything, both stores, print
-    .venv/bin/python bench/events.py --write              # ... and update the doc
-    .venv/bin/python bench/events.py --reuse              # keep the loaded stores for next time
-    .venv/bin/python bench/events.py --events 1000000 --instances 10000 --stores sqlite
-    .venv/bin/python bench/events.py --parts failure --restart-intervals 5
+    .venv/bin/python bench/events.py [--write] [--reuse] [--stores sqlite] [--parts failure]
 """
 
 from __future__ import annotations
@@ -71,8 +34,6 @@ from sqlalchemy.engine import Connection
 from event_history import (
     ABSENT_KIND,
     COMMON_KIND,
-    CYCLE,
-    GAVE_UP_EVERY,
     RARE_KIND,
     VMM_FAILURE,
     Loaded,
@@ -84,7 +45,6 @@ from event_history import (
     user_id,
 )
 from harness import (
-    STORES,
     Body,
     Clients,
     GiB,
@@ -115,7 +75,6 @@ from skylight.store import Store, events, instances
 from skylight.store.schema import event as event_table
 from skylight.testing import ServerProcess
 
-SECTION = "## Events"
 LIMIT = 100  # the API's default page size
 LOAD: list[str] = []  # 1-minute load average at start and end
 COLD_NAME = "instance, cold (store evicted from the OS page cache first)"
@@ -565,8 +524,6 @@ VARIANT_TEXT = {
 class WriteResult:
     store: str
     times: dict[str, list[float]]
-    seq_not_advanced: int = 0  # coalesced repeats whose seq did not move past the original
-    repeats: int = 0
     lookup_plan: str = ""
 
 
@@ -578,15 +535,6 @@ def measure_writes(store: Store, name: str, shape: Shape, args: argparse.Namespa
     before = store.tx_sync(events.last_seq)
     user = user_actor(user_id(0))
     failure_actor = control_plane("vmm_failure")
-
-    def seq_of(event_id: str) -> int:
-        return int(
-            store.tx_sync(
-                lambda c: c.execute(
-                    sa.select(event_table.c.seq).where(event_table.c.id == event_id)
-                ).scalar_one()
-            )
-        )
 
     def run(variant: str, iid: str, pid: str) -> None:
         def tx(conn: Connection) -> str | None:
@@ -646,19 +594,6 @@ def measure_writes(store: Store, name: str, shape: Shape, args: argparse.Namespa
             run("cp_repeat", iid, pid)
         if j % 1000 == 999:
             print(f"  {name}: writes {j + 1}/{n}", flush=True)
-    # Coalesced repeats: does the replaced event get a new, higher seq (so streams see it)?
-    checks = 0
-    for j in range(min(20, len(picks))):
-        iid, pid = instance_id(picks[j]), project_id(picks[j] % shape.projects)
-        ev = events.NewEvent(iid, pid, Kind.FAILED, failure_actor, "failed", reason=VMM_FAILURE)
-        first_id = store.tx_sync(partial(events.insert, ev=ev))
-        s1 = seq_of(first_id)
-        again_id = store.tx_sync(partial(events.insert, ev=ev))
-        s2 = seq_of(again_id)
-        checks += 1
-        if again_id == first_id and s2 <= s1:
-            res.seq_not_advanced += 1
-    res.repeats = checks
 
     def cleanup(conn: Connection) -> int:
         return int(conn.execute(event_table.delete().where(event_table.c.seq > before)).rowcount)
@@ -671,7 +606,6 @@ def measure_writes(store: Store, name: str, shape: Shape, args: argparse.Namespa
         + ", ".join(
             f"{v} +{(median(res.times[v]) - base) * 1e6:.0f} us" for v in VARIANTS if v != "none"
         )
-        + f"; coalesced repeats whose seq did not advance: {res.seq_not_advanced}/{checks}"
         + f"; removed {removed} bench events",
         flush=True,
     )
@@ -865,291 +799,116 @@ def _removed(plan: str) -> str:
     return f"{int(m.group(1)):,}" if m else "0"
 
 
-def _p50_p99(times: list[float]) -> str:
-    return f"p50 {ms(pct(times, 0.5))} ms, p99 {ms(pct(times, 0.99))} ms"
-
-
 def _added_us(w: WriteResult, variant: str) -> float:
     return (median(w.times[variant]) - median(w.times["none"])) * 1e6
 
 
-def observations(
-    pages: list[PageResult], retention: list[RetentionResult], writes: list[WriteResult]
-) -> list[str]:
-    """What the figures and plans above say, each claim read from them."""
-    notes = []
-    rare = [r for r in pages if "(rare)" in r.query.name or "none stored" in r.query.name]
-    if rare:
-        unserved = sorted({f"{r.store} {r.query.name}" for r in rare if "kind_seq" not in r.plan})
-        figures = "; ".join(f"{r.store} {r.query.name}: {_p50_p99(r.times)}" for r in rare)
-        notes.append(
-            (
-                f"- Kind filters without a kind index in the plan ({', '.join(unserved)}): such "
-                "a first page walks back from the newest event until it has 100 matches."
-                if unserved
-                else "- The rare and absent kinds' plans use the kind indexes."
-            )
-            + f" Rare or absent kinds: {figures}."
-        )
-    for r in pages:
-        if r.query.name.startswith("instance, kind=") and "kind_seq (kind=?)" in r.plan:
-            notes.append(
-                f"- {r.store}: an instance's first page filtered by kind takes "
-                f"{_p50_p99(r.times)}: the plan walks the fleet-wide `ix_instance_event_kind_seq` "
-                "instead of the instance's own `(instance_id, seq)` index."
-            )
-    for w in writes:
-        index = (
-            "the fleet-wide `ix_instance_event_kind_seq`"
-            if "kind_seq (kind=?)" in w.lookup_plan
-            else "`ix_instance_event_instance_kind_seq`"
-            if "instance_kind_seq" in w.lookup_plan
-            else "the instance's `(instance_id, seq)` index"
-        )
-        notes.append(
-            f"- {w.store}: a control-plane event costs {_added_us(w, 'cp_new'):.0f} us more than "
-            f"its transaction, a user's {_added_us(w, 'user'):.0f} us (medians): the coalescing "
-            f"lookup (`store/events.py::_repeat_of`) reads through {index} (rows removed by "
-            f"filter: {_removed(w.lookup_plan)})."
-        )
-        if w.seq_not_advanced:
-            notes.append(
-                f"- {w.store}: {w.seq_not_advanced} of {w.repeats} coalesced repeats kept their "
-                "original's `seq`, so a stream whose cursor is at it never sends the update."
-            )
-    for store in STORES:
-        passes = "; ".join(
-            f"cutoff {r.label}: "
-            + (
-                f"did not finish within {r.seconds:.0f} s"
-                if r.removed is None
-                else f"{r.seconds:.1f} s for {r.removed:,} rows, longest batch "
-                f"{ms(r.longest_batch, 0)} ms"
-            )
-            for r in retention
-            if r.store == store
-        )
-        if passes:
-            notes.append(
-                f"- {store}: the retention pass (`store/events.py::retention_batch`, "
-                f"{events.RETENTION_BATCH} instances per transaction): {passes}. The longest "
-                "batch is how long one transaction held the store."
-            )
-    for s in STORES:
-        a = next(
-            (p for p in pages if p.store == s and p.query.name in (COLD_NAME, "instance")), None
-        )
-        b = next((p for p in pages if p.store == s and p.query.name == AGAIN_NAME), None)
-        if a is not None and b is not None:
-            notes.append(
-                f"- {s}: an instance's first page: {_p50_p99(a.times)} on the first pass over "
-                f"random instances{' (cold)' if a.query.name == COLD_NAME else ''}, "
-                f"{_p50_p99(b.times)} when the same instances are asked again at once: each of "
-                "its 100 newest events is on its own table page."
-            )
-    return notes
+def _load_table(loads: list[Loaded]) -> list[str]:
+    return table(
+        "store | load (s) | index build (s) | size on disk (GiB) | schema revision | reused",
+        "lrrrll",
+        [
+            [
+                ld.store,
+                f"{ld.load_seconds:.0f}",
+                f"{ld.index_seconds:.0f}",
+                f"{ld.size_bytes / GiB:.2f}",
+                ld.revision,
+                "yes" + (f" (migrated {ld.migrated})" if ld.migrated else "")
+                if ld.reused
+                else "no",
+            ]
+            for ld in loads
+        ],
+    )
 
 
-def _first_page(
-    args: argparse.Namespace,
-    shape: Shape,
-    loads: list[Loaded],
-    pages: list[PageResult],
-    evictions: list[str],
-) -> list[str]:
-    out = [
-        f"### First page of events with {shape.events:,} events stored",
-        "",
-        f"`instance_event` holds {shape.events:,} rows: {shape.instances:,} instances in "
-        f"{shape.projects:,} projects, {shape.events // shape.instances:,} events each "
-        f"(their histories interleaved over {shape.span_days:g} days), with matching "
-        "`project` and `instance` rows. Each instance's history: created and started, "
-        f"then a {CYCLE}-event cycle: stop, start, reboot, stop, update, a failed start "
-        "(`instance.start_failed`, reason `insufficient_capacity`), start, a VMM failure "
-        "(`instance.failed`) with its automatic restart, reboot. "
-        f"`{COMMON_KIND}` is 1 event in {CYCLE}; `{RARE_KIND}` replaces one cycle step "
-        f"of 1 instance in {GAVE_UP_EVERY} (about 1 event in {GAVE_UP_EVERY * CYCLE:,}); "
-        f"`{ABSENT_KIND}` is not stored at all. Loaded in SQL (SQLite: a recursive CTE "
-        "with `journal_mode=OFF`, `synchronous=OFF` during the load only; PostgreSQL: "
-        "`INSERT ... SELECT generate_series`), 1,000,000 rows per transaction, the "
-        "secondary indexes dropped during the load and rebuilt from their own "
-        "definitions; PostgreSQL then `VACUUM (ANALYZE)`. SQLite gets no `ANALYZE`, "
-        "as a store in service has none.",
-        "",
-        *table(
-            ("store | load (s) | index build (s) | size on disk (GiB) | schema revision | reused"),
-            "lrrrll",
+def _pages_table(pages: list[PageResult]) -> list[str]:
+    header = "query (first page, 100 newest) | API | store | n | p50 (ms) | p99 (ms) | max (ms)"
+    header += " | page cache (GiB) | plan"
+    out = table(
+        header,
+        "lllrrrrrl",
+        [
             [
-                [
-                    ld.store,
-                    f"{ld.load_seconds:.0f}",
-                    f"{ld.index_seconds:.0f}",
-                    f"{ld.size_bytes / GiB:.2f}",
-                    ld.revision,
-                    "yes" + (f" (migrated {ld.migrated})" if ld.migrated else "")
-                    if ld.reused
-                    else "no",
-                ]
-                for ld in loads
-            ],
-        ),
-        "",
-        "In-process: the API's query, `store.events.page(conn, EventFilter(...), "
-        "limit=100, before_seq=None)`, in its own `Store.tx_sync` transaction (as a "
-        "request runs it, including `BEGIN IMMEDIATE` on SQLite), one at a time, random "
-        f"instance or project each time, up to {args.queries:,} per row after 20 "
-        f"uncounted ones, or fewer when a row's {args.query_budget:g} s budget ran out. "
-        "Page cache: the OS page cache (`Cached` in /proc/meminfo) when the row began. "
-        "Whether an instance's events are in memory decides its first page's time (an "
-        "instance's events are interleaved with everybody's, so each of its 100 newest "
-        "is on a different table page; on PostgreSQL an instance's page reads them with "
-        "one prefetching bitmap heap scan, `store/events.py::_page_prefetched`, instead "
-        "of one by one), so the instance row is measured cold and warm: before it, "
-        "the store's files are evicted from the OS page cache "
-        "(`posix_fadvise(DONTNEED)` on this benchmark's own files only: "
-        + ("; ".join(evictions) if evictions else "not done")
-        + f"; the cold row's budget is {4 * args.query_budget:g} s), then "
-        '"the same instances again" repeats the same queries at once, their pages just '
-        "read. The other rows run on whatever is cached by then. This machine is a VM "
-        "whose balloon driver hands unused page cache back to the host within minutes, "
-        "so a cached store does not stay cached for long when idle. Only the VM's own "
-        "page cache can be evicted; its virtual disk may itself be cached by the host, "
-        "so a read from a truly cold disk can be slower still. PostgreSQL's own cache is "
-        "its `shared_buffers` (below).",
-        "",
-        *table(
-            (
-                "query (first page, 100 newest) | API | store | n | p50 (ms) | p99 (ms) | max "
-                "(ms) | page cache (GiB) | plan"
-            ),
-            "lllrrrrrl",
-            [
-                [
-                    pr.query.name,
-                    f"`{pr.query.api}`",
-                    pr.store,
-                    f"{len(pr.times):,}{'*' if pr.budget_hit else ''}",
-                    ms(pct(pr.times, 0.5)),
-                    ms(pct(pr.times, 0.99)),
-                    ms(top(pr.times)),
-                    f"{pr.cached_gib:.1f}",
-                    _plan_line(pr.plan)
-                    + (
-                        f" (rows removed by filter: {_removed(pr.plan)})"
-                        if pr.store == "postgres"
-                        else ""
-                    ),
-                ]
-                for pr in pages
-            ],
-        ),
-    ]
+                pr.query.name,
+                f"`{pr.query.api}`",
+                pr.store,
+                f"{len(pr.times):,}{'*' if pr.budget_hit else ''}",
+                ms(pct(pr.times, 0.5)),
+                ms(pct(pr.times, 0.99)),
+                ms(top(pr.times)),
+                f"{pr.cached_gib:.1f}",
+                _plan_line(pr.plan)
+                + (
+                    f" (rows removed by filter: {_removed(pr.plan)})"
+                    if pr.store == "postgres"
+                    else ""
+                ),
+            ]
+            for pr in pages
+        ],
+    )
     if any(p.budget_hit for p in pages):
         out += ["", "\\* stopped by the time budget before the full count."]
-    goal = [p for p in pages if p.query.name.startswith("instance") and "kind" not in p.query.name]
-    if goal:
-        out += [
-            "",
-            "Goal (an instance's first page, p99 under 20 ms): "
-            + "; ".join(
-                f"{p.store}, {'again' if 'again' in p.query.name else 'first pass'}"
-                f"{' (cold)' if p.query.name == COLD_NAME else ''}: p99 {ms(pct(p.times, 0.99))} ms"
-                f" ({'under' if pct(p.times, 0.99) < 0.020 else 'NOT under'} 20 ms)"
-                for p in goal
-            )
-            + ".",
-        ]
     return out
 
 
-def _http(
-    args: argparse.Namespace, https: list[HttpResult], routes: list[RouteResult]
-) -> list[str]:
-    out = [
-        "",
-        "Over HTTP: a real `skylight serve` (`ServerProcess`) on the loaded store; "
-        f"`GET /v1/instances/{{id}}/events?limit=100` for random instances (by id), "
-        f"{args.http_requests:,} sequential requests from one `httpx.Client` after 50 "
-        "uncounted ones. The server runs its retention pass at start; the timed requests "
-        "begin after it ended.",
-        "",
-        *table(
-            (
-                "store | n | errors | p50 (ms) | p99 (ms) | max (ms) | first request after "
-                "start (ms) | server start (s)"
-            ),
-            "lrrrrrrr",
+def _http_table(https: list[HttpResult]) -> list[str]:
+    header = "store | n | errors | p50 (ms) | p99 (ms) | max (ms) | first request after start (ms)"
+    return table(
+        header + " | server start (s)",
+        "lrrrrrrr",
+        [
             [
-                [
-                    h.store,
-                    f"{len(h.times):,}",
-                    h.errors,
-                    ms(pct(h.times, 0.5)),
-                    ms(pct(h.times, 0.99)),
-                    ms(top(h.times)),
-                    ms(h.first, 0),
-                    f"{h.start_seconds:.1f}",
-                ]
-                for h in https
-            ],
-        ),
-    ]
-    if routes:
-        out += [
-            "",
-            "Where such a request's time goes: the route's work without HTTP "
-            f"(in-process, {args.http_requests:,} random instances, just before the server "
-            "ran; FastAPI's own validation of the response model is not in it):",
-            "",
-            *table(
-                ["store", "part", "p50 (ms)", "p99 (ms)"],
-                "llrr",
-                [
-                    [rt.store, label, ms(pct(rt.times[k], 0.5)), ms(pct(rt.times[k], 0.99))]
-                    for rt in routes
-                    for k, label in ROUTE_PARTS.items()
-                ],
-            ),
-        ]
-    return out
+                h.store,
+                f"{len(h.times):,}",
+                h.errors,
+                ms(pct(h.times, 0.5)),
+                ms(pct(h.times, 0.99)),
+                ms(top(h.times)),
+                ms(h.first, 0),
+                f"{h.start_seconds:.1f}",
+            ]
+            for h in https
+        ],
+    )
 
 
-def _retention(args: argparse.Namespace, retention: list[RetentionResult]) -> list[str]:
-    return [
-        "",
-        "Retention pass as `background/retention.py` runs it at every server start and "
-        "every hour: `store.events.retention_batch(conn, older_than, keep)` over "
-        f"{events.RETENTION_BATCH} instances per transaction until every instance was "
-        "seen, on the loaded store, every batch rolled back, bounded by "
-        f"{args.retention_timeout:g} s. With the default 30 days nothing here is old "
-        "enough; with a cutoff of now every event is, but every instance's newest 100 "
-        "are kept, so nothing goes either (only the cost of deciding is measured); with "
-        "keep 90, 10 of each instance's 100 would go.",
-        "",
-        *table(
-            (
-                "store | cutoff | keep | time (s) | batches | longest batch (ms) | outcome | "
-                "page cache (GiB) | plan"
-            ),
-            "llrrrrlrl",
+def _route_table(routes: list[RouteResult]) -> list[str]:
+    return table(
+        ["store", "part", "p50 (ms)", "p99 (ms)"],
+        "llrr",
+        [
+            [rt.store, label, ms(pct(rt.times[k], 0.5)), ms(pct(rt.times[k], 0.99))]
+            for rt in routes
+            for k, label in ROUTE_PARTS.items()
+        ],
+    )
+
+
+def _retention_table(args: argparse.Namespace, retention: list[RetentionResult]) -> list[str]:
+    header = "store | cutoff | keep | time (s) | batches | longest batch (ms) | outcome"
+    return table(
+        header + " | page cache (GiB) | plan",
+        "llrrrrlrl",
+        [
             [
-                [
-                    rr.store,
-                    rr.label,
-                    rr.keep,
-                    f"{rr.seconds:.1f}",
-                    rr.batches,
-                    ms(rr.longest_batch, 0),
-                    f"did not finish within {args.retention_timeout:g} s"
-                    if rr.removed is None
-                    else f"{rr.removed:,} rows would go",
-                    f"{rr.cached_gib:.1f}",
-                    _plan_line(rr.plan.replace(chr(10), "; "))[:160],
-                ]
-                for rr in retention
-            ],
-        ),
-    ]
+                rr.store,
+                rr.label,
+                rr.keep,
+                f"{rr.seconds:.1f}",
+                rr.batches,
+                ms(rr.longest_batch, 0),
+                f"did not finish within {args.retention_timeout:g} s"
+                if rr.removed is None
+                else f"{rr.removed:,} rows would go",
+                f"{rr.cached_gib:.1f}",
+                _plan_line(rr.plan.replace(chr(10), "; "))[:160],
+            ]
+            for rr in retention
+        ],
+    )
 
 
 STEP_EVENTS = (  # lifecycle step, events it writes: by the user, by the control plane
@@ -1161,151 +920,103 @@ STEP_EVENTS = (  # lifecycle step, events it writes: by the user, by the control
 )
 
 
-def _writes(args: argparse.Namespace, writes: list[WriteResult]) -> list[str]:
-    out = [
-        "",
-        "### Event write cost",
-        "",
-        "On the loaded store: one transaction (`Store.tx_sync`, commit included) that "
-        "updates the instance's row, without and with an event, for up to "
-        f"{args.write_iterations:,} random instances (fewer if the store's "
-        f"{args.write_budget:g} s budget ran out: n below), the variants interleaved in "
-        "random order. Added = median of the variant minus median of the transaction "
-        "without an event. The control-plane event is `instance.failed` (cause "
-        "`vmm_failure`); its first write looks for a recent identical event (none), its "
-        "repeat finds it and replaces it (count 2). On PostgreSQL every event write "
-        "first takes `pg_advisory_xact_lock` (one lock for all event writers, held to commit).",
-        "",
-        *table(
-            ["store", "variant", "n", "p50 (ms)", "p99 (ms)", "mean (ms)", "added, median (us)"],
-            "llrrrrr",
+def _writes_table(writes: list[WriteResult]) -> list[str]:
+    return table(
+        ["store", "variant", "n", "p50 (ms)", "p99 (ms)", "mean (ms)", "added, median (us)"],
+        "llrrrrr",
+        [
             [
-                [
-                    w.store,
-                    VARIANT_TEXT[v],
-                    f"{len(t):,}",
-                    ms(pct(t, 0.5), 3),
-                    ms(pct(t, 0.99), 3),
-                    ms(sum(t) / len(t), 3),
-                    "" if v == "none" else f"{_added_us(w, v):.0f}",
-                ]
-                for w in writes
-                for v in VARIANTS
-                for t in [w.times[v]]
-            ],
-        ),
-        "",
-        "Per lifecycle step (events each step writes, as a real server writes them: "
-        "user-actor or control-plane-actor; the added time is an estimate, the sum of "
-        "the measured per-event medians above, `events.insert` only, a control-plane "
-        "event counted as the `instance.failed` one with no recent repeat):",
-        "",
-        *table(
-            ["step", "events (user + control plane)", *(f"added, {w.store} (ms)" for w in writes)],
-            "ll" + "r" * len(writes),
-            [
-                [
-                    label,
-                    f"{nu} + {nc}",
-                    *(
-                        f"{(nu * _added_us(w, 'user') + nc * _added_us(w, 'cp_new')) / 1e3:.1f}"
-                        for w in writes
-                    ),
-                ]
-                for label, nu, nc in STEP_EVENTS
-            ],
-        ),
-    ]
-    for w in writes if any(w.repeats for w in writes) else []:
-        out += [
-            "",
-            f"{w.store}: of {w.repeats} coalesced repeats written right after their "
-            f"original, {w.seq_not_advanced} kept the original's `seq` instead of "
-            "getting a higher one (a stream whose cursor is at the original would not "
-            "deliver the update).",
-        ]
-    return out
+                w.store,
+                VARIANT_TEXT[v],
+                f"{len(t):,}",
+                ms(pct(t, 0.5), 3),
+                ms(pct(t, 0.99), 3),
+                ms(sum(t) / len(t), 3),
+                "" if v == "none" else f"{_added_us(w, v):.0f}",
+            ]
+            for w in writes
+            for v in VARIANTS
+            for t in [w.times[v]]
+        ],
+    )
 
 
-def _failures(args: argparse.Namespace, failures: list[FailureResult]) -> list[str]:
+def _steps_table(writes: list[WriteResult]) -> list[str]:
+    """Per lifecycle step, the sum of its events' measured added medians (an estimate)."""
+    return table(
+        ["step", "events (user + control plane)", *(f"added, {w.store} (ms)" for w in writes)],
+        "ll" + "r" * len(writes),
+        [
+            [
+                label,
+                f"{nu} + {nc}",
+                *(
+                    f"{(nu * _added_us(w, 'user') + nc * _added_us(w, 'cp_new')) / 1e3:.1f}"
+                    for w in writes
+                ),
+            ]
+            for label, nu, nc in STEP_EVENTS
+        ],
+    )
+
+
+def _failures_table(failures: list[FailureResult]) -> list[str]:
     def pair(times: list[float], digits: int) -> str:
         return f"{ms(pct(times, 0.5), digits)} / {ms(pct(times, 0.99), digits)}"
 
-    return [
-        "",
-        "### From an injected VM failure to the event, and to running again",
-        "",
-        "A real `skylight serve` on a fresh store, `--sim-start-delay "
-        f"{args.start_delay:g} --auto-restart-cooldown 0 --auto-restart-interval I`. "
-        f"For each of {args.failures} running instances, at a random point of the auto-restart "
-        "task's cycle (after a random 0-I s pause): `POST "
-        "/v1/system/sim/instances/{name}/crash?project=P` (204), then (a) until the new "
-        "`instance.failed` event is in `GET /v1/instances/{name}/events` (polled every "
-        "5 ms), (b) until `run_state` is `running` again (`GET /v1/instances/{name}`, "
-        "every 5 ms). The instance's live stream (`GET "
-        "/v1/instances/{name}/events/stream`, Server-Sent Events, opened before the "
-        "crash) is read at the same time by another thread: (a) is the arrival of its "
-        "`instance.failed` message, (b) of its `instance.running` one. Times from "
-        "sending the crash request. The crash endpoint answers after the failure's "
-        "transaction committed, so (a) by polling is the crash request plus at most one "
-        "poll. The auto-restart task looks for due instances every interval I "
-        "(`--auto-restart-interval`, default 5 s), so (b) is dominated by I: I/2 on "
-        "average, up to I, plus the start saga (with the simulated sled's start delay).",
-        "",
-        *table(
-            (
-                "store | I (s) | n (poll / stream) | crash request p50 (ms) | (a) poll p50 / "
-                "p99 (ms) | (a) stream p50 / p99 (ms) | (b) poll p50 / p99 (ms) | (b) stream "
-                "p50 / p99 (ms) | errors"
-            ),
-            "lrrrrrrrr",
+    header = "store | I (s) | n (poll / stream) | crash request p50 (ms) | (a) poll p50 / p99 (ms)"
+    header += " | (a) stream p50 / p99 (ms) | (b) poll p50 / p99 (ms) | (b) stream p50 / p99 (ms)"
+    return table(
+        header + " | errors",
+        "lrrrrrrrr",
+        [
             [
-                [
-                    f.store,
-                    f"{f.interval:g}",
-                    f"{len(f.to_failed_poll)} / {len(f.to_failed_sse)}",
-                    ms(pct(f.crash_request, 0.5), 1),
-                    pair(f.to_failed_poll, 1),
-                    pair(f.to_failed_sse, 1),
-                    pair(f.to_running_poll, 0),
-                    pair(f.to_running_sse, 0),
-                    len(f.errors),
-                ]
-                for f in failures
-            ],
-        ),
-    ]
+                f.store,
+                f"{f.interval:g}",
+                f"{len(f.to_failed_poll)} / {len(f.to_failed_sse)}",
+                ms(pct(f.crash_request, 0.5), 1),
+                pair(f.to_failed_poll, 1),
+                pair(f.to_failed_sse, 1),
+                pair(f.to_running_poll, 0),
+                pair(f.to_running_sse, 0),
+                len(f.errors),
+            ]
+            for f in failures
+        ],
+    )
 
 
-def section(args: argparse.Namespace, r: Results) -> list[str]:
+def _plans(r: Results) -> list[str]:
+    out: list[str] = []
+    for pr in r.pages:
+        out += details(f"{pr.store}: {pr.query.name}", pr.plan)
+    for w in r.writes:
+        what = "coalescing lookup of a control-plane event (`store.events._repeat_of`)"
+        out += details(f"{w.store}: {what}", w.lookup_plan)
+    for rr in r.retention:
+        out += details(f"{rr.store}: retention ({rr.label})", rr.plan)
+    return out
+
+
+def section(args: argparse.Namespace, r: Results) -> dict[str, list[str]]:
+    """The marked blocks of the "## Events" section; a part not run leaves its blocks as
+    they are."""
     shape = Shape(args.events, args.instances, args.projects, args.span_days)
-    out = [
-        SECTION,
-        "",
-        "How instance events behave when there are many of them, what writing one costs, and "
-        "how soon a failure shows. Percentiles are nearest-rank over the requests listed; "
-        "no duration is asserted in any test (these are measurements of one machine).",
-        "",
-        measured("events.py"),
-        "",
-    ]
-    out += _first_page(args, shape, r.loads, r.pages, r.evictions) if r.loads else []
-    out += _http(args, r.https, r.routes) if r.https else []
-    out += _retention(args, r.retention) if r.retention else []
-    out += _writes(args, r.writes) if r.writes else []
-    out += _failures(args, r.failures) if r.failures else []
-    notes = observations(r.pages, r.retention, r.writes)
-    out += ["", "### Observations", "", *notes] if notes else []
-    if r.pages or r.writes or r.retention:
-        out += ["", "Plans (each query once, for one random instance / project):", ""]
-        for pr in r.pages:
-            out += details(f"{pr.store}: {pr.query.name}", pr.plan)
-        for w in r.writes:
-            what = "coalescing lookup of a control-plane event (`store.events._repeat_of`)"
-            out += details(f"{w.store}: {what}", w.lookup_plan)
-        for rr in r.retention:
-            out += details(f"{rr.store}: retention ({rr.label})", rr.plan)
-    return [*out, "", *setup_tables(machine(args), settings(args, shape))]
+    parts = {
+        "events:load": (r.loads, lambda: _load_table(r.loads)),
+        "events:pages": (r.pages, lambda: _pages_table(r.pages)),
+        "events:http": (r.https, lambda: _http_table(r.https)),
+        "events:route": (r.routes, lambda: _route_table(r.routes)),
+        "events:retention": (r.retention, lambda: _retention_table(args, r.retention)),
+        "events:writes": (r.writes, lambda: _writes_table(r.writes)),
+        "events:steps": (r.writes, lambda: _steps_table(r.writes)),
+        "events:failures": (r.failures, lambda: _failures_table(r.failures)),
+        "events:plans": (r.pages or r.writes or r.retention, lambda: _plans(r)),
+    }
+    blocks = {"events:measured": [measured("events.py")]}
+    blocks |= {name: make() for name, (ran, make) in parts.items() if ran}
+    blocks["events:setup"] = setup_tables(machine(args), settings(args, shape))
+    return blocks
 
 
 # -- main -------------------------------------------------------------------------------------
@@ -1402,7 +1113,7 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             work.rmdir()  # only if this run left it empty (a --reuse store may live there)
     LOAD.append(loadavg())
-    finish(SECTION, section(args, r), args.write)
+    finish(section(args, r), args.write)
     return 0
 
 

@@ -1,7 +1,8 @@
 """The one harness every benchmark shares: statistics, PostgreSQL scratch databases, server
-processes, the HTTP clients that create and start instances, and the report (a section of
-docs/benchmarks.md with the machine and settings it was measured on). A benchmark keeps only
-its scenario and what it measures."""
+processes, the HTTP clients that create and start instances, and the report: named blocks
+of docs/benchmarks.md (tables, and the machine and settings they were measured on) between
+markers; the prose around them is the doc's. A benchmark keeps only its scenario and what it
+measures."""
 
 from __future__ import annotations
 
@@ -459,24 +460,30 @@ def measured(script: str) -> str:
     return f"Measured {when} with `{cmd}`."
 
 
-def write_section(section: str, text: str, doc_path: Path = DOC) -> None:
-    """Replace the section headed ``section`` (up to the next ``## ``) with ``text``, or
-    append it; the other sections stay exactly as they are."""
-    doc = doc_path.read_text() if doc_path.exists() else "# Benchmarks\n\n"
-    pattern = re.compile(rf"^{re.escape(section)}[ \t]*\n.*?(?=^## |\Z)", re.M | re.S)
-    if pattern.search(doc):
-        doc = pattern.sub(lambda _m: text.rstrip("\n") + "\n\n", doc, count=1)
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    doc_path.write_text(doc.rstrip("\n") + "\n")
+def marker(name: str, end: str) -> str:
+    return f"<!-- bench:{name}:{end} -->"
 
 
-def finish(section: str, out: list[str], write: bool) -> None:
-    """Print the section, and with ``--write`` replace it in docs/benchmarks.md."""
-    text = "\n".join(out)
-    print(f"\n{text}")
+def write_blocks(blocks: dict[str, list[str]], doc_path: Path = DOC) -> None:
+    """Replace what is between each block's markers in the doc (``<!-- bench:NAME:begin -->``
+    ... ``<!-- bench:NAME:end -->``); the rest of the doc (its prose) is written by people."""
+    doc = doc_path.read_text()
+    for name, lines in blocks.items():
+        begin, end = marker(name, "begin"), marker(name, "end")
+        pattern = re.compile(rf"^{re.escape(begin)}\n.*?^{re.escape(end)}$", re.M | re.S)
+        if not pattern.search(doc):
+            raise SystemExit(f"{doc_path}: no {begin} ... {end}")
+        text = f"{begin}\n\n" + "\n".join(lines).strip("\n") + f"\n\n{end}"
+        doc = pattern.sub(text.replace("\\", "\\\\"), doc, count=1)
+    doc_path.write_text(doc)
+
+
+def finish(blocks: dict[str, list[str]], write: bool) -> None:
+    """Print the blocks, and with ``--write`` replace them in docs/benchmarks.md."""
+    for name, lines in blocks.items():
+        print(f"\n{marker(name, 'begin')}\n" + "\n".join(lines))
     if write:
-        write_section(section, text)
+        write_blocks(blocks)
         print(f"wrote {DOC}")
 
 

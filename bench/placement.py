@@ -1,33 +1,9 @@
-"""Placement: decisions per second and p50/p99 latency, in-process and through the store.
+"""Placement: decisions per second and p50/p99 latency, in-process (``place`` on a columnar
+``Rack``) and through the store (one ``reserve_sled``-like transaction per decision, rolled
+back). The method is described in docs/benchmarks.md ("## Placement"); ``--write`` replaces
+its marked blocks ``placement:*``. No duration is asserted anywhere.
 
-In-process: a rack of S sleds with N placed instances (reflected in each sled's reserved
-vCPUs, memory and local storage), G affinity / anti-affinity groups whose members run spread
-over the sleds, and requests that belong to 0-2 of those groups. ``Rack.of`` builds the
-columnar snapshot once per cell (its build time is reported separately); then every decision
-is one ``place(request, rack, rng)`` timed with ``time.perf_counter``. Successful decisions
-and failed ones (requests that fit an empty sled but no sled's free capacity now, so the
-whole diagnosis runs) are measured in alternating rounds; their cost ratio is reported. The
-cell with the most sleds is also profiled (cProfile).
-
-Through the store: the same population written to a store (SQLite file, PostgreSQL; bulk
-paths: executemany, COPY), checked to give placement exactly the in-process rack and
-requests, then decisions as ``instance-start``'s ``reserve_sled`` makes them, one
-transaction each: ``placement_inputs.request_for`` + ``sleds.rack`` (the rack's columns) +
-``place`` and, for a success, the re-check under the sled's lock
-(``sleds.lock_and_measure`` + ``fits``) and the reservation insert; then the transaction is
-rolled back, so every decision sees the same rack. Each part is timed. Then the views query
-(the sled rows with their kept totals) is timed against the sled rows alone and against the
-reservation GROUP BY it replaced.
-
-No duration is asserted anywhere: these are measurements of one machine. With ``--write``
-the figures, the machine and the settings replace the "## Placement" section of
-docs/benchmarks.md (other sections are kept); otherwise they are only printed.
-
-    .venv/bin/python bench/placement.py                  # every cell, both stores, print
-    .venv/bin/python bench/placement.py --write          # ... and update docs/benchmarks.md
-    .venv/bin/python bench/placement.py --stores none    # in-process only
-    .venv/bin/python bench/placement.py --cells 10000x500000 --store-cells 1000x100000 \
-        --store-decisions 50 --store-budget 20
+    .venv/bin/python bench/placement.py [--write] [--stores none] [--cells 1000x100000]
 """
 
 from __future__ import annotations
@@ -78,7 +54,6 @@ from rack_population import (
     FILL,
     LOCAL_DISK_SHARE,
     MAINTENANCE_SHARE,
-    MAX_DENSITY,
     PLACED_DISK_GIB,
     REQ_CPUS,
     REQ_CPUS_P,
@@ -107,7 +82,6 @@ from skylight.store import migrate, placement_inputs, sleds
 from skylight.store.engine import Store
 from skylight.store.schema import sled, sled_reservation
 
-SECTION = "## Placement"
 LOAD: list[str] = []  # 1-minute load average at the start and at the end of the run
 # -- measurement -------------------------------------------------------------------------------
 
@@ -535,11 +509,6 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b and not math.isnan(a) and not math.isnan(b) else math.nan
 
 
-def _share(part: float, whole: float) -> str:
-    x = _ratio(part, whole)
-    return "n/a" if math.isnan(x) else "<1%" if x < 0.005 else f"{x:.0%}"
-
-
 def _sled_shape(r: CellResult | Population) -> str:
     return f"{r.sled_cpus} thr / {r.sled_memory // GiB} GiB"
 
@@ -688,166 +657,9 @@ def _profile_table(c: CellResult) -> list[str]:
     return table(header, "rlrlr", rows)
 
 
-def _findings(cells: list[CellResult], stores: list[StoreResult]) -> list[str]:
-    """What the figures say against the goals, each claim computed from them."""
-    out: list[str] = []
-    big = [c for c in cells if c.n_sleds >= 10_000]
-    if big:
-        rates = "; ".join(
-            f"{c.ok.median_rate:,.0f}/s (rounds {spread}/s) at {c.n_instances:,} instances"
-            for c in big
-            for spread in [f"{c.ok.round_rates()[0]:,.0f}-{c.ok.round_rates()[-1]:,.0f}"]
-        )
-        verdict = (
-            "met"
-            if all(c.ok.median_rate >= 5000 for c in big)
-            else "met by the best rounds only"
-            if all(c.ok.round_rates()[-1] >= 5000 for c in big)
-            else "not met on this machine, as loaded as it was"
-        )
-        out.append(
-            f"- **In-process at 10,000 sleds, one core:** {rates}. The goal of at least "
-            f"5,000 successful decisions/s is {verdict} (load average below)."
-        )
-    ratios = [(c, _ratio(c.fail.pct(0.5), c.ok.pct(0.5))) for c in cells]
-    if ratios:
-        met = [c for c, r in ratios if r <= 2.0]
-        text = ", ".join(f"{r:.2f}x at {_cell(c)}" for c, r in ratios)
-        verdict = (
-            "met in every cell"
-            if len(met) == len(ratios)
-            else "not met in any cell"
-            if not met
-            else "met at " + ", ".join(_cell(c) for c in met) + " only"
-        )
-        line = (
-            f"- **A failure vs a success (p50):** {text}. The goal of a failure costing at most "
-            f"2x a successful decision is {verdict}."
-        )
-        prof = next((c for c in cells if c.profile_fail), None)
-        ok_names = {name for name, _ in prof.profile_ok} if prof else set()
-        extra = [(n, t) for n, t in prof.profile_fail if n not in ok_names][:4] if prof else []
-        if prof and extra:
-            line += (
-                f" Under the profiler at {prof.n_sleds:,} sleds the diagnosis's largest "
-                "parts are " + ", ".join(f"`{n}` {t:.0f} µs" for n, t in extra) + "."
-            )
-        out.append(line)
-    by_sleds: dict[int, list[CellResult]] = {}
-    for c in cells:
-        by_sleds.setdefault(c.n_sleds, []).append(c)
-    same = [
-        f"{n:,} sleds: p50 {_us(cs[0].ok.pct(0.5))} µs at {cs[0].n_instances:,} and "
-        f"{_us(cs[-1].ok.pct(0.5))} µs at {cs[-1].n_instances:,}"
-        for n, unsorted in sorted(by_sleds.items())
-        for cs in [sorted(unsorted, key=lambda c: c.n_instances)]
-        if len(cs) > 1
-    ]
-    if same:
-        out.append(
-            f"- **Placed instances and an in-process decision** ({', '.join(same)}): the rack "
-            "is one column entry per sled; only the group rules a request carries depend on "
-            "the population."
-        )
-    for r in stores:
-        ok, fail = r.workloads["success"][0], r.workloads["failure"][0]
-        c_ok, c_fail = r.workloads["success, cached rack"][0], r.workloads["failure, cached rack"]
-        if not len(ok):
-            continue
-        parts = {k: s.mean for k, s in r.workloads["success"][1].items() if len(s)}
-        rack_share = _ratio(parts.get("views", 0.0) + parts.get("recheck", 0.0), ok.mean)
-        verdict = "dominated" if rack_share >= 0.5 else "not dominated"
-        out.append(
-            f"- **{r.store}, {_cell(r)}, through the store:** {num(ok.pct(0.5), 1, 1e3)} ms per "
-            f"successful decision at p50 ({ok.rate:,.1f}/s); `sleds.rack` is "
-            f"{_share(parts.get('views', 0.0), ok.mean)} of the mean decision, the re-check "
-            f"{_share(parts.get('recheck', 0.0), ok.mean)}, `request_for` "
-            f"{_share(parts.get('request_for', 0.0), ok.mean)}, Rack.of + place "
-            f"{_share(parts.get('rack_of', 0.0) + parts.get('place', 0.0), ok.mean)}: {verdict} "
-            f"by reading the rack. With the replica's cached rack (`sleds.RackCache`, a hit "
-            f"here) a success takes {num(c_ok.pct(0.5), 2, 1e3)} ms at p50 and a failure, "
-            f"decided again on a fresh read, {num(c_fail[0].pct(0.5), 2, 1e3)} ms (uncached "
-            f"{num(fail.pct(0.5), 2, 1e3)} ms)."
-        )
-        if r.whatif:
-            w = {k: num(v.pct(0.5), 1, 1e3) for k, v in r.whatif.items()}
-            out.append(
-                f"  The views query: {w[WHATIF_VIEWS]} ms as it is; the reservation GROUP BY "
-                f"it replaced {w[WHATIF_GROUP_BY]} ms; the sled rows alone "
-                f"{w[WHATIF_SLED_ALL]} ms (all columns) or {w[WHATIF_SLED_LEAN]} ms (the "
-                "columns placement reads)."
-            )
-    best_store = max((r.workloads["success"][0].rate for r in stores), default=math.nan)
-    if big and stores:
-        worst = min(c.ok.median_rate for c in big)
-
-        def against(rate: float) -> str:
-            return (
-                "beats both"
-                if rate > 3300
-                else "beats the Kubernetes figure only"
-                if rate > 810
-                else "beats neither"
-            )
-
-        out.append(
-            "- **Against the anchors** (Nomad: about 3,300 placements/s on 5,000 hosts; the "
-            "Kubernetes scheduler benchmark: 680-810 pods/s at 5,000 nodes, both deciding from "
-            f"memory): in-process at 10,000 sleds (at least {worst:,.0f}/s) {against(worst)}; "
-            f"through the store (at most {best_store:,.1f}/s) {against(best_store)}."
-        )
-    return out
-
-
-def section(
-    cells: list[CellResult], stores: list[StoreResult], args: argparse.Namespace, pinned: str
-) -> list[str]:
-    scaled = [c for c in cells if c.scale > 1]
-    out = [
-        SECTION,
-        "",
-        "Placement decisions for one instance: `place(request, rack, rng)` in-process, and "
-        "the whole decision through the store. Each cell is a rack of S sleds with N placed "
-        "instances (as reserved vCPUs, memory and pinned local disks on their sleds), "
-        f"{args.groups:,} affinity / anti-affinity groups whose members run spread over the "
-        "sleds, and requests in 0-2 of those groups. Every decision is timed with "
-        "`time.perf_counter`, single-threaded on one core. In-process, successes and "
-        f"failures run in {args.rounds} alternating rounds; decisions/s is the median "
-        "round's decisions / the sum of their times (in parentheses: by the CPU time of the "
-        "bench thread over the round, which leaves out time spent waiting for the CPU but "
-        "not the slowdown from work on the other CPU); *rounds* is the range of the rounds' "
-        "rates; percentiles, over all rounds, are nearest-rank. The rack does not change "
-        "between decisions (nothing is reserved; store transactions are rolled back). "
-        "*Successes* are requests of a realistic mix "
-        "that this rack can place (the few it cannot are listed below the table and left "
-        "out); *failures* are requests that fit an empty sled but no sled's free capacity "
-        "now, so the whole diagnosis runs (counts per sled, shortfall, reason, operator "
-        "detail). No duration is asserted in any test: these are measurements of one "
-        "machine, not limits.",
-        "",
-        measured("placement.py"),
-        "",
-        "### In-process",
-        "",
-        "One `Rack.of` per cell (the Rack.of column, p50 of its builds; not in the decision "
-        "times), then `place(req, rack, rng)` per decision. The p99 columns include any "
-        "preemption of the bench by other work on the machine (see the load average under "
-        "Machine).",
-        "",
-        *_in_process_table(cells),
-        "",
-    ]
-    if scaled:
-        names = ", ".join(f"{_cell(c)} ({c.scale}x: {_sled_shape(c)})" for c in scaled)
-        out += [
-            f"A sled of {args.sled_cpus} threads cannot hold more than {args.sled_cpus} "
-            "instances of at least one vCPU, so where the base sled would have to give more "
-            f"than {MAX_DENSITY:.0%} of its threads to instances, every sled of the cell is "
-            f"scaled up by a whole factor (threads, memory, local storage): {names}. The "
-            "instance count, which the store path scales with, stays as asked; an in-process "
-            "decision depends on the number of sleds, not on their sizes.",
-            "",
-        ]
+def _cell_notes(cells: list[CellResult]) -> list[str]:
+    """Per cell: the success requests the rack cannot place, and the failures' reasons."""
+    out = []
     for c in cells:
         bits = (
             [
@@ -862,86 +674,52 @@ def section(
             "failure reasons: " + ", ".join(f"{k} {v}" for k, v in c.fail_codes.most_common())
         )
         out.append(f"- {_cell(c)}: " + "; ".join(bits) + ".")
-    out.append("")
-    prof = next((c for c in cells if c.profile_ok), None)
-    if prof is not None:
-        out += [
-            f"Where an in-process decision spends its time at {_cell(prof)} instances: own "
-            "time per function under `cProfile`, in µs per decision. The profiler inflates "
-            "every call, so read the ranking and the shares, not the absolute figures.",
-            "",
-            *_profile_table(prof),
-            "",
-        ]
-    if stores:
-        out += [
-            "### Through the store",
-            "",
-            "The same populations written to a store (a SQLite file in a temporary "
-            "directory; a fresh PostgreSQL database, then `VACUUM ANALYZE` as autovacuum "
-            "would do after such a load; SQLite gets no `ANALYZE`, as in production), then "
-            "one transaction per decision as `reserve_sled` makes it: "
-            "`placement_inputs.request_for`, `sleds.rack` (the sled rows read as the Rack's "
-            "columns; the Rack.of column is empty: it is part of it), `place` and, for a "
-            "placed instance, the re-check under the sled's lock (`sleds.lock_and_measure` + "
-            "`fits`) and the `sled_reservation` insert; then the transaction is rolled back. "
-            "The `instance.placed` event of a real reservation is not written. Part columns "
-            "are p50 in ms; *rack share* is the mean `sleds.rack` time over the mean "
-            "decision time; *bench CPU* is the p50 CPU time of the bench thread per decision "
-            "(SQLAlchemy, the driver, SledViews, placement; with SQLite, the database too). "
-            "Before measuring, the bench checks that the store yields exactly the in-process "
-            "cell's sled views and requests.",
-            "",
-            *_store_table(stores),
-            "",
-        ]
-        for r in stores:
-            line = f"- {r.store}, {_cell(r)}: populated in {r.populate_s:.1f} s ("
-            line += ", ".join(f"{k} {v:,}" for k, v in r.rows.items()) + ")"
-            if r.declined:
-                line += f"; {r.declined} placements failed their re-check (not counted)"
-            if r.budget_hit:
-                ran_out = ", ".join(r.budget_hit)
-                line += f"; fewer decisions than asked, the time budget ran out ({ran_out})"
-            out.append(line + ".")
-            out += [f"  Plan of `views()`: `{' / '.join(r.plan)}`."] if r.plan else []
-            out += (
-                [f"  Plan of `views(only=sled)`: `{' / '.join(r.plan_one)}`."] if r.plan_one else []
-            )
-        out.append("")
-        if any(r.whatif for r in stores):
-            out += [
-                f"The views query against its parts and alternatives (p50 in ms of "
-                f"{args.whatif_samples} runs each, interleaved in one read transaction): the "
-                "query as it is (the sled rows with the totals triggers keep on them); the "
-                "sled rows alone, all columns and only the columns placement reads without "
-                "the totals; and the reservation GROUP BY the totals replaced.",
-                "",
-                *_whatif_table(stores),
-                "",
-            ]
-    out += ["### Findings", "", *_findings(cells, stores), ""]
-    if prof is not None:
-        ok_names = {n for n, _ in prof.profile_ok}
-        fail_only = [f"`{n}` {t:.0f} µs" for n, t in prof.profile_fail if n not in ok_names]
-        out += [
-            "### Recommendations",
-            "",
-            "Not applied: this benchmark does not change `src/`.",
-            "",
-            f"- **In-process, at {prof.n_sleds:,} sleds,** the profile names where to work: for "
-            f"a success {', '.join(f'`{n}` {t:.0f} µs' for n, t in prof.profile_ok[:3])} (under "
-            f"the profiler); for a failure, on top of the filters, "
-            f"{', '.join(fail_only) or 'nothing beyond the filters'}.",
-            "",
-        ]
+    return out
+
+
+def _store_notes(stores: list[StoreResult]) -> list[str]:
+    """Per store cell: the rows written, decisions not counted, the views query's plans."""
+    out = []
+    for r in stores:
+        line = f"- {r.store}, {_cell(r)}: populated in {r.populate_s:.1f} s ("
+        line += ", ".join(f"{k} {v:,}" for k, v in r.rows.items()) + ")"
+        if r.declined:
+            line += f"; {r.declined} placements failed their re-check (not counted)"
+        if r.budget_hit:
+            ran_out = ", ".join(r.budget_hit)
+            line += f"; fewer decisions than asked, the time budget ran out ({ran_out})"
+        out.append(line + ".")
+        out += [f"  Plan of `views()`: `{' / '.join(r.plan)}`."] if r.plan else []
+        out += [f"  Plan of `views(only=sled)`: `{' / '.join(r.plan_one)}`."] if r.plan_one else []
+    return out
+
+
+def section(
+    cells: list[CellResult], stores: list[StoreResult], args: argparse.Namespace, pinned: str
+) -> dict[str, list[str]]:
+    """The marked blocks of the "## Placement" section (a block with nothing measured this
+    run, a store's with ``--stores none``, is left as it is)."""
     import psycopg
 
     libraries = [("numpy", np.__version__), ("SQLAlchemy", sa.__version__)]
     libraries += [("psycopg", psycopg.__version__)]
     postgres = pg_version(args.pg_admin) if "postgres" in args.stores else None
     machine = machine_rows(libraries, postgres=postgres, loads=LOAD)
-    return out + setup_tables(machine, settings(args, pinned))
+    blocks = {
+        "placement:measured": [measured("placement.py")],
+        "placement:in-process": _in_process_table(cells),
+        "placement:cells": _cell_notes(cells),
+    }
+    prof = next((c for c in cells if c.profile_ok), None)
+    if prof is not None:
+        blocks["placement:profile"] = _profile_table(prof)
+    if stores:
+        blocks["placement:store"] = _store_table(stores)
+        blocks["placement:store-notes"] = _store_notes(stores)
+    if any(r.whatif for r in stores):
+        blocks["placement:views"] = _whatif_table(stores)
+    blocks["placement:setup"] = setup_tables(machine, settings(args, pinned))
+    return blocks
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -1038,7 +816,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ok = r.workloads["success"][0]
             print(f"  ok {len(ok)}: {ok.rate:,.1f}/s p50 {num(ok.pct(0.5), 1, 1e3)} ms", flush=True)
     LOAD.append(loadavg())
-    finish(SECTION, section(cells, results, args, pinned), args.write)
+    finish(section(cells, results, args, pinned), args.write)
     return 0
 
 

@@ -1,26 +1,9 @@
-"""Replicas: start throughput with 1 and 3 replicas on PostgreSQL, and how long the sagas of
-a replica that dies take to reach their outcomes.
+"""Replicas: start throughput with 1 and 3 replicas on PostgreSQL (real processes: replicas,
+HTTP sled agents), and how long the sagas of a replica killed with SIGKILL take to reach their
+outcomes. The method is described in docs/benchmarks.md ("## Replicas"); ``--write`` replaces
+its marked blocks ``replicas:*``. Every loop is bounded; no duration is asserted.
 
-Every process is real: replicas are ``skylight serve --no-sim`` (``ServerProcess``) on one
-fresh PostgreSQL database, sleds are HTTP sled agents (``SledAgentProcess``) registered with
-every replica.
-
-1. Throughput. For 1 and 3 replicas (a fresh database and fleet each round): N creates with
-   ``start: true`` sent round-robin to the replicas from ``-c`` concurrent clients. Reported:
-   starts/s, latency percentiles, CPU per start of replicas, agents, the database's
-   PostgreSQL backends (sampled) and the client, and committed transactions per start; what
-   the backends were doing; then, unless ``--no-profile``, ``py-spy`` on the 1-replica fleet.
-2. Replica death to outcome. Per trial K instances created through one replica (the victim)
-   with ``Prefer: respond-async``; once every start saga waits for its VMM to boot the victim
-   gets SIGKILL; from ``instance_event``: kill -> ``instance.operation_adopted`` and kill ->
-   the outcome. The goal is kill -> outcome <= adoption timeout + 2 s.
-
-``--write`` replaces the "## Replicas" section of docs/benchmarks.md. Every loop is bounded;
-no duration is asserted: this is a measurement.
-
-    .venv/bin/python bench/replicas.py                # both parts, print (about 6-8 minutes)
-    .venv/bin/python bench/replicas.py --write        # ... and update the doc
-    .venv/bin/python bench/replicas.py --parts adoption --adoption-timeouts 5 --trials 3
+    .venv/bin/python bench/replicas.py [--write] [--parts adoption --adoption-timeouts 5]
 """
 
 from __future__ import annotations
@@ -28,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import os
 import re
 import signal
 import subprocess
@@ -50,7 +32,6 @@ from harness import (
     Clients,
     Fleet,
     Starts,
-    cpu_seconds,
     create_all,
     create_project,
     finish,
@@ -71,9 +52,8 @@ from harness import (
 from harness import instance_body as _instance_body
 from pg_activity import PgBackendCpu, machine_busy, xact_commit
 from skylight.clock import as_utc
-from skylight.store.schema import event, instance, replica, saga, saga_node_event, vmm
+from skylight.store.schema import event, replica, saga, saga_node_event, vmm
 
-SECTION = "## Replicas"
 PROJECT = "bench"
 OUTCOME_KINDS = ("instance.running", "instance.start_failed")
 ADOPTED_KIND = "instance.operation_adopted"
@@ -136,17 +116,6 @@ class Throughput(Starts):
     pg_samples: int = 0
     event_lock: Counter[str] = field(default_factory=Counter)
     holder_last: Counter[str] = field(default_factory=Counter)
-    events: int = 0  # instance events written for the N instances
-
-    @property
-    def lock_held(self) -> float:
-        n = sum(self.event_lock.values())
-        return 1 - self.event_lock["free"] / n if n else math.nan
-
-    @property
-    def hold_ms(self) -> float:
-        """Mean time the event lock was held per event-writing transaction (estimate)."""
-        return self.lock_held * self.wall / self.events * 1000 if self.events else math.nan
 
     @property
     def fleet_cpu(self) -> float:
@@ -168,7 +137,6 @@ def merge(rs: list[Throughput]) -> Throughput:
         "wall",
         "polled",
         "pg_samples",
-        "events",
         "agent_cpu",
         "pg_cpu",
         "client_cpu",
@@ -225,9 +193,6 @@ def run_throughput(
             r.client_cpu = time.process_time() - c_cpu0
         r.pg_cpu, r.pg_states, r.pg_lock_queries = pg.seconds, pg.states, pg.lock_queries
         r.pg_samples, r.event_lock, r.holder_last = pg.samples, pg.event_lock, pg.holder_last
-        joined = event.join(instance, instance.c.id == event.c.instance_id)
-        ids = sa.select(event.c.id).select_from(joined).where(instance.c.name.like("inst-%"))
-        r.events = len(fleet.rows(ids))
         time.sleep(1.5)  # pg_stat_database lags (backends report when idle, at most once a second)
         r.xacts = xact_commit(args.pg_admin, fleet.dbname) - x0
         for p in fleet.replicas if r.failures else []:
@@ -245,14 +210,6 @@ class Profile:
     inclusive: list[tuple[str, float]]  # skylight functions, share of samples with it on stack
     own: list[tuple[str, float]]  # leaf frames (any code), share of samples
     error: str = ""
-    wall: float = math.nan  # seconds sampled
-    rate: int = 100  # samples per second asked of py-spy
-    cpu: float = math.nan  # the replica's CPU seconds meanwhile
-
-    @property
-    def gil_share(self) -> float:
-        """Share of the sampling instants at which some thread held the GIL."""
-        return self.samples / (self.wall * self.rate) if self.wall > 0 else math.nan
 
 
 def _frame_key(frame: str) -> str:
@@ -283,16 +240,8 @@ def profile_replica(fleet: Fleet, args: argparse.Namespace) -> Profile:
     )
     try:
         time.sleep(1.0)  # py-spy attaches
-        cpu0 = cpu_seconds(pid)
-        wall = (
-            create_all(
-                fleet.urls,
-                [instance_body(i, "prof-") for i in range(args.profile_n)],
-                _clients(args),
-            )
-            + 1.0
-        )
-        cpu = cpu_seconds(pid) - cpu0
+        bodies = [instance_body(i, "prof-") for i in range(args.profile_n)]
+        create_all(fleet.urls, bodies, _clients(args))
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -314,7 +263,7 @@ def profile_replica(fleet: Fleet, args: argparse.Namespace) -> Profile:
     ours = r"^(sagas|store|instances|placement|sled|api|events|background)\."
     shares = [(k, v / samples) for k, v in inclusive.most_common() if re.match(ours, k)]
     leaves = [(k, v / samples) for k, v in own.most_common(12)] if samples else []
-    return Profile(args.profile_n, samples, shares[:12], leaves, wall=wall, cpu=cpu)
+    return Profile(args.profile_n, samples, shares[:12], leaves)
 
 
 # -- part 2: replica death to outcome ----------------------------------------------------------
@@ -557,7 +506,7 @@ def throughput_table(results: list[Throughput]) -> list[str]:
     return table(header, "rlrrrrrrrrrrrrrrrrr", lines)
 
 
-def pg_tables(agg: list[Throughput]) -> list[str]:
+def pg_tables(agg: list[Throughput]) -> dict[str, list[str]]:
     """What the backends were doing, the lock waits, and the event lock's holders."""
     keys: Counter[str] = Counter()
     for r in agg:
@@ -570,64 +519,32 @@ def pg_tables(agg: list[Throughput]) -> list[str]:
     ]
     rows = [[k, *(_shares(r.pg_states, [k])[0] for r in agg)] for k in states]
     rows.append(["samples (backends in a transaction per sample)", *samples])
-    out = [
-        "What PostgreSQL's backends for the database were doing while the starts ran "
-        "(`pg_stat_activity` sampled every 0.2 s, all rounds; share of the samples of "
-        "backends in a transaction: executing, waiting on an event such as a lock, or *idle in "
-        "transaction*, i.e. waiting for the replica to send its next statement or commit):",
-        "",
-        *table(
-            ["activity of a backend in a transaction", *map(_reps, (r.replicas for r in agg))],
-            "l" + "r" * len(agg),
-            rows,
-        ),
-        "",
-    ]
+    header = ["activity of a backend in a transaction", *(_reps(r.replicas) for r in agg)]
+    backends = [*table(header, "l" + "r" * len(agg), rows), ""]
     for r in agg:
         if r.pg_lock_queries:
             total = sum(r.pg_lock_queries.values())
             waits = "; ".join(f"`{q}` {n / total:.0%}" for q, n in r.pg_lock_queries.most_common(4))
-            out.append(f"- {_reps(r.replicas)}, statements waiting on a lock: {waits}")
-    out += [""] if any(r.pg_lock_queries for r in agg) else []
+            backends.append(f"- {_reps(r.replicas)}, statements waiting on a lock: {waits}")
+    blocks = {"replicas:backends": backends}
     if any(r.event_lock for r in agg):
         held = sum((r.event_lock for r in agg), Counter[str]())
         rows = [[k, *(_shares(r.event_lock, [k])[0] for r in agg)] for k, _ in held.most_common(6)]
-        out += [
-            "The event lock (`pg_advisory_xact_lock` taken by `store/events.py` `insert` in "
-            "every transaction that writes an instance event, fleet-wide, held until commit), "
-            "at the same samples:",
-            "",
-            *table(["event lock", *(_reps(r.replicas) for r in agg)], "l" + "r" * len(agg), rows),
-            "",
-        ]
+        header = ["event lock", *(_reps(r.replicas) for r in agg)]
+        lock = [*table(header, "l" + "r" * len(agg), rows), ""]
         for r in agg:
             n = sum(r.holder_last.values())
-            last = (
-                "; ".join(f"`{q}` {v / n:.0%}" for q, v in r.holder_last.most_common(5))
-                if n
-                else ""
+            last = "; ".join(f"`{q}` {v / n:.0%}" for q, v in r.holder_last.most_common(5))
+            lock += (
+                [f"- {_reps(r.replicas)}, the idle holder's last statement: {last}"] if n else []
             )
-            out += [f"- {_reps(r.replicas)}, the idle holder's last statement: {last}"] if n else []
-        out.append("")
-    return out
+        blocks["replicas:event-lock"] = lock
+    return blocks
 
 
-def profile_lines(profile: Profile) -> list[str]:
-    out = [
-        "Where the single replica's time goes: `py-spy record --gil --nonblocking "
-        f"--rate {profile.rate}` on the replica during {profile.starts} further starts "
-        "(same settings, not in the table). With `--gil` py-spy samples only the "
-        "thread holding the GIL, so a sample is Python (or C under the GIL) at work; "
-        "threads waiting for PostgreSQL, an agent or the GIL itself are not sampled. "
-        f"{profile.samples} samples in {num(profile.wall, 1)} s: the GIL was held at "
-        f"{num(profile.gil_share * 100)}% of the sampling instants; the process used "
-        f"{num(profile.cpu / profile.wall, 2)} CPUs meanwhile. Shares are of the "
-        "GIL-holding samples; *on the stack* counts a function once per sample "
-        "(inclusive), *leaf* is the innermost frame (own time).",
-        "",
-    ]
+def profile_table(profile: Profile) -> list[str]:
     if profile.error:
-        return [*out, f"py-spy failed: {profile.error}", ""]
+        return [f"py-spy failed: {profile.error}"]
     pad = ("", math.nan)
     rows = [
         [i + 1, f"`{a[0]}`", f"{num(a[1] * 100)}%", f"`{b[0]}`", f"{num(b[1] * 100)}%"]
@@ -636,7 +553,7 @@ def profile_lines(profile: Profile) -> list[str]:
         for b in [profile.own[i] if i < len(profile.own) else pad]
     ]
     header = ["", "Skylight function on the stack", "share", "leaf frame", "share"]
-    return [*out, *table(header, "rlrlr", rows), ""]
+    return table(header, "rlrlr", rows)
 
 
 def _trial_ok(values: list[float], goal: float, missing: int) -> bool:
@@ -720,135 +637,6 @@ def adoption_tables(trials: list[Trial]) -> list[str]:
     ]
 
 
-LOCK_SITES = {
-    "pg_advisory_xact_lock": "`store/events.py` `insert`: the fleet-wide event lock",
-    "FROM sled WHERE": "`store/sleds.py` `lock_and_measure`: the chosen sled's row lock",
-    "INSERT INTO vmm": "`store/instances.py` `insert_vmm`: its foreign key to `sled` (KEY SHARE)",
-    "FROM saga": "`sagas/executor.py` `_check_fence` / `_log`: the saga row",
-    "FROM instance": "the instance row (`store/instances.py`)",
-}
-
-
-def _lock_site(query: str) -> str:
-    return next((site for needle, site in LOCK_SITES.items() if needle in query), f"`{query}`")
-
-
-def findings(
-    results: list[Throughput],
-    trials: list[Trial],
-    profile: Profile | None,
-    args: argparse.Namespace,
-) -> list[str]:
-    """What the figures say, each claim computed from them (no prose about the code that
-    the run does not check)."""
-    out: list[str] = []
-    ncpu = os.cpu_count() or 1
-    for r in results:
-        if not r.ok or r.wall <= 0:
-            continue
-        fleet, busy = r.fleet_cpu / r.wall, r.machine_busy / r.wall
-        total = sum(r.pg_states.values())
-        shares = (
-            ", ".join(f"{k} {v / total:.0%}" for k, v in r.pg_states.most_common(3))
-            if total
-            else "n/a"
-        )
-        saturated = (
-            "the machine's CPUs were saturated"
-            if busy >= 0.85 * ncpu
-            else f"the machine was not saturated ({busy:.2f} of {ncpu} CPUs busy)"
-        )
-        out.append(
-            f"- **{_reps(r.replicas)}:** {r.rate:.1f} starts/s, "
-            f"p50 {ms(pct(r.latencies, 0.5))} ms. "
-            "The fleet's processes (replicas, agents, PostgreSQL backends, client) used "
-            f"{fleet:.2f} CPUs while the starts ran and the whole machine (other work "
-            f"included) {busy:.2f} of {ncpu}: {saturated}. Per start: "
-            f"{num(r.per_start_ms(sum(r.replica_cpu)))} ms of replica CPU, at least "
-            f"{num(r.per_start_ms(r.pg_cpu))} ms of PostgreSQL backend CPU, about "
-            f"{num(r.xacts_per_start)} committed transactions. PostgreSQL backends in a "
-            f"transaction were: {shares}."
-        )
-        n_lock = sum(r.event_lock.values())
-        if n_lock:
-            idle = sum(v for k, v in r.event_lock.items() if "the replica's turn" in k) / n_lock
-            sites = Counter[str]()
-            for q, v in r.pg_lock_queries.items():
-                sites[_lock_site(q)] += v
-            lockers = sum(sites.values())
-            waits = (
-                "; ".join(f"{s} ({v / lockers:.0%})" for s, v in sites.most_common(3))
-                or "none seen"
-            )
-            per_start = r.events / r.ok
-            out.append(
-                f"  The event lock was held at {r.lock_held:.0%} of the samples, and at {idle:.0%} "
-                "its holder was *idle in transaction* (PostgreSQL waiting for the replica's next "
-                f"statement while every other event writer waited). {num(per_start, 1)} events "
-                f"were written per start, so the lock was held about {num(r.hold_ms, 1)} ms per "
-                f"event: one lock held that long allows at most about "
-                f"{num(1000 / (r.hold_ms * per_start), 1)} starts/s however many replicas run. "
-                f"Lock waits by site: {waits}."
-            )
-    by = {r.replicas: r for r in results}
-    one, three = by.get(1), by.get(3)
-    if one and three and one.ok and three.ok and one.rate > 0:
-        out.append(
-            f"- **1 -> 3 replicas:** {three.rate / one.rate:.2f}x the starts/s ({one.rate:.1f} -> "
-            f"{three.rate:.1f}) on the same {ncpu} CPUs; replica CPU per start "
-            f"{num(one.per_start_ms(sum(one.replica_cpu)))} -> "
-            f"{num(three.per_start_ms(sum(three.replica_cpu)))} ms."
-        )
-    failures = [f for r in results for f in r.failures]
-    if failures:
-        transport = [
-            f for f in failures if re.search(r"ReadError|RemoteProtocolError|WriteError", f)
-        ]
-        out.append(
-            f"- **Failed starts:** {len(failures)} of {sum(r.n for r in results)} in the "
-            "throughput "
-            f"runs, {len(transport)} of them from a transport error on a replica's call to an "
-            f"agent{f': `{transport[0][-160:]}`' if transport else ''}."
-        )
-    if profile is not None and profile.samples:
-        on_stack = ", ".join(f"`{k}` {v:.0%}" for k, v in profile.inclusive[:6])
-        leaves = ", ".join(f"`{k}` {v:.0%}" for k, v in profile.own[:4])
-        out.append(
-            f"- **Inside the single replica** (py-spy `--gil`, {profile.starts} extra starts): "
-            f"some thread held the GIL at {profile.gil_share:.0%} of the sampling instants "
-            f"and the process used {num(profile.cpu / profile.wall, 2)} CPUs. Of the "
-            f"GIL-holding samples, on the stack: {on_stack}; leaf frames: {leaves}."
-        )
-    for timeout in sorted({t.timeout for t in trials}):
-        ts, goal = [t for t in trials if t.timeout == timeout], timeout + 2.0
-        ko = [x for t in ts for x in t.kill_to_outcome]
-        kb = [x for t in ts for x in t.kill_to_outcome_less_boot]
-        ka = [x for t in ts for x in t.kill_to_adopted]
-        hb = [t.last_heartbeat_before_kill for t in ts]
-        replay = [a - w for t in ts for a, w in zip(t.adopted_to_outcome, t.boot_wait, strict=True)]
-        booting = sum(w > 0 for t in ts for w in t.boot_wait)
-        missing = sum(t.missing for t in ts)
-
-        def verdict(worst: float, goal: float = goal, missing: int = missing) -> str:
-            return (
-                "meets" if not math.isnan(worst) and worst <= goal and not missing else "**misses**"
-            )
-
-        out.append(
-            f"- **Adoption timeout {timeout:g} s:** kill -> outcome at most {_s(top(ko))} s "
-            f"(p50 {_s(pct(ko, 0.5))} s) over {len(ts)} trials, which {verdict(top(ko))} the "
-            f"goal of {goal:g} s as measured; less the boot left after adoption, at most "
-            f"{_s(top(kb))} s, which {verdict(top(kb))} it. Kill -> adopted is {_p50_max(ka)} s "
-            "(p50 / max): the timeout counts from the victim's last heartbeat "
-            f"({_s(min(hb))}-{_s(max(hb))} s before the kill), and a live replica looks once per "
-            f"`--heartbeat-interval` ({args.heartbeat_interval:g} s). Replaying the adopted sagas "
-            f"to their outcome, boot left excluded, takes {_p50_max(replay)} s; {booting} sagas "
-            f"still had boot left ({args.adopt_start_delay:g} s each) when adopted."
-            + (f" {missing} sagas had no outcome before the deadline." if missing else "")
-        )
-    return out
-
-
 def section(
     results: list[Throughput],
     trials: list[Trial],
@@ -856,101 +644,24 @@ def section(
     args: argparse.Namespace,
     loads: list[str],
     revs: list[tuple[str, str]],
-) -> list[str]:
-    out = [
-        SECTION,
-        "",
-        "Several `skylight serve --no-sim` replicas on one PostgreSQL database, with HTTP sled "
-        "agents (`skylight sled-agent --sim`, one process per sled) registered with every "
-        "replica; all real processes on one machine (`skylight.testing.ServerProcess`, "
-        "`SledAgentProcess`). No duration is asserted in any test: these are measurements of "
-        "one machine, not limits.",
-        "",
-        measured("replicas.py"),
-        "",
-        f"**This machine has {os.cpu_count()} CPUs, shared by everything here:** every "
-        "replica, every sled agent, PostgreSQL, and the benchmark's clients (and whatever else "
-        "runs on the machine; see the load average below). Several replicas therefore cannot "
-        "add CPU; the 3-replica figures show what replicas cost, not how they scale on "
-        "separate machines.",
-        "",
-    ]
+) -> dict[str, list[str]]:
+    """The marked blocks of the "## Replicas" section; a part not run leaves its blocks as
+    they are."""
+    blocks = {"replicas:measured": [measured("replicas.py")]}
     agg = merged(results)  # one per replica count, all rounds together
     if results:
-        out += [
-            "### Start throughput, 1 and 3 replicas",
-            "",
-            f"{args.rounds} round(s), the replica counts in alternating order (1, 3, 3, 1, "
-            f"...); a fresh database and fleet per round and replica count: {args.agents} HTTP "
-            f"sled agents of {args.agent_cpus} threads / {args.agent_memory} GiB (`--start-delay "
-            f"{args.start_delay:g}`), then N creates with `start: true` (1 or 2 vCPUs, 1 or 2 "
-            "GiB, alternating) sent round-robin to the replicas' URLs from "
-            f"{args.concurrency} concurrent clients (one `httpx.AsyncClient`, a semaphore), "
-            f"after {args.warmup} uncounted warm-up starts per replica. A create answers once "
-            f"its start saga has ended (`--start-wait` {args.start_wait:g}); latency is from "
-            "sending it to the instance being `running` (a 201 not yet running is polled). "
-            "starts/s = successful starts / wall time. CPU per start is CPU time (user + "
-            "system, `/proc/<pid>/stat`) during the N creates / successful starts: of the "
-            "replica processes (each replica's in parentheses), of the agent processes, of "
-            "PostgreSQL's backends for this database (sampled every 0.2 s, so a lower bound; "
-            "the WAL writer, checkpointer etc. are not in it), and of the benchmark's client "
-            "process. Commits/start = `pg_stat_database.xact_commit` of the database over the "
-            "N creates, less the fleet's idle rate (heartbeats, adoption checks, leases, sled "
-            "health) measured for 3 s before, per start. The **all** rows take every round "
-            "together (sums of times and counts; percentiles over all latencies). *sum / wall* "
-            "is the measured processes' CPU time over the wall time (in CPUs); *machine busy* "
-            "is the whole machine's non-idle time from `/proc/stat` over the same window "
-            "(everything, other work included).",
-            "",
-            *throughput_table(results),
-            "",
-            *pg_tables(agg),
-        ]
-        out += [f"- {_reps(r.replicas)} failure: {f}" for r in agg for f in r.failures[:5]]
-        out += [""] if any(r.failures for r in agg) else []
-        out += (
-            profile_lines(profile)
-            if profile is not None and (profile.samples or profile.error)
-            else []
-        )
+        failed = [f"- {_reps(r.replicas)} failure: {f}" for r in agg for f in r.failures[:5]]
+        blocks["replicas:throughput"] = [*throughput_table(results), "", *failed]
+        blocks |= pg_tables(agg)
+    if profile is not None and (profile.samples or profile.error):
+        blocks["replicas:profile"] = profile_table(profile)
     if trials:
-        timeouts = ", ".join(f"{t:g}" for t in sorted({t.timeout for t in trials}))
-        out += [
-            "### Replica death to outcome",
-            "",
-            f"{args.adopt_replicas} replicas (`--adoption-timeout` {timeouts} s, "
-            f"`--heartbeat-interval {args.heartbeat_interval:g}`), {args.adopt_agents} HTTP "
-            f"sled agents whose VMMs take `--start-delay {args.adopt_start_delay:g}` s to "
-            f"boot. Per trial: {args.k} instances created through one replica (the victim; "
-            "r0, r1, r2 in turn) with `Prefer: respond-async`; once every start saga waits "
-            "for its VMM to boot (`vmm.state = starting`; the bench kills earlier if a boot "
-            "is about to end), `time.time()` is taken and the victim gets SIGKILL. The "
-            "sagas still running and owned by the victim at that moment are *in flight*. "
-            "Times are from the kill to the `time` of each saga's `instance.operation_adopted` "
-            "event (written in the adopting transaction) and of its outcome event "
-            "(`instance.running` / `instance.start_failed`, `operation_id` = the saga), all "
-            "read from `instance_event` once the sagas have ended. *Where they stood* is each "
-            "in-flight saga's last log entry (`saga_node_event`) at the kill: "
-            "`ensure_running started` means the sled was already booting the VMM. A VMM's "
-            "boot is taken to end `--start-delay` after its saga's `ensure_running` step "
-            "started (before the kill, or after the adoption for a saga that had not got "
-            "there); *boot left* is how much of it remained when the saga was adopted, "
-            "which the adopter could not shorten; *less the boot left* subtracts it from "
-            "kill -> outcome, so that only the control plane's own delay is compared with "
-            "the goal. *Last heartbeat* is how long before the kill the victim last "
-            "heartbeat. The victim is started again (same data directory: same replica id) "
-            "before the next trial. The goal is kill -> outcome <= adoption timeout + 2 s.",
-            "",
-            *adoption_tables(trials),
-            "",
-        ]
-        out += [
+        problems = [
             f"- timeout {t.timeout:g} s, trial {t.index + 1}: {p}"
             for t in trials
             for p in t.problems
         ]
-    found = findings(agg, trials, profile, args)
-    out += ["### Findings", "", *found, ""] if found else []
+        blocks["replicas:adoption"] = [*adoption_tables(trials), "", *problems]
     (rev, code), (rev_now, code_now) = revs
     if code != code_now:
         rev = (
@@ -975,7 +686,8 @@ def section(
         ("agent size", f"{args.agent_cpus} threads / {args.agent_memory} GiB"),
         ("PostgreSQL pool per replica", "SQLAlchemy pool 10 + overflow 20; 16 concurrent tx"),
     ]
-    return out + setup_tables(machine, settings)
+    blocks["replicas:setup"] = setup_tables(machine, settings)
+    return blocks
 
 
 # -- main --------------------------------------------------------------------------------------
@@ -1067,7 +779,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"(took {time.monotonic() - t_begin:.0f} s)")
     loads.append(loadavg())
     revs.append(_code_rev())
-    finish(SECTION, section(results, trials, profile, args, loads, revs), args.write)
+    finish(section(results, trials, profile, args, loads, revs), args.write)
     bad = any(r.failures for r in results) or any(t.missing or t.problems for t in trials)
     return 1 if bad else 0
 

@@ -1,15 +1,8 @@
-"""Start throughput: N instances created with ``start: true`` through HTTP.
+"""Start throughput: N instances created with ``start: true`` through HTTP against a real
+``skylight serve`` per store. The method is described in docs/benchmarks.md ("## Start
+throughput"); ``--write`` replaces its marked blocks ``start:*``. No duration is asserted.
 
-A real ``skylight serve`` process per store (SQLite, then PostgreSQL), one project, then N
-creates with ``start: true`` from a bounded number of concurrent clients. A create waits for
-its start saga and answers 201 running (or with ``status_reason``); a 201 not yet running is
-polled. Reports failures, wall time, starts/s, p50/p90/p99/max latency to running and the
-server's CPU per start. ``--write`` replaces the "## Start throughput" section of
-docs/benchmarks.md. No duration is asserted anywhere: this is a measurement.
-
-    .venv/bin/python bench/start_throughput.py                 # both stores, N=500, print
-    .venv/bin/python bench/start_throughput.py --write         # ... and update the doc
-    .venv/bin/python bench/start_throughput.py --stores sqlite -n 200 -c 32
+    .venv/bin/python bench/start_throughput.py [--write] [--stores sqlite] [-n 200 -c 32]
 """
 
 from __future__ import annotations
@@ -38,7 +31,6 @@ from harness import (
     top,
 )
 
-SECTION = "## Start throughput"
 PROJECT = "bench"
 
 
@@ -64,7 +56,9 @@ def run_store(store: str, args: argparse.Namespace) -> tuple[Starts, float]:
         return result, cpu
 
 
-def section(results: list[tuple[str, Starts, float]], args: argparse.Namespace) -> list[str]:
+def section(
+    results: list[tuple[str, Starts, float]], args: argparse.Namespace
+) -> dict[str, list[str]]:
     header = ["store", "N", "concurrency", "failures", "wall (s)", "starts/s", "p50 (ms)"]
     header += ["p90 (ms)", "p99 (ms)", "max (ms)", "server CPU (ms/start)"]
     rows = [
@@ -86,33 +80,14 @@ def section(results: list[tuple[str, Starts, float]], args: argparse.Namespace) 
         ("poll (if a 201 is not yet running)", f"every {args.poll_interval} s"),
     ]
     postgres = pg_version(args.pg_admin) if "postgres" in args.stores else None
-    return [
-        SECTION,
-        "",
-        "N instances created with `start: true` through HTTP against a running "
-        "`skylight serve` (a real server process, `skylight.testing.ServerProcess`), from a "
-        "bounded number of concurrent clients (`httpx.AsyncClient` in one asyncio loop on the "
-        "same machine). A create with `start: true` waits for its start saga and answers 201 "
-        "with `run_state: running`. Latency to running is from sending the create to the "
-        "instance being `running` (polling `GET /v1/instances/{name}` if the answer was not "
-        "yet running). starts/s = successful starts / wall time of the N creates. "
-        "Percentiles are nearest-rank. No duration is asserted in any test: these are "
-        "measurements of one machine, not limits.",
-        "",
-        measured("start_throughput.py"),
-        "",
-        *table(header, "lrrrrrrrrrr", rows),
-        "",
-        "Every start here pays the simulated sled's start delay "
-        f"(`--sim-start-delay {args.start_delay}`), so a latency cannot be below "
-        f"{args.start_delay * 1000:.0f} ms; the rest is the control plane (HTTP, the create "
-        "and start sagas, placement, the store). The clients share the machine's CPUs with "
-        "the server (and with PostgreSQL). Server CPU is the CPU time (user + system) of the "
-        "`skylight serve` process during the N creates divided by the successful starts; "
-        "PostgreSQL's own CPU is not in it.",
-        "",
-        *setup_tables(machine_rows(postgres=postgres), settings),
-    ]
+    return {
+        "start:results": [
+            measured("start_throughput.py"),
+            "",
+            *table(header, "l" + "r" * 10, rows),
+        ],
+        "start:setup": setup_tables(machine_rows(postgres=postgres), settings),
+    }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -144,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         r, cpu = run_store(store, args)
         results.append((store, r, cpu))
         r.progress(store, f", server CPU {num(r.per_start_ms(cpu))} ms/start")
-    finish(SECTION, section(results, args), args.write)
+    finish(section(results, args), args.write)
     return 1 if any(r.failures for _, r, _ in results) else 0
 
 

@@ -1,17 +1,7 @@
 """Webhooks: how soon an event reaches a receiver, how many deliveries per second go out in a
-burst, and what sending them costs the control plane.
-
-A real ``skylight serve`` per store, and a receiver in this process
-(``skylight.testing.receiver``: HTTP on 127.0.0.1, answers 204, notes each arrival). Phases:
-
-* latency: instances larger than any sled, created one after another at a steady pace; each
-  ``instance.start_failed`` delivery timed from the event's ``time_last`` to its arrival.
-* burst without a receiver: N instances created and started by C clients (starts/s).
-* burst with a receiver of every event (``**``): the same, then the wait until every event
-  of the burst has arrived, each exactly once (alert ids and delivery ids counted).
-
-No duration is asserted anywhere. ``--write`` replaces the "## Webhooks" section of
-docs/benchmarks.md.
+burst, and what sending them costs the control plane. The method is described in
+docs/benchmarks.md ("## Webhooks"); ``--write`` replaces its marked blocks ``webhooks:*``.
+No duration is asserted anywhere.
 
     .venv/bin/python bench/webhooks.py [--write] [--stores sqlite,postgres] [-n 300]
 """
@@ -48,7 +38,6 @@ from harness import (
 )
 from skylight.testing.receiver import Received, WebhookReceiver
 
-SECTION = "## Webhooks"
 PROJECT = "bench"
 
 
@@ -168,7 +157,9 @@ def _drive(url: str, store: str, args: argparse.Namespace) -> Result:
     return res
 
 
-def section(results: list[Result], args: argparse.Namespace, loads: list[str]) -> list[str]:
+def section(
+    results: list[Result], args: argparse.Namespace, loads: list[str]
+) -> dict[str, list[str]]:
     header = ["store", "latency p50 (ms)", "p99 (ms)", "max (ms)", "starts/s, no receiver"]
     header += ["starts/s, receiver of every event", "burst events", "delivered", "duplicates"]
     header += ["deliveries/s", "lag (ms)"]
@@ -188,40 +179,6 @@ def section(results: list[Result], args: argparse.Namespace, loads: list[str]) -
         ]
         for r in results
     ]
-    out = [
-        SECTION,
-        "",
-        measured("webhooks.py"),
-        "",
-        "A real `skylight serve` per store (SQLite file; a fresh PostgreSQL database) and a "
-        "receiver in the bench process (HTTP on 127.0.0.1, answers 204 at once). *Latency*: "
-        f"{args.latency_n} instances larger than any sled, created with start one every "
-        f"{args.pace * 1000:.0f} ms; each `instance.start_failed` delivery timed from the "
-        "event's `time_last` (written in its transaction) to its arrival, from 2 s after "
-        "the receiver was created (while nobody subscribes, the server looks for a first "
-        "subscription once a `webhook_interval`, 1 s). *Burst*: "
-        f"{args.n} instances created and started by {args.concurrency} concurrent clients, "
-        "first with no receiver, then with one subscribed to every event (`**`); "
-        "*deliveries/s* is the burst's events over the time from its first request to the "
-        "last arrival, *lag* the time from the last start answered to the last arrival. "
-        "Every event of the burst must arrive exactly once (alert ids and delivery ids "
-        "counted). Client, server, receiver and PostgreSQL share the machine's CPUs.",
-        "",
-        *table(header, "lllllllllll", rows),
-        "",
-    ]
-    for r in results:
-        cost = 1 - r.hooked_rate / r.bare_rate if r.bare_rate else math.nan
-        missing = r.burst_events - r.burst_delivered
-        out.append(
-            f"- **{r.store}:** a start failure reaches the receiver at "
-            f"p50 {ms(pct(r.latency, 0.5))} "
-            f"ms (p99 {ms(pct(r.latency, 0.99))} ms; {r.latency_missing} of "
-            f"{len(r.latency) + r.latency_missing} missing). Sending every event of a burst "
-            f"costs the control plane {cost:.0%} of its starts/s ({r.bare_rate:.1f} -> "
-            f"{r.hooked_rate:.1f}); {r.burst_delivered} of {r.burst_events} events arrived"
-            f"{f' ({missing} missing)' if missing else ''}, {r.burst_duplicates} twice."
-        )
     postgres = pg_version(args.pg_admin) if "postgres" in args.stores else None
     machine = machine_rows([("httpx", httpx.__version__)], postgres=postgres, loads=loads)
     settings = [
@@ -230,7 +187,11 @@ def section(results: list[Result], args: argparse.Namespace, loads: list[str]) -
         ("webhook settings", "defaults (interval 1 s, timeout 10 s, 6 attempts)"),
         ("warm-up", f"{args.warmup} starts before the first burst"),
     ]
-    return [*out, "", *setup_tables(machine, settings)]
+    return {
+        "webhooks:measured": [measured("webhooks.py")],
+        "webhooks:results": table(header, "l" * 11, rows),
+        "webhooks:setup": setup_tables(machine, settings),
+    }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -269,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print_failures(r.failures)
     loads.append(loadavg())
-    finish(SECTION, section(results, args, loads), args.write)
+    finish(section(results, args, loads), args.write)
     return 1 if any(r.failures or r.latency_missing for r in results) else 0
 
 
