@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import Request
+from sqlalchemy.engine import Connection
 
 from skylight.api.models import check_name
 from skylight.controlplane import ControlPlane
@@ -20,6 +22,14 @@ SILO_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "skylight:silo:default"))
 
 def cp(request: Request) -> ControlPlane:
     return request.app.state.cp
+
+
+Result = TypeVar("Result")
+
+
+async def tx(request: Request, operation: Callable[[Connection], Result]) -> Result:
+    """Run one domain operation in one store transaction (retried on conflicts)."""
+    return await cp(request).store.tx(operation)
 
 
 def actor() -> dict[str, Any]:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Query
 
 from skylight.errors import InvalidRequest
 from skylight.ids import parse_uuid
+from skylight.store.paging import Page, PageRequest
+
+__all__ = ["Ask", "Limit", "Page", "PageRequest", "decode", "encode", "next_token", "results"]
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
@@ -24,13 +28,6 @@ Limit = Annotated[
         json_schema_extra={"minimum": 1, "maximum": MAX_LIMIT},
     ),
 ]
-
-
-@dataclass(frozen=True)
-class PageRequest:
-    limit: int
-    marker: Any  # last key of the previous page, or None for the first page
-    sort: str
 
 
 _NAME_OR_ID_SORTS = ("name_ascending", "name_descending", "id_ascending")
@@ -63,7 +60,7 @@ def decode(
         raise InvalidRequest(f"limit must be between 1 and {MAX_LIMIT}")
     lim = limit or DEFAULT_LIMIT
     if token is None:
-        return PageRequest(lim, None, sort or default_sort)
+        return PageRequest(lim, None, sort or default_sort, scope)
     try:
         padded = token + "=" * (-len(token) % 4)
         data = json.loads(base64.urlsafe_b64decode(padded.encode()))
@@ -75,10 +72,45 @@ def decode(
         raise InvalidRequest("page_token is not a token this list handed out") from None
     if sort is not None and sort != data["s"]:
         raise InvalidRequest("sort_by cannot change between pages")
-    return PageRequest(lim, data["m"], data["s"])
+    return PageRequest(lim, data["m"], data["s"], scope)
 
 
 def next_token(req: PageRequest, items: list[Any], key: str, scope: str) -> str | None:
     if len(items) < req.limit:
         return None
     return encode(req.sort, getattr(items[-1], key), scope)
+
+
+@dataclass(frozen=True)
+class Ask:
+    """A list's query parameters, decoded once the list is known: ``ask()`` is the page of
+    the list ``scope``, ``ask(parent_id)`` that of the list ``scope:parent_id`` (the parent
+    is resolved by the operation that reads the page, in its transaction)."""
+
+    limit: int | None
+    token: str | None
+    sort: str | None
+    scope: str
+    default_sort: str = "name_ascending"
+
+    def __call__(self, parent_id: str | None = None) -> PageRequest:
+        scope = self.scope if parent_id is None else f"{self.scope}:{parent_id}"
+        return decode(self.limit, self.token, self.sort, scope, self.default_sort)
+
+
+# The key a page ends on, by sort mode: the next page starts after it.
+_KEY = {
+    "name_ascending": "name",
+    "name_descending": "name",
+    "id_ascending": "id",
+    "seq_descending": "seq",
+}
+
+Item = TypeVar("Item")
+View = TypeVar("View")
+
+
+def results(page: Page[Item], view: Callable[[Item], View]) -> tuple[list[View], str | None]:
+    """A page's items as views, and the token of the next page (None after the last)."""
+    req = page.request
+    return [view(i) for i in page.items], next_token(req, page.items, _KEY[req.sort], req.scope)

@@ -6,7 +6,9 @@ boundary never repeats or skips a row, even while rows are inserted concurrently
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -14,6 +16,39 @@ from sqlalchemy.engine import Connection
 from skylight.store import Row
 
 SORTS = ("name_ascending", "name_descending", "id_ascending")
+
+Item = TypeVar("Item")
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """One page asked for of the list ``scope`` (a token names its list, so that a token of
+    one list is refused by another)."""
+
+    limit: int
+    marker: Any  # last key of the previous page (a name, an id or a seq), or None
+    sort: str
+    scope: str
+
+
+# The page asked for of a list that belongs to the parent whose id it is given. A list of a
+# project's (or an instance's, a group's) rows resolves its parent first, in the transaction
+# that reads the page, so the page can be decoded only then.
+PageOf = Callable[[str], PageRequest]
+
+
+@dataclass(frozen=True)
+class Page(Generic[Item]):
+    items: list[Item]
+    request: PageRequest
+
+
+def rows_of(
+    request: PageRequest, read: Callable[..., list[sa.Row[Any]]], *args: Any
+) -> Page[sa.Row[Any]]:
+    """``read(*args, sort=, limit=, marker=)`` as the page ``request`` asks for."""
+    found = read(*args, sort=request.sort, limit=request.limit, marker=request.marker)
+    return Page(found, request)
 
 
 def page(
