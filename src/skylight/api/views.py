@@ -9,6 +9,7 @@ from skylight.api import models
 from skylight.clock import as_utc
 from skylight.events.reasons import redact
 from skylight.instances.state import run_state
+from skylight.operations import sleds
 
 
 def project(row: Any) -> models.Project:
@@ -85,7 +86,8 @@ def _detail(detail: Any, *, operator: bool) -> Any:
     return {k: v for k, v in detail.items() if k != "internal"}
 
 
-def sled(row: Any, used: Any | None) -> models.Sled:
+def sled(s: sleds.Sled) -> models.Sled:
+    row, used = s.row, s.used
     policy: dict[str, Any] = {"kind": row.policy}
     if row.policy == "in_service":
         policy["provision_policy"] = row.provision_policy
@@ -108,14 +110,15 @@ def sled(row: Any, used: Any | None) -> models.Sled:
     )
 
 
-def sled_instance(row: Any, project_name: str) -> models.SledInstance:
+def sled_instance(s: sleds.SledInstance) -> models.SledInstance:
+    row = s.row
     return models.SledInstance(
         id=row.id,
         active_sled_id=row.sled_id,
         memory=row.memory,
         name=row.name,
         ncpus=row.ncpus,
-        project_name=project_name,
+        project_name=s.project_name,
         silo_name="default",
         state=run_state(row.state, row.vmm_state, row.intended_state),  # type: ignore[arg-type]
         time_created=as_utc(row.time_created),

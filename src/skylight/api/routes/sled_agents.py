@@ -9,17 +9,14 @@ its own (``instances.failures.vmm_lost``).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Request, Response
 from pydantic import Field, field_validator
 
 from skylight.api import deps, models, views
-from skylight.errors import InvalidRequest, NotFound
-from skylight.ids import parse_uuid
-from skylight.instances import failures
-from skylight.store import instances, sleds
+from skylight.ids import parse_uuid, require_uuid
+from skylight.operations import sleds
 
 router = APIRouter(tags=["system/sled-agents"])
 
@@ -58,50 +55,15 @@ class VmmLost(models.Strict):
 async def sled_agent_register(request: Request, body: SledAgentRegistration) -> models.Sled:
     from skylight.controlplane import SIM_RACK_ID
 
-    cp = deps.cp(request)
-
-    def upsert(conn: Any) -> models.Sled:
-        row = sleds.upsert_agent(
-            conn,
-            serial=body.serial,
-            url=body.url,
-            cpus=body.cpus,
-            memory=body.memory,
-            local_storage=body.local_storage,
-            cpu_family=body.cpu_family,
-            rack_id=body.rack_id or SIM_RACK_ID,
-        )
-        used = {v.id: v for v in sleds.views(conn, only=row.id)}.get(row.id)
-        return views.sled(row, used)
-
-    try:
-        sled = await cp.store.tx(upsert)
-    except sa.exc.IntegrityError:
-        # Another replica inserted the same serial at the same moment: it is known now.
-        sled = await cp.store.tx(upsert)
-    cp.sleds.learn(sled.id, body.url)
-    return sled
+    agent = sleds.AgentRegistration(
+        **(body.model_dump() | {"rack_id": body.rack_id or SIM_RACK_ID})
+    )
+    return views.sled(await sleds.register_agent(deps.cp(request), agent))
 
 
 @router.post("/v1/system/sled-agents/{sled_id}/vmm-lost", status_code=204, response_class=Response)
 async def sled_agent_vmm_lost(request: Request, sled_id: str, body: VmmLost) -> Response:
-    if parse_uuid(sled_id) is None:
-        raise InvalidRequest(f"sled_id: not a UUID: {sled_id!r}")
-    if parse_uuid(body.vmm_id) is None:
-        raise InvalidRequest(f"vmm_id: not a UUID: {body.vmm_id!r}")
-    sid, vid = sled_id.lower(), body.vmm_id.lower()
-    cp = deps.cp(request)
-
-    def check(conn: Any) -> Any:
-        if sleds.get(conn, sid) is None:
-            raise NotFound.by_id("sled", sid)
-        return instances.vmm_row(conn, vid)
-
-    row = await cp.store.tx(check)
-    if row is None:
-        return Response(status_code=204)  # never known here, or long gone: nothing to do
-    if row.sled_id != sid:
-        raise InvalidRequest(f"vmm {vid} does not run on sled {sid}")
-    detail = body.detail or f"reported by the agent of sled {sid}"
-    await failures.vmm_lost(cp, vid, body.cause, detail)
+    sid = require_uuid(sled_id, "sled_id")
+    vid = require_uuid(body.vmm_id, "vmm_id")
+    await sleds.vmm_lost(deps.cp(request), sid, vid, body.cause, body.detail)
     return Response(status_code=204)
