@@ -2,39 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 
-from skylight import lookup
 from skylight.api import deps, models, paging, views
 from skylight.errors import InvalidRequest
-from skylight.operations.event_stream import sse
-from skylight.store import events
+from skylight.operations import event_history as history
+from skylight.operations.event_history import EventFilter
 
 router = APIRouter(tags=["events"])
 
 Severity = Literal["info", "warning", "error"]
 
 
-async def _page(
-    request: Request,
-    flt: events.EventFilter,
-    scope: str,
-    limit: int | None,
-    page_token: str | None,
-    *,
-    operator: bool,
-) -> models.InstanceEventResultsPage:
-    page = paging.decode(limit, page_token, None, scope, "seq_descending")
-    rows = await deps.cp(request).store.tx(
-        lambda c: events.page(c, flt, limit=page.limit, before_seq=page.marker)
-    )
-    return models.InstanceEventResultsPage(
-        items=[views.event(r, operator=operator) for r in rows],
-        next_page=paging.next_token(page, rows, "seq", scope),
-    )
+def _results(page: paging.Page[Any], *, operator: bool) -> models.InstanceEventResultsPage:
+    items, nxt = paging.results(page, lambda r: views.event(r, operator=operator))
+    return models.InstanceEventResultsPage(items=items, next_page=nxt)
 
 
 @router.get("/v1/events", response_model=models.InstanceEventResultsPage)
@@ -50,18 +36,10 @@ async def project_event_list(
 ) -> models.InstanceEventResultsPage:
     """Skylight: a project's instance events, newest first."""
     sel = deps.required(project, "project")
-    proj = await deps.cp(request).store.tx(lambda c: lookup.project(c, sel))
-    flt = events.EventFilter(
-        project_id=proj.id, severity=severity, kind=kind, operation_id=operation, since=since
-    )
-    return await _page(
-        request,
-        flt,
-        f"project-events:{proj.id}",
-        limit,
-        page_token,
-        operator=deps.is_operator(request),
-    )
+    flt = EventFilter(severity=severity, kind=kind, operation_id=operation, since=since)
+    ask = paging.Ask(limit, page_token, None, "project-events", "seq_descending")
+    page = await deps.tx(request, lambda c: history.project_page(c, sel, flt, ask))
+    return _results(page, operator=deps.is_operator(request))
 
 
 @router.get("/v1/system/events", response_model=models.InstanceEventResultsPage)
@@ -75,8 +53,9 @@ async def system_event_list(
     since: models.Timestamp | None = None,
 ) -> models.InstanceEventResultsPage:
     """Skylight: every instance event of the fleet, newest first (operators)."""
-    flt = events.EventFilter(severity=severity, kind=kind, operation_id=operation, since=since)
-    return await _page(request, flt, "fleet-events", limit, page_token, operator=True)
+    flt = EventFilter(severity=severity, kind=kind, operation_id=operation, since=since)
+    req = paging.Ask(limit, page_token, None, "fleet-events", "seq_descending")()
+    return _results(await deps.tx(request, lambda c: history.page(c, flt, req)), operator=True)
 
 
 def _cursor(last_event_id: str | None) -> int | None:
@@ -87,41 +66,17 @@ def _cursor(last_event_id: str | None) -> int | None:
     return int(last_event_id)
 
 
-async def _stream(
-    request: Request, flt: events.EventFilter, cursor: int | None
-) -> StreamingResponse:
-    cp = deps.cp(request)
-    operator = deps.is_operator(request)
-    newest = await cp.store.tx(events.last_seq)
-    if cursor is None:
-        # From now: fixed before the response starts, so nothing committed after the
-        # client sees the stream open is missed.
-        cursor = newest
-    elif cursor > newest:
-        # No stream ever sent this id (another store, or a made-up one): resuming after it
-        # would wait, silent, for events that may never come.
-        raise InvalidRequest(
-            f"Last-Event-ID {cursor} is beyond the newest event ({newest}); "
-            "reconnect without it to stream from now"
-        )
-
-    def render(row: Any) -> dict[str, Any]:
-        return views.event(row, operator=operator).model_dump(mode="json")
-
-    body = sse(
-        cp.store,
-        cp.feed,
-        flt,
-        cursor=cursor,
-        render=render,
-        poll_interval=cp.settings.stream_poll_interval,
-        heartbeat=cp.settings.stream_heartbeat,
-    )
+def _streaming(body: AsyncIterator[str]) -> StreamingResponse:
     return StreamingResponse(
         body,
         media_type="text/event-stream",
         headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
     )
+
+
+def _render(request: Request) -> Callable[[Any], dict[str, Any]]:
+    operator = deps.is_operator(request)
+    return lambda row: views.event(row, operator=operator).model_dump(mode="json")
 
 
 # Documented as what it is: a text/event-stream (not the default JSON body).
@@ -148,8 +103,13 @@ async def instance_event_stream(
     sel = deps.required(instance, "instance")
     proj = deps.selector(project, "project")
     cursor = _cursor(last_event_id)
-    row = await deps.cp(request).store.tx(lambda c: lookup.instance(c, sel, proj, deleted=True))
-    return await _stream(request, events.EventFilter(instance_id=row.id), cursor)
+    body = await history.stream(
+        deps.cp(request),
+        lambda c: history.instance_filter(c, sel, proj),
+        cursor,
+        _render(request),
+    )
+    return _streaming(body)
 
 
 @router.get("/v1/events/stream", response_class=StreamingResponse, responses=SSE_RESPONSE)
@@ -161,5 +121,7 @@ async def project_event_stream(
     """Skylight: a project's events as Server-Sent Events, from ``Last-Event-ID`` on."""
     sel = deps.required(project, "project")
     cursor = _cursor(last_event_id)
-    proj = await deps.cp(request).store.tx(lambda c: lookup.project(c, sel))
-    return await _stream(request, events.EventFilter(project_id=proj.id), cursor)
+    body = await history.stream(
+        deps.cp(request), lambda c: history.project_filter(c, sel), cursor, _render(request)
+    )
+    return _streaming(body)
