@@ -22,6 +22,7 @@ from skylight.instances.record import record
 from skylight.instances.state import run_state
 from skylight.store import disks as rows
 from skylight.store import instances
+from skylight.store.paging import Page, PageOf, rows_of
 
 GiB = 1024**3
 MIN_SIZE = 1 * GiB
@@ -98,6 +99,20 @@ def create(conn: Connection, project_selector: str, body: dict[str, Any]) -> sa.
     row = rows.by_id(conn, spec["id"])
     assert row is not None
     return row
+
+
+def page(conn: Connection, project_selector: str, page_of: PageOf) -> Page[sa.Row[Any]]:
+    """A page of the project's disks."""
+    proj = lookup.project(conn, project_selector)
+    return rows_of(page_of(proj.id), rows.page, conn, proj.id)
+
+
+def page_of_instance(
+    conn: Connection, instance_selector: str, project_selector: str | None, page_of: PageOf
+) -> Page[sa.Row[Any]]:
+    """A page of the disks attached to the instance."""
+    inst = lookup.instance(conn, instance_selector, project_selector)
+    return rows_of(page_of(inst.id), rows.page_of_instance, conn, inst.id)
 
 
 def delete(conn: Connection, selector: str, project_selector: str | None) -> None:

@@ -11,10 +11,11 @@ from skylight import lookup
 from skylight.errors import AlreadyExists, InvalidRequest
 from skylight.ids import new_id
 from skylight.store import projects as rows
+from skylight.store.paging import Page, PageRequest, rows_of
 
 
-def page(conn: Connection, req: Any) -> list[sa.Row[Any]]:
-    return rows.page(conn, sort=req.sort, limit=req.limit, marker=req.marker)
+def page(conn: Connection, req: PageRequest) -> Page[sa.Row[Any]]:
+    return rows_of(req, rows.page, conn)
 
 
 def create(conn: Connection, name: str, description: str) -> sa.Row[Any]:

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request, Response
-from sqlalchemy.engine import Connection
 
 from skylight import disks, lookup
 from skylight.api import deps, models, paging, views
-from skylight.store import disks as disk_rows
 
 router = APIRouter(tags=["disks"])
-
-
-def _key(page: paging.PageRequest) -> str:
-    return "id" if page.sort == "id_ascending" else "name"
 
 
 @router.get("/v1/disks", response_model=models.DiskResultsPage)
@@ -27,19 +19,10 @@ async def disk_list(
     sort_by: models.NameOrIdSortMode | None = None,
 ) -> models.DiskResultsPage:
     sel = deps.required(project, "project")
-
-    def read(conn: Connection) -> tuple[str, paging.PageRequest, list[Any]]:
-        proj = lookup.project(conn, sel)
-        scope = f"disks:{proj.id}"
-        page = paging.decode(limit, page_token, sort_by, scope, "name_ascending")
-        rows = disk_rows.page(conn, proj.id, sort=page.sort, limit=page.limit, marker=page.marker)
-        return scope, page, rows
-
-    scope, page, rows = await deps.cp(request).store.tx(read)
-    return models.DiskResultsPage(
-        items=[views.disk(r) for r in rows],
-        next_page=paging.next_token(page, rows, _key(page), scope),
-    )
+    ask = paging.Ask(limit, page_token, sort_by, "disks")
+    page = await deps.tx(request, lambda c: disks.page(c, sel, ask))
+    items, nxt = paging.results(page, views.disk)
+    return models.DiskResultsPage(items=items, next_page=nxt)
 
 
 @router.post("/v1/disks", status_code=201, response_model=models.Disk)
@@ -48,7 +31,7 @@ async def disk_create(
 ) -> models.Disk:
     sel = deps.required(project, "project")
     spec = body.model_dump()
-    row = await deps.cp(request).store.tx(lambda c: disks.create(c, sel, spec))
+    row = await deps.tx(request, lambda c: disks.create(c, sel, spec))
     return views.disk(row)
 
 
@@ -56,14 +39,14 @@ async def disk_create(
 async def disk_view(request: Request, disk: str, project: str | None = None) -> models.Disk:
     sel = deps.required(disk, "disk")
     proj = deps.selector(project, "project")
-    return views.disk(await deps.cp(request).store.tx(lambda c: lookup.disk(c, sel, proj)))
+    return views.disk(await deps.tx(request, lambda c: lookup.disk(c, sel, proj)))
 
 
 @router.delete("/v1/disks/{disk}", status_code=204, response_class=Response)
 async def disk_delete(request: Request, disk: str, project: str | None = None) -> Response:
     sel = deps.required(disk, "disk")
     proj = deps.selector(project, "project")
-    await deps.cp(request).store.tx(lambda c: disks.delete(c, sel, proj))
+    await deps.tx(request, lambda c: disks.delete(c, sel, proj))
     return Response(status_code=204)
 
 
@@ -78,21 +61,10 @@ async def instance_disk_list(
 ) -> models.DiskResultsPage:
     inst_sel = deps.required(instance, "instance")
     proj = deps.selector(project, "project")
-
-    def read(conn: Connection) -> tuple[str, paging.PageRequest, list[Any]]:
-        inst = lookup.instance(conn, inst_sel, proj)
-        scope = f"instance-disks:{inst.id}"
-        page = paging.decode(limit, page_token, sort_by, scope, "name_ascending")
-        rows = disk_rows.page_of_instance(
-            conn, inst.id, sort=page.sort, limit=page.limit, marker=page.marker
-        )
-        return scope, page, rows
-
-    scope, page, rows = await deps.cp(request).store.tx(read)
-    return models.DiskResultsPage(
-        items=[views.disk(r) for r in rows],
-        next_page=paging.next_token(page, rows, _key(page), scope),
-    )
+    ask = paging.Ask(limit, page_token, sort_by, "instance-disks")
+    page = await deps.tx(request, lambda c: disks.page_of_instance(c, inst_sel, proj, ask))
+    items, nxt = paging.results(page, views.disk)
+    return models.DiskResultsPage(items=items, next_page=nxt)
 
 
 @router.post("/v1/instances/{instance}/disks/attach", status_code=202, response_model=models.Disk)
@@ -101,9 +73,7 @@ async def instance_disk_attach(
 ) -> models.Disk:
     inst_sel = deps.required(instance, "instance")
     proj = deps.selector(project, "project")
-    row = await deps.cp(request).store.tx(
-        lambda c: disks.attach(c, inst_sel, proj, body.disk, deps.actor())
-    )
+    row = await deps.tx(request, lambda c: disks.attach(c, inst_sel, proj, body.disk, deps.actor()))
     return views.disk(row)
 
 
@@ -113,7 +83,5 @@ async def instance_disk_detach(
 ) -> models.Disk:
     inst_sel = deps.required(instance, "instance")
     proj = deps.selector(project, "project")
-    row = await deps.cp(request).store.tx(
-        lambda c: disks.detach(c, inst_sel, proj, body.disk, deps.actor())
-    )
+    row = await deps.tx(request, lambda c: disks.detach(c, inst_sel, proj, body.disk, deps.actor()))
     return views.disk(row)

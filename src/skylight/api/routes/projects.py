@@ -17,25 +17,23 @@ async def project_list(
     page_token: str | None = None,
     sort_by: models.NameOrIdSortMode | None = None,
 ) -> models.ProjectResultsPage:
-    page = paging.decode(limit, page_token, sort_by, "projects", "name_ascending")
-    rows = await deps.cp(request).store.tx(lambda c: projects.page(c, page))
-    key = "id" if page.sort == "id_ascending" else "name"
-    return models.ProjectResultsPage(
-        items=[views.project(r) for r in rows],
-        next_page=paging.next_token(page, rows, key, "projects"),
+    req = paging.Ask(limit, page_token, sort_by, "projects")()
+    items, nxt = paging.results(
+        await deps.tx(request, lambda c: projects.page(c, req)), views.project
     )
+    return models.ProjectResultsPage(items=items, next_page=nxt)
 
 
 @router.post("/v1/projects", status_code=201, response_model=models.Project)
 async def project_create(request: Request, body: models.ProjectCreate) -> models.Project:
-    row = await deps.cp(request).store.tx(lambda c: projects.create(c, body.name, body.description))
+    row = await deps.tx(request, lambda c: projects.create(c, body.name, body.description))
     return views.project(row)
 
 
 @router.get("/v1/projects/{project}", response_model=models.Project)
 async def project_view(request: Request, project: str) -> models.Project:
     sel = deps.required(project, "project")
-    return views.project(await deps.cp(request).store.tx(lambda c: lookup.project(c, sel)))
+    return views.project(await deps.tx(request, lambda c: lookup.project(c, sel)))
 
 
 @router.put("/v1/projects/{project}", response_model=models.Project)
@@ -43,8 +41,8 @@ async def project_update(
     request: Request, project: str, body: models.ProjectUpdate
 ) -> models.Project:
     sel = deps.required(project, "project")
-    row = await deps.cp(request).store.tx(
-        lambda c: projects.update(c, sel, name=body.name, description=body.description)
+    row = await deps.tx(
+        request, lambda c: projects.update(c, sel, name=body.name, description=body.description)
     )
     return views.project(row)
 
@@ -52,5 +50,5 @@ async def project_update(
 @router.delete("/v1/projects/{project}", status_code=204, response_class=Response)
 async def project_delete(request: Request, project: str) -> Response:
     sel = deps.required(project, "project")
-    await deps.cp(request).store.tx(lambda c: projects.delete(c, sel))
+    await deps.tx(request, lambda c: projects.delete(c, sel))
     return Response(status_code=204)
