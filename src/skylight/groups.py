@@ -8,6 +8,7 @@ join a group, so that joining never contradicts where a running instance already
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,6 +20,7 @@ from skylight.events.kinds import Kind
 from skylight.ids import new_id, parse_uuid
 from skylight.instances.record import record
 from skylight.store import groups as rows
+from skylight.store.paging import Page, PageOf, rows_of
 
 MAX_MEMBERS = 32
 MAX_GROUPS_PER_INSTANCE = 16
@@ -26,6 +28,32 @@ MAX_GROUPS_PER_INSTANCE = 16
 
 def _words(kind: str) -> str:
     return lookup.GROUP_WORDS[kind]
+
+
+def page(conn: Connection, kind: str, project_selector: str, page_of: PageOf) -> Page[sa.Row[Any]]:
+    """A page of the project's groups of ``kind``."""
+    proj = lookup.project(conn, project_selector)
+    return rows_of(page_of(proj.id), rows.page, conn, kind, proj.id)
+
+
+def page_of_instance(
+    conn: Connection,
+    kind: str,
+    instance_selector: str,
+    project_selector: str | None,
+    page_of: PageOf,
+) -> Page[sa.Row[Any]]:
+    """A page of the groups of ``kind`` the instance belongs to."""
+    inst = lookup.instance(conn, instance_selector, project_selector)
+    return rows_of(page_of(inst.id), rows.page_of_instance, conn, kind, inst.id)
+
+
+def members_page(
+    conn: Connection, kind: str, selector: str, project_selector: str | None, page_of: PageOf
+) -> Page[sa.Row[Any]]:
+    """A page of the group's members."""
+    grp = lookup.group(conn, kind, selector, project_selector)
+    return rows_of(page_of(grp.id), rows.members_page, conn, kind, grp.id)
 
 
 def create(
@@ -103,31 +131,29 @@ def _only_for_names(selector: str, project_selector: str | None) -> str | None:
     return None if parse_uuid(selector) is not None else project_selector
 
 
-def _group_and_instance(
-    conn: Connection,
-    kind: str,
-    group_selector: str,
-    instance_selector: str,
-    project_selector: str | None,
-) -> tuple[sa.Row[Any], sa.Row[Any]]:
-    grp = lookup.group(
-        conn, kind, group_selector, _only_for_names(group_selector, project_selector)
-    )
-    inst_project = _only_for_names(instance_selector, project_selector)
-    if inst_project is None and parse_uuid(instance_selector) is None:
+@dataclass(frozen=True)
+class Member:
+    """An instance as a member of a group, as a member route names them: the group and the
+    instance by name or id, and one ``?project=`` for whichever is named by name."""
+
+    kind: str
+    group: str
+    instance: str
+    project: str | None
+
+
+def _group_and_instance(conn: Connection, m: Member) -> tuple[sa.Row[Any], sa.Row[Any]]:
+    grp = lookup.group(conn, m.kind, m.group, _only_for_names(m.group, m.project))
+    inst_project = _only_for_names(m.instance, m.project)
+    if inst_project is None and parse_uuid(m.instance) is None:
         inst_project = grp.project_id  # an instance named without ?project=: the group's
-    inst = lookup.instance(conn, instance_selector, inst_project)
+    inst = lookup.instance(conn, m.instance, inst_project)
     return grp, inst
 
 
-def member_view(
-    conn: Connection,
-    kind: str,
-    group_selector: str,
-    instance_selector: str,
-    project_selector: str | None,
-) -> sa.Row[Any]:
-    grp, inst = _group_and_instance(conn, kind, group_selector, instance_selector, project_selector)
+def member_view(conn: Connection, m: Member) -> sa.Row[Any]:
+    kind = m.kind
+    grp, inst = _group_and_instance(conn, m)
     member = rows.member(conn, kind, grp.id, inst.id)
     if member is None:
         raise NotFound.by_id(f"{lookup.GROUP_TYPE[kind]}-member", inst.id)
@@ -142,15 +168,9 @@ def _membership(
     record(conn, inst.id, Kind.UPDATED, actor, detail=detail)
 
 
-def member_add(
-    conn: Connection,
-    kind: str,
-    group_selector: str,
-    instance_selector: str,
-    project_selector: str | None,
-    actor: dict[str, Any],
-) -> sa.Row[Any]:
-    grp, inst = _group_and_instance(conn, kind, group_selector, instance_selector, project_selector)
+def member_add(conn: Connection, m: Member, actor: dict[str, Any]) -> sa.Row[Any]:
+    kind = m.kind
+    grp, inst = _group_and_instance(conn, m)
     if inst.project_id != grp.project_id:
         raise InvalidRequest(f"the instance and the {_words(kind)} must be in the same project")
     # Lock order (group, then instance) is the one placement uses too.
@@ -181,15 +201,9 @@ def member_add(
     return member
 
 
-def member_remove(
-    conn: Connection,
-    kind: str,
-    group_selector: str,
-    instance_selector: str,
-    project_selector: str | None,
-    actor: dict[str, Any],
-) -> None:
-    grp, inst = _group_and_instance(conn, kind, group_selector, instance_selector, project_selector)
+def member_remove(conn: Connection, m: Member, actor: dict[str, Any]) -> None:
+    kind = m.kind
+    grp, inst = _group_and_instance(conn, m)
     if not rows.remove_member(conn, kind, grp.id, inst.id):
         raise NotFound.by_id(f"{lookup.GROUP_TYPE[kind]}-member", inst.id)
     _membership(conn, kind, grp, inst, actor, "left")

@@ -1,443 +1,326 @@
 """/v1/affinity-groups, /v1/anti-affinity-groups, and an instance's groups.
 
-The two families behave alike: each handler names its family (``kind``) and hands the work to
-the shared helpers below.
+The two families behave alike, so each route is written once and registered for both: a
+``_Family`` says how the API names and shows one of them (its path, its path parameter, which
+also begins its operations' names, and its models). The routes, operation ids and schemas are
+the Oxide API's, as if each had been written out by hand.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from sqlalchemy.engine import Connection
+from pydantic import BaseModel
 
 from skylight import groups, lookup
 from skylight.api import deps, models, paging, views
-from skylight.store import groups as group_rows
 
 router = APIRouter(tags=["affinity"])
 
-AFF = "affinity"
-ANTI = "anti_affinity"
-_GROUP_VIEW: dict[str, Callable[[Any], Any]] = {
-    AFF: views.affinity_group,
-    ANTI: views.anti_affinity_group,
-}
-_MEMBER_VIEW: dict[str, Callable[[Any], Any]] = {
-    AFF: views.affinity_group_member,
-    ANTI: views.anti_affinity_group_member,
-}
-_PARAM = {AFF: "affinity_group", ANTI: "anti_affinity_group"}
 
-Page = tuple[list[Any], str | None]
+@dataclass(frozen=True)
+class _Family:
+    kind: str  # as the domain names it: "affinity" | "anti_affinity"
+    param: str  # the path parameter naming a group, and the start of operation names
+    path: str  # the collection, e.g. /v1/affinity-groups
+    create: type[models.AffinityGroupCreate]
+    update: type[models.AffinityGroupUpdate]
+    group: type[models.AffinityGroup]
+    group_page: type[BaseModel]
+    member: type[models.AffinityGroupMember]
+    member_page: type[BaseModel]
+    group_view: Callable[[Any], models.AffinityGroup]
+    member_view: Callable[[Any], models.AffinityGroupMember]
+
+    @property
+    def segment(self) -> str:
+        """The last segment of ``path``: also an instance's list of its groups."""
+        return self.path.rsplit("/", 1)[1]
 
 
-def _key(page: paging.PageRequest) -> str:
-    return "id" if page.sort == "id_ascending" else "name"
+_FAMILIES = (
+    _Family(
+        kind="affinity",
+        param="affinity_group",
+        path="/v1/affinity-groups",
+        create=models.AffinityGroupCreate,
+        update=models.AffinityGroupUpdate,
+        group=models.AffinityGroup,
+        group_page=models.AffinityGroupResultsPage,
+        member=models.AffinityGroupMember,
+        member_page=models.AffinityGroupMemberResultsPage,
+        group_view=views.affinity_group,
+        member_view=views.affinity_group_member,
+    ),
+    _Family(
+        kind="anti_affinity",
+        param="anti_affinity_group",
+        path="/v1/anti-affinity-groups",
+        create=models.AntiAffinityGroupCreate,
+        update=models.AntiAffinityGroupUpdate,
+        group=models.AntiAffinityGroup,
+        group_page=models.AntiAffinityGroupResultsPage,
+        member=models.AntiAffinityGroupMember,
+        member_page=models.AntiAffinityGroupMemberResultsPage,
+        group_view=views.anti_affinity_group,
+        member_view=views.anti_affinity_group_member,
+    ),
+)
 
 
-async def _paged(
+# -- the handlers, each for either family ----------------------------------------------------
+
+
+async def _instance_group_list(
+    fam: _Family,
     request: Request,
-    scope_of: Callable[[Connection], tuple[str, str]],
-    fetch: Callable[[Connection, str, paging.PageRequest], list[Any]],
-    view: Callable[[Any], Any],
-    limit: int | None,
-    page_token: str | None,
-    sort_by: str | None,
-) -> Page:
-    """One page of a list whose tokens are scoped to its parent: ``scope_of`` resolves the
-    parent (returning the token scope and the parent id), ``fetch`` reads the rows."""
-
-    def read(conn: Connection) -> Page:
-        scope, parent_id = scope_of(conn)
-        page = paging.decode(limit, page_token, sort_by, scope, "name_ascending")
-        rows = fetch(conn, parent_id, page)
-        return [view(r) for r in rows], paging.next_token(page, rows, _key(page), scope)
-
-    return await deps.cp(request).store.tx(read)
-
-
-async def _list(
-    request: Request,
-    kind: str,
-    project: str | None,
-    limit: int | None,
-    page_token: str | None,
-    sort_by: str | None,
-) -> Page:
-    sel = deps.required(project, "project")
-
-    def scope_of(conn: Connection) -> tuple[str, str]:
-        proj = lookup.project(conn, sel)
-        return f"{kind}-groups:{proj.id}", proj.id
-
-    def fetch(conn: Connection, project_id: str, page: paging.PageRequest) -> list[Any]:
-        return group_rows.page(
-            conn, kind, project_id, sort=page.sort, limit=page.limit, marker=page.marker
-        )
-
-    return await _paged(request, scope_of, fetch, _GROUP_VIEW[kind], limit, page_token, sort_by)
-
-
-async def _instance_groups(
-    request: Request,
-    kind: str,
     instance: str,
-    project: str | None,
-    limit: int | None,
-    page_token: str | None,
-    sort_by: str | None,
-) -> Page:
-    inst_sel = deps.required(instance, "instance")
+    project: str | None = None,
+    limit: paging.Limit = None,
+    page_token: str | None = None,
+    sort_by: models.NameOrIdSortMode | None = None,
+) -> BaseModel:
+    sel = deps.required(instance, "instance")
     proj = deps.selector(project, "project")
-
-    def scope_of(conn: Connection) -> tuple[str, str]:
-        inst = lookup.instance(conn, inst_sel, proj)
-        return f"instance-{kind}-groups:{inst.id}", inst.id
-
-    def fetch(conn: Connection, instance_id: str, page: paging.PageRequest) -> list[Any]:
-        return group_rows.page_of_instance(
-            conn, kind, instance_id, sort=page.sort, limit=page.limit, marker=page.marker
-        )
-
-    return await _paged(request, scope_of, fetch, _GROUP_VIEW[kind], limit, page_token, sort_by)
+    ask = paging.Ask(limit, page_token, sort_by, f"instance-{fam.kind}-groups")
+    page = await deps.tx(request, lambda c: groups.page_of_instance(c, fam.kind, sel, proj, ask))
+    items, nxt = paging.results(page, fam.group_view)
+    return fam.group_page(items=items, next_page=nxt)
 
 
-async def _members(
+async def _group_list(
+    fam: _Family,
     request: Request,
-    kind: str,
-    group: str,
-    project: str | None,
-    limit: int | None,
-    page_token: str | None,
-    sort_by: str | None,
-) -> Page:
-    sel = deps.required(group, _PARAM[kind])
-    proj = deps.selector(project, "project")
-
-    def scope_of(conn: Connection) -> tuple[str, str]:
-        grp = lookup.group(conn, kind, sel, proj)
-        return f"{kind}-members:{grp.id}", grp.id
-
-    def fetch(conn: Connection, group_id: str, page: paging.PageRequest) -> list[Any]:
-        return group_rows.members_page(
-            conn, kind, group_id, sort=page.sort, limit=page.limit, marker=page.marker
-        )
-
-    return await _paged(request, scope_of, fetch, _MEMBER_VIEW[kind], limit, page_token, sort_by)
-
-
-async def _create(
-    request: Request, kind: str, project: str | None, body: models.AffinityGroupCreate
-) -> Any:
+    project: str | None = None,
+    limit: paging.Limit = None,
+    page_token: str | None = None,
+    sort_by: models.NameOrIdSortMode | None = None,
+) -> BaseModel:
     sel = deps.required(project, "project")
-    row = await deps.cp(request).store.tx(
+    ask = paging.Ask(limit, page_token, sort_by, f"{fam.kind}-groups")
+    page = await deps.tx(request, lambda c: groups.page(c, fam.kind, sel, ask))
+    items, nxt = paging.results(page, fam.group_view)
+    return fam.group_page(items=items, next_page=nxt)
+
+
+async def _group_create(
+    fam: _Family, request: Request, body: models.AffinityGroupCreate, project: str | None = None
+) -> models.AffinityGroup:
+    sel = deps.required(project, "project")
+    row = await deps.tx(
+        request,
         lambda c: groups.create(
             c,
-            kind,
+            fam.kind,
             sel,
             name=body.name,
             description=body.description,
             policy=body.policy,
             failure_domain=body.failure_domain,
-        )
+        ),
     )
-    return _GROUP_VIEW[kind](row)
+    return fam.group_view(row)
 
 
-async def _view(request: Request, kind: str, group: str, project: str | None) -> Any:
-    sel = deps.required(group, _PARAM[kind])
+async def _group_view(
+    fam: _Family, request: Request, group: str, project: str | None = None
+) -> models.AffinityGroup:
+    sel = deps.required(group, fam.param)
     proj = deps.selector(project, "project")
-    row = await deps.cp(request).store.tx(lambda c: lookup.group(c, kind, sel, proj))
-    return _GROUP_VIEW[kind](row)
+    return fam.group_view(await deps.tx(request, lambda c: lookup.group(c, fam.kind, sel, proj)))
 
 
-async def _update(
+async def _group_update(
+    fam: _Family,
     request: Request,
-    kind: str,
     group: str,
-    project: str | None,
     body: models.AffinityGroupUpdate,
-) -> Any:
-    sel = deps.required(group, _PARAM[kind])
+    project: str | None = None,
+) -> models.AffinityGroup:
+    sel = deps.required(group, fam.param)
     proj = deps.selector(project, "project")
-    row = await deps.cp(request).store.tx(
-        lambda c: groups.update(c, kind, sel, proj, name=body.name, description=body.description)
+    row = await deps.tx(
+        request,
+        lambda c: groups.update(
+            c, fam.kind, sel, proj, name=body.name, description=body.description
+        ),
     )
-    return _GROUP_VIEW[kind](row)
+    return fam.group_view(row)
 
 
-async def _delete(request: Request, kind: str, group: str, project: str | None) -> Response:
-    sel = deps.required(group, _PARAM[kind])
+async def _group_delete(
+    fam: _Family, request: Request, group: str, project: str | None = None
+) -> Response:
+    sel = deps.required(group, fam.param)
     proj = deps.selector(project, "project")
-    await deps.cp(request).store.tx(lambda c: groups.delete(c, kind, sel, proj))
+    await deps.tx(request, lambda c: groups.delete(c, fam.kind, sel, proj))
     return Response(status_code=204)
 
 
-def _member_selectors(
-    kind: str, group: str, instance: str, project: str | None
-) -> tuple[str, str, str | None]:
-    return (
-        deps.required(group, _PARAM[kind]),
-        deps.required(instance, "instance"),
-        deps.selector(project, "project"),
+async def _member_list(
+    fam: _Family,
+    request: Request,
+    group: str,
+    project: str | None = None,
+    limit: paging.Limit = None,
+    page_token: str | None = None,
+    sort_by: models.NameOrIdSortMode | None = None,
+) -> BaseModel:
+    sel = deps.required(group, fam.param)
+    proj = deps.selector(project, "project")
+    ask = paging.Ask(limit, page_token, sort_by, f"{fam.kind}-members")
+    page = await deps.tx(request, lambda c: groups.members_page(c, fam.kind, sel, proj, ask))
+    items, nxt = paging.results(page, fam.member_view)
+    return fam.member_page(items=items, next_page=nxt)
+
+
+def _member(fam: _Family, group: str, instance: str, project: str | None) -> groups.Member:
+    return groups.Member(
+        kind=fam.kind,
+        group=deps.required(group, fam.param),
+        instance=deps.required(instance, "instance"),
+        project=deps.selector(project, "project"),
     )
 
 
 async def _member_view(
-    request: Request, kind: str, group: str, instance: str, project: str | None
-) -> Any:
-    g, i, p = _member_selectors(kind, group, instance, project)
-    row = await deps.cp(request).store.tx(lambda c: groups.member_view(c, kind, g, i, p))
-    return _MEMBER_VIEW[kind](row)
+    fam: _Family, request: Request, group: str, instance: str, project: str | None = None
+) -> models.AffinityGroupMember:
+    m = _member(fam, group, instance, project)
+    return fam.member_view(await deps.tx(request, lambda c: groups.member_view(c, m)))
 
 
 async def _member_add(
-    request: Request, kind: str, group: str, instance: str, project: str | None
-) -> Any:
-    g, i, p = _member_selectors(kind, group, instance, project)
-    row = await deps.cp(request).store.tx(
-        lambda c: groups.member_add(c, kind, g, i, p, deps.actor())
-    )
-    return _MEMBER_VIEW[kind](row)
+    fam: _Family, request: Request, group: str, instance: str, project: str | None = None
+) -> models.AffinityGroupMember:
+    m = _member(fam, group, instance, project)
+    return fam.member_view(await deps.tx(request, lambda c: groups.member_add(c, m, deps.actor())))
 
 
 async def _member_delete(
-    request: Request, kind: str, group: str, instance: str, project: str | None
+    fam: _Family, request: Request, group: str, instance: str, project: str | None = None
 ) -> Response:
-    g, i, p = _member_selectors(kind, group, instance, project)
-    await deps.cp(request).store.tx(lambda c: groups.member_remove(c, kind, g, i, p, deps.actor()))
+    m = _member(fam, group, instance, project)
+    await deps.tx(request, lambda c: groups.member_remove(c, m, deps.actor()))
     return Response(status_code=204)
 
 
-# -- an instance's groups --------------------------------------------------------------------
+# -- registering them for both families ------------------------------------------------------
 
 
-@router.get(
-    "/v1/instances/{instance}/affinity-groups", response_model=models.AffinityGroupResultsPage
-)
-async def instance_affinity_group_list(
-    request: Request,
-    instance: str,
-    project: str | None = None,
-    limit: paging.Limit = None,
-    page_token: str | None = None,
-    sort_by: models.NameOrIdSortMode | None = None,
-) -> models.AffinityGroupResultsPage:
-    items, nxt = await _instance_groups(request, AFF, instance, project, limit, page_token, sort_by)
-    return models.AffinityGroupResultsPage(items=items, next_page=nxt)
+def _endpoint(
+    fam: _Family,
+    handler: Callable[..., Awaitable[Any]],
+    returns: Any,
+    body: type[BaseModel] | None = None,
+) -> Callable[..., Awaitable[Any]]:
+    """``handler`` for ``fam`` as FastAPI reads an endpoint: without ``fam``, its ``group``
+    parameter named as the family's path names it, its body of the family's own model."""
+    signature = inspect.signature(handler, eval_str=True)
+    params = []
+    for p in list(signature.parameters.values())[1:]:
+        if p.name == "group":
+            p = p.replace(name=fam.param)
+        elif p.name == "body" and body is not None:
+            p = p.replace(annotation=body)
+        params.append(p)
 
+    async def endpoint(**kwargs: Any) -> Any:
+        if fam.param in kwargs:
+            kwargs["group"] = kwargs.pop(fam.param)
+        return await handler(fam, **kwargs)
 
-@router.get(
-    "/v1/instances/{instance}/anti-affinity-groups",
-    response_model=models.AntiAffinityGroupResultsPage,
-)
-async def instance_anti_affinity_group_list(
-    request: Request,
-    instance: str,
-    project: str | None = None,
-    limit: paging.Limit = None,
-    page_token: str | None = None,
-    sort_by: models.NameOrIdSortMode | None = None,
-) -> models.AntiAffinityGroupResultsPage:
-    items, nxt = await _instance_groups(
-        request, ANTI, instance, project, limit, page_token, sort_by
+    endpoint.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=params, return_annotation=returns
     )
-    return models.AntiAffinityGroupResultsPage(items=items, next_page=nxt)
+    return endpoint
 
 
-# -- affinity groups -------------------------------------------------------------------------
-
-
-@router.get("/v1/affinity-groups", response_model=models.AffinityGroupResultsPage)
-async def affinity_group_list(
-    request: Request,
-    project: str | None = None,
-    limit: paging.Limit = None,
-    page_token: str | None = None,
-    sort_by: models.NameOrIdSortMode | None = None,
-) -> models.AffinityGroupResultsPage:
-    items, nxt = await _list(request, AFF, project, limit, page_token, sort_by)
-    return models.AffinityGroupResultsPage(items=items, next_page=nxt)
-
-
-@router.post("/v1/affinity-groups", status_code=201, response_model=models.AffinityGroup)
-async def affinity_group_create(
-    request: Request, body: models.AffinityGroupCreate, project: str | None = None
-) -> models.AffinityGroup:
-    return await _create(request, AFF, project, body)
-
-
-@router.get("/v1/affinity-groups/{affinity_group}", response_model=models.AffinityGroup)
-async def affinity_group_view(
-    request: Request, affinity_group: str, project: str | None = None
-) -> models.AffinityGroup:
-    return await _view(request, AFF, affinity_group, project)
-
-
-@router.put("/v1/affinity-groups/{affinity_group}", response_model=models.AffinityGroup)
-async def affinity_group_update(
-    request: Request,
-    affinity_group: str,
-    body: models.AffinityGroupUpdate,
-    project: str | None = None,
-) -> models.AffinityGroup:
-    return await _update(request, AFF, affinity_group, project, body)
-
-
-@router.delete("/v1/affinity-groups/{affinity_group}", status_code=204, response_class=Response)
-async def affinity_group_delete(
-    request: Request, affinity_group: str, project: str | None = None
-) -> Response:
-    return await _delete(request, AFF, affinity_group, project)
-
-
-@router.get(
-    "/v1/affinity-groups/{affinity_group}/members",
-    response_model=models.AffinityGroupMemberResultsPage,
-)
-async def affinity_group_member_list(
-    request: Request,
-    affinity_group: str,
-    project: str | None = None,
-    limit: paging.Limit = None,
-    page_token: str | None = None,
-    sort_by: models.NameOrIdSortMode | None = None,
-) -> models.AffinityGroupMemberResultsPage:
-    items, nxt = await _members(request, AFF, affinity_group, project, limit, page_token, sort_by)
-    return models.AffinityGroupMemberResultsPage(items=items, next_page=nxt)
-
-
-@router.get(
-    "/v1/affinity-groups/{affinity_group}/members/instance/{instance}",
-    response_model=models.AffinityGroupMember,
-)
-async def affinity_group_member_instance_view(
-    request: Request, affinity_group: str, instance: str, project: str | None = None
-) -> models.AffinityGroupMember:
-    return await _member_view(request, AFF, affinity_group, instance, project)
-
-
-@router.post(
-    "/v1/affinity-groups/{affinity_group}/members/instance/{instance}",
-    status_code=201,
-    response_model=models.AffinityGroupMember,
-)
-async def affinity_group_member_instance_add(
-    request: Request, affinity_group: str, instance: str, project: str | None = None
-) -> models.AffinityGroupMember:
-    return await _member_add(request, AFF, affinity_group, instance, project)
-
-
-@router.delete(
-    "/v1/affinity-groups/{affinity_group}/members/instance/{instance}",
-    status_code=204,
-    response_class=Response,
-)
-async def affinity_group_member_instance_delete(
-    request: Request, affinity_group: str, instance: str, project: str | None = None
-) -> Response:
-    return await _member_delete(request, AFF, affinity_group, instance, project)
-
-
-# -- anti-affinity groups --------------------------------------------------------------------
-
-
-@router.get("/v1/anti-affinity-groups", response_model=models.AntiAffinityGroupResultsPage)
-async def anti_affinity_group_list(
-    request: Request,
-    project: str | None = None,
-    limit: paging.Limit = None,
-    page_token: str | None = None,
-    sort_by: models.NameOrIdSortMode | None = None,
-) -> models.AntiAffinityGroupResultsPage:
-    items, nxt = await _list(request, ANTI, project, limit, page_token, sort_by)
-    return models.AntiAffinityGroupResultsPage(items=items, next_page=nxt)
-
-
-@router.post("/v1/anti-affinity-groups", status_code=201, response_model=models.AntiAffinityGroup)
-async def anti_affinity_group_create(
-    request: Request, body: models.AntiAffinityGroupCreate, project: str | None = None
-) -> models.AntiAffinityGroup:
-    return await _create(request, ANTI, project, body)
-
-
-@router.get(
-    "/v1/anti-affinity-groups/{anti_affinity_group}", response_model=models.AntiAffinityGroup
-)
-async def anti_affinity_group_view(
-    request: Request, anti_affinity_group: str, project: str | None = None
-) -> models.AntiAffinityGroup:
-    return await _view(request, ANTI, anti_affinity_group, project)
-
-
-@router.put(
-    "/v1/anti-affinity-groups/{anti_affinity_group}", response_model=models.AntiAffinityGroup
-)
-async def anti_affinity_group_update(
-    request: Request,
-    anti_affinity_group: str,
-    body: models.AntiAffinityGroupUpdate,
-    project: str | None = None,
-) -> models.AntiAffinityGroup:
-    return await _update(request, ANTI, anti_affinity_group, project, body)
-
-
-@router.delete(
-    "/v1/anti-affinity-groups/{anti_affinity_group}", status_code=204, response_class=Response
-)
-async def anti_affinity_group_delete(
-    request: Request, anti_affinity_group: str, project: str | None = None
-) -> Response:
-    return await _delete(request, ANTI, anti_affinity_group, project)
-
-
-@router.get(
-    "/v1/anti-affinity-groups/{anti_affinity_group}/members",
-    response_model=models.AntiAffinityGroupMemberResultsPage,
-)
-async def anti_affinity_group_member_list(
-    request: Request,
-    anti_affinity_group: str,
-    project: str | None = None,
-    limit: paging.Limit = None,
-    page_token: str | None = None,
-    sort_by: models.NameOrIdSortMode | None = None,
-) -> models.AntiAffinityGroupMemberResultsPage:
-    items, nxt = await _members(
-        request, ANTI, anti_affinity_group, project, limit, page_token, sort_by
+def _add(
+    fam: _Family,
+    method: str,
+    path: str,
+    name: str,
+    handler: Callable[..., Awaitable[Any]],
+    *,
+    returns: Any,
+    status_code: int | None = None,
+    body: type[BaseModel] | None = None,
+) -> None:
+    # A 204 has no body: no response model, a plain Response (as the hand-written
+    # ``response_class=Response`` routes had).
+    extra: dict[str, Any] = {"response_class": Response} if returns is Response else {}
+    router.add_api_route(
+        path,
+        _endpoint(fam, handler, returns, body),
+        methods=[method],
+        name=name,
+        response_model=None if returns is Response else returns,
+        status_code=status_code,
+        **extra,
     )
-    return models.AntiAffinityGroupMemberResultsPage(items=items, next_page=nxt)
 
 
-@router.get(
-    "/v1/anti-affinity-groups/{anti_affinity_group}/members/instance/{instance}",
-    response_model=models.AntiAffinityGroupMember,
-)
-async def anti_affinity_group_member_instance_view(
-    request: Request, anti_affinity_group: str, instance: str, project: str | None = None
-) -> models.AntiAffinityGroupMember:
-    return await _member_view(request, ANTI, anti_affinity_group, instance, project)
+def _register() -> None:
+    # In the order the document lists them: an instance's groups first, then each family.
+    for fam in _FAMILIES:
+        _add(
+            fam,
+            "GET",
+            f"/v1/instances/{{instance}}/{fam.segment}",
+            f"instance_{fam.param}_list",
+            _instance_group_list,
+            returns=fam.group_page,
+        )
+    for fam in _FAMILIES:
+        one = f"{fam.path}/{{{fam.param}}}"
+        member = f"{one}/members/instance/{{instance}}"
+        name = fam.param
+        _add(fam, "GET", fam.path, f"{name}_list", _group_list, returns=fam.group_page)
+        _add(
+            fam,
+            "POST",
+            fam.path,
+            f"{name}_create",
+            _group_create,
+            returns=fam.group,
+            status_code=201,
+            body=fam.create,
+        )
+        _add(fam, "GET", one, f"{name}_view", _group_view, returns=fam.group)
+        _add(fam, "PUT", one, f"{name}_update", _group_update, returns=fam.group, body=fam.update)
+        _add(fam, "DELETE", one, f"{name}_delete", _group_delete, returns=Response, status_code=204)
+        _add(
+            fam,
+            "GET",
+            f"{one}/members",
+            f"{name}_member_list",
+            _member_list,
+            returns=fam.member_page,
+        )
+        _add(fam, "GET", member, f"{name}_member_instance_view", _member_view, returns=fam.member)
+        _add(
+            fam,
+            "POST",
+            member,
+            f"{name}_member_instance_add",
+            _member_add,
+            returns=fam.member,
+            status_code=201,
+        )
+        _add(
+            fam,
+            "DELETE",
+            member,
+            f"{name}_member_instance_delete",
+            _member_delete,
+            returns=Response,
+            status_code=204,
+        )
 
 
-@router.post(
-    "/v1/anti-affinity-groups/{anti_affinity_group}/members/instance/{instance}",
-    status_code=201,
-    response_model=models.AntiAffinityGroupMember,
-)
-async def anti_affinity_group_member_instance_add(
-    request: Request, anti_affinity_group: str, instance: str, project: str | None = None
-) -> models.AntiAffinityGroupMember:
-    return await _member_add(request, ANTI, anti_affinity_group, instance, project)
-
-
-@router.delete(
-    "/v1/anti-affinity-groups/{anti_affinity_group}/members/instance/{instance}",
-    status_code=204,
-    response_class=Response,
-)
-async def anti_affinity_group_member_instance_delete(
-    request: Request, anti_affinity_group: str, instance: str, project: str | None = None
-) -> Response:
-    return await _member_delete(request, ANTI, anti_affinity_group, instance, project)
+_register()
