@@ -10,6 +10,7 @@ from skylight.clock import as_utc
 from skylight.events.reasons import redact
 from skylight.instances.state import run_state
 from skylight.operations import sleds
+from skylight.webhooks.receivers import Receiver
 
 
 def project(row: Any) -> models.Project:
@@ -180,26 +181,25 @@ def webhook_secret(row: Any) -> models.WebhookSecret:
     return models.WebhookSecret(id=row.id, time_created=as_utc(row.time_created))
 
 
-def webhook_receiver(
-    row: Any, subscriptions: list[str], secrets: list[Any]
-) -> models.WebhookReceiver:
+def webhook_receiver(rx: Receiver) -> models.WebhookReceiver:
+    row = rx.row
     return models.WebhookReceiver(
         id=row.id,
         name=row.name,
         description=row.description,
         time_created=as_utc(row.time_created),
         time_modified=as_utc(row.time_modified),
-        subscriptions=subscriptions,
+        subscriptions=rx.subscriptions,
         endpoint=row.endpoint,
-        secrets=[webhook_secret(s) for s in secrets],
+        secrets=[webhook_secret(s) for s in rx.secrets],
     )
 
 
-def alert_receiver(row: Any, subscriptions: list[str], secrets: list[Any]) -> models.AlertReceiver:
-    rx = webhook_receiver(row, subscriptions, secrets)
+def alert_receiver(rx: Receiver) -> models.AlertReceiver:
+    shown = webhook_receiver(rx)
     return models.AlertReceiver(
-        **rx.model_dump(exclude={"endpoint", "secrets"}),
-        kind=models.WebhookReceiverConfig(endpoint=rx.endpoint, secrets=rx.secrets),
+        **shown.model_dump(exclude={"endpoint", "secrets"}),
+        kind=models.WebhookReceiverConfig(endpoint=shown.endpoint, secrets=shown.secrets),
     )
 
 

@@ -47,6 +47,17 @@ MAX_PATTERN = 255
 MAX_SEGMENTS = 16
 
 
+def class_names(pattern: str | None, after: str | None, limit: int) -> list[str]:
+    """Up to ``limit`` class names after ``after``, in order, that ``pattern`` (checked)
+    matches (all without one)."""
+    found = (
+        n
+        for n in NAMES
+        if (pattern is None or matches(pattern, n)) and (after is None or n > after)
+    )
+    return list(found)[:limit]
+
+
 def matches(pattern: str, alert_class: str) -> bool:
     """Does the glob match the class? One pass over (pattern segment, class segment) pairs,
     so a pattern of many ``**`` costs no more than its length times the class's."""

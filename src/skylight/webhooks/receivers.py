@@ -1,29 +1,70 @@
-"""What operators do with alert receivers: create, change, subscribe, rotate secrets, resend.
+"""What operators do with alert receivers: list and read them, create, change, subscribe,
+rotate secrets, resend, read their deliveries.
 
 Every function runs inside one store transaction (``conn``) and raises domain errors for bad
-input before it writes anything.
+input before it writes anything. A receiver is named by ``selector`` (its name or id).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from skylight import lookup
 from skylight.clock import now
 from skylight.errors import AlreadyExists, InvalidValue, NotFound
 from skylight.ids import new_id
 from skylight.store import events
 from skylight.store import webhooks as rows
+from skylight.store.paging import Page, PageOf, PageRequest
 from skylight.webhooks import alerts
 from skylight.webhooks.send import Target
 
 MAX_ENDPOINT = 2048
 MAX_SECRET = 1024
 MAX_SECRETS = 8  # each signs every delivery (a header apiece): enough to rotate
+
+
+@dataclass(frozen=True)
+class Receiver:
+    """A receiver with what the API shows of it: its subscriptions and (the ids of) its
+    secrets."""
+
+    row: sa.Row[Any]
+    subscriptions: list[str]
+    secrets: list[sa.Row[Any]]
+
+    @property
+    def id(self) -> str:  # the keys its list is paged by
+        return str(self.row.id)
+
+    @property
+    def name(self) -> str:
+        return str(self.row.name)
+
+
+def _described(conn: Connection, found: list[sa.Row[Any]]) -> list[Receiver]:
+    ids = [r.id for r in found]
+    subs, secrets = rows.subscriptions(conn, ids), rows.secrets(conn, ids)
+    return [Receiver(r, subs[r.id], secrets[r.id]) for r in found]
+
+
+def page(conn: Connection, req: PageRequest) -> Page[Receiver]:
+    found = rows.page(conn, sort=req.sort, limit=req.limit, marker=req.marker)
+    return Page(_described(conn, found), req)
+
+
+def view(conn: Connection, selector: str) -> Receiver:
+    return _described(conn, [lookup.alert_receiver(conn, selector)])[0]
+
+
+def delete(conn: Connection, selector: str) -> None:
+    rows.delete(conn, lookup.alert_receiver(conn, selector).id)
 
 
 def check_endpoint(url: str) -> str:
@@ -67,7 +108,7 @@ def create(
     endpoint: str,
     secrets: Sequence[str],
     subscriptions: Sequence[str],
-) -> str:
+) -> Receiver:
     check_endpoint(endpoint)
     if not secrets:
         raise InvalidValue("a webhook receiver needs at least one secret to sign its deliveries")
@@ -91,17 +132,20 @@ def create(
     for value in secrets:
         rows.add_secret(conn, id=new_id(), receiver_id=receiver_id, secret=value, time_created=t)
     _subscribe(conn, receiver_id, patterns)
-    return receiver_id
+    row = rows.by_id(conn, receiver_id)
+    assert row is not None
+    return _described(conn, [row])[0]
 
 
 def update(
     conn: Connection,
-    receiver: Any,
+    selector: str,
     *,
     name: str | None,
     description: str | None,
     endpoint: str | None,
 ) -> None:
+    receiver = lookup.alert_receiver(conn, selector)
     values: dict[str, Any] = {}
     if endpoint is not None:
         values["endpoint"] = check_endpoint(endpoint)
@@ -115,14 +159,16 @@ def update(
         rows.update(conn, receiver.id, time_modified=now(), **values)
 
 
-def subscribe(conn: Connection, receiver: Any, pattern: str) -> str:
+def subscribe(conn: Connection, selector: str, pattern: str) -> str:
+    receiver = lookup.alert_receiver(conn, selector)
     alerts.check_subscription(pattern)
     if not _subscribe(conn, receiver.id, [pattern])[0]:
         raise AlreadyExists("alert-subscription", pattern)
     return pattern
 
 
-def unsubscribe(conn: Connection, receiver: Any, pattern: str) -> None:
+def unsubscribe(conn: Connection, selector: str, pattern: str) -> None:
+    receiver = lookup.alert_receiver(conn, selector)
     # Only what could be subscribed can be removed: anything else is refused for what it is
     # (and never reaches the store, which cannot even compare a NUL on PostgreSQL).
     alerts.check_pattern(pattern)
@@ -130,7 +176,13 @@ def unsubscribe(conn: Connection, receiver: Any, pattern: str) -> None:
         raise NotFound(f'not found: alert-subscription "{pattern}" of receiver "{receiver.name}"')
 
 
-def add_secret(conn: Connection, receiver: Any, value: str) -> sa.Row[Any]:
+def secrets(conn: Connection, selector: str) -> list[sa.Row[Any]]:
+    receiver = lookup.alert_receiver(conn, selector)
+    return rows.secrets(conn, [receiver.id])[receiver.id]
+
+
+def add_secret(conn: Connection, selector: str, value: str) -> sa.Row[Any]:
+    receiver = lookup.alert_receiver(conn, selector)
     check_secret(value)
     if len(rows.secrets(conn, [receiver.id])[receiver.id]) >= MAX_SECRETS:
         raise InvalidValue(
@@ -186,9 +238,10 @@ def delivery_row(
     }
 
 
-def resend(conn: Connection, receiver: Any, alert_id: str) -> str:
+def resend(conn: Connection, selector: str, alert_id: str) -> str:
     """A new delivery (trigger ``resend``) of an alert this receiver was sent before, or of
     an event still in the log that its subscriptions match."""
+    receiver = lookup.alert_receiver(conn, selector)
     alert_id = alert_id.lower()
     before = rows.latest_of_alert(conn, receiver.id, alert_id)
     if before is not None and before.trigger != "probe":
@@ -211,3 +264,21 @@ def resend_undelivered(conn: Connection, receiver: Any) -> int:
     ]
     rows.insert_deliveries(conn, again)
     return len(again)
+
+
+def deliveries(
+    conn: Connection,
+    selector: str,
+    page_of: PageOf,
+    *,
+    delivered: bool | None,
+    failed: bool | None,
+    pending: bool | None,
+) -> Page[sa.Row[Any]]:
+    """Oldest first. With any of ``delivered``, ``failed``, ``pending`` true, only the
+    deliveries in those states; otherwise all."""
+    asked = {rows.DELIVERED: delivered, rows.FAILED: failed, rows.PENDING: pending}
+    states = [s for s, on in asked.items() if on] or list(asked)
+    rx = lookup.alert_receiver(conn, selector)
+    req = page_of(rx.id)
+    return Page(rows.deliveries_page(conn, rx.id, states, limit=req.limit, marker=req.marker), req)

@@ -27,6 +27,12 @@ FAILED_UNREACHABLE = "failed_unreachable"
 FAILED_TIMEOUT = "failed_timeout"
 
 
+def client() -> httpx.AsyncClient:
+    """The HTTP client deliveries are sent with. No redirects: a receiver answers for
+    itself. No proxy from the environment: a receiver is reached directly."""
+    return httpx.AsyncClient(follow_redirects=False, trust_env=False)
+
+
 @dataclass(frozen=True)
 class Target:
     receiver_id: str
