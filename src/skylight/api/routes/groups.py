@@ -11,9 +11,9 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel
 
 from skylight import groups, lookup
@@ -25,8 +25,6 @@ router = APIRouter(tags=["affinity"])
 @dataclass(frozen=True)
 class _Family:
     kind: str  # as the domain names it: "affinity" | "anti_affinity"
-    param: str  # the path parameter naming a group, and the start of operation names
-    path: str  # the collection, e.g. /v1/affinity-groups
     create: type[models.AffinityGroupCreate]
     update: type[models.AffinityGroupUpdate]
     group: type[models.AffinityGroup]
@@ -37,71 +35,68 @@ class _Family:
     member_view: Callable[[Any], models.AffinityGroupMember]
 
     @property
+    def param(self) -> str:
+        """The path parameter naming a group, and the start of operation names."""
+        return f"{self.kind}_group"
+
+    @property
     def segment(self) -> str:
-        """The last segment of ``path``: also an instance's list of its groups."""
-        return self.path.rsplit("/", 1)[1]
+        """The collection's last path segment (also of an instance's list of its groups)."""
+        return f"{self.kind.replace('_', '-')}-groups"
 
 
-_FAMILIES = (
-    _Family(
-        kind="affinity",
-        param="affinity_group",
-        path="/v1/affinity-groups",
-        create=models.AffinityGroupCreate,
-        update=models.AffinityGroupUpdate,
-        group=models.AffinityGroup,
-        group_page=models.AffinityGroupResultsPage,
-        member=models.AffinityGroupMember,
-        member_page=models.AffinityGroupMemberResultsPage,
-        group_view=views.affinity_group,
-        member_view=views.affinity_group_member,
-    ),
-    _Family(
-        kind="anti_affinity",
-        param="anti_affinity_group",
-        path="/v1/anti-affinity-groups",
-        create=models.AntiAffinityGroupCreate,
-        update=models.AntiAffinityGroupUpdate,
-        group=models.AntiAffinityGroup,
-        group_page=models.AntiAffinityGroupResultsPage,
-        member=models.AntiAffinityGroupMember,
-        member_page=models.AntiAffinityGroupMemberResultsPage,
-        group_view=views.anti_affinity_group,
-        member_view=views.anti_affinity_group_member,
-    ),
+# One row per field of ``_Family``, one column per family.
+_FAMILIES = tuple(
+    _Family(*fields)
+    for fields in zip(
+        ("affinity", "anti_affinity"),
+        (models.AffinityGroupCreate, models.AntiAffinityGroupCreate),
+        (models.AffinityGroupUpdate, models.AntiAffinityGroupUpdate),
+        (models.AffinityGroup, models.AntiAffinityGroup),
+        (models.AffinityGroupResultsPage, models.AntiAffinityGroupResultsPage),
+        (models.AffinityGroupMember, models.AntiAffinityGroupMember),
+        (models.AffinityGroupMemberResultsPage, models.AntiAffinityGroupMemberResultsPage),
+        (views.affinity_group, views.anti_affinity_group),
+        (views.affinity_group_member, views.anti_affinity_group_member),
+        strict=True,
+    )
 )
 
 
 # -- the handlers, each for either family ----------------------------------------------------
 
 
+@dataclass
+class _ListQuery:
+    """The query parameters every list of groups (or of members) takes after its own."""
+
+    limit: paging.Limit = None
+    page_token: str | None = None
+    sort_by: models.NameOrIdSortMode | None = None
+
+    def ask(self, scope: str) -> paging.Ask:
+        return paging.Ask(self.limit, self.page_token, self.sort_by, scope)
+
+
+_List = Annotated[_ListQuery, Depends()]
+
+
 async def _instance_group_list(
-    fam: _Family,
-    request: Request,
-    instance: str,
-    project: str | None = None,
-    limit: paging.Limit = None,
-    page_token: str | None = None,
-    sort_by: models.NameOrIdSortMode | None = None,
+    fam: _Family, request: Request, instance: str, query: _List, project: str | None = None
 ) -> BaseModel:
     sel = deps.required(instance, "instance")
     proj = deps.selector(project, "project")
-    ask = paging.Ask(limit, page_token, sort_by, f"instance-{fam.kind}-groups")
+    ask = query.ask(f"instance-{fam.kind}-groups")
     page = await deps.tx(request, lambda c: groups.page_of_instance(c, fam.kind, sel, proj, ask))
     items, nxt = paging.results(page, fam.group_view)
     return fam.group_page(items=items, next_page=nxt)
 
 
 async def _group_list(
-    fam: _Family,
-    request: Request,
-    project: str | None = None,
-    limit: paging.Limit = None,
-    page_token: str | None = None,
-    sort_by: models.NameOrIdSortMode | None = None,
+    fam: _Family, request: Request, query: _List, project: str | None = None
 ) -> BaseModel:
     sel = deps.required(project, "project")
-    ask = paging.Ask(limit, page_token, sort_by, f"{fam.kind}-groups")
+    ask = query.ask(f"{fam.kind}-groups")
     page = await deps.tx(request, lambda c: groups.page(c, fam.kind, sel, ask))
     items, nxt = paging.results(page, fam.group_view)
     return fam.group_page(items=items, next_page=nxt)
@@ -162,17 +157,11 @@ async def _group_delete(
 
 
 async def _member_list(
-    fam: _Family,
-    request: Request,
-    group: str,
-    project: str | None = None,
-    limit: paging.Limit = None,
-    page_token: str | None = None,
-    sort_by: models.NameOrIdSortMode | None = None,
+    fam: _Family, request: Request, group: str, query: _List, project: str | None = None
 ) -> BaseModel:
     sel = deps.required(group, fam.param)
     proj = deps.selector(project, "project")
-    ask = paging.Ask(limit, page_token, sort_by, f"{fam.kind}-members")
+    ask = query.ask(f"{fam.kind}-members")
     page = await deps.tx(request, lambda c: groups.members_page(c, fam.kind, sel, proj, ask))
     items, nxt = paging.results(page, fam.member_view)
     return fam.member_page(items=items, next_page=nxt)
@@ -277,14 +266,15 @@ def _register() -> None:
             returns=fam.group_page,
         )
     for fam in _FAMILIES:
-        one = f"{fam.path}/{{{fam.param}}}"
+        path = f"/v1/{fam.segment}"
+        one = f"{path}/{{{fam.param}}}"
         member = f"{one}/members/instance/{{instance}}"
         name = fam.param
-        _add(fam, "GET", fam.path, f"{name}_list", _group_list, returns=fam.group_page)
+        _add(fam, "GET", path, f"{name}_list", _group_list, returns=fam.group_page)
         _add(
             fam,
             "POST",
-            fam.path,
+            path,
             f"{name}_create",
             _group_create,
             returns=fam.group,
