@@ -7,8 +7,6 @@ import threading
 import time
 import uuid
 
-from skylight.errors import InvalidRequest
-
 _lock = threading.Lock()
 _last_ms = 0
 _seq = 0
@@ -53,11 +51,3 @@ def parse_uuid(text: str) -> uuid.UUID | None:
         return uuid.UUID(text)
     except (ValueError, AttributeError, TypeError):
         return None
-
-
-def require_uuid(text: str, what: str) -> str:
-    """``text`` where only an id will do (a sled, a VMM, a secret: things without names), as
-    the canonical lower-case string; InvalidRequest naming ``what`` otherwise."""
-    if parse_uuid(text) is None:
-        raise InvalidRequest(f"{what}: not a UUID: {text!r}")
-    return text.lower()

@@ -13,6 +13,14 @@ from skylight.ids import parse_uuid
 from skylight.store import disks, groups, instances, projects, webhooks
 
 
+def require_uuid(text: str, what: str) -> str:
+    """``text`` where only an id will do (a sled, a VMM, an alert, a secret: things without
+    names), as the canonical lower-case string; InvalidRequest naming ``what`` otherwise."""
+    if parse_uuid(text) is None:
+        raise InvalidRequest(f"{what}: not a UUID: {text!r}")
+    return text.lower()
+
+
 def _top_level(
     rtype: str,
     selector: str,

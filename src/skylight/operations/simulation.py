@@ -9,7 +9,7 @@ from typing import Protocol
 
 from skylight import lookup
 from skylight.errors import InvalidRequest, NotFound, ServiceUnavailable
-from skylight.ids import require_uuid
+from skylight.lookup import require_uuid
 from skylight.operations import sleds
 from skylight.services import Services
 from skylight.sled.sim import Fault, SimRack

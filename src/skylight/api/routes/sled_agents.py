@@ -15,7 +15,9 @@ from fastapi import APIRouter, Request, Response
 from pydantic import Field, field_validator
 
 from skylight.api import deps, models, views
-from skylight.ids import parse_uuid, require_uuid
+from skylight.controlplane import SIM_RACK_ID
+from skylight.ids import parse_uuid
+from skylight.lookup import require_uuid
 from skylight.operations import sleds
 
 router = APIRouter(tags=["system/sled-agents"])
@@ -53,8 +55,6 @@ class VmmLost(models.Strict):
 
 @router.post("/v1/system/sled-agents", response_model=models.Sled)
 async def sled_agent_register(request: Request, body: SledAgentRegistration) -> models.Sled:
-    from skylight.controlplane import SIM_RACK_ID
-
     agent = sleds.AgentRegistration(
         **(body.model_dump() | {"rack_id": body.rack_id or SIM_RACK_ID})
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from skylight.api import deps, models, paging, views
-from skylight.ids import require_uuid
+from skylight.lookup import require_uuid
 from skylight.operations import sleds
 
 router = APIRouter(tags=["system/hardware"])

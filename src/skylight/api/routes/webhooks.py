@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from skylight.api import deps, models, paging, views
-from skylight.ids import require_uuid
+from skylight.lookup import require_uuid
 from skylight.operations.webhook_probe import probe
 from skylight.webhooks import alerts, receivers
 
