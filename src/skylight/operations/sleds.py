@@ -9,7 +9,7 @@ what the API asks of the rack's sleds, one operation per request.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -59,7 +59,8 @@ class PolicyChange:
 
 @dataclass(frozen=True)
 class AgentRegistration:
-    """What an HTTP sled agent tells the control plane about itself when it starts."""
+    """What an HTTP sled agent tells the control plane about itself when it starts (the
+    keyword arguments of ``store.sleds.upsert_agent``, field for field)."""
 
     serial: str
     url: str
@@ -124,16 +125,7 @@ async def register_agent(cp: Services, agent: AgentRegistration) -> Sled:
     store too). A new serial becomes a sled in service; a known one keeps its id and policy."""
 
     def upsert(conn: Connection) -> Sled:
-        row = rows.upsert_agent(
-            conn,
-            serial=agent.serial,
-            url=agent.url,
-            cpus=agent.cpus,
-            memory=agent.memory,
-            local_storage=agent.local_storage,
-            cpu_family=agent.cpu_family,
-            rack_id=agent.rack_id,
-        )
+        row = rows.upsert_agent(conn, **asdict(agent))
         return _with_usage(conn, row)
 
     try:
