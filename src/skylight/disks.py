@@ -20,8 +20,8 @@ from skylight.events.kinds import Kind
 from skylight.ids import new_id, parse_uuid
 from skylight.instances.record import record
 from skylight.instances.state import run_state
+from skylight.store import Row, instances
 from skylight.store import disks as rows
-from skylight.store import instances
 from skylight.store.paging import Page, PageOf, rows_of
 
 GiB = 1024**3
@@ -91,7 +91,7 @@ def _spec(conn: Connection, project_id: str, body: dict[str, Any]) -> dict[str, 
     }
 
 
-def create(conn: Connection, project_selector: str, body: dict[str, Any]) -> sa.Row[Any]:
+def create(conn: Connection, project_selector: str, body: dict[str, Any]) -> Row:
     """``body`` is a ``DiskCreate``: name, description, size, disk_backend."""
     proj = lookup.project(conn, project_selector)
     spec = _spec(conn, proj.id, body)
@@ -101,7 +101,7 @@ def create(conn: Connection, project_selector: str, body: dict[str, Any]) -> sa.
     return row
 
 
-def page(conn: Connection, project_selector: str, page_of: PageOf) -> Page[sa.Row[Any]]:
+def page(conn: Connection, project_selector: str, page_of: PageOf) -> Page[Row]:
     """A page of the project's disks."""
     proj = lookup.project(conn, project_selector)
     return rows_of(page_of(proj.id), rows.page, conn, proj.id)
@@ -109,7 +109,7 @@ def page(conn: Connection, project_selector: str, page_of: PageOf) -> Page[sa.Ro
 
 def page_of_instance(
     conn: Connection, instance_selector: str, project_selector: str | None, page_of: PageOf
-) -> Page[sa.Row[Any]]:
+) -> Page[Row]:
     """A page of the disks attached to the instance."""
     inst = lookup.instance(conn, instance_selector, project_selector)
     return rows_of(page_of(inst.id), rows.page_of_instance, conn, inst.id)
@@ -134,7 +134,7 @@ def _shown_state(inst: Any) -> str:
 
 def _instance_and_disk(
     conn: Connection, instance_selector: str, project_selector: str | None, disk_selector: str
-) -> tuple[sa.Row[Any], sa.Row[Any]]:
+) -> tuple[Row, Row]:
     """The instance (its row held, read afresh) and the disk, named in its project."""
     found = lookup.instance(conn, instance_selector, project_selector)
     rows.lock_instance(conn, found.id)
@@ -167,7 +167,7 @@ def attach(
     project_selector: str | None,
     disk_selector: str,
     actor: dict[str, Any],
-) -> sa.Row[Any]:
+) -> Row:
     inst, disk = _instance_and_disk(conn, instance_selector, project_selector, disk_selector)
     if disk.instance_id == inst.id:
         return disk  # already attached here: nothing to do
@@ -196,7 +196,7 @@ def detach(
     project_selector: str | None,
     disk_selector: str,
     actor: dict[str, Any],
-) -> sa.Row[Any]:
+) -> Row:
     inst, disk = _instance_and_disk(conn, instance_selector, project_selector, disk_selector)
     if disk.state == "detached":
         return disk  # nothing to do

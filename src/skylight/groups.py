@@ -19,6 +19,7 @@ from skylight.errors import AlreadyExists, Conflict, InvalidRequest, NotFound
 from skylight.events.kinds import Kind
 from skylight.ids import new_id, parse_uuid
 from skylight.instances.record import record
+from skylight.store import Row
 from skylight.store import groups as rows
 from skylight.store.paging import Page, PageOf, rows_of
 
@@ -30,7 +31,7 @@ def _words(kind: str) -> str:
     return lookup.GROUP_WORDS[kind]
 
 
-def page(conn: Connection, kind: str, project_selector: str, page_of: PageOf) -> Page[sa.Row[Any]]:
+def page(conn: Connection, kind: str, project_selector: str, page_of: PageOf) -> Page[Row]:
     """A page of the project's groups of ``kind``."""
     proj = lookup.project(conn, project_selector)
     return rows_of(page_of(proj.id), rows.page, conn, kind, proj.id)
@@ -42,7 +43,7 @@ def page_of_instance(
     instance_selector: str,
     project_selector: str | None,
     page_of: PageOf,
-) -> Page[sa.Row[Any]]:
+) -> Page[Row]:
     """A page of the groups of ``kind`` the instance belongs to."""
     inst = lookup.instance(conn, instance_selector, project_selector)
     return rows_of(page_of(inst.id), rows.page_of_instance, conn, kind, inst.id)
@@ -50,7 +51,7 @@ def page_of_instance(
 
 def members_page(
     conn: Connection, kind: str, selector: str, project_selector: str | None, page_of: PageOf
-) -> Page[sa.Row[Any]]:
+) -> Page[Row]:
     """A page of the group's members."""
     grp = lookup.group(conn, kind, selector, project_selector)
     return rows_of(page_of(grp.id), rows.members_page, conn, kind, grp.id)
@@ -65,7 +66,7 @@ def create(
     description: str,
     policy: str,
     failure_domain: str,
-) -> sa.Row[Any]:
+) -> Row:
     proj = lookup.project(conn, project_selector)
     if rows.by_name(conn, kind, proj.id, name) is not None:
         raise AlreadyExists(lookup.GROUP_TYPE[kind], name)
@@ -97,7 +98,7 @@ def update(
     *,
     name: str | None,
     description: str | None,
-) -> sa.Row[Any]:
+) -> Row:
     row = lookup.group(conn, kind, selector, project_selector)
     values: dict[str, Any] = {}
     if name is not None and name != row.name:
@@ -142,7 +143,7 @@ class Member:
     project: str | None
 
 
-def _group_and_instance(conn: Connection, m: Member) -> tuple[sa.Row[Any], sa.Row[Any]]:
+def _group_and_instance(conn: Connection, m: Member) -> tuple[Row, Row]:
     grp = lookup.group(conn, m.kind, m.group, _only_for_names(m.group, m.project))
     inst_project = _only_for_names(m.instance, m.project)
     if inst_project is None and parse_uuid(m.instance) is None:
@@ -151,7 +152,7 @@ def _group_and_instance(conn: Connection, m: Member) -> tuple[sa.Row[Any], sa.Ro
     return grp, inst
 
 
-def member_view(conn: Connection, m: Member) -> sa.Row[Any]:
+def member_view(conn: Connection, m: Member) -> Row:
     kind = m.kind
     grp, inst = _group_and_instance(conn, m)
     member = rows.member(conn, kind, grp.id, inst.id)
@@ -168,7 +169,7 @@ def _membership(
     record(conn, inst.id, Kind.UPDATED, actor, detail=detail)
 
 
-def member_add(conn: Connection, m: Member, actor: dict[str, Any]) -> sa.Row[Any]:
+def member_add(conn: Connection, m: Member, actor: dict[str, Any]) -> Row:
     kind = m.kind
     grp, inst = _group_and_instance(conn, m)
     if inst.project_id != grp.project_id:

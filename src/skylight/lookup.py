@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from skylight.errors import InvalidRequest, NotFound
 from skylight.ids import parse_uuid
-from skylight.store import disks, groups, instances, projects, webhooks
+from skylight.store import Row, disks, groups, instances, projects, webhooks
 
 
 def require_uuid(text: str, what: str) -> str:
@@ -24,9 +22,9 @@ def require_uuid(text: str, what: str) -> str:
 def _top_level(
     rtype: str,
     selector: str,
-    by_id: Callable[[str], sa.Row[Any] | None],
-    by_name: Callable[[str], sa.Row[Any] | None],
-) -> sa.Row[Any]:
+    by_id: Callable[[str], Row | None],
+    by_name: Callable[[str], Row | None],
+) -> Row:
     """A resource with no parent (a project, an alert receiver) by id or by name."""
     if parse_uuid(selector) is not None:
         row = by_id(selector.lower())
@@ -39,7 +37,7 @@ def _top_level(
     return row
 
 
-def project(conn: Connection, selector: str) -> sa.Row[Any]:
+def project(conn: Connection, selector: str) -> Row:
     return _top_level(
         "project", selector, lambda i: projects.by_id(conn, i), lambda n: projects.by_name(conn, n)
     )
@@ -47,7 +45,7 @@ def project(conn: Connection, selector: str) -> sa.Row[Any]:
 
 def instance(
     conn: Connection, selector: str, project_selector: str | None, *, deleted: bool = False
-) -> sa.Row[Any]:
+) -> Row:
     """``deleted`` lets an id (never a name) find a deleted instance, for its history."""
     if parse_uuid(selector) is not None:
         if project_selector is not None:
@@ -76,9 +74,9 @@ def _in_project(
     words: str,
     selector: str,
     project_selector: str | None,
-    by_id: Callable[[str], sa.Row[Any] | None],
-    by_name: Callable[[str, str], sa.Row[Any] | None],
-) -> sa.Row[Any]:
+    by_id: Callable[[str], Row | None],
+    by_name: Callable[[str, str], Row | None],
+) -> Row:
     """A project's child by id (then ``project_selector`` must be absent) or by name."""
     parsed = parse_uuid(selector)
     if parsed is not None:
@@ -97,7 +95,7 @@ def _in_project(
     return row
 
 
-def group(conn: Connection, kind: str, selector: str, project_selector: str | None) -> sa.Row[Any]:
+def group(conn: Connection, kind: str, selector: str, project_selector: str | None) -> Row:
     """An affinity (``kind="affinity"``) or anti-affinity (``"anti_affinity"``) group."""
     return _in_project(
         conn,
@@ -110,7 +108,7 @@ def group(conn: Connection, kind: str, selector: str, project_selector: str | No
     )
 
 
-def disk(conn: Connection, selector: str, project_selector: str | None) -> sa.Row[Any]:
+def disk(conn: Connection, selector: str, project_selector: str | None) -> Row:
     return _in_project(
         conn,
         "disk",
@@ -122,7 +120,7 @@ def disk(conn: Connection, selector: str, project_selector: str | None) -> sa.Ro
     )
 
 
-def alert_receiver(conn: Connection, selector: str) -> sa.Row[Any]:
+def alert_receiver(conn: Connection, selector: str) -> Row:
     return _top_level(
         "alert-receiver",
         selector,

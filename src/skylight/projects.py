@@ -10,15 +10,16 @@ from sqlalchemy.engine import Connection
 from skylight import lookup
 from skylight.errors import AlreadyExists, InvalidRequest
 from skylight.ids import new_id
+from skylight.store import Row
 from skylight.store import projects as rows
 from skylight.store.paging import Page, PageRequest, rows_of
 
 
-def page(conn: Connection, req: PageRequest) -> Page[sa.Row[Any]]:
+def page(conn: Connection, req: PageRequest) -> Page[Row]:
     return rows_of(req, rows.page, conn)
 
 
-def create(conn: Connection, name: str, description: str) -> sa.Row[Any]:
+def create(conn: Connection, name: str, description: str) -> Row:
     if rows.by_name(conn, name) is not None:
         raise AlreadyExists("project", name)
     project_id = new_id()
@@ -32,9 +33,7 @@ def create(conn: Connection, name: str, description: str) -> sa.Row[Any]:
     return row
 
 
-def update(
-    conn: Connection, selector: str, *, name: str | None, description: str | None
-) -> sa.Row[Any]:
+def update(conn: Connection, selector: str, *, name: str | None, description: str | None) -> Row:
     row = lookup.project(conn, selector)
     values: dict[str, Any] = {}
     if name is not None and name != row.name:

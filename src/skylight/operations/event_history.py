@@ -7,28 +7,27 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from skylight import lookup
 from skylight.errors import InvalidRequest
 from skylight.operations.event_stream import sse
 from skylight.services import Services
-from skylight.store import events
+from skylight.store import Row, events
 from skylight.store.events import EventFilter
 from skylight.store.paging import Page, PageOf, PageRequest
 
 __all__ = ["EventFilter", "instance_filter", "page", "project_filter", "project_page", "stream"]
 
 
-def page(conn: Connection, flt: EventFilter, req: PageRequest) -> Page[sa.Row[Any]]:
+def page(conn: Connection, flt: EventFilter, req: PageRequest) -> Page[Row]:
     """Newest first."""
     return Page(events.page(conn, flt, limit=req.limit, before_seq=req.marker), req)
 
 
 def project_page(
     conn: Connection, project_selector: str, flt: EventFilter, page_of: PageOf
-) -> Page[sa.Row[Any]]:
+) -> Page[Row]:
     """The events of the project ``project_selector`` that ``flt`` lets through."""
     proj = lookup.project(conn, project_selector)
     return page(conn, replace(flt, project_id=proj.id), page_of(proj.id))
@@ -48,7 +47,7 @@ async def stream(
     cp: Services,
     select: Callable[[Connection], EventFilter],
     cursor: int | None,
-    render: Callable[[sa.Row[Any]], dict[str, Any]],
+    render: Callable[[Row], dict[str, Any]],
 ) -> AsyncIterator[str]:
     """The events ``select`` picks, as Server-Sent Events, from after ``cursor`` (from now
     without one). Checked before it starts: what it streams exists, and so does ``cursor``."""

@@ -10,7 +10,7 @@ what the API asks of the rack's sleds, one operation per request.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -19,7 +19,7 @@ from skylight.errors import InvalidRequest, NotFound
 from skylight.instances import failures
 from skylight.placement import SledView
 from skylight.services import Services
-from skylight.store import instances, projects
+from skylight.store import Row, instances, projects
 from skylight.store import sleds as rows
 from skylight.store.paging import Page, PageRequest
 
@@ -28,7 +28,7 @@ from skylight.store.paging import Page, PageRequest
 class Sled:
     """A sled row with what is reserved on it (None: shown as nothing reserved)."""
 
-    row: sa.Row[Any]
+    row: Row
     used: SledView | None
 
     @property
@@ -40,7 +40,7 @@ class Sled:
 class SledInstance:
     """An instance with a VMM on a sled, and the name of its project."""
 
-    row: sa.Row[Any]
+    row: Row
     project_name: str
 
     @property
@@ -71,7 +71,7 @@ class AgentRegistration:
     rack_id: str  # the agent's, or the simulated rack's when it names none
 
 
-def get(conn: Connection, sled_id: str) -> sa.Row[Any]:
+def get(conn: Connection, sled_id: str) -> Row:
     """The sled ``sled_id`` (a checked id), or NotFound."""
     row = rows.get(conn, sled_id)
     if row is None:
@@ -79,7 +79,7 @@ def get(conn: Connection, sled_id: str) -> sa.Row[Any]:
     return row
 
 
-def _with_usage(conn: Connection, row: sa.Row[Any]) -> Sled:
+def _with_usage(conn: Connection, row: Row) -> Sled:
     found = rows.views(conn, only=row.id)
     return Sled(row, found[0] if found else None)
 
@@ -141,7 +141,7 @@ async def vmm_lost(cp: Services, sled_id: str, vmm_id: str, cause: str, detail: 
     """An agent's report of a VMM of its sled that died on its own. A VMM never known here,
     or long gone, needs nothing."""
 
-    def check(conn: Connection) -> sa.Row[Any] | None:
+    def check(conn: Connection) -> Row | None:
         get(conn, sled_id)
         return instances.vmm_row(conn, vmm_id)
 

@@ -5,27 +5,26 @@ a resend of every alert the receiver never got."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from skylight import lookup
 from skylight.errors import InvalidRequest
 from skylight.ids import new_id
 from skylight.services import Services
+from skylight.store import Row
 from skylight.store import webhooks as rows
 from skylight.webhooks import alerts, receivers, send
 
 
 @dataclass(frozen=True)
 class ProbeResult:
-    delivery: sa.Row[Any]  # the probe's delivery, with its one attempt
+    delivery: Row  # the probe's delivery, with its one attempt
     resends_started: int | None  # None: no resend was asked for, or the probe failed
 
 
 async def probe(cp: Services, selector: str, *, resend: bool) -> ProbeResult:
-    def start(conn: Connection) -> tuple[sa.Row[Any], send.Target]:
+    def start(conn: Connection) -> tuple[Row, send.Target]:
         rx = lookup.alert_receiver(conn, selector)
         new = receivers.delivery_row(rx.id, new_id(), alerts.PROBE, {}, "probe", due=False)
         rows.insert_deliveries(conn, [new])
@@ -39,7 +38,7 @@ async def probe(cp: Services, selector: str, *, resend: bool) -> ProbeResult:
     cp.metrics.webhook_attempts.labels(result=attempt["result"]).inc()
     ok = attempt["result"] == send.SUCCEEDED
 
-    def finish(conn: Connection) -> tuple[sa.Row[Any] | None, int | None]:
+    def finish(conn: Connection) -> tuple[Row | None, int | None]:
         state = rows.DELIVERED if ok else rows.FAILED
         rows.record_attempt(conn, sent, attempt, state=state, next_attempt=None)
         resends = None

@@ -43,9 +43,7 @@ class Page(Generic[Item]):
     request: PageRequest
 
 
-def rows_of(
-    request: PageRequest, read: Callable[..., list[sa.Row[Any]]], *args: Any
-) -> Page[sa.Row[Any]]:
+def rows_of(request: PageRequest, read: Callable[..., list[Row]], *args: Any) -> Page[Row]:
     """``read(*args, sort=, limit=, marker=)`` as the page ``request`` asks for."""
     found = read(*args, sort=request.sort, limit=request.limit, marker=request.marker)
     return Page(found, request)

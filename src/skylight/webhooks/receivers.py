@@ -12,14 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from skylight import lookup
 from skylight.clock import now
 from skylight.errors import AlreadyExists, InvalidValue, NotFound
 from skylight.ids import new_id
-from skylight.store import events
+from skylight.store import Row, events
 from skylight.store import webhooks as rows
 from skylight.store.paging import Page, PageOf, PageRequest
 from skylight.webhooks import alerts
@@ -35,9 +34,9 @@ class Receiver:
     """A receiver with what the API shows of it: its subscriptions and (the ids of) its
     secrets."""
 
-    row: sa.Row[Any]
+    row: Row
     subscriptions: list[str]
-    secrets: list[sa.Row[Any]]
+    secrets: list[Row]
 
     @property
     def id(self) -> str:  # the keys its list is paged by
@@ -48,7 +47,7 @@ class Receiver:
         return str(self.row.name)
 
 
-def _described(conn: Connection, found: list[sa.Row[Any]]) -> list[Receiver]:
+def _described(conn: Connection, found: list[Row]) -> list[Receiver]:
     ids = [r.id for r in found]
     subs, secrets = rows.subscriptions(conn, ids), rows.secrets(conn, ids)
     return [Receiver(r, subs[r.id], secrets[r.id]) for r in found]
@@ -176,12 +175,12 @@ def unsubscribe(conn: Connection, selector: str, pattern: str) -> None:
         raise NotFound(f'not found: alert-subscription "{pattern}" of receiver "{receiver.name}"')
 
 
-def secrets(conn: Connection, selector: str) -> list[sa.Row[Any]]:
+def secrets(conn: Connection, selector: str) -> list[Row]:
     receiver = lookup.alert_receiver(conn, selector)
     return rows.secrets(conn, [receiver.id])[receiver.id]
 
 
-def add_secret(conn: Connection, selector: str, value: str) -> sa.Row[Any]:
+def add_secret(conn: Connection, selector: str, value: str) -> Row:
     receiver = lookup.alert_receiver(conn, selector)
     check_secret(value)
     if len(rows.secrets(conn, [receiver.id])[receiver.id]) >= MAX_SECRETS:
@@ -274,7 +273,7 @@ def deliveries(
     delivered: bool | None,
     failed: bool | None,
     pending: bool | None,
-) -> Page[sa.Row[Any]]:
+) -> Page[Row]:
     """Oldest first. With any of ``delivered``, ``failed``, ``pending`` true, only the
     deliveries in those states; otherwise all."""
     asked = {rows.DELIVERED: delivered, rows.FAILED: failed, rows.PENDING: pending}
