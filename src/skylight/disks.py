@@ -18,9 +18,10 @@ from skylight import lookup
 from skylight.errors import AlreadyExists, Conflict, InvalidRequest, InvalidValue, NotFound
 from skylight.events.kinds import Kind
 from skylight.ids import new_id, parse_uuid
+from skylight.instances.lock import locked
 from skylight.instances.record import record
 from skylight.instances.state import run_state
-from skylight.store import Row, instances
+from skylight.store import Row
 from skylight.store import disks as rows
 from skylight.store.paging import Page, PageOf, rows_of
 
@@ -136,11 +137,7 @@ def _instance_and_disk(
     conn: Connection, instance_selector: str, project_selector: str | None, disk_selector: str
 ) -> tuple[Row, Row]:
     """The instance (its row held, read afresh) and the disk, named in its project."""
-    found = lookup.instance(conn, instance_selector, project_selector)
-    rows.lock_instance(conn, found.id)
-    inst = instances.by_id(conn, found.id)
-    if inst is None:
-        raise NotFound.by_id("instance", found.id)  # deleted meanwhile
+    inst = locked(conn, lookup.instance(conn, instance_selector, project_selector).id)
     parsed = parse_uuid(disk_selector)
     if parsed is not None:
         disk = rows.by_id(conn, str(parsed))

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 
 from skylight.clock import now
 from skylight.store import Row, paging
-from skylight.store.schema import disk, instance
+from skylight.store.schema import disk
 
 _live = disk.c.time_deleted.is_(None)
 
@@ -126,9 +126,3 @@ def destroy(conn: Connection, disk_ids: list[str]) -> None:
         .where(disk.c.id.in_(disk_ids), _live)
         .values(state="destroyed", instance_id=None, time_modified=t, time_deleted=t)
     )
-
-
-def lock_instance(conn: Connection, instance_id: str) -> None:
-    """Hold the instance row (PostgreSQL; SQLite transactions are serial already) so that the
-    instance's state and its disk count are checked and changed without a race."""
-    conn.execute(sa.select(instance.c.id).where(instance.c.id == instance_id).with_for_update())
