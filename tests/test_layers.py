@@ -92,3 +92,19 @@ def test_rooms_keep_to_their_job(room: str, forbidden: tuple[str, ...]) -> None:
         if target.startswith(forbidden)
     ]
     assert not wrong, wrong
+
+
+def test_routes_only_parse_call_and_render() -> None:
+    """No route module reaches the store or builds SQL: it calls one operation."""
+    wrong = []
+    for path in (SRC / "api" / "routes").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            wrong += [
+                f"{path.name}: {n}" for n in names if n.startswith(("skylight.store", "sqlalchemy"))
+            ]
+    assert not wrong, wrong

@@ -32,9 +32,6 @@ NAME_PATTERN = (
 )
 
 GiB = 1024**3
-MAX_VCPUS = 254
-MIN_MEMORY = 1 * GiB
-MAX_MEMORY = 1536 * GiB
 
 
 def check_name(value: str) -> str:

@@ -10,10 +10,11 @@ from skylight.clock import as_utc
 from skylight.events.reasons import redact
 from skylight.instances.state import run_state
 from skylight.operations import sleds
+from skylight.store import Row as Row  # what the views render, for the routes to name
 from skylight.webhooks.receivers import Receiver
 
 
-def project(row: Any) -> models.Project:
+def project(row: Row) -> models.Project:
     return models.Project(
         id=row.id,
         name=row.name,
@@ -23,7 +24,7 @@ def project(row: Any) -> models.Project:
     )
 
 
-def instance(row: Any, *, operator: bool = False, cooldown: float = 300.0) -> models.Instance:
+def instance(row: Row, *, operator: bool = False, cooldown: float = 300.0) -> models.Instance:
     status = None
     if row.status_reason is not None and row.status_event_id is not None:
         shown = redact(row.status_reason, operator=operator) or {}
@@ -62,14 +63,14 @@ def instance(row: Any, *, operator: bool = False, cooldown: float = 300.0) -> mo
     )
 
 
-def event(row: Any, *, operator: bool = False) -> models.InstanceEvent:
+def event(row: Row, *, operator: bool = False) -> models.InstanceEvent:
     return models.InstanceEvent(
         id=row.id,
         instance_id=row.instance_id,
         project_id=row.project_id,
         time=as_utc(row.time),
         time_last=as_utc(row.time_last),
-        count=row.count,
+        count=row._mapping["count"],  # (row.count is the tuple method)
         kind=row.kind,
         severity=row.severity,
         actor=row.actor,
@@ -127,7 +128,7 @@ def sled_instance(s: sleds.SledInstance) -> models.SledInstance:
     )
 
 
-def affinity_group(row: Any) -> models.AffinityGroup:
+def affinity_group(row: Row) -> models.AffinityGroup:
     return models.AffinityGroup(
         id=row.id,
         name=row.name,
@@ -140,11 +141,11 @@ def affinity_group(row: Any) -> models.AffinityGroup:
     )
 
 
-def anti_affinity_group(row: Any) -> models.AntiAffinityGroup:
+def anti_affinity_group(row: Row) -> models.AntiAffinityGroup:
     return models.AntiAffinityGroup(**affinity_group(row).model_dump())
 
 
-def affinity_group_member(row: Any) -> models.AffinityGroupMember:
+def affinity_group_member(row: Row) -> models.AffinityGroupMember:
     """``row``: a member row of ``store.groups`` (the instance's id, name and states)."""
     value = models.InstanceMember(
         id=row.id,
@@ -154,11 +155,11 @@ def affinity_group_member(row: Any) -> models.AffinityGroupMember:
     return models.AffinityGroupMember(type="instance", value=value)
 
 
-def anti_affinity_group_member(row: Any) -> models.AntiAffinityGroupMember:
+def anti_affinity_group_member(row: Row) -> models.AntiAffinityGroupMember:
     return models.AntiAffinityGroupMember(**affinity_group_member(row).model_dump())
 
 
-def disk(row: Any) -> models.Disk:
+def disk(row: Row) -> models.Disk:
     state: dict[str, Any] = {"state": row.state}
     if row.state == "attached":
         state["instance"] = row.instance_id
@@ -177,7 +178,7 @@ def disk(row: Any) -> models.Disk:
     )
 
 
-def webhook_secret(row: Any) -> models.WebhookSecret:
+def webhook_secret(row: Row) -> models.WebhookSecret:
     return models.WebhookSecret(id=row.id, time_created=as_utc(row.time_created))
 
 
@@ -203,7 +204,7 @@ def alert_receiver(rx: Receiver) -> models.AlertReceiver:
     )
 
 
-def alert_delivery(row: Any) -> models.AlertDelivery:
+def alert_delivery(row: Row) -> models.AlertDelivery:
     return models.AlertDelivery(
         id=row.id,
         receiver_id=row.receiver_id,

@@ -17,7 +17,15 @@ from skylight.store import Row, events
 from skylight.store.events import EventFilter
 from skylight.store.paging import Page, PageOf, PageRequest
 
-__all__ = ["EventFilter", "instance_filter", "page", "project_filter", "project_page", "stream"]
+__all__ = [
+    "EventFilter",
+    "instance_filter",
+    "instance_page",
+    "page",
+    "project_filter",
+    "project_page",
+    "stream",
+]
 
 
 def page(conn: Connection, flt: EventFilter, req: PageRequest) -> Page[Row]:
@@ -37,6 +45,18 @@ def instance_filter(conn: Connection, selector: str, project_selector: str | Non
     """Every event of one instance (a deleted one too, by id: its history stays)."""
     row = lookup.instance(conn, selector, project_selector, deleted=True)
     return EventFilter(instance_id=row.id)
+
+
+def instance_page(
+    conn: Connection,
+    selector: str,
+    project_selector: str | None,
+    flt: EventFilter,
+    page_of: PageOf,
+) -> Page[Row]:
+    """The events of one instance (a deleted one too) that ``flt`` lets through."""
+    row = lookup.instance(conn, selector, project_selector, deleted=True)
+    return page(conn, replace(flt, instance_id=row.id), page_of(row.id))
 
 
 def project_filter(conn: Connection, project_selector: str) -> EventFilter:

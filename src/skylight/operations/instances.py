@@ -24,6 +24,7 @@ from skylight.errors import (
 from skylight.events.kinds import Actor, Kind
 from skylight.ids import new_id
 from skylight.instances import auto_restart
+from skylight.instances.limits import check_size
 from skylight.instances.lock import locked
 from skylight.instances.record import record
 from skylight.sagas import (
@@ -35,6 +36,7 @@ from skylight.sagas import (
 )
 from skylight.services import Services
 from skylight.store import Row, instances
+from skylight.store.paging import Page, PageOf, rows_of
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,12 @@ async def _finish(
     return row
 
 
+def page(conn: Connection, project_selector: str, page_of: PageOf) -> Page[Row]:
+    """A page of the project's instances."""
+    proj = lookup.project(conn, project_selector)
+    return rows_of(page_of(proj.id), instances.page, conn, proj.id)
+
+
 async def create(
     services: Services,
     project_selector: str,
@@ -60,6 +68,7 @@ async def create(
     *,
     wait: float,
 ) -> Row:
+    check_size(body["ncpus"], body["memory"])
     instance_id = new_id()
     start = bool(body.get("start", True))
     name = body["name"]
@@ -198,6 +207,8 @@ _SIZE_FIELDS = ("ncpus", "memory", "cpu_platform")
 async def update_instance(
     services: Services, instance_id: str, body: dict[str, Any], actor: Actor
 ) -> Row:
+    check_size(body["ncpus"], body["memory"])
+
     def write(conn: Connection) -> Row:
         row = locked(conn, instance_id)
         wanted = dict(body)

@@ -18,7 +18,7 @@ router = APIRouter(tags=["events"])
 Severity = Literal["info", "warning", "error"]
 
 
-def _results(page: paging.Page[Any], *, operator: bool) -> models.InstanceEventResultsPage:
+def _results(page: paging.Page[views.Row], *, operator: bool) -> models.InstanceEventResultsPage:
     items, nxt = paging.results(page, lambda r: views.event(r, operator=operator))
     return models.InstanceEventResultsPage(items=items, next_page=nxt)
 
@@ -74,7 +74,7 @@ def _streaming(body: AsyncIterator[str]) -> StreamingResponse:
     )
 
 
-def _render(request: Request) -> Callable[[Any], dict[str, Any]]:
+def _render(request: Request) -> Callable[[views.Row], dict[str, Any]]:
     operator = deps.is_operator(request)
     return lambda row: views.event(row, operator=operator).model_dump(mode="json")
 

@@ -2,34 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from fastapi import APIRouter, Request, Response
 
 from skylight import lookup
 from skylight.api import deps, models, paging, views
-from skylight.errors import InvalidRequest
 from skylight.events.reasons import redact
 from skylight.instances import explain
+from skylight.operations import event_history
 from skylight.operations import instances as operations
-from skylight.store import events, instances
 
 router = APIRouter(tags=["instances"])
 
 
-def _view(request: Request, row: Any) -> models.Instance:
+def _view(request: Request, row: views.Row) -> models.Instance:
     cp = deps.cp(request)
     return views.instance(
         row, operator=deps.is_operator(request), cooldown=cp.settings.auto_restart_cooldown
     )
 
 
-async def _resolve(
-    request: Request, instance: str, project: str | None, *, deleted: bool = False
-) -> Any:
+async def _resolve(request: Request, instance: str, project: str | None) -> views.Row:
     sel = deps.required(instance, "instance")
     proj = deps.selector(project, "project")
-    return await deps.cp(request).store.tx(lambda c: lookup.instance(c, sel, proj, deleted=deleted))
+    return await deps.tx(request, lambda c: lookup.instance(c, sel, proj))
 
 
 def _wait(request: Request) -> float:
@@ -45,20 +42,10 @@ async def instance_list(
     sort_by: models.NameOrIdSortMode | None = None,
 ) -> models.InstanceResultsPage:
     sel = deps.required(project, "project")
-
-    def read(conn: Any) -> tuple[str, paging.PageRequest, list[Any]]:
-        proj = lookup.project(conn, sel)
-        scope = f"instances:{proj.id}"
-        page = paging.decode(limit, page_token, sort_by, scope, "name_ascending")
-        rows = instances.page(conn, proj.id, sort=page.sort, limit=page.limit, marker=page.marker)
-        return scope, page, rows
-
-    scope, page, rows = await deps.cp(request).store.tx(read)
-    key = "id" if page.sort == "id_ascending" else "name"
-    return models.InstanceResultsPage(
-        items=[_view(request, r) for r in rows],
-        next_page=paging.next_token(page, rows, key, scope),
-    )
+    ask = paging.Ask(limit, page_token, sort_by, "instances")
+    page = await deps.tx(request, lambda c: operations.page(c, sel, ask))
+    items, nxt = paging.results(page, lambda r: _view(request, r))
+    return models.InstanceResultsPage(items=items, next_page=nxt)
 
 
 @router.post("/v1/instances", status_code=201, response_model=models.Instance)
@@ -66,7 +53,6 @@ async def instance_create(
     request: Request, body: models.InstanceCreate, project: str | None = None
 ) -> models.Instance:
     sel = deps.required(project, "project")
-    _check_size(body.ncpus, body.memory)
     row = await operations.create(
         deps.cp(request), sel, body.model_dump(), deps.actor(), wait=_wait(request)
     )
@@ -85,7 +71,6 @@ async def instance_update(
     request: Request, instance: str, body: models.InstanceUpdate, project: str | None = None
 ) -> models.Instance:
     row = await _resolve(request, instance, project)
-    _check_size(body.ncpus, body.memory)
     changes = body.model_dump(exclude={"multicast_groups"})  # boot_disk: resolved in the update
     new = await operations.update_instance(deps.cp(request), row.id, changes, deps.actor())
     return _view(request, new)
@@ -143,19 +128,16 @@ async def instance_event_list(
     operation: models.QueryText | None = None,
     since: models.Timestamp | None = None,
 ) -> models.InstanceEventResultsPage:
-    row = await _resolve(request, instance, project, deleted=True)
-    scope = f"events:{row.id}"
-    page = paging.decode(limit, page_token, None, scope, "seq_descending")
-    flt = events.EventFilter(
-        instance_id=row.id, severity=severity, kind=kind, operation_id=operation, since=since
+    sel = deps.required(instance, "instance")
+    proj = deps.selector(project, "project")
+    flt = event_history.EventFilter(
+        severity=severity, kind=kind, operation_id=operation, since=since
     )
-    rows = await deps.cp(request).store.tx(
-        lambda c: events.page(c, flt, limit=page.limit, before_seq=page.marker)
-    )
-    return models.InstanceEventResultsPage(
-        items=[views.event(r, operator=deps.is_operator(request)) for r in rows],
-        next_page=paging.next_token(page, rows, "seq", scope),
-    )
+    ask = paging.Ask(limit, page_token, None, "events", "seq_descending")
+    page = await deps.tx(request, lambda c: event_history.instance_page(c, sel, proj, flt, ask))
+    operator = deps.is_operator(request)
+    items, nxt = paging.results(page, lambda r: views.event(r, operator=operator))
+    return models.InstanceEventResultsPage(items=items, next_page=nxt)
 
 
 @router.get("/v1/instances/{instance}/placement", response_model=models.PlacementExplanation)
@@ -170,14 +152,3 @@ async def instance_placement_explain(
         out["sled_id"] = out["current_sled_id"] = None
     out["reason"] = redact(out["reason"], operator=operator)
     return models.PlacementExplanation(**out)
-
-
-def _check_size(ncpus: int, memory: int) -> None:
-    if not 1 <= ncpus <= models.MAX_VCPUS:
-        raise InvalidRequest(f"ncpus must be between 1 and {models.MAX_VCPUS}")
-    if memory < models.MIN_MEMORY:
-        raise InvalidRequest("memory must be at least 1 GiB")
-    if memory > models.MAX_MEMORY:
-        raise InvalidRequest("memory must be at most 1536 GiB")
-    if memory % (1024 * 1024):
-        raise InvalidRequest("memory must be a multiple of 1 MiB")
