@@ -24,6 +24,7 @@ from skylight.instances.state import run_state
 from skylight.store import Row
 from skylight.store import disks as rows
 from skylight.store.paging import Page, PageOf, rows_of
+from skylight.wire import JsonObject
 
 GiB = 1024**3
 MIN_SIZE = 1 * GiB
@@ -32,7 +33,7 @@ MAX_DISKS_PER_INSTANCE = 8
 LOCAL_BLOCK_SIZE = 4096
 
 
-def block_size_and_type(size: int, backend: dict[str, Any]) -> tuple[int, str]:
+def block_size_and_type(size: int, backend: JsonObject) -> tuple[int, str]:
     """The block size and disk type of a ``DiskBackend``, once its size is checked."""
     if backend["type"] == "local":
         block_size, disk_type = LOCAL_BLOCK_SIZE, "local"
@@ -57,9 +58,7 @@ def block_size_and_type(size: int, backend: dict[str, Any]) -> tuple[int, str]:
     return block_size, disk_type
 
 
-def _insert(
-    conn: Connection, project_id: str, spec: dict[str, Any], instance_id: str | None
-) -> None:
+def _insert(conn: Connection, project_id: str, spec: JsonObject, instance_id: str | None) -> None:
     try:
         with conn.begin_nested():
             rows.insert(
@@ -77,7 +76,7 @@ def _insert(
         raise AlreadyExists("disk", spec["name"]) from None
 
 
-def _spec(conn: Connection, project_id: str, body: dict[str, Any]) -> dict[str, Any]:
+def _spec(conn: Connection, project_id: str, body: JsonObject) -> JsonObject:
     """A new disk checked against the rules and the project's names, with its new id."""
     block_size, disk_type = block_size_and_type(body["size"], body["disk_backend"])
     if rows.by_name(conn, project_id, body["name"]) is not None:
@@ -92,7 +91,7 @@ def _spec(conn: Connection, project_id: str, body: dict[str, Any]) -> dict[str, 
     }
 
 
-def create(conn: Connection, project_selector: str, body: dict[str, Any]) -> Row:
+def create(conn: Connection, project_selector: str, body: JsonObject) -> Row:
     """``body`` is a ``DiskCreate``: name, description, size, disk_backend."""
     proj = lookup.project(conn, project_selector)
     spec = _spec(conn, proj.id, body)
@@ -152,7 +151,7 @@ def _instance_and_disk(
     return inst, disk
 
 
-def _changed(conn: Connection, inst: Any, actor: dict[str, Any], change: str, disk: Any) -> None:
+def _changed(conn: Connection, inst: Any, actor: JsonObject, change: str, disk: Any) -> None:
     """An ``instance.updated`` event: what the instance will boot with has changed."""
     detail = {"change": change, "disk": {"id": disk.id, "name": disk.name}}
     record(conn, inst.id, Kind.UPDATED, actor, detail=detail)
@@ -163,7 +162,7 @@ def attach(
     instance_selector: str,
     project_selector: str | None,
     disk_selector: str,
-    actor: dict[str, Any],
+    actor: JsonObject,
 ) -> Row:
     inst, disk = _instance_and_disk(conn, instance_selector, project_selector, disk_selector)
     if disk.instance_id == inst.id:
@@ -192,7 +191,7 @@ def detach(
     instance_selector: str,
     project_selector: str | None,
     disk_selector: str,
-    actor: dict[str, Any],
+    actor: JsonObject,
 ) -> Row:
     inst, disk = _instance_and_disk(conn, instance_selector, project_selector, disk_selector)
     if disk.state == "detached":
@@ -238,9 +237,9 @@ def boot_disk_id(conn: Connection, inst: Any, selector: str | None) -> str | Non
 def plan_for_new_instance(
     conn: Connection,
     project_id: str,
-    disks: list[dict[str, Any]],
-    boot_disk: dict[str, Any] | None,
-) -> dict[str, Any]:
+    disks: list[JsonObject],
+    boot_disk: JsonObject | None,
+) -> JsonObject:
     """Check a new instance's ``disks`` and ``boot_disk`` (``InstanceDiskAttachment``s) and
     return the plan its create saga carries out: ``{create: [disk spec with its new id],
     attach: [disk id], boot_disk_id}``. Nothing is written here."""
@@ -248,7 +247,7 @@ def plan_for_new_instance(
     if len(items) > MAX_DISKS_PER_INSTANCE:
         raise InvalidRequest(f"cannot attach more than {MAX_DISKS_PER_INSTANCE} disks to instance")
     seen: set[str] = set()
-    create: list[dict[str, Any]] = []
+    create: list[JsonObject] = []
     attach: list[str] = []
     for item in items:
         name = item["name"]
@@ -273,7 +272,7 @@ def plan_for_new_instance(
 
 
 def apply_to_new_instance(
-    conn: Connection, instance_id: str, project_id: str, plan: dict[str, Any]
+    conn: Connection, instance_id: str, project_id: str, plan: JsonObject
 ) -> None:
     """Inside the instance-create saga: create and attach the planned disks. A disk taken or
     a name used meanwhile fails the create (Conflict, AlreadyExists)."""
@@ -284,7 +283,7 @@ def apply_to_new_instance(
             raise Conflict(f"disk {disk_id} was attached elsewhere or deleted meanwhile")
 
 
-def release_new_instance(conn: Connection, instance_id: str, plan: dict[str, Any]) -> None:
+def release_new_instance(conn: Connection, instance_id: str, plan: JsonObject) -> None:
     """Undo :func:`apply_to_new_instance` (tolerates it having done nothing)."""
     rows.destroy(conn, [spec["id"] for spec in plan.get("create", [])])
     rows.detach_all(conn, instance_id)

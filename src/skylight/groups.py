@@ -22,6 +22,7 @@ from skylight.instances.record import record
 from skylight.store import Row
 from skylight.store import groups as rows
 from skylight.store.paging import Page, PageOf, rows_of
+from skylight.wire import JsonObject
 
 MAX_MEMBERS = 32
 MAX_GROUPS_PER_INSTANCE = 16
@@ -100,7 +101,7 @@ def update(
     description: str | None,
 ) -> Row:
     row = lookup.group(conn, kind, selector, project_selector)
-    values: dict[str, Any] = {}
+    values: JsonObject = {}
     if name is not None and name != row.name:
         if rows.by_name(conn, kind, row.project_id, name) is not None:
             raise AlreadyExists(lookup.GROUP_TYPE[kind], name)
@@ -162,14 +163,14 @@ def member_view(conn: Connection, m: Member) -> Row:
 
 
 def _membership(
-    conn: Connection, kind: str, grp: Any, inst: Any, actor: dict[str, Any], change: str
+    conn: Connection, kind: str, grp: Any, inst: Any, actor: JsonObject, change: str
 ) -> None:
     """An ``instance.updated`` event: the rules its next placement obeys have changed."""
     detail = {"change": f"{kind}_group_{change}", "group": {"id": grp.id, "name": grp.name}}
     record(conn, inst.id, Kind.UPDATED, actor, detail=detail)
 
 
-def member_add(conn: Connection, m: Member, actor: dict[str, Any]) -> Row:
+def member_add(conn: Connection, m: Member, actor: JsonObject) -> Row:
     kind = m.kind
     grp, inst = _group_and_instance(conn, m)
     if inst.project_id != grp.project_id:
@@ -202,7 +203,7 @@ def member_add(conn: Connection, m: Member, actor: dict[str, Any]) -> Row:
     return member
 
 
-def member_remove(conn: Connection, m: Member, actor: dict[str, Any]) -> None:
+def member_remove(conn: Connection, m: Member, actor: JsonObject) -> None:
     kind = m.kind
     grp, inst = _group_and_instance(conn, m)
     if not rows.remove_member(conn, kind, grp.id, inst.id):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -13,6 +11,7 @@ from skylight.ids import new_id
 from skylight.store import Row
 from skylight.store import projects as rows
 from skylight.store.paging import Page, PageRequest, rows_of
+from skylight.wire import JsonObject
 
 
 def page(conn: Connection, req: PageRequest) -> Page[Row]:
@@ -35,7 +34,7 @@ def create(conn: Connection, name: str, description: str) -> Row:
 
 def update(conn: Connection, selector: str, *, name: str | None, description: str | None) -> Row:
     row = lookup.project(conn, selector)
-    values: dict[str, Any] = {}
+    values: JsonObject = {}
     if name is not None and name != row.name:
         if rows.by_name(conn, name) is not None:
             raise AlreadyExists("project", name)

@@ -42,6 +42,7 @@ from skylight.config import GiB
 from skylight.ids import parse_uuid
 from skylight.sled.agent import SledAgentError, VmmSpec
 from skylight.sled.sim import Fault, SimRack, SimSledAgent
+from skylight.wire import JsonObject
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ class SledAgentService:
 
     # -- talking to the control plane ------------------------------------------------------
 
-    async def _post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+    async def _post(self, path: str, body: JsonObject) -> httpx.Response:
         """POST to the control plane, trying each configured replica once, in turn."""
         assert self._client is not None
         urls = self.config.control_planes
@@ -144,9 +145,9 @@ class SledAgentService:
             return r
         raise RuntimeError(f"no control plane answered: {last!r}")
 
-    def registration(self) -> dict[str, Any]:
+    def registration(self) -> JsonObject:
         c = self.config
-        body: dict[str, Any] = {
+        body: JsonObject = {
             "serial": c.serial,
             "url": c.url,
             "cpus": c.cpus,
@@ -243,7 +244,7 @@ def _uuid(value: str, what: str) -> str:
     return value.lower()
 
 
-def _fault_view(f: Fault) -> dict[str, Any]:
+def _fault_view(f: Fault) -> JsonObject:
     return asdict(f)
 
 
@@ -285,7 +286,7 @@ def create_agent_app(config: AgentConfig) -> FastAPI:
     # -- health and inventory --------------------------------------------------------------
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
+    async def health() -> JsonObject:
         return {
             "sled_id": service.sled_id,
             "serial": config.serial,
@@ -299,7 +300,7 @@ def create_agent_app(config: AgentConfig) -> FastAPI:
         }
 
     @app.get("/vmms")
-    async def vmm_list() -> dict[str, Any]:
+    async def vmm_list() -> JsonObject:
         sled = service.sled()
         if not service.rack.is_powered(sled.sled_id):
             raise SledAgentError("unreachable", "the sled is powered off")
@@ -354,7 +355,7 @@ def create_agent_app(config: AgentConfig) -> FastAPI:
     # -- faults (the same shapes as /v1/system/sim/faults) ---------------------------------
 
     @app.post("/faults", status_code=201)
-    async def fault_create(body: FaultCreate) -> dict[str, Any]:
+    async def fault_create(body: FaultCreate) -> JsonObject:
         sled = None
         if body.sled is not None:
             if body.sled.lower() not in (service.sled_id, config.serial.lower()):
@@ -379,7 +380,7 @@ def create_agent_app(config: AgentConfig) -> FastAPI:
         return _fault_view(fault)
 
     @app.get("/faults")
-    async def fault_list() -> dict[str, Any]:
+    async def fault_list() -> JsonObject:
         return {"items": [_fault_view(f) for f in service.rack.faults()], "next_page": None}
 
     @app.delete("/faults/{fault_id}", status_code=204, response_class=Response)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from fastapi import Request
 from sqlalchemy.engine import Connection
@@ -14,6 +14,7 @@ from skylight.controlplane import ControlPlane
 from skylight.errors import Forbidden, InvalidRequest
 from skylight.events.kinds import user_actor
 from skylight.ids import parse_uuid
+from skylight.wire import JsonObject
 
 # Until identity lands there is one user, the rack's operator-and-user.
 USER_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "skylight:user:privileged"))
@@ -32,7 +33,7 @@ async def tx(request: Request, operation: Callable[[Connection], Result]) -> Res
     return await cp(request).store.tx(operation)
 
 
-def actor() -> dict[str, Any]:
+def actor() -> JsonObject:
     return user_actor(USER_ID)
 
 

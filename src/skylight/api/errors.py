@@ -25,6 +25,7 @@ from skylight.errors import (
 from skylight.events.reasons import CATALOG, redact
 from skylight.ids import new_id
 from skylight.store import StoreUnavailable
+from skylight.wire import JsonObject
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def request_id(request: Request) -> str:
 def error_response(
     request: Request, error_code: str | None, message: str, status: int, **extra: Any
 ) -> JSONResponse:
-    body: dict[str, Any] = {
+    body: JsonObject = {
         "request_id": request_id(request),
         "error_code": error_code,
         "message": message,
@@ -122,7 +123,7 @@ def _describe(errors: list[Any]) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
-def document(doc: dict[str, Any]) -> dict[str, Any]:
+def document(doc: JsonObject) -> JsonObject:
     """Say in the OpenAPI document what the handlers below answer, as the Oxide document
     does: every operation's errors are ``4XX`` and ``5XX`` with an ``Error`` body (never
     FastAPI's default ``422`` with a ``detail`` list, which this API does not send)."""
@@ -149,7 +150,7 @@ def document(doc: dict[str, Any]) -> dict[str, Any]:
 def install(app: FastAPI) -> None:
     generate = app.openapi
 
-    def openapi() -> dict[str, Any]:
+    def openapi() -> JsonObject:
         if app.openapi_schema is None:
             app.openapi_schema = document(generate())
         return app.openapi_schema

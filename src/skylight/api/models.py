@@ -17,6 +17,7 @@ from pydantic import (
 )
 
 from skylight.ids import parse_uuid
+from skylight.wire import JsonObject
 
 _NAME = re.compile(r"^[a-z]([a-zA-Z0-9-]*[a-zA-Z0-9]+)?$")
 # RFC 1035 labels, dot-separated: each begins with a letter or digit and does not end with '-'.
@@ -165,7 +166,7 @@ class Error(BaseModel):
     request_id: str
     error_code: str | None = None
     message: str
-    reason: dict[str, Any] | None = Field(
+    reason: JsonObject | None = Field(
         default=None, description="Skylight: the explained reason of a failed operation."
     )
 
@@ -213,10 +214,10 @@ class InstanceCreate(Strict):
     anti_affinity_groups: list[NameOrId] = Field(default_factory=list)
     disks: list[InstanceDiskAttachment] = Field(default_factory=list)
     boot_disk: InstanceDiskAttachment | None = None
-    external_ips: list[dict[str, Any]] = Field(default_factory=list)
-    network_interfaces: dict[str, Any] | None = None
+    external_ips: list[JsonObject] = Field(default_factory=list)
+    network_interfaces: JsonObject | None = None
     ssh_public_keys: list[str] | None = None
-    multicast_groups: list[dict[str, Any]] = Field(default_factory=list)
+    multicast_groups: list[JsonObject] = Field(default_factory=list)
 
 
 class InstanceUpdate(Strict):
@@ -226,7 +227,7 @@ class InstanceUpdate(Strict):
     boot_disk: NameOrId | None
     cpu_platform: CpuPlatform | None
     enable_jumbo_frames: bool
-    multicast_groups: list[dict[str, Any]] | None = None
+    multicast_groups: list[JsonObject] | None = None
 
 
 class StatusReason(BaseModel):
@@ -236,8 +237,8 @@ class StatusReason(BaseModel):
     message: str
     transient: bool
     action: str | None = None
-    diagnosis: dict[str, Any] | None = None
-    internal: dict[str, Any] | None = None
+    diagnosis: JsonObject | None = None
+    internal: JsonObject | None = None
     event_id: str
     time: datetime
 
@@ -282,11 +283,11 @@ class InstanceEvent(BaseModel):
     count: int
     kind: str
     severity: Literal["info", "warning", "error"]
-    actor: dict[str, Any]
+    actor: JsonObject
     operation_id: str | None = None
     run_state: str
-    reason: dict[str, Any] | None = None
-    detail: dict[str, Any] | None = None
+    reason: JsonObject | None = None
+    detail: JsonObject | None = None
 
 
 class InstanceEventResultsPage(BaseModel):
@@ -306,7 +307,7 @@ class Baseboard(BaseModel):
 class Sled(BaseModel):
     id: str
     baseboard: Baseboard
-    policy: dict[str, Any]
+    policy: JsonObject
     rack_id: str
     slot: int | None = None
     state: Literal["active", "decommissioned"]
@@ -614,9 +615,9 @@ class PlacementExplanation(BaseModel):
     fits: bool
     sled_id: str | None = Field(default=None, description="operators only")
     current_sled_id: str | None = Field(default=None, description="operators only")
-    request: dict[str, Any]
+    request: JsonObject
     broken_preferences: list[dict[str, str]]
-    reason: dict[str, Any] | None = None
+    reason: JsonObject | None = None
 
 
 # -- alerts and webhooks (operators) ---------------------------------------------------------

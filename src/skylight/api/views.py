@@ -12,6 +12,7 @@ from skylight.instances.state import run_state
 from skylight.operations import sleds
 from skylight.store import Row as Row  # what the views render, for the routes to name
 from skylight.webhooks.receivers import Receiver
+from skylight.wire import JsonObject
 
 
 def project(row: Row) -> models.Project:
@@ -90,7 +91,7 @@ def _detail(detail: Any, *, operator: bool) -> Any:
 
 def sled(s: sleds.Sled) -> models.Sled:
     row, used = s.row, s.used
-    policy: dict[str, Any] = {"kind": row.policy}
+    policy: JsonObject = {"kind": row.policy}
     if row.policy == "in_service":
         policy["provision_policy"] = row.provision_policy
     return models.Sled(
@@ -160,7 +161,7 @@ def anti_affinity_group_member(row: Row) -> models.AntiAffinityGroupMember:
 
 
 def disk(row: Row) -> models.Disk:
-    state: dict[str, Any] = {"state": row.state}
+    state: JsonObject = {"state": row.state}
     if row.state == "attached":
         state["instance"] = row.instance_id
     return models.Disk(

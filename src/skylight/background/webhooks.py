@@ -32,6 +32,7 @@ from skylight.services import Services
 from skylight.store import Row, events
 from skylight.store import webhooks as rows
 from skylight.webhooks import alerts, receivers, send
+from skylight.wire import JsonObject
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ COALESCE = 0.02  # seconds a woken pass waits for the rest of a burst of commits
 
 
 # A finished delivery attempt: the delivery, where it went, and what came of it.
-Attempt = tuple[Row, send.Target, dict[str, Any]]
+Attempt = tuple[Row, send.Target, JsonObject]
 
 
 class Dispatched(NamedTuple):
@@ -64,7 +65,7 @@ def dispatch_batch(conn: Connection, limit: int = DISPATCH_BATCH) -> Dispatched:
     for s in subs:
         by_receiver[s.receiver_id].append((s.pattern, s.after_seq))
     batch = events.after(conn, events.EventFilter(), after_seq=cursor, limit=limit)
-    new: list[dict[str, Any]] = []
+    new: list[JsonObject] = []
     for ev in batch:
         to = [
             receiver_id
@@ -80,7 +81,7 @@ def dispatch_batch(conn: Connection, limit: int = DISPATCH_BATCH) -> Dispatched:
     return Dispatched(len(new), len(batch) == limit, True)
 
 
-def outcome(cp: Services, attempt: dict[str, Any]) -> tuple[str, Any]:
+def outcome(cp: Services, attempt: JsonObject) -> tuple[str, Any]:
     """A delivery's state after ``attempt`` and when it is next due (None: never)."""
     if attempt["result"] == send.SUCCEEDED:
         return rows.DELIVERED, None

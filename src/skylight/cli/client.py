@@ -8,6 +8,8 @@ import httpx
 import typer
 from rich.console import Console
 
+from skylight.wire import JsonObject
+
 DEFAULT_URL = "http://127.0.0.1:12220"
 err = Console(stderr=True)
 
@@ -24,7 +26,7 @@ def client(url: str, *, operator: bool = False) -> httpx.Client:
 
 def fail(response: httpx.Response) -> NoReturn:
     try:
-        body: dict[str, Any] = response.json()
+        body: JsonObject = response.json()
     except ValueError:
         body = {"message": response.text}
     err.print(f"[bold red]error[/] {response.status_code} {body.get('error_code') or ''}")

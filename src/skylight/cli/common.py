@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from skylight.cli.client import DEFAULT_URL, EXIT_FAILED, call, client, err, fail
+from skylight.wire import JsonObject
 
 out = Console()
 
@@ -33,14 +34,12 @@ def print_json(body: Any) -> None:
     typer.echo(json.dumps(body, indent=2))
 
 
-def pages(
-    http: httpx.Client, path: str, params: dict[str, Any] | None = None
-) -> Iterator[dict[str, Any]]:
+def pages(http: httpx.Client, path: str, params: JsonObject | None = None) -> Iterator[JsonObject]:
     """Every item of a paginated list, following ``next_page``."""
     query = dict(params or {})
     query.setdefault("limit", 100)
     while True:
-        body: dict[str, Any] = call(http, "GET", path, params=query)
+        body: JsonObject = call(http, "GET", path, params=query)
         yield from body["items"]
         token = body.get("next_page")
         if not token:
@@ -70,7 +69,7 @@ def gib(n: int) -> str:
     return f"{n / GiB:g}"
 
 
-def actor(value: dict[str, Any] | None) -> str:
+def actor(value: JsonObject | None) -> str:
     if not value:
         return ""
     if value.get("type") == "user":
@@ -80,7 +79,7 @@ def actor(value: dict[str, Any] | None) -> str:
     return f"{kind} ({cause})" if cause else kind
 
 
-def reason_text(reason: dict[str, Any] | None) -> str:
+def reason_text(reason: JsonObject | None) -> str:
     if not reason:
         return ""
     return f"{reason.get('code', '')}: {reason.get('message', '')}"
@@ -106,7 +105,7 @@ def details(rows: list[tuple[str, Any]], title: str | None = None) -> None:
     out.print(grid)
 
 
-def reason_rows(reason: dict[str, Any]) -> list[tuple[str, Any]]:
+def reason_rows(reason: JsonObject) -> list[tuple[str, Any]]:
     transient = reason.get("transient")
     passes = (
         "[yellow]transient[/]: may pass by itself"
@@ -141,7 +140,7 @@ def list_table(*headers: str, title: str | None = None) -> Table:
 
 
 def event_table(
-    items: list[dict[str, Any]],
+    items: list[JsonObject],
     title: str | None = None,
     *,
     names: dict[str, str] | None = None,
@@ -174,7 +173,7 @@ def event_table(
     return table
 
 
-def event_line(e: dict[str, Any]) -> str:
+def event_line(e: JsonObject) -> str:
     """One event as one line (markup), for ``instance watch``."""
     sev = str(e.get("severity", ""))
     parts = [
@@ -231,13 +230,13 @@ def sse_messages(lines: Iterable[str]) -> Iterator[SseMessage]:
             retry = int(value)
 
 
-StreamHandler = Callable[[dict[str, Any]], int | None]
+StreamHandler = Callable[[JsonObject], int | None]
 
 
 def follow(
     url: str,
     path: str,
-    params: dict[str, Any],
+    params: JsonObject,
     handle: StreamHandler,
     *,
     on_connect: Callable[[httpx.Client], int | None] | None = None,

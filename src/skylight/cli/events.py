@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import httpx
 import typer
@@ -12,6 +11,7 @@ from rich.markup import escape
 from skylight.cli.client import call, client
 from skylight.cli.common import URL, event_line, event_table, follow, out, pages, print_json
 from skylight.cli.instance import Severity
+from skylight.wire import JsonObject
 
 app = typer.Typer(
     subcommand_metavar="", help="Events of a project (--project) or of the whole fleet (--fleet)."
@@ -36,7 +36,7 @@ def events(
         raise typer.BadParameter("give either --project or --fleet")
     if follow_ and fleet:
         raise typer.BadParameter("--follow needs --project")
-    params: dict[str, Any] = {"limit": limit}
+    params: JsonObject = {"limit": limit}
     if severity is not None:
         params["severity"] = severity.value
     if kind:
@@ -45,7 +45,7 @@ def events(
 
     def show(http: httpx.Client) -> None:
         if fleet:
-            body: dict[str, Any] = call(http, "GET", "/v1/system/events", params=params)
+            body: JsonObject = call(http, "GET", "/v1/system/events", params=params)
         else:
             body = call(http, "GET", "/v1/events", params=params | {"project": project})
         if not as_json:
@@ -72,7 +72,7 @@ def events(
             show(http)
             listed_once = True
 
-    def handle(event: dict[str, Any]) -> int | None:
+    def handle(event: JsonObject) -> int | None:
         if as_json:
             typer.echo(json.dumps(event, separators=(",", ":")))
         else:
@@ -94,7 +94,7 @@ def events(
 
 
 def _names(
-    http: httpx.Client, items: list[dict[str, Any]], *, fleet: bool, project: str | None
+    http: httpx.Client, items: list[JsonObject], *, fleet: bool, project: str | None
 ) -> dict[str, str]:
     """Instance id → name (``project/name`` for the fleet) for the events shown."""
     if not fleet:

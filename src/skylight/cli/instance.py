@@ -32,6 +32,7 @@ from skylight.cli.common import (
     styled,
     when,
 )
+from skylight.wire import JsonObject
 
 app = typer.Typer(no_args_is_help=True, help="Instances: create, run, stop, and see why.")
 
@@ -54,19 +55,19 @@ class Severity(enum.StrEnum):
     error = "error"
 
 
-def _params(project: str | None) -> dict[str, Any]:
+def _params(project: str | None) -> JsonObject:
     return {"project": project} if project else {}
 
 
 # -- showing instances ------------------------------------------------------------------------
 
 
-def _state(body: dict[str, Any]) -> str:
+def _state(body: JsonObject) -> str:
     state = str(body.get("run_state", ""))
     return styled(state, STATE_STYLE.get(state, "yellow"))
 
 
-def show_instance(body: dict[str, Any]) -> None:
+def show_instance(body: JsonObject) -> None:
     policy = body.get("auto_restart_policy") or "default"
     restart = f"{policy} ({'enabled' if body.get('auto_restart_enabled') else 'disabled'})"
     if body.get("auto_restart_cooldown_expiration"):
@@ -89,7 +90,7 @@ def show_instance(body: dict[str, Any]) -> None:
         details(reason_rows(reason), title="why it is not where you want it")
 
 
-def report_reason(reason: dict[str, Any], state: str) -> int:
+def report_reason(reason: JsonObject, state: str) -> int:
     """Print why the instance is not running; return the exit code it means."""
     transient = bool(reason.get("transient"))
     kind = "may pass by itself" if transient else "needs a change by you"
@@ -100,7 +101,7 @@ def report_reason(reason: dict[str, Any], state: str) -> int:
     return EXIT_TRANSIENT if transient else EXIT_PERMANENT
 
 
-def _failed(body: dict[str, Any], prior_event_id: str | None) -> dict[str, Any] | None:
+def _failed(body: JsonObject, prior_event_id: str | None) -> JsonObject | None:
     """The reason a start ended without the instance running, or None while it goes on.
 
     A reason older than this start (``prior_event_id``) counts only once the instance has come
@@ -129,7 +130,7 @@ def wait_running(
     code: int | None = None
     with err.status(f"starting {escape(instance)}…"):
         while True:
-            body: dict[str, Any] = call(
+            body: JsonObject = call(
                 http, "GET", f"/v1/instances/{instance}", params=_params(project)
             )
             if body["run_state"] == "running":
@@ -160,7 +161,7 @@ def wait_running(
         raise typer.Exit(code)
 
 
-def _exit_if_unexplained(body: dict[str, Any]) -> None:
+def _exit_if_unexplained(body: JsonObject) -> None:
     """After a start that did not wait: a start that failed still exits 3 or 4."""
     reason = body.get("status_reason")
     if reason and body.get("run_state") in ("stopped", "failed"):
@@ -186,7 +187,7 @@ def create(
     as_json: bool = JSON,
 ) -> None:
     """Create instance NAME in PROJECT and (unless --no-start) start it."""
-    body: dict[str, Any] = {
+    body: JsonObject = {
         "name": name,
         "description": description,
         "hostname": hostname or name,
@@ -198,7 +199,7 @@ def create(
         body["auto_restart_policy"] = auto_restart.value
     waiting = wait and not no_start
     with client(url) as http:
-        created: dict[str, Any] = call(
+        created: JsonObject = call(
             http,
             "POST",
             "/v1/instances",
@@ -268,17 +269,17 @@ def start(
     params = _params(project)
     with client(url) as http:
         if wait:
-            before: dict[str, Any] = call(http, "GET", path, params=params)
+            before: JsonObject = call(http, "GET", path, params=params)
             prior = (before.get("status_reason") or {}).get("event_id")
             call(http, "POST", f"{path}/start", params=params, headers=ASYNC)
             wait_running(http, instance, project, prior, timeout, as_json=as_json)
             return
-        body: dict[str, Any] = call(http, "POST", f"{path}/start", params=params)
+        body: JsonObject = call(http, "POST", f"{path}/start", params=params)
     _print(body, as_json)
     _exit_if_unexplained(body)
 
 
-def _print(body: dict[str, Any], as_json: bool) -> None:
+def _print(body: JsonObject, as_json: bool) -> None:
     if as_json:
         print_json(body)
     else:
@@ -332,7 +333,7 @@ def events(
     if kind:
         params["kind"] = kind
     with client(url) as http:
-        body: dict[str, Any] = call(http, "GET", f"/v1/instances/{instance}/events", params=params)
+        body: JsonObject = call(http, "GET", f"/v1/instances/{instance}/events", params=params)
     if as_json:
         print_json(body)
         return
@@ -341,7 +342,7 @@ def events(
         out.print(f"[dim]more with --limit {limit * 2}[/]")
 
 
-def settled(run_state: str | None, reason: dict[str, Any] | None) -> int | None:
+def settled(run_state: str | None, reason: JsonObject | None) -> int | None:
     """``--until-settled``: 0 once running, 3 or 4 once stopped or failed with a reason."""
     if run_state == "running":
         return 0
@@ -366,7 +367,7 @@ def watch(
     """Follow INSTANCE's events live, as they happen (Ctrl-C to stop)."""
     params = _params(project)
 
-    def handle(event: dict[str, Any]) -> int | None:
+    def handle(event: JsonObject) -> int | None:
         if as_json:
             typer.echo(json.dumps(event, separators=(",", ":")))
         else:
@@ -377,7 +378,7 @@ def watch(
         # Connected: from here on no event is missed. Has it settled before we were watching?
         if not until_settled:
             return None
-        body: dict[str, Any] = call(http, "GET", f"/v1/instances/{instance}", params=params)
+        body: JsonObject = call(http, "GET", f"/v1/instances/{instance}", params=params)
         code = settled(body["run_state"], body.get("status_reason"))
         if code is not None:
             if as_json:

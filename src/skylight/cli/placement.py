@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import typer
 from rich.console import Console
@@ -11,6 +10,7 @@ from rich.table import Table
 
 from skylight.cli.client import DEFAULT_URL, EXIT_PERMANENT, EXIT_TRANSIENT, call, client
 from skylight.placement.filters import CHECKS
+from skylight.wire import JsonObject
 
 app = typer.Typer(no_args_is_help=True, help="Placement: explain where instances go.")
 out = Console()
@@ -29,9 +29,7 @@ def explain(
     """Dry-run placement for INSTANCE: the sled it would get, or every sled's reason."""
     params = {"project": project} if project else {}
     with client(url, operator=operator) as http:
-        body: dict[str, Any] = call(
-            http, "GET", f"/v1/instances/{instance}/placement", params=params
-        )
+        body: JsonObject = call(http, "GET", f"/v1/instances/{instance}/placement", params=params)
     if as_json:
         typer.echo(json.dumps(body, indent=2))
     else:
@@ -40,7 +38,7 @@ def explain(
         raise typer.Exit(EXIT_TRANSIENT if body["reason"]["transient"] else EXIT_PERMANENT)
 
 
-def _show(body: dict[str, Any]) -> None:
+def _show(body: JsonObject) -> None:
     req = body["request"]
     size = f"{req['ncpus']} vCPUs, {req['memory'] / GiB:g} GiB"
     if req["local_storage"]:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import typer
 from rich.markup import escape
 
 from skylight.cli.client import call, client
 from skylight.cli.common import JSON, URL, details, list_table, out, pages, print_json, when
+from skylight.wire import JsonObject
 
 app = typer.Typer(no_args_is_help=True, help="Projects: where instances live.")
 
@@ -49,7 +48,7 @@ def show(
 ) -> None:
     """Show project NAME."""
     with client(url) as http:
-        body: dict[str, Any] = call(http, "GET", f"/v1/projects/{name}")
+        body: JsonObject = call(http, "GET", f"/v1/projects/{name}")
     if as_json:
         print_json(body)
         return

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-from typing import Any
 
 import typer
 from rich.markup import escape
@@ -21,6 +20,7 @@ from skylight.cli.common import (
     styled,
     when,
 )
+from skylight.wire import JsonObject
 
 app = typer.Typer(no_args_is_help=True, help="Sleds (operators): capacity and provisioning.")
 
@@ -33,16 +33,16 @@ class ProvisionPolicy(enum.StrEnum):
     non_provisionable = "non_provisionable"
 
 
-def _policy(s: dict[str, Any]) -> tuple[str, str]:
+def _policy(s: JsonObject) -> tuple[str, str]:
     policy = s.get("policy") or {}
     return str(policy.get("kind", "")), str(policy.get("provision_policy", ""))
 
 
-def _threads(s: dict[str, Any]) -> str:
+def _threads(s: JsonObject) -> str:
     return f"{s['reserved_hardware_threads']}/{s['usable_hardware_threads']}"
 
 
-def _memory(s: dict[str, Any]) -> str:
+def _memory(s: JsonObject) -> str:
     return f"{gib(s['reserved_memory'])}/{gib(s['usable_physical_ram'])}"
 
 
@@ -74,7 +74,7 @@ def list_(url: str = URL, as_json: bool = JSON) -> None:
 def show(sled_id: str = SLED_ID, url: str = URL, as_json: bool = JSON) -> None:
     """Show one sled and the instances on it."""
     with client(url) as http:
-        s: dict[str, Any] = call(http, "GET", f"{SLEDS}/{sled_id}")
+        s: JsonObject = call(http, "GET", f"{SLEDS}/{sled_id}")
         if as_json:
             print_json(s)
             return

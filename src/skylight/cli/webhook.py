@@ -20,6 +20,7 @@ from skylight.cli.common import (
     styled,
     when,
 )
+from skylight.wire import JsonObject
 
 app = typer.Typer(no_args_is_help=True, help="Webhooks (operators): events sent to receivers.")
 
@@ -27,13 +28,13 @@ NAME = typer.Argument(..., help="receiver name or id")
 STATE_STYLE = {"delivered": "green", "pending": "yellow", "failed": "red"}
 
 
-def _receiver_rows(body: dict[str, Any]) -> list[tuple[str, Any]]:
-    kind = body.get("kind") or {}
+def _receiver_rows(body: JsonObject) -> list[tuple[str, Any]]:
+    kind: JsonObject = body.get("kind") or {}
     return [
         ("id", body["id"]),
-        ("endpoint", escape(kind.get("endpoint", body.get("endpoint", "")))),
+        ("endpoint", escape(str(kind.get("endpoint", body.get("endpoint", ""))))),
         ("subscriptions", escape(", ".join(body["subscriptions"]) or "(none)")),
-        ("secrets", ", ".join(s["id"] for s in kind.get("secrets", body.get("secrets", [])))),
+        ("secrets", ", ".join(s["id"] for s in kind.get("secrets", body.get("secrets")) or [])),
         ("description", escape(body["description"])),
         ("created", when(body["time_created"])),
     ]
@@ -137,7 +138,7 @@ def deliveries(
     as_json: bool = JSON,
 ) -> None:
     """What was sent to receiver NAME, and what came of each try."""
-    params: dict[str, Any] = {}
+    params: JsonObject = {}
     if failed:
         params["failed"] = True
     if pending:

@@ -7,9 +7,9 @@ detail (sled ids, sled-agent error text) and is removed by :func:`redact` for ev
 
 from __future__ import annotations
 
-from typing import Any
+from skylight.wire import JsonObject
 
-Reason = dict[str, Any]
+Reason = JsonObject
 
 # code -> (transient, default action). ``transient`` says whether the same request may
 # succeed later without the user changing anything.
@@ -61,8 +61,8 @@ def make(
     *,
     transient: bool | None = None,
     action: str | None = None,
-    diagnosis: dict[str, Any] | None = None,
-    internal: dict[str, Any] | None = None,
+    diagnosis: JsonObject | None = None,
+    internal: JsonObject | None = None,
 ) -> Reason:
     default_transient, default_action = CATALOG[code]
     return {

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 from sqlalchemy.engine import Connection
 
 from skylight.placement import Placement, place
 from skylight.services import Services
 from skylight.store import Row, placement_inputs, sleds
+from skylight.wire import JsonObject
 
 
-def _explain(conn: Connection, cp: Services, row: Row) -> dict[str, Any]:
+def _explain(conn: Connection, cp: Services, row: Row) -> JsonObject:
     req = placement_inputs.request_for(
         conn, row.id, ncpus=row.ncpus, memory=row.memory, cpu_platform=row.cpu_platform
     )
@@ -33,7 +33,7 @@ def _explain(conn: Connection, cp: Services, row: Row) -> dict[str, Any]:
                 for v in views
             ]
     result = place(req, views, cp.rng)
-    out: dict[str, Any] = {
+    out: JsonObject = {
         "instance_id": row.id,
         "current_sled_id": row.sled_id,
         "request": {
@@ -60,5 +60,5 @@ def _explain(conn: Connection, cp: Services, row: Row) -> dict[str, Any]:
     return out
 
 
-async def explain(cp: Services, row: Row) -> dict[str, Any]:
+async def explain(cp: Services, row: Row) -> JsonObject:
     return await cp.store.tx(lambda conn: _explain(conn, cp, row))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy.engine import Connection
 
 from skylight.events.kinds import Actor, Kind
 from skylight.instances.state import run_state
 from skylight.store import events, instances
+from skylight.wire import JsonObject
 
 
 def record(
@@ -18,9 +17,9 @@ def record(
     actor: Actor,
     *,
     operation_id: str | None = None,
-    reason: dict[str, Any] | None = None,
+    reason: JsonObject | None = None,
     severity: str | None = None,
-    detail: dict[str, Any] | None = None,
+    detail: JsonObject | None = None,
     explains_status: bool = False,
 ) -> str:
     """Insert the event in ``conn``'s transaction; with ``explains_status`` it becomes the

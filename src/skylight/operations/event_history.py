@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from typing import Any
 
 from sqlalchemy.engine import Connection
 
@@ -16,6 +15,7 @@ from skylight.services import Services
 from skylight.store import Row, events
 from skylight.store.events import EventFilter
 from skylight.store.paging import Page, PageOf, PageRequest
+from skylight.wire import JsonObject
 
 __all__ = [
     "EventFilter",
@@ -67,7 +67,7 @@ async def stream(
     cp: Services,
     select: Callable[[Connection], EventFilter],
     cursor: int | None,
-    render: Callable[[Row], dict[str, Any]],
+    render: Callable[[Row], JsonObject],
 ) -> AsyncIterator[str]:
     """The events ``select`` picks, as Server-Sent Events, from after ``cursor`` (from now
     without one). Checked before it starts: what it streams exists, and so does ``cursor``."""

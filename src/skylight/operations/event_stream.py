@@ -14,6 +14,7 @@ from typing import Any
 
 from skylight.events.feed import Feed
 from skylight.store import Store, StoreUnavailable, events
+from skylight.wire import JsonObject
 
 PAGE = 200
 
@@ -24,7 +25,7 @@ async def sse(
     flt: events.EventFilter,
     *,
     cursor: int,
-    render: Callable[[Any], dict[str, Any]],
+    render: Callable[[Any], JsonObject],
     poll_interval: float = 1.0,
     heartbeat: float = 15.0,
 ) -> AsyncIterator[str]:

@@ -9,7 +9,6 @@ table decides what that reason answers.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from sqlalchemy.engine import Connection
 
@@ -37,6 +36,7 @@ from skylight.sagas import (
 from skylight.services import Services
 from skylight.store import Row, instances
 from skylight.store.paging import Page, PageOf, rows_of
+from skylight.wire import JsonObject
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def page(conn: Connection, project_selector: str, page_of: PageOf) -> Page[Row]:
 async def create(
     services: Services,
     project_selector: str,
-    body: dict[str, Any],
+    body: JsonObject,
     actor: Actor,
     *,
     wait: float,
@@ -205,7 +205,7 @@ _SIZE_FIELDS = ("ncpus", "memory", "cpu_platform")
 
 
 async def update_instance(
-    services: Services, instance_id: str, body: dict[str, Any], actor: Actor
+    services: Services, instance_id: str, body: JsonObject, actor: Actor
 ) -> Row:
     check_size(body["ncpus"], body["memory"])
 

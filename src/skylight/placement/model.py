@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+
+from skylight.wire import JsonObject
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ class Placement:
 class PlacementFailure:
     """No sled fits. ``reason`` is a full reason dict (see ``skylight.events.reasons``)."""
 
-    reason: dict[str, Any]
+    reason: JsonObject
 
     @property
     def message(self) -> str:

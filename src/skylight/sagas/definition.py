@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 from skylight.events.kinds import Actor
 from skylight.events.reasons import Reason
 from skylight.services import SagaParams, Services
+from skylight.wire import JsonObject
 
 T = TypeVar("T")
 Out = TypeVar("Out")
@@ -55,7 +56,7 @@ class SagaContext(Generic[P]):
     saga_id: str
     name: str
     params: P
-    outputs: dict[str, Any]
+    outputs: JsonObject
     executor: _Fencing
     generation: int
     services: Services
@@ -144,7 +145,7 @@ def _has_default(f: dataclasses.Field[Any]) -> bool:
     return f.default is not missing or f.default_factory is not missing
 
 
-def dump(params: SagaParams) -> dict[str, Any]:
+def dump(params: SagaParams) -> JsonObject:
     """The parameters as the saga log stores them."""
     return dataclasses.asdict(params)  # type: ignore[call-overload]
 

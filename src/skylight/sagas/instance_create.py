@@ -8,7 +8,7 @@ caller who waits for it gets the reason.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -23,6 +23,7 @@ from skylight.sagas import instance_start
 from skylight.sagas.definition import Action, ActionError, SagaContext, SagaDef
 from skylight.store import groups as group_rows
 from skylight.store import instances
+from skylight.wire import JsonObject
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class Params:
     user_data: str
     # checked at the request; the saga writes them
     anti_affinity_group_ids: list[str] = field(default_factory=list)
-    disk_plan: dict[str, Any] = field(default_factory=dict)
+    disk_plan: JsonObject = field(default_factory=dict)
 
 
 def declare() -> SagaDef[Params]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from sqlalchemy.engine import Connection
 
@@ -31,6 +31,7 @@ from skylight.services import Services
 from skylight.sled.agent import SledAgent, VmmSpec
 from skylight.store import instances, placement_inputs, sleds
 from skylight.store.schema import instance
+from skylight.wire import JsonObject
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ def begin_in(
         raise Conflict("cannot start the instance while it is being created")
     if row.state == "failed" and row.active_vmm_id is not None:
         raise Conflict("the instance has an operation that operators must resolve first")
-    values: dict[str, Any] = {"intended_state": "running"}
+    values: JsonObject = {"intended_state": "running"}
     if reason == "auto_restart":
         values.update(
             time_last_auto_restarted=now(),

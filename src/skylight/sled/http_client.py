@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from skylight.sled.agent import SledAgentError, VmmSpec
+from skylight.wire import JsonObject
 
 KINDS = ("error", "vmm_gone", "timeout", "unreachable")
 
@@ -96,13 +97,13 @@ class HttpSledAgent:
 
     # -- beyond the protocol: health and reconciliation -------------------------------------
 
-    async def health(self, timeout: float | None = None) -> dict[str, Any]:
+    async def health(self, timeout: float | None = None) -> JsonObject:
         """``{sled_id, serial, ...}``; raises ``SledAgentError`` when the agent is down."""
         r = await self._call("GET", "/health", timeout=timeout)
         assert r is not None
         return dict(r.json())
 
-    async def vmms(self) -> list[dict[str, Any]]:
+    async def vmms(self) -> list[JsonObject]:
         """Every VMM the agent holds: ``[{vmm_id, instance_id, state}]``."""
         r = await self._call("GET", "/vmms")
         assert r is not None

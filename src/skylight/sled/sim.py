@@ -19,10 +19,10 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from skylight.ids import new_id
 from skylight.sled.agent import SledAgentError, VmmLostListener, VmmSpec
+from skylight.wire import JsonObject
 
 FAULT_POINTS = ("register", "ensure_running", "unregister", "stop")
 FAULT_KINDS = ("error", "vmm_gone", "hang")
@@ -262,5 +262,5 @@ class SimSledAgent:
             self.rack.save(v)
 
 
-def describe(fault: Fault) -> dict[str, Any]:
+def describe(fault: Fault) -> JsonObject:
     return asdict(fault)

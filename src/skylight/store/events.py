@@ -14,6 +14,7 @@ from skylight.events.kinds import Kind, severity_of
 from skylight.ids import new_id
 from skylight.store import Row
 from skylight.store.schema import event, instance
+from skylight.wire import JsonObject
 
 
 @dataclass(frozen=True)
@@ -24,9 +25,9 @@ class NewEvent:
     actor: dict[str, str]
     run_state: str
     operation_id: str | None = None
-    reason: dict[str, Any] | None = None
+    reason: JsonObject | None = None
     severity: str | None = None
-    detail: dict[str, Any] | None = None
+    detail: JsonObject | None = None
 
 
 # Identical repeats by the control plane (same instance, kind, reason code and actor) within

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -16,6 +15,7 @@ from skylight.placement import Rack, SledView
 from skylight.placement.model import sled_in_service, sled_takes_instances
 from skylight.store import Row
 from skylight.store.schema import sled, sled_reservation
+from skylight.wire import JsonObject
 
 
 def get(conn: Connection, sled_id: str) -> Row | None:
@@ -256,7 +256,7 @@ def upsert_agent(
     keeps its id (and its policy) and takes the agent's current URL and capacity."""
     t = now()
     existing = conn.execute(sa.select(sled).where(sled.c.serial == serial)).first()
-    values: dict[str, Any] = {
+    values: JsonObject = {
         "agent_url": url,
         "usable_hardware_threads": cpus,
         "usable_physical_ram": memory,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -17,6 +16,7 @@ from skylight.store.schema import (
     alert_subscription,
     webhook_secret,
 )
+from skylight.wire import JsonObject
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 _CURSOR = "events"
@@ -156,7 +156,7 @@ def set_cursor(conn: Connection, after_seq: int) -> None:
 # -- deliveries --------------------------------------------------------------------------------
 
 
-def insert_deliveries(conn: Connection, rows: list[dict[str, Any]]) -> None:
+def insert_deliveries(conn: Connection, rows: list[JsonObject]) -> None:
     if rows:
         conn.execute(alert_delivery.insert(), rows)
 
@@ -192,7 +192,7 @@ def claim(conn: Connection, delivery_ids: list[str], until: datetime) -> None:
 def record_attempt(
     conn: Connection,
     delivery: Row,
-    attempt: dict[str, Any],
+    attempt: JsonObject,
     *,
     state: str,
     next_attempt: datetime | None,

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 from skylight.testing.process import ChildProcess
 from skylight.testing.server import free_port
+from skylight.wire import JsonObject
 
 
 class SledAgentProcess(ChildProcess):
@@ -85,7 +85,7 @@ class SledAgentProcess(ChildProcess):
 
         self._spawn(cmd, ready, timeout)
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> JsonObject:
         r = httpx.get(f"{self.url}/health", timeout=1.0)
         r.raise_for_status()
         return dict(r.json())

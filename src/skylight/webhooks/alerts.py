@@ -14,6 +14,7 @@ from typing import Any
 from skylight.clock import iso
 from skylight.errors import InvalidValue
 from skylight.events.kinds import Kind
+from skylight.wire import JsonObject
 
 PROBE = "probe"  # the class of a receiver's liveness probe (never subscribed to)
 
@@ -102,7 +103,7 @@ def check_subscription(pattern: str) -> str:
     return pattern
 
 
-def data(row: Any) -> dict[str, Any]:
+def data(row: Any) -> JsonObject:
     """The event as an operator sees it in the API (reason and detail unredacted)."""
     return {
         "id": row.id,

@@ -23,6 +23,7 @@ from skylight.store import webhooks as rows
 from skylight.store.paging import Page, PageOf, PageRequest
 from skylight.webhooks import alerts
 from skylight.webhooks.send import Target
+from skylight.wire import JsonObject
 
 MAX_ENDPOINT = 2048
 MAX_SECRET = 1024
@@ -145,7 +146,7 @@ def update(
     endpoint: str | None,
 ) -> None:
     receiver = lookup.alert_receiver(conn, selector)
-    values: dict[str, Any] = {}
+    values: JsonObject = {}
     if endpoint is not None:
         values["endpoint"] = check_endpoint(endpoint)
     if name is not None and name != receiver.name:
@@ -216,11 +217,11 @@ def delivery_row(
     receiver_id: str,
     alert_id: str,
     alert_class: str,
-    data: dict[str, Any],
+    data: JsonObject,
     trigger: str,
     *,
     due: bool = True,
-) -> dict[str, Any]:
+) -> JsonObject:
     t = now()
     return {
         "id": new_id(),

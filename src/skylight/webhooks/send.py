@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from skylight.clock import iso, now
+from skylight.wire import JsonObject
 
 SUCCEEDED = "succeeded"
 FAILED_HTTP_ERROR = "failed_http_error"
@@ -75,7 +76,7 @@ def request(delivery: Any, target: Target, sent_at: str) -> tuple[bytes, list[tu
 
 async def attempt(
     client: httpx.AsyncClient, delivery: Any, target: Target, number: int, timeout: float
-) -> dict[str, Any]:
+) -> JsonObject:
     """Send once; the attempt as the API shows it (``AlertDeliveryAttempts``' items)."""
     sent = now()
     body, headers = request(delivery, target, iso(sent) or "")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Literal
+from typing import Literal
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
@@ -12,6 +12,7 @@ from skylight.api import deps, models, paging, views
 from skylight.errors import InvalidRequest
 from skylight.operations import event_history as history
 from skylight.operations.event_history import EventFilter
+from skylight.wire import JsonObject
 
 router = APIRouter(tags=["events"])
 
@@ -74,13 +75,13 @@ def _streaming(body: AsyncIterator[str]) -> StreamingResponse:
     )
 
 
-def _render(request: Request) -> Callable[[views.Row], dict[str, Any]]:
+def _render(request: Request) -> Callable[[views.Row], JsonObject]:
     operator = deps.is_operator(request)
     return lambda row: views.event(row, operator=operator).model_dump(mode="json")
 
 
 # Documented as what it is: a text/event-stream (not the default JSON body).
-SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
+SSE_RESPONSE: dict[int | str, JsonObject] = {
     200: {
         "description": "Server-Sent Events: one `event: instance_event` per committed event",
         "content": {"text/event-stream": {"schema": {"type": "string"}}},

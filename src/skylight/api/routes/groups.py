@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from skylight import groups, lookup
 from skylight.api import deps, models, paging, views
+from skylight.wire import JsonObject
 
 router = APIRouter(tags=["affinity"])
 
@@ -242,7 +243,7 @@ def _add(
 ) -> None:
     # A 204 has no body: no response model, a plain Response (as the hand-written
     # ``response_class=Response`` routes had).
-    extra: dict[str, Any] = {"response_class": Response} if returns is Response else {}
+    extra: JsonObject = {"response_class": Response} if returns is Response else {}
     router.add_api_route(
         path,
         _endpoint(fam, handler, returns, body),
