@@ -6,15 +6,30 @@ import base64
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import Query
+from fastapi import Depends, Query
 
+from skylight.api.models import IdSortMode, NameOrIdSortMode, QueryText, Timestamp
 from skylight.errors import InvalidRequest
 from skylight.ids import parse_uuid
+from skylight.operations.event_history import EventFilter
 from skylight.store.paging import Page, PageRequest
 
-__all__ = ["Ask", "Limit", "Page", "PageRequest", "decode", "encode", "next_token", "results"]
+__all__ = [
+    "Ask",
+    "ById",
+    "ByName",
+    "Events",
+    "FixedOrder",
+    "Limit",
+    "Page",
+    "PageRequest",
+    "decode",
+    "encode",
+    "next_token",
+    "results",
+]
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
@@ -114,3 +129,62 @@ def results(page: Page[Item], view: Callable[[Item], View]) -> tuple[list[View],
     """A page's items as views, and the token of the next page (None after the last)."""
     req = page.request
     return [view(i) for i in page.items], next_token(req, page.items, _KEY[req.sort], req.scope)
+
+
+# -- the query of a list, as one dependency per kind of order ---------------------------------
+
+
+@dataclass(frozen=True)
+class _NameOrIdQuery:
+    limit: Limit = None
+    page_token: str | None = None
+    sort_by: NameOrIdSortMode | None = None
+
+    def ask(self, scope: str) -> Ask:
+        return Ask(self.limit, self.page_token, self.sort_by, scope)
+
+
+@dataclass(frozen=True)
+class _IdQuery:
+    limit: Limit = None
+    page_token: str | None = None
+    sort_by: IdSortMode | None = None
+
+    def ask(self, scope: str) -> Ask:
+        return Ask(self.limit, self.page_token, self.sort_by, scope, "id_ascending")
+
+
+@dataclass(frozen=True)
+class _FixedOrderQuery:
+    limit: Limit = None
+    page_token: str | None = None
+
+    def ask(self, scope: str, order: str) -> Ask:
+        return Ask(self.limit, self.page_token, None, scope, order)
+
+
+@dataclass(frozen=True)
+class _EventsQuery:
+    """A list of events: newest first, with the filters every event list takes."""
+
+    limit: Limit = None
+    page_token: str | None = None
+    severity: Literal["info", "warning", "error"] | None = None
+    kind: QueryText | None = None
+    operation: QueryText | None = None
+    since: Timestamp | None = None
+
+    def ask(self, scope: str) -> Ask:
+        return Ask(self.limit, self.page_token, None, scope, "seq_descending")
+
+    def filter(self) -> EventFilter:
+        return EventFilter(
+            severity=self.severity, kind=self.kind, operation_id=self.operation, since=self.since
+        )
+
+
+# A list's ``limit``, ``page_token`` and (where it has one) ``sort_by``, by its order.
+ByName = Annotated[_NameOrIdQuery, Depends()]
+ById = Annotated[_IdQuery, Depends()]
+FixedOrder = Annotated[_FixedOrderQuery, Depends()]  # a list with one order, no sort_by
+Events = Annotated[_EventsQuery, Depends()]

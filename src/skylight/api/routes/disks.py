@@ -13,13 +13,11 @@ router = APIRouter(tags=["disks"])
 @router.get("/v1/disks", response_model=models.DiskResultsPage)
 async def disk_list(
     request: Request,
+    query: paging.ByName,
     project: str | None = None,
-    limit: paging.Limit = None,
-    page_token: str | None = None,
-    sort_by: models.NameOrIdSortMode | None = None,
 ) -> models.DiskResultsPage:
     sel = deps.required(project, "project")
-    ask = paging.Ask(limit, page_token, sort_by, "disks")
+    ask = query.ask("disks")
     page = await deps.tx(request, lambda c: disks.page(c, sel, ask))
     items, nxt = paging.results(page, views.disk)
     return models.DiskResultsPage(items=items, next_page=nxt)
@@ -53,15 +51,13 @@ async def disk_delete(request: Request, disk: str, project: str | None = None) -
 @router.get("/v1/instances/{instance}/disks", response_model=models.DiskResultsPage)
 async def instance_disk_list(
     request: Request,
+    query: paging.ByName,
     instance: str,
     project: str | None = None,
-    limit: paging.Limit = None,
-    page_token: str | None = None,
-    sort_by: models.NameOrIdSortMode | None = None,
 ) -> models.DiskResultsPage:
     inst_sel = deps.required(instance, "instance")
     proj = deps.selector(project, "project")
-    ask = paging.Ask(limit, page_token, sort_by, "instance-disks")
+    ask = query.ask("instance-disks")
     page = await deps.tx(request, lambda c: disks.page_of_instance(c, inst_sel, proj, ask))
     items, nxt = paging.results(page, views.disk)
     return models.DiskResultsPage(items=items, next_page=nxt)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import Literal
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
@@ -11,12 +10,9 @@ from fastapi.responses import StreamingResponse
 from skylight.api import deps, models, paging, views
 from skylight.errors import InvalidRequest
 from skylight.operations import event_history as history
-from skylight.operations.event_history import EventFilter
 from skylight.wire import JsonObject
 
 router = APIRouter(tags=["events"])
-
-Severity = Literal["info", "warning", "error"]
 
 
 def _results(page: paging.Page[views.Row], *, operator: bool) -> models.InstanceEventResultsPage:
@@ -27,35 +23,22 @@ def _results(page: paging.Page[views.Row], *, operator: bool) -> models.Instance
 @router.get("/v1/events", response_model=models.InstanceEventResultsPage)
 async def project_event_list(
     request: Request,
+    query: paging.Events,
     project: str | None = None,
-    limit: paging.Limit = None,
-    page_token: str | None = None,
-    severity: Severity | None = None,
-    kind: models.QueryText | None = None,
-    operation: models.QueryText | None = None,
-    since: models.Timestamp | None = None,
 ) -> models.InstanceEventResultsPage:
     """Skylight: a project's instance events, newest first."""
     sel = deps.required(project, "project")
-    flt = EventFilter(severity=severity, kind=kind, operation_id=operation, since=since)
-    ask = paging.Ask(limit, page_token, None, "project-events", "seq_descending")
+    flt, ask = query.filter(), query.ask("project-events")
     page = await deps.tx(request, lambda c: history.project_page(c, sel, flt, ask))
     return _results(page, operator=deps.is_operator(request))
 
 
 @router.get("/v1/system/events", response_model=models.InstanceEventResultsPage)
 async def system_event_list(
-    request: Request,
-    limit: paging.Limit = None,
-    page_token: str | None = None,
-    severity: Severity | None = None,
-    kind: models.QueryText | None = None,
-    operation: models.QueryText | None = None,
-    since: models.Timestamp | None = None,
+    request: Request, query: paging.Events
 ) -> models.InstanceEventResultsPage:
     """Skylight: every instance event of the fleet, newest first (operators)."""
-    flt = EventFilter(severity=severity, kind=kind, operation_id=operation, since=since)
-    req = paging.Ask(limit, page_token, None, "fleet-events", "seq_descending")()
+    flt, req = query.filter(), query.ask("fleet-events")()
     return _results(await deps.tx(request, lambda c: history.page(c, flt, req)), operator=True)
 
 

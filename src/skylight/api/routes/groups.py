@@ -11,9 +11,9 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
 from skylight import groups, lookup
@@ -67,23 +67,8 @@ _FAMILIES = tuple(
 # -- the handlers, each for either family ----------------------------------------------------
 
 
-@dataclass
-class _ListQuery:
-    """The query parameters every list of groups (or of members) takes after its own."""
-
-    limit: paging.Limit = None
-    page_token: str | None = None
-    sort_by: models.NameOrIdSortMode | None = None
-
-    def ask(self, scope: str) -> paging.Ask:
-        return paging.Ask(self.limit, self.page_token, self.sort_by, scope)
-
-
-_List = Annotated[_ListQuery, Depends()]
-
-
 async def _instance_group_list(
-    fam: _Family, request: Request, instance: str, query: _List, project: str | None = None
+    fam: _Family, request: Request, instance: str, query: paging.ByName, project: str | None = None
 ) -> BaseModel:
     sel = deps.required(instance, "instance")
     proj = deps.selector(project, "project")
@@ -94,7 +79,7 @@ async def _instance_group_list(
 
 
 async def _group_list(
-    fam: _Family, request: Request, query: _List, project: str | None = None
+    fam: _Family, request: Request, query: paging.ByName, project: str | None = None
 ) -> BaseModel:
     sel = deps.required(project, "project")
     ask = query.ask(f"{fam.kind}-groups")
@@ -158,7 +143,7 @@ async def _group_delete(
 
 
 async def _member_list(
-    fam: _Family, request: Request, group: str, query: _List, project: str | None = None
+    fam: _Family, request: Request, group: str, query: paging.ByName, project: str | None = None
 ) -> BaseModel:
     sel = deps.required(group, fam.param)
     proj = deps.selector(project, "project")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from fastapi import APIRouter, Request, Response
 
 from skylight import lookup
@@ -36,13 +34,11 @@ def _wait(request: Request) -> float:
 @router.get("/v1/instances", response_model=models.InstanceResultsPage)
 async def instance_list(
     request: Request,
+    query: paging.ByName,
     project: str | None = None,
-    limit: paging.Limit = None,
-    page_token: str | None = None,
-    sort_by: models.NameOrIdSortMode | None = None,
 ) -> models.InstanceResultsPage:
     sel = deps.required(project, "project")
-    ask = paging.Ask(limit, page_token, sort_by, "instances")
+    ask = query.ask("instances")
     page = await deps.tx(request, lambda c: operations.page(c, sel, ask))
     items, nxt = paging.results(page, lambda r: _view(request, r))
     return models.InstanceResultsPage(items=items, next_page=nxt)
@@ -119,21 +115,13 @@ async def instance_reboot(
 @router.get("/v1/instances/{instance}/events", response_model=models.InstanceEventResultsPage)
 async def instance_event_list(
     request: Request,
+    query: paging.Events,
     instance: str,
     project: str | None = None,
-    limit: paging.Limit = None,
-    page_token: str | None = None,
-    severity: Literal["info", "warning", "error"] | None = None,
-    kind: models.QueryText | None = None,
-    operation: models.QueryText | None = None,
-    since: models.Timestamp | None = None,
 ) -> models.InstanceEventResultsPage:
     sel = deps.required(instance, "instance")
     proj = deps.selector(project, "project")
-    flt = event_history.EventFilter(
-        severity=severity, kind=kind, operation_id=operation, since=since
-    )
-    ask = paging.Ask(limit, page_token, None, "events", "seq_descending")
+    flt, ask = query.filter(), query.ask("events")
     page = await deps.tx(request, lambda c: event_history.instance_page(c, sel, proj, flt, ask))
     operator = deps.is_operator(request)
     items, nxt = paging.results(page, lambda r: views.event(r, operator=operator))

@@ -13,11 +13,9 @@ router = APIRouter(tags=["projects"])
 @router.get("/v1/projects", response_model=models.ProjectResultsPage)
 async def project_list(
     request: Request,
-    limit: paging.Limit = None,
-    page_token: str | None = None,
-    sort_by: models.NameOrIdSortMode | None = None,
+    query: paging.ByName,
 ) -> models.ProjectResultsPage:
-    req = paging.Ask(limit, page_token, sort_by, "projects")()
+    req = query.ask("projects")()
     items, nxt = paging.results(
         await deps.tx(request, lambda c: projects.page(c, req)), views.project
     )

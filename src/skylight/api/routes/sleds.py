@@ -14,11 +14,9 @@ router = APIRouter(tags=["system/hardware"])
 @router.get("/v1/system/hardware/sleds", response_model=models.SledResultsPage)
 async def sled_list(
     request: Request,
-    limit: paging.Limit = None,
-    page_token: str | None = None,
-    sort_by: models.IdSortMode | None = None,
+    query: paging.ById,
 ) -> models.SledResultsPage:
-    req = paging.Ask(limit, page_token, sort_by, "sleds", "id_ascending")()
+    req = query.ask("sleds")()
     page = await deps.tx(request, lambda c: sleds.page(c, req))
     items, nxt = paging.results(page, views.sled)
     return models.SledResultsPage(items=items, next_page=nxt)
@@ -35,13 +33,11 @@ async def sled_view(request: Request, sled_id: str) -> models.Sled:
 )
 async def sled_instance_list(
     request: Request,
+    query: paging.ById,
     sled_id: str,
-    limit: paging.Limit = None,
-    page_token: str | None = None,
-    sort_by: models.IdSortMode | None = None,
 ) -> models.SledInstanceResultsPage:
     sid = require_uuid(sled_id, "sled_id")
-    req = paging.Ask(limit, page_token, sort_by, "sled-instances", "id_ascending")(sid)
+    req = query.ask("sled-instances")(sid)
     page = await deps.tx(request, lambda c: sleds.instances_on(c, sid, req))
     items, nxt = paging.results(page, views.sled_instance)
     return models.SledInstanceResultsPage(items=items, next_page=nxt)

@@ -18,14 +18,13 @@ WHAT = "alert receivers and webhooks"
 @router.get("/v1/alert-classes", response_model=models.AlertClassResultsPage)
 async def alert_class_list(
     request: Request,
+    query: paging.FixedOrder,
     filter: str | None = None,
-    limit: paging.Limit = None,
-    page_token: str | None = None,
 ) -> models.AlertClassResultsPage:
     deps.require_operator(request, WHAT)
     if filter is not None:
         alerts.check_subscription(filter)
-    req = paging.Ask(limit, page_token, None, "alert-classes")()
+    req = query.ask("alert-classes", "name_ascending")()
     names = alerts.class_names(filter, req.marker, req.limit)
     page = paging.Page(
         [models.AlertClass(name=n, description=alerts.CLASSES[n]) for n in names], req
@@ -37,12 +36,10 @@ async def alert_class_list(
 @router.get("/v1/alert-receivers", response_model=models.AlertReceiverResultsPage)
 async def alert_receiver_list(
     request: Request,
-    limit: paging.Limit = None,
-    page_token: str | None = None,
-    sort_by: models.NameOrIdSortMode | None = None,
+    query: paging.ByName,
 ) -> models.AlertReceiverResultsPage:
     deps.require_operator(request, WHAT)
-    req = paging.Ask(limit, page_token, sort_by, "alert-receivers")()
+    req = query.ask("alert-receivers")()
     page = await deps.tx(request, lambda c: receivers.page(c, req))
     items, nxt = paging.results(page, views.alert_receiver)
     return models.AlertReceiverResultsPage(items=items, next_page=nxt)
@@ -92,18 +89,17 @@ async def alert_receiver_subscription_remove(
 )
 async def alert_delivery_list(
     request: Request,
+    query: paging.FixedOrder,
     receiver: str,
     delivered: bool | None = None,
     failed: bool | None = None,
     pending: bool | None = None,
-    limit: paging.Limit = None,
-    page_token: str | None = None,
 ) -> models.AlertDeliveryResultsPage:
     """Oldest first. With any of ``delivered``, ``failed``, ``pending`` set to true, only
     deliveries in those states."""
     deps.require_operator(request, WHAT)
     sel = deps.required(receiver, "receiver")
-    ask = paging.Ask(limit, page_token, None, "alert-deliveries", "id_ascending")
+    ask = query.ask("alert-deliveries", "id_ascending")
     page = await deps.tx(
         request,
         lambda c: receivers.deliveries(
