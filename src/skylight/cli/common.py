@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -319,3 +320,10 @@ def follow(
 
 class _Dropped(Exception):
     pass
+
+
+def log_to_stderr(level: str) -> None:
+    """How the servers (``serve``, ``sled-agent``) log: one line per record, with its time."""
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )

@@ -3,7 +3,6 @@ command is a client of the API at ``--url`` or ``SKYLIGHT_URL``)."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from skylight.cli import events, instance, placement, project, sled, webhook
+from skylight.cli.common import log_to_stderr
 from skylight.cli.sled_agent import run as sled_agent_run
 from skylight.config import Settings, SimSettings
 
@@ -122,9 +122,7 @@ def serve(
             start_delay=sim_start_delay,
         ),
     )
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    log_to_stderr(log_level)
     typer.echo(f"Skylight on http://{bind} (store: {settings.shown_db_url()})")
     app_ = create_app(settings)
     config = uvicorn.Config(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import typer
 import uvicorn
+
+from skylight.cli.common import log_to_stderr
 
 
 def run(
@@ -66,9 +67,7 @@ def run(
         start_delay=start_delay,
         rack_id=rack_id,
     )
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    log_to_stderr(log_level)
     typer.echo(
         f"Skylight sled agent {config.serial} on {config.url} "
         f"(control plane: {', '.join(planes)}; state: {config.data_dir})"

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from fastapi import APIRouter, Request, Response
 
 from skylight import lookup
 from skylight.api import deps, models, paging, views
+from skylight.events.kinds import Actor
 from skylight.events.reasons import redact
 from skylight.instances import explain
 from skylight.operations import event_history
 from skylight.operations import instances as operations
+from skylight.services import Services
 
 router = APIRouter(tags=["instances"])
+
+# An operation on one instance: (services, instance id, actor, seconds to wait) → the row.
+_Action = Callable[[Services, str, Actor, float], Awaitable[views.Row]]
 
 
 def _view(request: Request, row: views.Row) -> models.Instance:
@@ -79,37 +86,48 @@ async def instance_delete(request: Request, instance: str, project: str | None =
     return Response(status_code=204)
 
 
+async def _act(
+    request: Request, instance: str, project: str | None, do: _Action
+) -> models.Instance:
+    """Start, stop or reboot: resolve the instance, ask, answer with it as it stands."""
+    row = await _resolve(request, instance, project)
+    return _view(request, await do(deps.cp(request), row.id, deps.actor(), _wait(request)))
+
+
 @router.post("/v1/instances/{instance}/start", status_code=202, response_model=models.Instance)
 async def instance_start(
     request: Request, instance: str, project: str | None = None
 ) -> models.Instance:
-    row = await _resolve(request, instance, project)
-    new = await operations.start_instance(
-        deps.cp(request), row.id, deps.actor(), "user", wait=_wait(request)
+    return await _act(
+        request,
+        instance,
+        project,
+        lambda cp, i, actor, wait: operations.start_instance(cp, i, actor, "user", wait=wait),
     )
-    return _view(request, new)
 
 
 @router.post("/v1/instances/{instance}/stop", status_code=202, response_model=models.Instance)
 async def instance_stop(
     request: Request, instance: str, project: str | None = None
 ) -> models.Instance:
-    row = await _resolve(request, instance, project)
-    new = await operations.stop_instance(
-        deps.cp(request), row.id, deps.actor(), wait=_wait(request)
+    return await _act(
+        request,
+        instance,
+        project,
+        lambda cp, i, actor, wait: operations.stop_instance(cp, i, actor, wait=wait),
     )
-    return _view(request, new)
 
 
 @router.post("/v1/instances/{instance}/reboot", status_code=202, response_model=models.Instance)
 async def instance_reboot(
     request: Request, instance: str, project: str | None = None
 ) -> models.Instance:
-    row = await _resolve(request, instance, project)
-    new = await operations.reboot_instance(
-        deps.cp(request), row.id, deps.actor(), wait=_wait(request)
+    return await _act(
+        request,
+        instance,
+        project,
+        lambda cp, i, actor, wait: operations.reboot_instance(cp, i, actor, wait=wait),
     )
-    return _view(request, new)
 
 
 @router.get("/v1/instances/{instance}/events", response_model=models.InstanceEventResultsPage)
