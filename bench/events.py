@@ -66,8 +66,6 @@ from harness import (
 )
 from harness import ms as _ms
 from plans import Capture, Params, explain
-from skylight import lookup
-from skylight.api import models, paging, views
 from skylight.clock import now
 from skylight.events.kinds import Kind, control_plane, user_actor
 from skylight.instances.record import record
@@ -372,59 +370,6 @@ class HttpResult:
     errors: int = 0
     start_seconds: float = math.nan
     note: str = ""
-
-
-ROUTE_PARTS = {
-    "resolve": "`lookup.instance` by id (its own transaction)",
-    "page": "`events.page` (its own transaction)",
-    "views": "100 x `views.event` + `InstanceEventResultsPage`",
-    "json": "`model_dump_json()`",
-    "total": "sum",
-}
-
-
-@dataclass
-class RouteResult:
-    store: str
-    times: dict[str, list[float]]
-
-
-def measure_route(store: Store, name: str, shape: Shape, n: int, seed: int) -> RouteResult:
-    """The work of GET /v1/instances/{id}/events without HTTP, in parts (in-process)."""
-    rng = random.Random(f"{seed}/route")
-    res = RouteResult(name, {k: [] for k in ROUTE_PARTS})
-    for _ in range(n):
-        iid = instance_id(rng.randrange(shape.instances))
-        t0 = time.perf_counter()
-        row = store.tx_sync(
-            partial(lookup.instance, selector=iid, project_selector=None, deleted=True)
-        )
-        t1 = time.perf_counter()
-        flt = events.EventFilter(instance_id=row.id)
-        rows = store.tx_sync(partial(first_page, flt=flt))
-        t2 = time.perf_counter()
-        req = paging.decode(LIMIT, None, None, f"events:{row.id}", "seq_descending")
-        body = models.InstanceEventResultsPage(
-            items=[views.event(r) for r in rows],
-            next_page=paging.next_token(req, rows, "seq", f"events:{row.id}"),
-        )
-        t3 = time.perf_counter()
-        body.model_dump_json()
-        t4 = time.perf_counter()
-        for k, a, b in (
-            ("resolve", t0, t1),
-            ("page", t1, t2),
-            ("views", t2, t3),
-            ("json", t3, t4),
-            ("total", t0, t4),
-        ):
-            res.times[k].append(b - a)
-    print(
-        f"  {name}: route work in-process (p50): "
-        + ", ".join(f"{k} {ms(median(v))} ms" for k, v in res.times.items()),
-        flush=True,
-    )
-    return res
 
 
 def _sqlite_writer_busy(path: str) -> bool:
@@ -875,18 +820,6 @@ def _http_table(https: list[HttpResult]) -> list[str]:
     )
 
 
-def _route_table(routes: list[RouteResult]) -> list[str]:
-    return table(
-        ["store", "part", "p50 (ms)", "p99 (ms)"],
-        "llrr",
-        [
-            [rt.store, label, ms(pct(rt.times[k], 0.5)), ms(pct(rt.times[k], 0.99))]
-            for rt in routes
-            for k, label in ROUTE_PARTS.items()
-        ],
-    )
-
-
 def _retention_table(args: argparse.Namespace, retention: list[RetentionResult]) -> list[str]:
     header = "store | cutoff | keep | time (s) | batches | longest batch (ms) | outcome"
     return table(
@@ -1006,7 +939,6 @@ def section(args: argparse.Namespace, r: Results) -> dict[str, list[str]]:
         "events:load": (r.loads, lambda: _load_table(r.loads)),
         "events:pages": (r.pages, lambda: _pages_table(r.pages)),
         "events:http": (r.https, lambda: _http_table(r.https)),
-        "events:route": (r.routes, lambda: _route_table(r.routes)),
         "events:retention": (r.retention, lambda: _retention_table(args, r.retention)),
         "events:writes": (r.writes, lambda: _writes_table(r.writes)),
         "events:steps": (r.writes, lambda: _steps_table(r.writes)),
@@ -1028,7 +960,6 @@ class Results:
     pages: list[PageResult] = field(default_factory=list)
     retention: list[RetentionResult] = field(default_factory=list)
     https: list[HttpResult] = field(default_factory=list)
-    routes: list[RouteResult] = field(default_factory=list)
     evictions: list[str] = field(default_factory=list)
     writes: list[WriteResult] = field(default_factory=list)
     failures: list[FailureResult] = field(default_factory=list)
@@ -1084,8 +1015,6 @@ def measure_loaded(kind: str, args: argparse.Namespace, shape: Shape, r: Results
                     )
             if "write" in args.parts:
                 r.writes.append(measure_writes(store, kind, shape, args))
-            if "http" in args.parts:
-                r.routes.append(measure_route(store, kind, shape, args.http_requests, args.seed))
         finally:
             store.dispose()
         if "http" in args.parts:
