@@ -1,6 +1,6 @@
 """The synthetic event history of ``bench/events.py``: deterministic ids, each instance's
 lifecycle as a table of steps, and loading millions of events into a store in SQL (SQLite,
-PostgreSQL), with a note in the store so that ``--reuse`` can keep a loaded store."""
+PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -17,19 +17,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
-
 from harness import GiB, pg_exec, pg_url
 from skylight.events import reasons
 from skylight.events.kinds import Kind, control_plane, severity_of
 from skylight.store import Store, migrate
 
-REUSE_PG_NAME = "skylight_bench_events"
 CHUNK = 1_000_000  # rows per load transaction
 
 # -- the synthetic history -------------------------------------------------------------------
-# Ids are deterministic so the loaded store can be reused and queried without a lookup:
+# Ids are deterministic so the loaded store can be queried without a lookup:
 # valid UUID strings (version 7, RFC variant), unique per kind of object.
 
 
@@ -161,9 +157,6 @@ class Shape:
     projects: int
     span_days: float
 
-    def key(self) -> str:
-        return f"v3/{self.events}/{self.instances}/{self.projects}/{self.span_days}"
-
 
 @dataclass
 class Loaded:
@@ -173,11 +166,9 @@ class Loaded:
     load_seconds: float
     index_seconds: float
     size_bytes: int
-    reused: bool
     t0: float  # unix time of event n=0
     cleanup: Callable[[], None]
-    revision: str = "?"
-    migrated: str = ""  # a reused store brought to the newest migration: what and how long
+    revision: str  # the schema's (alembic) revision
 
 
 def store_size(url: str) -> int:
@@ -191,27 +182,6 @@ def store_size(url: str) -> int:
         return int(row[0]) if row else 0
 
 
-def bring_to_head(ld: Loaded) -> None:
-    """A reused store may predate a migration: apply it (timed), as a server start would."""
-    store = Store(ld.url)
-    try:
-
-        def rev(conn: Connection) -> str:
-            return str(conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar())
-
-        before = store.tx_sync(rev)
-        t0 = time.perf_counter()
-        migrate.upgrade(store.engine)
-        took = time.perf_counter() - t0
-        ld.revision = store.tx_sync(rev)
-        ld.size_bytes = store_size(ld.url)
-        if ld.revision != before:
-            ld.migrated = f"{before} -> {ld.revision} in {took:.0f} s"
-            print(f"{ld.store}: migrated the reused store {ld.migrated}", flush=True)
-    finally:
-        store.dispose()
-
-
 def _sqlite_time(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
@@ -219,9 +189,9 @@ def _sqlite_time(ts: float) -> str:
 # -- loading: SQLite --------------------------------------------------------------------------
 
 
-def load_sqlite(path: Path, shape: Shape) -> tuple[float, float, float]:
+def load_sqlite(url: str, shape: Shape) -> tuple[float, float, float]:
     """Migrate and fill a new SQLite store; returns (load s, index s, t0)."""
-    url = f"sqlite:///{path}"
+    path = url.split("///", 1)[1]
     store = Store(url)
     migrate.upgrade(store.engine)
     store.dispose()
@@ -418,72 +388,32 @@ def _pg_parents(conn: Any, shape: Shape, t0: float) -> None:
                     cp.write_row(row)
 
 
-def _meta(url: str, value: dict[str, Any] | None = None) -> dict[str, Any] | None:
-    """A loaded store's note of what it holds (to reuse it): written with ``value``, else
-    read (None if there is none)."""
-    store = Store(url)
-    try:
-        if value is None:
-            sql = "SELECT value FROM bench_meta WHERE key = 'meta'"
-            row = store.tx_sync(lambda c: c.exec_driver_sql(sql).first())
-            return dict(json.loads(row[0])) if row else None
-        insert = sa.text("INSERT INTO bench_meta VALUES ('meta', :v)")
-        store.tx_sync(lambda c: c.exec_driver_sql("CREATE TABLE bench_meta (key TEXT, value TEXT)"))
-        store.tx_sync(lambda c: c.execute(insert, {"v": json.dumps(value)}))
-        return value
-    except sa.exc.DBAPIError:
-        return None
-    finally:
-        store.dispose()
-
-
 def prepare(kind: str, args: argparse.Namespace, shape: Shape) -> Loaded:
-    """The loaded store of ``kind``: reused (``--reuse``) if one of this shape is there,
-    else loaded afresh; dropped afterwards unless ``--reuse``."""
-    base = Path(args.workdir)
+    """A fresh store of ``kind`` loaded with ``shape``'s history; ``cleanup`` drops it."""
     if kind == "sqlite":
-        base.mkdir(parents=True, exist_ok=True)
-        d = base / "sqlite" if args.reuse else Path(tempfile.mkdtemp(prefix="sqlite-", dir=base))
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
+        d = Path(tempfile.mkdtemp(prefix="sqlite-", dir=args.workdir))
         url, where = f"sqlite:///{d / 'skylight.db'}", str(d / "skylight.db")
 
         def drop() -> None:
             shutil.rmtree(d, ignore_errors=True)
-
-        def load() -> tuple[float, float, float]:
-            drop()
-            d.mkdir(parents=True)
-            return load_sqlite(d / "skylight.db", shape)
     else:
-        where = REUSE_PG_NAME if args.reuse else f"skylight_bench_ev_{uuid.uuid4().hex[:10]}"
+        where = f"skylight_bench_ev_{uuid.uuid4().hex[:10]}"
         url = pg_url(args.pg_admin, where)
 
         def drop() -> None:
             pg_exec(args.pg_admin, f'DROP DATABASE IF EXISTS "{where}" WITH (FORCE)')
 
-        def load() -> tuple[float, float, float]:
-            drop()
-            pg_exec(args.pg_admin, f'CREATE DATABASE "{where}"')
-            return load_pg(url, shape)
-
-    meta = _meta(url) if args.reuse and (kind != "sqlite" or d.exists()) else None
-    reused = meta is not None and meta.get("shape") == shape.key()
-    if meta is None or not reused:
-        print(f"{kind}: loading {shape.events:,} events into {where} ...", flush=True)
-        load_s, index_s, t0 = load()
-        loaded_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        meta = {"shape": shape.key(), "load_seconds": load_s, "index_seconds": index_s}
-        meta = _meta(url, {**meta, "t0": t0, "loaded_at": loaded_at})
-        assert meta is not None
-    else:
-        print(f"{kind}: reusing {where} (loaded {meta['loaded_at']})", flush=True)
-    return Loaded(
-        kind,
-        url,
-        shape,
-        meta["load_seconds"],
-        meta["index_seconds"],
-        store_size(url),
-        reused,
-        meta["t0"],
-        (lambda: None) if args.reuse else drop,
-    )
+        pg_exec(args.pg_admin, f'CREATE DATABASE "{where}"')
+    print(f"{kind}: loading {shape.events:,} events into {where} ...", flush=True)
+    try:
+        load = load_sqlite if kind == "sqlite" else load_pg
+        load_s, index_s, t0 = load(url, shape)
+        store = Store(url)
+        sql = "SELECT version_num FROM alembic_version"
+        revision = str(store.tx_sync(lambda c: c.exec_driver_sql(sql).scalar()))
+        store.dispose()
+    except BaseException:
+        drop()
+        raise
+    return Loaded(kind, url, shape, load_s, index_s, store_size(url), t0, drop, revision)

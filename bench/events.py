@@ -3,7 +3,7 @@ stored, the retention pass, event write cost, and the time from an injected VM f
 event and to running again. The method is described in docs/benchmarks.md ("## Events");
 ``--write`` replaces its marked blocks ``events:*``. No duration is asserted anywhere.
 
-    .venv/bin/python bench/events.py [--write] [--reuse] [--stores sqlite] [--parts failure]
+    .venv/bin/python bench/events.py [--write] [--stores sqlite] [--parts failure]
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from event_history import (
     VMM_FAILURE,
     Loaded,
     Shape,
-    bring_to_head,
     instance_id,
     prepare,
     project_id,
@@ -750,8 +749,8 @@ def _added_us(w: WriteResult, variant: str) -> float:
 
 def _load_table(loads: list[Loaded]) -> list[str]:
     return table(
-        "store | load (s) | index build (s) | size on disk (GiB) | schema revision | reused",
-        "lrrrll",
+        "store | load (s) | index build (s) | size on disk (GiB) | schema revision",
+        "lrrrl",
         [
             [
                 ld.store,
@@ -759,9 +758,6 @@ def _load_table(loads: list[Loaded]) -> list[str]:
                 f"{ld.index_seconds:.0f}",
                 f"{ld.size_bytes / GiB:.2f}",
                 ld.revision,
-                "yes" + (f" (migrated {ld.migrated})" if ld.migrated else "")
-                if ld.reused
-                else "no",
             ]
             for ld in loads
         ],
@@ -981,7 +977,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--restart-intervals", default="5,0.1", help="--auto-restart-interval values")
     p.add_argument("--start-delay", type=float, default=0.05, help="--sim-start-delay (s)")
     p.add_argument("--retention-timeout", type=float, default=45.0)
-    p.add_argument("--reuse", action="store_true", help="keep the loaded stores, reuse them")
     workdir = str(Path(tempfile.gettempdir()) / "skylight-bench-events")
     p.add_argument("--workdir", default=workdir, help="where SQLite stores and server data go")
     p.add_argument("--seed", type=int, default=1)
@@ -999,7 +994,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def measure_loaded(kind: str, args: argparse.Namespace, shape: Shape, r: Results) -> None:
     """Parts 1 and 2 on one loaded store."""
     ld = prepare(kind, args, shape)
-    bring_to_head(ld)
     r.loads.append(ld)
     try:
         store = Store(ld.url)
@@ -1038,9 +1032,8 @@ def main(argv: list[str] | None = None) -> int:
         r.failures += [
             measure_failures(kind, interval, args) for interval in args.restart_intervals
         ]
-    if not args.reuse:
-        with contextlib.suppress(OSError):
-            work.rmdir()  # only if this run left it empty (a --reuse store may live there)
+    with contextlib.suppress(OSError):
+        work.rmdir()  # only if this run left it empty
     LOAD.append(loadavg())
     finish(section(args, r), args.write)
     return 0
