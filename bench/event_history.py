@@ -182,83 +182,51 @@ def store_size(url: str) -> int:
         return int(row[0]) if row else 0
 
 
-def _sqlite_time(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+# -- loading ---------------------------------------------------------------------------------
 
 
-# -- loading: SQLite --------------------------------------------------------------------------
+def _events_sql(shape: Shape, pg: bool) -> str:
+    """The INSERT ... SELECT of events ``lo``..``hi`` (parameters, with ``t0`` and ``dt``):
+    a row per ``n`` (SQLite: a recursive CTE; PostgreSQL: ``generate_series``), its step
+    joined from ``bench_step``."""
+    n_i, n_p = shape.instances, shape.projects
 
+    def param(name: str) -> str:
+        return f"%({name})s" if pg else f":{name}"
 
-def load_sqlite(url: str, shape: Shape) -> tuple[float, float, float]:
-    """Migrate and fill a new SQLite store; returns (load s, index s, t0)."""
-    path = url.split("///", 1)[1]
-    store = Store(url)
-    migrate.upgrade(store.engine)
-    store.dispose()
-    con = sqlite3.connect(path, isolation_level=None)
-    try:
-        # During the load only: no journal, no syncs (the store's own connections use WAL).
-        con.execute("PRAGMA journal_mode=OFF")
-        con.execute("PRAGMA synchronous=OFF")
-        con.execute("PRAGMA cache_size=-1000000")
-        con.execute("PRAGMA temp_store=MEMORY")
-        indexes = con.execute(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
-            "AND tbl_name = 'instance_event' AND sql IS NOT NULL"
-        ).fetchall()
-        for name, _sql in indexes:
-            con.execute(f'DROP INDEX "{name}"')
-        con.execute(
-            "CREATE TEMP TABLE bench_step (st INTEGER PRIMARY KEY, kind TEXT, severity TEXT, "
-            "run_state TEXT, cause TEXT, actor TEXT, reason_code TEXT, reason TEXT, "
-            "detail TEXT, op INTEGER)"
+    def hex_(expr: str, width: int = 12) -> str:
+        return f"lpad(to_hex({expr}), {width}, '0')" if pg else f"printf('%0{width}x', {expr})"
+
+    if pg:
+        series = f"generate_series({param('lo')}::bigint, {param('hi')}::bigint) AS n"
+        when = f"to_timestamp({param('t0')} + r.n * {param('dt')})"
+    else:
+        series = (
+            f"(WITH RECURSIVE g(n) AS (SELECT {param('lo')} UNION ALL SELECT n + 1 FROM g "
+            f"WHERE n < {param('hi')}) SELECT n FROM g) AS g"
         )
-        con.executemany("INSERT INTO bench_step VALUES (?,?,?,?,?,?,?,?,?,?)", _step_rows())
-        t_load = time.time()
-        span = shape.span_days * 86400.0
-        t0 = t_load - span
-        dt = span / shape.events
-        con.execute("BEGIN")
-        _sqlite_parents(con, shape, t0)
-        con.execute("COMMIT")
-        n_i, n_p = shape.instances, shape.projects
-        step = _step_sql("r.k", "r.i", n_p)
-        sql = (
-            "WITH RECURSIVE g(n) AS (SELECT :lo UNION ALL SELECT n + 1 FROM g WHERE n < :hi), "
-            f"r AS (SELECT n, (n - 1) % {n_i} AS i, (n - 1) / {n_i} AS k FROM g), "
-            f"r2 AS (SELECT n, i, k, {step} AS st, "
-            f"CASE WHEN k < 4 THEN 0 ELSE (k - 4) / {CYCLE} + 1 END AS cyc, "
-            "strftime('%Y-%m-%d %H:%M:%f', :t0 + n * :dt, 'unixepoch') || '000' AS t FROM r) "
-            "INSERT INTO instance_event (id, instance_id, project_id, time, time_last, count, "
-            "kind, severity, actor, operation_id, run_state, reason_code, reason, detail) "
-            "SELECT printf('01900002-0000-7000-8000-%012x', n), "
-            "printf('01900001-0000-7000-8000-%012x', i), "
-            f"printf('01900000-0000-7000-8000-%012x', i % {n_p}), t, t, 1, "
-            "s.kind, s.severity, "
-            "CASE WHEN s.cause IS NULL THEN "
-            f'printf(\'{{"type": "user", "id": "01900004-0000-7000-8000-%012x"}}\', '
-            f"i % {n_p}) ELSE s.actor END, "
-            "CASE WHEN s.op IS NULL THEN NULL "
-            "ELSE printf('%08x-0003-7000-8000-%012x', cyc * 10 + s.op, i) END, "
-            "s.run_state, s.reason_code, s.reason, s.detail "
-            "FROM r2 JOIN bench_step s ON s.st = r2.st ORDER BY n"
+        when = (
+            f"strftime('%Y-%m-%d %H:%M:%f', {param('t0')} + r.n * {param('dt')}, 'unixepoch')"
+            " || '000'"
         )
-        for lo in range(1, shape.events + 1, CHUNK):
-            hi = min(shape.events, lo + CHUNK - 1)
-            con.execute("BEGIN")
-            con.execute(sql, {"lo": lo, "hi": hi, "t0": t0, "dt": dt})
-            con.execute("COMMIT")
-            print(f"  sqlite: {hi:,} events ({time.time() - t_load:.0f} s)", flush=True)
-        load_s = time.time() - t_load
-        t_idx = time.time()
-        for _name, ddl in indexes:
-            con.execute(ddl)
-        index_s = time.time() - t_idx
-        con.execute("DROP TABLE bench_step")
-        con.execute("PRAGMA journal_mode=WAL")
-        return load_s, index_s, t0
-    finally:
-        con.close()
+    user = f"'01900004-0000-7000-8000-' || {hex_(f'g.i % {n_p}')}"
+    sql = (
+        "INSERT INTO instance_event (id, instance_id, project_id, time, time_last, count, "
+        "kind, severity, actor, operation_id, run_state, reason_code, reason, detail) "
+        f"SELECT '01900002-0000-7000-8000-' || {hex_('g.n')}, "
+        f"'01900001-0000-7000-8000-' || {hex_('g.i')}, "
+        f"'01900000-0000-7000-8000-' || {hex_(f'g.i % {n_p}')}, g.t, g.t, 1, s.kind, "
+        f's.severity, CASE WHEN s.cause IS NULL THEN (\'{{"type": "user", "id": "\' || '
+        f"{user} || '\"}}'){'::json' if pg else ''} ELSE s.actor END, "
+        f"CASE WHEN s.op IS NULL THEN NULL ELSE {hex_('g.cyc * 10 + s.op', 8)} || "
+        f"'-0003-7000-8000-' || {hex_('g.i')} END, "
+        "s.run_state, s.reason_code, s.reason, s.detail "
+        f"FROM (SELECT r.n, r.i, {_step_sql('r.k', 'r.i', n_p)} AS st, "
+        f"CASE WHEN r.k < 4 THEN 0 ELSE (r.k - 4) / {CYCLE} + 1 END AS cyc, {when} AS t "
+        f"FROM (SELECT n, (n - 1) % {n_i} AS i, (n - 1) / {n_i} AS k FROM {series}) r) g "
+        "JOIN bench_step s ON s.st = g.st ORDER BY g.n"
+    )
+    return sql.replace(" % ", " %% ") if pg else sql
 
 
 PARENT_COLUMNS = {
@@ -269,123 +237,106 @@ PARENT_COLUMNS = {
 }
 
 
-def _parent_rows(shape: Shape, t: object, false: object) -> dict[str, list[tuple[object, ...]]]:
-    """The ``project`` and ``instance`` rows the events belong to (``t``: every time)."""
-    projects: list[tuple[object, ...]] = [
-        (project_id(p), f"proj-{p:05d}", "", t, t) for p in range(shape.projects)
-    ]
-    rest = (2, 4 * GiB, false, "", "no_vmm", "stopped", 1, t, t, t, 0)
-    instances: list[tuple[object, ...]] = [
-        (
-            instance_id(i),
-            project_id(i % shape.projects),
-            f"inst-{i:06d}",
-            "",
-            f"inst-{i:06d}",
-            *rest,
-        )
-        for i in range(shape.instances)
-    ]
-    return {"project": projects, "instance": instances}
+def _parents(conn: Any, shape: Shape, t0: float, pg: bool) -> None:
+    """The ``project`` and ``instance`` rows the events belong to (``t0``: every time);
+    COPY on PostgreSQL."""
+    t: object = datetime.fromtimestamp(t0, UTC)
+    if not pg:  # SQLAlchemy's storage format for DateTime on SQLite
+        t = datetime.fromtimestamp(t0, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    rest = (2, 4 * GiB, False, "", "no_vmm", "stopped", 1, t, t, t, 0)
+    rows: dict[str, list[tuple[object, ...]]] = {
+        "project": [(project_id(p), f"proj-{p:05d}", "", t, t) for p in range(shape.projects)],
+        "instance": [
+            (instance_id(i), project_id(i % shape.projects), name, "", name, *rest)
+            for i in range(shape.instances)
+            for name in [f"inst-{i:06d}"]
+        ],
+    }
+    cur = conn.cursor()
+    for name, values in rows.items():
+        if pg:
+            with cur.copy(f"COPY {name} ({PARENT_COLUMNS[name]}) FROM STDIN") as cp:
+                for row in values:
+                    cp.write_row(row)
+        else:
+            marks = ", ".join("?" * len(values[0]))
+            cur.executemany(f"INSERT INTO {name} ({PARENT_COLUMNS[name]}) VALUES ({marks})", values)
 
 
-def _sqlite_parents(con: sqlite3.Connection, shape: Shape, t0: float) -> None:
-    for name, rows in _parent_rows(shape, _sqlite_time(t0), 0).items():
-        marks = ", ".join("?" * len(rows[0]))
-        con.executemany(f"INSERT INTO {name} ({PARENT_COLUMNS[name]}) VALUES ({marks})", rows)
-
-
-# -- loading: PostgreSQL ----------------------------------------------------------------------
-
-
-def load_pg(url: str, shape: Shape) -> tuple[float, float, float]:
-    import psycopg
-
+def load(url: str, shape: Shape) -> tuple[float, float, float]:
+    """Migrate and fill a new store in SQL, ``CHUNK`` events per transaction, the secondary
+    indexes dropped during the load and rebuilt from their own definitions; returns
+    (load s, index s, t0)."""
     store = Store(url)
     migrate.upgrade(store.engine)
     store.dispose()
-    with psycopg.connect(url) as conn:
-        conn.execute("SET synchronous_commit = off")
-        conn.execute("SET maintenance_work_mem = '1GB'")
-        indexes = conn.execute(
+    pg, kind = not url.startswith("sqlite"), url.split(":", 1)[0].split("+")[0]
+    if pg:
+        import psycopg
+
+        conn: Any = psycopg.connect(url)
+        setup = ["SET synchronous_commit = off", "SET maintenance_work_mem = '1GB'"]
+        list_indexes = (
             "SELECT i.indexname, i.indexdef FROM pg_indexes i "
             "WHERE i.tablename = 'instance_event' AND NOT EXISTS ("
             "SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)"
-        ).fetchall()
-        for name, _ddl in indexes:
-            conn.execute(f'DROP INDEX "{name}"')  # type: ignore[arg-type,unused-ignore]
-        conn.execute(
-            "CREATE TEMP TABLE bench_step (st int PRIMARY KEY, kind text, severity text, "
-            "run_state text, cause text, actor json, reason_code text, reason json, "
-            "detail json, op int)"
         )
-        with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO bench_step VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", _step_rows()
-            )
+    else:
+        conn = sqlite3.connect(url.split("///", 1)[1])
+        # During the load only: no journal, no syncs (the store's own connections use WAL).
+        setup = ["PRAGMA journal_mode=OFF", "PRAGMA synchronous=OFF"]
+        setup += ["PRAGMA cache_size=-1000000", "PRAGMA temp_store=MEMORY"]
+        list_indexes = (
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
+            "AND tbl_name = 'instance_event' AND sql IS NOT NULL"
+        )
+    try:
+        for sql in setup:
+            conn.execute(sql)
+        indexes = conn.execute(list_indexes).fetchall()
+        for name, _ddl in indexes:
+            conn.execute(f'DROP INDEX "{name}"')
+        js = "json" if pg else "text"
+        conn.execute(
+            "CREATE TEMP TABLE bench_step (st integer PRIMARY KEY, kind text, severity text, "
+            f"run_state text, cause text, actor {js}, reason_code text, reason {js}, "
+            f"detail {js}, op integer)"
+        )
+        marks = ",".join(["%s" if pg else "?"] * 10)
+        conn.cursor().executemany(f"INSERT INTO bench_step VALUES ({marks})", _step_rows())
         conn.commit()
         t_load = time.time()
         span = shape.span_days * 86400.0
         t0 = t_load - span
         dt = span / shape.events
-        _pg_parents(conn, shape, t0)
+        _parents(conn, shape, t0, pg)
         conn.commit()
-        n_i, n_p = shape.instances, shape.projects
-        step = _step_sql("r.k", "r.i", n_p)
-
-        def hex12(expr: str) -> str:
-            return f"lpad(to_hex({expr}), 12, '0')"
-
-        sql = (
-            "INSERT INTO instance_event (id, instance_id, project_id, time, time_last, count, "
-            "kind, severity, actor, operation_id, run_state, reason_code, reason, detail) "
-            f"SELECT '01900002-0000-7000-8000-' || {hex12('g.n')}, "
-            f"'01900001-0000-7000-8000-' || {hex12('g.i')}, "
-            f"'01900000-0000-7000-8000-' || {hex12(f'g.i % {n_p}')}, "
-            "g.t, g.t, 1, s.kind, s.severity, "
-            'CASE WHEN s.cause IS NULL THEN (\'{"type": "user", "id": '
-            f"\"01900004-0000-7000-8000-' || {hex12(f'g.i % {n_p}')} || '\"}}')::json "
-            "ELSE s.actor END, "
-            "CASE WHEN s.op IS NULL THEN NULL ELSE "
-            "lpad(to_hex(g.cyc * 10 + s.op), 8, '0') || '-0003-7000-8000-' || "
-            f"{hex12('g.i')} END, "
-            "s.run_state, s.reason_code, s.reason, s.detail "
-            f"FROM (SELECT r.n, r.i, {step} AS st, "
-            f"CASE WHEN r.k < 4 THEN 0 ELSE (r.k - 4) / {CYCLE} + 1 END AS cyc, "
-            "to_timestamp(%(t0)s + r.n * %(dt)s) AS t "
-            f"FROM (SELECT n, (n - 1) % {n_i} AS i, (n - 1) / {n_i} AS k "
-            "FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) AS n) r) g "
-            "JOIN bench_step s ON s.st = g.st ORDER BY g.n"
-        ).replace(" % ", " %% ")
+        sql = _events_sql(shape, pg)
         for lo in range(1, shape.events + 1, CHUNK):
             hi = min(shape.events, lo + CHUNK - 1)
-            conn.execute(sql, {"lo": lo, "hi": hi, "t0": t0, "dt": dt})  # type: ignore[arg-type,unused-ignore]
+            conn.execute(sql, {"lo": lo, "hi": hi, "t0": t0, "dt": dt})
             conn.commit()
-            print(f"  postgres: {hi:,} events ({time.time() - t_load:.0f} s)", flush=True)
+            print(f"  {kind}: {hi:,} events ({time.time() - t_load:.0f} s)", flush=True)
         load_s = time.time() - t_load
         t_idx = time.time()
         for _name, ddl in indexes:
             conn.execute(ddl)
         conn.commit()
         index_s = time.time() - t_idx
-    # Autovacuum would do this soon after such a load; done here so it does not run under
-    # the measurements (and so the planner has statistics).
-    with psycopg.connect(url, autocommit=True) as conn:
-        t_vac = time.time()
-        conn.execute("VACUUM (ANALYZE) instance_event")
-        conn.execute("VACUUM (ANALYZE) instance")
-        conn.execute("VACUUM (ANALYZE) project")
-        print(f"  postgres: vacuum analyze {time.time() - t_vac:.0f} s", flush=True)
+        if not pg:
+            conn.execute("DROP TABLE bench_step")
+            conn.execute("PRAGMA journal_mode=WAL")
+    finally:
+        conn.close()
+    if pg:
+        # Autovacuum would do this soon after such a load; done here so it does not run
+        # under the measurements (and so the planner has statistics).
+        with psycopg.connect(url, autocommit=True) as vac:
+            t_vac = time.time()
+            for table in ("instance_event", "instance", "project"):
+                vac.execute(f"VACUUM (ANALYZE) {table}")
+            print(f"  postgres: vacuum analyze {time.time() - t_vac:.0f} s", flush=True)
     return load_s, index_s, t0
-
-
-def _pg_parents(conn: Any, shape: Shape, t0: float) -> None:
-    rows = _parent_rows(shape, datetime.fromtimestamp(t0, UTC), False)
-    with conn.cursor() as cur:
-        for name, values in rows.items():
-            with cur.copy(f"COPY {name} ({PARENT_COLUMNS[name]}) FROM STDIN") as cp:  # type: ignore[arg-type,unused-ignore]
-                for row in values:
-                    cp.write_row(row)
 
 
 def prepare(kind: str, args: argparse.Namespace, shape: Shape) -> Loaded:
@@ -407,7 +358,6 @@ def prepare(kind: str, args: argparse.Namespace, shape: Shape) -> Loaded:
         pg_exec(args.pg_admin, f'CREATE DATABASE "{where}"')
     print(f"{kind}: loading {shape.events:,} events into {where} ...", flush=True)
     try:
-        load = load_sqlite if kind == "sqlite" else load_pg
         load_s, index_s, t0 = load(url, shape)
         store = Store(url)
         sql = "SELECT version_num FROM alembic_version"
