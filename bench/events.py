@@ -226,18 +226,25 @@ def measure_pages(
 ) -> tuple[list[PageResult], str]:
     out = []
     evicted = ""
+
+    def timed(res: PageResult, flt: events.EventFilter) -> None:
+        t0 = time.perf_counter()
+        rows = store.tx_sync(partial(first_page, flt=flt))
+        res.times.append(time.perf_counter() - t0)
+        res.rows.append(len(rows))
+
     for q in queries(Shape(args.events, args.instances, args.projects, args.span_days)):
         rng = random.Random(f"{args.seed}/{q.name}")
         stmt, params, settings = _page_statement(store, q.make(rng))
         # Warm-up (not counted), then up to --queries timed queries within --query-budget s.
         for _ in range(min(20, args.queries)):
-            flt = q.make(rng)
             t_w = time.perf_counter()
-            store.tx_sync(partial(first_page, flt=flt))
+            store.tx_sync(partial(first_page, flt=q.make(rng)))
             if time.perf_counter() - t_w > args.query_budget / 10:
                 break
         budget = args.query_budget
-        if q.name == "instance" and args.cold:
+        first = q.name == "instance"
+        if first and args.cold:
             evicted = evict_store(url)
             print(f"  {name}: {evicted}", flush=True)
             q = Query(COLD_NAME, q.api, q.make)
@@ -246,48 +253,30 @@ def measure_pages(
         deadline = time.perf_counter() + budget
         used = []
         for _ in range(args.queries):
-            flt = q.make(rng)
-            used.append(flt)
-            t0 = time.perf_counter()
-            rows = store.tx_sync(partial(first_page, flt=flt))
-            res.times.append(time.perf_counter() - t0)
-            res.rows.append(len(rows))
+            used.append(q.make(rng))
+            timed(res, used[-1])
             if time.perf_counter() > deadline:
                 res.budget_hit = len(res.times) < args.queries
                 break
-        if q.name in ("instance", COLD_NAME):
+        out.append(res)
+        if first:
             # The same instances again, at once: now their pages were just read (cached).
-            again = PageResult(
-                Query(AGAIN_NAME, q.api, q.make),
-                name,
-                [],
-                [],
-                cached_gib=page_cache_gib(),
-            )
+            out.append(PageResult(Query(AGAIN_NAME, q.api, q.make), name, [], []))
+            out[-1].cached_gib = page_cache_gib()
             for flt in used:
-                t0 = time.perf_counter()
-                rows = store.tx_sync(partial(first_page, flt=flt))
-                again.times.append(time.perf_counter() - t0)
-                again.rows.append(len(rows))
+                timed(out[-1], flt)
         try:
             res.plan = explain(store, stmt, params, analyze=True, settings=settings)
         except Exception as exc:  # a plan is a bonus; the timing stands
             res.plan = f"(EXPLAIN failed: {type(exc).__name__}: {exc})"
-        print(
-            f"  {name}: {q.name}: n={len(res.times)} p50 {ms(pct(res.times, 0.5))} ms, "
-            f"p99 {ms(pct(res.times, 0.99))} ms, max {ms(max(res.times))} ms, "
-            f"rows {min(res.rows)}-{max(res.rows)}",
-            flush=True,
-        )
-        out.append(res)
-        if q.name in ("instance", COLD_NAME):
-            again.plan = res.plan
+        out[-1].plan = res.plan
+        for pr in out[-2 if first else -1 :]:
             print(
-                f"  {name}: {again.query.name}: p50 {ms(pct(again.times, 0.5))} ms, "
-                f"p99 {ms(pct(again.times, 0.99))} ms",
+                f"  {name}: {pr.query.name}: n={len(pr.times)} p50 {ms(pct(pr.times, 0.5))} "
+                f"ms, p99 {ms(pct(pr.times, 0.99))} ms, max {ms(max(pr.times))} ms, rows "
+                f"{min(pr.rows)}-{max(pr.rows)}",
                 flush=True,
             )
-            out.append(again)
     return out, evicted
 
 
