@@ -270,7 +270,8 @@ def load(url: str, shape: Shape) -> tuple[float, float, float]:
     store = Store(url)
     migrate.upgrade(store.engine)
     store.dispose()
-    pg, kind = not url.startswith("sqlite"), url.split(":", 1)[0].split("+")[0]
+    pg = not url.startswith("sqlite")
+    kind = "postgres" if pg else "sqlite"
     if pg:
         import psycopg
 
