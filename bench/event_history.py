@@ -1,6 +1,6 @@
 """The synthetic event history of ``bench/events.py``: deterministic ids, each instance's
 lifecycle as a table of steps, and loading millions of events into a store in SQL (SQLite,
-PostgreSQL), with a note in the store so that ``--reuse`` can keep a loaded store."""
+PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -17,19 +17,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
-
 from harness import GiB, pg_exec, pg_url
 from skylight.events import reasons
 from skylight.events.kinds import Kind, control_plane, severity_of
 from skylight.store import Store, migrate
 
-REUSE_PG_NAME = "skylight_bench_events"
 CHUNK = 1_000_000  # rows per load transaction
 
 # -- the synthetic history -------------------------------------------------------------------
-# Ids are deterministic so the loaded store can be reused and queried without a lookup:
+# Ids are deterministic so the loaded store can be queried without a lookup:
 # valid UUID strings (version 7, RFC variant), unique per kind of object.
 
 
@@ -161,9 +157,6 @@ class Shape:
     projects: int
     span_days: float
 
-    def key(self) -> str:
-        return f"v3/{self.events}/{self.instances}/{self.projects}/{self.span_days}"
-
 
 @dataclass
 class Loaded:
@@ -173,11 +166,9 @@ class Loaded:
     load_seconds: float
     index_seconds: float
     size_bytes: int
-    reused: bool
     t0: float  # unix time of event n=0
     cleanup: Callable[[], None]
-    revision: str = "?"
-    migrated: str = ""  # a reused store brought to the newest migration: what and how long
+    revision: str  # the schema's (alembic) revision
 
 
 def store_size(url: str) -> int:
@@ -191,104 +182,51 @@ def store_size(url: str) -> int:
         return int(row[0]) if row else 0
 
 
-def bring_to_head(ld: Loaded) -> None:
-    """A reused store may predate a migration: apply it (timed), as a server start would."""
-    store = Store(ld.url)
-    try:
-
-        def rev(conn: Connection) -> str:
-            return str(conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar())
-
-        before = store.tx_sync(rev)
-        t0 = time.perf_counter()
-        migrate.upgrade(store.engine)
-        took = time.perf_counter() - t0
-        ld.revision = store.tx_sync(rev)
-        ld.size_bytes = store_size(ld.url)
-        if ld.revision != before:
-            ld.migrated = f"{before} -> {ld.revision} in {took:.0f} s"
-            print(f"{ld.store}: migrated the reused store {ld.migrated}", flush=True)
-    finally:
-        store.dispose()
+# -- loading ---------------------------------------------------------------------------------
 
 
-def _sqlite_time(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+def _events_sql(shape: Shape, pg: bool) -> str:
+    """The INSERT ... SELECT of events ``lo``..``hi`` (parameters, with ``t0`` and ``dt``):
+    a row per ``n`` (SQLite: a recursive CTE; PostgreSQL: ``generate_series``), its step
+    joined from ``bench_step``."""
+    n_i, n_p = shape.instances, shape.projects
 
+    def param(name: str) -> str:
+        return f"%({name})s" if pg else f":{name}"
 
-# -- loading: SQLite --------------------------------------------------------------------------
+    def hex_(expr: str, width: int = 12) -> str:
+        return f"lpad(to_hex({expr}), {width}, '0')" if pg else f"printf('%0{width}x', {expr})"
 
-
-def load_sqlite(path: Path, shape: Shape) -> tuple[float, float, float]:
-    """Migrate and fill a new SQLite store; returns (load s, index s, t0)."""
-    url = f"sqlite:///{path}"
-    store = Store(url)
-    migrate.upgrade(store.engine)
-    store.dispose()
-    con = sqlite3.connect(path, isolation_level=None)
-    try:
-        # During the load only: no journal, no syncs (the store's own connections use WAL).
-        con.execute("PRAGMA journal_mode=OFF")
-        con.execute("PRAGMA synchronous=OFF")
-        con.execute("PRAGMA cache_size=-1000000")
-        con.execute("PRAGMA temp_store=MEMORY")
-        indexes = con.execute(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
-            "AND tbl_name = 'instance_event' AND sql IS NOT NULL"
-        ).fetchall()
-        for name, _sql in indexes:
-            con.execute(f'DROP INDEX "{name}"')
-        con.execute(
-            "CREATE TEMP TABLE bench_step (st INTEGER PRIMARY KEY, kind TEXT, severity TEXT, "
-            "run_state TEXT, cause TEXT, actor TEXT, reason_code TEXT, reason TEXT, "
-            "detail TEXT, op INTEGER)"
+    if pg:
+        series = f"generate_series({param('lo')}::bigint, {param('hi')}::bigint) AS n"
+        when = f"to_timestamp({param('t0')} + r.n * {param('dt')})"
+    else:
+        series = (
+            f"(WITH RECURSIVE g(n) AS (SELECT {param('lo')} UNION ALL SELECT n + 1 FROM g "
+            f"WHERE n < {param('hi')}) SELECT n FROM g) AS g"
         )
-        con.executemany("INSERT INTO bench_step VALUES (?,?,?,?,?,?,?,?,?,?)", _step_rows())
-        t_load = time.time()
-        span = shape.span_days * 86400.0
-        t0 = t_load - span
-        dt = span / shape.events
-        con.execute("BEGIN")
-        _sqlite_parents(con, shape, t0)
-        con.execute("COMMIT")
-        n_i, n_p = shape.instances, shape.projects
-        step = _step_sql("r.k", "r.i", n_p)
-        sql = (
-            "WITH RECURSIVE g(n) AS (SELECT :lo UNION ALL SELECT n + 1 FROM g WHERE n < :hi), "
-            f"r AS (SELECT n, (n - 1) % {n_i} AS i, (n - 1) / {n_i} AS k FROM g), "
-            f"r2 AS (SELECT n, i, k, {step} AS st, "
-            f"CASE WHEN k < 4 THEN 0 ELSE (k - 4) / {CYCLE} + 1 END AS cyc, "
-            "strftime('%Y-%m-%d %H:%M:%f', :t0 + n * :dt, 'unixepoch') || '000' AS t FROM r) "
-            "INSERT INTO instance_event (id, instance_id, project_id, time, time_last, count, "
-            "kind, severity, actor, operation_id, run_state, reason_code, reason, detail) "
-            "SELECT printf('01900002-0000-7000-8000-%012x', n), "
-            "printf('01900001-0000-7000-8000-%012x', i), "
-            f"printf('01900000-0000-7000-8000-%012x', i % {n_p}), t, t, 1, "
-            "s.kind, s.severity, "
-            "CASE WHEN s.cause IS NULL THEN "
-            f'printf(\'{{"type": "user", "id": "01900004-0000-7000-8000-%012x"}}\', '
-            f"i % {n_p}) ELSE s.actor END, "
-            "CASE WHEN s.op IS NULL THEN NULL "
-            "ELSE printf('%08x-0003-7000-8000-%012x', cyc * 10 + s.op, i) END, "
-            "s.run_state, s.reason_code, s.reason, s.detail "
-            "FROM r2 JOIN bench_step s ON s.st = r2.st ORDER BY n"
+        when = (
+            f"strftime('%Y-%m-%d %H:%M:%f', {param('t0')} + r.n * {param('dt')}, 'unixepoch')"
+            " || '000'"
         )
-        for lo in range(1, shape.events + 1, CHUNK):
-            hi = min(shape.events, lo + CHUNK - 1)
-            con.execute("BEGIN")
-            con.execute(sql, {"lo": lo, "hi": hi, "t0": t0, "dt": dt})
-            con.execute("COMMIT")
-            print(f"  sqlite: {hi:,} events ({time.time() - t_load:.0f} s)", flush=True)
-        load_s = time.time() - t_load
-        t_idx = time.time()
-        for _name, ddl in indexes:
-            con.execute(ddl)
-        index_s = time.time() - t_idx
-        con.execute("DROP TABLE bench_step")
-        con.execute("PRAGMA journal_mode=WAL")
-        return load_s, index_s, t0
-    finally:
-        con.close()
+    user = f"'01900004-0000-7000-8000-' || {hex_(f'g.i % {n_p}')}"
+    sql = (
+        "INSERT INTO instance_event (id, instance_id, project_id, time, time_last, count, "
+        "kind, severity, actor, operation_id, run_state, reason_code, reason, detail) "
+        f"SELECT '01900002-0000-7000-8000-' || {hex_('g.n')}, "
+        f"'01900001-0000-7000-8000-' || {hex_('g.i')}, "
+        f"'01900000-0000-7000-8000-' || {hex_(f'g.i % {n_p}')}, g.t, g.t, 1, s.kind, "
+        f's.severity, CASE WHEN s.cause IS NULL THEN (\'{{"type": "user", "id": "\' || '
+        f"{user} || '\"}}'){'::json' if pg else ''} ELSE s.actor END, "
+        f"CASE WHEN s.op IS NULL THEN NULL ELSE {hex_('g.cyc * 10 + s.op', 8)} || "
+        f"'-0003-7000-8000-' || {hex_('g.i')} END, "
+        "s.run_state, s.reason_code, s.reason, s.detail "
+        f"FROM (SELECT r.n, r.i, {_step_sql('r.k', 'r.i', n_p)} AS st, "
+        f"CASE WHEN r.k < 4 THEN 0 ELSE (r.k - 4) / {CYCLE} + 1 END AS cyc, {when} AS t "
+        f"FROM (SELECT n, (n - 1) % {n_i} AS i, (n - 1) / {n_i} AS k FROM {series}) r) g "
+        "JOIN bench_step s ON s.st = g.st ORDER BY g.n"
+    )
+    return sql.replace(" % ", " %% ") if pg else sql
 
 
 PARENT_COLUMNS = {
@@ -299,191 +237,134 @@ PARENT_COLUMNS = {
 }
 
 
-def _parent_rows(shape: Shape, t: object, false: object) -> dict[str, list[tuple[object, ...]]]:
-    """The ``project`` and ``instance`` rows the events belong to (``t``: every time)."""
-    projects: list[tuple[object, ...]] = [
-        (project_id(p), f"proj-{p:05d}", "", t, t) for p in range(shape.projects)
-    ]
-    rest = (2, 4 * GiB, false, "", "no_vmm", "stopped", 1, t, t, t, 0)
-    instances: list[tuple[object, ...]] = [
-        (
-            instance_id(i),
-            project_id(i % shape.projects),
-            f"inst-{i:06d}",
-            "",
-            f"inst-{i:06d}",
-            *rest,
-        )
-        for i in range(shape.instances)
-    ]
-    return {"project": projects, "instance": instances}
+def _parents(conn: Any, shape: Shape, t0: float, pg: bool) -> None:
+    """The ``project`` and ``instance`` rows the events belong to (``t0``: every time);
+    COPY on PostgreSQL."""
+    t: object = datetime.fromtimestamp(t0, UTC)
+    if not pg:  # SQLAlchemy's storage format for DateTime on SQLite
+        t = datetime.fromtimestamp(t0, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    rest = (2, 4 * GiB, False, "", "no_vmm", "stopped", 1, t, t, t, 0)
+    rows: dict[str, list[tuple[object, ...]]] = {
+        "project": [(project_id(p), f"proj-{p:05d}", "", t, t) for p in range(shape.projects)],
+        "instance": [
+            (instance_id(i), project_id(i % shape.projects), name, "", name, *rest)
+            for i in range(shape.instances)
+            for name in [f"inst-{i:06d}"]
+        ],
+    }
+    cur = conn.cursor()
+    for name, values in rows.items():
+        if pg:
+            with cur.copy(f"COPY {name} ({PARENT_COLUMNS[name]}) FROM STDIN") as cp:
+                for row in values:
+                    cp.write_row(row)
+        else:
+            marks = ", ".join("?" * len(values[0]))
+            cur.executemany(f"INSERT INTO {name} ({PARENT_COLUMNS[name]}) VALUES ({marks})", values)
 
 
-def _sqlite_parents(con: sqlite3.Connection, shape: Shape, t0: float) -> None:
-    for name, rows in _parent_rows(shape, _sqlite_time(t0), 0).items():
-        marks = ", ".join("?" * len(rows[0]))
-        con.executemany(f"INSERT INTO {name} ({PARENT_COLUMNS[name]}) VALUES ({marks})", rows)
-
-
-# -- loading: PostgreSQL ----------------------------------------------------------------------
-
-
-def load_pg(url: str, shape: Shape) -> tuple[float, float, float]:
-    import psycopg
-
+def load(url: str, shape: Shape) -> tuple[float, float, float]:
+    """Migrate and fill a new store in SQL, ``CHUNK`` events per transaction, the secondary
+    indexes dropped during the load and rebuilt from their own definitions; returns
+    (load s, index s, t0)."""
     store = Store(url)
     migrate.upgrade(store.engine)
     store.dispose()
-    with psycopg.connect(url) as conn:
-        conn.execute("SET synchronous_commit = off")
-        conn.execute("SET maintenance_work_mem = '1GB'")
-        indexes = conn.execute(
+    pg = not url.startswith("sqlite")
+    kind = "postgres" if pg else "sqlite"
+    if pg:
+        import psycopg
+
+        conn: Any = psycopg.connect(url)
+        setup = ["SET synchronous_commit = off", "SET maintenance_work_mem = '1GB'"]
+        list_indexes = (
             "SELECT i.indexname, i.indexdef FROM pg_indexes i "
             "WHERE i.tablename = 'instance_event' AND NOT EXISTS ("
             "SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)"
-        ).fetchall()
-        for name, _ddl in indexes:
-            conn.execute(f'DROP INDEX "{name}"')  # type: ignore[arg-type,unused-ignore]
-        conn.execute(
-            "CREATE TEMP TABLE bench_step (st int PRIMARY KEY, kind text, severity text, "
-            "run_state text, cause text, actor json, reason_code text, reason json, "
-            "detail json, op int)"
         )
-        with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO bench_step VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", _step_rows()
-            )
+    else:
+        conn = sqlite3.connect(url.split("///", 1)[1])
+        # During the load only: no journal, no syncs (the store's own connections use WAL).
+        setup = ["PRAGMA journal_mode=OFF", "PRAGMA synchronous=OFF"]
+        setup += ["PRAGMA cache_size=-1000000", "PRAGMA temp_store=MEMORY"]
+        list_indexes = (
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
+            "AND tbl_name = 'instance_event' AND sql IS NOT NULL"
+        )
+    try:
+        for sql in setup:
+            conn.execute(sql)
+        indexes = conn.execute(list_indexes).fetchall()
+        for name, _ddl in indexes:
+            conn.execute(f'DROP INDEX "{name}"')
+        js = "json" if pg else "text"
+        conn.execute(
+            "CREATE TEMP TABLE bench_step (st integer PRIMARY KEY, kind text, severity text, "
+            f"run_state text, cause text, actor {js}, reason_code text, reason {js}, "
+            f"detail {js}, op integer)"
+        )
+        marks = ",".join(["%s" if pg else "?"] * 10)
+        conn.cursor().executemany(f"INSERT INTO bench_step VALUES ({marks})", _step_rows())
         conn.commit()
         t_load = time.time()
         span = shape.span_days * 86400.0
         t0 = t_load - span
         dt = span / shape.events
-        _pg_parents(conn, shape, t0)
+        _parents(conn, shape, t0, pg)
         conn.commit()
-        n_i, n_p = shape.instances, shape.projects
-        step = _step_sql("r.k", "r.i", n_p)
-
-        def hex12(expr: str) -> str:
-            return f"lpad(to_hex({expr}), 12, '0')"
-
-        sql = (
-            "INSERT INTO instance_event (id, instance_id, project_id, time, time_last, count, "
-            "kind, severity, actor, operation_id, run_state, reason_code, reason, detail) "
-            f"SELECT '01900002-0000-7000-8000-' || {hex12('g.n')}, "
-            f"'01900001-0000-7000-8000-' || {hex12('g.i')}, "
-            f"'01900000-0000-7000-8000-' || {hex12(f'g.i % {n_p}')}, "
-            "g.t, g.t, 1, s.kind, s.severity, "
-            'CASE WHEN s.cause IS NULL THEN (\'{"type": "user", "id": '
-            f"\"01900004-0000-7000-8000-' || {hex12(f'g.i % {n_p}')} || '\"}}')::json "
-            "ELSE s.actor END, "
-            "CASE WHEN s.op IS NULL THEN NULL ELSE "
-            "lpad(to_hex(g.cyc * 10 + s.op), 8, '0') || '-0003-7000-8000-' || "
-            f"{hex12('g.i')} END, "
-            "s.run_state, s.reason_code, s.reason, s.detail "
-            f"FROM (SELECT r.n, r.i, {step} AS st, "
-            f"CASE WHEN r.k < 4 THEN 0 ELSE (r.k - 4) / {CYCLE} + 1 END AS cyc, "
-            "to_timestamp(%(t0)s + r.n * %(dt)s) AS t "
-            f"FROM (SELECT n, (n - 1) % {n_i} AS i, (n - 1) / {n_i} AS k "
-            "FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) AS n) r) g "
-            "JOIN bench_step s ON s.st = g.st ORDER BY g.n"
-        ).replace(" % ", " %% ")
+        sql = _events_sql(shape, pg)
         for lo in range(1, shape.events + 1, CHUNK):
             hi = min(shape.events, lo + CHUNK - 1)
-            conn.execute(sql, {"lo": lo, "hi": hi, "t0": t0, "dt": dt})  # type: ignore[arg-type,unused-ignore]
+            conn.execute(sql, {"lo": lo, "hi": hi, "t0": t0, "dt": dt})
             conn.commit()
-            print(f"  postgres: {hi:,} events ({time.time() - t_load:.0f} s)", flush=True)
+            print(f"  {kind}: {hi:,} events ({time.time() - t_load:.0f} s)", flush=True)
         load_s = time.time() - t_load
         t_idx = time.time()
         for _name, ddl in indexes:
             conn.execute(ddl)
         conn.commit()
         index_s = time.time() - t_idx
-    # Autovacuum would do this soon after such a load; done here so it does not run under
-    # the measurements (and so the planner has statistics).
-    with psycopg.connect(url, autocommit=True) as conn:
-        t_vac = time.time()
-        conn.execute("VACUUM (ANALYZE) instance_event")
-        conn.execute("VACUUM (ANALYZE) instance")
-        conn.execute("VACUUM (ANALYZE) project")
-        print(f"  postgres: vacuum analyze {time.time() - t_vac:.0f} s", flush=True)
+        if not pg:
+            conn.execute("DROP TABLE bench_step")
+            conn.execute("PRAGMA journal_mode=WAL")
+    finally:
+        conn.close()
+    if pg:
+        # Autovacuum would do this soon after such a load; done here so it does not run
+        # under the measurements (and so the planner has statistics).
+        with psycopg.connect(url, autocommit=True) as vac:
+            t_vac = time.time()
+            for table in ("instance_event", "instance", "project"):
+                vac.execute(f"VACUUM (ANALYZE) {table}")
+            print(f"  postgres: vacuum analyze {time.time() - t_vac:.0f} s", flush=True)
     return load_s, index_s, t0
 
 
-def _pg_parents(conn: Any, shape: Shape, t0: float) -> None:
-    rows = _parent_rows(shape, datetime.fromtimestamp(t0, UTC), False)
-    with conn.cursor() as cur:
-        for name, values in rows.items():
-            with cur.copy(f"COPY {name} ({PARENT_COLUMNS[name]}) FROM STDIN") as cp:  # type: ignore[arg-type,unused-ignore]
-                for row in values:
-                    cp.write_row(row)
-
-
-def _meta(url: str, value: dict[str, Any] | None = None) -> dict[str, Any] | None:
-    """A loaded store's note of what it holds (to reuse it): written with ``value``, else
-    read (None if there is none)."""
-    store = Store(url)
-    try:
-        if value is None:
-            sql = "SELECT value FROM bench_meta WHERE key = 'meta'"
-            row = store.tx_sync(lambda c: c.exec_driver_sql(sql).first())
-            return dict(json.loads(row[0])) if row else None
-        insert = sa.text("INSERT INTO bench_meta VALUES ('meta', :v)")
-        store.tx_sync(lambda c: c.exec_driver_sql("CREATE TABLE bench_meta (key TEXT, value TEXT)"))
-        store.tx_sync(lambda c: c.execute(insert, {"v": json.dumps(value)}))
-        return value
-    except sa.exc.DBAPIError:
-        return None
-    finally:
-        store.dispose()
-
-
 def prepare(kind: str, args: argparse.Namespace, shape: Shape) -> Loaded:
-    """The loaded store of ``kind``: reused (``--reuse``) if one of this shape is there,
-    else loaded afresh; dropped afterwards unless ``--reuse``."""
-    base = Path(args.workdir)
+    """A fresh store of ``kind`` loaded with ``shape``'s history; ``cleanup`` drops it."""
     if kind == "sqlite":
-        base.mkdir(parents=True, exist_ok=True)
-        d = base / "sqlite" if args.reuse else Path(tempfile.mkdtemp(prefix="sqlite-", dir=base))
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
+        d = Path(tempfile.mkdtemp(prefix="sqlite-", dir=args.workdir))
         url, where = f"sqlite:///{d / 'skylight.db'}", str(d / "skylight.db")
 
         def drop() -> None:
             shutil.rmtree(d, ignore_errors=True)
-
-        def load() -> tuple[float, float, float]:
-            drop()
-            d.mkdir(parents=True)
-            return load_sqlite(d / "skylight.db", shape)
     else:
-        where = REUSE_PG_NAME if args.reuse else f"skylight_bench_ev_{uuid.uuid4().hex[:10]}"
+        where = f"skylight_bench_ev_{uuid.uuid4().hex[:10]}"
         url = pg_url(args.pg_admin, where)
 
         def drop() -> None:
             pg_exec(args.pg_admin, f'DROP DATABASE IF EXISTS "{where}" WITH (FORCE)')
 
-        def load() -> tuple[float, float, float]:
-            drop()
-            pg_exec(args.pg_admin, f'CREATE DATABASE "{where}"')
-            return load_pg(url, shape)
-
-    meta = _meta(url) if args.reuse and (kind != "sqlite" or d.exists()) else None
-    reused = meta is not None and meta.get("shape") == shape.key()
-    if meta is None or not reused:
-        print(f"{kind}: loading {shape.events:,} events into {where} ...", flush=True)
-        load_s, index_s, t0 = load()
-        loaded_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        meta = {"shape": shape.key(), "load_seconds": load_s, "index_seconds": index_s}
-        meta = _meta(url, {**meta, "t0": t0, "loaded_at": loaded_at})
-        assert meta is not None
-    else:
-        print(f"{kind}: reusing {where} (loaded {meta['loaded_at']})", flush=True)
-    return Loaded(
-        kind,
-        url,
-        shape,
-        meta["load_seconds"],
-        meta["index_seconds"],
-        store_size(url),
-        reused,
-        meta["t0"],
-        (lambda: None) if args.reuse else drop,
-    )
+        pg_exec(args.pg_admin, f'CREATE DATABASE "{where}"')
+    print(f"{kind}: loading {shape.events:,} events into {where} ...", flush=True)
+    try:
+        load_s, index_s, t0 = load(url, shape)
+        store = Store(url)
+        sql = "SELECT version_num FROM alembic_version"
+        revision = str(store.tx_sync(lambda c: c.exec_driver_sql(sql).scalar()))
+        store.dispose()
+    except BaseException:
+        drop()
+        raise
+    return Loaded(kind, url, shape, load_s, index_s, store_size(url), t0, drop, revision)

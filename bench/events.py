@@ -3,7 +3,7 @@ stored, the retention pass, event write cost, and the time from an injected VM f
 event and to running again. The method is described in docs/benchmarks.md ("## Events");
 ``--write`` replaces its marked blocks ``events:*``. No duration is asserted anywhere.
 
-    .venv/bin/python bench/events.py [--write] [--reuse] [--stores sqlite] [--parts failure]
+    .venv/bin/python bench/events.py [--write] [--stores sqlite] [--parts failure]
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from event_history import (
     VMM_FAILURE,
     Loaded,
     Shape,
-    bring_to_head,
     instance_id,
     prepare,
     project_id,
@@ -66,8 +65,6 @@ from harness import (
 )
 from harness import ms as _ms
 from plans import Capture, Params, explain
-from skylight import lookup
-from skylight.api import models, paging, views
 from skylight.clock import now
 from skylight.events.kinds import Kind, control_plane, user_actor
 from skylight.instances.record import record
@@ -229,18 +226,25 @@ def measure_pages(
 ) -> tuple[list[PageResult], str]:
     out = []
     evicted = ""
+
+    def timed(res: PageResult, flt: events.EventFilter) -> None:
+        t0 = time.perf_counter()
+        rows = store.tx_sync(partial(first_page, flt=flt))
+        res.times.append(time.perf_counter() - t0)
+        res.rows.append(len(rows))
+
     for q in queries(Shape(args.events, args.instances, args.projects, args.span_days)):
         rng = random.Random(f"{args.seed}/{q.name}")
         stmt, params, settings = _page_statement(store, q.make(rng))
         # Warm-up (not counted), then up to --queries timed queries within --query-budget s.
         for _ in range(min(20, args.queries)):
-            flt = q.make(rng)
             t_w = time.perf_counter()
-            store.tx_sync(partial(first_page, flt=flt))
+            store.tx_sync(partial(first_page, flt=q.make(rng)))
             if time.perf_counter() - t_w > args.query_budget / 10:
                 break
         budget = args.query_budget
-        if q.name == "instance" and args.cold:
+        first = q.name == "instance"
+        if first and args.cold:
             evicted = evict_store(url)
             print(f"  {name}: {evicted}", flush=True)
             q = Query(COLD_NAME, q.api, q.make)
@@ -249,48 +253,30 @@ def measure_pages(
         deadline = time.perf_counter() + budget
         used = []
         for _ in range(args.queries):
-            flt = q.make(rng)
-            used.append(flt)
-            t0 = time.perf_counter()
-            rows = store.tx_sync(partial(first_page, flt=flt))
-            res.times.append(time.perf_counter() - t0)
-            res.rows.append(len(rows))
+            used.append(q.make(rng))
+            timed(res, used[-1])
             if time.perf_counter() > deadline:
                 res.budget_hit = len(res.times) < args.queries
                 break
-        if q.name in ("instance", COLD_NAME):
+        out.append(res)
+        if first:
             # The same instances again, at once: now their pages were just read (cached).
-            again = PageResult(
-                Query(AGAIN_NAME, q.api, q.make),
-                name,
-                [],
-                [],
-                cached_gib=page_cache_gib(),
-            )
+            out.append(PageResult(Query(AGAIN_NAME, q.api, q.make), name, [], []))
+            out[-1].cached_gib = page_cache_gib()
             for flt in used:
-                t0 = time.perf_counter()
-                rows = store.tx_sync(partial(first_page, flt=flt))
-                again.times.append(time.perf_counter() - t0)
-                again.rows.append(len(rows))
+                timed(out[-1], flt)
         try:
             res.plan = explain(store, stmt, params, analyze=True, settings=settings)
         except Exception as exc:  # a plan is a bonus; the timing stands
             res.plan = f"(EXPLAIN failed: {type(exc).__name__}: {exc})"
-        print(
-            f"  {name}: {q.name}: n={len(res.times)} p50 {ms(pct(res.times, 0.5))} ms, "
-            f"p99 {ms(pct(res.times, 0.99))} ms, max {ms(max(res.times))} ms, "
-            f"rows {min(res.rows)}-{max(res.rows)}",
-            flush=True,
-        )
-        out.append(res)
-        if q.name in ("instance", COLD_NAME):
-            again.plan = res.plan
+        out[-1].plan = res.plan
+        for pr in out[-2 if first else -1 :]:
             print(
-                f"  {name}: {again.query.name}: p50 {ms(pct(again.times, 0.5))} ms, "
-                f"p99 {ms(pct(again.times, 0.99))} ms",
+                f"  {name}: {pr.query.name}: n={len(pr.times)} p50 {ms(pct(pr.times, 0.5))} "
+                f"ms, p99 {ms(pct(pr.times, 0.99))} ms, max {ms(max(pr.times))} ms, rows "
+                f"{min(pr.rows)}-{max(pr.rows)}",
                 flush=True,
             )
-            out.append(again)
     return out, evicted
 
 
@@ -372,59 +358,6 @@ class HttpResult:
     errors: int = 0
     start_seconds: float = math.nan
     note: str = ""
-
-
-ROUTE_PARTS = {
-    "resolve": "`lookup.instance` by id (its own transaction)",
-    "page": "`events.page` (its own transaction)",
-    "views": "100 x `views.event` + `InstanceEventResultsPage`",
-    "json": "`model_dump_json()`",
-    "total": "sum",
-}
-
-
-@dataclass
-class RouteResult:
-    store: str
-    times: dict[str, list[float]]
-
-
-def measure_route(store: Store, name: str, shape: Shape, n: int, seed: int) -> RouteResult:
-    """The work of GET /v1/instances/{id}/events without HTTP, in parts (in-process)."""
-    rng = random.Random(f"{seed}/route")
-    res = RouteResult(name, {k: [] for k in ROUTE_PARTS})
-    for _ in range(n):
-        iid = instance_id(rng.randrange(shape.instances))
-        t0 = time.perf_counter()
-        row = store.tx_sync(
-            partial(lookup.instance, selector=iid, project_selector=None, deleted=True)
-        )
-        t1 = time.perf_counter()
-        flt = events.EventFilter(instance_id=row.id)
-        rows = store.tx_sync(partial(first_page, flt=flt))
-        t2 = time.perf_counter()
-        req = paging.decode(LIMIT, None, None, f"events:{row.id}", "seq_descending")
-        body = models.InstanceEventResultsPage(
-            items=[views.event(r) for r in rows],
-            next_page=paging.next_token(req, rows, "seq", f"events:{row.id}"),
-        )
-        t3 = time.perf_counter()
-        body.model_dump_json()
-        t4 = time.perf_counter()
-        for k, a, b in (
-            ("resolve", t0, t1),
-            ("page", t1, t2),
-            ("views", t2, t3),
-            ("json", t3, t4),
-            ("total", t0, t4),
-        ):
-            res.times[k].append(b - a)
-    print(
-        f"  {name}: route work in-process (p50): "
-        + ", ".join(f"{k} {ms(median(v))} ms" for k, v in res.times.items()),
-        flush=True,
-    )
-    return res
 
 
 def _sqlite_writer_busy(path: str) -> bool:
@@ -805,8 +738,8 @@ def _added_us(w: WriteResult, variant: str) -> float:
 
 def _load_table(loads: list[Loaded]) -> list[str]:
     return table(
-        "store | load (s) | index build (s) | size on disk (GiB) | schema revision | reused",
-        "lrrrll",
+        "store | load (s) | index build (s) | size on disk (GiB) | schema revision",
+        "lrrrl",
         [
             [
                 ld.store,
@@ -814,9 +747,6 @@ def _load_table(loads: list[Loaded]) -> list[str]:
                 f"{ld.index_seconds:.0f}",
                 f"{ld.size_bytes / GiB:.2f}",
                 ld.revision,
-                "yes" + (f" (migrated {ld.migrated})" if ld.migrated else "")
-                if ld.reused
-                else "no",
             ]
             for ld in loads
         ],
@@ -871,18 +801,6 @@ def _http_table(https: list[HttpResult]) -> list[str]:
                 f"{h.start_seconds:.1f}",
             ]
             for h in https
-        ],
-    )
-
-
-def _route_table(routes: list[RouteResult]) -> list[str]:
-    return table(
-        ["store", "part", "p50 (ms)", "p99 (ms)"],
-        "llrr",
-        [
-            [rt.store, label, ms(pct(rt.times[k], 0.5)), ms(pct(rt.times[k], 0.99))]
-            for rt in routes
-            for k, label in ROUTE_PARTS.items()
         ],
     )
 
@@ -1006,7 +924,6 @@ def section(args: argparse.Namespace, r: Results) -> dict[str, list[str]]:
         "events:load": (r.loads, lambda: _load_table(r.loads)),
         "events:pages": (r.pages, lambda: _pages_table(r.pages)),
         "events:http": (r.https, lambda: _http_table(r.https)),
-        "events:route": (r.routes, lambda: _route_table(r.routes)),
         "events:retention": (r.retention, lambda: _retention_table(args, r.retention)),
         "events:writes": (r.writes, lambda: _writes_table(r.writes)),
         "events:steps": (r.writes, lambda: _steps_table(r.writes)),
@@ -1028,7 +945,6 @@ class Results:
     pages: list[PageResult] = field(default_factory=list)
     retention: list[RetentionResult] = field(default_factory=list)
     https: list[HttpResult] = field(default_factory=list)
-    routes: list[RouteResult] = field(default_factory=list)
     evictions: list[str] = field(default_factory=list)
     writes: list[WriteResult] = field(default_factory=list)
     failures: list[FailureResult] = field(default_factory=list)
@@ -1050,7 +966,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--restart-intervals", default="5,0.1", help="--auto-restart-interval values")
     p.add_argument("--start-delay", type=float, default=0.05, help="--sim-start-delay (s)")
     p.add_argument("--retention-timeout", type=float, default=45.0)
-    p.add_argument("--reuse", action="store_true", help="keep the loaded stores, reuse them")
     workdir = str(Path(tempfile.gettempdir()) / "skylight-bench-events")
     p.add_argument("--workdir", default=workdir, help="where SQLite stores and server data go")
     p.add_argument("--seed", type=int, default=1)
@@ -1068,7 +983,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def measure_loaded(kind: str, args: argparse.Namespace, shape: Shape, r: Results) -> None:
     """Parts 1 and 2 on one loaded store."""
     ld = prepare(kind, args, shape)
-    bring_to_head(ld)
     r.loads.append(ld)
     try:
         store = Store(ld.url)
@@ -1084,8 +998,6 @@ def measure_loaded(kind: str, args: argparse.Namespace, shape: Shape, r: Results
                     )
             if "write" in args.parts:
                 r.writes.append(measure_writes(store, kind, shape, args))
-            if "http" in args.parts:
-                r.routes.append(measure_route(store, kind, shape, args.http_requests, args.seed))
         finally:
             store.dispose()
         if "http" in args.parts:
@@ -1109,9 +1021,8 @@ def main(argv: list[str] | None = None) -> int:
         r.failures += [
             measure_failures(kind, interval, args) for interval in args.restart_intervals
         ]
-    if not args.reuse:
-        with contextlib.suppress(OSError):
-            work.rmdir()  # only if this run left it empty (a --reuse store may live there)
+    with contextlib.suppress(OSError):
+        work.rmdir()  # only if this run left it empty
     LOAD.append(loadavg())
     finish(section(args, r), args.write)
     return 0

@@ -18,12 +18,11 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -80,7 +79,6 @@ from skylight.placement import (
 )
 from skylight.store import migrate, placement_inputs, sleds
 from skylight.store.engine import Store
-from skylight.store.schema import sled, sled_reservation
 
 LOAD: list[str] = []  # 1-minute load average at the start and at the end of the run
 # -- measurement -------------------------------------------------------------------------------
@@ -146,44 +144,9 @@ class CellResult:
     declined: Counter[str]  # success requests the rack cannot place, by reason code
     fail: Series
     fail_codes: Counter[str]
-    # Under cProfile: (function, own time in µs per decision), and the total per decision.
-    profile_ok: list[tuple[str, float]] = field(default_factory=list)
-    profile_fail: list[tuple[str, float]] = field(default_factory=list)
-    profile_total: tuple[float, float] = (math.nan, math.nan)
 
 
-PROFILE_TOP = 8
-
-
-def _profile(rack: Rack, reqs: list[Request], n: int) -> tuple[list[tuple[str, float]], float]:
-    """Where ``place`` spends its time: own time per function under cProfile (which inflates
-    every call, so read the shares, not the absolute figures)."""
-    import cProfile
-    import pstats
-
-    rng = random.Random(0)
-    prof = cProfile.Profile()
-    prof.enable()
-    for i in range(n):
-        place(reqs[i % len(reqs)], rack, rng)
-    prof.disable()
-    stats: dict[Any, Any] = pstats.Stats(prof).stats  # type: ignore[attr-defined]
-    rows = []
-    for (file, line, func), (_cc, _nc, tt, _ct, _callers) in stats.items():
-        if "skylight" in file:
-            where = f"{func}:{line}" if func.startswith("<") else func
-            label = f"{Path(file).stem}.{where}"
-        elif file == "~":
-            label = func.strip("<>").replace("built-in method ", "")
-        else:
-            label = f"{Path(file).stem}.{func} (numpy)" if "numpy" in file else func
-        rows.append((label, tt / n * 1e6))
-    total = sum(t for _, t in rows)
-    rows.sort(key=lambda x: -x[1])
-    return rows[:PROFILE_TOP], total
-
-
-def run_in_process(pop: Population, args: argparse.Namespace, profile: bool) -> CellResult:
+def run_in_process(pop: Population, args: argparse.Namespace) -> CellResult:
     views = pop.views()
     rack_of = Series()
     for _ in range(args.rack_builds):
@@ -224,13 +187,6 @@ def run_in_process(pop: Population, args: argparse.Namespace, profile: bool) -> 
         one_round(ok, ok_reqs, args.decisions, r, True)
         one_round(fail, fail_reqs, args.failures, r, False)
     cpu_fill, mem_fill = pop.fill()
-    prof_ok: list[tuple[str, float]] = []
-    prof_fail: list[tuple[str, float]] = []
-    totals = (math.nan, math.nan)
-    if profile:
-        prof_ok, ok_total = _profile(rack, ok_reqs, min(args.decisions, 3000))
-        prof_fail, fail_total = _profile(rack, fail_reqs, min(args.failures, 1500))
-        totals = (ok_total, fail_total)
     return CellResult(
         n_sleds=pop.n_sleds,
         n_instances=pop.n_instances,
@@ -245,9 +201,6 @@ def run_in_process(pop: Population, args: argparse.Namespace, profile: bool) -> 
         declined=pop.declined,
         fail=fail,
         fail_codes=codes,
-        profile_ok=prof_ok,
-        profile_fail=prof_fail,
-        profile_total=totals,
     )
 
 
@@ -269,7 +222,6 @@ class StoreResult:
     workloads: dict[str, tuple[Series, dict[str, Series]]] = field(default_factory=dict)
     declined: int = 0
     budget_hit: list[str] = field(default_factory=list)
-    whatif: dict[str, Series] = field(default_factory=dict)
     plan: list[str] = field(default_factory=list)  # views(): the whole rack
     plan_one: list[str] = field(default_factory=list)  # views(only=...): one sled's re-check
 
@@ -370,53 +322,6 @@ def _views_plan(store: Store, only: str | None = None) -> list[str]:
     return [re.sub(r"\s+\(cost=[^)]*\)", "", line).strip(" ->") for line in nodes]
 
 
-WHATIF_VIEWS = "views() as it is"
-WHATIF_SLED_ALL = "sled rows, all columns"
-WHATIF_SLED_LEAN = "sled rows, placement's columns"
-WHATIF_GROUP_BY = "reservation GROUP BY alone"
-
-
-def _whatif(store: Store, k: int) -> dict[str, Series]:
-    """The views query against the sled rows alone and the reservation aggregate it replaced
-    (the totals now kept on the sled rows), interleaved, so that other work on the machine
-    weighs on all of them alike."""
-    r = sled_reservation.c
-    lean = [
-        sled.c.id,
-        sled.c.policy,
-        sled.c.provision_policy,
-        sled.c.state,
-        sled.c.usable_hardware_threads,
-        sled.c.usable_physical_ram,
-        sled.c.local_storage,
-        sled.c.cpu_family,
-    ]
-    variants: dict[str, Callable[[Connection], Any]] = {
-        WHATIF_VIEWS: sleds.views,
-        WHATIF_SLED_ALL: lambda c: c.execute(sa.select(sled).order_by(sled.c.id)).all(),
-        WHATIF_SLED_LEAN: lambda c: c.execute(sa.select(*lean).order_by(sled.c.id)).all(),
-        WHATIF_GROUP_BY: lambda c: c.execute(
-            sa.select(
-                r.sled_id,
-                sa.func.sum(r.hardware_threads),
-                sa.func.sum(r.memory),
-                sa.func.sum(r.local_storage),
-            ).group_by(r.sled_id)
-        ).all(),
-    }
-    out = {name: Series() for name in variants}
-
-    def rounds(conn: Connection) -> None:
-        for _ in range(k):
-            for name, fn in variants.items():
-                t0 = time.perf_counter()
-                fn(conn)
-                out[name].add(time.perf_counter() - t0)
-
-    store.tx_sync(rounds)
-    return out
-
-
 def run_store(kind: str, pop: Population, args: argparse.Namespace) -> StoreResult:
     rng_np = np.random.default_rng(args.seed + 7)
     n_pending = len(pop.success) + len(pop.failure)
@@ -490,8 +395,6 @@ def _measure_store(
         res.workloads[label] = (total, parts_s)
     res.plan = _views_plan(store)
     res.plan_one = _views_plan(store, only=pop.sled_ids[0])
-    if args.whatif:
-        res.whatif = _whatif(store, args.whatif_samples)
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -630,33 +533,6 @@ def _store_table(results: list[StoreResult]) -> list[str]:
     return table(header, "lrrlrrrrrrrrrrrr", rows)
 
 
-def _whatif_table(results: list[StoreResult]) -> list[str]:
-    sized = [r for r in results if r.whatif]
-    keys = list(sized[0].whatif) if sized else []
-    rows = [
-        [
-            r.store,
-            f"{r.n_sleds:,}",
-            f"{r.n_instances:,}",
-            *(num(r.whatif[k].pct(0.5), 1, 1e3) for k in keys),
-        ]
-        for r in sized
-    ]
-    return table(["store", "sleds", "placed instances", *keys], "lrr" + "r" * len(keys), rows)
-
-
-def _profile_table(c: CellResult) -> list[str]:
-    def cell(rows: list[tuple[str, float]], i: int) -> list[str]:
-        return [f"`{rows[i][0]}`", f"{rows[i][1]:.0f}"] if i < len(rows) else ["", ""]
-
-    n = max(len(c.profile_ok), len(c.profile_fail))
-    rows = [[i + 1, *cell(c.profile_ok, i), *cell(c.profile_fail, i)] for i in range(n)]
-    ok_total, fail_total = (f"{t:.0f}" for t in c.profile_total)
-    rows.append(["", "all functions", ok_total, "all functions", fail_total])
-    header = ["", "success: function", "µs", "failure: function", "µs"]
-    return table(header, "rlrlr", rows)
-
-
 def _cell_notes(cells: list[CellResult]) -> list[str]:
     """Per cell: the success requests the rack cannot place, and the failures' reasons."""
     out = []
@@ -710,14 +586,9 @@ def section(
         "placement:in-process": _in_process_table(cells),
         "placement:cells": _cell_notes(cells),
     }
-    prof = next((c for c in cells if c.profile_ok), None)
-    if prof is not None:
-        blocks["placement:profile"] = _profile_table(prof)
     if stores:
         blocks["placement:store"] = _store_table(stores)
         blocks["placement:store-notes"] = _store_notes(stores)
-    if any(r.whatif for r in stores):
-        blocks["placement:views"] = _whatif_table(stores)
     blocks["placement:setup"] = setup_tables(machine, settings(args, pinned))
     return blocks
 
@@ -755,9 +626,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--store-decisions", type=int, default=100, help="per store cell")
     p.add_argument("--store-failures", type=int, default=40, help="per store cell")
     p.add_argument("--store-budget", type=float, default=45.0, help="s of decisions per workload")
-    p.add_argument("--no-whatif", dest="whatif", action="store_false")
-    p.add_argument("--no-profile", dest="profile", action="store_false")
-    p.add_argument("--whatif-samples", type=int, default=7)
     p.add_argument("--sled-cpus", type=int, default=64)
     p.add_argument("--sled-memory", type=int, default=512, help="GiB")
     p.add_argument("--sled-local", type=int, default=2048, help="GiB of local storage")
@@ -795,11 +663,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return populations[n_sleds, n_inst]
 
     cells: list[CellResult] = []
-    # Profile the cell with the most sleds (and then the most instances).
-    profiled = max(args.cells) if args.profile and args.cells else None
     for n_sleds, n_inst in args.cells:
         print(f"in-process: {n_sleds} sleds x {n_inst} instances ...", flush=True)
-        c = run_in_process(population(n_sleds, n_inst), args, (n_sleds, n_inst) == profiled)
+        c = run_in_process(population(n_sleds, n_inst), args)
         cells.append(c)
         print(
             f"  sled {_sled_shape(c)}, fill {c.cpu_fill:.0%}/{c.mem_fill:.0%}; ok {len(c.ok)}: "

@@ -11,9 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import re
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -159,9 +156,7 @@ def merged(results: list[Throughput]) -> list[Throughput]:
     return [merge([r for r in results if r.replicas == c]) for c in counts]
 
 
-def run_throughput(
-    replicas: int, args: argparse.Namespace, round_: int, profile: bool
-) -> tuple[Throughput, Profile | None]:
+def run_throughput(replicas: int, args: argparse.Namespace, round_: int) -> Throughput:
     with (
         tempfile.TemporaryDirectory(prefix=f"skylight-bench-rep{replicas}-") as tmp,
         _fleet(Path(tmp), args, replicas, args.agents, args.start_delay) as fleet,
@@ -197,73 +192,7 @@ def run_throughput(
         r.xacts = xact_commit(args.pg_admin, fleet.dbname) - x0
         for p in fleet.replicas if r.failures else []:
             print(f"--- replica log tail ({p.url}) ---\n{p.log()}", file=sys.stderr)
-        return r, (profile_replica(fleet, args) if profile else None)
-
-
-# -- where a replica's CPU goes (py-spy) ---------------------------------------------------------
-
-
-@dataclass
-class Profile:
-    starts: int
-    samples: int
-    inclusive: list[tuple[str, float]]  # skylight functions, share of samples with it on stack
-    own: list[tuple[str, float]]  # leaf frames (any code), share of samples
-    error: str = ""
-
-
-def _frame_key(frame: str) -> str:
-    """``func (path:line)`` -> ``module.func`` with the path shortened."""
-    m = re.match(r"^(.*) \((.*?)(?::\d+)?\)$", frame)
-    if not m:
-        return frame
-    func, path = m.group(1), m.group(2)
-    for marker in ("/site-packages/", "/src/", "/lib/python3"):
-        if marker in path:
-            path = path.split(marker, 1)[1]
-            break
-    return f"{path.removesuffix('.py').replace('/', '.').removeprefix('skylight.')}.{func}"
-
-
-def profile_replica(fleet: Fleet, args: argparse.Namespace) -> Profile:
-    proc0 = fleet.replicas[0].proc
-    spy, pid = Path(sys.executable).with_name("py-spy"), proc0.pid if proc0 else None
-    if not spy.exists() or pid is None:
-        return Profile(0, 0, [], [], error="py-spy not found next to the interpreter")
-    out = fleet.root / "profile.txt"
-    # --gil: sample only the thread holding the GIL (none when all wait on I/O or locks).
-    cmd = [str(spy), "record", "--pid", str(pid), "--rate", "100", "--format", "raw", "--gil"]
-    proc = subprocess.Popen(
-        [*cmd, "--nonblocking", "--output", str(out)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        time.sleep(1.0)  # py-spy attaches
-        bodies = [instance_body(i, "prof-") for i in range(args.profile_n)]
-        create_all(fleet.urls, bodies, _clients(args))
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            _, err = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, err = proc.communicate(timeout=10)
-    if not out.exists():
-        return Profile(args.profile_n, 0, [], [], error=err.decode(errors="replace")[-300:])
-    inclusive, own = Counter[str](), Counter[str]()
-    for line in out.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        frames = [_frame_key(f) for f in stack.split(";") if f]
-        if frames and count.isdigit():
-            own[frames[-1]] += int(count)
-            inclusive.update(dict.fromkeys(frames, int(count)))
-    samples = sum(own.values())
-    # Only Skylight's own functions for the inclusive ranking (entry points excluded).
-    ours = r"^(sagas|store|instances|placement|sled|api|events|background)\."
-    shares = [(k, v / samples) for k, v in inclusive.most_common() if re.match(ours, k)]
-    leaves = [(k, v / samples) for k, v in own.most_common(12)] if samples else []
-    return Profile(args.profile_n, samples, shares[:12], leaves)
+        return r
 
 
 # -- part 2: replica death to outcome ----------------------------------------------------------
@@ -542,20 +471,6 @@ def pg_tables(agg: list[Throughput]) -> dict[str, list[str]]:
     return blocks
 
 
-def profile_table(profile: Profile) -> list[str]:
-    if profile.error:
-        return [f"py-spy failed: {profile.error}"]
-    pad = ("", math.nan)
-    rows = [
-        [i + 1, f"`{a[0]}`", f"{num(a[1] * 100)}%", f"`{b[0]}`", f"{num(b[1] * 100)}%"]
-        for i in range(min(10, max(len(profile.inclusive), len(profile.own))))
-        for a in [profile.inclusive[i] if i < len(profile.inclusive) else pad]
-        for b in [profile.own[i] if i < len(profile.own) else pad]
-    ]
-    header = ["", "Skylight function on the stack", "share", "leaf frame", "share"]
-    return table(header, "rlrlr", rows)
-
-
 def _trial_ok(values: list[float], goal: float, missing: int) -> bool:
     return bool(values) and not missing and max(values) <= goal
 
@@ -640,7 +555,6 @@ def adoption_tables(trials: list[Trial]) -> list[str]:
 def section(
     results: list[Throughput],
     trials: list[Trial],
-    profile: Profile | None,
     args: argparse.Namespace,
     loads: list[str],
     revs: list[tuple[str, str]],
@@ -653,8 +567,6 @@ def section(
         failed = [f"- {_reps(r.replicas)} failure: {f}" for r in agg for f in r.failures[:5]]
         blocks["replicas:throughput"] = [*throughput_table(results), "", *failed]
         blocks |= pg_tables(agg)
-    if profile is not None and (profile.samples or profile.error):
-        blocks["replicas:profile"] = profile_table(profile)
     if trials:
         problems = [
             f"- timeout {t.timeout:g} s, trial {t.index + 1}: {p}"
@@ -717,8 +629,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sled-call-timeout", type=float, default=10.0)
     p.add_argument("--heartbeat-interval", type=float, default=1.0)
     p.add_argument("--poll-timeout", type=float, default=60.0)
-    p.add_argument("--no-profile", dest="profile", action="store_false", help="skip py-spy")
-    p.add_argument("--profile-n", type=int, default=60, help="starts under py-spy (60)")
     p.add_argument(
         "--adoption-timeouts",
         dest="timeouts",
@@ -742,8 +652,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--adopt-replicas: at least 2 (one dies, another adopts)")
     # Capacity: instances of up to 2 vCPUs / 2 GiB; keep the rack at most 90% full.
     for count in args.replica_counts:
-        extra = args.profile_n if args.profile and count == 1 else 0
-        if 1.5 * (args.n + args.warmup * count + extra) > 0.9 * args.agents * args.agent_cpus:
+        if 1.5 * (args.n + args.warmup * count) > 0.9 * args.agents * args.agent_cpus:
             p.error(f"the starts do not fit {args.agents} agents comfortably")
     if 1.5 * args.trials * args.k > 0.9 * args.adopt_agents * args.agent_cpus:
         p.error("the death-to-outcome trials do not fit the agents")
@@ -763,15 +672,11 @@ def main(argv: list[str] | None = None) -> int:
     loads, revs = [loadavg()], [_code_rev()]
     results: list[Throughput] = []
     trials: list[Trial] = []
-    profile: Profile | None = None
     t_begin = time.monotonic()
     for round_, replicas in _rounds(args) if "throughput" in args.parts else []:
         print(f"throughput round {round_}: {replicas} replica(s), {args.n} starts ...", flush=True)
-        r, prof = run_throughput(
-            replicas, args, round_, args.profile and replicas == 1 and profile is None
-        )
+        r = run_throughput(replicas, args, round_)
         results.append(r)
-        profile = profile or prof
         r.progress(f"  {replicas} replica(s)", f", {num(r.xacts_per_start)} commits/start")
     for timeout in args.timeouts if "adoption" in args.parts else []:
         print(f"death to outcome: adoption timeout {timeout:g} s ...", flush=True)
@@ -779,7 +684,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"(took {time.monotonic() - t_begin:.0f} s)")
     loads.append(loadavg())
     revs.append(_code_rev())
-    finish(section(results, trials, profile, args, loads, revs), args.write)
+    finish(section(results, trials, args, loads, revs), args.write)
     bad = any(r.failures for r in results) or any(t.missing or t.problems for t in trials)
     return 1 if bad else 0
 
