@@ -22,23 +22,37 @@ Id = sa.String(36)
 Time = sa.DateTime(timezone=True)
 BigInt = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
+
+def _lifetime() -> list[sa.Column[object]]:
+    """A resource's life as the Oxide API shows it; a deleted row stays, marked."""
+    return [
+        sa.Column("time_created", Time, nullable=False),
+        sa.Column("time_modified", Time, nullable=False),
+        sa.Column("time_deleted", Time),
+    ]
+
+
+def _unique_live_name(table: sa.Table, *scope: sa.Column[object]) -> None:
+    """Names are unique among the live rows of a collection (a deleted name is free)."""
+    sa.Index(
+        f"uq_{table.name}_live_name",
+        *scope,
+        table.c.name,
+        unique=True,
+        sqlite_where=table.c.time_deleted.is_(None),
+        postgresql_where=table.c.time_deleted.is_(None),
+    )
+
+
 project = sa.Table(
     "project",
     metadata,
     sa.Column("id", Id, primary_key=True),
     sa.Column("name", sa.String(63), nullable=False),
     sa.Column("description", sa.Text, nullable=False),
-    sa.Column("time_created", Time, nullable=False),
-    sa.Column("time_modified", Time, nullable=False),
-    sa.Column("time_deleted", Time),
+    *_lifetime(),
 )
-sa.Index(
-    "uq_project_live_name",
-    project.c.name,
-    unique=True,
-    sqlite_where=project.c.time_deleted.is_(None),
-    postgresql_where=project.c.time_deleted.is_(None),
-)
+_unique_live_name(project)
 
 sled = sa.Table(
     "sled",
@@ -93,22 +107,13 @@ instance = sa.Table(
     # The event whose reason explains why the instance is not where its user wants it.
     sa.Column("status_event_id", Id),
     sa.Column("generation", sa.Integer, nullable=False),
-    sa.Column("time_created", Time, nullable=False),
-    sa.Column("time_modified", Time, nullable=False),
-    sa.Column("time_deleted", Time),
+    *_lifetime(),
     sa.Column("time_run_state_updated", Time, nullable=False),
     sa.Column("time_last_auto_restarted", Time),
     sa.Column("time_next_auto_restart", Time),
     sa.Column("auto_restart_attempts", sa.Integer, nullable=False, server_default="0"),
 )
-sa.Index(
-    "uq_instance_live_name",
-    instance.c.project_id,
-    instance.c.name,
-    unique=True,
-    sqlite_where=instance.c.time_deleted.is_(None),
-    postgresql_where=instance.c.time_deleted.is_(None),
-)
+_unique_live_name(instance, instance.c.project_id)
 
 # The auto-restart task asks every few seconds which instances are due: an index walk over
 # the few with a restart scheduled, not a scan of every instance (46 ms at 100,000).
@@ -249,18 +254,9 @@ def _group_table(name: str) -> sa.Table:
         sa.Column("description", sa.Text, nullable=False),
         sa.Column("policy", sa.String(8), nullable=False),  # allow | fail
         sa.Column("failure_domain", sa.String(8), nullable=False),  # sled
-        sa.Column("time_created", Time, nullable=False),
-        sa.Column("time_modified", Time, nullable=False),
-        sa.Column("time_deleted", Time),
+        *_lifetime(),
     )
-    sa.Index(
-        f"uq_{name}_live_name",
-        table.c.project_id,
-        table.c.name,
-        unique=True,
-        sqlite_where=table.c.time_deleted.is_(None),
-        postgresql_where=table.c.time_deleted.is_(None),
-    )
+    _unique_live_name(table, table.c.project_id)
     return table
 
 
@@ -292,18 +288,9 @@ disk = sa.Table(
     sa.Column("instance_id", Id, sa.ForeignKey("instance.id"), index=True),
     # A local disk's sled, set when its instance is first placed: it pins the instance there.
     sa.Column("sled_id", Id, sa.ForeignKey("sled.id"), index=True),
-    sa.Column("time_created", Time, nullable=False),
-    sa.Column("time_modified", Time, nullable=False),
-    sa.Column("time_deleted", Time),
+    *_lifetime(),
 )
-sa.Index(
-    "uq_disk_live_name",
-    disk.c.project_id,
-    disk.c.name,
-    unique=True,
-    sqlite_where=disk.c.time_deleted.is_(None),
-    postgresql_where=disk.c.time_deleted.is_(None),
-)
+_unique_live_name(disk, disk.c.project_id)
 
 # -- webhooks ------------------------------------------------------------------------------------
 # Alert receivers (webhooks) subscribe to event kinds; a dispatcher turns each committed event
