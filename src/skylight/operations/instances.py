@@ -127,6 +127,11 @@ async def start_instance(
     return await _finish(services, saga_id, instance_id, wait)
 
 
+async def user_start(services: Services, instance_id: str, actor: Actor, *, wait: float) -> Row:
+    """A start asked for by a user (rather than by create or auto-restart)."""
+    return await start_instance(services, instance_id, actor, "user", wait=wait)
+
+
 async def restart_due(services: Services) -> int:
     """Start every failed instance whose automatic restart is due (up to a batch); returns
     how many began. The auto-restart loop calls it on the replica that holds its lease."""

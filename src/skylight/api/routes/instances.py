@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
+from typing import Protocol
 
 from fastapi import APIRouter, Request, Response
 
@@ -17,8 +18,13 @@ from skylight.services import Services
 
 router = APIRouter(tags=["instances"])
 
-# An operation on one instance: (services, instance id, actor, seconds to wait) → the row.
-_Action = Callable[[Services, str, Actor, float], Awaitable[views.Row]]
+
+class _Action(Protocol):
+    """An operation on one instance that answers with the instance (start, stop, reboot)."""
+
+    def __call__(
+        self, services: Services, instance_id: str, actor: Actor, *, wait: float
+    ) -> Awaitable[views.Row]: ...
 
 
 def _view(request: Request, row: views.Row) -> models.Instance:
@@ -91,43 +97,28 @@ async def _act(
 ) -> models.Instance:
     """Start, stop or reboot: resolve the instance, ask, answer with it as it stands."""
     row = await _resolve(request, instance, project)
-    return _view(request, await do(deps.cp(request), row.id, deps.actor(), _wait(request)))
+    return _view(request, await do(deps.cp(request), row.id, deps.actor(), wait=_wait(request)))
 
 
 @router.post("/v1/instances/{instance}/start", status_code=202, response_model=models.Instance)
 async def instance_start(
     request: Request, instance: str, project: str | None = None
 ) -> models.Instance:
-    return await _act(
-        request,
-        instance,
-        project,
-        lambda cp, i, actor, wait: operations.start_instance(cp, i, actor, "user", wait=wait),
-    )
+    return await _act(request, instance, project, operations.user_start)
 
 
 @router.post("/v1/instances/{instance}/stop", status_code=202, response_model=models.Instance)
 async def instance_stop(
     request: Request, instance: str, project: str | None = None
 ) -> models.Instance:
-    return await _act(
-        request,
-        instance,
-        project,
-        lambda cp, i, actor, wait: operations.stop_instance(cp, i, actor, wait=wait),
-    )
+    return await _act(request, instance, project, operations.stop_instance)
 
 
 @router.post("/v1/instances/{instance}/reboot", status_code=202, response_model=models.Instance)
 async def instance_reboot(
     request: Request, instance: str, project: str | None = None
 ) -> models.Instance:
-    return await _act(
-        request,
-        instance,
-        project,
-        lambda cp, i, actor, wait: operations.reboot_instance(cp, i, actor, wait=wait),
-    )
+    return await _act(request, instance, project, operations.reboot_instance)
 
 
 @router.get("/v1/instances/{instance}/events", response_model=models.InstanceEventResultsPage)
