@@ -162,11 +162,11 @@ class _PlainStartupRefusal:
         self._app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        from skylight.controlplane import StartupRefused  # the client commands need none of it
-
         if scope["type"] != "lifespan":
             await self._app(scope, receive, send)
             return
+        from skylight.controlplane import StartupRefused  # the client commands need none of it
+
         held: list[Message] = []
 
         async def hold_failure(message: Message) -> None:
