@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from skylight import lookup
 from skylight.errors import AlreadyExists, Conflict, InvalidRequest, InvalidValue, NotFound
-from skylight.events.kinds import Kind
+from skylight.events.kinds import Actor, Kind
 from skylight.ids import new_id, parse_uuid
 from skylight.instances.lock import locked
 from skylight.instances.record import record
@@ -151,7 +151,7 @@ def _instance_and_disk(
     return inst, disk
 
 
-def _changed(conn: Connection, inst: Any, actor: JsonObject, change: str, disk: Any) -> None:
+def _changed(conn: Connection, inst: Any, actor: Actor, change: str, disk: Any) -> None:
     """An ``instance.updated`` event: what the instance will boot with has changed."""
     detail = {"change": change, "disk": {"id": disk.id, "name": disk.name}}
     record(conn, inst.id, Kind.UPDATED, actor, detail=detail)
@@ -162,7 +162,7 @@ def attach(
     instance_selector: str,
     project_selector: str | None,
     disk_selector: str,
-    actor: JsonObject,
+    actor: Actor,
 ) -> Row:
     inst, disk = _instance_and_disk(conn, instance_selector, project_selector, disk_selector)
     if disk.instance_id == inst.id:
@@ -191,7 +191,7 @@ def detach(
     instance_selector: str,
     project_selector: str | None,
     disk_selector: str,
-    actor: JsonObject,
+    actor: Actor,
 ) -> Row:
     inst, disk = _instance_and_disk(conn, instance_selector, project_selector, disk_selector)
     if disk.state == "detached":

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from skylight import lookup
 from skylight.errors import AlreadyExists, Conflict, InvalidRequest, NotFound
-from skylight.events.kinds import Kind
+from skylight.events.kinds import Actor, Kind
 from skylight.ids import new_id, parse_uuid
 from skylight.instances.record import record
 from skylight.store import Row
@@ -163,14 +163,14 @@ def member_view(conn: Connection, m: Member) -> Row:
 
 
 def _membership(
-    conn: Connection, kind: str, grp: Any, inst: Any, actor: JsonObject, change: str
+    conn: Connection, kind: str, grp: Any, inst: Any, actor: Actor, change: str
 ) -> None:
     """An ``instance.updated`` event: the rules its next placement obeys have changed."""
     detail = {"change": f"{kind}_group_{change}", "group": {"id": grp.id, "name": grp.name}}
     record(conn, inst.id, Kind.UPDATED, actor, detail=detail)
 
 
-def member_add(conn: Connection, m: Member, actor: JsonObject) -> Row:
+def member_add(conn: Connection, m: Member, actor: Actor) -> Row:
     kind = m.kind
     grp, inst = _group_and_instance(conn, m)
     if inst.project_id != grp.project_id:
@@ -203,7 +203,7 @@ def member_add(conn: Connection, m: Member, actor: JsonObject) -> Row:
     return member
 
 
-def member_remove(conn: Connection, m: Member, actor: JsonObject) -> None:
+def member_remove(conn: Connection, m: Member, actor: Actor) -> None:
     kind = m.kind
     grp, inst = _group_and_instance(conn, m)
     if not rows.remove_member(conn, kind, grp.id, inst.id):

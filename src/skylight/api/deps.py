@@ -12,9 +12,8 @@ from sqlalchemy.engine import Connection
 from skylight.api.models import check_name
 from skylight.controlplane import ControlPlane
 from skylight.errors import Forbidden, InvalidRequest
-from skylight.events.kinds import user_actor
+from skylight.events.kinds import Actor, user_actor
 from skylight.ids import parse_uuid
-from skylight.wire import JsonObject
 
 # Until identity lands there is one user, the rack's operator-and-user.
 USER_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "skylight:user:privileged"))
@@ -33,7 +32,7 @@ async def tx(request: Request, operation: Callable[[Connection], Result]) -> Res
     return await cp(request).store.tx(operation)
 
 
-def actor() -> JsonObject:
+def actor() -> Actor:
     return user_actor(USER_ID)
 
 
