@@ -22,7 +22,6 @@ from skylight.instances.record import record
 from skylight.store import Row
 from skylight.store import groups as rows
 from skylight.store.paging import Page, PageOf, rows_of
-from skylight.wire import JsonObject
 
 MAX_MEMBERS = 32
 MAX_GROUPS_PER_INSTANCE = 16
@@ -101,7 +100,7 @@ def update(
     description: str | None,
 ) -> Row:
     row = lookup.group(conn, kind, selector, project_selector)
-    values: JsonObject = {}
+    values: dict[str, object] = {}
     if name is not None and name != row.name:
         if rows.by_name(conn, kind, row.project_id, name) is not None:
             raise AlreadyExists(lookup.GROUP_TYPE[kind], name)

@@ -11,7 +11,6 @@ from skylight.ids import new_id
 from skylight.store import Row
 from skylight.store import projects as rows
 from skylight.store.paging import Page, PageRequest, rows_of
-from skylight.wire import JsonObject
 
 
 def page(conn: Connection, req: PageRequest) -> Page[Row]:
@@ -34,7 +33,7 @@ def create(conn: Connection, name: str, description: str) -> Row:
 
 def update(conn: Connection, selector: str, *, name: str | None, description: str | None) -> Row:
     row = lookup.project(conn, selector)
-    values: JsonObject = {}
+    values: dict[str, object] = {}
     if name is not None and name != row.name:
         if rows.by_name(conn, name) is not None:
             raise AlreadyExists("project", name)

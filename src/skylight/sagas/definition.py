@@ -56,7 +56,7 @@ class SagaContext(Generic[P]):
     saga_id: str
     name: str
     params: P
-    outputs: JsonObject
+    outputs: dict[str, object]  # by action name: what each returned (its declared type)
     executor: _Fencing
     generation: int
     services: Services

@@ -31,7 +31,6 @@ from skylight.services import Services
 from skylight.sled.agent import SledAgent, VmmSpec
 from skylight.store import instances, placement_inputs, sleds
 from skylight.store.schema import instance
-from skylight.wire import JsonObject
 
 
 @dataclass(frozen=True)
@@ -98,7 +97,7 @@ def begin_in(
         raise Conflict("cannot start the instance while it is being created")
     if row.state == "failed" and row.active_vmm_id is not None:
         raise Conflict("the instance has an operation that operators must resolve first")
-    values: JsonObject = {"intended_state": "running"}
+    values: dict[str, object] = {"intended_state": "running"}
     if reason == "auto_restart":
         values.update(
             time_last_auto_restarted=now(),

@@ -15,7 +15,6 @@ from skylight.placement import Rack, SledView
 from skylight.placement.model import sled_in_service, sled_takes_instances
 from skylight.store import Row
 from skylight.store.schema import sled, sled_reservation
-from skylight.wire import JsonObject
 
 
 def get(conn: Connection, sled_id: str) -> Row | None:
@@ -256,7 +255,7 @@ def upsert_agent(
     keeps its id (and its policy) and takes the agent's current URL and capacity."""
     t = now()
     existing = conn.execute(sa.select(sled).where(sled.c.serial == serial)).first()
-    values: JsonObject = {
+    values: dict[str, object] = {
         "agent_url": url,
         "usable_hardware_threads": cpus,
         "usable_physical_ram": memory,

@@ -17,8 +17,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from skylight.wire import JsonObject
-
 # (table, what a row adds to its sled's totals as SQL over the row alias, when it counts)
 _RESERVATION = (
     "reserved_hardware_threads = reserved_hardware_threads {op} {r}.hardware_threads, "
@@ -113,7 +111,7 @@ _SUMS = {
 BACKFILL = "UPDATE sled SET " + ", ".join(f"{col} = {expr}" for col, expr in _SUMS.items())
 
 
-def check(conn: Connection) -> JsonObject:
+def check(conn: Connection) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
     """Sleds whose kept totals differ from the sums of their rows: {sled id: (kept, sums)}."""
     q = sa.text(f"SELECT id, {', '.join(_SUMS)}, {', '.join(_SUMS.values())} FROM sled")
     rows = {r[0]: tuple(int(v) for v in r[1:]) for r in conn.execute(q)}

@@ -146,7 +146,7 @@ def update(
     endpoint: str | None,
 ) -> None:
     receiver = lookup.alert_receiver(conn, selector)
-    values: JsonObject = {}
+    values: dict[str, object] = {}
     if endpoint is not None:
         values["endpoint"] = check_endpoint(endpoint)
     if name is not None and name != receiver.name:
