@@ -88,6 +88,23 @@ async def _run(store: Store, rec: Recorder, names: list[str], sec: str = "sec-1"
     return saga_id, await ex.wait(saga_id, 10)
 
 
+def _forge_log(conn: Connection, saga_id: str, rows: list[tuple[str, int, str, object]]) -> None:
+    """Write the log a replica left when it died: (node, index, event type, data) rows."""
+    for seq, (name, index, kind, data) in enumerate(rows, start=1):
+        conn.execute(
+            saga_node_event.insert().values(
+                saga_id=saga_id,
+                seq=seq,
+                node_index=index,
+                node_name=name,
+                event_type=kind,
+                data=data,
+                time=sa.func.now(),
+            )
+        )
+    conn.execute(saga.update().where(saga.c.id == saga_id).values(log_length=len(rows)))
+
+
 def _log(store: Store, saga_id: str) -> list[tuple[str, str]]:
     with store.engine.connect() as conn:
         rows = conn.execute(
@@ -147,30 +164,14 @@ def test_replay_after_crash_skips_finished_actions(store: Store) -> None:
         await ex.close()  # as if it died right after the commit: it launches nothing
         saga_id = await store.tx(lambda c: ex.create_in(c, RecordedParams(), instance_id=None))
 
-        def forge_log(conn: Connection) -> None:
-            rows = [
-                ("a", 0, "started"),
-                ("a", 0, "succeeded"),
-                ("b", 1, "started"),
-                ("b", 1, "succeeded"),
-                ("c", 2, "started"),
-            ]
-            for seq, (name, index, kind) in enumerate(rows, start=1):
-                data = {"out": name} if kind == "succeeded" else None
-                conn.execute(
-                    saga_node_event.insert().values(
-                        saga_id=saga_id,
-                        seq=seq,
-                        node_index=index,
-                        node_name=name,
-                        event_type=kind,
-                        data=data,
-                        time=sa.func.now(),
-                    )
-                )
-            conn.execute(saga.update().where(saga.c.id == saga_id).values(log_length=5))
-
-        await store.tx(forge_log)
+        rows = [
+            ("a", 0, "started", None),
+            ("a", 0, "succeeded", {"out": "a"}),
+            ("b", 1, "started", None),
+            ("b", 1, "succeeded", {"out": "b"}),
+            ("c", 2, "started", None),
+        ]
+        await store.tx(lambda c: _forge_log(c, saga_id, rows))
         # A new executor of the same replica identity, as after a restart.
         ex2 = _executor(store, "sec-1")
         ex2.register(sdef)
@@ -265,24 +266,8 @@ def test_typed_outputs_are_typed_again_on_replay(store: Store) -> None:
         await ex.close()
         saga_id = await store.tx(lambda c: ex.create_in(c, PickParams(), instance_id=None))
 
-        def forge_log(conn: Connection) -> None:
-            for seq, (kind, data) in enumerate(
-                [("started", None), ("succeeded", {"sled_id": "s1"})], start=1
-            ):
-                conn.execute(
-                    saga_node_event.insert().values(
-                        saga_id=saga_id,
-                        seq=seq,
-                        node_index=0,
-                        node_name="pick",
-                        event_type=kind,
-                        data=data,
-                        time=sa.func.now(),
-                    )
-                )
-            conn.execute(saga.update().where(saga.c.id == saga_id).values(log_length=2))
-
-        await store.tx(forge_log)
+        rows = [("pick", 0, "started", None), ("pick", 0, "succeeded", {"sled_id": "s1"})]
+        await store.tx(lambda c: _forge_log(c, saga_id, rows))
         ex2 = _executor(store, "sec-1")
         ex2.register(sdef)
         await ex2.resume_all()
