@@ -201,6 +201,12 @@ async def run_once(cp: Services, deliverer: Deliverer, *, holder: bool) -> bool:
             return done.listening
 
 
+def client() -> httpx.AsyncClient:
+    # No redirects: a receiver answers for itself. No proxy from the environment: a
+    # receiver is reached directly.
+    return httpx.AsyncClient(follow_redirects=False, trust_env=False)
+
+
 async def _wait(cp: Services, deliverer: Deliverer, seen: int) -> None:
     """Until this replica commits events (since ``seen``), a send finishes, or an interval
     has passed."""
@@ -219,7 +225,7 @@ async def _wait(cp: Services, deliverer: Deliverer, seen: int) -> None:
 async def loop(cp: Services) -> None:
     interval = cp.settings.webhook_interval
     held_until = 0.0  # (monotonic) the lease was renewed recently enough until then
-    async with send.client() as http:
+    async with client() as http:
         deliverer = Deliverer(cp, http)
         try:
             while True:
