@@ -466,7 +466,7 @@ def measure_writes(store: Store, name: str, shape: Shape, args: argparse.Namespa
     picks = rng.sample(range(shape.instances), min(n, shape.instances))
     res = WriteResult(name, {v: [] for v in VARIANTS})
     before = store.tx_sync(events.last_seq)
-    user = user_actor(user_id(0))
+    user = user_actor(user_id(0), "bench-user-0")
     failure_actor = control_plane("vmm_failure")
 
     def run(variant: str, iid: str, pid: str) -> None:

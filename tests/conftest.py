@@ -16,10 +16,14 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from skylight import login_flow
 from skylight.api.app import create_app
 from skylight.config import Settings, SimSettings
 
 GiB = 1024**3
+# The recovery admin's password in every test control plane (SPEC: Bootstrap).
+ADMIN_PASSWORD = "test-recovery-password"
+USER_PASSWORD = "test-user-password"
 PG_ADMIN = os.environ.get("SKYLIGHT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -97,7 +101,15 @@ def make_settings(data_dir: Path, db_url: str | None = None, **overrides: Any) -
         sled_memory_gib=overrides.pop("sled_memory_gib", 64),
         start_delay=overrides.pop("start_delay", 0.02),
     )
-    settings = Settings(data_dir=data_dir, db_url=db_url, sim=sim, start_wait=10.0)
+    settings = Settings(
+        data_dir=data_dir,
+        db_url=db_url,
+        sim=sim,
+        start_wait=10.0,
+        recovery_password=ADMIN_PASSWORD,
+        # Cheap password hashes: the suite makes and checks hundreds on two cores.
+        password_hash_cost=(1, 1024),
+    )
     settings.undo_retry_delay = 0.01
     # Tests that exercise auto-restart shorten this; the rest see failures stay put.
     settings.auto_restart_interval = 3600.0
@@ -111,9 +123,70 @@ def settings(tmp_path: Path, db_url: str) -> Settings:
     return make_settings(tmp_path / "data", db_url)
 
 
+def sign_in(client: TestClient) -> TestClient:
+    """Make every request of ``client`` the recovery admin's (fleet admin, silo admin), as
+    an operator who just set the rack up would be."""
+    token = login_flow.with_password(client, "recovery", "admin", ADMIN_PASSWORD)
+    client.headers["authorization"] = f"Bearer {token}"
+    return client
+
+
+def user_headers(
+    client: TestClient,
+    name: str,
+    *,
+    silo_role: str | None = "collaborator",
+    project: tuple[str, str] | None = None,
+    silo: str = "recovery",
+) -> dict[str, str]:
+    """Headers of a new user of ``silo`` (made by the signed-in admin) holding ``silo_role``
+    there, and/or ``project`` = (project, role): a user, not an operator."""
+    r = client.post(
+        "/v1/system/identity-providers/local/users",
+        params={"silo": silo},
+        json={"external_id": name, "password": {"mode": "password", "value": USER_PASSWORD}},
+    )
+    assert r.status_code == 201, r.text
+    user_id = r.json()["id"]
+    if silo_role is not None:
+        _grant(client, f"/v1/system/silos/{silo}/policy", user_id, silo_role)
+    if project is not None:
+        _grant(client, f"/v1/projects/{project[0]}/policy", user_id, project[1])
+    token = login_flow.with_password(client, silo, name, USER_PASSWORD)
+    return {"authorization": f"Bearer {token}"}
+
+
+def as_user(client: TestClient) -> dict[str, str]:
+    """Headers of "alice", a silo collaborator of the recovery silo: she may do anything in
+    its projects but is no operator, so she sees what a user sees (made once per client)."""
+    cached: dict[str, str] | None = getattr(client, "_alice", None)
+    if cached is None:
+        cached = user_headers(client, "alice", silo_role="collaborator")
+        client._alice = cached  # type: ignore[attr-defined]
+    return cached
+
+
+def _grant(client: TestClient, policy_url: str, user_id: str, role: str) -> None:
+    policy = client.get(policy_url).json()
+    policy["role_assignments"].append(
+        {"identity_id": user_id, "identity_type": "silo_user", "role_name": role}
+    )
+    r = client.put(policy_url, json=policy)
+    assert r.status_code == 200, r.text
+
+
+class AdminClient(TestClient):
+    """A test client that, once its app has started, is signed in as the recovery admin."""
+
+    def __enter__(self) -> AdminClient:
+        super().__enter__()
+        sign_in(self)
+        return self
+
+
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
+    with AdminClient(create_app(settings)) as c:
         yield c
 
 

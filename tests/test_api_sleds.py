@@ -8,7 +8,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from skylight.api.app import create_app
-from tests.conftest import GiB, instance_body, make_settings
+from tests.conftest import AdminClient, GiB, instance_body, make_settings
 from tests.oxide_schema import all_pages, assert_conforms, assert_error, success_status
 
 P = {"project": "demo"}
@@ -48,7 +48,7 @@ def test_sled_list_and_view_match_oxide(client: TestClient) -> None:
 
 def test_sled_size_comes_from_the_rack(tmp_path: Path, db_url: str) -> None:
     settings = make_settings(tmp_path / "data", db_url, sleds=2, sled_cpus=8, sled_memory_gib=32)
-    with TestClient(create_app(settings)) as client:
+    with AdminClient(create_app(settings)) as client:
         items = all_pages(client, SLEDS)
         assert len(items) == 2
         assert {s["usable_hardware_threads"] for s in items} == {8}

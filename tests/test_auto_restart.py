@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from skylight.api.app import create_app
-from tests.conftest import event_kinds, instance_body, make_settings
+from tests.conftest import AdminClient, event_kinds, instance_body, make_settings
 
 P = {"project": "demo"}
 
@@ -32,7 +32,7 @@ def _client(tmp_path: Path, db_url: str, **overrides: Any) -> TestClient:
         auto_restart_backoff_max=0.4,
         **overrides,
     )
-    return TestClient(create_app(settings))
+    return AdminClient(create_app(settings))
 
 
 @pytest.fixture

@@ -75,6 +75,8 @@ class Fleet:
         ]
         for r in self.replicas:
             r.start()
+        for r in self.replicas:
+            assert r.token  # logged in while every replica is up
         urls = ",".join(r.url for r in self.replicas)
         self.agents = [
             SledAgentProcess(root / f"s{i}", urls, cpus=16, memory_gib=64, start_delay=delay)
@@ -86,7 +88,7 @@ class Fleet:
 
     def api(self, i: int | None = None) -> httpx.Client:
         r = self.replicas[random.randrange(len(self.replicas)) if i is None else i]
-        return httpx.Client(base_url=r.url, timeout=30)
+        return r.client(timeout=30)
 
     def close(self) -> None:
         for r in self.replicas:
@@ -163,8 +165,9 @@ class StreamTap:
     def _run(self) -> None:
         last: str | None = "0"  # from the very first event of the store
         while not self.stop.is_set():
-            url = random.choice(self.fleet.replicas).url
-            headers = {"Last-Event-ID": last} if last else {}
+            replica = random.choice(self.fleet.replicas)
+            url = replica.url
+            headers = {**replica.headers, **({"Last-Event-ID": last} if last else {})}
             try:
                 with httpx.stream(
                     "GET", f"{url}/v1/events/stream", params=P, headers=headers, timeout=10

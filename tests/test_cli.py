@@ -18,6 +18,7 @@ from typer.testing import CliRunner, Result
 from skylight.cli.common import SseMessage, sse_messages
 from skylight.cli.main import app
 from skylight.testing import ServerProcess, free_port
+from skylight.testing.server import ADMIN_PASSWORD
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -35,12 +36,22 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture(scope="module")
-def sky(server: ServerProcess) -> Iterator[Any]:
-    """``sky("instance", "list", ...)``: run the CLI against the server; a demo project."""
+def sky(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """``sky("instance", "list", ...)``: run the CLI against the server, logged in as its
+    admin with ``skylight login`` (its token kept under a config dir of its own); a demo
+    project."""
+    config = tmp_path_factory.mktemp("cli-config")
+    password = config / "password"
+    password.write_text(ADMIN_PASSWORD)
+    env = {"XDG_CONFIG_HOME": str(config), "SKYLIGHT_TOKEN": ""}
 
     def run(*args: str) -> Result:
-        return CliRunner().invoke(app, [*args, "--url", server.url])
+        return CliRunner().invoke(app, [*args, "--url", server.url], env=env)
 
+    login = run("login", "--username", "admin", "--password-file", str(password))
+    assert login.exit_code == 0, login.output
+    assert "Logged in" in login.output and ADMIN_PASSWORD not in login.output
+    assert (config / "skylight" / "credentials.toml").stat().st_mode & 0o777 == 0o600
     assert run("project", "create", "demo", "--description", "CLI tests").exit_code == 0
     yield run
 
@@ -305,7 +316,7 @@ def test_watch_until_settled_prints_the_running_event(sky: Any, server: ServerPr
     )
     cmd = [sys.executable, "-m", "skylight.cli.main", "instance", "watch", "watched"]
     cmd += ["-p", "demo", "--until-settled", "--url", server.url]
-    env = os.environ | {"PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    env = os.environ | {"PYTHONUNBUFFERED": "1", "COLUMNS": "200", "SKYLIGHT_TOKEN": server.token}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         errors: queue.Queue[str] = queue.Queue()

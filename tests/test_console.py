@@ -18,13 +18,15 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, Route, expect, sync_playwright
 
+from skylight import login_flow
 from skylight.console import STATIC
 from skylight.testing import ServerProcess
+from skylight.testing.server import ADMIN_PASSWORD
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 GiB = 1024**3
-OPERATOR = {"X-Skylight-Operator": "true"}
+USER_PASSWORD = "alice-console-password"
 EXPECT_TIMEOUT = 15_000  # ms: a start waits for its saga; the machine may be busy
 
 
@@ -52,8 +54,36 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 @pytest.fixture(scope="module")
 def api(server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+    """The recovery admin (a fleet admin: an operator), and "alice", a collaborator of its
+    silo who is no operator; the browser tests are alice's unless they log in otherwise."""
+    with server.client(timeout=30) as client:
+        r = client.post(
+            "/v1/system/identity-providers/local/users",
+            params={"silo": "recovery"},
+            json={"external_id": "alice", "password": {"mode": "password", "value": USER_PASSWORD}},
+        )
+        assert r.status_code == 201, r.text
+        policy = client.get("/v1/policy").json()
+        policy["role_assignments"].append(
+            {
+                "identity_id": r.json()["id"],
+                "identity_type": "silo_user",
+                "role_name": "collaborator",
+            }
+        )
+        assert client.put("/v1/policy", json=policy).status_code == 200
         yield client
+
+
+def _log_in(page: Page, username: str, password: str) -> None:
+    """Through the console's login page, as a person would."""
+    page.goto("/console/#/projects")
+    expect(page.get_by_role("heading", name="Log in to Skylight")).to_be_visible()
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Projects", level=1)).to_be_visible()
+    expect(page.locator("#who-name")).to_contain_text(username)
 
 
 def _chromium() -> str:
@@ -78,14 +108,15 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def page(browser: Browser, server: ServerProcess) -> Iterator[Page]:
-    """A fresh browser context (no operator view stored) on the console; JavaScript errors
-    fail the test."""
+def page(browser: Browser, server: ServerProcess, api: httpx.Client) -> Iterator[Page]:
+    """A fresh browser context on the console, logged in as alice through the login page;
+    JavaScript errors fail the test."""
     expect.set_options(timeout=EXPECT_TIMEOUT)
     context = browser.new_context(base_url=server.url, viewport={"width": 1280, "height": 900})
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    _log_in(page, "alice", USER_PASSWORD)
     yield page
     context.close()
     assert errors == [], errors
@@ -252,9 +283,7 @@ def test_a_crash_appears_in_the_open_timeline_without_a_reload(
     expect(page.locator('.timeline li[data-kind="instance.failed"]')).to_have_count(0)
     page.evaluate("window.__sameDocument = true")
 
-    r = api.post(
-        "/v1/system/sim/instances/victim/crash", params={"project": project}, headers=OPERATOR
-    )
+    r = api.post("/v1/system/sim/instances/victim/crash", params={"project": project})
     assert r.status_code == 204, r.text
 
     failed = page.locator('.timeline li[data-kind="instance.failed"]')
@@ -274,15 +303,13 @@ def test_a_crash_appears_in_the_open_timeline_without_a_reload(
 
 
 def failed_reason_internal(api: httpx.Client, instance_id: str) -> dict[str, Any]:
-    r = api.get(
-        f"/v1/instances/{instance_id}/events",
-        params={"kind": "instance.failed"},
-        headers=OPERATOR,
-    )
+    r = api.get(f"/v1/instances/{instance_id}/events", params={"kind": "instance.failed"})
     return dict(r.json()["items"][0]["reason"]["internal"])
 
 
-def test_operator_view_shows_sled_ids_and_the_sleds_page(page: Page, api: httpx.Client) -> None:
+def test_operators_see_sled_ids_and_the_sleds_page(
+    page: Page, api: httpx.Client, server: ServerProcess
+) -> None:
     project = _project(api, "operated")
     _instance(api, project, "wide", ncpus=16)  # its start fails: a diagnosis with every sled
     sled_ids = [s["id"] for s in api.get("/v1/system/hardware/sleds").json()["items"]]
@@ -299,7 +326,12 @@ def test_operator_view_shows_sled_ids_and_the_sleds_page(page: Page, api: httpx.
     expect(page.get_by_text("The sleds are for operators")).to_be_visible()
     expect(page.locator("table.sleds")).to_have_count(0)
 
-    page.get_by_label("Operator view").check()
+    # The recovery admin is a fleet admin: an operator, by role alone.
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_role("heading", name="Log in to Skylight")).to_be_visible()
+    _log_in(page, "admin", ADMIN_PASSWORD)
+    expect(page.locator("#who-name")).to_contain_text("operator")
+    page.goto("/console/#/sleds")
     expect(page.locator("table.sleds tbody tr")).to_have_count(2)
     for sid in sled_ids:
         row = page.locator(f'tr[data-sled-id="{sid}"]')
@@ -316,15 +348,15 @@ def test_operator_view_shows_sled_ids_and_the_sleds_page(page: Page, api: httpx.
     for sid in sled_ids:
         expect(page.locator(".placement .per-sled")).to_contain_text(sid)
 
-    # The choice is kept in this browser; turning it off hides them again.
+    # The session outlives a reload; logging out ends it (the API answers 401 again).
     page.reload()
-    expect(page.get_by_label("Operator view")).to_be_checked()
     expect(status.locator(".per-sled")).to_contain_text(sled_ids[0])
-    page.get_by_label("Operator view").uncheck()
-    expect(page.locator(".status")).to_contain_text("exceeds_sled_size")
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_role("heading", name="Log in to Skylight")).to_be_visible()
     for sid in sled_ids:
         expect(page.get_by_text(sid)).to_have_count(0)
     expect(page.get_by_role("link", name="Sleds")).to_be_hidden()
+    assert page.request.get(f"{server.url}/v1/me").status == 401
 
 
 def test_errors_show_their_message_and_request_id(page: Page, api: httpx.Client) -> None:
@@ -372,3 +404,20 @@ def test_the_timeline_resumes_after_the_stream_drops(
     assert resumed_from and resumed_from[0].isdigit()
     expect(page.locator(".summary .run-state")).to_have_text("stopped")
     assert page.evaluate("window.__sameDocument") is True
+
+
+def test_the_cli_device_code_is_confirmed_in_the_console(
+    page: Page, server: ServerProcess
+) -> None:
+    """`skylight login`'s device flow: the code it prints is confirmed by the person signed in
+    to the console, and the token it then gets is theirs."""
+    with httpx.Client(base_url=server.url, timeout=30) as anonymous:
+        auth = login_flow.start(anonymous)
+        assert auth["verification_uri"].endswith("/console/#/device")
+        page.goto(f"/console/#/device/{auth['user_code']}")
+        expect(page.get_by_label("Code shown by the CLI")).to_have_value(auth["user_code"])
+        page.get_by_role("button", name="Confirm").click()
+        expect(page.get_by_role("status")).to_contain_text("the CLI is logged in as you")
+        token = login_flow.poll(anonymous, auth["device_code"], timeout=10)
+        me = anonymous.get("/v1/me", headers={"authorization": f"Bearer {token}"}).json()
+    assert me["display_name"] == "alice" and me["fleet_viewer"] is False

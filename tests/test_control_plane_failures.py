@@ -22,7 +22,7 @@ from skylight.api.app import create_app
 from skylight.sagas.crash import ENV, EXIT_STATUS
 from skylight.store.schema import saga
 from skylight.testing import ServerProcess, SledAgentProcess
-from tests.conftest import instance_body, make_settings, pg_allow_connections
+from tests.conftest import AdminClient, instance_body, make_settings, pg_allow_connections
 from tests.test_chaos import _wait
 
 pytestmark = pytest.mark.slow
@@ -77,7 +77,7 @@ def test_create_killed_at_a_crash_point_ends_running_after_one_restart(
     server.env = {ENV: point}
     server.start()
     try:
-        api = httpx.Client(base_url=server.url, timeout=15)
+        api = server.client(timeout=15)
         assert api.post("/v1/projects", json={"name": "demo", "description": ""}).status_code == 201
         try:  # the server dies under the request, or (start points) right after it
             api.post("/v1/instances", params=P, json=instance_body("web"), headers=ASYNC)
@@ -88,7 +88,7 @@ def test_create_killed_at_a_crash_point_ends_running_after_one_restart(
         server.proc = None
         server.env = {}
         server.start()
-        api = httpx.Client(base_url=server.url, timeout=15)
+        api = server.client(timeout=15)
         view = _wait(
             "the instance to be running",
             lambda: (
@@ -111,7 +111,7 @@ def test_create_killed_at_a_crash_point_ends_running_after_one_restart(
 
 def test_outage_answers_503_and_sagas_wait_it_out(tmp_path: Path, pg_url: str) -> None:
     settings = make_settings(tmp_path / "data", pg_url, start_delay=1.5)
-    with TestClient(create_app(settings)) as client:
+    with AdminClient(create_app(settings)) as client:
         cp = client.app.state.cp  # type: ignore[attr-defined]
         assert (
             client.post("/v1/projects", json={"name": "demo", "description": ""}).status_code == 201
@@ -178,8 +178,8 @@ def test_sigterm_hands_sagas_to_a_live_peer(tmp_path: Path, pg_url: str) -> None
     try:
         for agent in agents:
             agent.start()
-        api_a = httpx.Client(base_url=a.url, timeout=15)
-        api_b = httpx.Client(base_url=b.url, timeout=15)
+        api_a = a.client(timeout=15)
+        api_b = b.client(timeout=15)
         _wait(
             "both sleds to register",
             lambda: len(api_b.get("/v1/system/hardware/sleds").json()["items"]) == 2,
@@ -253,8 +253,8 @@ def test_a_create_killed_at_a_crash_point_is_finished_by_a_peer(
     )
     try:
         agent.start()
-        api_a = httpx.Client(base_url=a.url, timeout=15)
-        api_b = httpx.Client(base_url=b.url, timeout=15)
+        api_a = a.client(timeout=15)
+        api_b = b.client(timeout=15)
         _wait(
             "the sled to register", lambda: api_b.get("/v1/system/hardware/sleds").json()["items"]
         )
@@ -302,7 +302,7 @@ def test_a_replica_started_before_its_store_waits_for_it(tmp_path: Path, pg_url:
     opened.start()
     try:
         server.start(timeout=30)
-        api = httpx.Client(base_url=server.url, timeout=15)
+        api = server.client(timeout=15)
         assert api.post("/v1/projects", json={"name": "demo", "description": ""}).is_success
         log = server.log()
         assert log.count("waiting for the store at") == 1, log

@@ -80,7 +80,7 @@ class Rig:
     def restart(self) -> None:
         self.api.close()
         self.server.start()
-        self.api = httpx.Client(base_url=self.server.url, timeout=15.0)
+        self.api = self.server.client(timeout=15.0)
 
     def kill(self) -> None:
         self.server.kill()
@@ -91,7 +91,7 @@ def rig(tmp_path: Path, db_url: str) -> Iterator[Rig]:
     server = ServerProcess(tmp_path / "data", db=db_url, args=SERVE_ARGS)
     server.start()
     engine = reader_engine(db_url)
-    r = Rig(server, engine, httpx.Client(base_url=server.url, timeout=15.0))
+    r = Rig(server, engine, server.client(timeout=15.0))
     try:
         ok(r.api.post("/v1/projects", json={"name": PROJECT, "description": "crash tests"}), 201)
         yield r

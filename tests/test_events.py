@@ -385,7 +385,9 @@ def server(tmp_path: Path, db_url: str) -> Iterator[ServerProcess]:
         tmp_path / "srv", db=db, args=["--sim-start-delay", "0.05", "--stream-heartbeat", "0.2"]
     )
     proc.start()
-    httpx.post(f"{proc.url}/v1/projects", json={"name": "demo", "description": ""})
+    httpx.post(
+        f"{proc.url}/v1/projects", json={"name": "demo", "description": ""}, headers=proc.headers
+    )
     yield proc
     proc.stop()
 
@@ -443,9 +445,9 @@ class Reader:
 
 
 def test_instance_stream_and_resume(server: ServerProcess) -> None:
-    api = httpx.Client(base_url=server.url, timeout=30)
+    api = server.client(timeout=30)
     api.post("/v1/instances", params=P, json=instance_body("a", start=False))
-    reader = Reader(f"{server.url}/v1/instances/a/events/stream?project=demo")
+    reader = Reader(f"{server.url}/v1/instances/a/events/stream?project=demo", server.headers)
     api.post("/v1/instances/a/start", params=P)
     reader.wait_for(lambda items: any(e["kind"] == "instance.running" for _, e in items))
     kinds = [e["kind"] for _, e in reader.items]
@@ -456,7 +458,7 @@ def test_instance_stream_and_resume(server: ServerProcess) -> None:
     api.post("/v1/instances/a/stop", params=P)
     resumed = Reader(
         f"{server.url}/v1/instances/a/events/stream?project=demo",
-        headers={"Last-Event-ID": str(first_id)},
+        headers={**server.headers, "Last-Event-ID": str(first_id)},
     )
     resumed.wait_for(lambda items: any(e["kind"] == "instance.stopped" for _, e in items))
     assert [e["kind"] for _, e in resumed.items] == [
@@ -473,8 +475,8 @@ def test_instance_stream_and_resume(server: ServerProcess) -> None:
 
 
 def test_project_stream_sees_every_instance(server: ServerProcess) -> None:
-    api = httpx.Client(base_url=server.url, timeout=30)
-    reader = Reader(f"{server.url}/v1/events/stream?project=demo")
+    api = server.client(timeout=30)
+    reader = Reader(f"{server.url}/v1/events/stream?project=demo", server.headers)
     for name in ("a", "b", "c"):
         api.post("/v1/instances", params=P, json=instance_body(name))
     reader.wait_for(lambda items: sum(e["kind"] == "instance.running" for _, e in items) == 3)
@@ -483,14 +485,16 @@ def test_project_stream_sees_every_instance(server: ServerProcess) -> None:
 
 
 def test_stream_bad_input_and_vanishing_clients(server: ServerProcess) -> None:
-    api = httpx.Client(base_url=server.url, timeout=30)
+    api = server.client(timeout=30)
     r = api.get("/v1/instances/nope/events/stream", params=P)
     assert r.status_code == 404 and r.json()["error_code"] == "ObjectNotFound"
     r = api.get("/v1/events/stream", params=P, headers={"Last-Event-ID": "x1"})
     assert r.status_code == 400 and "Last-Event-ID" in r.json()["message"]
     assert api.get("/v1/events/stream").status_code == 400
     for _ in range(30):  # clients that open a stream and vanish cost the server nothing
-        with httpx.stream("GET", f"{server.url}/v1/events/stream?project=demo") as s:
+        with httpx.stream(
+            "GET", f"{server.url}/v1/events/stream?project=demo", headers=server.headers
+        ) as s:
             assert s.status_code == 200
     assert api.post("/v1/instances", params=P, json=instance_body("z")).status_code == 201
 

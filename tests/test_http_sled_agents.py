@@ -102,7 +102,7 @@ def rig(
         local_storage_gib=128,
         cpu_family="amd_turin",
     )
-    api = httpx.Client(base_url=server.url, timeout=30)
+    api = server.client(timeout=30)
     try:
         milan.start()
         turin.start()
@@ -233,7 +233,7 @@ def test_a_sled_registered_through_one_replica_is_reached_through_another(
     a.start()
     b.start()
     agent = SledAgentProcess(tmp_path / "agent", a.url, cpu_family="amd_turin")
-    api_b = httpx.Client(base_url=b.url, timeout=30)
+    api_b = b.client(timeout=30)
     try:
         agent.start()
         assert api_b.post("/v1/projects", json={"name": "demo", "description": ""}).is_success

@@ -26,7 +26,9 @@ def server(tmp_path: Path, db_url: str) -> Iterator[ServerProcess]:
         args=["--sim-start-delay", "1.5", "--sled-call-timeout", "1.5"],
     )
     proc.start()
-    httpx.post(f"{proc.url}/v1/projects", json={"name": "demo", "description": ""})
+    httpx.post(
+        f"{proc.url}/v1/projects", json={"name": "demo", "description": ""}, headers=proc.headers
+    )
     yield proc
     proc.stop()
 
@@ -47,14 +49,20 @@ def _kinds(api: httpx.Client, name: str) -> list[str]:
 
 
 def test_hung_up_start_that_fails_is_reported(server: ServerProcess) -> None:
-    api = httpx.Client(base_url=server.url, timeout=30)
+    api = server.client(timeout=30)
     r = api.post(
         "/v1/system/sim/faults",
         json={"at": "ensure_running", "kind": "hang", "count": 1, "message": "wedged"},
     )
     assert r.status_code == 201
     with pytest.raises(httpx.ReadTimeout):  # the client gives up and hangs up
-        httpx.post(f"{server.url}/v1/instances", params=P, json=instance_body("lost"), timeout=0.4)
+        httpx.post(
+            f"{server.url}/v1/instances",
+            params=P,
+            json=instance_body("lost"),
+            timeout=0.4,
+            headers=server.headers,
+        )
     inst = _settled(api, "lost")
     assert inst["run_state"] == "stopped"
     assert inst["intended_state"] == "stopped"
@@ -71,9 +79,15 @@ def test_hung_up_start_that_fails_is_reported(server: ServerProcess) -> None:
 
 
 def test_hung_up_start_that_succeeds_runs(server: ServerProcess) -> None:
-    api = httpx.Client(base_url=server.url, timeout=30)
+    api = server.client(timeout=30)
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(f"{server.url}/v1/instances", params=P, json=instance_body("fine"), timeout=0.4)
+        httpx.post(
+            f"{server.url}/v1/instances",
+            params=P,
+            json=instance_body("fine"),
+            timeout=0.4,
+            headers=server.headers,
+        )
     inst = _settled(api, "fine")
     assert inst["run_state"] == "running"
     assert inst["status_reason"] is None

@@ -22,10 +22,10 @@ FLOORS = [
     "sagas",
     "groups disks projects",
     "lookup instances webhooks",
-    "services errors",
+    "services errors identity",
     "sled store",
     "placement",
-    "events config clock ids metrics console testing wire",
+    "events config clock ids metrics console testing wire login_flow",
 ]
 
 

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from skylight.api.app import create_app
-from tests.conftest import GiB, event_kinds, instance_body, make_settings
+from tests.conftest import AdminClient, GiB, as_user, event_kinds, instance_body, make_settings
 
 P = {"project": "demo"}
 
@@ -53,7 +53,7 @@ def test_sled_agent_error_fails_the_start_and_frees_the_sled(
     assert r.status_code == 201
     _fault(client, at=at, kind="error", count=1, message="propolis said no")
 
-    r = client.post("/v1/instances/a/start", params=P)
+    r = client.post("/v1/instances/a/start", params=P, headers=as_user(client))
     assert r.status_code == 503, r.text
     err = r.json()
     assert err["error_code"] == "ServiceUnavailable"
@@ -134,12 +134,10 @@ def test_undo_that_keeps_failing_leaves_an_operator_reason(
     assert inst["status_reason"]["code"] == "operation_stuck"
     assert inst["status_reason"]["transient"] is False
     # Operators see what could not be undone; users see that operators must act.
-    events = client.get("/v1/instances/a/events", params=P).json()["items"]
-    assert events[0]["reason"]["code"] == "operation_stuck"
-    assert "internal" not in events[0]["reason"]
-    op = client.get(
-        "/v1/instances/a/events", params=P, headers={"x-skylight-operator": "true"}
-    ).json()["items"]
+    events = client.get("/v1/instances/a/events", params=P, headers=as_user(client)).json()
+    assert events["items"][0]["reason"]["code"] == "operation_stuck"
+    assert "internal" not in events["items"][0]["reason"]
+    op = client.get("/v1/instances/a/events", params=P).json()["items"]  # the admin
     assert op[0]["reason"]["internal"]["undo_failed"] == "register_vmm"
     assert op[0]["reason"]["internal"]["original_reason"]["code"] == "vmm_failure"
     # The stuck instance cannot be started or deleted until operators act.
@@ -149,7 +147,7 @@ def test_undo_that_keeps_failing_leaves_an_operator_reason(
 
 def test_hung_sled_agent_times_out(tmp_path: Path, db_url: str) -> None:
     settings = make_settings(tmp_path / "d", db_url, sled_call_timeout=0.3)
-    with TestClient(create_app(settings)) as client:
+    with AdminClient(create_app(settings)) as client:
         client.post("/v1/projects", json={"name": "demo", "description": ""})
         client.post("/v1/instances", params=P, json=instance_body("a", start=False))
         _fault(client, at="register", kind="hang", count=1)
@@ -184,10 +182,12 @@ def test_sled_power_off_fails_its_instances(client: TestClient, project: str) ->
     assert inst["run_state"] == "failed"
     assert inst["status_reason"]["code"] == "sled_failure"
     # Operators see which sled; users do not.
-    events = client.get("/v1/instances/a/events", params=P).json()["items"]
-    failed = next(e for e in events if e["kind"] == "instance.failed")
+    events = client.get("/v1/instances/a/events", params=P, headers=as_user(client)).json()
+    failed = next(e for e in events["items"] if e["kind"] == "instance.failed")
     assert failed["reason"]["code"] == "sled_failure"
     assert "internal" not in failed["reason"]
+    op = client.get("/v1/instances/a/events", params=P).json()["items"]
+    assert next(e for e in op if e["kind"] == "instance.failed")["reason"]["internal"]
 
 
 def test_stop_a_failed_instance_rests_it_stopped(client: TestClient, project: str) -> None:
@@ -224,7 +224,7 @@ def test_concurrent_starts_of_one_instance_share_one_saga(client: TestClient, pr
 @pytest.fixture
 def small_rack(tmp_path: Path, db_url: str) -> Iterator[TestClient]:
     settings = make_settings(tmp_path / "d", db_url, sleds=3, sled_cpus=8, sled_memory_gib=16)
-    with TestClient(create_app(settings)) as c:
+    with AdminClient(create_app(settings)) as c:
         c.post("/v1/projects", json={"name": "demo", "description": ""})
         yield c
 

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from skylight.api.app import create_app
-from tests.conftest import GiB, event_kinds, instance_body, make_settings
+from tests.conftest import AdminClient, GiB, event_kinds, instance_body, make_settings
 
 P = {"project": "demo"}
 ASYNC = {"Prefer": "respond-async"}
@@ -23,7 +23,7 @@ def rack(tmp_path: Path, db_url: str) -> Iterator[TestClient]:
     """4 sleds of 16 threads, 64 GiB and 100 GiB of local storage."""
     settings = make_settings(tmp_path / "d", db_url, sleds=4)
     settings.sim.sled_local_storage_gib = 100
-    with TestClient(create_app(settings)) as c:
+    with AdminClient(create_app(settings)) as c:
         c.post("/v1/projects", json={"name": "demo", "description": ""})
         yield c
 

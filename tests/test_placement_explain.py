@@ -3,30 +3,30 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from skylight.cli.main import app
 from skylight.testing import ServerProcess
-from tests.conftest import GiB, instance_body
+from tests.conftest import GiB, as_user, instance_body
 
 P = {"project": "demo"}
 
 
 def test_explain_a_fitting_instance(client: TestClient, project: str) -> None:
     client.post("/v1/instances", params=P, json=instance_body("a", start=False))
-    r = client.get("/v1/instances/a/placement", params=P)
+    r = client.get("/v1/instances/a/placement", params=P, headers=as_user(client))
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["fits"] is True
     assert body["sled_id"] is None  # users do not see sled ids
     assert body["reason"] is None
     assert body["request"]["ncpus"] == 2
-    r = client.get("/v1/instances/a/placement", params=P, headers={"x-skylight-operator": "1"})
+    r = client.get("/v1/instances/a/placement", params=P)  # the admin, a fleet viewer
     assert r.json()["sled_id"] is not None
 
 
@@ -50,7 +50,7 @@ def test_explain_a_refusal_with_a_diagnosis(client: TestClient, project: str) ->
     )
     assert r.status_code == 200
     client.post("/v1/instances", params=P, json=instance_body("x", ncpus=4, start=False))
-    body = client.get("/v1/instances/x/placement", params=P).json()
+    body = client.get("/v1/instances/x/placement", params=P, headers=as_user(client)).json()
     assert body["fits"] is False
     reason = body["reason"]
     assert reason["code"] == "capacity_in_maintenance"
@@ -59,7 +59,7 @@ def test_explain_a_refusal_with_a_diagnosis(client: TestClient, project: str) ->
     assert reason["diagnosis"]["counts"]["too_few_cpus"] == 3
     assert sum(reason["diagnosis"]["counts"].values()) == 4
     assert "sleds" not in reason["diagnosis"] and "internal" not in reason
-    op = client.get("/v1/instances/x/placement", params=P, headers={"x-skylight-operator": "1"})
+    op = client.get("/v1/instances/x/placement", params=P)  # the admin, a fleet viewer
     per_sled = op.json()["reason"]["diagnosis"]["sleds"]
     assert per_sled[free["id"]] == ["not_provisionable"]
 
@@ -69,11 +69,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> ServerProcess:
     data = tmp_path_factory.mktemp("cli")
     proc = ServerProcess(Path(data), args=["--sim-sleds", "2", "--sim-sled-cpus", "8"])
     proc.start()
-    with httpx.Client(base_url=proc.url) as http:
+    with proc.client() as http:
         http.post("/v1/projects", json={"name": "demo", "description": ""})
         http.post("/v1/instances", params=P, json=instance_body("small", start=False))
         http.post("/v1/instances", params=P, json=instance_body("huge", ncpus=9, start=False))
+    os.environ["SKYLIGHT_TOKEN"] = proc.token  # the CLI's credential, as a script's would be
     yield proc  # type: ignore[misc]
+    os.environ.pop("SKYLIGHT_TOKEN", None)
     proc.stop()
 
 
@@ -98,7 +100,7 @@ def test_cli_explain_permanent_refusal(server: ServerProcess) -> None:
 def test_cli_explain_json_and_operator(server: ServerProcess) -> None:
     result = CliRunner().invoke(
         app,
-        ["placement", "explain", "huge", "-p", "demo", "--url", server.url, "--json", "--operator"],
+        ["placement", "explain", "huge", "-p", "demo", "--url", server.url, "--json"],
     )
     body = json.loads(result.output)
     assert body["reason"]["diagnosis"]["counts"]["too_few_cpus"] == 2

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from skylight.api.app import create_app
 from skylight.store import sleds as sled_rows
-from tests.conftest import instance_body, make_settings
+from tests.conftest import AdminClient, instance_body, make_settings
 from tests.oxide_schema import wait_for
 from tests.test_api_instances import assert_reservations_match, sled_of, sleds
 
@@ -26,7 +26,7 @@ def stale(tmp_path: Path, db_url: str) -> Iterator[TestClient]:
     """A control plane whose cached rack never ages out on its own (4 sleds of 16 threads,
     64 GiB)."""
     settings = make_settings(tmp_path / "data", db_url, placement_rack_max_age=3600.0)
-    with TestClient(create_app(settings)) as c:
+    with AdminClient(create_app(settings)) as c:
         assert c.post("/v1/projects", json={"name": "demo", "description": ""}).status_code == 201
         yield c
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from skylight import login_flow
 from skylight.testing import free_port
 
 
@@ -28,7 +29,7 @@ def _up(url: str, proc: subprocess.Popen[bytes]) -> None:
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else b""
         try:
-            if httpx.get(f"{url}/v1/me", timeout=1).status_code == 200:
+            if httpx.get(f"{url}/v1/ping", timeout=1).status_code == 200:
                 return
         except httpx.HTTPError:
             time.sleep(0.05)
@@ -40,23 +41,41 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(20)
 
 
+def _admin(url: str, data_dir: Path) -> httpx.Client:
+    """The recovery admin, logged in with the password the first start generated."""
+    password = (data_dir / "recovery-password").read_text().strip()
+    with httpx.Client(base_url=url, timeout=30) as anonymous:
+        token = login_flow.with_password(anonymous, "recovery", "admin", password)
+    return httpx.Client(base_url=url, timeout=30, headers={"authorization": f"Bearer {token}"})
+
+
 def test_environment_variables_and_data_surviving_a_restart(tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {"SKYLIGHT_BIND": f"127.0.0.1:{port}", "SKYLIGHT_DATA_DIR": str(tmp_path / "d")}
+    data = tmp_path / "d"
+    env = {"SKYLIGHT_BIND": f"127.0.0.1:{port}", "SKYLIGHT_DATA_DIR": str(data)}
     proc = _serve(env, "--sim-sleds", "3")
     try:
         _up(url, proc)
-        assert (tmp_path / "d" / "skylight.db").exists()  # the default store, in the data dir
-        assert len(httpx.get(f"{url}/v1/system/hardware/sleds").json()["items"]) == 3
-        r = httpx.post(f"{url}/v1/projects", json={"name": "kept", "description": ""})
-        assert r.status_code == 201
+        assert (data / "skylight.db").exists()  # the default store, in the data dir
+        # The first start made the recovery admin, its password generated into the data
+        # directory (owner-only) and only the file's path said.
+        assert (data / "recovery-password").stat().st_mode & 0o777 == 0o600
+        assert httpx.get(f"{url}/v1/projects").status_code == 401
+        with _admin(url, data) as api:
+            assert len(api.get("/v1/system/hardware/sleds").json()["items"]) == 3
+            r = api.post("/v1/projects", json={"name": "kept", "description": ""})
+            assert r.status_code == 201
     finally:
         _stop(proc)
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    assert "recovery-password" in out
+    assert (data / "recovery-password").read_text().strip() not in out
     proc = _serve(env, "--sim-sleds", "3")
     try:
         _up(url, proc)
-        names = [p["name"] for p in httpx.get(f"{url}/v1/projects").json()["items"]]
+        with _admin(url, data) as api:
+            names = [p["name"] for p in api.get("/v1/projects").json()["items"]]
         assert names == ["kept"]
     finally:
         _stop(proc)
@@ -65,8 +84,9 @@ def test_environment_variables_and_data_surviving_a_restart(tmp_path: Path) -> N
     try:
         _up(url, proc)
         assert other.exists()
-        assert httpx.get(f"{url}/v1/projects").json()["items"] == []
-        assert len(httpx.get(f"{url}/v1/system/hardware/sleds").json()["items"]) == 8
+        with _admin(url, data) as api:  # a new store: bootstrapped with the same password
+            assert api.get("/v1/projects").json()["items"] == []
+            assert len(api.get("/v1/system/hardware/sleds").json()["items"]) == 8
     finally:
         _stop(proc)
 

@@ -22,7 +22,7 @@ from skylight.clock import now
 from skylight.config import Settings
 from skylight.testing.receiver import WebhookReceiver
 from skylight.webhooks import alerts, send
-from tests.conftest import instance_body, make_settings
+from tests.conftest import AdminClient, instance_body, make_settings
 from tests.oxide_schema import wait_for
 
 OP = {"X-Skylight-Operator": "true"}
@@ -46,7 +46,7 @@ def _settings(tmp_path: Path, db_url: str, **overrides: Any) -> Settings:
 
 @pytest.fixture
 def hooks(tmp_path: Path, db_url: str) -> Iterator[TestClient]:
-    with TestClient(create_app(_settings(tmp_path, db_url))) as c:
+    with AdminClient(create_app(_settings(tmp_path, db_url))) as c:
         assert c.post("/v1/projects", json={"name": "demo", "description": ""}).status_code == 201
         yield c
 
@@ -154,7 +154,7 @@ def test_a_failing_receiver_is_retried_with_backoff(
     tmp_path: Path, db_url: str, receiver: Receiver
 ) -> None:
     receiver.script = [500, 503]
-    with TestClient(create_app(_settings(tmp_path, db_url))) as c:
+    with AdminClient(create_app(_settings(tmp_path, db_url))) as c:
         c.post("/v1/projects", json={"name": "demo", "description": ""})
         _create(c, receiver.url, ["instance.created"])
         c.post("/v1/instances", params={"project": "demo"}, json=instance_body("a"))
@@ -177,7 +177,7 @@ def test_a_delivery_gives_up_then_a_probe_resends_it(
     tmp_path: Path, db_url: str, receiver: Receiver
 ) -> None:
     receiver.script = [500, 500]
-    with TestClient(create_app(_settings(tmp_path, db_url, webhook_attempts=2))) as c:
+    with AdminClient(create_app(_settings(tmp_path, db_url, webhook_attempts=2))) as c:
         c.post("/v1/projects", json={"name": "demo", "description": ""})
         _create(c, receiver.url, ["instance.created"])
         c.post("/v1/instances", params={"project": "demo"}, json=instance_body("a"))
@@ -207,7 +207,7 @@ def test_unreachable_and_silent_receivers_are_told_apart(
 ) -> None:
     receiver.hang = 1.0
     settings = _settings(tmp_path, db_url, webhook_timeout=0.3, webhook_attempts=1)
-    with TestClient(create_app(settings)) as c:
+    with AdminClient(create_app(settings)) as c:
         c.post("/v1/projects", json={"name": "demo", "description": ""})
         _create(c, receiver.url, ["instance.created"], name="silent")
         closed = Receiver()
@@ -226,7 +226,7 @@ def test_pending_deliveries_survive_a_restart(
 ) -> None:
     """A delivery written is sent, even when the server stops before it got through."""
     settings = _settings(tmp_path, db_url, webhook_backoff=3600.0)
-    with TestClient(create_app(settings)) as c:
+    with AdminClient(create_app(settings)) as c:
         c.post("/v1/projects", json={"name": "demo", "description": ""})
         receiver.script = [500]
         _create(c, receiver.url, ["instance.created"])
@@ -242,7 +242,7 @@ def test_pending_deliveries_survive_a_restart(
     store = Store(settings.resolved_db_url())
     store.tx_sync(lambda conn: rows.claim(conn, [d["id"]], now()))  # due now, not in an hour
     store.dispose()
-    with TestClient(create_app(_settings(tmp_path, db_url))) as c:
+    with AdminClient(create_app(_settings(tmp_path, db_url))) as c:
         [done] = wait_for(lambda: _deliveries(c, delivered=True), "delivery after restart")
         assert done["id"] == d["id"]
         assert [a["result"] for a in done["attempts"]["webhook"]] == [
@@ -444,7 +444,7 @@ def test_dispatch_hands_out_each_event_once_under_concurrency(
     from skylight.store.engine import Store
 
     settings = _settings(tmp_path, db_url, webhook_interval=3600.0)
-    with TestClient(create_app(settings)) as c:
+    with AdminClient(create_app(settings)) as c:
         c.post("/v1/projects", json={"name": "demo", "description": ""})
         _create(c, receiver.url, ["instance.created"])
         store = Store(settings.resolved_db_url())
@@ -521,7 +521,7 @@ def test_a_receiver_that_does_not_answer_delays_only_itself(
     settings = _settings(tmp_path, db_url, webhook_timeout=2.0, webhook_attempts=1)
     quick = Receiver()
     try:
-        with TestClient(create_app(settings)) as c:
+        with AdminClient(create_app(settings)) as c:
             c.post("/v1/projects", json={"name": "demo", "description": ""})
             _create(c, receiver.url, ["instance.created"], name="stuck")
             _create(c, quick.url, ["instance.created"], name="quick")

@@ -80,6 +80,20 @@ class Settings:
     webhook_attempts: int = 6
     webhook_backoff: float = 10.0
     webhook_backoff_max: float = 3600.0
+    # Identity. The first start on an empty store makes the recovery silo and its admin,
+    # whose password is this (from --recovery-password-file or SKYLIGHT_RECOVERY_PASSWORD),
+    # or, when None, one generated into DATA_DIR/recovery-password.
+    recovery_silo: str = "recovery"
+    recovery_user: str = "admin"
+    recovery_password: str | None = None
+    # A console session ends after this long unused, and this long after login at most;
+    # device access tokens live token_max_ttl (None: until revoked) unless asked for less.
+    # argon2id's time cost and memory (KiB) for new password hashes (the default: RFC 9106's
+    # low-memory profile, about 50 ms on one core).
+    password_hash_cost: tuple[int, int] = (3, 65536)
+    session_idle: float = 8 * 3600.0
+    session_absolute: float = 24 * 3600.0
+    token_max_ttl: float | None = None
 
     def resolved_db_url(self) -> str:
         if self.db_url:

@@ -28,9 +28,11 @@ from skylight.background import (
 from skylight.clock import now
 from skylight.config import GiB, Settings
 from skylight.events.feed import Feed
+from skylight.identity import secrets
 from skylight.ids import new_id
 from skylight.instances import failures
 from skylight.metrics import Metrics
+from skylight.operations import bootstrap
 from skylight.sagas import (
     SagaExecutor,
     instance_create,
@@ -113,6 +115,7 @@ class ControlPlane:
         self._loop = asyncio.get_running_loop()
         self.feed.bind(self._loop)
         await self._migrate_when_store_answers()
+        await self.store.tx(self._bootstrap)
         await self.store.tx(self._register)
         await self.sleds.refresh()
         await self.executor.resume_all()
@@ -125,6 +128,14 @@ class ControlPlane:
             ("auditor", auditor.loop),
         ):
             self._background.append(asyncio.create_task(loop(self), name=name))
+
+    def _bootstrap(self, conn: Connection) -> None:
+        s = self.settings
+        secrets.configure_hashing(*s.password_hash_cost)
+        recovery = bootstrap.Recovery(
+            s.recovery_silo, s.recovery_user, s.recovery_password, s.data_dir
+        )
+        bootstrap.ensure_recovery(conn, recovery)
 
     async def _migrate_when_store_answers(self) -> None:
         """A replica may start before its database does (a rack powering on, a failover):

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 from skylight import lookup
 from skylight.errors import AlreadyExists, Conflict, InvalidRequest, InvalidValue, NotFound
 from skylight.events.kinds import Actor, Kind
+from skylight.identity.access import Action, Caller
 from skylight.ids import new_id, parse_uuid
 from skylight.instances.lock import locked
 from skylight.instances.record import record
@@ -91,9 +92,9 @@ def _spec(conn: Connection, project_id: str, body: JsonObject) -> JsonObject:
     }
 
 
-def create(conn: Connection, project_selector: str, body: JsonObject) -> Row:
+def create(conn: Connection, caller: Caller, project_selector: str, body: JsonObject) -> Row:
     """``body`` is a ``DiskCreate``: name, description, size, disk_backend."""
-    proj = lookup.project(conn, project_selector)
+    proj = lookup.project(conn, caller, project_selector, Action.modify)
     spec = _spec(conn, proj.id, body)
     _insert(conn, proj.id, spec, None)
     row = rows.by_id(conn, spec["id"])
@@ -101,22 +102,26 @@ def create(conn: Connection, project_selector: str, body: JsonObject) -> Row:
     return row
 
 
-def page(conn: Connection, project_selector: str, page_of: PageOf) -> Page[Row]:
+def page(conn: Connection, caller: Caller, project_selector: str, page_of: PageOf) -> Page[Row]:
     """A page of the project's disks."""
-    proj = lookup.project(conn, project_selector)
+    proj = lookup.project(conn, caller, project_selector)
     return rows_of(page_of(proj.id), rows.page, conn, proj.id)
 
 
 def page_of_instance(
-    conn: Connection, instance_selector: str, project_selector: str | None, page_of: PageOf
+    conn: Connection,
+    caller: Caller,
+    instance_selector: str,
+    project_selector: str | None,
+    page_of: PageOf,
 ) -> Page[Row]:
     """A page of the disks attached to the instance."""
-    inst = lookup.instance(conn, instance_selector, project_selector)
+    inst = lookup.instance(conn, caller, instance_selector, project_selector)
     return rows_of(page_of(inst.id), rows.page_of_instance, conn, inst.id)
 
 
-def delete(conn: Connection, selector: str, project_selector: str | None) -> None:
-    row = lookup.disk(conn, selector, project_selector)
+def delete(conn: Connection, caller: Caller, selector: str, project_selector: str | None) -> None:
+    row = lookup.disk(conn, caller, selector, project_selector, Action.modify)
     if row.state != "detached" or not rows.delete(conn, row.id):
         raise InvalidRequest(f'disk cannot be deleted in state "{row.state}": detach it first')
 
@@ -133,10 +138,15 @@ def _shown_state(inst: Any) -> str:
 
 
 def _instance_and_disk(
-    conn: Connection, instance_selector: str, project_selector: str | None, disk_selector: str
+    conn: Connection,
+    caller: Caller,
+    instance_selector: str,
+    project_selector: str | None,
+    disk_selector: str,
 ) -> tuple[Row, Row]:
     """The instance (its row held, read afresh) and the disk, named in its project."""
-    inst = locked(conn, lookup.instance(conn, instance_selector, project_selector).id)
+    found = lookup.instance(conn, caller, instance_selector, project_selector, Action.modify)
+    inst = locked(conn, found.id)
     parsed = parse_uuid(disk_selector)
     if parsed is not None:
         disk = rows.by_id(conn, str(parsed))
@@ -159,12 +169,15 @@ def _changed(conn: Connection, inst: Any, actor: Actor, change: str, disk: Any) 
 
 def attach(
     conn: Connection,
+    caller: Caller,
     instance_selector: str,
     project_selector: str | None,
     disk_selector: str,
     actor: Actor,
 ) -> Row:
-    inst, disk = _instance_and_disk(conn, instance_selector, project_selector, disk_selector)
+    inst, disk = _instance_and_disk(
+        conn, caller, instance_selector, project_selector, disk_selector
+    )
     if disk.instance_id == inst.id:
         return disk  # already attached here: nothing to do
     if disk.state != "detached":
@@ -188,12 +201,15 @@ def attach(
 
 def detach(
     conn: Connection,
+    caller: Caller,
     instance_selector: str,
     project_selector: str | None,
     disk_selector: str,
     actor: Actor,
 ) -> Row:
-    inst, disk = _instance_and_disk(conn, instance_selector, project_selector, disk_selector)
+    inst, disk = _instance_and_disk(
+        conn, caller, instance_selector, project_selector, disk_selector
+    )
     if disk.state == "detached":
         return disk  # nothing to do
     if disk.instance_id != inst.id:

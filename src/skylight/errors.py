@@ -31,12 +31,33 @@ class AlreadyExists(SkylightError):
         super().__init__(f'already exists: {kind} "{name}"')
 
 
+class Unauthenticated(SkylightError):
+    """The request carries no credential that stands for anyone now."""
+
+
 class Forbidden(SkylightError):
-    """The caller may not do this (until identity lands: an operator-only resource)."""
+    """The caller can see this resource but may not do this to it."""
+
+
+class TooManyRequests(SkylightError):
+    """The caller asked too often (logins) or holds too much open (event streams)."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class InvalidRequest(SkylightError):
     """The request cannot be carried out as asked (a rule of the resource forbids it)."""
+
+
+class OAuthError(InvalidRequest):
+    """A device-flow token request the client must act on; ``error`` is RFC 8628's code
+    (``authorization_pending``, ``expired_token``, ...), which the CLI polls on."""
+
+    def __init__(self, error: str, message: str) -> None:
+        super().__init__(message)
+        self.error = error
 
 
 class InvalidValue(SkylightError):

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 from skylight import lookup
 from skylight.errors import AlreadyExists, Conflict, InvalidRequest, NotFound
 from skylight.events.kinds import Actor, Kind
+from skylight.identity.access import Action, Caller
 from skylight.ids import new_id, parse_uuid
 from skylight.instances.record import record
 from skylight.store import Row
@@ -31,34 +32,43 @@ def _words(kind: str) -> str:
     return lookup.GROUP_WORDS[kind]
 
 
-def page(conn: Connection, kind: str, project_selector: str, page_of: PageOf) -> Page[Row]:
+def page(
+    conn: Connection, caller: Caller, kind: str, project_selector: str, page_of: PageOf
+) -> Page[Row]:
     """A page of the project's groups of ``kind``."""
-    proj = lookup.project(conn, project_selector)
+    proj = lookup.project(conn, caller, project_selector)
     return rows_of(page_of(proj.id), rows.page, conn, kind, proj.id)
 
 
 def page_of_instance(
     conn: Connection,
+    caller: Caller,
     kind: str,
     instance_selector: str,
     project_selector: str | None,
     page_of: PageOf,
 ) -> Page[Row]:
     """A page of the groups of ``kind`` the instance belongs to."""
-    inst = lookup.instance(conn, instance_selector, project_selector)
+    inst = lookup.instance(conn, caller, instance_selector, project_selector)
     return rows_of(page_of(inst.id), rows.page_of_instance, conn, kind, inst.id)
 
 
 def members_page(
-    conn: Connection, kind: str, selector: str, project_selector: str | None, page_of: PageOf
+    conn: Connection,
+    caller: Caller,
+    kind: str,
+    selector: str,
+    project_selector: str | None,
+    page_of: PageOf,
 ) -> Page[Row]:
     """A page of the group's members."""
-    grp = lookup.group(conn, kind, selector, project_selector)
+    grp = lookup.group(conn, caller, kind, selector, project_selector)
     return rows_of(page_of(grp.id), rows.members_page, conn, kind, grp.id)
 
 
 def create(
     conn: Connection,
+    caller: Caller,
     kind: str,
     project_selector: str,
     *,
@@ -67,7 +77,7 @@ def create(
     policy: str,
     failure_domain: str,
 ) -> Row:
-    proj = lookup.project(conn, project_selector)
+    proj = lookup.project(conn, caller, project_selector, Action.modify)
     if rows.by_name(conn, kind, proj.id, name) is not None:
         raise AlreadyExists(lookup.GROUP_TYPE[kind], name)
     group_id = new_id()
@@ -92,6 +102,7 @@ def create(
 
 def update(
     conn: Connection,
+    caller: Caller,
     kind: str,
     selector: str,
     project_selector: str | None,
@@ -99,7 +110,7 @@ def update(
     name: str | None,
     description: str | None,
 ) -> Row:
-    row = lookup.group(conn, kind, selector, project_selector)
+    row = lookup.group(conn, caller, kind, selector, project_selector, Action.modify)
     values: dict[str, object] = {}
     if name is not None and name != row.name:
         if rows.by_name(conn, kind, row.project_id, name) is not None:
@@ -118,9 +129,11 @@ def update(
     return new
 
 
-def delete(conn: Connection, kind: str, selector: str, project_selector: str | None) -> None:
+def delete(
+    conn: Connection, caller: Caller, kind: str, selector: str, project_selector: str | None
+) -> None:
     """Delete the group; its members stay, they just leave it."""
-    row = lookup.group(conn, kind, selector, project_selector)
+    row = lookup.group(conn, caller, kind, selector, project_selector, Action.modify)
     rows.delete(conn, kind, row.id)
 
 
@@ -141,14 +154,15 @@ class Member:
     group: str
     instance: str
     project: str | None
+    caller: Caller
 
 
-def _group_and_instance(conn: Connection, m: Member) -> tuple[Row, Row]:
-    grp = lookup.group(conn, m.kind, m.group, _only_for_names(m.group, m.project))
+def _group_and_instance(conn: Connection, m: Member, need: Action = Action.read) -> tuple[Row, Row]:
+    grp = lookup.group(conn, m.caller, m.kind, m.group, _only_for_names(m.group, m.project), need)
     inst_project = _only_for_names(m.instance, m.project)
     if inst_project is None and parse_uuid(m.instance) is None:
         inst_project = grp.project_id  # an instance named without ?project=: the group's
-    inst = lookup.instance(conn, m.instance, inst_project)
+    inst = lookup.instance(conn, m.caller, m.instance, inst_project, need)
     return grp, inst
 
 
@@ -171,7 +185,7 @@ def _membership(
 
 def member_add(conn: Connection, m: Member, actor: Actor) -> Row:
     kind = m.kind
-    grp, inst = _group_and_instance(conn, m)
+    grp, inst = _group_and_instance(conn, m, Action.modify)
     if inst.project_id != grp.project_id:
         raise InvalidRequest(f"the instance and the {_words(kind)} must be in the same project")
     # Lock order (group, then instance) is the one placement uses too.
@@ -204,7 +218,7 @@ def member_add(conn: Connection, m: Member, actor: Actor) -> Row:
 
 def member_remove(conn: Connection, m: Member, actor: Actor) -> None:
     kind = m.kind
-    grp, inst = _group_and_instance(conn, m)
+    grp, inst = _group_and_instance(conn, m, Action.modify)
     if not rows.remove_member(conn, kind, grp.id, inst.id):
         raise NotFound.by_id(f"{lookup.GROUP_TYPE[kind]}-member", inst.id)
     _membership(conn, kind, grp, inst, actor, "left")

@@ -1,4 +1,10 @@
-"""Resolve ``NameOrId`` selectors (with ``?project=``) to rows, the way the Oxide API does."""
+"""Resolve ``NameOrId`` selectors (with ``?project=``) to rows, the way the Oxide API does,
+and decide whether the caller may see them.
+
+Here is where a caller's visibility is decided: a project (and so everything in it) that
+the caller may not read is not found, exactly as if it did not exist, by name or by id.
+What the caller may do to what it can see is asked of ``authorize`` with ``need``.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ from collections.abc import Callable
 from sqlalchemy.engine import Connection
 
 from skylight.errors import InvalidRequest, NotFound
+from skylight.identity.access import Action, Caller, Project, authorize, may_see
 from skylight.ids import parse_uuid
 from skylight.store import Row, disks, groups, instances, projects, webhooks
 
@@ -37,14 +44,50 @@ def _top_level(
     return row
 
 
-def project(conn: Connection, selector: str) -> Row:
-    return _top_level(
-        "project", selector, lambda i: projects.by_id(conn, i), lambda n: projects.by_name(conn, n)
+def project(conn: Connection, caller: Caller, selector: str, need: Action = Action.read) -> Row:
+    """A project of the caller's silo by name, or any project by id, that it may see;
+    then ``need`` is authorized on it."""
+    row = _top_level(
+        "project",
+        selector,
+        lambda i: projects.by_id(conn, i),
+        lambda n: projects.by_name(conn, caller.silo_id, n),
     )
+    _check(caller, row, need, lambda: _not_found("project", selector))
+    return row
+
+
+def _not_found(rtype: str, selector: str) -> NotFound:
+    if parse_uuid(selector) is not None:
+        return NotFound.by_id(rtype, selector)
+    return NotFound.by_name(rtype, selector)
+
+
+def _check(caller: Caller, proj: Row, need: Action, missing: Callable[[], NotFound]) -> None:
+    resource = Project(proj.id, proj.silo_id)
+    if not may_see(caller, resource):
+        raise missing()
+    authorize(caller, need, resource)
+
+
+def _project_of(
+    conn: Connection, caller: Caller, project_id: str, need: Action, missing: Callable[[], NotFound]
+) -> None:
+    """Check the caller on the project of a child found by id."""
+    proj = projects.by_id(conn, project_id, deleted=True)
+    if proj is None:
+        raise missing()
+    _check(caller, proj, need, missing)
 
 
 def instance(
-    conn: Connection, selector: str, project_selector: str | None, *, deleted: bool = False
+    conn: Connection,
+    caller: Caller,
+    selector: str,
+    project_selector: str | None,
+    need: Action = Action.read,
+    *,
+    deleted: bool = False,
 ) -> Row:
     """``deleted`` lets an id (never a name) find a deleted instance, for its history."""
     if parse_uuid(selector) is not None:
@@ -53,10 +96,13 @@ def instance(
         row = instances.by_id(conn, selector.lower(), deleted=deleted)
         if row is None:
             raise NotFound.by_id("instance", selector)
+        _project_of(
+            conn, caller, row.project_id, need, lambda: NotFound.by_id("instance", selector)
+        )
         return row
     if project_selector is None:
         raise InvalidRequest("project must be specified when selecting an instance by name")
-    proj = project(conn, project_selector)
+    proj = project(conn, caller, project_selector, need)
     row = instances.by_name(conn, proj.id, selector)
     if row is None:
         raise NotFound.by_name("instance", selector)
@@ -70,6 +116,8 @@ GROUP_WORDS = {"affinity": "affinity group", "anti_affinity": "anti-affinity gro
 
 def _in_project(
     conn: Connection,
+    caller: Caller,
+    need: Action,
     rtype: str,
     words: str,
     selector: str,
@@ -85,20 +133,30 @@ def _in_project(
         row = by_id(str(parsed))
         if row is None:
             raise NotFound.by_id(rtype, selector)
+        _project_of(conn, caller, row.project_id, need, lambda: NotFound.by_id(rtype, selector))
         return row
     if project_selector is None:
         raise InvalidRequest(f"project must be specified when selecting {words} by name")
-    proj = project(conn, project_selector)
+    proj = project(conn, caller, project_selector, need)
     row = by_name(proj.id, selector)
     if row is None:
         raise NotFound.by_name(rtype, selector)
     return row
 
 
-def group(conn: Connection, kind: str, selector: str, project_selector: str | None) -> Row:
+def group(
+    conn: Connection,
+    caller: Caller,
+    kind: str,
+    selector: str,
+    project_selector: str | None,
+    need: Action = Action.read,
+) -> Row:
     """An affinity (``kind="affinity"``) or anti-affinity (``"anti_affinity"``) group."""
     return _in_project(
         conn,
+        caller,
+        need,
         GROUP_TYPE[kind],
         f"an {GROUP_WORDS[kind]}",
         selector,
@@ -108,9 +166,17 @@ def group(conn: Connection, kind: str, selector: str, project_selector: str | No
     )
 
 
-def disk(conn: Connection, selector: str, project_selector: str | None) -> Row:
+def disk(
+    conn: Connection,
+    caller: Caller,
+    selector: str,
+    project_selector: str | None,
+    need: Action = Action.read,
+) -> Row:
     return _in_project(
         conn,
+        caller,
+        need,
         "disk",
         "a disk",
         selector,

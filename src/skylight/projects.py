@@ -7,23 +7,34 @@ from sqlalchemy.engine import Connection
 
 from skylight import lookup
 from skylight.errors import AlreadyExists, InvalidRequest
+from skylight.identity.access import Action, Caller, ProjectsOf, authorize
 from skylight.ids import new_id
 from skylight.store import Row
 from skylight.store import projects as rows
 from skylight.store.paging import Page, PageRequest, rows_of
 
 
-def page(conn: Connection, req: PageRequest) -> Page[Row]:
-    return rows_of(req, rows.page, conn)
+def page(conn: Connection, caller: Caller, req: PageRequest) -> Page[Row]:
+    """The projects of the caller's silo that it may see: all of them for a silo viewer,
+    otherwise those it holds a role on."""
+    only = None if caller.silo_role is not None else set(caller.project_roles)
+    return rows_of(req, rows.page, conn, caller.silo_id, only)
 
 
-def create(conn: Connection, name: str, description: str) -> Row:
-    if rows.by_name(conn, name) is not None:
+def create(conn: Connection, caller: Caller, name: str, description: str) -> Row:
+    authorize(caller, Action.create_project, ProjectsOf(caller.silo_id))
+    if rows.by_name(conn, caller.silo_id, name) is not None:
         raise AlreadyExists("project", name)
     project_id = new_id()
     try:
         with conn.begin_nested():
-            rows.insert(conn, project_id=project_id, name=name, description=description)
+            rows.insert(
+                conn,
+                project_id=project_id,
+                silo_id=caller.silo_id,
+                name=name,
+                description=description,
+            )
     except sa.exc.IntegrityError:
         raise AlreadyExists("project", name) from None
     row = rows.by_id(conn, project_id)
@@ -31,11 +42,13 @@ def create(conn: Connection, name: str, description: str) -> Row:
     return row
 
 
-def update(conn: Connection, selector: str, *, name: str | None, description: str | None) -> Row:
-    row = lookup.project(conn, selector)
+def update(
+    conn: Connection, caller: Caller, selector: str, *, name: str | None, description: str | None
+) -> Row:
+    row = lookup.project(conn, caller, selector, Action.modify)
     values: dict[str, object] = {}
     if name is not None and name != row.name:
-        if rows.by_name(conn, name) is not None:
+        if rows.by_name(conn, row.silo_id, name) is not None:
             raise AlreadyExists("project", name)
         values["name"] = name
     if description is not None:
@@ -47,8 +60,8 @@ def update(conn: Connection, selector: str, *, name: str | None, description: st
     return new
 
 
-def delete(conn: Connection, selector: str) -> None:
-    row = lookup.project(conn, selector)
+def delete(conn: Connection, caller: Caller, selector: str) -> None:
+    row = lookup.project(conn, caller, selector, Action.modify)
     # As in Oxide: a project is deleted only when empty, so nothing in it is left behind
     # reachable by id but listed nowhere.
     child = rows.first_child(conn, row.id)

@@ -5,17 +5,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from starlette.responses import Response
 
-from skylight.api import errors
+from skylight.api import deps, errors
 from skylight.api.routes import (
     disks,
     events,
     groups,
     instances,
+    login,
     me,
     projects,
+    silos,
     sim,
     sled_agents,
     sleds,
@@ -24,6 +26,8 @@ from skylight.api.routes import (
 from skylight.config import Settings
 from skylight.console import mount as mount_console
 from skylight.controlplane import ControlPlane
+from skylight.identity.access import FLEET, Action, authorize
+from skylight.identity.throttle import LoginThrottle
 from skylight.ids import new_id
 
 
@@ -43,7 +47,10 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         description="A rack control plane that never lets an instance fail in the dark.",
         lifespan=lifespan,
+        # Every route authenticates its caller first (deps.ANONYMOUS lists the exceptions).
+        dependencies=[Depends(deps.authenticate)],
     )
+    app.state.login_throttle = LoginThrottle()
 
     @app.middleware("http")
     async def _request_id(request: Request, call_next):  # type: ignore[no-untyped-def]
@@ -54,11 +61,15 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
+        authorize(deps.caller(request), Action.read, FLEET)
         body = request.app.state.cp.metrics.render()
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     errors.install(app)
     for module in (
+        login,
+        me,
+        silos,
         projects,
         instances,
         events,
@@ -67,7 +78,6 @@ def create_app(settings: Settings) -> FastAPI:
         sleds,
         sim,
         sled_agents,
-        me,
         webhooks,
     ):
         app.include_router(module.router)

@@ -18,9 +18,12 @@ from skylight.errors import (
     InvalidRequest,
     InvalidValue,
     NotFound,
+    OAuthError,
     OperationFailed,
     ServiceUnavailable,
     SkylightError,
+    TooManyRequests,
+    Unauthenticated,
 )
 from skylight.events.reasons import CATALOG, redact
 from skylight.ids import new_id
@@ -37,7 +40,9 @@ STORE_RETRY_AFTER = 2
 ERROR_CODE: dict[type[SkylightError], str] = {
     NotFound: "ObjectNotFound",
     AlreadyExists: "ObjectAlreadyExists",
+    Unauthenticated: "Unauthorized",
     Forbidden: "Forbidden",
+    TooManyRequests: "TooManyRequests",
     InvalidRequest: "InvalidRequest",
     InvalidValue: "InvalidValue",
     Conflict: "Conflict",
@@ -68,7 +73,9 @@ STATUS: dict[str, int] = {
     "ObjectAlreadyExists": 400,
     "InvalidRequest": 400,
     "InvalidValue": 400,
+    "Unauthorized": 401,
     "Forbidden": 403,
+    "TooManyRequests": 429,
     "Conflict": 409,
     "InsufficientCapacity": 507,
     "ServiceUnavailable": 503,
@@ -165,7 +172,15 @@ def install(app: FastAPI) -> None:
 
             reason = redact(exc.reason, operator=is_operator(request))
         code = error_code(exc)
-        return error_response(request, code, exc.message, STATUS[code], reason=reason)
+        oauth = exc.error if isinstance(exc, OAuthError) else None
+        response = error_response(
+            request, code, exc.message, STATUS[code], reason=reason, error=oauth
+        )
+        if isinstance(exc, TooManyRequests):
+            response.headers["retry-after"] = str(exc.retry_after)
+        if isinstance(exc, Unauthenticated):
+            response.headers["www-authenticate"] = 'Bearer realm="skylight"'
+        return response
 
     @app.exception_handler(StoreUnavailable)
     async def _store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:

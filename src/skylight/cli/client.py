@@ -8,6 +8,7 @@ import httpx
 import typer
 from rich.console import Console
 
+from skylight.cli import credentials
 from skylight.wire import JsonObject
 
 DEFAULT_URL = "http://127.0.0.1:12220"
@@ -19,8 +20,11 @@ EXIT_TRANSIENT = 3
 EXIT_PERMANENT = 4
 
 
-def client(url: str, *, operator: bool = False) -> httpx.Client:
-    headers = {"x-skylight-operator": "true"} if operator else {}
+def client(url: str) -> httpx.Client:
+    """A client of the API at ``url``, carrying the token ``skylight login`` kept for it
+    (or ``SKYLIGHT_TOKEN``). What the caller is shown is decided by its roles."""
+    token = credentials.token(url)
+    headers = {"authorization": f"Bearer {token}"} if token else {}
     return httpx.Client(base_url=url, timeout=60.0, headers=headers)
 
 
@@ -31,6 +35,8 @@ def fail(response: httpx.Response) -> NoReturn:
         body = {"message": response.text}
     err.print(f"[bold red]error[/] {response.status_code} {body.get('error_code') or ''}")
     err.print(body.get("message", ""))
+    if response.status_code == 401:
+        err.print("[bold]what to do:[/] log in with `skylight login` (or set SKYLIGHT_TOKEN)")
     reason = body.get("reason")
     if reason:
         if reason.get("action"):

@@ -3,6 +3,7 @@ command is a client of the API at ``--url`` or ``SKYLIGHT_URL``)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from skylight.cli import events, instance, placement, project, sled, webhook
+from skylight.cli import events, instance, login, placement, project, sled, webhook
 from skylight.cli.common import log_to_stderr
 from skylight.cli.sled_agent import run as sled_agent_run
 from skylight.config import Settings, SimSettings
@@ -24,6 +25,8 @@ app.add_typer(sled.app, name="sled")
 app.add_typer(events.app, name="events")
 app.add_typer(webhook.app, name="webhook")
 app.command("sled-agent")(sled_agent_run)
+app.command("login")(login.login)
+app.command("logout")(login.logout)
 
 
 @app.callback()
@@ -38,6 +41,16 @@ def serve(
         None, envvar="SKYLIGHT_DB", help="sqlite:///PATH or postgresql://... (default: SQLite)"
     ),
     data_dir: Path = typer.Option(Path(".skylight"), envvar="SKYLIGHT_DATA_DIR"),
+    recovery_silo: str = typer.Option("recovery", help="the silo the first start creates"),
+    recovery_user: str = typer.Option("admin", help="its first user, fleet and silo admin"),
+    recovery_password_file: Path | None = typer.Option(
+        None,
+        exists=True,
+        dir_okay=False,
+        readable=True,
+        help="that user's password (or SKYLIGHT_RECOVERY_PASSWORD; with neither, one is "
+        "generated into DATA_DIR/recovery-password)",
+    ),
     sim_sleds: int = typer.Option(8, min=0, max=100_000),
     sim_sled_cpus: int = typer.Option(64, min=1),
     sim_sled_memory: int = typer.Option(512, min=1, help="GiB"),
@@ -85,6 +98,9 @@ def serve(
     webhook_timeout: float = typer.Option(
         10.0, min=0.1, help="seconds a webhook receiver has to answer"
     ),
+    password_hash_cost: str = typer.Option(
+        "3,65536", help="argon2id TIME,MEMORY_KIB for new password hashes (lower only to test)"
+    ),
     log_level: str = typer.Option("info"),
 ) -> None:
     """Run the API server with its control plane (and, by default, a simulated rack)."""
@@ -92,10 +108,20 @@ def serve(
 
     if ":" not in bind or not bind.rsplit(":", 1)[1].isdigit():
         raise typer.BadParameter("--bind takes HOST:PORT")
+    cost = password_hash_cost.split(",")
+    if len(cost) != 2 or not all(c.isdigit() and int(c) >= 1 for c in cost) or int(cost[1]) < 8:
+        raise typer.BadParameter("--password-hash-cost takes TIME,MEMORY_KIB (at least 1,8)")
+    password = os.environ.get("SKYLIGHT_RECOVERY_PASSWORD") or None
+    if recovery_password_file is not None:
+        password = recovery_password_file.read_text().strip()
     settings = Settings(
         bind=bind,
         db_url=db,
         data_dir=data_dir,
+        recovery_silo=recovery_silo,
+        recovery_user=recovery_user,
+        recovery_password=password,
+        password_hash_cost=(int(cost[0]), int(cost[1])),
         start_wait=start_wait,
         auto_restart_cooldown=auto_restart_cooldown,
         event_retention_days=event_retention_days,

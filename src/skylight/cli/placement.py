@@ -23,12 +23,12 @@ def explain(
     instance: str = typer.Argument(..., help="instance name or id"),
     project: str | None = typer.Option(None, "--project", "-p"),
     url: str = typer.Option(DEFAULT_URL, envvar="SKYLIGHT_URL"),
-    operator: bool = typer.Option(False, help="show sled ids and per-sled checks"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Dry-run placement for INSTANCE: the sled it would get, or every sled's reason."""
+    """Dry-run placement for INSTANCE: the sled it would get, or every sled's reason (sled
+    ids and per-sled checks when you are a fleet viewer)."""
     params = {"project": project} if project else {}
-    with client(url, operator=operator) as http:
+    with client(url) as http:
         body: JsonObject = call(http, "GET", f"/v1/instances/{instance}/placement", params=params)
     if as_json:
         typer.echo(json.dumps(body, indent=2))

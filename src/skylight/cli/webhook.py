@@ -60,7 +60,7 @@ def create(
         "secrets": secret,
         "subscriptions": subscribe,
     }
-    with client(url, operator=True) as http:
+    with client(url) as http:
         created = call(http, "POST", "/v1/webhook-receivers", json=body)
     if as_json:
         print_json(created)
@@ -71,7 +71,7 @@ def create(
 @app.command("list")
 def list_(url: str = URL, as_json: bool = JSON) -> None:
     """Every alert receiver."""
-    with client(url, operator=True) as http:
+    with client(url) as http:
         items = list(pages(http, "/v1/alert-receivers"))
     if as_json:
         print_json({"items": items, "next_page": None})
@@ -90,7 +90,7 @@ def list_(url: str = URL, as_json: bool = JSON) -> None:
 @app.command()
 def show(name: str = NAME, url: str = URL, as_json: bool = JSON) -> None:
     """Show receiver NAME."""
-    with client(url, operator=True) as http:
+    with client(url) as http:
         body = call(http, "GET", f"/v1/alert-receivers/{name}")
     if as_json:
         print_json(body)
@@ -101,7 +101,7 @@ def show(name: str = NAME, url: str = URL, as_json: bool = JSON) -> None:
 @app.command()
 def delete(name: str = NAME, url: str = URL) -> None:
     """Delete receiver NAME (and its deliveries)."""
-    with client(url, operator=True) as http:
+    with client(url) as http:
         call(http, "DELETE", f"/v1/alert-receivers/{name}")
     out.print(f"deleted receiver [bold]{escape(name)}[/]")
 
@@ -111,7 +111,7 @@ def subscribe(
     name: str = NAME, pattern: str = typer.Argument(..., help="class or glob"), url: str = URL
 ) -> None:
     """Send receiver NAME the events PATTERN matches from now on."""
-    with client(url, operator=True) as http:
+    with client(url) as http:
         call(
             http,
             "POST",
@@ -124,7 +124,7 @@ def subscribe(
 @app.command()
 def unsubscribe(name: str = NAME, pattern: str = typer.Argument(...), url: str = URL) -> None:
     """Stop sending receiver NAME the events of subscription PATTERN."""
-    with client(url, operator=True) as http:
+    with client(url) as http:
         call(http, "DELETE", f"/v1/alert-receivers/{name}/subscriptions/{pattern}")
     out.print(f"[bold]{escape(name)}[/] no longer gets {escape(pattern)}")
 
@@ -143,7 +143,7 @@ def deliveries(
         params["failed"] = True
     if pending:
         params["pending"] = True
-    with client(url, operator=True) as http:
+    with client(url) as http:
         items = list(pages(http, f"/v1/alert-receivers/{name}/deliveries", params))
     if as_json:
         print_json({"items": items, "next_page": None})
@@ -176,7 +176,7 @@ def probe(
     as_json: bool = JSON,
 ) -> None:
     """Send receiver NAME a probe now; exits non-zero if it did not get through."""
-    with client(url, operator=True) as http:
+    with client(url) as http:
         body = call(http, "POST", f"/v1/alert-receivers/{name}/probe", params={"resend": resend})
     if as_json:
         print_json(body)
@@ -200,7 +200,7 @@ def resend(
     url: str = URL,
 ) -> None:
     """Send alert ALERT_ID to receiver NAME again."""
-    with client(url, operator=True) as http:
+    with client(url) as http:
         body = call(http, "POST", f"/v1/alerts/{alert_id}/resend", params={"receiver": name})
     out.print(f"resending as delivery {body['delivery_id']}")
 
@@ -212,7 +212,7 @@ def secret_add(
     url: str = URL,
 ) -> None:
     """Add a signing secret to NAME (deliveries are signed with every secret)."""
-    with client(url, operator=True) as http:
+    with client(url) as http:
         body = call(
             http, "POST", "/v1/webhook-secrets", params={"receiver": name}, json={"secret": secret}
         )
@@ -224,6 +224,6 @@ def secret_delete(
     secret_id: str = typer.Argument(..., help="the secret's id"), url: str = URL
 ) -> None:
     """Retire a signing secret (not a receiver's last one)."""
-    with client(url, operator=True) as http:
+    with client(url) as http:
         call(http, "DELETE", f"/v1/webhook-secrets/{secret_id}")
     out.print(f"deleted secret {secret_id}")

@@ -39,13 +39,13 @@ def severity_of(kind: Kind) -> str:
     return SEVERITY.get(kind, "info")
 
 
-# Who made an event happen: {"type": "user", "id": ...} or {"type": "control_plane",
-# "cause": ...}, stored as JSON with the event and shown as is.
+# Who made an event happen: {"type": "user", "id": ..., "display_name": ...} or
+# {"type": "control_plane", "cause": ...}, stored as JSON with the event and shown as is.
 Actor = dict[str, str]
 
 
-def user_actor(user_id: str) -> Actor:
-    return {"type": "user", "id": user_id}
+def user_actor(user_id: str, display_name: str) -> Actor:
+    return {"type": "user", "id": user_id, "display_name": display_name}
 
 
 def control_plane(cause: str) -> Actor:

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 
 from skylight import lookup
 from skylight.errors import InvalidRequest
+from skylight.identity.access import Caller
 from skylight.operations.event_stream import sse
 from skylight.services import Services
 from skylight.store import Row, events
@@ -34,33 +35,36 @@ def page(conn: Connection, flt: EventFilter, req: PageRequest) -> Page[Row]:
 
 
 def project_page(
-    conn: Connection, project_selector: str, flt: EventFilter, page_of: PageOf
+    conn: Connection, caller: Caller, project_selector: str, flt: EventFilter, page_of: PageOf
 ) -> Page[Row]:
     """The events of the project ``project_selector`` that ``flt`` lets through."""
-    proj = lookup.project(conn, project_selector)
+    proj = lookup.project(conn, caller, project_selector)
     return page(conn, replace(flt, project_id=proj.id), page_of(proj.id))
 
 
-def instance_filter(conn: Connection, selector: str, project_selector: str | None) -> EventFilter:
+def instance_filter(
+    conn: Connection, caller: Caller, selector: str, project_selector: str | None
+) -> EventFilter:
     """Every event of one instance (a deleted one too, by id: its history stays)."""
-    row = lookup.instance(conn, selector, project_selector, deleted=True)
+    row = lookup.instance(conn, caller, selector, project_selector, deleted=True)
     return EventFilter(instance_id=row.id)
 
 
 def instance_page(
     conn: Connection,
+    caller: Caller,
     selector: str,
     project_selector: str | None,
     flt: EventFilter,
     page_of: PageOf,
 ) -> Page[Row]:
     """The events of one instance (a deleted one too) that ``flt`` lets through."""
-    row = lookup.instance(conn, selector, project_selector, deleted=True)
+    row = lookup.instance(conn, caller, selector, project_selector, deleted=True)
     return page(conn, replace(flt, instance_id=row.id), page_of(row.id))
 
 
-def project_filter(conn: Connection, project_selector: str) -> EventFilter:
-    return EventFilter(project_id=lookup.project(conn, project_selector).id)
+def project_filter(conn: Connection, caller: Caller, project_selector: str) -> EventFilter:
+    return EventFilter(project_id=lookup.project(conn, caller, project_selector).id)
 
 
 async def stream(

@@ -21,6 +21,7 @@ from skylight.errors import (
     SkylightError,
 )
 from skylight.events.kinds import Actor, Kind
+from skylight.identity.access import Action, Caller
 from skylight.ids import new_id
 from skylight.instances import auto_restart
 from skylight.instances.limits import check_size
@@ -54,17 +55,17 @@ async def _finish(
     return row
 
 
-def page(conn: Connection, project_selector: str, page_of: PageOf) -> Page[Row]:
+def page(conn: Connection, caller: Caller, project_selector: str, page_of: PageOf) -> Page[Row]:
     """A page of the project's instances."""
-    proj = lookup.project(conn, project_selector)
+    proj = lookup.project(conn, caller, project_selector)
     return rows_of(page_of(proj.id), instances.page, conn, proj.id)
 
 
 async def create(
     services: Services,
+    caller: Caller,
     project_selector: str,
     body: JsonObject,
-    actor: Actor,
     *,
     wait: float,
 ) -> Row:
@@ -72,9 +73,10 @@ async def create(
     instance_id = new_id()
     start = bool(body.get("start", True))
     name = body["name"]
+    actor = caller.actor
 
     def prepare(conn: Connection) -> tuple[str, str]:
-        proj = lookup.project(conn, project_selector)
+        proj = lookup.project(conn, caller, project_selector, Action.modify)
         if instances.by_name(conn, proj.id, name) is not None:
             raise AlreadyExists("instance", name)
         params = instance_create.Params(

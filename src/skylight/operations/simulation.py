@@ -9,6 +9,8 @@ from typing import Protocol
 
 from skylight import lookup
 from skylight.errors import InvalidRequest, NotFound, ServiceUnavailable
+from skylight.identity.access import SYSTEM, Caller
+from skylight.ids import parse_uuid
 from skylight.lookup import require_uuid
 from skylight.operations import sleds
 from skylight.services import Services
@@ -41,7 +43,7 @@ async def arm(services: SimServices, fault: Fault) -> Fault:
     instance = None
     if fault.instance is not None:
         sel = require_uuid(fault.instance, "instance")
-        instance = (await services.store.tx(lambda c: lookup.instance(c, sel, None))).id
+        instance = (await services.store.tx(lambda c: lookup.instance(c, SYSTEM, sel, None))).id
     return sim.arm(replace(fault, sled=sled, instance=instance))
 
 
@@ -56,8 +58,12 @@ async def power(services: SimServices, sled_id: str, *, on: bool) -> None:
     await (sim.power_on(sid) if on else sim.power_off(sid))
 
 
-async def crash(services: SimServices, selector: str, project_selector: str | None) -> None:
-    """Crash the instance's VMM, as if it died on its own."""
-    row = await services.store.tx(lambda c: lookup.instance(c, selector, project_selector))
+async def crash(
+    services: SimServices, caller: Caller, selector: str, project_selector: str | None
+) -> None:
+    """Crash the instance's VMM, as if it died on its own: any instance by id (fault
+    injection is the fleet admin's), by name one of the caller's silo."""
+    who = SYSTEM if parse_uuid(selector) else caller
+    row = await services.store.tx(lambda c: lookup.instance(c, who, selector, project_selector))
     if not await running(services).crash_instance(row.id):
         raise InvalidRequest("the instance has no running VMM to crash")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -12,25 +14,43 @@ from skylight.store.schema import affinity_group, anti_affinity_group, disk, ins
 _live = project.c.time_deleted.is_(None)
 
 
-def by_id(conn: Connection, project_id: str) -> Row | None:
-    return conn.execute(sa.select(project).where(project.c.id == project_id, _live)).first()
+def by_id(conn: Connection, project_id: str, *, deleted: bool = False) -> Row | None:
+    """``deleted``: a deleted project too (the history of what was in it stays readable)."""
+    q = sa.select(project).where(project.c.id == project_id)
+    return conn.execute(q if deleted else q.where(_live)).first()
 
 
-def by_name(conn: Connection, name: str) -> Row | None:
-    return conn.execute(sa.select(project).where(project.c.name == name, _live)).first()
+def by_name(conn: Connection, silo_id: str, name: str) -> Row | None:
+    q = sa.select(project).where(project.c.silo_id == silo_id, project.c.name == name, _live)
+    return conn.execute(q).first()
 
 
-def page(conn: Connection, *, sort: str, limit: int, marker: str | None) -> list[Row]:
-    return paging.page(
-        conn, sa.select(project).where(_live), project, sort=sort, limit=limit, marker=marker
-    )
+def page(
+    conn: Connection,
+    silo_id: str,
+    only: Collection[str] | None,
+    *,
+    sort: str,
+    limit: int,
+    marker: str | None,
+) -> list[Row]:
+    """A silo's projects (``only`` those ids, when the caller may see no more)."""
+    q = sa.select(project).where(_live, project.c.silo_id == silo_id)
+    if only is not None:
+        q = q.where(project.c.id.in_(list(only)))
+    return paging.page(conn, q, project, sort=sort, limit=limit, marker=marker)
 
 
-def insert(conn: Connection, *, project_id: str, name: str, description: str) -> None:
+def insert(conn: Connection, *, project_id: str, silo_id: str, name: str, description: str) -> None:
     t = now()
     conn.execute(
         project.insert().values(
-            id=project_id, name=name, description=description, time_created=t, time_modified=t
+            id=project_id,
+            silo_id=silo_id,
+            name=name,
+            description=description,
+            time_created=t,
+            time_modified=t,
         )
     )
 

@@ -44,15 +44,89 @@ def _unique_live_name(table: sa.Table, *scope: sa.Column[object]) -> None:
     )
 
 
-project = sa.Table(
-    "project",
+silo = sa.Table(
+    "silo",
     metadata,
     sa.Column("id", Id, primary_key=True),
     sa.Column("name", sa.String(63), nullable=False),
     sa.Column("description", sa.Text, nullable=False),
+    sa.Column("discoverable", sa.Boolean, nullable=False),
+    sa.Column("identity_mode", sa.String(16), nullable=False),  # local_only
+    # Quotas on what the silo's running instances may hold (Oxide's SiloQuotas).
+    sa.Column("quota_cpus", BigInt, nullable=False),
+    sa.Column("quota_memory", BigInt, nullable=False),
+    sa.Column("quota_storage", BigInt, nullable=False),
     *_lifetime(),
 )
-_unique_live_name(project)
+_unique_live_name(silo)
+
+silo_user = sa.Table(
+    "silo_user",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("silo_id", Id, sa.ForeignKey("silo.id"), nullable=False),
+    sa.Column("name", sa.String(63), nullable=False),  # the username (Oxide's external_id)
+    sa.Column("password_hash", sa.String(256)),  # argon2id; NULL: login disallowed
+    *_lifetime(),
+)
+_unique_live_name(silo_user, silo_user.c.silo_id)
+
+# Who holds which role where: resource_type fleet | silo | project.
+role_assignment = sa.Table(
+    "role_assignment",
+    metadata,
+    sa.Column("resource_type", sa.String(16), primary_key=True),
+    sa.Column("resource_id", Id, primary_key=True),
+    sa.Column("identity_id", Id, primary_key=True, index=True),
+    sa.Column("role_name", sa.String(32), primary_key=True),
+)
+
+# Console sessions and device access tokens, each stored as the SHA-256 of its token.
+console_session = sa.Table(
+    "console_session",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("user_id", Id, sa.ForeignKey("silo_user.id"), nullable=False, index=True),
+    sa.Column("time_created", Time, nullable=False),
+    sa.Column("time_last_used", Time, nullable=False),
+)
+
+device_access_token = sa.Table(
+    "device_access_token",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("user_id", Id, sa.ForeignKey("silo_user.id"), nullable=False, index=True),
+    sa.Column("client_id", Id, nullable=False),
+    sa.Column("time_created", Time, nullable=False),
+    sa.Column("time_expires", Time),
+)
+
+# A device flow under way: the CLI polls with its device code until a logged-in person
+# confirms the user code (user_id set), then trades it for a token once.
+device_auth_request = sa.Table(
+    "device_auth_request",
+    metadata,
+    sa.Column("user_code", sa.String(16), primary_key=True),
+    sa.Column("device_code_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("client_id", Id, nullable=False),
+    sa.Column("token_ttl", sa.Integer),
+    sa.Column("user_id", Id),
+    sa.Column("time_created", Time, nullable=False),
+    sa.Column("time_expires", Time, nullable=False),
+)
+
+project = sa.Table(
+    "project",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("silo_id", Id, sa.ForeignKey("silo.id"), nullable=False, index=True),
+    sa.Column("name", sa.String(63), nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    *_lifetime(),
+)
+_unique_live_name(project, project.c.silo_id)
 
 sled = sa.Table(
     "sled",

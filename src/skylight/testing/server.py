@@ -5,9 +5,11 @@ from __future__ import annotations
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+from skylight import login_flow
 from skylight.testing.process import ChildProcess
 
 
@@ -17,11 +19,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# The recovery admin's password of every test server (SPEC: Bootstrap).
+ADMIN_PASSWORD = "test-recovery-password"
+
+
 class ServerProcess(ChildProcess):
     """One server. ``args`` are extra ``skylight serve`` flags (e.g. ``--sim-start-delay``).
 
     The same data directory and database survive :meth:`kill` and :meth:`start`, which is
-    what crash tests need.
+    what crash tests need. Callers talk to it as the recovery admin: :attr:`headers` carry
+    an access token got by logging in, as a user would.
     """
 
     what = "server"
@@ -39,6 +46,7 @@ class ServerProcess(ChildProcess):
         self.db = db
         self.port = port or free_port()
         self.args = args or []
+        self._token: str | None = None
 
     @property
     def url(self) -> str:
@@ -60,8 +68,25 @@ class ServerProcess(ChildProcess):
         ]
         if self.db:
             cmd += ["--db", self.db]
+        self.env.setdefault("SKYLIGHT_RECOVERY_PASSWORD", ADMIN_PASSWORD)
         self._spawn(
             cmd,
-            lambda: httpx.get(f"{self.url}/v1/me", timeout=1.0).status_code == 200,
+            lambda: httpx.get(f"{self.url}/v1/ping", timeout=1.0).status_code == 200,
             timeout,
         )
+
+    @property
+    def token(self) -> str:
+        """The recovery admin's access token (logged in once; it works on every replica)."""
+        if self._token is None:
+            with httpx.Client(base_url=self.url, timeout=30.0) as http:
+                self._token = login_flow.with_password(http, "recovery", "admin", ADMIN_PASSWORD)
+        return self._token
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.token}"}
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        """An API client signed in as the recovery admin."""
+        return httpx.Client(base_url=self.url, headers=self.headers, **kwargs)

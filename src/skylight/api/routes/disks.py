@@ -18,7 +18,8 @@ async def disk_list(
 ) -> models.DiskResultsPage:
     sel = deps.required(project, "project")
     ask = query.ask("disks")
-    page = await deps.tx(request, lambda c: disks.page(c, sel, ask))
+    who = deps.caller(request)
+    page = await deps.tx(request, lambda c: disks.page(c, who, sel, ask))
     items, nxt = paging.results(page, views.disk)
     return models.DiskResultsPage(items=items, next_page=nxt)
 
@@ -29,7 +30,8 @@ async def disk_create(
 ) -> models.Disk:
     sel = deps.required(project, "project")
     spec = body.model_dump()
-    row = await deps.tx(request, lambda c: disks.create(c, sel, spec))
+    who = deps.caller(request)
+    row = await deps.tx(request, lambda c: disks.create(c, who, sel, spec))
     return views.disk(row)
 
 
@@ -37,14 +39,16 @@ async def disk_create(
 async def disk_view(request: Request, disk: str, project: str | None = None) -> models.Disk:
     sel = deps.required(disk, "disk")
     proj = deps.selector(project, "project")
-    return views.disk(await deps.tx(request, lambda c: lookup.disk(c, sel, proj)))
+    who = deps.caller(request)
+    return views.disk(await deps.tx(request, lambda c: lookup.disk(c, who, sel, proj)))
 
 
 @router.delete("/v1/disks/{disk}", status_code=204, response_class=Response)
 async def disk_delete(request: Request, disk: str, project: str | None = None) -> Response:
     sel = deps.required(disk, "disk")
     proj = deps.selector(project, "project")
-    await deps.tx(request, lambda c: disks.delete(c, sel, proj))
+    who = deps.caller(request)
+    await deps.tx(request, lambda c: disks.delete(c, who, sel, proj))
     return Response(status_code=204)
 
 
@@ -58,7 +62,8 @@ async def instance_disk_list(
     inst_sel = deps.required(instance, "instance")
     proj = deps.selector(project, "project")
     ask = query.ask("instance-disks")
-    page = await deps.tx(request, lambda c: disks.page_of_instance(c, inst_sel, proj, ask))
+    who = deps.caller(request)
+    page = await deps.tx(request, lambda c: disks.page_of_instance(c, who, inst_sel, proj, ask))
     items, nxt = paging.results(page, views.disk)
     return models.DiskResultsPage(items=items, next_page=nxt)
 
@@ -69,7 +74,10 @@ async def instance_disk_attach(
 ) -> models.Disk:
     inst_sel = deps.required(instance, "instance")
     proj = deps.selector(project, "project")
-    row = await deps.tx(request, lambda c: disks.attach(c, inst_sel, proj, body.disk, deps.actor()))
+    who = deps.caller(request)
+    row = await deps.tx(
+        request, lambda c: disks.attach(c, who, inst_sel, proj, body.disk, who.actor)
+    )
     return views.disk(row)
 
 
@@ -79,5 +87,8 @@ async def instance_disk_detach(
 ) -> models.Disk:
     inst_sel = deps.required(instance, "instance")
     proj = deps.selector(project, "project")
-    row = await deps.tx(request, lambda c: disks.detach(c, inst_sel, proj, body.disk, deps.actor()))
+    who = deps.caller(request)
+    row = await deps.tx(
+        request, lambda c: disks.detach(c, who, inst_sel, proj, body.disk, who.actor)
+    )
     return views.disk(row)

@@ -9,6 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from skylight.api import deps, models, paging, views
 from skylight.errors import InvalidRequest
+from skylight.identity.access import FLEET, Action, authorize
 from skylight.operations import event_history as history
 from skylight.wire import JsonObject
 
@@ -29,7 +30,8 @@ async def project_event_list(
     """Skylight: a project's instance events, newest first."""
     sel = deps.required(project, "project")
     flt, ask = query.filter(), query.ask("project-events")
-    page = await deps.tx(request, lambda c: history.project_page(c, sel, flt, ask))
+    who = deps.caller(request)
+    page = await deps.tx(request, lambda c: history.project_page(c, who, sel, flt, ask))
     return _results(page, operator=deps.is_operator(request))
 
 
@@ -37,7 +39,8 @@ async def project_event_list(
 async def system_event_list(
     request: Request, query: paging.Events
 ) -> models.InstanceEventResultsPage:
-    """Skylight: every instance event of the fleet, newest first (operators)."""
+    """Skylight: every instance event of the fleet, newest first (fleet viewers)."""
+    authorize(deps.caller(request), Action.read, FLEET)
     flt, req = query.filter(), query.ask("fleet-events")()
     return _results(await deps.tx(request, lambda c: history.page(c, flt, req)), operator=True)
 
@@ -87,9 +90,10 @@ async def instance_event_stream(
     sel = deps.required(instance, "instance")
     proj = deps.selector(project, "project")
     cursor = _cursor(last_event_id)
+    who = deps.caller(request)
     body = await history.stream(
         deps.cp(request),
-        lambda c: history.instance_filter(c, sel, proj),
+        lambda c: history.instance_filter(c, who, sel, proj),
         cursor,
         _render(request),
     )
@@ -105,7 +109,8 @@ async def project_event_stream(
     """Skylight: a project's events as Server-Sent Events, from ``Last-Event-ID`` on."""
     sel = deps.required(project, "project")
     cursor = _cursor(last_event_id)
+    who = deps.caller(request)
     body = await history.stream(
-        deps.cp(request), lambda c: history.project_filter(c, sel), cursor, _render(request)
+        deps.cp(request), lambda c: history.project_filter(c, who, sel), cursor, _render(request)
     )
     return _streaming(body)

@@ -73,7 +73,10 @@ async def _instance_group_list(
     sel = deps.required(instance, "instance")
     proj = deps.selector(project, "project")
     ask = query.ask(f"instance-{fam.kind}-groups")
-    page = await deps.tx(request, lambda c: groups.page_of_instance(c, fam.kind, sel, proj, ask))
+    who = deps.caller(request)
+    page = await deps.tx(
+        request, lambda c: groups.page_of_instance(c, who, fam.kind, sel, proj, ask)
+    )
     items, nxt = paging.results(page, fam.group_view)
     return fam.group_page(items=items, next_page=nxt)
 
@@ -83,7 +86,8 @@ async def _group_list(
 ) -> BaseModel:
     sel = deps.required(project, "project")
     ask = query.ask(f"{fam.kind}-groups")
-    page = await deps.tx(request, lambda c: groups.page(c, fam.kind, sel, ask))
+    who = deps.caller(request)
+    page = await deps.tx(request, lambda c: groups.page(c, who, fam.kind, sel, ask))
     items, nxt = paging.results(page, fam.group_view)
     return fam.group_page(items=items, next_page=nxt)
 
@@ -92,10 +96,12 @@ async def _group_create(
     fam: _Family, request: Request, body: models.AffinityGroupCreate, project: str | None = None
 ) -> models.AffinityGroup:
     sel = deps.required(project, "project")
+    who = deps.caller(request)
     row = await deps.tx(
         request,
         lambda c: groups.create(
             c,
+            who,
             fam.kind,
             sel,
             name=body.name,
@@ -112,7 +118,10 @@ async def _group_view(
 ) -> models.AffinityGroup:
     sel = deps.required(group, fam.param)
     proj = deps.selector(project, "project")
-    return fam.group_view(await deps.tx(request, lambda c: lookup.group(c, fam.kind, sel, proj)))
+    who = deps.caller(request)
+    return fam.group_view(
+        await deps.tx(request, lambda c: lookup.group(c, who, fam.kind, sel, proj))
+    )
 
 
 async def _group_update(
@@ -124,10 +133,11 @@ async def _group_update(
 ) -> models.AffinityGroup:
     sel = deps.required(group, fam.param)
     proj = deps.selector(project, "project")
+    who = deps.caller(request)
     row = await deps.tx(
         request,
         lambda c: groups.update(
-            c, fam.kind, sel, proj, name=body.name, description=body.description
+            c, who, fam.kind, sel, proj, name=body.name, description=body.description
         ),
     )
     return fam.group_view(row)
@@ -138,7 +148,8 @@ async def _group_delete(
 ) -> Response:
     sel = deps.required(group, fam.param)
     proj = deps.selector(project, "project")
-    await deps.tx(request, lambda c: groups.delete(c, fam.kind, sel, proj))
+    who = deps.caller(request)
+    await deps.tx(request, lambda c: groups.delete(c, who, fam.kind, sel, proj))
     return Response(status_code=204)
 
 
@@ -148,39 +159,45 @@ async def _member_list(
     sel = deps.required(group, fam.param)
     proj = deps.selector(project, "project")
     ask = query.ask(f"{fam.kind}-members")
-    page = await deps.tx(request, lambda c: groups.members_page(c, fam.kind, sel, proj, ask))
+    who = deps.caller(request)
+    page = await deps.tx(request, lambda c: groups.members_page(c, who, fam.kind, sel, proj, ask))
     items, nxt = paging.results(page, fam.member_view)
     return fam.member_page(items=items, next_page=nxt)
 
 
-def _member(fam: _Family, group: str, instance: str, project: str | None) -> groups.Member:
+def _member(
+    fam: _Family, request: Request, group: str, instance: str, project: str | None
+) -> groups.Member:
     return groups.Member(
         kind=fam.kind,
         group=deps.required(group, fam.param),
         instance=deps.required(instance, "instance"),
         project=deps.selector(project, "project"),
+        caller=deps.caller(request),
     )
 
 
 async def _member_view(
     fam: _Family, request: Request, group: str, instance: str, project: str | None = None
 ) -> models.AffinityGroupMember:
-    m = _member(fam, group, instance, project)
+    m = _member(fam, request, group, instance, project)
     return fam.member_view(await deps.tx(request, lambda c: groups.member_view(c, m)))
 
 
 async def _member_add(
     fam: _Family, request: Request, group: str, instance: str, project: str | None = None
 ) -> models.AffinityGroupMember:
-    m = _member(fam, group, instance, project)
-    return fam.member_view(await deps.tx(request, lambda c: groups.member_add(c, m, deps.actor())))
+    m = _member(fam, request, group, instance, project)
+    return fam.member_view(
+        await deps.tx(request, lambda c: groups.member_add(c, m, m.caller.actor))
+    )
 
 
 async def _member_delete(
     fam: _Family, request: Request, group: str, instance: str, project: str | None = None
 ) -> Response:
-    m = _member(fam, group, instance, project)
-    await deps.tx(request, lambda c: groups.member_remove(c, m, deps.actor()))
+    m = _member(fam, request, group, instance, project)
+    await deps.tx(request, lambda c: groups.member_remove(c, m, m.caller.actor))
     return Response(status_code=204)
 
 

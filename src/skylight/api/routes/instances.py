@@ -11,6 +11,7 @@ from skylight import lookup
 from skylight.api import deps, models, paging, views
 from skylight.events.kinds import Actor
 from skylight.events.reasons import redact
+from skylight.identity.access import Action
 from skylight.instances import explain
 from skylight.operations import event_history
 from skylight.operations import instances as operations
@@ -34,10 +35,13 @@ def _view(request: Request, row: views.Row) -> models.Instance:
     )
 
 
-async def _resolve(request: Request, instance: str, project: str | None) -> views.Row:
+async def _resolve(
+    request: Request, instance: str, project: str | None, need: Action = Action.read
+) -> views.Row:
     sel = deps.required(instance, "instance")
     proj = deps.selector(project, "project")
-    return await deps.tx(request, lambda c: lookup.instance(c, sel, proj))
+    who = deps.caller(request)
+    return await deps.tx(request, lambda c: lookup.instance(c, who, sel, proj, need))
 
 
 def _wait(request: Request) -> float:
@@ -52,7 +56,8 @@ async def instance_list(
 ) -> models.InstanceResultsPage:
     sel = deps.required(project, "project")
     ask = query.ask("instances")
-    page = await deps.tx(request, lambda c: operations.page(c, sel, ask))
+    who = deps.caller(request)
+    page = await deps.tx(request, lambda c: operations.page(c, who, sel, ask))
     items, nxt = paging.results(page, lambda r: _view(request, r))
     return models.InstanceResultsPage(items=items, next_page=nxt)
 
@@ -63,7 +68,7 @@ async def instance_create(
 ) -> models.Instance:
     sel = deps.required(project, "project")
     row = await operations.create(
-        deps.cp(request), sel, body.model_dump(), deps.actor(), wait=_wait(request)
+        deps.cp(request), deps.caller(request), sel, body.model_dump(), wait=_wait(request)
     )
     return _view(request, row)
 
@@ -79,16 +84,16 @@ async def instance_view(
 async def instance_update(
     request: Request, instance: str, body: models.InstanceUpdate, project: str | None = None
 ) -> models.Instance:
-    row = await _resolve(request, instance, project)
+    row = await _resolve(request, instance, project, Action.modify)
     changes = body.model_dump(exclude={"multicast_groups"})  # boot_disk: resolved in the update
-    new = await operations.update_instance(deps.cp(request), row.id, changes, deps.actor())
+    new = await operations.update_instance(deps.cp(request), row.id, changes, deps.actor(request))
     return _view(request, new)
 
 
 @router.delete("/v1/instances/{instance}", status_code=204, response_class=Response)
 async def instance_delete(request: Request, instance: str, project: str | None = None) -> Response:
-    row = await _resolve(request, instance, project)
-    await operations.delete_instance(deps.cp(request), row.id, deps.actor())
+    row = await _resolve(request, instance, project, Action.modify)
+    await operations.delete_instance(deps.cp(request), row.id, deps.actor(request))
     return Response(status_code=204)
 
 
@@ -96,8 +101,9 @@ async def _act(
     request: Request, instance: str, project: str | None, do: _Action
 ) -> models.Instance:
     """Start, stop or reboot: resolve the instance, ask, answer with it as it stands."""
-    row = await _resolve(request, instance, project)
-    return _view(request, await do(deps.cp(request), row.id, deps.actor(), wait=_wait(request)))
+    row = await _resolve(request, instance, project, Action.modify)
+    actor = deps.actor(request)
+    return _view(request, await do(deps.cp(request), row.id, actor, wait=_wait(request)))
 
 
 @router.post("/v1/instances/{instance}/start", status_code=202, response_model=models.Instance)
@@ -131,7 +137,10 @@ async def instance_event_list(
     sel = deps.required(instance, "instance")
     proj = deps.selector(project, "project")
     flt, ask = query.filter(), query.ask("events")
-    page = await deps.tx(request, lambda c: event_history.instance_page(c, sel, proj, flt, ask))
+    who = deps.caller(request)
+    page = await deps.tx(
+        request, lambda c: event_history.instance_page(c, who, sel, proj, flt, ask)
+    )
     operator = deps.is_operator(request)
     items, nxt = paging.results(page, lambda r: views.event(r, operator=operator))
     return models.InstanceEventResultsPage(items=items, next_page=nxt)

@@ -16,22 +16,25 @@ async def project_list(
     query: paging.ByName,
 ) -> models.ProjectResultsPage:
     req = query.ask("projects")()
+    who = deps.caller(request)
     items, nxt = paging.results(
-        await deps.tx(request, lambda c: projects.page(c, req)), views.project
+        await deps.tx(request, lambda c: projects.page(c, who, req)), views.project
     )
     return models.ProjectResultsPage(items=items, next_page=nxt)
 
 
 @router.post("/v1/projects", status_code=201, response_model=models.Project)
 async def project_create(request: Request, body: models.ProjectCreate) -> models.Project:
-    row = await deps.tx(request, lambda c: projects.create(c, body.name, body.description))
+    who = deps.caller(request)
+    row = await deps.tx(request, lambda c: projects.create(c, who, body.name, body.description))
     return views.project(row)
 
 
 @router.get("/v1/projects/{project}", response_model=models.Project)
 async def project_view(request: Request, project: str) -> models.Project:
     sel = deps.required(project, "project")
-    return views.project(await deps.tx(request, lambda c: lookup.project(c, sel)))
+    who = deps.caller(request)
+    return views.project(await deps.tx(request, lambda c: lookup.project(c, who, sel)))
 
 
 @router.put("/v1/projects/{project}", response_model=models.Project)
@@ -39,8 +42,10 @@ async def project_update(
     request: Request, project: str, body: models.ProjectUpdate
 ) -> models.Project:
     sel = deps.required(project, "project")
+    who = deps.caller(request)
     row = await deps.tx(
-        request, lambda c: projects.update(c, sel, name=body.name, description=body.description)
+        request,
+        lambda c: projects.update(c, who, sel, name=body.name, description=body.description),
     )
     return views.project(row)
 
@@ -48,5 +53,6 @@ async def project_update(
 @router.delete("/v1/projects/{project}", status_code=204, response_class=Response)
 async def project_delete(request: Request, project: str) -> Response:
     sel = deps.required(project, "project")
-    await deps.tx(request, lambda c: projects.delete(c, sel))
+    who = deps.caller(request)
+    await deps.tx(request, lambda c: projects.delete(c, who, sel))
     return Response(status_code=204)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from skylight.api import deps, models
+from skylight.identity.access import Action
 from skylight.operations import simulation
 from skylight.sled.sim import Fault
 
-router = APIRouter(tags=["system/sim"])
+# Fault injection is the fleet admin's (fleet viewers may list what is armed).
+router = APIRouter(tags=["system/sim"], dependencies=[Depends(deps.fleet(Action.administer))])
 
 
 @router.post("/v1/system/sim/faults", status_code=201, response_model=models.Fault)
@@ -56,5 +58,5 @@ async def sim_instance_crash(
 ) -> Response:
     sel = deps.required(instance, "instance")
     proj = deps.selector(project, "project")
-    await simulation.crash(deps.cp(request), sel, proj)
+    await simulation.crash(deps.cp(request), deps.caller(request), sel, proj)
     return Response(status_code=204)

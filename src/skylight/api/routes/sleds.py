@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 
 from skylight.api import deps, models, paging, views
+from skylight.identity.access import Action
 from skylight.lookup import require_uuid
 from skylight.operations import sleds
 
-router = APIRouter(tags=["system/hardware"])
+router = APIRouter(tags=["system/hardware"], dependencies=[Depends(deps.fleet(Action.modify))])
 
 
 @router.get("/v1/system/hardware/sleds", response_model=models.SledResultsPage)

@@ -1,36 +1,26 @@
-// The console's only way to the server: the public JSON API, as any other client uses it.
+// The console's only way to the server: the public JSON API, as any other client uses it,
+// authenticated by the ``session`` cookie the login page obtained.
 
-const OPERATOR_KEY = "skylight.operator";
+let me = null; // the signed-in user (GET /v1/me), or null before sign-in
 
-/** Whether the operator view is on (kept in this browser's localStorage). */
+/** The signed-in user, as /v1/me shows them. */
+export function currentUser() {
+  return me;
+}
+
+export function setCurrentUser(user) {
+  me = user;
+}
+
+/** Operator detail (sled ids, internal reasons, the sleds page) is for fleet viewers: the
+ * server decides by role and the console only follows. */
 export function isOperator() {
-  try {
-    return localStorage.getItem(OPERATOR_KEY) === "true";
-  } catch {
-    return false;
-  }
+  return Boolean(me?.fleet_viewer);
 }
 
-export function setOperator(on) {
-  try {
-    localStorage.setItem(OPERATOR_KEY, on ? "true" : "false");
-  } catch {
-    // Storage refused (private mode): the toggle lasts until the page is reloaded.
-  }
-  operatorFallback = on;
-}
-
-let operatorFallback = null;
-
-function operatorOn() {
-  return operatorFallback ?? isOperator();
-}
-
-/** Request headers: JSON, and the operator marker when the operator view is on. */
+/** Request headers. The session cookie (HttpOnly, set at login) goes along by itself. */
 export function headers(extra = {}) {
-  const h = { Accept: "application/json", ...extra };
-  if (operatorOn()) h["X-Skylight-Operator"] = "true";
-  return h;
+  return { Accept: "application/json", ...extra };
 }
 
 /** An API error: the Oxide Error body (request_id, error_code, message) and, for failed

@@ -1,8 +1,10 @@
-// The console's entry point: hash routes (#/projects/demo/instances/web), the operator
-// toggle, and one view on screen at a time (leaving a view aborts its requests and streams).
+// The console's entry point: who is signed in (the login page when nobody is), hash routes
+// (#/projects/demo/instances/web), and one view on screen at a time (leaving a view aborts
+// its requests and streams).
 
-import { isOperator, setOperator } from "./api.js";
+import { api, currentUser, isOperator, setCurrentUser } from "./api.js";
 import { renderInstance } from "./instance.js";
+import { renderDevice, renderLogin } from "./login.js";
 import { renderProject } from "./project.js";
 import { renderProjects } from "./projects.js";
 import { renderSleds } from "./sleds.js";
@@ -13,6 +15,7 @@ const ROUTES = [
   [/^\/projects\/([^/]+)\/?$/, renderProject],
   [/^\/projects\/([^/]+)\/instances\/([^/]+)\/?$/, renderInstance],
   [/^\/sleds\/?$/, renderSleds],
+  [/^\/device(?:\/([A-Za-z-]+))?\/?$/, renderDevice],
 ];
 
 let current = null; // the AbortController of the view on screen
@@ -39,6 +42,10 @@ async function route({ focus = true } = {}) {
   });
   const found = ROUTES.map(([re, view]) => [path.match(re), view]).find(([m]) => m);
   try {
+    if (!currentUser()) {
+      renderLogin(main, { done: signIn });
+      return;
+    }
     if (!found) notFound(main, path);
     else {
       const params = found[0].slice(1).map(decodeURIComponent);
@@ -46,28 +53,50 @@ async function route({ focus = true } = {}) {
     }
   } catch (e) {
     if (controller.signal.aborted || e.name === "AbortError") return;
+    if (e.status === 401) {
+      // The session ended (expired, logged out elsewhere): sign in again, then come back.
+      setCurrentUser(null);
+      showUser();
+      main.replaceChildren();
+      renderLogin(main, { done: signIn });
+      return;
+    }
     main.append(errorBox(e, { title: "This page could not be shown" }));
   }
   if (focus && !controller.signal.aborted) main.querySelector("h1")?.focus({ preventScroll: true });
 }
 
-function showOperator() {
-  const on = isOperator();
-  document.body.classList.toggle("operator", on);
-  document.getElementById("nav-sleds").hidden = !on;
-  document.getElementById("operator-toggle").checked = on;
+function showUser() {
+  const me = currentUser();
+  document.body.classList.toggle("operator", isOperator());
+  document.getElementById("nav-sleds").hidden = !isOperator();
+  document.getElementById("who").hidden = !me;
+  document.getElementById("who-name").textContent = me
+    ? `${me.display_name} · ${me.silo_name}${me.fleet_viewer ? " · operator" : ""}`
+    : "";
+}
+
+/** Ask who is signed in (nobody: the login page), then show the page asked for. */
+async function signIn() {
+  try {
+    setCurrentUser(await api("GET", "/v1/me"));
+  } catch (e) {
+    if (e.status !== 401) throw e;
+    setCurrentUser(null);
+  }
+  showUser();
+  await route({ focus: false });
 }
 
 function start() {
-  const toggle = document.getElementById("operator-toggle");
-  toggle.addEventListener("change", () => {
-    setOperator(toggle.checked);
-    showOperator();
-    route({ focus: false }); // what is shown depends on it: ask again
+  document.getElementById("logout").addEventListener("click", async () => {
+    await api("POST", "/v1/logout").catch(() => null);
+    setCurrentUser(null);
+    showUser();
+    await route({ focus: false });
   });
-  showOperator();
   window.addEventListener("hashchange", () => route());
-  route({ focus: false });
+  signIn();
 }
 
 start();

@@ -52,7 +52,7 @@ export async function renderSleds(main, _params, { signal }) {
   main.append(h("h1", { tabindex: "-1" }, "Sleds"));
   if (!isOperator()) {
     main.append(
-      h("p", {}, "The sleds are for operators: turn on “Operator view” at the top of the page."),
+      h("p", {}, "The sleds are for operators: fleet viewers and fleet administrators."),
     );
     return;
   }

@@ -1,5 +1,5 @@
-// Server-Sent Events read with fetch and a stream reader (EventSource cannot send the
-// operator header). A dropped connection is resumed with Last-Event-ID: no gap, no repeat.
+// Server-Sent Events read with fetch and a stream reader (EventSource cannot send
+// Last-Event-ID on the first connection). A dropped connection is resumed with Last-Event-ID: no gap, no repeat.
 
 import { errorOf, headers, url } from "./api.js";
 

@@ -1,0 +1,274 @@
+"""The Oxide API's shapes for silos, users, sessions, tokens, policies and quotas, and how a
+stored row is shown in them."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema, field_validator
+
+from skylight.api.models import ByteCount, Name, Strict
+from skylight.clock import as_utc
+from skylight.ids import parse_uuid
+from skylight.store import Row
+
+_USERNAME = re.compile(r"^[a-z]([a-zA-Z0-9-]*[a-zA-Z0-9]+)?$")
+USERNAME_PATTERN = (
+    r"^(?![0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$)"
+    r"^[a-z]([a-zA-Z0-9-]*[a-zA-Z0-9]+)?$"
+)
+
+
+def check_username(value: str) -> str:
+    if not 1 <= len(value) <= 63 or parse_uuid(value) is not None or not _USERNAME.match(value):
+        raise ValueError(
+            "usernames must begin with a lower case ASCII letter, be composed of ASCII "
+            "letters, digits and '-', not end with '-', not be a UUID, and be at most 63 long"
+        )
+    return value
+
+
+UserId = Annotated[
+    str,
+    AfterValidator(check_username),
+    WithJsonSchema(
+        {"type": "string", "pattern": USERNAME_PATTERN, "minLength": 1, "maxLength": 63}
+    ),
+]
+Password = Annotated[str, Field(max_length=512)]
+FleetRole = Literal["admin", "collaborator", "viewer"]
+SiloRole = Literal["admin", "collaborator", "limited_collaborator", "viewer"]
+IdentityType = Literal["silo_user", "silo_group"]
+
+
+def _time(value: datetime) -> datetime:
+    return as_utc(value)
+
+
+# -- login and tokens ------------------------------------------------------------------------
+
+
+class UsernamePasswordCredentials(Strict):
+    username: UserId
+    password: Password
+
+
+class DeviceAuthVerify(Strict):
+    user_code: str = Field(max_length=64)
+
+
+class DeviceAccessToken(BaseModel):
+    id: str
+    time_created: datetime
+    time_expires: datetime | None = None
+
+    @classmethod
+    def of(cls, row: Row) -> DeviceAccessToken:
+        expires = None if row.time_expires is None else _time(row.time_expires)
+        return cls(id=row.id, time_created=_time(row.time_created), time_expires=expires)
+
+
+class DeviceAccessTokenResultsPage(BaseModel):
+    items: list[DeviceAccessToken]
+    next_page: str | None = None
+
+
+class CurrentUser(BaseModel):
+    id: str
+    display_name: str
+    silo_id: str
+    silo_name: str
+    fleet_viewer: bool
+    silo_admin: bool
+    time_created: datetime
+    time_modified: datetime
+
+
+class Group(BaseModel):
+    id: str
+    display_name: str
+    silo_id: str
+    time_created: datetime
+    time_modified: datetime
+
+
+class GroupResultsPage(BaseModel):
+    items: list[Group]
+    next_page: str | None = None
+
+
+# -- silos and users -------------------------------------------------------------------------
+
+
+class SiloQuotasCreate(Strict):
+    cpus: int = Field(ge=0, le=2**62)
+    memory: ByteCount
+    storage: ByteCount
+
+
+class SiloQuotasUpdate(Strict):
+    cpus: Annotated[int, Field(ge=0, le=2**62)] | None = None
+    memory: ByteCount | None = None
+    storage: ByteCount | None = None
+
+
+class SiloCreate(Strict):
+    name: Name
+    description: str = Field(max_length=512)
+    discoverable: bool
+    identity_mode: str
+    quotas: SiloQuotasCreate
+    admin_group_name: str | None = None
+    mapped_fleet_roles: dict[str, list[FleetRole]] = Field(default_factory=dict)
+    tls_certificates: list[dict[str, str]] = Field(default_factory=list)
+
+    @field_validator("identity_mode")
+    @classmethod
+    def _local_only(cls, value: str) -> str:
+        if value != "local_only":
+            raise ValueError(
+                f"identity mode {value!r} is not supported: Skylight silos are local_only"
+            )
+        return value
+
+    @field_validator("admin_group_name")
+    @classmethod
+    def _no_groups(cls, value: str | None) -> str | None:
+        if value is not None:
+            raise ValueError("groups are not supported: leave admin_group_name out")
+        return value
+
+    @field_validator("mapped_fleet_roles")
+    @classmethod
+    def _no_mapping(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        if any(value.values()):
+            raise ValueError("mapping silo roles to fleet roles is not supported")
+        return value
+
+
+class Silo(BaseModel):
+    id: str
+    name: str
+    description: str
+    discoverable: bool
+    identity_mode: str
+    mapped_fleet_roles: dict[str, list[str]] = Field(default_factory=dict)
+    admin_group_name: str | None = None
+    time_created: datetime
+    time_modified: datetime
+
+    @classmethod
+    def of(cls, row: Row) -> Silo:
+        return cls(
+            id=row.id,
+            name=row.name,
+            description=row.description,
+            discoverable=row.discoverable,
+            identity_mode=row.identity_mode,
+            time_created=_time(row.time_created),
+            time_modified=_time(row.time_modified),
+        )
+
+
+class SiloResultsPage(BaseModel):
+    items: list[Silo]
+    next_page: str | None = None
+
+
+class SiloQuotas(BaseModel):
+    silo_id: str
+    cpus: int
+    memory: int
+    storage: int
+
+    @classmethod
+    def of(cls, row: Row) -> SiloQuotas:
+        return cls(
+            silo_id=row.id, cpus=row.quota_cpus, memory=row.quota_memory, storage=row.quota_storage
+        )
+
+
+class SiloQuotasResultsPage(BaseModel):
+    items: list[SiloQuotas]
+    next_page: str | None = None
+
+
+class UserPasswordSet(Strict):
+    mode: Literal["password"]
+    value: Password
+
+
+class UserPasswordDisallowed(Strict):
+    mode: Literal["login_disallowed"]
+
+
+UserPassword = Annotated[UserPasswordSet | UserPasswordDisallowed, Field(discriminator="mode")]
+
+
+class UserCreate(Strict):
+    external_id: UserId
+    password: UserPassword
+
+
+class User(BaseModel):
+    id: str
+    display_name: str
+    silo_id: str
+    time_created: datetime
+    time_modified: datetime
+
+    @classmethod
+    def of(cls, row: Row) -> User:
+        return cls(
+            id=row.id,
+            display_name=row.name,
+            silo_id=row.silo_id,
+            time_created=_time(row.time_created),
+            time_modified=_time(row.time_modified),
+        )
+
+
+class UserResultsPage(BaseModel):
+    items: list[User]
+    next_page: str | None = None
+
+
+# -- policies --------------------------------------------------------------------------------
+
+
+class _Assignment(Strict):
+    identity_id: str
+    identity_type: IdentityType
+
+    @field_validator("identity_id")
+    @classmethod
+    def _uuid(cls, value: str) -> str:
+        if parse_uuid(value) is None:
+            raise ValueError("not a UUID")
+        return value.lower()
+
+
+class FleetRoleRoleAssignment(_Assignment):
+    role_name: FleetRole
+
+
+class SiloRoleRoleAssignment(_Assignment):
+    role_name: SiloRole
+
+
+class ProjectRoleRoleAssignment(_Assignment):
+    role_name: SiloRole
+
+
+class FleetRolePolicy(Strict):
+    role_assignments: list[FleetRoleRoleAssignment] = Field(max_length=64)
+
+
+class SiloRolePolicy(Strict):
+    role_assignments: list[SiloRoleRoleAssignment] = Field(max_length=64)
+
+
+class ProjectRolePolicy(Strict):
+    role_assignments: list[ProjectRoleRoleAssignment] = Field(max_length=64)

@@ -1,0 +1,275 @@
+"""Silos, their quotas and local users, and the policies of the fleet, a silo and a project.
+
+What the caller may see and do is decided by ``operations.silos`` (through
+``identity.access``); these handlers parse, call one operation and render.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from skylight import lookup
+from skylight.api import deps, paging
+from skylight.api import identity_models as m
+from skylight.errors import NotFound
+from skylight.identity.access import FLEET, Action, Project, Resource, Silo, authorize
+from skylight.lookup import require_uuid
+from skylight.operations import silos
+from skylight.operations.silos import Assignment, NewSilo, Quotas
+
+router = APIRouter()
+
+
+# -- silos -----------------------------------------------------------------------------------
+
+
+@router.get("/v1/system/silos", response_model=m.SiloResultsPage, tags=["system/silos"])
+async def silo_list(request: Request, query: paging.ByName) -> m.SiloResultsPage:
+    who, req = deps.caller(request), query.ask("silos")()
+    items, nxt = paging.results(
+        await deps.tx(request, lambda c: silos.page(c, who, req)), m.Silo.of
+    )
+    return m.SiloResultsPage(items=items, next_page=nxt)
+
+
+@router.post("/v1/system/silos", status_code=201, response_model=m.Silo, tags=["system/silos"])
+async def silo_create(request: Request, body: m.SiloCreate) -> m.Silo:
+    who = deps.caller(request)
+    q = body.quotas
+    new = NewSilo(
+        body.name, body.description, body.discoverable, Quotas(q.cpus, q.memory, q.storage)
+    )
+    return m.Silo.of(await deps.tx(request, lambda c: silos.create(c, who, new)))
+
+
+@router.get("/v1/system/silos/{silo}", response_model=m.Silo, tags=["system/silos"])
+async def silo_view(request: Request, silo: str) -> m.Silo:
+    who, sel = deps.caller(request), deps.required(silo, "silo")
+    return m.Silo.of(await deps.tx(request, lambda c: silos.silo(c, who, sel)))
+
+
+@router.delete(
+    "/v1/system/silos/{silo}", status_code=204, response_class=Response, tags=["system/silos"]
+)
+async def silo_delete(request: Request, silo: str) -> Response:
+    who, sel = deps.caller(request), deps.required(silo, "silo")
+    await deps.tx(request, lambda c: silos.delete(c, who, sel))
+    return Response(status_code=204)
+
+
+@router.get("/v1/system/silos/{silo}/quotas", response_model=m.SiloQuotas, tags=["system/silos"])
+async def silo_quotas_view(request: Request, silo: str) -> m.SiloQuotas:
+    who, sel = deps.caller(request), deps.required(silo, "silo")
+    return m.SiloQuotas.of(await deps.tx(request, lambda c: silos.quotas(c, who, sel)))
+
+
+@router.put("/v1/system/silos/{silo}/quotas", response_model=m.SiloQuotas, tags=["system/silos"])
+async def silo_quotas_update(request: Request, silo: str, body: m.SiloQuotasUpdate) -> m.SiloQuotas:
+    who, sel = deps.caller(request), deps.required(silo, "silo")
+    row = await deps.tx(
+        request,
+        lambda c: silos.set_quotas(
+            c, who, sel, cpus=body.cpus, memory=body.memory, storage=body.storage
+        ),
+    )
+    return m.SiloQuotas.of(row)
+
+
+@router.get("/v1/system/silo-quotas", response_model=m.SiloQuotasResultsPage, tags=["system/silos"])
+async def system_quotas_list(request: Request, query: paging.ById) -> m.SiloQuotasResultsPage:
+    who, req = deps.caller(request), query.ask("silo-quotas")()
+    page = await deps.tx(request, lambda c: silos.all_quotas(c, who, req))
+    items, nxt = paging.results(page, m.SiloQuotas.of)
+    return m.SiloQuotasResultsPage(items=items, next_page=nxt)
+
+
+# -- users -----------------------------------------------------------------------------------
+
+
+@router.post(
+    "/v1/system/identity-providers/local/users",
+    status_code=201,
+    response_model=m.User,
+    tags=["system/silos"],
+)
+async def local_idp_user_create(
+    request: Request, body: m.UserCreate, silo: str | None = None
+) -> m.User:
+    who, sel = deps.caller(request), deps.required(silo, "silo")
+    password = body.password.value if isinstance(body.password, m.UserPasswordSet) else None
+    row = await deps.tx(
+        request, lambda c: silos.create_user(c, who, sel, body.external_id, password)
+    )
+    return m.User.of(row)
+
+
+@router.delete(
+    "/v1/system/identity-providers/local/users/{user_id}",
+    status_code=204,
+    response_class=Response,
+    tags=["system/silos"],
+)
+async def local_idp_user_delete(
+    request: Request, user_id: str, silo: str | None = None
+) -> Response:
+    who, sel, uid = (
+        deps.caller(request),
+        deps.required(silo, "silo"),
+        require_uuid(user_id, "user_id"),
+    )
+    await deps.tx(request, lambda c: silos.delete_user(c, who, sel, uid))
+    return Response(status_code=204)
+
+
+@router.post(
+    "/v1/system/identity-providers/local/users/{user_id}/set-password",
+    status_code=204,
+    response_class=Response,
+    tags=["system/silos"],
+)
+async def local_idp_user_set_password(
+    request: Request, user_id: str, body: m.UserPassword, silo: str | None = None
+) -> Response:
+    who, sel, uid = (
+        deps.caller(request),
+        deps.required(silo, "silo"),
+        require_uuid(user_id, "user_id"),
+    )
+    password = body.value if isinstance(body, m.UserPasswordSet) else None
+    await deps.tx(request, lambda c: silos.set_password(c, who, sel, uid, password))
+    return Response(status_code=204)
+
+
+@router.get("/v1/users", response_model=m.UserResultsPage, tags=["silos"])
+async def user_list(request: Request, query: paging.ById) -> m.UserResultsPage:
+    who, req = deps.caller(request), query.ask("users")()
+    page = await deps.tx(request, lambda c: silos.users(c, who, None, req))
+    items, nxt = paging.results(page, m.User.of)
+    return m.UserResultsPage(items=items, next_page=nxt)
+
+
+@router.get("/v1/users/{user_id}", response_model=m.User, tags=["silos"])
+async def user_view(request: Request, user_id: str) -> m.User:
+    who, uid = deps.caller(request), require_uuid(user_id, "user_id")
+    return m.User.of(await deps.tx(request, lambda c: silos.user(c, who, uid, fleet=False)))
+
+
+@router.get("/v1/system/users", response_model=m.UserResultsPage, tags=["system/silos"])
+async def silo_user_list(
+    request: Request, query: paging.ById, silo: str | None = None
+) -> m.UserResultsPage:
+    who, sel = deps.caller(request), deps.required(silo, "silo")
+    req = query.ask(f"system-users:{sel}")()
+    page = await deps.tx(request, lambda c: silos.users(c, who, sel, req))
+    items, nxt = paging.results(page, m.User.of)
+    return m.UserResultsPage(items=items, next_page=nxt)
+
+
+@router.get("/v1/system/users/{user_id}", response_model=m.User, tags=["system/silos"])
+async def silo_user_view(request: Request, user_id: str, silo: str | None = None) -> m.User:
+    who, uid = deps.caller(request), require_uuid(user_id, "user_id")
+    deps.required(silo, "silo")
+    return m.User.of(await deps.tx(request, lambda c: silos.user(c, who, uid, fleet=True)))
+
+
+# -- policies --------------------------------------------------------------------------------
+
+
+def _shown(assignments: list[Assignment]) -> dict[str, list[dict[str, str]]]:
+    return {"role_assignments": [vars(a) for a in assignments]}
+
+
+def _asked(body: m.FleetRolePolicy | m.SiloRolePolicy | m.ProjectRolePolicy) -> list[Assignment]:
+    return [Assignment(a.identity_id, a.identity_type, a.role_name) for a in body.role_assignments]
+
+
+async def _view(request: Request, resource: Resource) -> dict[str, list[dict[str, str]]]:
+    who = deps.caller(request)
+    return _shown(await deps.tx(request, lambda c: silos.policy(c, who, resource)))
+
+
+async def _update(
+    request: Request,
+    resource: Resource,
+    body: m.FleetRolePolicy | m.SiloRolePolicy | m.ProjectRolePolicy,
+) -> dict[str, list[dict[str, str]]]:
+    who, asked = deps.caller(request), _asked(body)
+    return _shown(await deps.tx(request, lambda c: silos.set_policy(c, who, resource, asked)))
+
+
+async def _silo(request: Request, silo: str) -> Silo:
+    who, sel = deps.caller(request), deps.required(silo, "silo")
+    return Silo((await deps.tx(request, lambda c: silos.silo(c, who, sel))).id)
+
+
+async def _project(request: Request, project: str) -> Project:
+    who, sel = deps.caller(request), deps.required(project, "project")
+    row = await deps.tx(request, lambda c: lookup.project(c, who, sel))
+    return Project(row.id, row.silo_id)
+
+
+@router.get("/v1/system/policy", response_model=m.FleetRolePolicy, tags=["policy"])
+async def system_policy_view(request: Request) -> dict[str, list[dict[str, str]]]:
+    return await _view(request, FLEET)
+
+
+@router.put("/v1/system/policy", response_model=m.FleetRolePolicy, tags=["policy"])
+async def system_policy_update(
+    request: Request, body: m.FleetRolePolicy
+) -> dict[str, list[dict[str, str]]]:
+    return await _update(request, FLEET, body)
+
+
+@router.get("/v1/policy", response_model=m.SiloRolePolicy, tags=["silos"])
+async def policy_view(request: Request) -> dict[str, list[dict[str, str]]]:
+    return await _view(request, Silo(deps.caller(request).silo_id))
+
+
+@router.put("/v1/policy", response_model=m.SiloRolePolicy, tags=["silos"])
+async def policy_update(
+    request: Request, body: m.SiloRolePolicy
+) -> dict[str, list[dict[str, str]]]:
+    return await _update(request, Silo(deps.caller(request).silo_id), body)
+
+
+@router.get(
+    "/v1/system/silos/{silo}/policy", response_model=m.SiloRolePolicy, tags=["system/silos"]
+)
+async def silo_policy_view(request: Request, silo: str) -> dict[str, list[dict[str, str]]]:
+    return await _view(request, await _silo(request, silo))
+
+
+@router.put(
+    "/v1/system/silos/{silo}/policy", response_model=m.SiloRolePolicy, tags=["system/silos"]
+)
+async def silo_policy_update(
+    request: Request, silo: str, body: m.SiloRolePolicy
+) -> dict[str, list[dict[str, str]]]:
+    return await _update(request, await _silo(request, silo), body)
+
+
+@router.get("/v1/projects/{project}/policy", response_model=m.ProjectRolePolicy, tags=["projects"])
+async def project_policy_view(request: Request, project: str) -> dict[str, list[dict[str, str]]]:
+    return await _view(request, await _project(request, project))
+
+
+@router.put("/v1/projects/{project}/policy", response_model=m.ProjectRolePolicy, tags=["projects"])
+async def project_policy_update(
+    request: Request, project: str, body: m.ProjectRolePolicy
+) -> dict[str, list[dict[str, str]]]:
+    return await _update(request, await _project(request, project), body)
+
+
+# -- groups (not supported yet: a local-only silo has none) ----------------------------------
+
+
+@router.get("/v1/groups", response_model=m.GroupResultsPage, tags=["silos"])
+async def group_list(request: Request, query: paging.ById) -> m.GroupResultsPage:
+    query.ask("groups")()
+    authorize(deps.caller(request), Action.read, Silo(deps.caller(request).silo_id))
+    return m.GroupResultsPage(items=[])
+
+
+@router.get("/v1/groups/{group_id}", response_model=m.Group, tags=["silos"])
+async def group_view(request: Request, group_id: str) -> m.Group:
+    raise NotFound.by_id("group", require_uuid(group_id, "group_id"))

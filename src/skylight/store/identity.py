@@ -1,0 +1,314 @@
+"""Silos, their users, role assignments, sessions and device tokens.
+
+Secrets never come here in clear: callers hand over a password's argon2id hash and a
+token's SHA-256, and look tokens up by that hash.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from skylight.clock import now
+from skylight.store import Row, paging
+from skylight.store.schema import (
+    console_session,
+    device_access_token,
+    device_auth_request,
+    project,
+    role_assignment,
+    silo,
+    silo_user,
+)
+
+_live_silo = silo.c.time_deleted.is_(None)
+_live_user = silo_user.c.time_deleted.is_(None)
+
+
+# -- silos -------------------------------------------------------------------------------
+
+
+def silo_by_id(conn: Connection, silo_id: str) -> Row | None:
+    return conn.execute(sa.select(silo).where(silo.c.id == silo_id, _live_silo)).first()
+
+
+def silo_by_name(conn: Connection, name: str) -> Row | None:
+    return conn.execute(sa.select(silo).where(silo.c.name == name, _live_silo)).first()
+
+
+def silo_page(
+    conn: Connection, *, sort: str, limit: int, marker: str | None, silo_id: str | None = None
+) -> list[Row]:
+    """Discoverable silos (and ``silo_id``, the caller's own, which it may always see)."""
+    q = sa.select(silo).where(_live_silo, sa.or_(silo.c.discoverable, silo.c.id == (silo_id or "")))
+    return paging.page(conn, q, silo, sort=sort, limit=limit, marker=marker)
+
+
+def insert_silo(
+    conn: Connection,
+    *,
+    silo_id: str,
+    name: str,
+    description: str,
+    discoverable: bool,
+    quotas: tuple[int, int, int],
+) -> None:
+    t = now()
+    cpus, memory, storage = quotas
+    conn.execute(
+        silo.insert().values(
+            id=silo_id,
+            name=name,
+            description=description,
+            discoverable=discoverable,
+            identity_mode="local_only",
+            quota_cpus=cpus,
+            quota_memory=memory,
+            quota_storage=storage,
+            time_created=t,
+            time_modified=t,
+        )
+    )
+
+
+def update_silo(conn: Connection, silo_id: str, **values: object) -> None:
+    conn.execute(silo.update().where(silo.c.id == silo_id).values(time_modified=now(), **values))
+
+
+def silo_has_projects(conn: Connection, silo_id: str) -> bool:
+    q = sa.select(project.c.id).where(
+        project.c.silo_id == silo_id, project.c.time_deleted.is_(None)
+    )
+    return conn.execute(q.limit(1)).first() is not None
+
+
+def delete_silo(conn: Connection, silo_id: str) -> None:
+    """The silo and everything that only means something inside it: its users, their
+    credentials, and the roles granted on it or to them."""
+    t = now()
+    users = sa.select(silo_user.c.id).where(silo_user.c.silo_id == silo_id)
+    for table in (console_session, device_access_token):
+        conn.execute(table.delete().where(table.c.user_id.in_(users)))
+    conn.execute(role_assignment.delete().where(role_assignment.c.identity_id.in_(users)))
+    conn.execute(role_assignment.delete().where(role_assignment.c.resource_id == silo_id))
+    conn.execute(silo_user.update().where(silo_user.c.silo_id == silo_id).values(time_deleted=t))
+    conn.execute(silo.update().where(silo.c.id == silo_id).values(time_deleted=t))
+
+
+# -- users -------------------------------------------------------------------------------
+
+
+def user_by_id(conn: Connection, user_id: str) -> Row | None:
+    return conn.execute(sa.select(silo_user).where(silo_user.c.id == user_id, _live_user)).first()
+
+
+def user_by_name(conn: Connection, silo_id: str, name: str) -> Row | None:
+    q = sa.select(silo_user).where(
+        silo_user.c.silo_id == silo_id, silo_user.c.name == name, _live_user
+    )
+    return conn.execute(q).first()
+
+
+def user_page(
+    conn: Connection, silo_id: str, *, sort: str, limit: int, marker: str | None
+) -> list[Row]:
+    q = sa.select(silo_user).where(silo_user.c.silo_id == silo_id, _live_user)
+    return paging.page(conn, q, silo_user, sort=sort, limit=limit, marker=marker)
+
+
+def insert_user(
+    conn: Connection, *, user_id: str, silo_id: str, name: str, password_hash: str | None
+) -> None:
+    t = now()
+    conn.execute(
+        silo_user.insert().values(
+            id=user_id,
+            silo_id=silo_id,
+            name=name,
+            password_hash=password_hash,
+            time_created=t,
+            time_modified=t,
+        )
+    )
+
+
+def set_password_hash(conn: Connection, user_id: str, password_hash: str | None) -> None:
+    conn.execute(
+        silo_user.update()
+        .where(silo_user.c.id == user_id)
+        .values(password_hash=password_hash, time_modified=now())
+    )
+
+
+def delete_user(conn: Connection, user_id: str) -> None:
+    for table in (console_session, device_access_token):
+        conn.execute(table.delete().where(table.c.user_id == user_id))
+    conn.execute(role_assignment.delete().where(role_assignment.c.identity_id == user_id))
+    conn.execute(silo_user.update().where(silo_user.c.id == user_id).values(time_deleted=now()))
+
+
+# -- roles -------------------------------------------------------------------------------
+
+
+def roles_of(conn: Connection, user_id: str) -> list[Row]:
+    """Every (resource_type, resource_id, role_name) the user holds."""
+    q = sa.select(
+        role_assignment.c.resource_type, role_assignment.c.resource_id, role_assignment.c.role_name
+    ).where(role_assignment.c.identity_id == user_id)
+    return list(conn.execute(q))
+
+
+def assignments_on(conn: Connection, resource_type: str, resource_id: str) -> list[Row]:
+    q = (
+        sa.select(role_assignment.c.identity_id, role_assignment.c.role_name)
+        .where(
+            role_assignment.c.resource_type == resource_type,
+            role_assignment.c.resource_id == resource_id,
+        )
+        .order_by(role_assignment.c.identity_id, role_assignment.c.role_name)
+    )
+    return list(conn.execute(q))
+
+
+def replace_assignments(
+    conn: Connection, resource_type: str, resource_id: str, pairs: list[tuple[str, str]]
+) -> None:
+    """Make ``pairs`` of (identity id, role name) the resource's whole policy."""
+    conn.execute(
+        role_assignment.delete().where(
+            role_assignment.c.resource_type == resource_type,
+            role_assignment.c.resource_id == resource_id,
+        )
+    )
+    if pairs:
+        conn.execute(
+            role_assignment.insert(),
+            [
+                {
+                    "resource_type": resource_type,
+                    "resource_id": resource_id,
+                    "identity_id": identity,
+                    "role_name": role,
+                }
+                for identity, role in sorted(set(pairs))
+            ],
+        )
+
+
+# -- sessions and tokens -----------------------------------------------------------------
+
+
+def insert_session(conn: Connection, *, session_id: str, token_hash: str, user_id: str) -> None:
+    t = now()
+    conn.execute(
+        console_session.insert().values(
+            id=session_id, token_hash=token_hash, user_id=user_id, time_created=t, time_last_used=t
+        )
+    )
+
+
+def session_by_hash(conn: Connection, token_hash: str) -> Row | None:
+    q = sa.select(console_session).where(console_session.c.token_hash == token_hash)
+    return conn.execute(q).first()
+
+
+def touch_session(conn: Connection, session_id: str, at: datetime) -> None:
+    conn.execute(
+        console_session.update().where(console_session.c.id == session_id).values(time_last_used=at)
+    )
+
+
+def delete_session(conn: Connection, session_id: str) -> None:
+    conn.execute(console_session.delete().where(console_session.c.id == session_id))
+
+
+def insert_token(
+    conn: Connection,
+    *,
+    token_id: str,
+    token_hash: str,
+    user_id: str,
+    client_id: str,
+    expires: datetime | None,
+) -> None:
+    conn.execute(
+        device_access_token.insert().values(
+            id=token_id,
+            token_hash=token_hash,
+            user_id=user_id,
+            client_id=client_id,
+            time_created=now(),
+            time_expires=expires,
+        )
+    )
+
+
+def token_by_hash(conn: Connection, token_hash: str) -> Row | None:
+    q = sa.select(device_access_token).where(device_access_token.c.token_hash == token_hash)
+    return conn.execute(q).first()
+
+
+def token_page(
+    conn: Connection, user_id: str, *, sort: str, limit: int, marker: str | None
+) -> list[Row]:
+    q = sa.select(device_access_token).where(device_access_token.c.user_id == user_id)
+    return paging.page(conn, q, device_access_token, sort=sort, limit=limit, marker=marker)
+
+
+def delete_token(conn: Connection, user_id: str, token_id: str) -> bool:
+    result = conn.execute(
+        device_access_token.delete().where(
+            device_access_token.c.id == token_id, device_access_token.c.user_id == user_id
+        )
+    )
+    return bool(result.rowcount)
+
+
+# -- device flow -------------------------------------------------------------------------
+
+
+def insert_device_request(
+    conn: Connection,
+    *,
+    user_code: str,
+    device_code_hash: str,
+    client_id: str,
+    token_ttl: int | None,
+    expires: datetime,
+) -> None:
+    conn.execute(
+        device_auth_request.insert().values(
+            user_code=user_code,
+            device_code_hash=device_code_hash,
+            client_id=client_id,
+            token_ttl=token_ttl,
+            time_created=now(),
+            time_expires=expires,
+        )
+    )
+
+
+def device_request_by_user_code(conn: Connection, user_code: str) -> Row | None:
+    q = sa.select(device_auth_request).where(device_auth_request.c.user_code == user_code)
+    return conn.execute(q).first()
+
+
+def device_request_by_hash(conn: Connection, device_code_hash: str) -> Row | None:
+    q = sa.select(device_auth_request).where(
+        device_auth_request.c.device_code_hash == device_code_hash
+    )
+    return conn.execute(q).first()
+
+
+def confirm_device_request(conn: Connection, user_code: str, user_id: str) -> None:
+    conn.execute(
+        device_auth_request.update()
+        .where(device_auth_request.c.user_code == user_code)
+        .values(user_id=user_id)
+    )
+
+
+def delete_device_request(conn: Connection, user_code: str) -> None:
+    conn.execute(device_auth_request.delete().where(device_auth_request.c.user_code == user_code))
