@@ -25,7 +25,7 @@ FLOORS = [
     "services errors",
     "sled store",
     "placement",
-    "events config clock ids metrics console testing wire",
+    "events config clock ids metrics console testing wire rack_secret",
 ]
 
 

@@ -31,6 +31,11 @@ class AlreadyExists(SkylightError):
         super().__init__(f'already exists: {kind} "{name}"')
 
 
+class Unauthenticated(SkylightError):
+    """The request carries no credential, or one that proves nothing (Oxide: credentials
+    missing or invalid). The message never repeats what was sent."""
+
+
 class Forbidden(SkylightError):
     """The caller may not do this (until identity lands: an operator-only resource)."""
 

@@ -21,6 +21,7 @@ from skylight.errors import (
     OperationFailed,
     ServiceUnavailable,
     SkylightError,
+    Unauthenticated,
 )
 from skylight.events.reasons import CATALOG, redact
 from skylight.ids import new_id
@@ -38,6 +39,7 @@ ERROR_CODE: dict[type[SkylightError], str] = {
     NotFound: "ObjectNotFound",
     AlreadyExists: "ObjectAlreadyExists",
     Forbidden: "Forbidden",
+    Unauthenticated: "Unauthorized",
     InvalidRequest: "InvalidRequest",
     InvalidValue: "InvalidValue",
     Conflict: "Conflict",
@@ -68,6 +70,7 @@ STATUS: dict[str, int] = {
     "ObjectAlreadyExists": 400,
     "InvalidRequest": 400,
     "InvalidValue": 400,
+    "Unauthorized": 401,
     "Forbidden": 403,
     "Conflict": 409,
     "InsufficientCapacity": 507,

@@ -38,6 +38,12 @@ def serve(
         None, envvar="SKYLIGHT_DB", help="sqlite:///PATH or postgresql://... (default: SQLite)"
     ),
     data_dir: Path = typer.Option(Path(".skylight"), envvar="SKYLIGHT_DATA_DIR"),
+    rack_secret_file: Path | None = typer.Option(
+        None,
+        envvar="SKYLIGHT_RACK_SECRET_FILE",
+        help="the secret shared with sled agents and the other replicas "
+        "(default: DATA_DIR/rack-secret, generated on the first start)",
+    ),
     sim_sleds: int = typer.Option(8, min=0, max=100_000),
     sim_sled_cpus: int = typer.Option(64, min=1),
     sim_sled_memory: int = typer.Option(512, min=1, help="GiB"),
@@ -96,6 +102,7 @@ def serve(
         bind=bind,
         db_url=db,
         data_dir=data_dir,
+        rack_secret_file=rack_secret_file,
         start_wait=start_wait,
         auto_restart_cooldown=auto_restart_cooldown,
         event_retention_days=event_retention_days,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 
+from skylight.rack_secret import default_path
 from skylight.testing.process import ChildProcess
 
 
@@ -21,7 +22,8 @@ class ServerProcess(ChildProcess):
     """One server. ``args`` are extra ``skylight serve`` flags (e.g. ``--sim-start-delay``).
 
     The same data directory and database survive :meth:`kill` and :meth:`start`, which is
-    what crash tests need.
+    what crash tests need. ``rack_secret_file`` is the rack secret it shares with sled agents
+    (and with the other replicas of one store); None: the one it generates in its data dir.
     """
 
     what = "server"
@@ -34,15 +36,22 @@ class ServerProcess(ChildProcess):
         port: int | None = None,
         args: list[str] | None = None,
         log_name: str = "server.log",
+        rack_secret_file: Path | None = None,
     ) -> None:
         super().__init__(data_dir, log_name)
         self.db = db
+        self._rack_secret_file = rack_secret_file
         self.port = port or free_port()
         self.args = args or []
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def rack_secret_file(self) -> Path:
+        """The rack secret sled agents of this server are given (it exists once started)."""
+        return self._rack_secret_file or default_path(self.data_dir)
 
     def start(self, timeout: float = 30.0) -> None:
         cmd = [
@@ -60,6 +69,8 @@ class ServerProcess(ChildProcess):
         ]
         if self.db:
             cmd += ["--db", self.db]
+        if self._rack_secret_file is not None:
+            cmd += ["--rack-secret-file", str(self._rack_secret_file)]
         self._spawn(
             cmd,
             lambda: httpx.get(f"{self.url}/v1/me", timeout=1.0).status_code == 200,
