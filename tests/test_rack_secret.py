@@ -9,12 +9,14 @@ credential, and the secret appearing in no log and nowhere in the store.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
@@ -33,9 +35,12 @@ from skylight.rack_secret import (
     default_path,
     load,
 )
-from skylight.sled_agent import AgentConfig, create_agent_app
+from skylight.sled.agent import SledAgentError
+from skylight.sled.http_client import HttpSledAgent
+from skylight.sled_agent import AgentConfig, SledAgentService, create_agent_app
 from skylight.store.engine import make_engine
 from skylight.store.schema import instance, metadata, sled, vmm
+from skylight.wire import JsonObject
 from tests.conftest import instance_body, make_settings
 
 P = {"project": "demo"}
@@ -305,6 +310,64 @@ def test_the_agent_answers_only_the_control_planes_credential(tmp_path: Path) ->
         assert agent.get("/health", headers=cp).json()["serial"] == "lonely"
         r = agent.post("/faults", headers=cp, json={"at": "register", "kind": "error"})
         assert r.status_code == 201, r.text
+
+
+def test_the_control_plane_sends_its_credential_and_says_when_it_is_refused(
+    tmp_path: Path,
+) -> None:
+    secret = create(tmp_path / "rack-secret")
+    config = AgentConfig(
+        url="http://agent",
+        control_planes=["http://127.0.0.1:9"],
+        serial="s1",
+        data_dir=tmp_path / "agent",
+        rack_secret=secret,
+    )
+    transport = httpx.ASGITransport(app=create_agent_app(config))
+
+    async def health(credential: str) -> JsonObject:
+        client = HttpSledAgent("http://agent", 5.0, credential, transport=transport)
+        try:
+            return await client.health()
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(health(secret.control_plane_credential()))["serial"] == "s1"
+    with pytest.raises(SledAgentError, match="share one --rack-secret-file") as caught:
+        asyncio.run(health(OTHER.control_plane_credential()))
+    assert OTHER.control_plane_credential() not in caught.value.message
+
+
+def test_an_agent_refused_by_the_control_plane_says_which_secret_to_check(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = create(tmp_path / "rack-secret")
+    config = AgentConfig(
+        url="http://agent",
+        control_planes=["http://cp"],
+        serial="s1",
+        data_dir=tmp_path / "agent",
+        rack_secret=secret,
+    )
+    service = SledAgentService(config)
+    sent: list[str | None] = []
+
+    def control_plane(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers.get("authorization"))
+        return httpx.Response(401, json={"error_code": "Unauthorized", "message": "no"})
+
+    async def register() -> bool:
+        await service.start()  # its client, with its credential
+        assert service._client is not None
+        service._client._transport = httpx.MockTransport(control_plane)
+        try:
+            return await service.register_once()
+        finally:
+            await service.stop()
+
+    assert asyncio.run(register()) is False
+    assert sent and set(sent) == {f"Bearer {secret.sled_credential('s1')}"}
+    assert "is this agent's --rack-secret-file the control plane's?" in caplog.text
 
 
 # -- the sled-agent command ------------------------------------------------------------------

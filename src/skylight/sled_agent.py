@@ -52,6 +52,7 @@ from skylight.wire import JsonObject
 log = logging.getLogger(__name__)
 
 _STATUS = {"error": 409, "vmm_gone": 410, "timeout": 504, "unreachable": 503}
+_SECRET_HINT = " (is this agent's --rack-secret-file the control plane's?)"
 
 
 @dataclass
@@ -173,7 +174,8 @@ class SledAgentService:
             log.warning("registration with the control plane failed: %s", exc)
             return False
         if r.status_code >= 400:
-            log.error("the control plane refused the registration: %s", r.text[:500])
+            hint = _SECRET_HINT if r.status_code == 401 else ""
+            log.error("the control plane refused the registration: %s%s", r.text[:500], hint)
             return False
         self._adopt_id(str(r.json()["id"]))
         self.registered = True

@@ -28,11 +28,20 @@ _ATTEMPTS = 3  # per call, for connection errors only
 class HttpSledAgent:
     """One sled agent at ``base_url``. Owns one ``httpx.AsyncClient`` (share the instance)."""
 
-    def __init__(self, base_url: str, timeout: float, credential: str) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float,
+        credential: str,
+        transport: httpx.AsyncBaseTransport | None = None,  # tests: an agent in-process
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self._client = httpx.AsyncClient(
-            base_url=self.base_url, timeout=timeout, headers=bearer(credential)
+            base_url=self.base_url,
+            timeout=timeout,
+            headers=bearer(credential),
+            transport=transport,
         )
 
     async def aclose(self) -> None:
@@ -125,6 +134,12 @@ def _error_from(r: httpx.Response, base_url: str) -> SledAgentError:
     message = str(body.get("message") or r.text[:200] or f"HTTP {r.status_code}")
     if code in KINDS:
         return SledAgentError(str(code), message)
+    if r.status_code == 401:  # a replica whose rack secret is not the agent's
+        return SledAgentError(
+            "error",
+            f"the sled agent at {base_url} refused this control plane's rack credential: "
+            "do they share one --rack-secret-file?",
+        )
     if r.status_code in (502, 503):
         return SledAgentError("unreachable", f"{base_url}: {message}")
     if r.status_code == 504:
