@@ -30,6 +30,7 @@ from typing import Protocol
 import httpx
 import sqlalchemy as sa
 
+from skylight.rack_secret import create
 from skylight.store.engine import make_engine
 from skylight.testing import ServerProcess, SledAgentProcess
 from skylight.testing.process import ChildProcess
@@ -198,14 +199,18 @@ class Fleet:
         self.admin, self.root, self.agent_spec = admin, root, agents
         self.dbname = f"skylight_bench_fleet_{uuid.uuid4().hex[:10]}"
         self.db = pg_url(admin, self.dbname)
+        # One rack: its replicas and agents share one secret, as a deployment would.
+        self.rack_secret = root / "rack-secret"
         self.replicas = [
-            ServerProcess(root / f"r{i}", db=self.db, args=flags) for i in range(replicas)
+            ServerProcess(root / f"r{i}", db=self.db, args=flags, rack_secret_file=self.rack_secret)
+            for i in range(replicas)
         ]
         self.agents: list[SledAgentProcess] = []
         self.engine: sa.Engine | None = None
 
     def __enter__(self) -> Fleet:
         pg_exec(self.admin, f'CREATE DATABASE "{self.dbname}"')
+        create(self.rack_secret)
         try:
             # The first replica migrates the empty database; the others start together after.
             self.replicas[0].start(timeout=90)
@@ -215,6 +220,7 @@ class Fleet:
                 SledAgentProcess(
                     self.root / f"s{i}",
                     urls,
+                    rack_secret_file=self.rack_secret,
                     cpus=spec.cpus,
                     memory_gib=spec.memory_gib,
                     start_delay=spec.boot,

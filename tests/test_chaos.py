@@ -24,6 +24,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from skylight.rack_secret import create
 from skylight.store import totals
 from skylight.store.engine import make_engine
 from skylight.store.schema import event, instance, saga, sled_reservation, vmm
@@ -70,8 +71,11 @@ def _replica_args(adoption: float = 2.0) -> list[str]:
 class Fleet:
     def __init__(self, root: Path, db: str, replicas: int, sleds: int, delay: float) -> None:
         self.db = db
+        secret = root / "rack-secret"  # one rack: its replicas and agents share the secret
+        create(secret)
         self.replicas = [
-            ServerProcess(root / f"r{i}", db=db, args=_replica_args()) for i in range(replicas)
+            ServerProcess(root / f"r{i}", db=db, args=_replica_args(), rack_secret_file=secret)
+            for i in range(replicas)
         ]
         for r in self.replicas:
             r.start()
@@ -79,7 +83,14 @@ class Fleet:
             assert r.token  # logged in while every replica is up
         urls = ",".join(r.url for r in self.replicas)
         self.agents = [
-            SledAgentProcess(root / f"s{i}", urls, cpus=16, memory_gib=64, start_delay=delay)
+            SledAgentProcess(
+                root / f"s{i}",
+                urls,
+                rack_secret_file=secret,
+                cpus=16,
+                memory_gib=64,
+                start_delay=delay,
+            )
             for i in range(sleds)
         ]
         for a in self.agents:
@@ -317,10 +328,12 @@ def test_chaos(fleet_factory: Callable[..., Fleet]) -> None:
     fleet = fleet_factory(replicas=3, sleds=6, delay=0.3)
     fleet.api(0).post("/v1/projects", json={"name": "demo", "description": ""})
     for agent in fleet.agents[:2]:  # faults on two sleds: some starts fail, and say why
-        httpx.post(
+        r = httpx.post(
             f"{agent.url}/faults",
             json={"at": "register", "kind": "error", "count": 3, "message": "chaos"},
+            headers=agent.auth,
         )
+        assert r.status_code == 201, r.text
     tap = StreamTap(fleet)
     burst = Burst(fleet, rng)
     rounds: Counter[str] = Counter()

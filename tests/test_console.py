@@ -406,9 +406,7 @@ def test_the_timeline_resumes_after_the_stream_drops(
     assert page.evaluate("window.__sameDocument") is True
 
 
-def test_the_cli_device_code_is_confirmed_in_the_console(
-    page: Page, server: ServerProcess
-) -> None:
+def test_the_cli_device_code_is_confirmed_in_the_console(page: Page, server: ServerProcess) -> None:
     """`skylight login`'s device flow: the code it prints is confirmed by the person signed in
     to the console, and the token it then gets is theirs."""
     with httpx.Client(base_url=server.url, timeout=30) as anonymous:

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from skylight.api.app import create_app
+from skylight.rack_secret import create
 from skylight.sagas.crash import ENV, EXIT_STATUS
 from skylight.store.schema import saga
 from skylight.testing import ServerProcess, SledAgentProcess
@@ -166,13 +167,22 @@ def test_sigterm_hands_sagas_to_a_live_peer(tmp_path: Path, pg_url: str) -> None
         "--start-wait",
         "20",
     ]
-    a = ServerProcess(tmp_path / "a", db=pg_url, args=args)
-    b = ServerProcess(tmp_path / "b", db=pg_url, args=args)
+    secret = tmp_path / "rack-secret"  # one rack: its replicas and agents share the secret
+    create(secret)
+    a = ServerProcess(tmp_path / "a", db=pg_url, args=args, rack_secret_file=secret)
+    b = ServerProcess(tmp_path / "b", db=pg_url, args=args, rack_secret_file=secret)
     a.start()
     b.start()
     urls = f"{a.url},{b.url}"
     agents = [
-        SledAgentProcess(tmp_path / f"s{i}", urls, cpus=32, memory_gib=128, start_delay=1.5)
+        SledAgentProcess(
+            tmp_path / f"s{i}",
+            urls,
+            rack_secret_file=secret,
+            cpus=32,
+            memory_gib=128,
+            start_delay=1.5,
+        )
         for i in range(2)
     ]
     try:
@@ -243,13 +253,20 @@ def test_a_create_killed_at_a_crash_point_is_finished_by_a_peer(
     finishes it, and the instance runs on B with one start (bug 1 of issue 10, adoption
     side)."""
     args = ["--no-sim", "--adoption-timeout", "2", "--heartbeat-interval", "0.3"]
-    a = ServerProcess(tmp_path / "a", db=pg_url, args=args)
-    b = ServerProcess(tmp_path / "b", db=pg_url, args=args)
+    secret = tmp_path / "rack-secret"  # one rack: its replicas and agents share the secret
+    create(secret)
+    a = ServerProcess(tmp_path / "a", db=pg_url, args=args, rack_secret_file=secret)
+    b = ServerProcess(tmp_path / "b", db=pg_url, args=args, rack_secret_file=secret)
     a.env = {ENV: point}
     a.start()
     b.start()
     agent = SledAgentProcess(
-        tmp_path / "s", f"{a.url},{b.url}", cpus=32, memory_gib=128, start_delay=0.2
+        tmp_path / "s",
+        f"{a.url},{b.url}",
+        rack_secret_file=secret,
+        cpus=32,
+        memory_gib=128,
+        start_delay=0.2,
     )
     try:
         agent.start()

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from skylight.rack_secret import create
 from skylight.testing import ServerProcess, SledAgentProcess
 from tests.conftest import GiB, instance_body
 
@@ -48,9 +49,9 @@ def wait_until(what: str, predicate: Callable[[], Any], timeout: float = 20.0) -
         time.sleep(0.1)
 
 
-def _server(data_dir: Path, db_url: str) -> ServerProcess:
+def _server(data_dir: Path, db_url: str, rack_secret_file: Path | None = None) -> ServerProcess:
     db = db_url if db_url.startswith("postgresql") else None
-    return ServerProcess(data_dir, db=db, args=SERVE_ARGS)
+    return ServerProcess(data_dir, db=db, args=SERVE_ARGS, rack_secret_file=rack_secret_file)
 
 
 def _create(api: httpx.Client, name: str, platform: str, start: bool = True) -> httpx.Response:
@@ -74,7 +75,7 @@ def _kinds(api: httpx.Client, name: str) -> list[str]:
 
 
 def _vmms(agent: SledAgentProcess) -> list[dict[str, Any]]:
-    r = httpx.get(f"{agent.url}/vmms", timeout=5)
+    r = httpx.get(f"{agent.url}/vmms", timeout=5, headers=agent.auth)
     assert r.status_code == 200, r.text
     return list(r.json()["items"])
 
@@ -92,11 +93,17 @@ def rig(
     server = _server(tmp_path / "server", db_url)
     server.start()
     milan = SledAgentProcess(
-        tmp_path / "milan", server.url, cpus=16, memory_gib=64, local_storage_gib=256
+        tmp_path / "milan",
+        server.url,
+        rack_secret_file=server.rack_secret_file,
+        cpus=16,
+        memory_gib=64,
+        local_storage_gib=256,
     )
     turin = SledAgentProcess(
         tmp_path / "turin",
         server.url,
+        rack_secret_file=server.rack_secret_file,
         cpus=8,
         memory_gib=32,
         local_storage_gib=128,
@@ -154,7 +161,9 @@ def test_instances_run_fail_and_survive_on_http_sled_agents(
 
     # -- faults armed on an agent -----------------------------------------------------------
     r = httpx.post(
-        f"{turin.url}/faults", json={"sled": milan_id, "at": "register", "kind": "error"}
+        f"{turin.url}/faults",
+        json={"sled": milan_id, "at": "register", "kind": "error"},
+        headers=turin.auth,
     )
     assert r.status_code == 400, r.text  # this agent is not that sled
     r = httpx.post(
@@ -166,10 +175,12 @@ def test_instances_run_fail_and_survive_on_http_sled_agents(
             "count": 1,
             "message": "propolis refused",
         },
+        headers=turin.auth,
     )
     assert r.status_code == 201, r.text
     assert r.json()["sled"] == turin_id
-    assert [f["id"] for f in httpx.get(f"{turin.url}/faults").json()["items"]] == [r.json()["id"]]
+    faults = httpx.get(f"{turin.url}/faults", headers=turin.auth).json()["items"]
+    assert [f["id"] for f in faults] == [r.json()["id"]]
     assert _create(api, "t1", "amd_turin", start=False).status_code == 201
     r = api.post("/v1/instances/t1/start", params=P)
     assert r.status_code == 503, r.text
@@ -180,18 +191,21 @@ def test_instances_run_fail_and_survive_on_http_sled_agents(
     events = api.get("/v1/system/events", params={"limit": 20}).json()["items"]
     failed = next(e for e in events if e["kind"] == "instance.start_failed")
     assert "propolis refused" in str(failed["reason"]["internal"])
-    assert httpx.get(f"{turin.url}/faults").json()["items"] == []  # count 1: used up
+    assert httpx.get(f"{turin.url}/faults", headers=turin.auth).json()["items"] == []  # used up
     assert _vmms(turin) == [] and _sleds(api)[turin.serial]["reserved_hardware_threads"] == 0
 
-    r = httpx.post(f"{turin.url}/faults", json={"at": "register", "kind": "error"})
+    r = httpx.post(
+        f"{turin.url}/faults", json={"at": "register", "kind": "error"}, headers=turin.auth
+    )
     assert r.status_code == 201, r.text
-    assert httpx.delete(f"{turin.url}/faults/{r.json()['id']}").status_code == 204
-    assert httpx.delete(f"{turin.url}/faults/{r.json()['id']}").status_code == 404
+    fault_url = f"{turin.url}/faults/{r.json()['id']}"
+    assert httpx.delete(fault_url, headers=turin.auth).status_code == 204
+    assert httpx.delete(fault_url, headers=turin.auth).status_code == 404
 
     # -- a crash on the agent reaches the control plane -------------------------------------
     r = api.post("/v1/instances/t1/start", params=P)
     assert r.status_code == 202 and r.json()["run_state"] == "running", r.text
-    assert httpx.post(f"{turin.url}/crash/{t1['id']}").status_code == 204
+    assert httpx.post(f"{turin.url}/crash/{t1['id']}", headers=turin.auth).status_code == 204
     t1 = wait_until("t1 failed", lambda: (i := _instance(api, "t1"))["run_state"] == "failed" and i)
     assert t1["status_reason"]["code"] == "vmm_failure"
 
@@ -228,11 +242,15 @@ def test_instances_run_fail_and_survive_on_http_sled_agents(
 def test_a_sled_registered_through_one_replica_is_reached_through_another(
     tmp_path: Path, pg_url: str
 ) -> None:
-    a = _server(tmp_path / "a", pg_url)
-    b = _server(tmp_path / "b", pg_url)
+    secret = tmp_path / "rack-secret"  # one rack: its replicas and agents share the secret
+    create(secret)
+    a = _server(tmp_path / "a", pg_url, secret)
+    b = _server(tmp_path / "b", pg_url, secret)
     a.start()
     b.start()
-    agent = SledAgentProcess(tmp_path / "agent", a.url, cpu_family="amd_turin")
+    agent = SledAgentProcess(
+        tmp_path / "agent", a.url, rack_secret_file=secret, cpu_family="amd_turin"
+    )
     api_b = b.client(timeout=30)
     try:
         agent.start()

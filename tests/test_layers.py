@@ -25,7 +25,7 @@ FLOORS = [
     "services errors identity",
     "sled store",
     "placement",
-    "events config clock ids metrics console testing wire login_flow",
+    "events config clock ids metrics console testing wire login_flow rack_secret",
 ]
 
 

@@ -28,6 +28,9 @@ class Settings:
     bind: str = "127.0.0.1:12220"
     db_url: str | None = None  # None: sqlite file under data_dir
     data_dir: Path = field(default_factory=lambda: Path(".skylight"))
+    # The rack secret shared with sled agents and the other replicas (see rack_secret.py);
+    # None: DATA_DIR/rack-secret, generated on the first start.
+    rack_secret_file: Path | None = None
     start_wait: float = 30.0  # seconds a start request waits for its saga
     auto_restart_cooldown: float = 300.0
     # How often the auto-restart task looks for failed instances, and the backoff between

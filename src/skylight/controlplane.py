@@ -33,6 +33,7 @@ from skylight.ids import new_id
 from skylight.instances import failures
 from skylight.metrics import Metrics
 from skylight.operations import bootstrap
+from skylight.rack_secret import RackSecret, RackSecretError, create, default_path, load
 from skylight.sagas import (
     SagaExecutor,
     instance_create,
@@ -69,6 +70,17 @@ class StartupRefused(Exception):
     on SQLite, a store that never answered)."""
 
 
+def _rack_secret(settings: Settings) -> RackSecret:
+    """The rack secret from ``--rack-secret-file``, or the embedded default's (generated under
+    the data directory on the first start, the same one after)."""
+    try:
+        if settings.rack_secret_file is not None:
+            return load(settings.rack_secret_file)
+        return create(default_path(settings.data_dir))
+    except RackSecretError as exc:
+        raise StartupRefused(f"{exc} (--rack-secret-file)") from None
+
+
 def _replica_id(data_dir: Path, bind: str) -> str:
     """A replica keeps its identity across restarts, so it resumes its own sagas at once."""
     path = data_dir / f"replica-{bind.replace(':', '-')}.id"
@@ -83,6 +95,7 @@ def _replica_id(data_dir: Path, bind: str) -> str:
 class ControlPlane:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.rack_secret = _rack_secret(settings)
         self.store = Store(settings.resolved_db_url())
         self.rng = random.Random()
         self.rack_cache = sleds.RackCache(settings.placement_rack_max_age)
@@ -90,7 +103,12 @@ class ControlPlane:
         if settings.sim.enabled:
             self.rack = SimRack(settings.data_dir / "sim-rack.db", settings.sim.start_delay)
             self.rack.set_listener(self._rack_lost_vmm)
-        self.sleds = SledDirectory(self.rack, settings.sled_call_timeout, self.store)
+        self.sleds = SledDirectory(
+            self.rack,
+            settings.sled_call_timeout,
+            self.store,
+            credential=self.rack_secret.control_plane_credential(),
+        )
         self.sec_id = _replica_id(settings.data_dir, settings.bind)
         self.executor = SagaExecutor(
             self.store,

@@ -32,7 +32,8 @@ class AlreadyExists(SkylightError):
 
 
 class Unauthenticated(SkylightError):
-    """The request carries no credential that stands for anyone now."""
+    """The request carries no credential, or one that proves nothing (Oxide: credentials
+    missing or invalid). The message never repeats what was sent."""
 
 
 class Forbidden(SkylightError):

@@ -12,6 +12,10 @@ agent's data directory, so they outlive a restart of the agent). The API mirrors
   ``GET /faults``, ``DELETE /faults/{id}``; ``POST /crash/{instance_id}``,
   ``POST /power-off``, ``POST /power-on``.
 
+Every route answers only the control plane: a request without its rack credential
+(``Authorization: Bearer cp.…``, see ``rack_secret.py``) is refused with 401. The agent's own
+requests to the control plane carry its sled credential, which names its serial.
+
 Errors are ``{error_code, message}`` where ``error_code`` is the ``SledAgentError`` kind
 (``error``, ``vmm_gone``, ``timeout``, ``unreachable``) so the client raises the same kind.
 
@@ -32,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -40,6 +44,7 @@ from pydantic import BaseModel, Field
 from skylight.api.models import FaultCreate
 from skylight.config import GiB
 from skylight.ids import parse_uuid
+from skylight.rack_secret import RackSecret, bearer
 from skylight.sled.agent import SledAgentError, VmmSpec
 from skylight.sled.sim import Fault, SimRack, SimSledAgent
 from skylight.wire import JsonObject
@@ -47,6 +52,7 @@ from skylight.wire import JsonObject
 log = logging.getLogger(__name__)
 
 _STATUS = {"error": 409, "vmm_gone": 410, "timeout": 504, "unreachable": 503}
+_SECRET_HINT = " (is this agent's --rack-secret-file the control plane's?)"
 
 
 @dataclass
@@ -55,6 +61,7 @@ class AgentConfig:
     control_planes: list[str]
     serial: str
     data_dir: Path
+    rack_secret: RackSecret
     cpus: int = 64
     memory_gib: int = 512
     local_storage_gib: int = 2048
@@ -100,7 +107,8 @@ class SledAgentService:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._client = httpx.AsyncClient(timeout=self.config.cp_timeout)
+        credential = self.config.rack_secret.sled_credential(self.config.serial)
+        self._client = httpx.AsyncClient(timeout=self.config.cp_timeout, headers=bearer(credential))
         self._spawn(self._register_loop(), "register")
 
     async def stop(self) -> None:
@@ -166,7 +174,8 @@ class SledAgentService:
             log.warning("registration with the control plane failed: %s", exc)
             return False
         if r.status_code >= 400:
-            log.error("the control plane refused the registration: %s", r.text[:500])
+            hint = _SECRET_HINT if r.status_code == 401 else ""
+            log.error("the control plane refused the registration: %s%s", r.text[:500], hint)
             return False
         self._adopt_id(str(r.json()["id"]))
         self.registered = True
@@ -259,7 +268,24 @@ def create_agent_app(config: AgentConfig) -> FastAPI:
         finally:
             await service.stop()
 
-    app = FastAPI(title="Skylight sled agent (simulated)", version="0.1.0", lifespan=lifespan)
+    def control_plane_only(request: Request) -> None:
+        """Only the control plane (or an operator holding the rack secret) drives the sled."""
+        header = request.headers.get("authorization")
+        if not config.rack_secret.is_control_plane(header):
+            what = "missing" if not header else "invalid"
+            raise AgentError(
+                401,
+                "Unauthorized",
+                f"credentials {what}: this sled agent answers only the control plane's "
+                "rack credential",
+            )
+
+    app = FastAPI(
+        title="Skylight sled agent (simulated)",
+        version="0.1.0",
+        lifespan=lifespan,
+        dependencies=[Depends(control_plane_only)],
+    )
     app.state.service = service
 
     @app.exception_handler(SledAgentError)

@@ -51,6 +51,12 @@ def serve(
         help="that user's password (or SKYLIGHT_RECOVERY_PASSWORD; with neither, one is "
         "generated into DATA_DIR/recovery-password)",
     ),
+    rack_secret_file: Path | None = typer.Option(
+        None,
+        envvar="SKYLIGHT_RACK_SECRET_FILE",
+        help="the secret shared with sled agents and the other replicas "
+        "(default: DATA_DIR/rack-secret, generated on the first start)",
+    ),
     sim_sleds: int = typer.Option(8, min=0, max=100_000),
     sim_sled_cpus: int = typer.Option(64, min=1),
     sim_sled_memory: int = typer.Option(512, min=1, help="GiB"),
@@ -122,6 +128,7 @@ def serve(
         recovery_user=recovery_user,
         recovery_password=password,
         password_hash_cost=(int(cost[0]), int(cost[1])),
+        rack_secret_file=rack_secret_file,
         start_wait=start_wait,
         auto_restart_cooldown=auto_restart_cooldown,
         event_retention_days=event_retention_days,

@@ -37,9 +37,21 @@ def run(
         None, help="the URL the control plane uses to reach this agent (default: http://BIND)"
     ),
     rack_id: str | None = typer.Option(None, help="the rack's id (default: the simulated rack)"),
+    rack_secret_file: Path | None = typer.Option(
+        None,
+        envvar="SKYLIGHT_RACK_SECRET_FILE",
+        help="the rack secret the control plane holds (its --rack-secret-file)",
+    ),
+    control_plane_data_dir: Path | None = typer.Option(
+        None,
+        envvar="SKYLIGHT_DATA_DIR",
+        help="the data dir of a control plane on this machine: use the rack secret it "
+        "generated there, when no --rack-secret-file is given",
+    ),
     log_level: str = typer.Option("info"),
 ) -> None:
     """Run one simulated sled that registers with the control plane and takes its calls."""
+    from skylight.rack_secret import RackSecretError, default_path, load
     from skylight.sled_agent import AgentConfig, create_agent_app, default_serial
 
     if not sim:
@@ -54,12 +66,26 @@ def run(
         raise typer.BadParameter(
             "--control-plane takes http(s):// URLs", param_hint="--control-plane"
         )
+    if rack_secret_file is None and control_plane_data_dir is None:
+        typer.echo(
+            "skylight sled-agent: no rack secret: pass --rack-secret-file FILE (the control "
+            "plane's), or --control-plane-data-dir DIR of a control plane on this machine",
+            err=True,
+        )
+        raise typer.Exit(2)
+    secret_path = rack_secret_file or default_path(control_plane_data_dir or Path())
+    try:
+        secret = load(secret_path)  # an agent never makes one: it must be the control plane's
+    except RackSecretError as exc:
+        typer.echo(f"skylight sled-agent: {exc}", err=True)
+        raise typer.Exit(2) from None
     advertised = url or f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
     config = AgentConfig(
         url=advertised.rstrip("/"),
         control_planes=planes,
         serial=serial or default_serial(bind),
         data_dir=data_dir or Path(f".skylight-sled-{port}"),
+        rack_secret=secret,
         cpus=cpus,
         memory_gib=memory,
         local_storage_gib=local_storage,

@@ -15,7 +15,7 @@ from typing import Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from skylight.errors import InvalidRequest, NotFound
+from skylight.errors import Forbidden, InvalidRequest, NotFound
 from skylight.instances import failures
 from skylight.placement import SledView
 from skylight.services import Services
@@ -120,9 +120,16 @@ async def expunge(cp: Services, sled_id: str) -> Sled:
     return await cp.store.tx(lambda c: Sled(get(c, sled_id), None))
 
 
-async def register_agent(cp: Services, agent: AgentRegistration) -> Sled:
+async def register_agent(cp: Services, agent: AgentRegistration, speaker: str) -> Sled:
     """Upsert the agent's sled by serial and learn its URL (every replica reads it from the
-    store too). A new serial becomes a sled in service; a known one keeps its id and policy."""
+    store too). A new serial becomes a sled in service; a known one keeps its id and policy.
+    ``speaker`` is the serial the agent's credential names: an agent registers only itself,
+    so no one can point another sled at an address of their own."""
+    if agent.serial != speaker:
+        raise Forbidden(
+            f"this sled agent's credential is for serial {speaker!r}, "
+            f"not {agent.serial!r}: an agent registers only its own sled"
+        )
 
     def upsert(conn: Connection) -> Sled:
         row = rows.upsert_agent(conn, **asdict(agent))
@@ -137,12 +144,19 @@ async def register_agent(cp: Services, agent: AgentRegistration) -> Sled:
     return sled
 
 
-async def vmm_lost(cp: Services, sled_id: str, vmm_id: str, cause: str, detail: str) -> None:
+async def vmm_lost(
+    cp: Services, sled_id: str, vmm_id: str, cause: str, detail: str, speaker: str
+) -> None:
     """An agent's report of a VMM of its sled that died on its own. A VMM never known here,
-    or long gone, needs nothing."""
+    or long gone, needs nothing. ``speaker`` is the serial the agent's credential names: it
+    reports only for its own sled, and only VMMs the store places on that sled."""
 
     def check(conn: Connection) -> Row | None:
-        get(conn, sled_id)
+        if get(conn, sled_id).serial != speaker:
+            raise Forbidden(
+                f"this sled agent's credential is for serial {speaker!r}, which is not "
+                f"sled {sled_id}: an agent reports only for its own sled"
+            )
         return instances.vmm_row(conn, vmm_id)
 
     row = await cp.store.tx(check)

@@ -108,10 +108,18 @@ class _HttpSled:
 
 
 class SledDirectory:
-    def __init__(self, rack: SimRack | None, timeout: float, store: Store | None = None) -> None:
+    def __init__(
+        self,
+        rack: SimRack | None,
+        timeout: float,
+        store: Store | None = None,
+        *,
+        credential: str,
+    ) -> None:
         self.rack = rack
         self.timeout = timeout
         self.store = store
+        self._credential = credential  # the control plane's, sent on every call to an agent
         # sled id -> agent URL; None: the in-process rack. Sleds not in the map are unknown.
         self._urls: dict[str, str | None] = {}
         self._expunged: set[str] = set()
@@ -148,7 +156,7 @@ class SledDirectory:
         """The shared client of the agent at ``url``."""
         client = self._clients.get(url)
         if client is None:
-            client = self._clients[url] = HttpSledAgent(url, self.timeout)
+            client = self._clients[url] = HttpSledAgent(url, self.timeout, self._credential)
         return client
 
     # -- the map ---------------------------------------------------------------------------

@@ -4,7 +4,8 @@
 ``skylight/sled_agent.py``). Every call is idempotent on the agent's side, so a call retried after
 a lost answer does no harm. Transport failures become ``SledAgentError("unreachable")`` or
 ``SledAgentError("timeout")``; an agent's error body ``{error_code, message}`` carries the
-``SledAgentError`` kind it raised, and is turned back into that kind here.
+``SledAgentError`` kind it raised, and is turned back into that kind here. Every request
+carries the control plane's rack credential (``rack_secret.py``); agents refuse any without it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from skylight.rack_secret import bearer
 from skylight.sled.agent import SledAgentError, VmmSpec
 from skylight.wire import JsonObject
 
@@ -26,10 +28,21 @@ _ATTEMPTS = 3  # per call, for connection errors only
 class HttpSledAgent:
     """One sled agent at ``base_url``. Owns one ``httpx.AsyncClient`` (share the instance)."""
 
-    def __init__(self, base_url: str, timeout: float) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float,
+        credential: str,
+        transport: httpx.AsyncBaseTransport | None = None,  # tests: an agent in-process
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
-        self._client = httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=timeout,
+            headers=bearer(credential),
+            transport=transport,
+        )
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -121,6 +134,12 @@ def _error_from(r: httpx.Response, base_url: str) -> SledAgentError:
     message = str(body.get("message") or r.text[:200] or f"HTTP {r.status_code}")
     if code in KINDS:
         return SledAgentError(str(code), message)
+    if r.status_code == 401:  # a replica whose rack secret is not the agent's
+        return SledAgentError(
+            "error",
+            f"the sled agent at {base_url} refused this control plane's rack credential: "
+            "do they share one --rack-secret-file?",
+        )
     if r.status_code in (502, 503):
         return SledAgentError("unreachable", f"{base_url}: {message}")
     if r.status_code == 504:

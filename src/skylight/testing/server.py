@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from skylight import login_flow
+from skylight.rack_secret import default_path
 from skylight.testing.process import ChildProcess
 
 
@@ -28,7 +29,9 @@ class ServerProcess(ChildProcess):
 
     The same data directory and database survive :meth:`kill` and :meth:`start`, which is
     what crash tests need. Callers talk to it as the recovery admin: :attr:`headers` carry
-    an access token got by logging in, as a user would.
+    an access token got by logging in, as a user would. ``rack_secret_file`` is the rack
+    secret it shares with sled agents (and with the other replicas of one store); None: the
+    one it generates in its data dir.
     """
 
     what = "server"
@@ -41,9 +44,11 @@ class ServerProcess(ChildProcess):
         port: int | None = None,
         args: list[str] | None = None,
         log_name: str = "server.log",
+        rack_secret_file: Path | None = None,
     ) -> None:
         super().__init__(data_dir, log_name)
         self.db = db
+        self._rack_secret_file = rack_secret_file
         self.port = port or free_port()
         self.args = args or []
         self._token: str | None = None
@@ -51,6 +56,11 @@ class ServerProcess(ChildProcess):
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def rack_secret_file(self) -> Path:
+        """The rack secret sled agents of this server are given (it exists once started)."""
+        return self._rack_secret_file or default_path(self.data_dir)
 
     def start(self, timeout: float = 30.0) -> None:
         cmd = [
@@ -69,6 +79,8 @@ class ServerProcess(ChildProcess):
         if self.db:
             cmd += ["--db", self.db]
         self.env.setdefault("SKYLIGHT_RECOVERY_PASSWORD", ADMIN_PASSWORD)
+        if self._rack_secret_file is not None:
+            cmd += ["--rack-secret-file", str(self._rack_secret_file)]
         self._spawn(
             cmd,
             lambda: httpx.get(f"{self.url}/v1/ping", timeout=1.0).status_code == 200,

@@ -1,5 +1,7 @@
 """Run ``skylight sled-agent --sim`` as a child process: start it, wait until it answers (and,
-by default, until it has registered with the control plane), kill it."""
+by default, until it has registered with the control plane), kill it. It is given the rack
+secret of its control plane, as a real deployment would be; whoever talks to the agent
+directly (faults, its VMMs) sends the control plane's credential (:attr:`auth`)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from pathlib import Path
 
 import httpx
 
+from skylight.rack_secret import bearer, load
 from skylight.testing.process import ChildProcess
 from skylight.testing.server import free_port
 from skylight.wire import JsonObject
@@ -24,6 +27,7 @@ class SledAgentProcess(ChildProcess):
         data_dir: Path,
         control_plane: str,
         *,
+        rack_secret_file: Path,
         port: int | None = None,
         cpus: int = 16,
         memory_gib: int = 64,
@@ -36,6 +40,7 @@ class SledAgentProcess(ChildProcess):
     ) -> None:
         super().__init__(data_dir, log_name)
         self.control_plane = control_plane
+        self.rack_secret_file = rack_secret_file
         self.port = port or free_port()
         self.cpus = cpus
         self.memory_gib = memory_gib
@@ -74,6 +79,8 @@ class SledAgentProcess(ChildProcess):
             self.serial,
             "--data-dir",
             str(self.data_dir),
+            "--rack-secret-file",
+            str(self.rack_secret_file),
             "--log-level",
             "warning",
             *self.args,
@@ -85,8 +92,14 @@ class SledAgentProcess(ChildProcess):
 
         self._spawn(cmd, ready, timeout)
 
+    @property
+    def auth(self) -> dict[str, str]:
+        """The header that lets a request through to the agent: the control plane's
+        credential, derived from the rack secret."""
+        return bearer(load(self.rack_secret_file).control_plane_credential())
+
     def health(self) -> JsonObject:
-        r = httpx.get(f"{self.url}/health", timeout=1.0)
+        r = httpx.get(f"{self.url}/health", timeout=1.0, headers=self.auth)
         r.raise_for_status()
         return dict(r.json())
 

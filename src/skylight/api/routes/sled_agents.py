@@ -4,17 +4,18 @@
 service and provisionable; a known one keeps its id and policy and takes the agent's URL and
 capacity) and answers the sled. The URL lives in the store, so every replica can reach it.
 ``POST /v1/system/sled-agents/{sled_id}/vmm-lost`` is the agent's report of a VMM that died on
-its own (``instances.failures.vmm_lost``).
+its own (``instances.failures.vmm_lost``). Both need the agent's rack credential
+(``api/agent_auth.py``), and an agent speaks only for its own sled.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import Field, field_validator
 
-from skylight.api import deps, models, views
+from skylight.api import agent_auth, deps, models, views
 from skylight.controlplane import SIM_RACK_ID
 from skylight.ids import parse_uuid
 from skylight.lookup import require_uuid
@@ -54,16 +55,25 @@ class VmmLost(models.Strict):
 
 
 @router.post("/v1/system/sled-agents", response_model=models.Sled)
-async def sled_agent_register(request: Request, body: SledAgentRegistration) -> models.Sled:
+async def sled_agent_register(
+    request: Request,
+    body: SledAgentRegistration,
+    speaker: str = Depends(agent_auth.sled_serial),
+) -> models.Sled:
     agent = sleds.AgentRegistration(
         **(body.model_dump() | {"rack_id": body.rack_id or SIM_RACK_ID})
     )
-    return views.sled(await sleds.register_agent(deps.cp(request), agent))
+    return views.sled(await sleds.register_agent(deps.cp(request), agent, speaker))
 
 
 @router.post("/v1/system/sled-agents/{sled_id}/vmm-lost", status_code=204, response_class=Response)
-async def sled_agent_vmm_lost(request: Request, sled_id: str, body: VmmLost) -> Response:
+async def sled_agent_vmm_lost(
+    request: Request,
+    sled_id: str,
+    body: VmmLost,
+    speaker: str = Depends(agent_auth.sled_serial),
+) -> Response:
     sid = require_uuid(sled_id, "sled_id")
     vid = require_uuid(body.vmm_id, "vmm_id")
-    await sleds.vmm_lost(deps.cp(request), sid, vid, body.cause, body.detail)
+    await sleds.vmm_lost(deps.cp(request), sid, vid, body.cause, body.detail, speaker)
     return Response(status_code=204)
