@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -80,6 +81,9 @@ class Settings:
     webhook_attempts: int = 6
     webhook_backoff: float = 10.0
     webhook_backoff_max: float = 3600.0
+    # Networks webhooks may reach although the destination rule refuses them (loopback,
+    # private, link-local ...: webhooks/destination.py); cloud metadata stays refused.
+    webhook_allow_cidrs: tuple[IPv4Network | IPv6Network, ...] = ()
 
     def resolved_db_url(self) -> str:
         if self.db_url:
