@@ -215,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     loads = [loadavg()]
     serve = ["--sim-sleds", str(args.sleds), "--sim-sled-cpus", str(args.sled_cpus)]
     serve += ["--sim-start-delay", str(args.start_delay)]
+    serve += ["--webhook-allow-cidr", "127.0.0.0/8"]  # where its receiver listens
     results = []
     for store in args.stores:
         print(f"{store} ...", flush=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,9 @@ def make_settings(data_dir: Path, db_url: str | None = None, **overrides: Any) -
     settings.undo_retry_delay = 0.01
     # Tests that exercise auto-restart shorten this; the rest see failures stay put.
     settings.auto_restart_interval = 3600.0
+    # The tests' webhook receivers listen on 127.0.0.1, which webhooks may not reach unless
+    # allowed (tests/test_webhook_destinations.py checks the rule without this).
+    settings.webhook_allow_cidrs = (ip_network("127.0.0.0/8"),)
     for key, value in overrides.items():
         setattr(settings, key, value)
     return settings

@@ -77,7 +77,9 @@ def no_outbound_webhooks(monkeypatch: pytest.MonkeyPatch) -> None:
         return httpx.Response(204)
 
     monkeypatch.setattr(
-        webhook_task, "client", lambda: httpx.AsyncClient(transport=httpx.MockTransport(answer))
+        webhook_task,
+        "client",
+        lambda _rule: httpx.AsyncClient(transport=httpx.MockTransport(answer)),
     )
 
 

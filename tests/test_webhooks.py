@@ -585,6 +585,7 @@ def test_two_replicas_deliver_each_event_once_and_survive_the_holder(
     from skylight.controlplane import ControlPlane
     from skylight.operations import instances as operations
     from skylight.webhooks import receivers as receiver_ops
+    from skylight.webhooks.destination import Destinations
     from tests.conftest import GiB
 
     def settings(port: int) -> Settings:
@@ -631,6 +632,7 @@ def test_two_replicas_deliver_each_event_once_and_survive_the_holder(
                     endpoint=receiver.url,
                     secrets=[SECRET],
                     subscriptions=["instance.created"],
+                    rule=Destinations(a.settings.webhook_allow_cidrs),
                 )
             )
             for i in range(4):

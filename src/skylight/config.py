@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
@@ -89,14 +90,17 @@ class Settings:
     recovery_silo: str = "recovery"
     recovery_user: str = "admin"
     recovery_password: str | None = None
-    # A console session ends after this long unused, and this long after login at most;
-    # device access tokens live token_max_ttl (None: until revoked) unless asked for less.
     # argon2id's time cost and memory (KiB) for new password hashes (the default: RFC 9106's
     # low-memory profile, about 50 ms on one core).
     password_hash_cost: tuple[int, int] = (3, 65536)
+    # A console session ends after this long unused, and this long after login at most;
+    # device access tokens live token_max_ttl (None: until revoked) unless asked for less.
     session_idle: float = 8 * 3600.0
     session_absolute: float = 24 * 3600.0
     token_max_ttl: float | None = None
+    # Networks webhooks may reach although the destination rule refuses them (loopback,
+    # private, link-local ...: webhooks/destination.py); cloud metadata stays refused.
+    webhook_allow_cidrs: tuple[IPv4Network | IPv6Network, ...] = ()
 
     def resolved_db_url(self) -> str:
         if self.db_url:

@@ -710,6 +710,9 @@ class WebhookDeliveryAttempt(BaseModel):
     time_sent: datetime
     result: Literal["succeeded", "failed_http_error", "failed_unreachable", "failed_timeout"]
     response: WebhookDeliveryResponse | None = None
+    # Skylight's addition: why an attempt was not sent (its endpoint's host is, or resolves
+    # to, an address webhooks may not reach); null otherwise.
+    detail: str | None = None
 
 
 class AlertDeliveryAttempts(BaseModel):

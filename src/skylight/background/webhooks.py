@@ -32,6 +32,7 @@ from skylight.services import Services
 from skylight.store import Row, events
 from skylight.store import webhooks as rows
 from skylight.webhooks import alerts, receivers, send
+from skylight.webhooks.destination import Destinations
 from skylight.wire import JsonObject
 
 log = logging.getLogger(__name__)
@@ -201,10 +202,10 @@ async def run_once(cp: Services, deliverer: Deliverer, *, holder: bool) -> bool:
             return done.listening
 
 
-def client() -> httpx.AsyncClient:
-    # No redirects: a receiver answers for itself. No proxy from the environment: a
-    # receiver is reached directly.
-    return httpx.AsyncClient(follow_redirects=False, trust_env=False)
+def client(rule: Destinations) -> httpx.AsyncClient:
+    # send.client, named here too: tests/test_fuzz.py replaces this one to reach a fake
+    # receiver.
+    return send.client(rule)
 
 
 async def _wait(cp: Services, deliverer: Deliverer, seen: int) -> None:
@@ -225,7 +226,7 @@ async def _wait(cp: Services, deliverer: Deliverer, seen: int) -> None:
 async def loop(cp: Services) -> None:
     interval = cp.settings.webhook_interval
     held_until = 0.0  # (monotonic) the lease was renewed recently enough until then
-    async with client() as http:
+    async with client(Destinations(cp.settings.webhook_allow_cidrs)) as http:
         deliverer = Deliverer(cp, http)
         try:
             while True:

@@ -107,10 +107,17 @@ def serve(
     password_hash_cost: str = typer.Option(
         "3,65536", help="argon2id TIME,MEMORY_KIB for new password hashes (lower only to test)"
     ),
+    webhook_allow_cidr: list[str] = typer.Option(
+        [],
+        "--webhook-allow-cidr",
+        help="a network webhooks may reach although it is loopback, private, link-local ... "
+        "(repeatable; cloud metadata addresses stay refused)",
+    ),
     log_level: str = typer.Option("info"),
 ) -> None:
     """Run the API server with its control plane (and, by default, a simulated rack)."""
     from skylight.api.app import create_app
+    from skylight.webhooks.destination import parse_cidr
 
     if ":" not in bind or not bind.rsplit(":", 1)[1].isdigit():
         raise typer.BadParameter("--bind takes HOST:PORT")
@@ -120,6 +127,10 @@ def serve(
     password = os.environ.get("SKYLIGHT_RECOVERY_PASSWORD") or None
     if recovery_password_file is not None:
         password = recovery_password_file.read_text().strip()
+    try:
+        allowed = tuple(parse_cidr(c) for c in webhook_allow_cidr)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--webhook-allow-cidr") from None
     settings = Settings(
         bind=bind,
         db_url=db,
@@ -146,6 +157,7 @@ def serve(
         webhook_attempts=webhook_attempts,
         webhook_backoff=webhook_backoff,
         webhook_timeout=webhook_timeout,
+        webhook_allow_cidrs=allowed,
         sim=SimSettings(
             enabled=not no_sim,
             sleds=sim_sleds,

@@ -30,12 +30,14 @@ class _Server(ThreadingHTTPServer):
 
 class WebhookReceiver:
     """Answers each POST with the next status queued in ``script`` (204 when it is empty),
-    after ``hang`` seconds of silence if that is set."""
+    after ``hang`` seconds of silence if that is set, with a ``location`` header if that is
+    set (a redirect)."""
 
     def __init__(self) -> None:
         self.received: list[Received] = []
         self.script: list[int] = []
         self.hang = 0.0
+        self.location: str | None = None
         self._lock = threading.Lock()
         outer = self
 
@@ -50,10 +52,12 @@ class WebhookReceiver:
                 with outer._lock:
                     outer.received.append(Received(time.time(), headers, body))
                     status = outer.script.pop(0) if outer.script else 204
-                    hang = outer.hang
+                    hang, location = outer.hang, outer.location
                 if hang:
                     time.sleep(hang)
                 self.send_response(status)
+                if location:
+                    self.send_header("location", location)
                 self.send_header("content-length", "0")
                 self.end_headers()
 

@@ -22,6 +22,7 @@ from skylight.store import Row, events
 from skylight.store import webhooks as rows
 from skylight.store.paging import Page, PageOf, PageRequest
 from skylight.webhooks import alerts
+from skylight.webhooks.destination import Destinations, Refused
 from skylight.webhooks.send import Target
 from skylight.wire import JsonObject
 
@@ -67,8 +68,10 @@ def delete(conn: Connection, selector: str) -> None:
     rows.delete(conn, lookup.alert_receiver(conn, selector).id)
 
 
-def check_endpoint(url: str) -> str:
-    """An absolute http(s) URL, or InvalidValue saying what is wrong."""
+def check_endpoint(url: str, rule: Destinations) -> str:
+    """An absolute http(s) URL whose host, if it is an address, ``rule`` allows (a name is
+    checked at each delivery, by what it then resolves to); or InvalidValue saying what is
+    wrong."""
     if not 1 <= len(url) <= MAX_ENDPOINT:
         raise InvalidValue(f"endpoint must be 1 to {MAX_ENDPOINT} characters long")
     try:
@@ -77,6 +80,10 @@ def check_endpoint(url: str) -> str:
         raise InvalidValue(f"endpoint is not a valid URL: {exc}") from None
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise InvalidValue("endpoint must be an absolute http:// or https:// URL")
+    try:
+        rule.check_host(parsed.host)
+    except Refused as exc:
+        raise InvalidValue(str(exc)) from None
     return url
 
 
@@ -108,8 +115,9 @@ def create(
     endpoint: str,
     secrets: Sequence[str],
     subscriptions: Sequence[str],
+    rule: Destinations,
 ) -> Receiver:
-    check_endpoint(endpoint)
+    check_endpoint(endpoint, rule)
     if not secrets:
         raise InvalidValue("a webhook receiver needs at least one secret to sign its deliveries")
     if len(secrets) > MAX_SECRETS:
@@ -144,11 +152,12 @@ def update(
     name: str | None,
     description: str | None,
     endpoint: str | None,
+    rule: Destinations,
 ) -> None:
     receiver = lookup.alert_receiver(conn, selector)
     values: dict[str, object] = {}
     if endpoint is not None:
-        values["endpoint"] = check_endpoint(endpoint)
+        values["endpoint"] = check_endpoint(endpoint, rule)
     if name is not None and name != receiver.name:
         if rows.by_name(conn, name) is not None:
             raise AlreadyExists("alert-receiver", name)

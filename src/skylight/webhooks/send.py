@@ -20,6 +20,8 @@ from typing import Any
 import httpx
 
 from skylight.clock import iso, now
+from skylight.webhooks.connect import GuardedTransport
+from skylight.webhooks.destination import Destinations, Refused
 from skylight.wire import JsonObject
 
 SUCCEEDED = "succeeded"
@@ -28,10 +30,14 @@ FAILED_UNREACHABLE = "failed_unreachable"
 FAILED_TIMEOUT = "failed_timeout"
 
 
-def client() -> httpx.AsyncClient:
-    """The HTTP client deliveries are sent with. No redirects: a receiver answers for
-    itself. No proxy from the environment: a receiver is reached directly."""
-    return httpx.AsyncClient(follow_redirects=False, trust_env=False)
+def client(rule: Destinations) -> httpx.AsyncClient:
+    """The HTTP client deliveries are sent with: it connects only where ``rule`` allows
+    (``webhooks/destination.py``). No redirects: a receiver answers for itself, and a 3xx
+    is a failed delivery, never a way to somewhere else. No proxy from the environment: a
+    receiver is reached directly."""
+    return httpx.AsyncClient(
+        transport=GuardedTransport(rule), follow_redirects=False, trust_env=False
+    )
 
 
 @dataclass(frozen=True)
@@ -77,11 +83,14 @@ def request(delivery: Any, target: Target, sent_at: str) -> tuple[bytes, list[tu
 async def attempt(
     client: httpx.AsyncClient, delivery: Any, target: Target, number: int, timeout: float
 ) -> JsonObject:
-    """Send once; the attempt as the API shows it (``AlertDeliveryAttempts``' items)."""
+    """Send once; the attempt as the API shows it (``AlertDeliveryAttempts``' items). An
+    endpoint the destination rule refuses is not sent to: ``failed_unreachable``, with
+    ``detail`` saying why (the kind of address, never the address)."""
     sent = now()
     body, headers = request(delivery, target, iso(sent) or "")
     started = time.monotonic()
     response: dict[str, int] | None = None
+    detail: str | None = None
     try:
         r = await client.post(target.endpoint, content=body, headers=headers, timeout=timeout)
         elapsed = int((time.monotonic() - started) * 1000)
@@ -93,7 +102,15 @@ async def attempt(
         result = FAILED_UNREACHABLE if isinstance(exc, httpx.ConnectTimeout) else FAILED_TIMEOUT
     except httpx.HTTPError:
         result = FAILED_UNREACHABLE
-    return {"attempt": number, "time_sent": iso(sent), "result": result, "response": response}
+    except Refused as exc:
+        result, detail = FAILED_UNREACHABLE, str(exc)
+    return {
+        "attempt": number,
+        "time_sent": iso(sent),
+        "result": result,
+        "response": response,
+        "detail": detail,
+    }
 
 
 def retry_delay(attempts_made: int, *, attempts: int, backoff: float, backoff_max: float) -> float:

@@ -10,12 +10,18 @@ from skylight.identity.access import Action
 from skylight.lookup import require_uuid
 from skylight.operations.webhook_probe import probe
 from skylight.webhooks import alerts, receivers
+from skylight.webhooks.destination import Destinations
 
 # Webhook receivers are the fleet admin's, reads included: an endpoint is a secret of sorts.
 router = APIRouter(
     tags=["system/alerts"],
     dependencies=[Depends(deps.fleet(Action.administer, reads=Action.administer))],
 )
+
+
+def _destinations(request: Request) -> Destinations:
+    """Where this server lets webhooks go (its --webhook-allow-cidr networks too)."""
+    return Destinations(deps.cp(request).settings.webhook_allow_cidrs)
 
 
 @router.get("/v1/alert-classes", response_model=models.AlertClassResultsPage)
@@ -142,6 +148,7 @@ async def webhook_receiver_create(
             endpoint=body.endpoint,
             secrets=body.secrets,
             subscriptions=body.subscriptions,
+            rule=_destinations(request),
         ),
     )
     return views.webhook_receiver(created)
@@ -155,7 +162,12 @@ async def webhook_receiver_update(
     await deps.tx(
         request,
         lambda c: receivers.update(
-            c, sel, name=body.name, description=body.description, endpoint=body.endpoint
+            c,
+            sel,
+            name=body.name,
+            description=body.description,
+            endpoint=body.endpoint,
+            rule=_destinations(request),
         ),
     )
     return Response(status_code=204)
