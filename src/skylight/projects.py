@@ -33,13 +33,9 @@ def create(conn: Connection, name: str, description: str) -> Row:
 
 def update(conn: Connection, selector: str, *, name: str | None, description: str | None) -> Row:
     row = lookup.project(conn, selector)
-    values: dict[str, object] = {}
-    if name is not None and name != row.name:
-        if rows.by_name(conn, name) is not None:
-            raise AlreadyExists("project", name)
-        values["name"] = name
-    if description is not None:
-        values["description"] = description
+    values = lookup.renamed(
+        row, name, description, rtype="project", taken=lambda n: rows.by_name(conn, n)
+    )
     if values:
         rows.update(conn, row.id, **values)
     new = rows.by_id(conn, row.id)
