@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection
 
 from skylight.clock import now
 from skylight.store import Row, paging
+from skylight.store.rows import CREATED, insert_new
 from skylight.store.schema import disk
 
 _live = disk.c.time_deleted.is_(None)
@@ -58,21 +59,19 @@ def insert(
     instance_id: str | None = None,
 ) -> None:
     """A new disk, attached to ``instance_id`` if given, detached otherwise."""
-    t = now()
-    conn.execute(
-        disk.insert().values(
-            id=disk_id,
-            project_id=project_id,
-            name=name,
-            description=description,
-            size=size,
-            block_size=block_size,
-            disk_type=disk_type,
-            state="attached" if instance_id is not None else "detached",
-            instance_id=instance_id,
-            time_created=t,
-            time_modified=t,
-        )
+    insert_new(
+        conn,
+        disk,
+        CREATED,
+        id=disk_id,
+        project_id=project_id,
+        name=name,
+        description=description,
+        size=size,
+        block_size=block_size,
+        disk_type=disk_type,
+        state="attached" if instance_id is not None else "detached",
+        instance_id=instance_id,
     )
 
 

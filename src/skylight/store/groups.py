@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection
 
 from skylight.clock import now
 from skylight.store import Row, paging
+from skylight.store.rows import CREATED, insert_new
 from skylight.store.schema import (
     affinity_group,
     affinity_group_member,
@@ -87,18 +88,16 @@ def insert(
     failure_domain: str,
 ) -> None:
     group, _ = tables(kind)
-    t = now()
-    conn.execute(
-        group.insert().values(
-            id=group_id,
-            project_id=project_id,
-            name=name,
-            description=description,
-            policy=policy,
-            failure_domain=failure_domain,
-            time_created=t,
-            time_modified=t,
-        )
+    insert_new(
+        conn,
+        group,
+        CREATED,
+        id=group_id,
+        project_id=project_id,
+        name=name,
+        description=description,
+        policy=policy,
+        failure_domain=failure_domain,
     )
 
 
