@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 
 from skylight.clock import now
 from skylight.store import Row, paging
-from skylight.store.rows import CREATED, insert_new
+from skylight.store.rows import CREATED, count, insert_new
 from skylight.store.schema import disk
 
 _live = disk.c.time_deleted.is_(None)
@@ -42,8 +42,7 @@ def page_of_instance(
 
 
 def count_attached(conn: Connection, instance_id: str) -> int:
-    q = sa.select(sa.func.count()).select_from(disk).where(disk.c.instance_id == instance_id, _live)
-    return int(conn.execute(q).scalar_one())
+    return count(conn, disk, disk.c.instance_id == instance_id, _live)
 
 
 def insert(

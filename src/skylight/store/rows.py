@@ -1,4 +1,4 @@
-"""Writing a new row, for the query modules: the time columns of a new row read one instant."""
+"""What the query modules share: a new row whose time columns read one instant; a count."""
 
 from __future__ import annotations
 
@@ -18,3 +18,9 @@ def insert_new(conn: Connection, table: sa.Table, stamped: Sequence[str], **valu
     and its first modification (or first state) are the same moment, never a tick apart."""
     t = now()
     conn.execute(table.insert().values(**values, **dict.fromkeys(stamped, t)))
+
+
+def count(conn: Connection, source: sa.FromClause, *where: sa.ColumnElement[bool]) -> int:
+    """How many rows of ``source`` (a table or a join) match every condition of ``where``."""
+    q = sa.select(sa.func.count()).select_from(source).where(*where)
+    return int(conn.execute(q).scalar_one())
