@@ -166,7 +166,6 @@ class Loaded:
     load_seconds: float
     index_seconds: float
     size_bytes: int
-    t0: float  # unix time of event n=0
     cleanup: Callable[[], None]
     revision: str  # the schema's (alembic) revision
 
@@ -254,10 +253,10 @@ def _parents(conn: Any, shape: Shape, t0: float, pg: bool) -> None:
         bulk_write(conn, not pg, name, PARENT_COLUMNS[name], values)
 
 
-def load(url: str, shape: Shape) -> tuple[float, float, float]:
+def load(url: str, shape: Shape) -> tuple[float, float]:
     """Migrate and fill a new store in SQL, ``CHUNK`` events per transaction, the secondary
     indexes dropped during the load and rebuilt from their own definitions; returns
-    (load s, index s, t0)."""
+    (load s, index s)."""
     store = Store(url)
     migrate.upgrade(store.engine)
     store.dispose()
@@ -328,7 +327,7 @@ def load(url: str, shape: Shape) -> tuple[float, float, float]:
             for table in ("instance_event", "instance", "project"):
                 vac.execute(f"VACUUM (ANALYZE) {table}")
             print(f"  postgres: vacuum analyze {time.time() - t_vac:.0f} s", flush=True)
-    return load_s, index_s, t0
+    return load_s, index_s
 
 
 def prepare(kind: str, args: argparse.Namespace, shape: Shape) -> Loaded:
@@ -344,7 +343,7 @@ def prepare(kind: str, args: argparse.Namespace, shape: Shape) -> Loaded:
         where = url.rsplit("/", 1)[1]
     print(f"{kind}: loading {shape.events:,} events into {where} ...", flush=True)
     try:
-        load_s, index_s, t0 = load(url, shape)
+        load_s, index_s = load(url, shape)
         store = Store(url)
         sql = "SELECT version_num FROM alembic_version"
         revision = str(store.tx_sync(lambda c: c.exec_driver_sql(sql).scalar()))
@@ -352,4 +351,4 @@ def prepare(kind: str, args: argparse.Namespace, shape: Shape) -> Loaded:
     except BaseException:
         drop.close()
         raise
-    return Loaded(kind, url, shape, load_s, index_s, store_size(url), t0, drop.close, revision)
+    return Loaded(kind, url, shape, load_s, index_s, store_size(url), drop.close, revision)

@@ -109,7 +109,6 @@ class Series:
 class CellResult:
     n_sleds: int
     n_instances: int
-    scale: int
     sled_cpus: int
     sled_memory: int
     cpu_fill: float
@@ -166,7 +165,6 @@ def run_in_process(pop: Population, args: argparse.Namespace) -> CellResult:
     return CellResult(
         n_sleds=pop.n_sleds,
         n_instances=pop.n_instances,
-        scale=pop.scale,
         sled_cpus=pop.sled_cpus,
         sled_memory=pop.sled_memory,
         cpu_fill=cpu_fill,

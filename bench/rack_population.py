@@ -83,7 +83,6 @@ class Pending:
 class Population:
     n_sleds: int
     n_instances: int
-    scale: int  # sled size multiplier (1: base sled)
     sled_cpus: int
     sled_memory: int
     sled_local: int
@@ -274,7 +273,6 @@ def build_population(
     pop = Population(
         n_sleds=n_sleds,
         n_instances=n_instances,
-        scale=scale,
         sled_cpus=cpus,
         sled_memory=mem_gib * GiB,
         sled_local=args.sled_local * GiB * scale,
