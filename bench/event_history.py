@@ -5,19 +5,19 @@ PostgreSQL)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sqlite3
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness import GiB, pg_exec, pg_url
+from harness import GiB, bulk_write, scratch_database, stored_time
 from skylight.events import reasons
 from skylight.events.kinds import Kind, control_plane, severity_of
 from skylight.store import Store, migrate
@@ -166,7 +166,6 @@ class Loaded:
     load_seconds: float
     index_seconds: float
     size_bytes: int
-    t0: float  # unix time of event n=0
     cleanup: Callable[[], None]
     revision: str  # the schema's (alembic) revision
 
@@ -240,9 +239,7 @@ PARENT_COLUMNS = {
 def _parents(conn: Any, shape: Shape, t0: float, pg: bool) -> None:
     """The ``project`` and ``instance`` rows the events belong to (``t0``: every time);
     COPY on PostgreSQL."""
-    t: object = datetime.fromtimestamp(t0, UTC)
-    if not pg:  # SQLAlchemy's storage format for DateTime on SQLite
-        t = datetime.fromtimestamp(t0, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    t = stored_time(datetime.fromtimestamp(t0, UTC), not pg)
     rest = (2, 4 * GiB, False, "", "no_vmm", "stopped", 1, t, t, t, 0)
     rows: dict[str, list[tuple[object, ...]]] = {
         "project": [(project_id(p), f"proj-{p:05d}", "", t, t) for p in range(shape.projects)],
@@ -252,21 +249,14 @@ def _parents(conn: Any, shape: Shape, t0: float, pg: bool) -> None:
             for name in [f"inst-{i:06d}"]
         ],
     }
-    cur = conn.cursor()
     for name, values in rows.items():
-        if pg:
-            with cur.copy(f"COPY {name} ({PARENT_COLUMNS[name]}) FROM STDIN") as cp:
-                for row in values:
-                    cp.write_row(row)
-        else:
-            marks = ", ".join("?" * len(values[0]))
-            cur.executemany(f"INSERT INTO {name} ({PARENT_COLUMNS[name]}) VALUES ({marks})", values)
+        bulk_write(conn, not pg, name, PARENT_COLUMNS[name], values)
 
 
-def load(url: str, shape: Shape) -> tuple[float, float, float]:
+def load(url: str, shape: Shape) -> tuple[float, float]:
     """Migrate and fill a new store in SQL, ``CHUNK`` events per transaction, the secondary
     indexes dropped during the load and rebuilt from their own definitions; returns
-    (load s, index s, t0)."""
+    (load s, index s)."""
     store = Store(url)
     migrate.upgrade(store.engine)
     store.dispose()
@@ -337,34 +327,28 @@ def load(url: str, shape: Shape) -> tuple[float, float, float]:
             for table in ("instance_event", "instance", "project"):
                 vac.execute(f"VACUUM (ANALYZE) {table}")
             print(f"  postgres: vacuum analyze {time.time() - t_vac:.0f} s", flush=True)
-    return load_s, index_s, t0
+    return load_s, index_s
 
 
 def prepare(kind: str, args: argparse.Namespace, shape: Shape) -> Loaded:
     """A fresh store of ``kind`` loaded with ``shape``'s history; ``cleanup`` drops it."""
+    drop = contextlib.ExitStack()
     if kind == "sqlite":
         Path(args.workdir).mkdir(parents=True, exist_ok=True)
         d = Path(tempfile.mkdtemp(prefix="sqlite-", dir=args.workdir))
+        drop.callback(shutil.rmtree, d, ignore_errors=True)
         url, where = f"sqlite:///{d / 'skylight.db'}", str(d / "skylight.db")
-
-        def drop() -> None:
-            shutil.rmtree(d, ignore_errors=True)
     else:
-        where = f"skylight_bench_ev_{uuid.uuid4().hex[:10]}"
-        url = pg_url(args.pg_admin, where)
-
-        def drop() -> None:
-            pg_exec(args.pg_admin, f'DROP DATABASE IF EXISTS "{where}" WITH (FORCE)')
-
-        pg_exec(args.pg_admin, f'CREATE DATABASE "{where}"')
+        url = drop.enter_context(scratch_database(args.pg_admin, "skylight_bench_ev"))
+        where = url.rsplit("/", 1)[1]
     print(f"{kind}: loading {shape.events:,} events into {where} ...", flush=True)
     try:
-        load_s, index_s, t0 = load(url, shape)
+        load_s, index_s = load(url, shape)
         store = Store(url)
         sql = "SELECT version_num FROM alembic_version"
         revision = str(store.tx_sync(lambda c: c.exec_driver_sql(sql).scalar()))
         store.dispose()
     except BaseException:
-        drop()
+        drop.close()
         raise
-    return Loaded(kind, url, shape, load_s, index_s, store_size(url), t0, drop, revision)
+    return Loaded(kind, url, shape, load_s, index_s, store_size(url), drop.close, revision)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 import sqlalchemy as sa
@@ -47,6 +48,7 @@ from harness import (
     Body,
     Clients,
     GiB,
+    columns,
     create_all,
     create_project,
     details,
@@ -64,7 +66,7 @@ from harness import (
     top,
 )
 from harness import ms as _ms
-from plans import Capture, Params, explain
+from plans import Capture, Params, plan_or_why
 from skylight.clock import now
 from skylight.events.kinds import Kind, control_plane, user_actor
 from skylight.instances.record import record
@@ -81,10 +83,6 @@ AGAIN_NAME = "instance, the same instances again (just read)"
 def first_page(conn: Connection, flt: events.EventFilter) -> list[sa.Row[tuple[object, ...]]]:
     """The API's first page: the 100 newest events that ``flt`` selects."""
     return events.page(conn, flt, limit=LIMIT, before_seq=None)
-
-
-def median(values: list[float]) -> float:
-    return pct(values, 0.5)
 
 
 def ms(seconds: float, digits: int = 2) -> str:
@@ -221,11 +219,8 @@ def evict_store(url: str) -> str:
         return f"not evicted ({type(exc).__name__}: {exc})"
 
 
-def measure_pages(
-    store: Store, name: str, args: argparse.Namespace, url: str
-) -> tuple[list[PageResult], str]:
+def measure_pages(store: Store, name: str, args: argparse.Namespace, url: str) -> list[PageResult]:
     out = []
-    evicted = ""
 
     def timed(res: PageResult, flt: events.EventFilter) -> None:
         t0 = time.perf_counter()
@@ -245,8 +240,7 @@ def measure_pages(
         budget = args.query_budget
         first = q.name == "instance"
         if first and args.cold:
-            evicted = evict_store(url)
-            print(f"  {name}: {evicted}", flush=True)
+            print(f"  {name}: {evict_store(url)}", flush=True)
             q = Query(COLD_NAME, q.api, q.make)
             budget = 4 * args.query_budget
         res = PageResult(q, name, [], [], cached_gib=page_cache_gib())
@@ -265,10 +259,7 @@ def measure_pages(
             out[-1].cached_gib = page_cache_gib()
             for flt in used:
                 timed(out[-1], flt)
-        try:
-            res.plan = explain(store, stmt, params, analyze=True, settings=settings)
-        except Exception as exc:  # a plan is a bonus; the timing stands
-            res.plan = f"(EXPLAIN failed: {type(exc).__name__}: {exc})"
+        res.plan = plan_or_why(store, stmt, params, analyze=True, settings=settings)
         out[-1].plan = res.plan
         for pr in out[-2 if first else -1 :]:
             print(
@@ -277,7 +268,7 @@ def measure_pages(
                 f"{min(pr.rows)}-{max(pr.rows)}",
                 flush=True,
             )
-    return out, evicted
+    return out
 
 
 @dataclass
@@ -332,12 +323,7 @@ def measure_retention(
                 break
     seconds = time.perf_counter() - t0
     stmt = [s for s in cap.seen if s[0].lstrip().startswith("DELETE")]
-    plan = ""
-    if stmt:
-        try:
-            plan = explain(store, stmt[-1][0], stmt[-1][1], analyze=False)
-        except Exception as exc:
-            plan = f"(EXPLAIN failed: {type(exc).__name__})"
+    plan = plan_or_why(store, *stmt[-1], analyze=False) if stmt else ""
     done_text = "did not finish" if removed is None else f"removed {removed} (rolled back)"
     print(
         f"  {name}: retention ({label}): {seconds:.1f} s in {batches} batches, longest "
@@ -505,10 +491,7 @@ def measure_writes(store: Store, name: str, shape: Shape, args: argparse.Namespa
             params = {k: other if v == spare_id else v for k, v in params.items()}
         else:
             params = tuple(other if v == spare_id else v for v in params or ())
-        try:
-            res.lookup_plan = explain(store, stmt, params, analyze=True)
-        except Exception as exc:
-            res.lookup_plan = f"(EXPLAIN failed: {type(exc).__name__}: {exc})"
+        res.lookup_plan = plan_or_why(store, stmt, params, analyze=True)
     res.times = {v: [] for v in VARIANTS}
     deadline = time.perf_counter() + args.write_budget
     for j in range(n):
@@ -533,11 +516,11 @@ def measure_writes(store: Store, name: str, shape: Shape, args: argparse.Namespa
 
     removed = store.tx_sync(cleanup)
     print(f"  {name}: coalescing lookup plan:\n    " + res.lookup_plan.replace("\n", "\n    "))
-    base = median(res.times["none"])
+    base = pct(res.times["none"], 0.5)
     print(
         f"  {name}: write cost (median, vs none {base * 1e6:.0f} us): "
         + ", ".join(
-            f"{v} +{(median(res.times[v]) - base) * 1e6:.0f} us" for v in VARIANTS if v != "none"
+            f"{v} +{(pct(res.times[v], 0.5) - base) * 1e6:.0f} us" for v in VARIANTS if v != "none"
         )
         + f"; removed {removed} bench events",
         flush=True,
@@ -733,51 +716,46 @@ def _removed(plan: str) -> str:
 
 
 def _added_us(w: WriteResult, variant: str) -> float:
-    return (median(w.times[variant]) - median(w.times["none"])) * 1e6
+    return (pct(w.times[variant], 0.5) - pct(w.times["none"], 0.5)) * 1e6
+
+
+class _Timed(Protocol):
+    times: list[float]
+
+
+# p50, p99 and max of a result's ``times``, in ms: columns of several tables.
+TIMES_MS: tuple[tuple[str, str, Callable[[_Timed], object]], ...] = (
+    ("p50 (ms)", "r", lambda r: ms(pct(r.times, 0.5))),
+    ("p99 (ms)", "r", lambda r: ms(pct(r.times, 0.99))),
+    ("max (ms)", "r", lambda r: ms(top(r.times))),
+)
 
 
 def _load_table(loads: list[Loaded]) -> list[str]:
-    return table(
-        "store | load (s) | index build (s) | size on disk (GiB) | schema revision",
-        "lrrrl",
-        [
-            [
-                ld.store,
-                f"{ld.load_seconds:.0f}",
-                f"{ld.index_seconds:.0f}",
-                f"{ld.size_bytes / GiB:.2f}",
-                ld.revision,
-            ]
-            for ld in loads
-        ],
+    return columns(
+        loads,
+        ("store", "l", lambda ld: ld.store),
+        ("load (s)", "r", lambda ld: f"{ld.load_seconds:.0f}"),
+        ("index build (s)", "r", lambda ld: f"{ld.index_seconds:.0f}"),
+        ("size on disk (GiB)", "r", lambda ld: f"{ld.size_bytes / GiB:.2f}"),
+        ("schema revision", "l", lambda ld: ld.revision),
     )
 
 
 def _pages_table(pages: list[PageResult]) -> list[str]:
-    header = "query (first page, 100 newest) | API | store | n | p50 (ms) | p99 (ms) | max (ms)"
-    header += " | page cache (GiB) | plan"
-    out = table(
-        header,
-        "lllrrrrrl",
-        [
-            [
-                pr.query.name,
-                f"`{pr.query.api}`",
-                pr.store,
-                f"{len(pr.times):,}{'*' if pr.budget_hit else ''}",
-                ms(pct(pr.times, 0.5)),
-                ms(pct(pr.times, 0.99)),
-                ms(top(pr.times)),
-                f"{pr.cached_gib:.1f}",
-                _plan_line(pr.plan)
-                + (
-                    f" (rows removed by filter: {_removed(pr.plan)})"
-                    if pr.store == "postgres"
-                    else ""
-                ),
-            ]
-            for pr in pages
-        ],
+    def plan(pr: PageResult) -> str:
+        removed = f" (rows removed by filter: {_removed(pr.plan)})"
+        return _plan_line(pr.plan) + (removed if pr.store == "postgres" else "")
+
+    out = columns(
+        pages,
+        ("query (first page, 100 newest)", "l", lambda pr: pr.query.name),
+        ("API", "l", lambda pr: f"`{pr.query.api}`"),
+        ("store", "l", lambda pr: pr.store),
+        ("n", "r", lambda pr: f"{len(pr.times):,}{'*' if pr.budget_hit else ''}"),
+        *TIMES_MS,
+        ("page cache (GiB)", "r", lambda pr: f"{pr.cached_gib:.1f}"),
+        ("plan", "l", plan),
     )
     if any(p.budget_hit for p in pages):
         out += ["", "\\* stopped by the time budget before the full count."]
@@ -785,47 +763,34 @@ def _pages_table(pages: list[PageResult]) -> list[str]:
 
 
 def _http_table(https: list[HttpResult]) -> list[str]:
-    header = "store | n | errors | p50 (ms) | p99 (ms) | max (ms) | first request after start (ms)"
-    return table(
-        header + " | server start (s)",
-        "lrrrrrrr",
-        [
-            [
-                h.store,
-                f"{len(h.times):,}",
-                h.errors,
-                ms(pct(h.times, 0.5)),
-                ms(pct(h.times, 0.99)),
-                ms(top(h.times)),
-                ms(h.first, 0),
-                f"{h.start_seconds:.1f}",
-            ]
-            for h in https
-        ],
+    return columns(
+        https,
+        ("store", "l", lambda h: h.store),
+        ("n", "r", lambda h: f"{len(h.times):,}"),
+        ("errors", "r", lambda h: h.errors),
+        *TIMES_MS,
+        ("first request after start (ms)", "r", lambda h: ms(h.first, 0)),
+        ("server start (s)", "r", lambda h: f"{h.start_seconds:.1f}"),
     )
 
 
 def _retention_table(args: argparse.Namespace, retention: list[RetentionResult]) -> list[str]:
-    header = "store | cutoff | keep | time (s) | batches | longest batch (ms) | outcome"
-    return table(
-        header + " | page cache (GiB) | plan",
-        "llrrrrlrl",
-        [
-            [
-                rr.store,
-                rr.label,
-                rr.keep,
-                f"{rr.seconds:.1f}",
-                rr.batches,
-                ms(rr.longest_batch, 0),
-                f"did not finish within {args.retention_timeout:g} s"
-                if rr.removed is None
-                else f"{rr.removed:,} rows would go",
-                f"{rr.cached_gib:.1f}",
-                _plan_line(rr.plan.replace(chr(10), "; "))[:160],
-            ]
-            for rr in retention
-        ],
+    def outcome(rr: RetentionResult) -> str:
+        if rr.removed is None:
+            return f"did not finish within {args.retention_timeout:g} s"
+        return f"{rr.removed:,} rows would go"
+
+    return columns(
+        retention,
+        ("store", "l", lambda rr: rr.store),
+        ("cutoff", "l", lambda rr: rr.label),
+        ("keep", "r", lambda rr: rr.keep),
+        ("time (s)", "r", lambda rr: f"{rr.seconds:.1f}"),
+        ("batches", "r", lambda rr: rr.batches),
+        ("longest batch (ms)", "r", lambda rr: ms(rr.longest_batch, 0)),
+        ("outcome", "l", outcome),
+        ("page cache (GiB)", "r", lambda rr: f"{rr.cached_gib:.1f}"),
+        ("plan", "l", lambda rr: _plan_line(rr.plan.replace(chr(10), "; "))[:160]),
     )
 
 
@@ -839,23 +804,18 @@ STEP_EVENTS = (  # lifecycle step, events it writes: by the user, by the control
 
 
 def _writes_table(writes: list[WriteResult]) -> list[str]:
-    return table(
-        ["store", "variant", "n", "p50 (ms)", "p99 (ms)", "mean (ms)", "added, median (us)"],
-        "llrrrrr",
-        [
-            [
-                w.store,
-                VARIANT_TEXT[v],
-                f"{len(t):,}",
-                ms(pct(t, 0.5), 3),
-                ms(pct(t, 0.99), 3),
-                ms(sum(t) / len(t), 3),
-                "" if v == "none" else f"{_added_us(w, v):.0f}",
-            ]
-            for w in writes
-            for v in VARIANTS
-            for t in [w.times[v]]
-        ],
+    def added(w: WriteResult, v: str) -> str:
+        return "" if v == "none" else f"{_added_us(w, v):.0f}"
+
+    return columns(
+        [(w, v, w.times[v]) for w in writes for v in VARIANTS],
+        ("store", "l", lambda r: r[0].store),
+        ("variant", "l", lambda r: VARIANT_TEXT[r[1]]),
+        ("n", "r", lambda r: f"{len(r[2]):,}"),
+        ("p50 (ms)", "r", lambda r: ms(pct(r[2], 0.5), 3)),
+        ("p99 (ms)", "r", lambda r: ms(pct(r[2], 0.99), 3)),
+        ("mean (ms)", "r", lambda r: ms(sum(r[2]) / len(r[2]), 3)),
+        ("added, median (us)", "r", lambda r: added(r[0], r[1])),
     )
 
 
@@ -882,25 +842,17 @@ def _failures_table(failures: list[FailureResult]) -> list[str]:
     def pair(times: list[float], digits: int) -> str:
         return f"{ms(pct(times, 0.5), digits)} / {ms(pct(times, 0.99), digits)}"
 
-    header = "store | I (s) | n (poll / stream) | crash request p50 (ms) | (a) poll p50 / p99 (ms)"
-    header += " | (a) stream p50 / p99 (ms) | (b) poll p50 / p99 (ms) | (b) stream p50 / p99 (ms)"
-    return table(
-        header + " | errors",
-        "lrrrrrrrr",
-        [
-            [
-                f.store,
-                f"{f.interval:g}",
-                f"{len(f.to_failed_poll)} / {len(f.to_failed_sse)}",
-                ms(pct(f.crash_request, 0.5), 1),
-                pair(f.to_failed_poll, 1),
-                pair(f.to_failed_sse, 1),
-                pair(f.to_running_poll, 0),
-                pair(f.to_running_sse, 0),
-                len(f.errors),
-            ]
-            for f in failures
-        ],
+    return columns(
+        failures,
+        ("store", "l", lambda f: f.store),
+        ("I (s)", "r", lambda f: f"{f.interval:g}"),
+        ("n (poll / stream)", "r", lambda f: f"{len(f.to_failed_poll)} / {len(f.to_failed_sse)}"),
+        ("crash request p50 (ms)", "r", lambda f: ms(pct(f.crash_request, 0.5), 1)),
+        ("(a) poll p50 / p99 (ms)", "r", lambda f: pair(f.to_failed_poll, 1)),
+        ("(a) stream p50 / p99 (ms)", "r", lambda f: pair(f.to_failed_sse, 1)),
+        ("(b) poll p50 / p99 (ms)", "r", lambda f: pair(f.to_running_poll, 0)),
+        ("(b) stream p50 / p99 (ms)", "r", lambda f: pair(f.to_running_sse, 0)),
+        ("errors", "r", lambda f: len(f.errors)),
     )
 
 
@@ -945,7 +897,6 @@ class Results:
     pages: list[PageResult] = field(default_factory=list)
     retention: list[RetentionResult] = field(default_factory=list)
     https: list[HttpResult] = field(default_factory=list)
-    evictions: list[str] = field(default_factory=list)
     writes: list[WriteResult] = field(default_factory=list)
     failures: list[FailureResult] = field(default_factory=list)
 
@@ -988,9 +939,7 @@ def measure_loaded(kind: str, args: argparse.Namespace, shape: Shape, r: Results
         store = Store(ld.url)
         try:
             if "read" in args.parts:
-                got, evicted = measure_pages(store, kind, args, ld.url)
-                r.pages += got
-                r.evictions += [f"{kind}: {evicted}"] if evicted else []
+                r.pages += measure_pages(store, kind, args, ld.url)
                 for label, age, keep in RETENTION_CASES:
                     cutoff = now() - age
                     r.retention.append(

@@ -25,7 +25,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import sqlalchemy as sa
@@ -42,6 +42,7 @@ GiB = 1024**3
 STORES = ("sqlite", "postgres")
 Row = tuple[str, str]
 Body = dict[str, object]
+T = TypeVar("T")
 
 # -- statistics --------------------------------------------------------------------------------
 
@@ -128,6 +129,25 @@ def scratch_database(admin: str, prefix: str = "skylight_bench") -> Iterator[str
         yield pg_url(admin, name)
     finally:
         pg_exec(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def stored_time(when: datetime, sqlite: bool) -> object:
+    """``when`` as a bulk write must give it: on SQLite, SQLAlchemy's text form of DateTime."""
+    return when.strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else when
+
+
+def bulk_write(
+    dbapi: Any, sqlite: bool, table: str, columns: str, rows: Iterable[Sequence[object]]
+) -> None:
+    """``rows`` (values of ``columns``, comma-separated) into ``table`` by the driver's bulk
+    path: one executemany on SQLite, COPY on PostgreSQL. The caller's transaction."""
+    if sqlite:
+        marks = ", ".join("?" for _ in columns.split(","))
+        dbapi.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
+        return
+    with dbapi.cursor() as cur, cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
 
 
 @contextmanager
@@ -444,6 +464,14 @@ def table(header: str | Sequence[str], align: str, rows: Iterable[Sequence[objec
         f"| {rule} |",
         *(f"| {' | '.join(map(str, r))} |" for r in rows),
     ]
+
+
+def columns(items: Iterable[T], *cols: tuple[str, str, Callable[[T], object]]) -> list[str]:
+    """A markdown table, a row per item; each column is (header, alignment l or r, its cell
+    for an item), so a header stands next to what fills it."""
+    return table(
+        [c[0] for c in cols], "".join(c[1] for c in cols), ([f(i) for *_, f in cols] for i in items)
+    )
 
 
 def details(summary: str, body: str) -> list[str]:

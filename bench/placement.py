@@ -44,39 +44,15 @@ from harness import (
 )
 from plans import Capture, explain
 from rack_population import (
-    AFFINITY_ALLOW_MEMBERS,
-    AFFINITY_ALLOW_SLEDS,
-    AFFINITY_FAIL_MEMBERS,
-    ANTI_MEMBERS,
-    EXPUNGED_SHARE,
-    FAMILIES,
-    FILL,
-    LOCAL_DISK_SHARE,
-    MAINTENANCE_SHARE,
-    PLACED_DISK_GIB,
-    REQ_CPUS,
-    REQ_CPUS_P,
-    REQ_GIB_PER_CPU,
-    REQ_GROUPS_P,
-    REQ_LOCAL_GIB,
-    REQ_LOCAL_SHARE,
-    REQ_PLATFORM_SHARE,
-    TURIN_SHARE,
     Ids,
     Pending,
     Population,
     build_population,
+    described,
     populate,
     uuid_strings,
 )
-from skylight.placement import (
-    Placement,
-    PlacementFailure,
-    Rack,
-    Request,
-    fits,
-    place,
-)
+from skylight.placement import Placement, PlacementFailure, Rack, Request, fits, place
 from skylight.store import migrate, placement_inputs, sleds
 from skylight.store.engine import Store
 
@@ -133,7 +109,6 @@ class Series:
 class CellResult:
     n_sleds: int
     n_instances: int
-    scale: int
     sled_cpus: int
     sled_memory: int
     cpu_fill: float
@@ -190,7 +165,6 @@ def run_in_process(pop: Population, args: argparse.Namespace) -> CellResult:
     return CellResult(
         n_sleds=pop.n_sleds,
         n_instances=pop.n_instances,
-        scale=pop.scale,
         sled_cpus=pop.sled_cpus,
         sled_memory=pop.sled_memory,
         cpu_fill=cpu_fill,
@@ -421,47 +395,8 @@ def _cell(r: CellResult | StoreResult) -> str:
 
 
 def settings(args: argparse.Namespace, pinned: str) -> list[tuple[str, str]]:
-    def each(xs: Sequence[object]) -> str:
-        return "/".join(map(str, xs))
-
     return [
-        (
-            "base sled",
-            f"{args.sled_cpus} threads / {args.sled_memory} GiB / {args.sled_local} GiB local "
-            f"storage; CPU family {FAMILIES[0]} ({1 - TURIN_SHARE:.0%}) or {FAMILIES[1]} "
-            f"({TURIN_SHARE:.0%}); {EXPUNGED_SHARE:.0%} expunged, {MAINTENANCE_SHARE:.0%} "
-            "non-provisionable",
-        ),
-        (
-            "placed instances",
-            f"spread evenly (+-10%) over the sleds not expunged; each sled's vCPUs and memory "
-            f"{FILL[0]:.0%}-{FILL[1]:.0%} reserved (a uniform random split among its "
-            f"instances, memory in proportion to vCPUs, >= 1 vCPU and 1 GiB each); "
-            f"{LOCAL_DISK_SHARE:.0%} have a local disk of {each(PLACED_DISK_GIB)}"
-            " GiB pinned to their sled",
-        ),
-        (
-            "groups",
-            f"{args.groups}: half affinity, half anti-affinity, alternating fail/allow; "
-            f"affinity fail {AFFINITY_FAIL_MEMBERS[0]}-{AFFINITY_FAIL_MEMBERS[1]} members on "
-            f"one sled, affinity allow {AFFINITY_ALLOW_MEMBERS[0]}-{AFFINITY_ALLOW_MEMBERS[1]}"
-            f" on {AFFINITY_ALLOW_SLEDS[0]}-{AFFINITY_ALLOW_SLEDS[1]} sleds, anti-affinity "
-            f"{ANTI_MEMBERS[0]}-{ANTI_MEMBERS[1]} members (fail: one per sled; allow: sleds "
-            "drawn with replacement); a placed instance is in at most one group",
-        ),
-        (
-            "success requests",
-            f"{args.requests} distinct, cycled: vCPUs {each(REQ_CPUS)} (p {each(REQ_CPUS_P)}), "
-            f"{each(REQ_GIB_PER_CPU)} GiB per vCPU, {REQ_PLATFORM_SHARE:.0%} ask for a CPU "
-            f"platform, {REQ_LOCAL_SHARE:.0%} have an unallocated local disk of "
-            f"{each(REQ_LOCAL_GIB)} GiB; in 0/1/2 groups with p {each(REQ_GROUPS_P)}",
-        ),
-        (
-            "failure requests",
-            f"{args.failure_requests} distinct, cycled: half ask for more vCPUs than any "
-            "provisionable sled has free (but no more than a sled has), half for more memory;"
-            " in 0-2 groups like the success requests",
-        ),
+        *described(args),
         (
             "in-process decisions per cell",
             f"{args.decisions} success-workload + {args.failures} failure-workload (after "

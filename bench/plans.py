@@ -49,3 +49,13 @@ def explain(
     if store.is_sqlite:
         return "\n".join(str(r[-1]) for r in rows)
     return "\n".join(str(r[0]) for r in rows)
+
+
+def plan_or_why(
+    store: Store, statement: str, params: Params, *, analyze: bool, settings: tuple[str, ...] = ()
+) -> str:
+    """:func:`explain`, or why it failed: a plan is a bonus, the timing it goes with stands."""
+    try:
+        return explain(store, statement, params, analyze=analyze, settings=settings)
+    except Exception as exc:
+        return f"(EXPLAIN failed: {type(exc).__name__}: {exc})"

@@ -9,14 +9,14 @@ import argparse
 import math
 import random
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
-from harness import GiB
+from harness import GiB, bulk_write, stored_time
 from skylight.placement import GroupRule, Placement, Rack, Request, SledView, place
 from skylight.store.engine import Store
 
@@ -83,7 +83,6 @@ class Pending:
 class Population:
     n_sleds: int
     n_instances: int
-    scale: int  # sled size multiplier (1: base sled)
     sled_cpus: int
     sled_memory: int
     sled_local: int
@@ -269,20 +268,11 @@ def build_population(
         ncpus = int(rng.choice(REQ_CPUS, p=REQ_CPUS_P))
         platform_ = str(rng.choice(FAMILIES)) if rng.random() < REQ_PLATFORM_SHARE else None
         local = int(rng.choice(REQ_LOCAL_GIB)) * GiB if rng.random() < REQ_LOCAL_SHARE else 0
-        success.append(
-            Pending(
-                i,
-                ncpus,
-                ncpus * int(rng.choice(REQ_GIB_PER_CPU)) * GiB,
-                platform_,
-                local,
-                group_picks(),
-            )
-        )
+        memory = ncpus * int(rng.choice(REQ_GIB_PER_CPU)) * GiB
+        success.append(Pending(i, ncpus, memory, platform_, local, group_picks()))
     pop = Population(
         n_sleds=n_sleds,
         n_instances=n_instances,
-        scale=scale,
         sled_cpus=cpus,
         sled_memory=mem_gib * GiB,
         sled_local=args.sled_local * GiB * scale,
@@ -333,6 +323,53 @@ def build_population(
     if not pop.placeable:
         raise SystemExit("no success request can be placed")
     return pop
+
+
+def described(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The population as the report's settings table describes it (from the constants above)."""
+
+    def each(xs: Sequence[object]) -> str:
+        return "/".join(map(str, xs))
+
+    return [
+        (
+            "base sled",
+            f"{args.sled_cpus} threads / {args.sled_memory} GiB / {args.sled_local} GiB local "
+            f"storage; CPU family {FAMILIES[0]} ({1 - TURIN_SHARE:.0%}) or {FAMILIES[1]} "
+            f"({TURIN_SHARE:.0%}); {EXPUNGED_SHARE:.0%} expunged, {MAINTENANCE_SHARE:.0%} "
+            "non-provisionable",
+        ),
+        (
+            "placed instances",
+            f"spread evenly (+-10%) over the sleds not expunged; each sled's vCPUs and memory "
+            f"{FILL[0]:.0%}-{FILL[1]:.0%} reserved (a uniform random split among its "
+            f"instances, memory in proportion to vCPUs, >= 1 vCPU and 1 GiB each); "
+            f"{LOCAL_DISK_SHARE:.0%} have a local disk of {each(PLACED_DISK_GIB)}"
+            " GiB pinned to their sled",
+        ),
+        (
+            "groups",
+            f"{args.groups}: half affinity, half anti-affinity, alternating fail/allow; "
+            f"affinity fail {AFFINITY_FAIL_MEMBERS[0]}-{AFFINITY_FAIL_MEMBERS[1]} members on "
+            f"one sled, affinity allow {AFFINITY_ALLOW_MEMBERS[0]}-{AFFINITY_ALLOW_MEMBERS[1]}"
+            f" on {AFFINITY_ALLOW_SLEDS[0]}-{AFFINITY_ALLOW_SLEDS[1]} sleds, anti-affinity "
+            f"{ANTI_MEMBERS[0]}-{ANTI_MEMBERS[1]} members (fail: one per sled; allow: sleds "
+            "drawn with replacement); a placed instance is in at most one group",
+        ),
+        (
+            "success requests",
+            f"{args.requests} distinct, cycled: vCPUs {each(REQ_CPUS)} (p {each(REQ_CPUS_P)}), "
+            f"{each(REQ_GIB_PER_CPU)} GiB per vCPU, {REQ_PLATFORM_SHARE:.0%} ask for a CPU "
+            f"platform, {REQ_LOCAL_SHARE:.0%} have an unallocated local disk of "
+            f"{each(REQ_LOCAL_GIB)} GiB; in 0/1/2 groups with p {each(REQ_GROUPS_P)}",
+        ),
+        (
+            "failure requests",
+            f"{args.failure_requests} distinct, cycled: half ask for more vCPUs than any "
+            "provisionable sled has free (but no more than a sled has), half for more memory;"
+            " in 0-2 groups like the success requests",
+        ),
+    ]
 
 
 # -- in a store ------------------------------------------------------------------------------
@@ -463,29 +500,17 @@ def _table_rows(
 def populate(store: Store, pop: Population, ids: Ids) -> dict[str, int]:
     """Write the population with the driver's bulk paths (executemany; COPY on PostgreSQL)."""
     counts: dict[str, int] = {}
-    when = datetime.now(UTC).replace(microsecond=0)
+    sqlite = store.is_sqlite
+    ts = stored_time(datetime.now(UTC).replace(microsecond=0), sqlite)
     raw = store.engine.raw_connection()
     try:
         dbapi: Any = raw.driver_connection
-        if store.is_sqlite:
-            # SQLAlchemy's storage format for DateTime on SQLite.
-            ts = when.strftime("%Y-%m-%d %H:%M:%S.%f")
-            cur = dbapi.cursor()
-            cur.execute("BEGIN")
-            for table, cols, rows, count in _table_rows(pop, ids, ts, 0):
-                marks = ", ".join("?" for _ in cols)
-                cur.executemany(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({marks})", rows)
-                counts[table] = count
-            cur.execute("COMMIT")
-            cur.close()
-        else:
-            with dbapi.cursor() as cur:
-                for table, cols, rows, count in _table_rows(pop, ids, when, False):
-                    with cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
-                        for row in rows:
-                            copy.write_row(row)
-                    counts[table] = count
-            dbapi.commit()
+        if sqlite:
+            dbapi.execute("BEGIN")
+        for table, cols, rows, count in _table_rows(pop, ids, ts, 0 if sqlite else False):
+            bulk_write(dbapi, sqlite, table, ", ".join(cols), rows)
+            counts[table] = count
+        dbapi.commit()
     finally:
         raw.close()
     return counts

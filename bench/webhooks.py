@@ -21,6 +21,7 @@ from harness import (
     Body,
     Clients,
     GiB,
+    columns,
     create_all,
     finish,
     loadavg,
@@ -33,9 +34,9 @@ from harness import (
     print_failures,
     server,
     setup_tables,
-    table,
     top,
 )
+from skylight.cli.common import pages
 from skylight.testing.receiver import Received, WebhookReceiver
 
 PROJECT = "bench"
@@ -85,15 +86,7 @@ def _wait(until: Callable[[], bool], seconds: float) -> None:
 
 def _burst_event_ids(http: httpx.Client, prefix: str) -> set[str]:
     """The ids of every event of the project's instances named ``prefix*``."""
-    items, token = [], None
-    while True:
-        params: dict[str, str | int] = {"project": PROJECT, "limit": 1000}
-        params |= {"page_token": token} if token else {}
-        body = http.get("/v1/events", params=params).raise_for_status().json()
-        items += body["items"]
-        token = body.get("next_page")
-        if not token:
-            break
+    items = list(pages(http, "/v1/events", {"project": PROJECT, "limit": 1000}))
     listed = http.get("/v1/instances", params={"project": PROJECT, "limit": 10000}).json()
     ids = {i["id"] for i in listed["items"] if i["name"].startswith(prefix)}
     return {e["id"] for e in items if e["instance_id"] in ids}
@@ -160,25 +153,23 @@ def _drive(url: str, store: str, args: argparse.Namespace) -> Result:
 def section(
     results: list[Result], args: argparse.Namespace, loads: list[str]
 ) -> dict[str, list[str]]:
-    header = ["store", "latency p50 (ms)", "p99 (ms)", "max (ms)", "starts/s, no receiver"]
-    header += ["starts/s, receiver of every event", "burst events", "delivered", "duplicates"]
-    header += ["deliveries/s", "lag (ms)"]
-    rows = [
-        [
-            r.store,
-            ms(pct(r.latency, 0.5)),
-            ms(pct(r.latency, 0.99)),
-            ms(top(r.latency)),
-            f"{r.bare_rate:.1f}",
-            f"{r.hooked_rate:.1f}",
-            r.burst_events,
-            r.burst_delivered,
-            r.burst_duplicates,
-            f"{r.burst_events / r.burst_seconds if r.burst_seconds > 0 else math.nan:.0f}",
-            ms(r.burst_lag),
-        ]
-        for r in results
-    ]
+    def per_s(r: Result) -> str:
+        return f"{r.burst_events / r.burst_seconds if r.burst_seconds > 0 else math.nan:.0f}"
+
+    rows = columns(
+        results,
+        ("store", "l", lambda r: r.store),
+        ("latency p50 (ms)", "l", lambda r: ms(pct(r.latency, 0.5))),
+        ("p99 (ms)", "l", lambda r: ms(pct(r.latency, 0.99))),
+        ("max (ms)", "l", lambda r: ms(top(r.latency))),
+        ("starts/s, no receiver", "l", lambda r: f"{r.bare_rate:.1f}"),
+        ("starts/s, receiver of every event", "l", lambda r: f"{r.hooked_rate:.1f}"),
+        ("burst events", "l", lambda r: r.burst_events),
+        ("delivered", "l", lambda r: r.burst_delivered),
+        ("duplicates", "l", lambda r: r.burst_duplicates),
+        ("deliveries/s", "l", per_s),
+        ("lag (ms)", "l", lambda r: ms(r.burst_lag)),
+    )
     postgres = pg_version(args.pg_admin) if "postgres" in args.stores else None
     machine = machine_rows([("httpx", httpx.__version__)], postgres=postgres, loads=loads)
     settings = [
@@ -189,7 +180,7 @@ def section(
     ]
     return {
         "webhooks:measured": [measured("webhooks.py")],
-        "webhooks:results": table(header, "l" * 11, rows),
+        "webhooks:results": rows,
         "webhooks:setup": setup_tables(machine, settings),
     }
 

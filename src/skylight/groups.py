@@ -111,13 +111,13 @@ def update(
     description: str | None,
 ) -> Row:
     row = lookup.group(conn, caller, kind, selector, project_selector, Action.modify)
-    values: dict[str, object] = {}
-    if name is not None and name != row.name:
-        if rows.by_name(conn, kind, row.project_id, name) is not None:
-            raise AlreadyExists(lookup.GROUP_TYPE[kind], name)
-        values["name"] = name
-    if description is not None:
-        values["description"] = description
+    values = lookup.renamed(
+        row,
+        name,
+        description,
+        rtype=lookup.GROUP_TYPE[kind],
+        taken=lambda n: rows.by_name(conn, kind, row.project_id, n),
+    )
     if values:
         try:
             with conn.begin_nested():

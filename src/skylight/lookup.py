@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from sqlalchemy.engine import Connection
 
-from skylight.errors import InvalidRequest, NotFound
+from skylight.errors import AlreadyExists, InvalidRequest, NotFound
 from skylight.identity.access import Action, Caller, Project, authorize, may_see
 from skylight.ids import parse_uuid
 from skylight.store import Row, disks, groups, instances, projects, webhooks
@@ -24,6 +24,27 @@ def require_uuid(text: str, what: str) -> str:
     if parse_uuid(text) is None:
         raise InvalidRequest(f"{what}: not a UUID: {text!r}")
     return text.lower()
+
+
+def renamed(
+    row: Row,
+    name: str | None,
+    description: str | None,
+    *,
+    rtype: str,
+    taken: Callable[[str], Row | None],
+) -> dict[str, object]:
+    """The columns an update of ``row``'s name and description changes: the name only when it
+    differs, and only to one that ``taken`` finds no sibling holding (AlreadyExists
+    otherwise); the description whenever it is given."""
+    values: dict[str, object] = {}
+    if name is not None and name != row.name:
+        if taken(name) is not None:
+            raise AlreadyExists(rtype, name)
+        values["name"] = name
+    if description is not None:
+        values["description"] = description
+    return values
 
 
 def _top_level(

@@ -46,13 +46,9 @@ def update(
     conn: Connection, caller: Caller, selector: str, *, name: str | None, description: str | None
 ) -> Row:
     row = lookup.project(conn, caller, selector, Action.modify)
-    values: dict[str, object] = {}
-    if name is not None and name != row.name:
-        if rows.by_name(conn, row.silo_id, name) is not None:
-            raise AlreadyExists("project", name)
-        values["name"] = name
-    if description is not None:
-        values["description"] = description
+    values = lookup.renamed(
+        row, name, description, rtype="project", taken=lambda n: rows.by_name(conn, row.silo_id, n)
+    )
     if values:
         rows.update(conn, row.id, **values)
     new = rows.by_id(conn, row.id)

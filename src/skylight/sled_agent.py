@@ -75,6 +75,17 @@ class AgentConfig:
     report_attempts: int = 4
     cp_timeout: float = 5.0
 
+    def sled(self) -> JsonObject:
+        """The sled as this agent offers it: registered with, and shown by ``/health``."""
+        return {
+            "serial": self.serial,
+            "url": self.url,
+            "cpus": self.cpus,
+            "memory": self.memory_gib * GiB,
+            "local_storage": self.local_storage_gib * GiB,
+            "cpu_family": self.cpu_family,
+        }
+
 
 class AgentError(Exception):
     """A request the agent refuses before it reaches the sled (bad input, unknown fault)."""
@@ -154,17 +165,9 @@ class SledAgentService:
         raise RuntimeError(f"no control plane answered: {last!r}")
 
     def registration(self) -> JsonObject:
-        c = self.config
-        body: JsonObject = {
-            "serial": c.serial,
-            "url": c.url,
-            "cpus": c.cpus,
-            "memory": c.memory_gib * GiB,
-            "local_storage": c.local_storage_gib * GiB,
-            "cpu_family": c.cpu_family,
-        }
-        if c.rack_id is not None:
-            body["rack_id"] = c.rack_id
+        body = self.config.sled()
+        if self.config.rack_id is not None:
+            body["rack_id"] = self.config.rack_id
         return body
 
     async def register_once(self) -> bool:
@@ -315,13 +318,8 @@ def create_agent_app(config: AgentConfig) -> FastAPI:
     async def health() -> JsonObject:
         return {
             "sled_id": service.sled_id,
-            "serial": config.serial,
             "registered": service.registered,
-            "url": config.url,
-            "cpus": config.cpus,
-            "memory": config.memory_gib * GiB,
-            "local_storage": config.local_storage_gib * GiB,
-            "cpu_family": config.cpu_family,
+            **config.sled(),
             "powered": service.sled_id is None or service.rack.is_powered(service.sled_id),
         }
 

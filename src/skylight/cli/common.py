@@ -50,6 +50,23 @@ def pages(http: httpx.Client, path: str, params: JsonObject | None = None) -> It
         query = {**query, "page_token": token}
 
 
+def list_or_print(
+    url: str,
+    path: str,
+    params: JsonObject | None = None,
+    *,
+    as_json: bool,
+) -> list[JsonObject] | None:
+    """Every item of a list, all its pages read. With ``--json`` the items are printed as one
+    page of the API's own shape and ``None`` comes back: the command has no table to draw."""
+    with client(url) as http:
+        items = list(pages(http, path, params))
+    if as_json:
+        print_json({"items": items, "next_page": None})
+        return None
+    return items
+
+
 def when(value: str | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
     """An API timestamp in local time, for a human: ``2025-01-02 03:04:05``."""
     if not value:

@@ -24,9 +24,9 @@ from skylight.cli.common import (
     event_table,
     follow,
     gib,
+    list_or_print,
     list_table,
     out,
-    pages,
     print_json,
     reason_rows,
     styled,
@@ -223,10 +223,8 @@ def create(
 @app.command("list")
 def list_(project: str = PROJECT, url: str = URL, as_json: bool = JSON) -> None:
     """Every instance of PROJECT."""
-    with client(url) as http:
-        items = list(pages(http, "/v1/instances", {"project": project}))
-    if as_json:
-        print_json({"items": items, "next_page": None})
+    items = list_or_print(url, "/v1/instances", {"project": project}, as_json=as_json)
+    if items is None:
         return
     table = list_table("name", "run_state", "intended", "vCPUs", "GiB", "status reason", "created")
     for i in items:

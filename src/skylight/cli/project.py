@@ -6,7 +6,7 @@ import typer
 from rich.markup import escape
 
 from skylight.cli.client import call, client
-from skylight.cli.common import JSON, URL, details, list_table, out, pages, print_json, when
+from skylight.cli.common import JSON, URL, details, list_or_print, list_table, out, print_json, when
 from skylight.wire import JsonObject
 
 app = typer.Typer(no_args_is_help=True, help="Projects: where instances live.")
@@ -15,10 +15,8 @@ app = typer.Typer(no_args_is_help=True, help="Projects: where instances live.")
 @app.command("list")
 def list_(url: str = URL, as_json: bool = JSON) -> None:
     """Every project."""
-    with client(url) as http:
-        items = list(pages(http, "/v1/projects"))
-    if as_json:
-        print_json({"items": items, "next_page": None})
+    items = list_or_print(url, "/v1/projects", as_json=as_json)
+    if items is None:
         return
     table = list_table("name", "id", "description", "created")
     for p in items:

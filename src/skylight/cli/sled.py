@@ -13,6 +13,7 @@ from skylight.cli.common import (
     URL,
     details,
     gib,
+    list_or_print,
     list_table,
     out,
     pages,
@@ -49,10 +50,8 @@ def _memory(s: JsonObject) -> str:
 @app.command("list")
 def list_(url: str = URL, as_json: bool = JSON) -> None:
     """Every sled, with what is reserved on it."""
-    with client(url) as http:
-        items = list(pages(http, SLEDS))
-    if as_json:
-        print_json({"items": items, "next_page": None})
+    items = list_or_print(url, SLEDS, as_json=as_json)
+    if items is None:
         return
     table = list_table("id", "slot", "state", "policy", "provision policy", "threads", "memory GiB")
     table.columns[0].no_wrap = True  # ids are what set-policy takes: never cut them

@@ -13,9 +13,9 @@ from skylight.cli.common import (
     JSON,
     URL,
     details,
+    list_or_print,
     list_table,
     out,
-    pages,
     print_json,
     styled,
     when,
@@ -71,10 +71,8 @@ def create(
 @app.command("list")
 def list_(url: str = URL, as_json: bool = JSON) -> None:
     """Every alert receiver."""
-    with client(url) as http:
-        items = list(pages(http, "/v1/alert-receivers"))
-    if as_json:
-        print_json({"items": items, "next_page": None})
+    items = list_or_print(url, "/v1/alert-receivers", as_json=as_json)
+    if items is None:
         return
     table = list_table("name", "endpoint", "subscriptions", "id")
     for r in items:
@@ -143,10 +141,8 @@ def deliveries(
         params["failed"] = True
     if pending:
         params["pending"] = True
-    with client(url) as http:
-        items = list(pages(http, f"/v1/alert-receivers/{name}/deliveries", params))
-    if as_json:
-        print_json({"items": items, "next_page": None})
+    items = list_or_print(url, f"/v1/alert-receivers/{name}/deliveries", params, as_json=as_json)
+    if items is None:
         return
     # Ids and every attempt are in --json; the table is what a person scans.
     table = list_table("started", "class", "state", "tries", "last result")

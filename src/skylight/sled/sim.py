@@ -221,45 +221,52 @@ class SimSledAgent:
             self.rack.save(_Vmm(spec.vmm_id, spec.instance_id, self.sled_id, "creating"))
 
     async def ensure_running(self, vmm_id: str) -> None:
-        v = self.rack.vmm(vmm_id)
-        await self.rack.trip(self.sled_id, vmm_id, v.instance_id if v else None, "ensure_running")
+        v = await self._trip(vmm_id, "ensure_running")
         if v is None:
             raise SledAgentError("vmm_gone", "the sled has no such VMM")
         if v.state == "creating":
-            v.state = "starting"
-            v.ready_at = time.time() + self.rack.start_delay
-            self.rack.save(v)
+            self._boot(v)
 
     async def vmm_state(self, vmm_id: str) -> str | None:
-        if not self.rack.is_powered(self.sled_id):
-            raise SledAgentError("unreachable", "the sled is powered off")
+        self._powered_or_raise()
         v = self.rack.vmm(vmm_id)
         return None if v is None else v.state
 
     async def stop(self, vmm_id: str) -> None:
         if not self.rack.is_powered(self.sled_id):
             return
-        v = self.rack.vmm(vmm_id)
-        await self.rack.trip(self.sled_id, vmm_id, v.instance_id if v else None, "stop")
+        await self._trip(vmm_id, "stop")
         self.rack.forget(vmm_id)
 
     async def unregister(self, vmm_id: str) -> None:
         if not self.rack.is_powered(self.sled_id):
             return  # a sled without power runs no VMMs: there is nothing to forget
-        v = self.rack.vmm(vmm_id)
-        await self.rack.trip(self.sled_id, vmm_id, v.instance_id if v else None, "unregister")
+        await self._trip(vmm_id, "unregister")
         self.rack.forget(vmm_id)
 
     async def reboot(self, vmm_id: str) -> None:
-        if not self.rack.is_powered(self.sled_id):
-            raise SledAgentError("unreachable", "the sled is powered off")
+        self._powered_or_raise()
         v = self.rack.vmm(vmm_id)
         if v is None:
             raise SledAgentError("vmm_gone", "the sled has no such VMM")
         if v.state == "running":
-            v.state = "starting"
-            v.ready_at = time.time() + self.rack.start_delay
-            self.rack.save(v)
+            self._boot(v)
+
+    async def _trip(self, vmm_id: str, at: str) -> _Vmm | None:
+        """The VMM, once any fault armed for this call (``at``) on it has fired."""
+        v = self.rack.vmm(vmm_id)
+        await self.rack.trip(self.sled_id, vmm_id, v.instance_id if v else None, at)
+        return v
+
+    def _powered_or_raise(self) -> None:
+        if not self.rack.is_powered(self.sled_id):
+            raise SledAgentError("unreachable", "the sled is powered off")
+
+    def _boot(self, v: _Vmm) -> None:
+        """Start booting ``v``: it is ``starting`` until the rack's start delay has passed."""
+        v.state = "starting"
+        v.ready_at = time.time() + self.rack.start_delay
+        self.rack.save(v)
 
 
 def describe(fault: Fault) -> JsonObject:

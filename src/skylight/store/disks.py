@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection
 
 from skylight.clock import now
 from skylight.store import Row, paging
+from skylight.store.rows import CREATED, count, insert_new
 from skylight.store.schema import disk
 
 _live = disk.c.time_deleted.is_(None)
@@ -41,8 +42,7 @@ def page_of_instance(
 
 
 def count_attached(conn: Connection, instance_id: str) -> int:
-    q = sa.select(sa.func.count()).select_from(disk).where(disk.c.instance_id == instance_id, _live)
-    return int(conn.execute(q).scalar_one())
+    return count(conn, disk, disk.c.instance_id == instance_id, _live)
 
 
 def insert(
@@ -58,21 +58,19 @@ def insert(
     instance_id: str | None = None,
 ) -> None:
     """A new disk, attached to ``instance_id`` if given, detached otherwise."""
-    t = now()
-    conn.execute(
-        disk.insert().values(
-            id=disk_id,
-            project_id=project_id,
-            name=name,
-            description=description,
-            size=size,
-            block_size=block_size,
-            disk_type=disk_type,
-            state="attached" if instance_id is not None else "detached",
-            instance_id=instance_id,
-            time_created=t,
-            time_modified=t,
-        )
+    insert_new(
+        conn,
+        disk,
+        CREATED,
+        id=disk_id,
+        project_id=project_id,
+        name=name,
+        description=description,
+        size=size,
+        block_size=block_size,
+        disk_type=disk_type,
+        state="attached" if instance_id is not None else "detached",
+        instance_id=instance_id,
     )
 
 

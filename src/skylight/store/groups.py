@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection
 
 from skylight.clock import now
 from skylight.store import Row, paging
+from skylight.store.rows import CREATED, count, insert_new
 from skylight.store.schema import (
     affinity_group,
     affinity_group_member,
@@ -87,18 +88,16 @@ def insert(
     failure_domain: str,
 ) -> None:
     group, _ = tables(kind)
-    t = now()
-    conn.execute(
-        group.insert().values(
-            id=group_id,
-            project_id=project_id,
-            name=name,
-            description=description,
-            policy=policy,
-            failure_domain=failure_domain,
-            time_created=t,
-            time_modified=t,
-        )
+    insert_new(
+        conn,
+        group,
+        CREATED,
+        id=group_id,
+        project_id=project_id,
+        name=name,
+        description=description,
+        policy=policy,
+        failure_domain=failure_domain,
     )
 
 
@@ -166,23 +165,15 @@ def member_ids(conn: Connection, kind: str, group_id: str) -> list[str]:
 
 def count_members(conn: Connection, kind: str, group_id: str) -> int:
     _, m = tables(kind)
-    q = (
-        sa.select(sa.func.count())
-        .select_from(m.join(instance, instance.c.id == m.c.instance_id))
-        .where(m.c.group_id == group_id, instance.c.time_deleted.is_(None))
-    )
-    return int(conn.execute(q).scalar_one())
+    members = m.join(instance, instance.c.id == m.c.instance_id)
+    return count(conn, members, m.c.group_id == group_id, instance.c.time_deleted.is_(None))
 
 
 def count_groups_of(conn: Connection, kind: str, instance_id: str) -> int:
     """How many live groups of ``kind`` the instance belongs to."""
     group, m = tables(kind)
-    q = (
-        sa.select(sa.func.count())
-        .select_from(m.join(group, group.c.id == m.c.group_id))
-        .where(m.c.instance_id == instance_id, group.c.time_deleted.is_(None))
-    )
-    return int(conn.execute(q).scalar_one())
+    joined = m.join(group, group.c.id == m.c.group_id)
+    return count(conn, joined, m.c.instance_id == instance_id, group.c.time_deleted.is_(None))
 
 
 def add_member(conn: Connection, kind: str, group_id: str, instance_id: str) -> None:

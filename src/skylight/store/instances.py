@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 
 from skylight.clock import now
 from skylight.store import Row, paging
+from skylight.store.rows import CREATED, insert_new
 from skylight.store.schema import event, instance, saga, vmm
 
 _live = instance.c.time_deleted.is_(None)
@@ -65,16 +66,7 @@ def on_sled(conn: Connection, sled_id: str, *, limit: int, marker: str | None) -
 
 
 def insert(conn: Connection, **values: object) -> None:
-    t = now()
-    conn.execute(
-        instance.insert().values(
-            time_created=t,
-            time_modified=t,
-            time_run_state_updated=t,
-            generation=1,
-            **values,
-        )
-    )
+    insert_new(conn, instance, (*CREATED, "time_run_state_updated"), generation=1, **values)
 
 
 def update(
@@ -94,16 +86,14 @@ def vmm_row(conn: Connection, vmm_id: str) -> Row | None:
 
 
 def insert_vmm(conn: Connection, *, vmm_id: str, instance_id: str, sled_id: str) -> None:
-    t = now()
-    conn.execute(
-        vmm.insert().values(
-            id=vmm_id,
-            instance_id=instance_id,
-            sled_id=sled_id,
-            state="creating",
-            time_created=t,
-            time_state_updated=t,
-        )
+    insert_new(
+        conn,
+        vmm,
+        ("time_created", "time_state_updated"),
+        id=vmm_id,
+        instance_id=instance_id,
+        sled_id=sled_id,
+        state="creating",
     )
 
 

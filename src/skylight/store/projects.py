@@ -9,6 +9,7 @@ from sqlalchemy.engine import Connection
 
 from skylight.clock import now
 from skylight.store import Row, paging
+from skylight.store.rows import CREATED, insert_new
 from skylight.store.schema import affinity_group, anti_affinity_group, disk, instance, project
 
 _live = project.c.time_deleted.is_(None)
@@ -42,16 +43,8 @@ def page(
 
 
 def insert(conn: Connection, *, project_id: str, silo_id: str, name: str, description: str) -> None:
-    t = now()
-    conn.execute(
-        project.insert().values(
-            id=project_id,
-            silo_id=silo_id,
-            name=name,
-            description=description,
-            time_created=t,
-            time_modified=t,
-        )
+    insert_new(
+        conn, project, CREATED, id=project_id, silo_id=silo_id, name=name, description=description
     )
 
 

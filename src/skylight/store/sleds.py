@@ -14,6 +14,7 @@ from skylight.ids import new_id
 from skylight.placement import Rack, SledView
 from skylight.placement.model import sled_in_service, sled_takes_instances
 from skylight.store import Row
+from skylight.store.rows import insert_new
 from skylight.store.schema import sled, sled_reservation
 
 
@@ -159,16 +160,16 @@ def reserve(
     memory: int,
     local_storage: int = 0,
 ) -> None:
-    conn.execute(
-        sled_reservation.insert().values(
-            id=reservation_id,
-            sled_id=sled_id,
-            instance_id=instance_id,
-            hardware_threads=cpus,
-            memory=memory,
-            local_storage=local_storage,
-            time_created=now(),
-        )
+    insert_new(
+        conn,
+        sled_reservation,
+        ("time_created",),
+        id=reservation_id,
+        sled_id=sled_id,
+        instance_id=instance_id,
+        hardware_threads=cpus,
+        memory=memory,
+        local_storage=local_storage,
     )
 
 
@@ -201,6 +202,23 @@ def expunge(conn: Connection, sled_id: str) -> None:
     )
 
 
+def _insert(conn: Connection, **values: object) -> str:
+    """A new sled, in service, provisionable and active (the rest is ``values``); its id."""
+    sled_id = new_id()
+    conn.execute(
+        sled.insert().values(
+            id=sled_id,
+            part="sim-gimlet",
+            revision=0,
+            policy="in_service",
+            provision_policy="provisionable",
+            state="active",
+            **values,
+        )
+    )
+    return sled_id
+
+
 def ensure_simulated(
     conn: Connection,
     *,
@@ -218,25 +236,18 @@ def ensure_simulated(
         serial = f"sim-{slot:04d}"
         if serial in have:
             continue
-        conn.execute(
-            sled.insert().values(
-                id=new_id(),
-                rack_id=rack_id,
-                serial=serial,
-                part="sim-gimlet",
-                revision=0,
-                slot=slot,
-                usable_hardware_threads=cpus,
-                usable_physical_ram=memory,
-                local_storage=local_storage,
-                cpu_family=cpu_family,
-                policy="in_service",
-                provision_policy="provisionable",
-                state="active",
-                agent_url=None,
-                time_created=t,
-                time_modified=t,
-            )
+        _insert(
+            conn,
+            rack_id=rack_id,
+            serial=serial,
+            slot=slot,
+            usable_hardware_threads=cpus,
+            usable_physical_ram=memory,
+            local_storage=local_storage,
+            cpu_family=cpu_family,
+            agent_url=None,
+            time_created=t,
+            time_modified=t,
         )
 
 
@@ -267,22 +278,7 @@ def upsert_agent(
         conn.execute(sled.update().where(sled.c.id == existing.id).values(**values))
         sled_id = existing.id
     else:
-        sled_id = new_id()
-        conn.execute(
-            sled.insert().values(
-                id=sled_id,
-                rack_id=rack_id,
-                serial=serial,
-                part="sim-gimlet",
-                revision=0,
-                slot=None,
-                policy="in_service",
-                provision_policy="provisionable",
-                state="active",
-                time_created=t,
-                **values,
-            )
-        )
+        sled_id = _insert(conn, rack_id=rack_id, serial=serial, slot=None, time_created=t, **values)
     row = get(conn, sled_id)
     assert row is not None
     return row

@@ -158,12 +158,9 @@ def update(
     values: dict[str, object] = {}
     if endpoint is not None:
         values["endpoint"] = check_endpoint(endpoint, rule)
-    if name is not None and name != receiver.name:
-        if rows.by_name(conn, name) is not None:
-            raise AlreadyExists("alert-receiver", name)
-        values["name"] = name
-    if description is not None:
-        values["description"] = description
+    values |= lookup.renamed(
+        receiver, name, description, rtype="alert-receiver", taken=lambda n: rows.by_name(conn, n)
+    )
     if values:
         rows.update(conn, receiver.id, time_modified=now(), **values)
 
