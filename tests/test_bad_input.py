@@ -569,8 +569,6 @@ def _only_additions(before: dict[str, Any], after: dict[str, Any]) -> None:
 
 # -- found by the fuzzer (tests/test_fuzz.py) ------------------------------------------------
 
-OPERATOR = {"X-Skylight-Operator": "true"}
-
 
 def test_a_long_hostname_that_ends_badly_is_refused_at_once(
     client: TestClient, world: dict[str, Any]
@@ -599,7 +597,7 @@ def test_a_long_hostname_that_ends_badly_is_refused_at_once(
 
 
 def _receivers(client: TestClient) -> Any:
-    r = client.get("/v1/alert-receivers", headers=OPERATOR)
+    r = client.get("/v1/alert-receivers")
     assert r.status_code == 200, r.text
     return r.json()["items"]
 
@@ -609,10 +607,10 @@ def test_lone_surrogates_are_refused_not_stored(client: TestClient, world: dict[
     store can take it, and a secret (a plain string, unlike the length-checked fields) got
     as far as the INSERT and a 500."""
     hook = {"name": "hook", "description": "", "endpoint": "http://127.0.0.1:9/", "secrets": ["s"]}
-    r = client.post("/v1/webhook-receivers", json=hook, headers=OPERATOR)
+    r = client.post("/v1/webhook-receivers", json=hook)
     assert r.status_code == 201, r.text
     before, cheap = _receivers(client), fingerprint(client)
-    json_headers = {**JSON, **OPERATOR}
+    json_headers = {**JSON}
     lone = '"\\ud800"'  # the JSON text of a string holding one lone surrogate
     cases = [
         (
@@ -651,15 +649,15 @@ def test_removing_a_subscription_that_cannot_exist_is_refused(
         "secrets": ["s"],
         "subscriptions": ["instance.failed"],
     }
-    assert client.post("/v1/webhook-receivers", json=hook, headers=OPERATOR).status_code == 201
+    assert client.post("/v1/webhook-receivers", json=hook).status_code == 201
     before = _receivers(client)
     url = "/v1/alert-receivers/hook/subscriptions"
     for bad in ("instance.fail%00ed", "%00", "Instance.failed", "a" * 256):
-        assert_error(client.delete(f"{url}/{bad}", headers=OPERATOR), 400, None, "subscription")
-    r = client.delete(f"{url}/instance.running", headers=OPERATOR)
+        assert_error(client.delete(f"{url}/{bad}"), 400, None, "subscription")
+    r = client.delete(f"{url}/instance.running")
     assert_error(r, 404, "ObjectNotFound", "instance.running")
     assert _receivers(client) == before
-    assert client.delete(f"{url}/instance.failed", headers=OPERATOR).status_code == 204
+    assert client.delete(f"{url}/instance.failed").status_code == 204
 
 
 def test_every_event_list_refuses_a_nul_filter(client: TestClient, world: dict[str, Any]) -> None:

@@ -45,7 +45,6 @@ from skylight.store import schema as tables
 from tests.conftest import GiB, instance_body
 from tests.oxide_schema import all_pages, assert_error, settled
 
-OPERATOR = {"X-Skylight-Operator": "true"}
 BASE_URL = "http://testserver"
 SLOW = 5.0  # seconds
 # Examples per operation and generation mode (positive, negative), and one case in how many
@@ -110,7 +109,7 @@ class World:
         self.build()
 
     def post(self, url: str, status: int, body: Any = None, **params: Any) -> Any:
-        return _ok(self.client.post(url, json=body, params=params, headers=OPERATOR), status)
+        return _ok(self.client.post(url, json=body, params=params), status)
 
     def build(self) -> None:
         g = "" if self.generation == 0 else str(self.generation)
@@ -199,7 +198,7 @@ class World:
             ("anti", f"/v1/anti-affinity-groups/{ids['anti']}"),
             ("hook", f"/v1/alert-receivers/{ids['hook']}"),
         ):
-            r = c.get(url, headers=OPERATOR)
+            r = c.get(url)
             if r.status_code == 404:
                 return False
             names[key] = _ok(r, 200)["name"]
@@ -427,7 +426,7 @@ def spice(case: Any, draw: Callable[[Any], Any], one_in: int) -> None:
 def send(client: TestClient, case: Any) -> tuple[httpx.Response, dict[str, str], str]:
     """The request schemathesis would send, sent through the app's own TestClient (whose
     lifespan runs the control plane)."""
-    kw = case.as_transport_kwargs(base_url=BASE_URL, headers=OPERATOR)
+    kw = case.as_transport_kwargs(base_url=BASE_URL)
     fields = ("method", "url", "headers", "params", "data", "json", "cookies", "files")
     prepared = requests.Request(**{k: kw[k] for k in fields if k in kw}).prepare()
     headers = {k: v for k, v in prepared.headers.items() if k.lower() != "content-length"}
@@ -529,11 +528,9 @@ def assert_nothing_half_made(client: TestClient) -> None:
         for kind in ("disks", "affinity-groups", "anti-affinity-groups"):
             for item in all_pages(client, f"/v1/{kind}", project=project["id"]):
                 _ok(client.get(f"/v1/{kind}/{item['id']}"), 200)
-    receivers = _ok(
-        client.get("/v1/alert-receivers", params={"limit": 1000}, headers=OPERATOR), 200
-    )
+    receivers = _ok(client.get("/v1/alert-receivers", params={"limit": 1000}), 200)
     for rx in receivers["items"]:
-        _ok(client.get(f"/v1/alert-receivers/{rx['id']}", headers=OPERATOR), 200)
+        _ok(client.get(f"/v1/alert-receivers/{rx['id']}"), 200)
     for sled in all_pages(client, "/v1/system/hardware/sleds"):
         on_it = all_pages(client, f"/v1/system/hardware/sleds/{sled['id']}/instances")
         assert sled["reserved_hardware_threads"] == sum(i["ncpus"] for i in on_it), sled

@@ -41,7 +41,7 @@ from skylight.sled_agent import AgentConfig, SledAgentService, create_agent_app
 from skylight.store.engine import make_engine
 from skylight.store.schema import instance, metadata, sled, vmm
 from skylight.wire import JsonObject
-from tests.conftest import instance_body, make_settings
+from tests.conftest import AdminClient, instance_body, make_settings
 
 P = {"project": "demo"}
 OTHER = RackSecret(b"a-secret-of-another-rack-0123456789")
@@ -104,11 +104,11 @@ def test_credentials_prove_their_role_and_their_sled() -> None:
 def test_the_embedded_default_generates_the_secret_and_reuses_it(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "data", sleds=1)
     path = default_path(settings.data_dir)
-    with TestClient(create_app(settings)) as c:
+    with AdminClient(create_app(settings)) as c:
         made = c.app.state.cp.rack_secret  # type: ignore[attr-defined]
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert load(path) == made
-    with TestClient(create_app(settings)) as c:
+    with AdminClient(create_app(settings)) as c:
         assert c.app.state.cp.rack_secret == made  # type: ignore[attr-defined]
 
 
@@ -131,7 +131,7 @@ def test_a_given_secret_file_is_used_and_never_made(tmp_path: Path) -> None:
 def rig(settings: Settings, caplog: pytest.LogCaptureFixture) -> Iterator[TestClient]:
     """The control plane (with its simulated sleds), a project, every log record kept."""
     caplog.set_level(logging.DEBUG)
-    with TestClient(create_app(settings)) as c:
+    with AdminClient(create_app(settings)) as c:
         assert c.post("/v1/projects", json={"name": "demo", "description": ""}).status_code == 201
         yield c
 

@@ -23,10 +23,9 @@ from skylight.config import Settings
 from skylight.testing.receiver import WebhookReceiver
 from skylight.webhooks import connect
 from skylight.webhooks.destination import Destinations, Refused, literal, parse_cidr
-from tests.conftest import instance_body, make_settings
+from tests.conftest import AdminClient, instance_body, make_settings
 from tests.oxide_schema import wait_for
 
-OP = {"X-Skylight-Operator": "true"}
 LOCAL = (ip_network("127.0.0.0/8"),)
 
 # (address, what the default rule calls it; None: allowed)
@@ -208,7 +207,7 @@ def _body(endpoint: str, name: str = "ops") -> dict[str, Any]:
 
 
 def _deliveries(c: TestClient, name: str = "ops", **params: Any) -> list[Any]:
-    r = c.get(f"/v1/alert-receivers/{name}/deliveries", params=params, headers=OP)
+    r = c.get(f"/v1/alert-receivers/{name}/deliveries", params=params)
     assert r.status_code == 200, r.text
     return list(r.json()["items"])
 
@@ -231,18 +230,18 @@ def _deliveries(c: TestClient, name: str = "ops", **params: Any) -> list[Any]:
 def test_a_refused_address_is_a_400_on_create_and_on_change(
     tmp_path: Path, db_url: str, endpoint: str, words: str
 ) -> None:
-    with TestClient(create_app(_settings(tmp_path, db_url))) as c:
-        r = c.post("/v1/webhook-receivers", json=_body(endpoint), headers=OP)
+    with AdminClient(create_app(_settings(tmp_path, db_url))) as c:
+        r = c.post("/v1/webhook-receivers", json=_body(endpoint))
         assert r.status_code == 400, r.text
         assert r.json()["error_code"] == "InvalidValue"
         assert words in r.json()["message"] and "--webhook-allow-cidr" in r.json()["message"]
-        assert c.get("/v1/alert-receivers", headers=OP).json()["items"] == []
+        assert c.get("/v1/alert-receivers").json()["items"] == []
 
         good = "https://hooks.example.com/x"
-        assert c.post("/v1/webhook-receivers", json=_body(good), headers=OP).status_code == 201
-        r = c.put("/v1/webhook-receivers/ops", json={"endpoint": endpoint}, headers=OP)
+        assert c.post("/v1/webhook-receivers", json=_body(good)).status_code == 201
+        r = c.put("/v1/webhook-receivers/ops", json={"endpoint": endpoint})
         assert r.status_code == 400 and words in r.json()["message"]
-        view = c.get("/v1/alert-receivers/ops", headers=OP).json()
+        view = c.get("/v1/alert-receivers/ops").json()
         assert view["kind"]["endpoint"] == good
 
 
@@ -252,9 +251,9 @@ def test_a_name_resolving_inside_is_not_sent_to(
     """``localhost`` passes at create time (a name), and is refused at send time by what
     it resolves to: the delivery fails, saying why without naming the address."""
     endpoint = receiver.url.replace("127.0.0.1", "localhost")
-    with TestClient(create_app(_settings(tmp_path, db_url, webhook_attempts=1))) as c:
+    with AdminClient(create_app(_settings(tmp_path, db_url, webhook_attempts=1))) as c:
         c.post("/v1/projects", json={"name": "demo", "description": ""})
-        assert c.post("/v1/webhook-receivers", json=_body(endpoint), headers=OP).status_code == 201
+        assert c.post("/v1/webhook-receivers", json=_body(endpoint)).status_code == 201
         c.post("/v1/instances", params={"project": "demo"}, json=instance_body("a"))
         [d] = wait_for(lambda: _deliveries(c, failed=True), "the refused delivery")
         [attempt] = d["attempts"]["webhook"]
@@ -262,7 +261,7 @@ def test_a_name_resolving_inside_is_not_sent_to(
         assert "resolves to a loopback address" in attempt["detail"]
         assert "127.0.0.1" not in attempt["detail"] and "::1" not in attempt["detail"]
         # The probe is refused alike.
-        r = c.post("/v1/alert-receivers/ops/probe", headers=OP)
+        r = c.post("/v1/alert-receivers/ops/probe")
         assert r.status_code == 200 and r.json()["probe"]["state"] == "failed"
     assert receiver.all() == []
 
@@ -273,17 +272,15 @@ def test_an_allowed_network_is_reached(
     """127.0.0.1 with --webhook-allow-cidr 127.0.0.0/8: created, delivered (also through a
     name resolving there), probed."""
     settings = _settings(tmp_path, db_url, webhook_allow_cidrs=LOCAL)
-    with TestClient(create_app(settings)) as c:
+    with AdminClient(create_app(settings)) as c:
         c.post("/v1/projects", json={"name": "demo", "description": ""})
-        assert (
-            c.post("/v1/webhook-receivers", json=_body(receiver.url), headers=OP).status_code == 201
-        )
+        assert c.post("/v1/webhook-receivers", json=_body(receiver.url)).status_code == 201
         by_name = _body(receiver.url.replace("127.0.0.1", "localhost"), name="by-name")
-        assert c.post("/v1/webhook-receivers", json=by_name, headers=OP).status_code == 201
+        assert c.post("/v1/webhook-receivers", json=by_name).status_code == 201
         c.post("/v1/instances", params={"project": "demo"}, json=instance_body("a"))
         wait_for(lambda: _deliveries(c, delivered=True), "the delivery")
         wait_for(lambda: _deliveries(c, "by-name", delivered=True), "the delivery by name")
-        r = c.post("/v1/alert-receivers/ops/probe", headers=OP)
+        r = c.post("/v1/alert-receivers/ops/probe")
         assert r.json()["probe"]["state"] == "delivered"
     assert len(receiver.all()) == 3
 
@@ -293,12 +290,9 @@ def test_redirects_are_not_followed(tmp_path: Path, db_url: str, receiver: Webho
     try:
         receiver.script, receiver.location = [307], elsewhere.url
         settings = _settings(tmp_path, db_url, webhook_allow_cidrs=LOCAL, webhook_attempts=1)
-        with TestClient(create_app(settings)) as c:
+        with AdminClient(create_app(settings)) as c:
             c.post("/v1/projects", json={"name": "demo", "description": ""})
-            assert (
-                c.post("/v1/webhook-receivers", json=_body(receiver.url), headers=OP).status_code
-                == 201
-            )
+            assert c.post("/v1/webhook-receivers", json=_body(receiver.url)).status_code == 201
             c.post("/v1/instances", params={"project": "demo"}, json=instance_body("a"))
             [d] = wait_for(lambda: _deliveries(c, failed=True), "the redirected delivery")
         [attempt] = d["attempts"]["webhook"]
@@ -326,7 +320,7 @@ def test_the_probe_tells_only_delivered_or_failed(
     silent.hang = 1.0
     settings = _settings(tmp_path, db_url, webhook_allow_cidrs=LOCAL, webhook_timeout=0.3)
     try:
-        with TestClient(create_app(settings)) as c:
+        with AdminClient(create_app(settings)) as c:
             told = {}
             for name, rx, script in (
                 ("ok", receiver, []),
@@ -337,8 +331,8 @@ def test_the_probe_tells_only_delivered_or_failed(
             ):
                 receiver.script = script
                 body = _body(rx.url, name=name)
-                assert c.post("/v1/webhook-receivers", json=body, headers=OP).status_code == 201
-                r = c.post(f"/v1/alert-receivers/{name}/probe", headers=OP)
+                assert c.post("/v1/webhook-receivers", json=body).status_code == 201
+                r = c.post(f"/v1/alert-receivers/{name}/probe")
                 assert r.status_code == 200, r.text
                 told[name] = _told(r.json()["probe"])
                 [kept] = _deliveries(c, name)

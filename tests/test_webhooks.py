@@ -25,7 +25,6 @@ from skylight.webhooks import alerts, send
 from tests.conftest import AdminClient, instance_body, make_settings
 from tests.oxide_schema import wait_for
 
-OP = {"X-Skylight-Operator": "true"}
 SECRET = "correct horse battery staple"
 
 
@@ -60,19 +59,19 @@ def _create(client: TestClient, url: str, subscriptions: list[str], **extra: Any
         "subscriptions": subscriptions,
         **extra,
     }
-    r = client.post("/v1/webhook-receivers", json=body, headers=OP)
+    r = client.post("/v1/webhook-receivers", json=body)
     assert r.status_code == 201, r.text
     return r.json()
 
 
 def _deliveries(client: TestClient, receiver: str = "ops", **params: Any) -> list[Any]:
-    r = client.get(f"/v1/alert-receivers/{receiver}/deliveries", params=params, headers=OP)
+    r = client.get(f"/v1/alert-receivers/{receiver}/deliveries", params=params)
     assert r.status_code == 200, r.text
     return r.json()["items"]
 
 
 def _events(client: TestClient, instance: str) -> list[dict[str, Any]]:
-    r = client.get(f"/v1/instances/{instance}/events", params={"project": "demo"}, headers=OP)
+    r = client.get(f"/v1/instances/{instance}/events", params={"project": "demo"})
     assert r.status_code == 200, r.text
     return list(reversed(r.json()["items"]))
 
@@ -185,7 +184,7 @@ def test_a_delivery_gives_up_then_a_probe_resends_it(
         assert [a["result"] for a in d["attempts"]["webhook"]] == ["failed_http_error"] * 2
         assert not _deliveries(c, pending=True)
 
-        r = c.post("/v1/alert-receivers/ops/probe", params={"resend": True}, headers=OP)
+        r = c.post("/v1/alert-receivers/ops/probe", params={"resend": True})
         assert r.status_code == 200, r.text
         result = r.json()
         assert result["probe"]["alert_class"] == "probe"
@@ -198,7 +197,7 @@ def test_a_delivery_gives_up_then_a_probe_resends_it(
         )
         assert again[0]["alert_id"] == d["alert_id"]
         # Once it got through, a second probe has nothing to resend.
-        r = c.post("/v1/alert-receivers/ops/probe", params={"resend": True}, headers=OP)
+        r = c.post("/v1/alert-receivers/ops/probe", params={"resend": True})
         assert r.json()["resends_started"] == 0
 
 
@@ -253,12 +252,10 @@ def test_pending_deliveries_survive_a_restart(
 
 def test_secret_rotation_signs_with_every_secret(hooks: TestClient, receiver: Receiver) -> None:
     rx = _create(hooks, receiver.url, ["instance.created"])
-    r = hooks.post(
-        "/v1/webhook-secrets", params={"receiver": "ops"}, json={"secret": "next"}, headers=OP
-    )
+    r = hooks.post("/v1/webhook-secrets", params={"receiver": "ops"}, json={"secret": "next"})
     assert r.status_code == 201, r.text
     second = r.json()["id"]
-    listed = hooks.get("/v1/webhook-secrets", params={"receiver": "ops"}, headers=OP).json()
+    listed = hooks.get("/v1/webhook-secrets", params={"receiver": "ops"}).json()
     assert [s["id"] for s in listed["secrets"]] == [rx["secrets"][0]["id"], second]
     assert "secret" not in json.dumps(listed).replace('"secrets"', "")  # values never shown
 
@@ -271,14 +268,14 @@ def test_secret_rotation_signs_with_every_secret(hooks: TestClient, receiver: Re
         f"a=sha256&id={second}&s={send.signature('next', raw)}",
     ]
     # The old one retired: only the new one signs.
-    r = hooks.delete(f"/v1/webhook-secrets/{rx['secrets'][0]['id']}", headers=OP)
+    r = hooks.delete(f"/v1/webhook-secrets/{rx['secrets'][0]['id']}")
     assert r.status_code == 204, r.text
     hooks.post("/v1/instances", params={"project": "demo"}, json=instance_body("b"))
     wait_for(lambda: len(receiver.all()) == 2, "the second delivery")
     headers, raw = receiver.all()[1].headers, receiver.all()[1].body
     assert headers["x-oxide-signature"] == [f"a=sha256&id={second}&s={send.signature('next', raw)}"]
     # The last secret cannot go: deliveries would go out unsigned.
-    r = hooks.delete(f"/v1/webhook-secrets/{second}", headers=OP)
+    r = hooks.delete(f"/v1/webhook-secrets/{second}")
     assert r.status_code == 400 and "last secret" in r.json()["message"]
 
 
@@ -286,7 +283,7 @@ def test_resend_an_alert(hooks: TestClient, receiver: Receiver) -> None:
     _create(hooks, receiver.url, ["instance.created"])
     hooks.post("/v1/instances", params={"project": "demo"}, json=instance_body("a"))
     [first] = wait_for(lambda: _deliveries(hooks, delivered=True), "the delivery")
-    r = hooks.post(f"/v1/alerts/{first['alert_id']}/resend", params={"receiver": "ops"}, headers=OP)
+    r = hooks.post(f"/v1/alerts/{first['alert_id']}/resend", params={"receiver": "ops"})
     assert r.status_code == 201, r.text
     new_id = r.json()["delivery_id"]
     assert new_id != first["id"]
@@ -297,7 +294,6 @@ def test_resend_an_alert(hooks: TestClient, receiver: Receiver) -> None:
     r = hooks.post(
         "/v1/alerts/01900000-0000-7000-8000-000000000000/resend",
         params={"receiver": "ops"},
-        headers=OP,
     )
     assert r.status_code == 404, r.text
 
@@ -306,47 +302,43 @@ def test_receivers_are_managed_as_in_the_oxide_api(hooks: TestClient, receiver: 
     rx = _create(hooks, receiver.url, ["instance.failed"])
     assert rx["name"] == "ops" and rx["endpoint"] == receiver.url
     assert rx["subscriptions"] == ["instance.failed"] and len(rx["secrets"]) == 1
-    r = hooks.get("/v1/alert-receivers/ops", headers=OP)
+    r = hooks.get("/v1/alert-receivers/ops")
     assert r.status_code == 200, r.text
     view = r.json()
     assert view["kind"] == {"kind": "webhook", "endpoint": receiver.url, "secrets": rx["secrets"]}
-    assert hooks.get(f"/v1/alert-receivers/{rx['id']}", headers=OP).json() == view
+    assert hooks.get(f"/v1/alert-receivers/{rx['id']}").json() == view
 
     r = hooks.post(
         "/v1/alert-receivers/ops/subscriptions",
         json={"subscription": "instance.auto_restart_*"},
-        headers=OP,
     )
     assert r.status_code == 400  # a glob is a whole segment
-    r = hooks.post(
-        "/v1/alert-receivers/ops/subscriptions", json={"subscription": "instance.*"}, headers=OP
-    )
+    r = hooks.post("/v1/alert-receivers/ops/subscriptions", json={"subscription": "instance.*"})
     assert r.status_code == 201 and r.json() == {"subscription": "instance.*"}
-    r = hooks.delete("/v1/alert-receivers/ops/subscriptions/instance.failed", headers=OP)
+    r = hooks.delete("/v1/alert-receivers/ops/subscriptions/instance.failed")
     assert r.status_code == 204
     r = hooks.put(
         "/v1/webhook-receivers/ops",
         json={"name": "pager", "description": "new", "endpoint": receiver.url + "/v2"},
-        headers=OP,
     )
     assert r.status_code == 204, r.text
-    view = hooks.get("/v1/alert-receivers/pager", headers=OP).json()
+    view = hooks.get("/v1/alert-receivers/pager").json()
     assert view["subscriptions"] == ["instance.*"] and view["description"] == "new"
     assert view["kind"]["endpoint"] == receiver.url + "/v2"
-    listed = hooks.get("/v1/alert-receivers", headers=OP).json()
+    listed = hooks.get("/v1/alert-receivers").json()
     assert [x["name"] for x in listed["items"]] == ["pager"]
 
     classes = hooks.get("/v1/alert-classes", params={"filter": "instance.auto_restart_*"})
     assert classes.status_code == 403  # operators only
-    classes = hooks.get("/v1/alert-classes", params={"filter": "*.running"}, headers=OP)
+    classes = hooks.get("/v1/alert-classes", params={"filter": "*.running"})
     assert [c["name"] for c in classes.json()["items"]] == ["instance.running"]
-    every = hooks.get("/v1/alert-classes", headers=OP).json()["items"]
+    every = hooks.get("/v1/alert-classes").json()["items"]
     assert [c["name"] for c in every] == sorted(alerts.CLASSES)
 
-    r = hooks.delete("/v1/alert-receivers/pager", headers=OP)
+    r = hooks.delete("/v1/alert-receivers/pager")
     assert r.status_code == 204
-    assert hooks.get("/v1/alert-receivers/pager", headers=OP).status_code == 404
-    assert hooks.get("/v1/alert-receivers", headers=OP).json()["items"] == []
+    assert hooks.get("/v1/alert-receivers/pager").status_code == 404
+    assert hooks.get("/v1/alert-receivers").json()["items"] == []
 
 
 BAD_CREATES = [
@@ -376,11 +368,11 @@ def test_bad_receivers_are_refused_and_change_nothing(
         "subscriptions": ["instance.created"],
         **change,
     }
-    r = hooks.post("/v1/webhook-receivers", json=body, headers=OP)
+    r = hooks.post("/v1/webhook-receivers", json=body)
     assert r.status_code == 400, r.text
     error = r.json()
     assert error["request_id"] and words in error["message"].lower()
-    assert hooks.get("/v1/alert-receivers", headers=OP).json()["items"] == []
+    assert hooks.get("/v1/alert-receivers").json()["items"] == []
 
 
 def test_other_bad_input(hooks: TestClient, receiver: Receiver) -> None:
@@ -388,28 +380,25 @@ def test_other_bad_input(hooks: TestClient, receiver: Receiver) -> None:
     assert hooks.post("/v1/webhook-receivers", json=body).status_code == 403
     assert hooks.get("/v1/alert-receivers").status_code == 403
     _create(hooks, receiver.url, ["instance.created"])
-    again = hooks.post("/v1/webhook-receivers", json=body, headers=OP)
+    again = hooks.post("/v1/webhook-receivers", json=body)
     assert again.status_code == 400 and "already exists" in again.json()["message"]
     r = hooks.post(
         "/v1/alert-receivers/ops/subscriptions",
         json={"subscription": "instance.created"},
-        headers=OP,
     )
     assert r.status_code == 400 and "already exists" in r.json()["message"]
-    r = hooks.delete("/v1/alert-receivers/ops/subscriptions/instance.running", headers=OP)
+    r = hooks.delete("/v1/alert-receivers/ops/subscriptions/instance.running")
     assert r.status_code == 404
-    assert hooks.get("/v1/alert-receivers/nope", headers=OP).status_code == 404
-    r = hooks.put("/v1/webhook-receivers/ops", json={"endpoint": "gopher://x"}, headers=OP)
+    assert hooks.get("/v1/alert-receivers/nope").status_code == 404
+    r = hooks.put("/v1/webhook-receivers/ops", json={"endpoint": "gopher://x"})
     assert r.status_code == 400
-    assert hooks.get("/v1/alert-receivers/ops", headers=OP).json()["kind"]["endpoint"] == (
-        receiver.url
-    )
-    assert hooks.delete("/v1/webhook-secrets/not-a-uuid", headers=OP).status_code == 400
+    assert hooks.get("/v1/alert-receivers/ops").json()["kind"]["endpoint"] == (receiver.url)
+    assert hooks.delete("/v1/webhook-secrets/not-a-uuid").status_code == 400
     unknown = "01900000-0000-7000-8000-000000000000"
-    assert hooks.delete(f"/v1/webhook-secrets/{unknown}", headers=OP).status_code == 404
-    r = hooks.post("/v1/alerts/xyz/resend", params={"receiver": "ops"}, headers=OP)
+    assert hooks.delete(f"/v1/webhook-secrets/{unknown}").status_code == 404
+    r = hooks.post("/v1/alerts/xyz/resend", params={"receiver": "ops"})
     assert r.status_code == 400
-    r = hooks.get("/v1/alert-receivers/ops/deliveries", params={"limit": 0}, headers=OP)
+    r = hooks.get("/v1/alert-receivers/ops/deliveries", params={"limit": 0})
     assert r.status_code == 400
 
 
@@ -694,12 +683,10 @@ def test_long_globs_are_refused() -> None:
 
 def test_a_receiver_keeps_at_most_eight_secrets(hooks: TestClient, receiver: Receiver) -> None:
     body = {"name": "ops", "description": "", "endpoint": receiver.url, "subscriptions": []}
-    r = hooks.post("/v1/webhook-receivers", json={**body, "secrets": ["s"] * 9}, headers=OP)
+    r = hooks.post("/v1/webhook-receivers", json={**body, "secrets": ["s"] * 9})
     assert r.status_code == 400 and "at most 8" in r.json()["message"]
     _create(hooks, receiver.url, [], secrets=[f"s{i}" for i in range(8)])
-    r = hooks.post(
-        "/v1/webhook-secrets", params={"receiver": "ops"}, json={"secret": "one more"}, headers=OP
-    )
+    r = hooks.post("/v1/webhook-secrets", params={"receiver": "ops"}, json={"secret": "one more"})
     assert r.status_code == 400 and "at most 8" in r.json()["message"]
-    listed = hooks.get("/v1/webhook-secrets", params={"receiver": "ops"}, headers=OP).json()
+    listed = hooks.get("/v1/webhook-secrets", params={"receiver": "ops"}).json()
     assert len(listed["secrets"]) == 8
