@@ -156,6 +156,10 @@ OPERATIONS: dict[tuple[str, str], str] = {
     ("get", "/v1/system/silos/{silo}/quotas"): "target_silo_read",
     ("put", "/v1/system/silos/{silo}/quotas"): "target_silo_modify",
     ("get", "/v1/system/silo-quotas"): "fleet_read",
+    ("get", "/v1/utilization"): "own_silo_read",
+    ("get", "/v1/system/utilization/silos"): "fleet_read",
+    ("get", "/v1/system/utilization/silos/{silo}"): "target_silo_read",
+    ("get", "/v1/system/audit-log"): "fleet_read",
     ("post", "/v1/system/identity-providers/local/users"): "recovery_users",
     ("delete", "/v1/system/identity-providers/local/users/{user_id}"): "recovery_users",
     ("post", "/v1/system/identity-providers/local/users/{user_id}/set-password"): (
@@ -472,7 +476,12 @@ def _path(rig: Rig, template: str, v: Values) -> str:
 
 
 def _ask(rig: Rig, method: str, template: str, persona: str, v: Values) -> int:
-    query = {"project": v["project"], "silo": "recovery", "receiver": "rx"}
+    query = {
+        "project": v["project"],
+        "silo": "recovery",
+        "receiver": "rx",
+        "start_time": "2020-01-01T00:00:00Z",
+    }
     if template.startswith("/v1/system/sim/instances/"):
         query = {}
     extra = BODIES.get((method, template), lambda rig, v, who: {})(rig, v, persona)

@@ -9,6 +9,7 @@ from fastapi import Depends, FastAPI, Request
 from starlette.responses import Response
 
 from skylight.api import deps, errors
+from skylight.api.audit import AuditLog
 from skylight.api.routes import (
     disks,
     events,
@@ -83,4 +84,5 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(module.router)
     mount_console(app)
     app.add_middleware(errors.BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(AuditLog)
     return app

@@ -90,6 +90,7 @@ async def login(
         throttle.failed(user_key, address)
         raise
     throttle.succeeded(user_key)
+    request.state.caller = result[1]  # the audit log names who logged in
     return result
 
 

@@ -190,6 +190,29 @@ class SiloQuotas(BaseModel):
         )
 
 
+class VirtualResourceCounts(BaseModel):
+    cpus: int
+    memory: int
+    storage: int
+
+
+class Utilization(BaseModel):
+    capacity: VirtualResourceCounts
+    provisioned: VirtualResourceCounts
+
+
+class SiloUtilization(BaseModel):
+    silo_id: str
+    silo_name: str
+    allocated: VirtualResourceCounts
+    provisioned: VirtualResourceCounts
+
+
+class SiloUtilizationResultsPage(BaseModel):
+    items: list[SiloUtilization]
+    next_page: str | None = None
+
+
 class SiloQuotasResultsPage(BaseModel):
     items: list[SiloQuotas]
     next_page: str | None = None
@@ -272,3 +295,58 @@ class SiloRolePolicy(Strict):
 
 class ProjectRolePolicy(Strict):
     role_assignments: list[ProjectRoleRoleAssignment] = Field(max_length=64)
+
+
+# -- the audit log ---------------------------------------------------------------------------
+
+
+class AuditLogEntry(BaseModel):
+    id: str
+    time_started: datetime
+    time_completed: datetime
+    request_id: str
+    request_uri: str
+    operation_id: str
+    source_ip: str
+    user_agent: str | None = None
+    actor: dict[str, str]
+    auth_method: str | None = None
+    credential_id: str | None = None
+    result: dict[str, str | int | None]
+
+    @classmethod
+    def of(cls, row: Row) -> AuditLogEntry:
+        actor = (
+            {"kind": "silo_user", "silo_id": row.actor_silo_id, "silo_user_id": row.actor_user_id}
+            if row.actor_user_id
+            else {"kind": "unauthenticated"}
+        )
+        result: dict[str, str | int | None] = (
+            {"kind": "success", "http_status_code": row.http_status_code}
+            if row.http_status_code < 400
+            else {
+                "kind": "error",
+                "http_status_code": row.http_status_code,
+                "error_code": row.error_code,
+                "error_message": row.error_message or "",
+            }
+        )
+        return cls(
+            id=row.id,
+            time_started=_time(row.time_started),
+            time_completed=_time(row.time_completed),
+            request_id=row.request_id,
+            request_uri=row.request_uri,
+            operation_id=row.operation_id,
+            source_ip=row.source_ip,
+            user_agent=row.user_agent,
+            actor=actor,
+            auth_method=row.auth_method,
+            credential_id=row.credential_id,
+            result=result,
+        )
+
+
+class AuditLogEntryResultsPage(BaseModel):
+    items: list[AuditLogEntry]
+    next_page: str | None = None

@@ -6,6 +6,7 @@ import base64
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Depends, Query
@@ -60,6 +61,15 @@ def _marker_ok(sort: str, marker: Any) -> bool:
         return type(marker) is int and 0 <= marker < 2**63
     if sort == "id_ascending":
         return isinstance(marker, str) and parse_uuid(marker) is not None
+    if sort.startswith("time_and_id_"):  # "<ISO time>|<id>" (the audit log)
+        if not isinstance(marker, str) or marker.count("|") != 1:
+            return False
+        when, ident = marker.split("|")
+        try:
+            datetime.fromisoformat(when)
+        except ValueError:
+            return False
+        return parse_uuid(ident) is not None
     return isinstance(marker, str) and 1 <= len(marker) <= 63 and "\x00" not in marker
 
 
@@ -119,6 +129,8 @@ _KEY = {
     "name_descending": "name",
     "id_ascending": "id",
     "seq_descending": "seq",
+    "time_and_id_ascending": "cursor",
+    "time_and_id_descending": "cursor",
 }
 
 Item = TypeVar("Item")

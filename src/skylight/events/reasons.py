@@ -39,7 +39,10 @@ CATALOG: dict[str, tuple[bool, str | None]] = {
         "Wait for local storage to free up, or delete unused local disks.",
     ),
     "cpu_platform_unavailable": (False, "Choose a CPU platform that the rack's sleds support."),
-    "quota_exceeded": (False, "Raise the project's quota or stop other instances."),
+    "quota_exceeded": (
+        False,
+        "Stop other instances of the silo, or ask an administrator to raise its quota.",
+    ),
     "instance_changed_state": (
         True,
         "The instance changed state while the operation ran; look at its state and try again.",

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 from sqlalchemy.engine import Connection
 
+from skylight.instances import quota
 from skylight.placement import Placement, place
 from skylight.services import Services
 from skylight.store import Row, placement_inputs, sleds
@@ -32,6 +33,9 @@ def _explain(conn: Connection, cp: Services, row: Row) -> JsonObject:
                 )
                 for v in views
             ]
+    over_quota = None
+    if row.active_vmm_id is None:  # a start would first have to fit the silo's quota
+        over_quota = quota.refusal(conn, row.id, ncpus=row.ncpus, memory=row.memory, lock=False)
     result = place(req, views, cp.rng)
     out: JsonObject = {
         "instance_id": row.id,
@@ -48,7 +52,9 @@ def _explain(conn: Connection, cp: Services, row: Row) -> JsonObject:
             ],
         },
     }
-    if isinstance(result, Placement):
+    if over_quota is not None:
+        out.update(fits=False, sled_id=None, broken_preferences=[], reason=over_quota)
+    elif isinstance(result, Placement):
         out.update(
             fits=True,
             sled_id=result.sled_id,

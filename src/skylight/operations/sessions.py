@@ -87,7 +87,7 @@ def authenticate(conn: Connection, credential: Credential, limits: Lifetimes) ->
         ):
             rows.delete_session(conn, session.id)
             raise Unauthenticated("session expired: log in again")
-        if idle.total_seconds() > SESSION_TOUCH_EVERY:
+        if idle.total_seconds() > min(SESSION_TOUCH_EVERY, limits.session_idle / 4):
             rows.touch_session(conn, session.id, t)
         user_id, credential_id = session.user_id, session.id
     else:

@@ -137,6 +137,48 @@ def all_quotas(conn: Connection, caller: Caller, req: PageRequest) -> Page[Row]:
     return rows_of(req, rows.silo_page, conn)
 
 
+@dataclass(frozen=True)
+class Utilization:
+    """A silo's quotas and what its instances and disks hold now (Oxide's utilization)."""
+
+    silo: Row
+    provisioned: Quotas
+
+    @property
+    def id(self) -> str:  # the key its list is paged by
+        return str(self.silo.id)
+
+    @property
+    def name(self) -> str:
+        return str(self.silo.name)
+
+
+def _utilization(conn: Connection, silos: list[Row]) -> list[Utilization]:
+    ids = [s.id for s in silos]
+    held = rows.provisioned(conn)
+    storage = rows.disk_storage(conn, ids)
+    return [Utilization(s, Quotas(*held.get(s.id, (0, 0)), storage.get(s.id, 0))) for s in silos]
+
+
+def own_utilization(conn: Connection, caller: Caller) -> Utilization:
+    authorize(caller, Action.read, Silo(caller.silo_id))
+    row = rows.silo_by_id(conn, caller.silo_id)
+    assert row is not None
+    return _utilization(conn, [row])[0]
+
+
+def utilization(conn: Connection, caller: Caller, selector: str) -> Utilization:
+    row = silo(conn, caller, selector)
+    authorize(caller, Action.read, FLEET)
+    return _utilization(conn, [row])[0]
+
+
+def utilization_page(conn: Connection, caller: Caller, req: PageRequest) -> Page[Utilization]:
+    authorize(caller, Action.read, FLEET)
+    found = rows.silo_page(conn, sort=req.sort, limit=req.limit, marker=req.marker)
+    return Page(_utilization(conn, found), req)
+
+
 # -- users ---------------------------------------------------------------------------------
 
 

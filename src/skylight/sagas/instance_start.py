@@ -20,7 +20,7 @@ from skylight.events import reasons
 from skylight.events.kinds import Actor, Kind
 from skylight.events.reasons import Reason
 from skylight.ids import new_id
-from skylight.instances import auto_restart
+from skylight.instances import auto_restart, quota
 from skylight.instances.failures import fail_instance_in
 from skylight.instances.lock import locked
 from skylight.instances.record import record
@@ -153,6 +153,9 @@ async def reserve_sled(ctx: Ctx) -> Reserved:
         existing = sleds.reservation(conn, p.vmm_id)
         if existing is not None:
             return Reserved(existing.sled_id)
+        over_quota = quota.refusal(conn, p.instance_id, ncpus=p.ncpus, memory=p.memory)
+        if over_quota is not None:
+            raise ActionError(over_quota)
         for attempt in range(_PLACEMENT_ATTEMPTS):
             req = placement_inputs.request_for(
                 conn, p.instance_id, ncpus=p.ncpus, memory=p.memory, cpu_platform=p.cpu_platform

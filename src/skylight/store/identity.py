@@ -17,11 +17,14 @@ from skylight.store.schema import (
     console_session,
     device_access_token,
     device_auth_request,
+    instance,
     project,
     role_assignment,
     silo,
     silo_user,
+    sled_reservation,
 )
+from skylight.store.schema import disk as disk_table
 
 _live_silo = silo.c.time_deleted.is_(None)
 _live_user = silo_user.c.time_deleted.is_(None)
@@ -95,6 +98,49 @@ def delete_silo(conn: Connection, silo_id: str) -> None:
     conn.execute(role_assignment.delete().where(role_assignment.c.resource_id == silo_id))
     conn.execute(silo_user.update().where(silo_user.c.silo_id == silo_id).values(time_deleted=t))
     conn.execute(silo.update().where(silo.c.id == silo_id).values(time_deleted=t))
+
+
+def silo_of_instance(conn: Connection, instance_id: str, *, lock: bool = False) -> Row | None:
+    """The silo the instance's project belongs to; ``lock``: held until commit, so that
+    quota checks of one silo take turns (PostgreSQL; SQLite has one writer anyway)."""
+    q = (
+        sa.select(silo)
+        .join(project, project.c.silo_id == silo.c.id)
+        .join(instance, instance.c.project_id == project.c.id)
+        .where(instance.c.id == instance_id)
+    )
+    return conn.execute(q.with_for_update(of=silo) if lock else q).first()
+
+
+def provisioned(conn: Connection, silo_id: str | None = None) -> dict[str, tuple[int, int]]:
+    """silo id -> (vCPUs, memory) held by its instances' sled reservations: what its
+    starting and running instances take (one silo, or all)."""
+    q = (
+        sa.select(
+            project.c.silo_id,
+            sa.func.coalesce(sa.func.sum(sled_reservation.c.hardware_threads), 0),
+            sa.func.coalesce(sa.func.sum(sled_reservation.c.memory), 0),
+        )
+        .select_from(sled_reservation)
+        .join(instance, instance.c.id == sled_reservation.c.instance_id)
+        .join(project, project.c.id == instance.c.project_id)
+        .group_by(project.c.silo_id)
+    )
+    if silo_id is not None:
+        q = q.where(project.c.silo_id == silo_id)
+    return {r[0]: (int(r[1]), int(r[2])) for r in conn.execute(q)}
+
+
+def disk_storage(conn: Connection, silo_ids: list[str]) -> dict[str, int]:
+    """silo id -> bytes of its live disks."""
+    q = (
+        sa.select(project.c.silo_id, sa.func.coalesce(sa.func.sum(disk_table.c.size), 0))
+        .select_from(disk_table)
+        .join(project, project.c.id == disk_table.c.project_id)
+        .where(disk_table.c.time_deleted.is_(None), project.c.silo_id.in_(silo_ids))
+        .group_by(project.c.silo_id)
+    )
+    return {r[0]: int(r[1]) for r in conn.execute(q)}
 
 
 # -- users -------------------------------------------------------------------------------

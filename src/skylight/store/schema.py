@@ -117,6 +117,28 @@ device_auth_request = sa.Table(
     sa.Column("time_expires", Time, nullable=False),
 )
 
+# Every mutating request and every login attempt: who, what, when, and how it ended.
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("time_started", Time, nullable=False),
+    sa.Column("time_completed", Time, nullable=False),
+    sa.Column("request_id", Id, nullable=False),
+    sa.Column("request_uri", sa.String(512), nullable=False),
+    sa.Column("operation_id", sa.String(128), nullable=False),
+    sa.Column("source_ip", sa.String(64), nullable=False),
+    sa.Column("user_agent", sa.String(256)),
+    sa.Column("actor_silo_id", Id),  # NULL: unauthenticated
+    sa.Column("actor_user_id", Id),
+    sa.Column("auth_method", sa.String(16)),  # session | access_token
+    sa.Column("credential_id", Id),
+    sa.Column("http_status_code", sa.Integer, nullable=False),
+    sa.Column("error_code", sa.String(64)),
+    sa.Column("error_message", sa.Text),
+    sa.Index("ix_audit_log_time_completed", "time_completed", "id"),
+)
+
 project = sa.Table(
     "project",
     metadata,

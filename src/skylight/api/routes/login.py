@@ -6,6 +6,7 @@ These are the routes that answer callers who are not logged in (``deps.ANONYMOUS
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Form, Request, Response
@@ -38,7 +39,7 @@ async def login_local(
     response.set_cookie(
         deps.SESSION_COOKIE,
         token,
-        max_age=int(deps.cp(request).settings.session_absolute),
+        max_age=math.ceil(deps.cp(request).settings.session_absolute),
         httponly=True,
         samesite="lax",
         secure=request.url.scheme == "https",

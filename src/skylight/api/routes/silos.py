@@ -6,15 +6,18 @@ What the caller may see and do is decided by ``operations.silos`` (through
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, Request, Response
 
 from skylight import lookup
 from skylight.api import deps, paging
 from skylight.api import identity_models as m
+from skylight.api.models import Timestamp
 from skylight.errors import NotFound
 from skylight.identity.access import FLEET, Action, Project, Resource, Silo, authorize
 from skylight.lookup import require_uuid
-from skylight.operations import silos
+from skylight.operations import audit_log, silos
 from skylight.operations.silos import Assignment, NewSilo, Quotas
 
 router = APIRouter()
@@ -81,6 +84,56 @@ async def system_quotas_list(request: Request, query: paging.ById) -> m.SiloQuot
     page = await deps.tx(request, lambda c: silos.all_quotas(c, who, req))
     items, nxt = paging.results(page, m.SiloQuotas.of)
     return m.SiloQuotasResultsPage(items=items, next_page=nxt)
+
+
+# -- utilization -------------------------------------------------------------------------------
+
+
+def _counts(cpus: int, memory: int, storage: int) -> m.VirtualResourceCounts:
+    return m.VirtualResourceCounts(cpus=cpus, memory=memory, storage=storage)
+
+
+def _silo_utilization(u: silos.Utilization) -> m.SiloUtilization:
+    s, p = u.silo, u.provisioned
+    return m.SiloUtilization(
+        silo_id=s.id,
+        silo_name=s.name,
+        allocated=_counts(s.quota_cpus, s.quota_memory, s.quota_storage),
+        provisioned=_counts(p.cpus, p.memory, p.storage),
+    )
+
+
+@router.get("/v1/utilization", response_model=m.Utilization, tags=["silos"])
+async def utilization_view(request: Request) -> m.Utilization:
+    who = deps.caller(request)
+    u = await deps.tx(request, lambda c: silos.own_utilization(c, who))
+    s, p = u.silo, u.provisioned
+    return m.Utilization(
+        capacity=_counts(s.quota_cpus, s.quota_memory, s.quota_storage),
+        provisioned=_counts(p.cpus, p.memory, p.storage),
+    )
+
+
+@router.get(
+    "/v1/system/utilization/silos",
+    response_model=m.SiloUtilizationResultsPage,
+    tags=["system/silos"],
+)
+async def silo_utilization_list(
+    request: Request, query: paging.ByName
+) -> m.SiloUtilizationResultsPage:
+    who, req = deps.caller(request), query.ask("silo-utilization")()
+    page = await deps.tx(request, lambda c: silos.utilization_page(c, who, req))
+    items, nxt = paging.results(page, _silo_utilization)
+    return m.SiloUtilizationResultsPage(items=items, next_page=nxt)
+
+
+@router.get(
+    "/v1/system/utilization/silos/{silo}", response_model=m.SiloUtilization, tags=["system/silos"]
+)
+async def silo_utilization_view(request: Request, silo: str) -> m.SiloUtilization:
+    who, sel = deps.caller(request), deps.required(silo, "silo")
+    return _silo_utilization(await deps.tx(request, lambda c: silos.utilization(c, who, sel)))
 
 
 # -- users -----------------------------------------------------------------------------------
@@ -273,3 +326,26 @@ async def group_list(request: Request, query: paging.ById) -> m.GroupResultsPage
 @router.get("/v1/groups/{group_id}", response_model=m.Group, tags=["silos"])
 async def group_view(request: Request, group_id: str) -> m.Group:
     raise NotFound.by_id("group", require_uuid(group_id, "group_id"))
+
+
+# -- the audit log ---------------------------------------------------------------------------
+
+
+@router.get(
+    "/v1/system/audit-log", response_model=m.AuditLogEntryResultsPage, tags=["system/audit-log"]
+)
+async def audit_log_list(
+    request: Request,
+    start_time: Timestamp,
+    end_time: Timestamp | None = None,
+    limit: paging.Limit = None,
+    page_token: str | None = None,
+    sort_by: Literal["time_and_id_ascending", "time_and_id_descending"] | None = None,
+) -> m.AuditLogEntryResultsPage:
+    """Every mutating request and login attempt completed in [start_time, end_time)."""
+    who = deps.caller(request)
+    ask = paging.Ask(limit, page_token, sort_by, "audit-log", sort_by or "time_and_id_ascending")
+    req = ask(start_time.isoformat())
+    page = await deps.tx(request, lambda c: audit_log.page(c, who, start_time, end_time, req))
+    items, nxt = paging.results(page, lambda e: m.AuditLogEntry.of(e.row))
+    return m.AuditLogEntryResultsPage(items=items, next_page=nxt)
