@@ -41,9 +41,11 @@ ARGS = ["--no-sim", "--adoption-timeout", "60", "--heartbeat-interval", "0.5"]
 KINDS = {"sigterm": "SIGTERM → every outcome", "outage": "outage end → every outcome"}
 
 
-async def _all_running(url: str, names: list[str], deadline: float) -> list[str]:
+async def _all_running(
+    url: str, headers: dict[str, str], names: list[str], deadline: float
+) -> list[str]:
     """Why each instance that did not run did not (empty: all ran)."""
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx.AsyncClient(timeout=10, headers=headers) as client:
         results = await asyncio.gather(
             *(wait_running(client, url, n, "demo", deadline, 0.05) for n in names)
         )
@@ -74,7 +76,7 @@ def _run(kind: str, replicas: int, args: argparse.Namespace) -> float:
         tempfile.TemporaryDirectory() as tmp,
         Fleet(Path(tmp), args.pg_admin, replicas, ARGS, agents) as fleet,
     ):
-        api = httpx.Client(base_url=fleet.urls[0], timeout=30)
+        api = fleet.replicas[0].client(timeout=30)
         api.post("/v1/projects", json={"name": "demo", "description": ""})
         names = [f"i{i}" for i in range(args.instances)]
         for name in names:
@@ -93,7 +95,8 @@ def _run(kind: str, replicas: int, args: argparse.Namespace) -> float:
             )
             assert r.status_code == 201, r.text
         t0 = _fail(args.pg_admin, fleet.dbname, kind, fleet.replicas, args.outage)
-        failed = asyncio.run(_all_running(fleet.urls[-1], names, time.monotonic() + 120))
+        deadline = time.monotonic() + 120
+        failed = asyncio.run(_all_running(fleet.urls[-1], fleet.headers, names, deadline))
         if failed:
             raise AssertionError(f"{kind}, {replicas} replicas: {failed[:3]}")
         return time.monotonic() - t0

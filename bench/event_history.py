@@ -17,10 +17,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
 from harness import GiB, bulk_write, scratch_database, stored_time
 from skylight.events import reasons
 from skylight.events.kinds import Kind, control_plane, severity_of
+from skylight.operations.bootstrap import Recovery, ensure_recovery
 from skylight.store import Store, migrate
+from skylight.store.schema import silo
+from skylight.testing.server import ADMIN_PASSWORD
 
 CHUNK = 1_000_000  # rows per load transaction
 
@@ -229,20 +234,22 @@ def _events_sql(shape: Shape, pg: bool) -> str:
 
 
 PARENT_COLUMNS = {
-    "project": "id, name, description, time_created, time_modified",
+    "project": "id, silo_id, name, description, time_created, time_modified",
     "instance": "id, project_id, name, description, hostname, ncpus, memory, "
     "enable_jumbo_frames, user_data, state, intended_state, generation, time_created, "
     "time_modified, time_run_state_updated, auto_restart_attempts",
 }
 
 
-def _parents(conn: Any, shape: Shape, t0: float, pg: bool) -> None:
-    """The ``project`` and ``instance`` rows the events belong to (``t0``: every time);
-    COPY on PostgreSQL."""
+def _parents(conn: Any, shape: Shape, t0: float, pg: bool, silo_id: str) -> None:
+    """The ``project`` (of silo ``silo_id``) and ``instance`` rows the events belong to
+    (``t0``: every time); COPY on PostgreSQL."""
     t = stored_time(datetime.fromtimestamp(t0, UTC), not pg)
     rest = (2, 4 * GiB, False, "", "no_vmm", "stopped", 1, t, t, t, 0)
     rows: dict[str, list[tuple[object, ...]]] = {
-        "project": [(project_id(p), f"proj-{p:05d}", "", t, t) for p in range(shape.projects)],
+        "project": [
+            (project_id(p), silo_id, f"proj-{p:05d}", "", t, t) for p in range(shape.projects)
+        ],
         "instance": [
             (instance_id(i), project_id(i % shape.projects), name, "", name, *rest)
             for i in range(shape.instances)
@@ -253,12 +260,24 @@ def _parents(conn: Any, shape: Shape, t0: float, pg: bool) -> None:
         bulk_write(conn, not pg, name, PARENT_COLUMNS[name], values)
 
 
+def _recovery_silo(store: Store) -> str:
+    """What a server's first start makes on an empty store: the recovery silo and its admin
+    (``skylight.testing``'s password), whom the benchmarks sign in as; the silo's id. The
+    loaded projects are in it, so that its admin reads their events over HTTP."""
+    # data_dir is only where a generated password would go: this one is given.
+    recovery = Recovery("recovery", "admin", ADMIN_PASSWORD, data_dir=Path("."))
+    store.tx_sync(lambda c: ensure_recovery(c, recovery))
+    q = sa.select(silo.c.id).where(silo.c.name == recovery.silo_name)
+    return str(store.tx_sync(lambda c: c.execute(q).scalar_one()))
+
+
 def load(url: str, shape: Shape) -> tuple[float, float]:
     """Migrate and fill a new store in SQL, ``CHUNK`` events per transaction, the secondary
     indexes dropped during the load and rebuilt from their own definitions; returns
     (load s, index s)."""
     store = Store(url)
     migrate.upgrade(store.engine)
+    silo_id = _recovery_silo(store)
     store.dispose()
     pg = not url.startswith("sqlite")
     kind = "postgres" if pg else "sqlite"
@@ -300,7 +319,7 @@ def load(url: str, shape: Shape) -> tuple[float, float]:
         span = shape.span_days * 86400.0
         t0 = t_load - span
         dt = span / shape.events
-        _parents(conn, shape, t0, pg)
+        _parents(conn, shape, t0, pg, silo_id)
         conn.commit()
         sql = _events_sql(shape, pg)
         for lo in range(1, shape.events + 1, CHUNK):

@@ -380,7 +380,7 @@ def measure_http(loaded: Loaded, args: argparse.Namespace, work: Path) -> HttpRe
     proc.start(timeout=300.0)
     res.start_seconds = time.perf_counter() - t0
     try:
-        with httpx.Client(base_url=proc.url, timeout=600.0) as client:
+        with proc.client(timeout=600.0) as client:
             iid = instance_id(rng.randrange(loaded.shape.instances))
             t0 = time.perf_counter()
             r = client.get(f"/v1/instances/{iid}/events", params={"limit": LIMIT})
@@ -546,9 +546,9 @@ class FailureResult:
 class StreamReader(threading.Thread):
     """Reads an instance's SSE stream; notes when each kind of event first arrives."""
 
-    def __init__(self, url: str, path: str, project: str, deadline: float) -> None:
+    def __init__(self, proc: ServerProcess, path: str, project: str, deadline: float) -> None:
         super().__init__(daemon=True)
-        self.url, self.path, self.project, self.deadline = url, path, project, deadline
+        self.proc, self.path, self.project, self.deadline = proc, path, project, deadline
         self.opened = threading.Event()
         self.arrived: dict[str, float] = {}
         self.error: str | None = None
@@ -557,7 +557,7 @@ class StreamReader(threading.Thread):
         try:
             timeout = httpx.Timeout(10.0, connect=5.0)
             with (
-                httpx.Client(base_url=self.url, timeout=timeout) as client,
+                self.proc.client(timeout=timeout) as client,
                 client.stream("GET", self.path, params={"project": self.project}) as r,
             ):
                 if r.status_code != 200:
@@ -605,19 +605,19 @@ def measure_failures(kind: str, interval: float, args: argparse.Namespace) -> Fa
     phase = random.Random(f"{args.seed}/failures/{kind}/{interval}")
     with (
         server(kind, args.pg_admin, serve) as proc,
-        httpx.Client(base_url=proc.url, timeout=60.0) as client,
+        proc.client(timeout=60.0) as client,
     ):
-        create_project(proc.url, project)
+        create_project(proc.url, project, headers=proc.headers)
         names = [f"vm-{j:03d}" for j in range(args.failures)]
         bodies: list[Body] = [
             {"name": n, "description": "", "hostname": n, "ncpus": 1, "memory": GiB, "start": True}
             for n in names
         ]
-        create_all([proc.url], bodies, Clients(project, 1))
+        create_all([proc.url], bodies, Clients(project, 1, headers=proc.headers))
         for nm in names:
             # The live stream is open while the same crash is also followed by polling.
             path = f"/v1/instances/{nm}/events/stream"
-            reader = StreamReader(proc.url, path, project, time.monotonic() + bound + 10)
+            reader = StreamReader(proc, path, project, time.monotonic() + bound + 10)
             reader.start()
             if not reader.opened.wait(10) or reader.error:
                 res.errors.append(f"{nm}: {reader.error or 'stream did not open'}")

@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,6 +42,7 @@ GiB = 1024**3
 STORES = ("sqlite", "postgres")
 Row = tuple[str, str]
 Body = dict[str, object]
+Headers = Mapping[str, str]  # a signed-in caller's (ServerProcess.headers)
 T = TypeVar("T")
 
 # -- statistics --------------------------------------------------------------------------------
@@ -211,7 +212,8 @@ class Agents:
 class Fleet:
     """A fresh PostgreSQL database, replicas (``skylight serve`` with ``flags``) on it and
     HTTP sled agents registered with every replica; all killed and the database dropped on
-    exit. ``rows`` reads the database, as the benchmarks that look behind the API do."""
+    exit. ``headers`` sign the recovery admin in (on every replica: they share the store).
+    ``rows`` reads the database, as the benchmarks that look behind the API do."""
 
     def __init__(
         self, root: Path, admin: str, replicas: int, flags: list[str], agents: Agents
@@ -227,6 +229,7 @@ class Fleet:
         ]
         self.agents: list[SledAgentProcess] = []
         self.engine: sa.Engine | None = None
+        self.headers: dict[str, str] = {}
 
     def __enter__(self) -> Fleet:
         pg_exec(self.admin, f'CREATE DATABASE "{self.dbname}"')
@@ -235,6 +238,7 @@ class Fleet:
             # The first replica migrates the empty database; the others start together after.
             self.replicas[0].start(timeout=90)
             start_all(self.replicas[1:], timeout=90)
+            self.headers = self.replicas[0].headers  # logged in once, while it is up
             spec, urls = self.agent_spec, ",".join(self.urls)
             self.agents = [
                 SledAgentProcess(
@@ -293,9 +297,12 @@ def instance_body(i: int, prefix: str, description: str = "") -> Body:
     }
 
 
-def create_project(url: str, name: str, description: str = "") -> None:
+def create_project(url: str, name: str, description: str = "", *, headers: Headers) -> None:
     r = httpx.post(
-        f"{url}/v1/projects", json={"name": name, "description": description}, timeout=30
+        f"{url}/v1/projects",
+        json={"name": name, "description": description},
+        headers=headers,
+        timeout=30,
     )
     r.raise_for_status()
 
@@ -324,13 +331,12 @@ async def wait_running(
 async def _operator_reason(
     client: httpx.AsyncClient, url: str, name: str, project: str, reason: dict[str, str]
 ) -> str:
-    """A failed start's status reason with its operator-only ``internal`` part."""
+    """A failed start's status reason with its operator-only ``internal`` part (the bench
+    signs in as the recovery admin, a fleet admin: it is shown operator detail)."""
     short = f"{reason.get('code')}: {reason.get('message')}"
     try:
         r = await client.get(
-            f"{url}/v1/instances/{name}/events",
-            params={"project": project, "limit": 20},
-            headers={"X-Skylight-Operator": "true"},
+            f"{url}/v1/instances/{name}/events", params={"project": project, "limit": 20}
         )
         for e in r.json().get("items", []):
             if e.get("id") == reason.get("event_id"):
@@ -380,13 +386,15 @@ def print_failures(failures: Sequence[str]) -> None:
 
 @dataclass(frozen=True)
 class Clients:
-    """How the bench's clients create: how many at once, how long a start may take."""
+    """How the bench's clients create: how many at once, how long a start may take, and
+    who they are (``headers``: a signed-in caller's, e.g. ``ServerProcess.headers``)."""
 
     project: str
     concurrency: int
     start_wait: float = 30.0
     poll_interval: float = 0.01
     poll_timeout: float = 60.0
+    headers: Headers = field(kw_only=True)
 
 
 async def _create(
@@ -434,7 +442,7 @@ def create_all(
         limits = httpx.Limits(
             max_connections=how.concurrency, max_keepalive_connections=how.concurrency
         )
-        async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+        async with httpx.AsyncClient(timeout=timeout, limits=limits, headers=how.headers) as client:
             sem = asyncio.Semaphore(how.concurrency)
 
             async def bounded(i: int, body: Body) -> None:

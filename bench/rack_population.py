@@ -383,14 +383,24 @@ class Ids:
     disks: list[str]  # placed instances' local disks, then pending's
 
 
+SILO_ID = "00000000-0000-4000-8000-00000000510e"  # the one silo, of the one project
+
+
 def _table_rows(
-    pop: Population, ids: Ids, ts: object, false: object
+    pop: Population, ids: Ids, ts: object, false: object, true: object
 ) -> Iterator[tuple[str, list[str], Iterable[tuple[object, ...]], int]]:
     """(table, columns, rows, count) in an order the foreign keys accept."""
+    silo_cols = [
+        "id", "name", "description", "discoverable", "identity_mode", "quota_cpus",
+        "quota_memory", "quota_storage", "time_created", "time_modified", "time_deleted",
+    ]  # fmt: skip
+    unlimited = 2**62  # the silo binds nothing (as the recovery silo)
+    silo_row = (SILO_ID, "bench", "placement benchmark", true, "local_only", *[unlimited] * 3)
+    yield "silo", silo_cols, [(*silo_row, ts, ts, None)], 1
     yield (
         "project",
-        ["id", "name", "description", "time_created", "time_modified", "time_deleted"],
-        [(ids.project, "bench", "placement benchmark", ts, ts, None)],
+        ["id", "silo_id", "name", "description", "time_created", "time_modified", "time_deleted"],
+        [(ids.project, SILO_ID, "bench", "placement benchmark", ts, ts, None)],
         1,
     )
     sled_cols = [
@@ -507,7 +517,9 @@ def populate(store: Store, pop: Population, ids: Ids) -> dict[str, int]:
         dbapi: Any = raw.driver_connection
         if sqlite:
             dbapi.execute("BEGIN")
-        for table, cols, rows, count in _table_rows(pop, ids, ts, 0 if sqlite else False):
+        for table, cols, rows, count in _table_rows(
+            pop, ids, ts, 0 if sqlite else False, 1 if sqlite else True
+        ):
             bulk_write(dbapi, sqlite, table, ", ".join(cols), rows)
             counts[table] = count
         dbapi.commit()

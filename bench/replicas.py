@@ -90,8 +90,10 @@ def _fleet(
     )
 
 
-def _clients(args: argparse.Namespace) -> Clients:
-    return Clients(PROJECT, args.concurrency, args.start_wait, 0.01, args.poll_timeout)
+def _clients(args: argparse.Namespace, fleet: Fleet) -> Clients:
+    return Clients(
+        PROJECT, args.concurrency, args.start_wait, 0.01, args.poll_timeout, headers=fleet.headers
+    )
 
 
 # -- part 1: throughput ------------------------------------------------------------------------
@@ -161,11 +163,11 @@ def run_throughput(replicas: int, args: argparse.Namespace, round_: int) -> Thro
         tempfile.TemporaryDirectory(prefix=f"skylight-bench-rep{replicas}-") as tmp,
         _fleet(Path(tmp), args, replicas, args.agents, args.start_delay) as fleet,
     ):
-        create_project(fleet.urls[0], PROJECT, "replicas throughput")
+        create_project(fleet.urls[0], PROJECT, "replicas throughput", headers=fleet.headers)
         create_all(
             fleet.urls,
             [instance_body(i, "warm-") for i in range(args.warmup * replicas)],
-            _clients(args),
+            _clients(args, fleet),
         )
         r = Throughput(args.n, args.concurrency, replicas=replicas, round=round_)
         # The fleet's own transactions (heartbeats, adoption checks, leases, sled health)
@@ -178,7 +180,10 @@ def run_throughput(replicas: int, args: argparse.Namespace, round_: int) -> Thro
         with PgBackendCpu(args.pg_admin, fleet.dbname) as pg:
             m0 = machine_busy()
             create_all(
-                fleet.urls, [instance_body(i, "inst-") for i in range(args.n)], _clients(args), r
+                fleet.urls,
+                [instance_body(i, "inst-") for i in range(args.n)],
+                _clients(args, fleet),
+                r,
             )
             r.machine_busy = machine_busy() - m0
             r.replica_cpu = [
@@ -219,8 +224,8 @@ class Trial:
     problems: list[str] = field(default_factory=list)
 
 
-async def _create_async(url: str, bodies: list[Body]) -> list[str]:
-    async with httpx.AsyncClient(base_url=url, timeout=60.0) as client:
+async def _create_async(url: str, headers: dict[str, str], bodies: list[Body]) -> list[str]:
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60.0) as client:
 
         async def one(body: Body) -> str:
             r = await client.post(
@@ -273,6 +278,7 @@ def run_trial(fleet: Fleet, timeout: float, index: int, args: argparse.Namespace
     ids = asyncio.run(
         _create_async(
             victim.url,
+            fleet.headers,
             [instance_body(index * args.k + j, f"a{int(timeout)}-") for j in range(args.k)],
         )
     )
@@ -354,7 +360,7 @@ def run_adoption(timeout: float, args: argparse.Namespace) -> list[Trial]:
             Path(tmp), args, args.adopt_replicas, args.adopt_agents, args.adopt_start_delay, timeout
         ) as fleet,
     ):
-        create_project(fleet.urls[0], PROJECT, "replica death")
+        create_project(fleet.urls[0], PROJECT, "replica death", headers=fleet.headers)
         trials = []
         for i in range(args.trials):
             t = run_trial(fleet, timeout, i, args)

@@ -41,10 +41,17 @@ def run_store(store: str, args: argparse.Namespace) -> tuple[Starts, float]:
         *("--sim-sled-memory", str(args.sled_memory), "--sim-start-delay", str(args.start_delay)),
         *("--start-wait", str(args.start_wait)),
     ]
-    how = Clients(PROJECT, args.concurrency, args.start_wait, args.poll_interval, args.poll_timeout)
     with server(store, args.pg_admin, serve) as proc:
         assert proc.proc is not None
-        create_project(proc.url, PROJECT, "start throughput")
+        how = Clients(
+            PROJECT,
+            args.concurrency,
+            args.start_wait,
+            args.poll_interval,
+            args.poll_timeout,
+            headers=proc.headers,
+        )
+        create_project(proc.url, PROJECT, "start throughput", headers=proc.headers)
         # Warm-up: not counted (first requests pay for imports, pools, caches).
         create_all([proc.url], [instance_body(i, "warm-") for i in range(args.warmup)], how)
         result = Starts(args.n, args.concurrency)

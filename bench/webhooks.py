@@ -37,6 +37,7 @@ from harness import (
     top,
 )
 from skylight.cli.common import pages
+from skylight.testing import ServerProcess
 from skylight.testing.receiver import Received, WebhookReceiver
 
 PROJECT = "bench"
@@ -68,10 +69,11 @@ def _body(name: str, ncpus: int) -> Body:
     }
 
 
-def _burst(url: str, prefix: str, n: int, concurrency: int) -> float:
+def _burst(proc: ServerProcess, prefix: str, n: int, concurrency: int) -> float:
     """Create and start ``n`` instances with ``concurrency`` clients; starts per second."""
     bodies = [_body(f"{prefix}{i}", 1) for i in range(n)]
-    return n / create_all([url], bodies, Clients(PROJECT, concurrency, start_wait=60.0))
+    how = Clients(PROJECT, concurrency, start_wait=60.0, headers=proc.headers)
+    return n / create_all([proc.url], bodies, how)
 
 
 def _start_failures(rx: WebhookReceiver) -> list[Received]:
@@ -92,16 +94,14 @@ def _burst_event_ids(http: httpx.Client, prefix: str) -> set[str]:
     return {e["id"] for e in items if e["instance_id"] in ids}
 
 
-def _drive(url: str, store: str, args: argparse.Namespace) -> Result:
+def _drive(proc: ServerProcess, store: str, args: argparse.Namespace) -> Result:
     res = Result(store)
     rx = WebhookReceiver()
     try:
-        with httpx.Client(
-            base_url=url, timeout=120.0, headers={"x-skylight-operator": "true"}
-        ) as http:
+        with proc.client(timeout=120.0) as http:
             http.post("/v1/projects", json={"name": PROJECT, "description": ""}).raise_for_status()
-            _burst(url, "warm", args.warmup, args.concurrency)  # the control plane alone first
-            res.bare_rate = _burst(url, "bare", args.n, args.concurrency)
+            _burst(proc, "warm", args.warmup, args.concurrency)  # the control plane alone first
+            res.bare_rate = _burst(proc, "bare", args.n, args.concurrency)
             hook: dict[str, object] = {"name": "bench", "description": "", "endpoint": rx.url}
             hook |= {"secrets": ["bench-secret"], "subscriptions": ["**"]}
             http.post("/v1/webhook-receivers", json=hook).raise_for_status()
@@ -128,7 +128,7 @@ def _drive(url: str, store: str, args: argparse.Namespace) -> Result:
 
             before = len(rx.all())
             t0 = time.time()
-            res.hooked_rate = _burst(url, "hooked", args.n, args.concurrency)
+            res.hooked_rate = _burst(proc, "hooked", args.n, args.concurrency)
             answered = time.time()
             wanted = _burst_event_ids(http, "hooked")
             res.burst_events = len(wanted)
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     for store in args.stores:
         print(f"{store} ...", flush=True)
         with server(store, args.pg_admin, serve) as proc:
-            r = _drive(proc.url, store, args)
+            r = _drive(proc, store, args)
         results.append(r)
         print(
             f"{store}: latency p50 {ms(pct(r.latency, 0.5))} ms p99 {ms(pct(r.latency, 0.99))} ms, "
