@@ -48,6 +48,9 @@ class Settings:
     adoption_timeout: float = 10.0
     stream_poll_interval: float = 1.0
     stream_heartbeat: float = 15.0
+    # Event streams open at once on this replica, in all and per user (429 past either).
+    max_streams: int = 512
+    max_streams_per_user: int = 32
     event_retention_interval: float = 3600.0
     event_retention_keep: int = 100
     event_retention_days: int = 30

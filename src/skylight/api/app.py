@@ -24,6 +24,7 @@ from skylight.api.routes import (
     sleds,
     webhooks,
 )
+from skylight.api.stream_slots import StreamSlots
 from skylight.config import Settings
 from skylight.console import mount as mount_console
 from skylight.controlplane import ControlPlane
@@ -52,6 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
         dependencies=[Depends(deps.authenticate)],
     )
     app.state.login_throttle = LoginThrottle()
+    app.state.stream_slots = StreamSlots(settings.max_streams, settings.max_streams_per_user)
 
     @app.middleware("http")
     async def _request_id(request: Request, call_next):  # type: ignore[no-untyped-def]

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from skylight.cli import events, instance, login, placement, project, sled, webhook
 from skylight.cli.common import log_to_stderr
+from skylight.cli.guarded_http import uvicorn_options
 from skylight.cli.sled_agent import run as sled_agent_run
 from skylight.config import Settings, SimSettings
 
@@ -113,6 +114,16 @@ def serve(
         help="a network webhooks may reach although it is loopback, private, link-local ... "
         "(repeatable; cloud metadata addresses stay refused)",
     ),
+    request_read_timeout: float = typer.Option(
+        10.0, min=0.1, help="seconds a request (headers and body) has to arrive whole"
+    ),
+    max_streams: int = typer.Option(512, min=1, help="event streams open at once, in all"),
+    max_streams_per_user: int = typer.Option(
+        32, min=1, help="event streams one user may hold open at once"
+    ),
+    max_connections: int = typer.Option(
+        1000, min=1, help="open connections past which new ones are answered 503"
+    ),
     log_level: str = typer.Option("info"),
 ) -> None:
     """Run the API server with its control plane (and, by default, a simulated rack)."""
@@ -144,6 +155,8 @@ def serve(
         auto_restart_cooldown=auto_restart_cooldown,
         event_retention_days=event_retention_days,
         stream_heartbeat=stream_heartbeat,
+        max_streams=max_streams,
+        max_streams_per_user=max_streams_per_user,
         adoption_timeout=adoption_timeout,
         heartbeat_interval=heartbeat_interval,
         drain_timeout=drain_timeout,
@@ -176,6 +189,7 @@ def serve(
         port=settings.port,
         log_level=log_level,
         timeout_graceful_shutdown=5,
+        **uvicorn_options(request_read_timeout, max_connections),
     )
     server = _Server(config, app_)
     server.run()

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 
 from skylight.api import deps, models, paging, views
+from skylight.api.stream_slots import StreamSlots
 from skylight.errors import InvalidRequest
 from skylight.identity.access import FLEET, Action, authorize
 from skylight.operations import event_history as history
@@ -53,9 +54,10 @@ def _cursor(last_event_id: str | None) -> int | None:
     return int(last_event_id)
 
 
-def _streaming(body: AsyncIterator[str]) -> StreamingResponse:
+def _streaming(request: Request, body: AsyncIterator[str]) -> StreamingResponse:
+    slots: StreamSlots = request.app.state.stream_slots
     return StreamingResponse(
-        body,
+        slots.hold(deps.caller(request).user_id, body),
         media_type="text/event-stream",
         headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
     )
@@ -97,7 +99,7 @@ async def instance_event_stream(
         cursor,
         _render(request),
     )
-    return _streaming(body)
+    return _streaming(request, body)
 
 
 @router.get("/v1/events/stream", response_class=StreamingResponse, responses=SSE_RESPONSE)
@@ -113,4 +115,4 @@ async def project_event_stream(
     body = await history.stream(
         deps.cp(request), lambda c: history.project_filter(c, who, sel), cursor, _render(request)
     )
-    return _streaming(body)
+    return _streaming(request, body)
