@@ -43,26 +43,40 @@ class Credential:
     secret: str
 
 
-def caller_for(conn: Connection, user: Row, *, auth_method: str, credential_id: str) -> Caller:
-    silo = rows.silo_by_id(conn, user.silo_id)
-    if silo is None:
-        raise Unauthenticated("credentials missing or invalid")
+def _roles(
+    conn: Connection, user_id: str, silo_id: str
+) -> tuple[Role | None, Role | None, dict[str, Role]]:
+    """(fleet role, silo role, project roles) the user holds."""
     fleet: Role | None = None
     silo_role: Role | None = None
     projects: dict[str, Role] = {}
-    for grant in rows.roles_of(conn, user.id):
+    for grant in rows.roles_of(conn, user_id):
         rtype, rid, role = grant.resource_type, grant.resource_id, Role[grant.role_name]
         if rtype == "fleet":
             fleet = max(fleet or role, role)
-        elif rtype == "silo" and rid == silo.id:
+        elif rtype == "silo" and rid == silo_id:
             silo_role = max(silo_role or role, role)
         elif rtype == "project":
             projects[rid] = max(projects.get(rid, role), role)
+    return fleet, silo_role, projects
+
+
+def _caller(
+    conn: Connection,
+    *,
+    user_id: str,
+    user_name: str,
+    silo_id: str,
+    silo_name: str,
+    auth_method: str,
+    credential_id: str,
+) -> Caller:
+    fleet, silo_role, projects = _roles(conn, user_id, silo_id)
     return Caller(
-        user_id=user.id,
-        silo_id=silo.id,
-        silo_name=silo.name,
-        display_name=user.name,
+        user_id=user_id,
+        silo_id=silo_id,
+        silo_name=silo_name,
+        display_name=user_name,
         fleet_role=fleet,
         silo_role=silo_role,
         project_roles=projects,
@@ -71,36 +85,47 @@ def caller_for(conn: Connection, user: Row, *, auth_method: str, credential_id: 
     )
 
 
+def caller_for(conn: Connection, user: Row, *, auth_method: str, credential_id: str) -> Caller:
+    silo = rows.silo_by_id(conn, user.silo_id)
+    if silo is None:
+        raise Unauthenticated("credentials missing or invalid")
+    return _caller(
+        conn,
+        user_id=user.id,
+        user_name=user.name,
+        silo_id=silo.id,
+        silo_name=silo.name,
+        auth_method=auth_method,
+        credential_id=credential_id,
+    )
+
+
 def authenticate(conn: Connection, credential: Credential, limits: Lifetimes) -> Caller:
-    """The caller a credential stands for; ``Unauthenticated`` if it stands for no one now."""
-    digest = secrets.token_hash(credential.secret)
+    """The caller a credential stands for; ``Unauthenticated`` if it stands for no one now.
+    Two queries: the credential with its user and silo, then the user's roles."""
+    owner = rows.credential_owner(conn, credential.kind, secrets.token_hash(credential.secret))
+    if owner is None:
+        raise Unauthenticated("credentials missing or invalid")
     t = now()
     if credential.kind == "session":
-        session = rows.session_by_hash(conn, digest)
-        if session is None:
-            raise Unauthenticated("credentials missing or invalid")
-        idle = t - as_utc(session.time_last_used)
-        age = t - as_utc(session.time_created)
-        if (
-            idle.total_seconds() > limits.session_idle
-            or age.total_seconds() > limits.session_absolute
-        ):
-            rows.delete_session(conn, session.id)
+        idle = (t - as_utc(owner.time_last_used)).total_seconds()
+        age = (t - as_utc(owner.time_created)).total_seconds()
+        if idle > limits.session_idle or age > limits.session_absolute:
+            rows.delete_session(conn, owner.credential_id)
             raise Unauthenticated("session expired: log in again")
-        if idle.total_seconds() > min(SESSION_TOUCH_EVERY, limits.session_idle / 4):
-            rows.touch_session(conn, session.id, t)
-        user_id, credential_id = session.user_id, session.id
-    else:
-        token = rows.token_by_hash(conn, digest)
-        if token is None:
-            raise Unauthenticated("credentials missing or invalid")
-        if token.time_expires is not None and as_utc(token.time_expires) <= t:
-            raise Unauthenticated("access token expired: log in again")
-        user_id, credential_id = token.user_id, token.id
-    user = rows.user_by_id(conn, user_id)
-    if user is None:
-        raise Unauthenticated("credentials missing or invalid")
-    return caller_for(conn, user, auth_method=credential.kind, credential_id=credential_id)
+        if idle > min(SESSION_TOUCH_EVERY, limits.session_idle / 4):
+            rows.touch_session(conn, owner.credential_id, t)
+    elif owner.time_expires is not None and as_utc(owner.time_expires) <= t:
+        raise Unauthenticated("access token expired: log in again")
+    return _caller(
+        conn,
+        user_id=owner.user_id,
+        user_name=owner.user_name,
+        silo_id=owner.silo_id,
+        silo_name=owner.silo_name,
+        auth_method=credential.kind,
+        credential_id=owner.credential_id,
+    )
 
 
 # -- login ---------------------------------------------------------------------------------

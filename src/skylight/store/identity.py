@@ -7,6 +7,7 @@ token's SHA-256, and look tokens up by that hash.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -253,6 +254,34 @@ def insert_session(conn: Connection, *, session_id: str, token_hash: str, user_i
             id=session_id, token_hash=token_hash, user_id=user_id, time_created=t, time_last_used=t
         )
     )
+
+
+def credential_owner(conn: Connection, kind: str, token_hash: str) -> Row | None:
+    """A session's or an access token's row joined with its live user and silo, in one
+    query (every request asks this): credential_id, time_created, time_last_used (sessions)
+    or time_expires (tokens), user_id, user_name, silo_id, silo_name."""
+    cred = console_session if kind == "session" else device_access_token
+    extra = (
+        [cred.c.time_last_used, sa.null().label("time_expires")]
+        if kind == "session"
+        else [sa.null().label("time_last_used"), cred.c.time_expires]
+    )
+    columns: list[sa.ColumnElement[Any]] = [
+        cred.c.id.label("credential_id"),
+        cred.c.time_created,
+        *extra,
+        silo_user.c.id.label("user_id"),
+        silo_user.c.name.label("user_name"),
+        silo.c.id.label("silo_id"),
+        silo.c.name.label("silo_name"),
+    ]
+    q = (
+        sa.select(*columns)
+        .join(silo_user, silo_user.c.id == cred.c.user_id)
+        .join(silo, silo.c.id == silo_user.c.silo_id)
+        .where(cred.c.token_hash == token_hash, _live_user, _live_silo)
+    )
+    return conn.execute(q).first()
 
 
 def session_by_hash(conn: Connection, token_hash: str) -> Row | None:
