@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from typer.testing import CliRunner, Result
 
@@ -395,3 +398,31 @@ def test_webhook_commands(sky: Any) -> None:
         assert "deleted receiver pager" in ok(sky("webhook", "delete", "pager")).output
     finally:
         rx.close()
+
+
+def test_login_by_device_code_and_logout_revoking_the_token(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """`skylight login` with no password: it prints a code, a person confirms it in the
+    console (here: through the API, as the console does), and the CLI keeps the token;
+    `skylight logout` revokes it at once."""
+    env = os.environ | {"XDG_CONFIG_HOME": str(tmp_path), "SKYLIGHT_TOKEN": ""}
+    cmd = [sys.executable, "-m", "skylight.cli.main", "login", "--no-browser"]
+    proc = subprocess.Popen([*cmd, "--url", server.url], stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    code = re.search(r"Confirm the code (\S+) at (\S+)", line)
+    assert code and code.group(2).endswith("/console/#/device"), line
+    with server.client(timeout=30) as api:
+        assert api.post("/device/confirm", json={"user_code": code.group(1)}).status_code == 204
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "Logged in" in out
+    token = tomllib.loads((tmp_path / "skylight" / "credentials.toml").read_text())["hosts"][
+        server.url
+    ]["token"]
+    headers = {"authorization": f"Bearer {token}"}
+    assert httpx.get(f"{server.url}/v1/me", headers=headers).status_code == 200
+    result = CliRunner().invoke(app, ["logout", "--url", server.url], env=env)
+    assert result.exit_code == 0 and "Logged out" in result.output
+    assert httpx.get(f"{server.url}/v1/me", headers=headers).status_code == 401
+    assert "token" not in (tmp_path / "skylight" / "credentials.toml").read_text()

@@ -19,6 +19,8 @@ from fastapi.testclient import TestClient
 
 from skylight import login_flow
 from skylight.api.app import create_app
+from skylight.errors import TooManyRequests
+from skylight.identity.throttle import LoginThrottle
 from skylight.store.engine import make_engine
 from tests.conftest import (
     ADMIN_PASSWORD,
@@ -350,3 +352,24 @@ def test_passwords_and_tokens_are_nowhere_in_clear(
     logged = "\n".join(r.getMessage() for r in caplog.records)
     for secret in secrets:
         assert secret not in logged
+
+
+def test_the_login_throttle_counts_per_user_and_per_address_within_its_window() -> None:
+    clock = [0.0]
+    throttle = LoginThrottle(per_user=2, per_address=3, window=60.0, clock=lambda: clock[0])
+    for user in ("a", "b", "c"):  # three users, one address: the address runs out
+        throttle.check(user, "10.0.0.1")
+        throttle.failed(user, "10.0.0.1")
+    with pytest.raises(TooManyRequests) as refused:
+        throttle.check("d", "10.0.0.1")
+    assert refused.value.retry_after == 60
+    throttle.check("d", "10.0.0.2")  # another address is not held back
+    throttle.failed("a", "10.0.0.2")
+    with pytest.raises(TooManyRequests):
+        throttle.check("a", "10.0.0.3")  # user a failed twice, from anywhere
+    clock[0] = 61.0  # the window moved past every failure
+    throttle.check("a", "10.0.0.1")
+    throttle.failed("e", "10.0.0.9")
+    throttle.succeeded("e")  # a success forgets the user's failures
+    throttle.failed("e", "10.0.0.9")
+    throttle.check("e", "10.0.0.9")

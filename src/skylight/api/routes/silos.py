@@ -194,7 +194,13 @@ async def local_idp_user_set_password(
 
 
 @router.get("/v1/users", response_model=m.UserResultsPage, tags=["silos"])
-async def user_list(request: Request, query: paging.ById) -> m.UserResultsPage:
+async def user_list(
+    request: Request, query: paging.ById, group: str | None = None
+) -> m.UserResultsPage:
+    """The users of the caller's silo (of ``group``: groups are not supported yet, so none
+    is found)."""
+    if group is not None:
+        raise NotFound.by_id("group", require_uuid(group, "group"))
     who, req = deps.caller(request), query.ask("users")()
     page = await deps.tx(request, lambda c: silos.users(c, who, None, req))
     items, nxt = paging.results(page, m.User.of)
