@@ -24,7 +24,7 @@ from skylight.clock import now
 from skylight.events.feed import Feed
 from skylight.events.kinds import Kind, control_plane, user_actor
 from skylight.operations.event_stream import sse
-from skylight.store import Store, events, migrate
+from skylight.store import Store, events, identity, migrate
 from skylight.store.schema import event, instance, project
 from skylight.testing import ServerProcess
 from tests.conftest import instance_body
@@ -123,9 +123,17 @@ def store(db_url: str) -> Store:
     migrate.upgrade(s.engine)
     t = now()
     with s.engine.begin() as conn:
+        identity.insert_silo(
+            conn,
+            silo_id="s",
+            name="s",
+            description="",
+            discoverable=True,
+            quotas=(64, 2**40, 2**40),
+        )
         conn.execute(
             project.insert().values(
-                id="p", name="p", description="", time_created=t, time_modified=t
+                id="p", silo_id="s", name="p", description="", time_created=t, time_modified=t
             )
         )
         for iid in ("i1", "i2"):
@@ -173,7 +181,7 @@ def test_control_plane_repeats_are_coalesced(store: Store) -> None:
         lambda c: events.insert(c, _new(Kind.AUTO_RESTART_FAILED, cp_actor, "sled_failure"))
     )
     user = store.tx_sync(
-        lambda c: events.insert(c, _new(Kind.AUTO_RESTART_FAILED, user_actor("u")))
+        lambda c: events.insert(c, _new(Kind.AUTO_RESTART_FAILED, user_actor("u", "tester")))
     )
     elsewhere = store.tx_sync(
         lambda c: events.insert(c, _new(Kind.AUTO_RESTART_FAILED, cp_actor, instance_id="i2"))
@@ -211,7 +219,7 @@ def test_a_repeat_moves_past_every_cursor(store: Store) -> None:
 
 
 def test_retention_keeps_the_newest_and_the_status_reason(store: Store) -> None:
-    actor = user_actor("u")
+    actor = user_actor("u", "tester")
     ids = [
         store.tx_sync(lambda c: events.insert(c, _new(Kind.UPDATED, actor, None))) for _ in range(8)
     ]
@@ -240,7 +248,7 @@ def test_retention_keeps_the_newest_and_the_status_reason(store: Store) -> None:
 def test_retention_runs_in_short_transactions_over_every_instance(store: Store) -> None:
     """A pass is many transactions of a few instances each (on SQLite each holds the store's
     lock); together they cover every instance, the first and the last batch included."""
-    actor = user_actor("u")
+    actor = user_actor("u", "tester")
     t = now()
     with store.engine.begin() as conn:
         for n in range(3, 10):  # i3..i9, besides i1 and i2
@@ -288,7 +296,7 @@ def test_pages_match_the_log_for_every_filter_and_cursor(store: Store) -> None:
     import random
 
     rng = random.Random(5)
-    actor = user_actor("u")
+    actor = user_actor("u", "tester")
     kinds = [Kind.UPDATED, Kind.REBOOTED, Kind.STOPPED]
     for _ in range(240):
         store.tx_sync(
@@ -347,7 +355,7 @@ def test_repeats_within_one_transaction_are_one_event(store: Store) -> None:
 
 
 def test_stream_generator_heartbeats_and_pages(store: Store) -> None:
-    actor = user_actor("u")
+    actor = user_actor("u", "tester")
     for _ in range(450):
         store.tx_sync(lambda c: events.insert(c, _new(Kind.UPDATED, actor, None)))
 
@@ -560,7 +568,7 @@ def test_retention_task_covers_every_batch(
 def test_a_prefetched_page_leaves_the_planner_as_it_found_it(store: Store) -> None:
     """On PostgreSQL an instance's page turns index scans off for its one statement: the rest
     of the transaction plans as usual."""
-    actor = user_actor("u")
+    actor = user_actor("u", "tester")
     for _ in range(5):
         store.tx_sync(lambda c: events.insert(c, _new(Kind.UPDATED, actor, None)))
 

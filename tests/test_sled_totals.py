@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from skylight.clock import now
 from skylight.placement import Rack
-from skylight.store import Store, migrate, sleds, totals
+from skylight.store import Store, identity, migrate, sleds, totals
 from skylight.store.schema import disk, project, sled, sled_reservation
 from tests.conftest import GiB, instance_body
 
@@ -33,8 +33,13 @@ def test_totals_follow_every_write_of_reservations_and_disks(db_url: str) -> Non
     )  # fmt: skip
     sled_ids = [v.id for v in store.tx_sync(sleds.views)]
     store.tx_sync(
+        lambda c: identity.insert_silo(
+            c, silo_id="s", name="s", description="", discoverable=True, quotas=(64, 2**40, 2**40)
+        )
+    )
+    store.tx_sync(
         lambda c: c.execute(
-            project.insert().values(id="p", name="p", description="", time_created=t,
+            project.insert().values(id="p", silo_id="s", name="p", description="", time_created=t,
                                     time_modified=t)
         )
     )  # fmt: skip
