@@ -26,6 +26,14 @@ log = logging.getLogger(__name__)
 _MUTATING = {"POST", "PUT", "DELETE", "PATCH"}
 
 
+def _storable(text: str | None, limit: int) -> str | None:
+    """Text as any store takes it: no NUL (PostgreSQL), no lone surrogate (no UTF-8)."""
+    if text is None:
+        return None
+    text = text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+    return text[:limit]
+
+
 class AuditLog:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -75,17 +83,18 @@ class AuditLog:
             time_started=started,  # type: ignore[arg-type]
             time_completed=now(),
             request_id=str(state.get("request_id", "")),
-            request_uri=uri[:512],
+            request_uri=_storable(uri, 512) or "",
             operation_id=getattr(route, "name", None) or "unknown",
             source_ip=client[0] if client else "unknown",
-            user_agent=headers.get(b"user-agent", b"").decode(errors="replace")[:256] or None,
+            user_agent=_storable(headers.get(b"user-agent", b"").decode(errors="replace"), 256)
+            or None,
             actor_silo_id=caller.silo_id if caller else None,
             actor_user_id=caller.user_id if caller else None,
             auth_method=caller.auth_method if caller else None,
             credential_id=caller.credential_id if caller else None,
             http_status_code=status,
-            error_code=error_code,
-            error_message=error_message,
+            error_code=_storable(error_code, 64),
+            error_message=_storable(error_message, 4096),
         )
         try:
             await cp.store.tx(lambda conn: insert(conn, entry))
