@@ -16,10 +16,14 @@ from typing import Any
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.engine import Connection
 
 from skylight import login_flow
 from skylight.api.app import create_app
 from skylight.config import Settings, SimSettings
+from skylight.identity.access import Caller
+from skylight.operations import sessions
+from skylight.store import identity
 
 GiB = 1024**3
 # The recovery admin's password in every test control plane (SPEC: Bootstrap).
@@ -168,6 +172,16 @@ def as_user(client: TestClient) -> dict[str, str]:
         cached = user_headers(client, "alice", silo_role="collaborator")
         client._alice = cached  # type: ignore[attr-defined]
     return cached
+
+
+def recovery_admin(conn: Connection) -> Caller:
+    """The recovery admin, as a request of theirs would be authenticated (for tests that
+    call the domain directly)."""
+    silo = identity.silo_by_name(conn, "recovery")
+    assert silo is not None
+    user = identity.user_by_name(conn, silo.id, "admin")
+    assert user is not None
+    return sessions.caller_for(conn, user, auth_method="session", credential_id=user.id)
 
 
 def _grant(client: TestClient, policy_url: str, user_id: str, role: str) -> None:

@@ -18,7 +18,7 @@ from skylight.sled.sim import Fault
 from skylight.store import replicas
 from skylight.store.schema import event as instance_event
 from skylight.store.schema import saga
-from tests.conftest import GiB, make_settings
+from tests.conftest import GiB, make_settings, recovery_admin
 
 
 def _settings(tmp_path: Path, db: str, port: int, **kw: Any) -> Settings:
@@ -34,7 +34,8 @@ def _settings(tmp_path: Path, db: str, port: int, **kw: Any) -> Settings:
 async def _project_and_instance(cp: ControlPlane, name: str) -> str:
     from skylight import projects
 
-    await cp.store.tx(lambda c: projects.create(c, "demo", ""))
+    admin = await cp.store.tx(recovery_admin)
+    await cp.store.tx(lambda c: projects.create(c, admin, "demo", ""))
     body = {
         "name": name,
         "description": "",
@@ -47,7 +48,7 @@ async def _project_and_instance(cp: ControlPlane, name: str) -> str:
         "user_data": "",
         "start": False,
     }
-    row = await operations.create(cp, "demo", body, {"type": "user", "id": "u"}, wait=0)
+    row = await operations.create(cp, admin, "demo", body, wait=0)
     return str(row.id)
 
 

@@ -22,7 +22,7 @@ from skylight.clock import now
 from skylight.config import Settings
 from skylight.testing.receiver import WebhookReceiver
 from skylight.webhooks import alerts, send
-from tests.conftest import AdminClient, instance_body, make_settings
+from tests.conftest import AdminClient, as_user, instance_body, make_settings, recovery_admin
 from tests.oxide_schema import wait_for
 
 SECRET = "correct horse battery staple"
@@ -328,8 +328,10 @@ def test_receivers_are_managed_as_in_the_oxide_api(hooks: TestClient, receiver: 
     listed = hooks.get("/v1/alert-receivers").json()
     assert [x["name"] for x in listed["items"]] == ["pager"]
 
-    classes = hooks.get("/v1/alert-classes", params={"filter": "instance.auto_restart_*"})
-    assert classes.status_code == 403  # operators only
+    classes = hooks.get(
+        "/v1/alert-classes", params={"filter": "instance.*"}, headers=as_user(hooks)
+    )
+    assert classes.status_code == 403  # fleet admins only
     classes = hooks.get("/v1/alert-classes", params={"filter": "*.running"})
     assert [c["name"] for c in classes.json()["items"]] == ["instance.running"]
     every = hooks.get("/v1/alert-classes").json()["items"]
@@ -377,8 +379,9 @@ def test_bad_receivers_are_refused_and_change_nothing(
 
 def test_other_bad_input(hooks: TestClient, receiver: Receiver) -> None:
     body = {"name": "ops", "description": "", "endpoint": receiver.url, "secrets": [SECRET]}
-    assert hooks.post("/v1/webhook-receivers", json=body).status_code == 403
-    assert hooks.get("/v1/alert-receivers").status_code == 403
+    user = as_user(hooks)  # a silo collaborator: no fleet role
+    assert hooks.post("/v1/webhook-receivers", json=body, headers=user).status_code == 403
+    assert hooks.get("/v1/alert-receivers", headers=user).status_code == 403
     _create(hooks, receiver.url, ["instance.created"])
     again = hooks.post("/v1/webhook-receivers", json=body)
     assert again.status_code == 400 and "already exists" in again.json()["message"]
@@ -598,8 +601,6 @@ def test_two_replicas_deliver_each_event_once_and_survive_the_holder(
             "start": False,
         }
 
-    actor = {"type": "user", "id": "u"}
-
     async def until(what: str, pred: Any) -> None:
         deadline = time.monotonic() + 30
         while not pred():
@@ -612,7 +613,8 @@ def test_two_replicas_deliver_each_event_once_and_survive_the_holder(
         await b.start()
         stopped: list[ControlPlane] = []
         try:
-            await a.store.tx(lambda c: projects.create(c, "demo", ""))
+            admin = await a.store.tx(recovery_admin)
+            await a.store.tx(lambda c: projects.create(c, admin, "demo", ""))
             await a.store.tx(
                 lambda c: receiver_ops.create(
                     c,
@@ -625,7 +627,7 @@ def test_two_replicas_deliver_each_event_once_and_survive_the_holder(
                 )
             )
             for i in range(4):
-                await operations.create(a if i % 2 else b, "demo", body(f"x{i}"), actor, wait=0)
+                await operations.create(a if i % 2 else b, admin, "demo", body(f"x{i}"), wait=0)
             await until("the first four", lambda: len(receiver.all()) >= 4)
             holder = await a.store.tx(
                 lambda c: c.execute(
@@ -636,7 +638,7 @@ def test_two_replicas_deliver_each_event_once_and_survive_the_holder(
             await first.stop()
             stopped.append(first)
             for i in range(4, 8):
-                await operations.create(other, "demo", body(f"x{i}"), actor, wait=0)
+                await operations.create(other, admin, "demo", body(f"x{i}"), wait=0)
             await until("the next four", lambda: len(receiver.all()) >= 8)
             await asyncio.sleep(0.3)  # a few more passes: nothing more may arrive
         finally:
