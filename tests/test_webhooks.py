@@ -576,12 +576,17 @@ def test_two_replicas_deliver_each_event_once_and_survive_the_holder(
     from skylight import projects
     from skylight.controlplane import ControlPlane
     from skylight.operations import instances as operations
+    from skylight.rack_secret import create as create_secret
     from skylight.webhooks import receivers as receiver_ops
     from skylight.webhooks.destination import Destinations
     from tests.conftest import GiB
 
+    shared = tmp_path / "rack-secret"  # one rack: its replicas share the secret
+    create_secret(shared)
+
     def settings(port: int) -> Settings:
         s = _settings(tmp_path / str(port), pg_url)
+        s.rack_secret_file = shared
         s.bind = f"127.0.0.1:{port}"
         s.heartbeat_interval = 0.1
         s.adoption_timeout = 0.6  # also the lease's time to live
@@ -624,6 +629,7 @@ def test_two_replicas_deliver_each_event_once_and_survive_the_holder(
                     secrets=[SECRET],
                     subscriptions=["instance.created"],
                     rule=Destinations(a.settings.webhook_allow_cidrs),
+                    sealer=a.webhook_sealer,
                 )
             )
             for i in range(4):
@@ -692,3 +698,33 @@ def test_a_receiver_keeps_at_most_eight_secrets(hooks: TestClient, receiver: Rec
     assert r.status_code == 400 and "at most 8" in r.json()["message"]
     listed = hooks.get("/v1/webhook-secrets", params={"receiver": "ops"}).json()
     assert len(listed["secrets"]) == 8
+
+
+def test_secrets_are_sealed_in_the_store_and_old_clear_ones_sealed_on_start(
+    tmp_path: Path, db_url: str, receiver: Receiver
+) -> None:
+    """A copy of the store holds no webhook secret in clear; deliveries are still signed
+    with the secret itself, and a secret stored in clear before sealing existed is sealed
+    when a replica starts."""
+    import sqlalchemy as sa
+
+    from skylight.store.schema import webhook_secret
+
+    settings = _settings(tmp_path, db_url)
+    with AdminClient(create_app(settings)) as c:
+        _create(c, receiver.url, ["instance.created"])
+        cp = c.app.state.cp  # type: ignore[attr-defined]
+        with cp.store.engine.begin() as conn:
+            stored = [r.secret for r in conn.execute(sa.select(webhook_secret))]
+            assert stored and all(s.startswith("v1.") and SECRET not in s for s in stored)
+            conn.execute(webhook_secret.update().values(secret=SECRET))  # as an old store had
+        c.post("/v1/projects", json={"name": "demo", "description": ""})
+        c.post("/v1/instances", params={"project": "demo"}, json=instance_body("a", start=False))
+        got = wait_for(lambda: receiver.all(), "a delivery")
+        [sig] = got[0].headers["x-oxide-signature"]
+        assert sig.endswith(f"&s={send.signature(SECRET, got[0].body)}")  # still signs
+    with AdminClient(create_app(settings)) as c:  # a restart seals it
+        cp = c.app.state.cp  # type: ignore[attr-defined]
+        with cp.store.engine.connect() as conn:
+            stored = [r.secret for r in conn.execute(sa.select(webhook_secret))]
+        assert stored and all(s.startswith("v1.") and SECRET not in s for s in stored)

@@ -29,6 +29,7 @@ from skylight.clock import now
 from skylight.config import GiB, Settings
 from skylight.events.feed import Feed
 from skylight.identity import secrets
+from skylight.identity.sealing import Sealer
 from skylight.ids import new_id
 from skylight.instances import failures
 from skylight.metrics import Metrics
@@ -48,6 +49,7 @@ from skylight.sled.directory import SledDirectory
 from skylight.sled.sim import SimRack
 from skylight.store import Store, StoreUnavailable, migrate, sleds
 from skylight.store import replicas as store_replicas
+from skylight.webhooks import receivers
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,7 @@ class ControlPlane:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.rack_secret = _rack_secret(settings)
+        self.webhook_sealer = Sealer(self.rack_secret.derived_key("webhook-secrets"))
         self.store = Store(settings.resolved_db_url())
         self.rng = random.Random()
         self.rack_cache = sleds.RackCache(settings.placement_rack_max_age)
@@ -134,6 +137,7 @@ class ControlPlane:
         self.feed.bind(self._loop)
         await self._migrate_when_store_answers()
         await self.store.tx(self._bootstrap)
+        await self.store.tx(lambda c: receivers.seal_clear(c, self.webhook_sealer))
         await self.store.tx(self._register)
         await self.sleds.refresh()
         await self.executor.resume_all()

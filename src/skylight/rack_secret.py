@@ -56,6 +56,11 @@ class RackSecret:
     def _mac(self, purpose: str) -> str:
         return hmac.new(self.key, purpose.encode(), hashlib.sha256).hexdigest()
 
+    def derived_key(self, purpose: str) -> bytes:
+        """A 256-bit key for ``purpose`` alone (sealing webhook secrets in the store), which
+        every replica of the rack derives alike and which tells nothing of the secret."""
+        return hmac.new(self.key, f"key:{purpose}".encode(), hashlib.sha256).digest()
+
     # -- control plane -> sled agent -------------------------------------------------------
 
     def control_plane_credential(self) -> str:

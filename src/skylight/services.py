@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 from skylight.config import Settings
 from skylight.events.feed import Feed
 from skylight.events.reasons import Reason
+from skylight.identity.sealing import Sealer
 from skylight.metrics import Metrics
 from skylight.sled.directory import SledDirectory
 from skylight.store import Store
@@ -98,6 +99,11 @@ class Services(Protocol):
     @property
     def feed(self) -> Feed:
         """Told of this replica's event commits (streams and webhooks wake on it)."""
+        ...
+
+    @property
+    def webhook_sealer(self) -> Sealer:
+        """Seals webhook secrets for the store, and opens them to sign (rack-secret keyed)."""
         ...
 
     @property

@@ -135,7 +135,7 @@ class Deliverer:
                 receiver = rows.by_id(conn, d.receiver_id)
                 if receiver is None:
                     continue
-                targets[d.receiver_id] = receivers.target(conn, receiver)
+                targets[d.receiver_id] = receivers.target(conn, receiver, self.cp.webhook_sealer)
             out.append((d, targets[d.receiver_id]))
         return out
 

@@ -41,7 +41,7 @@ async def probe(cp: Services, selector: str, *, resend: bool) -> ProbeResult:
         rows.insert_deliveries(conn, [new])
         delivery = rows.delivery(conn, str(new["id"]))
         assert delivery is not None
-        return delivery, receivers.target(conn, rx)
+        return delivery, receivers.target(conn, rx, cp.webhook_sealer)
 
     sent, target = await cp.store.tx(start)
     rule = Destinations(cp.settings.webhook_allow_cidrs)

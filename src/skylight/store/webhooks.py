@@ -128,6 +128,16 @@ def add_secret(conn: Connection, **values: object) -> None:
     conn.execute(webhook_secret.insert().values(**values))
 
 
+def all_secrets(conn: Connection) -> list[Row]:
+    return list(conn.execute(sa.select(webhook_secret.c.id, webhook_secret.c.secret)))
+
+
+def set_secret(conn: Connection, secret_id: str, secret: str) -> None:
+    conn.execute(
+        webhook_secret.update().where(webhook_secret.c.id == secret_id).values(secret=secret)
+    )
+
+
 def remove_secret(conn: Connection, secret_id: str) -> None:
     conn.execute(webhook_secret.delete().where(webhook_secret.c.id == secret_id))
 

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 from skylight import lookup
 from skylight.clock import now
 from skylight.errors import AlreadyExists, InvalidValue, NotFound
+from skylight.identity.sealing import Sealer, is_sealed
 from skylight.ids import new_id
 from skylight.store import Row, events
 from skylight.store import webhooks as rows
@@ -116,6 +117,7 @@ def create(
     secrets: Sequence[str],
     subscriptions: Sequence[str],
     rule: Destinations,
+    sealer: Sealer,
 ) -> Receiver:
     check_endpoint(endpoint, rule)
     if not secrets:
@@ -138,7 +140,8 @@ def create(
         time_modified=t,
     )
     for value in secrets:
-        rows.add_secret(conn, id=new_id(), receiver_id=receiver_id, secret=value, time_created=t)
+        sealed = sealer.seal(value)
+        rows.add_secret(conn, id=new_id(), receiver_id=receiver_id, secret=sealed, time_created=t)
     _subscribe(conn, receiver_id, patterns)
     row = rows.by_id(conn, receiver_id)
     assert row is not None
@@ -187,7 +190,7 @@ def secrets(conn: Connection, selector: str) -> list[Row]:
     return rows.secrets(conn, [receiver.id])[receiver.id]
 
 
-def add_secret(conn: Connection, selector: str, value: str) -> Row:
+def add_secret(conn: Connection, selector: str, value: str, sealer: Sealer) -> Row:
     receiver = lookup.alert_receiver(conn, selector)
     check_secret(value)
     if len(rows.secrets(conn, [receiver.id])[receiver.id]) >= MAX_SECRETS:
@@ -196,7 +199,8 @@ def add_secret(conn: Connection, selector: str, value: str) -> Row:
             "uses first"
         )
     secret_id = new_id()
-    rows.add_secret(conn, id=secret_id, receiver_id=receiver.id, secret=value, time_created=now())
+    sealed = sealer.seal(value)
+    rows.add_secret(conn, id=secret_id, receiver_id=receiver.id, secret=sealed, time_created=now())
     row = rows.secret(conn, secret_id)
     assert row is not None
     return row
@@ -214,9 +218,18 @@ def remove_secret(conn: Connection, secret_id: str) -> None:
     rows.remove_secret(conn, row.id)
 
 
-def target(conn: Connection, receiver: Any) -> Target:
+def target(conn: Connection, receiver: Any, sealer: Sealer) -> Target:
     secrets = rows.secrets(conn, [receiver.id])[receiver.id]
-    return Target(receiver.id, receiver.endpoint, tuple((s.id, s.secret) for s in secrets))
+    opened = tuple((s.id, sealer.open(s.secret)) for s in secrets)
+    return Target(receiver.id, receiver.endpoint, opened)
+
+
+def seal_clear(conn: Connection, sealer: Sealer) -> int:
+    """Seal every secret still stored in clear (written before sealing existed)."""
+    clear = [s for s in rows.all_secrets(conn) if not is_sealed(s.secret)]
+    for s in clear:
+        rows.set_secret(conn, s.id, sealer.seal(s.secret))
+    return len(clear)
 
 
 def delivery_row(

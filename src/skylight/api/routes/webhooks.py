@@ -149,6 +149,7 @@ async def webhook_receiver_create(
             secrets=body.secrets,
             subscriptions=body.subscriptions,
             rule=_destinations(request),
+            sealer=deps.cp(request).webhook_sealer,
         ),
     )
     return views.webhook_receiver(created)
@@ -187,7 +188,8 @@ async def webhook_secrets_add(
     request: Request, body: models.WebhookSecretCreate, receiver: str | None = None
 ) -> models.WebhookSecret:
     sel = deps.required(receiver, "receiver")
-    row = await deps.tx(request, lambda c: receivers.add_secret(c, sel, body.secret))
+    sealer = deps.cp(request).webhook_sealer
+    row = await deps.tx(request, lambda c: receivers.add_secret(c, sel, body.secret, sealer))
     return views.webhook_secret(row)
 
 
