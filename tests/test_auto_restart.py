@@ -23,13 +23,14 @@ P = {"project": "demo"}
 
 
 def _client(tmp_path: Path, db_url: str, **overrides: Any) -> TestClient:
+    backoff = overrides.pop("backoff", None)  # first delay and cap alike
     settings = make_settings(
         tmp_path / "d",
         db_url,
         auto_restart_interval=0.05,
         auto_restart_cooldown=overrides.pop("cooldown", 0.0),
-        auto_restart_backoff=0.1,
-        auto_restart_backoff_max=0.4,
+        auto_restart_backoff=backoff or 0.1,
+        auto_restart_backoff_max=backoff or 0.4,
         **overrides,
     )
     return AdminClient(create_app(settings))
@@ -215,3 +216,59 @@ def test_sled_power_off_then_restart_elsewhere(client: TestClient) -> None:
     # is down), so the restart may land on it only if it was chosen; the VMM must be alive.
     assert len(now_on) == 1
     assert inst["status_reason"] is None
+
+
+def _in_backoff(client: TestClient) -> dict[str, Any]:
+    """Instance "a" crashed, its automatic restart failed (no sled would take it) and the
+    next attempt waits: the moment a user may well press Start themselves."""
+    client.post("/v1/instances", params=P, json=instance_body("a"))
+    _set_all_sleds(client, "non_provisionable")
+    assert client.post("/v1/system/sim/instances/a/crash", params=P).status_code == 204
+    inst = _wait(client, "a", lambda i: "instance.auto_restart_failed" in event_kinds(client, "a"))
+    assert (inst["run_state"], inst["intended_state"]) == ("failed", "running")
+    return inst
+
+
+def test_a_manual_start_during_auto_restart_that_may_pass_leaves_auto_restart_on(
+    tmp_path: Path, db_url: str
+) -> None:
+    """Doing what the reason says (start it again) must not cancel auto-restart silently:
+    the failed start says auto-restart carries on and when, and it does."""
+    with _client(tmp_path, db_url, backoff=3.0) as c:
+        c.post("/v1/projects", json={"name": "demo", "description": ""})
+        _in_backoff(c)
+        r = c.post("/v1/instances/a/start", params=P)
+        assert r.status_code == 507 and r.json()["reason"]["transient"] is True
+        inst = c.get("/v1/instances/a", params=P).json()
+        assert (inst["run_state"], inst["intended_state"]) == ("failed", "running")
+        events = c.get("/v1/instances/a/events", params=P).json()["items"]
+        failed = next(e for e in events if e["kind"] == "instance.start_failed")
+        assert failed["actor"]["type"] == "user"
+        assert failed["detail"]["auto_restart"] == "continues"
+        assert failed["detail"]["next_attempt"]
+        assert inst["status_reason"]["event_id"] == failed["id"]
+        _set_all_sleds(c, "provisionable")  # the cause goes: auto-restart, not the user, wins
+        _wait(c, "a", lambda i: i["run_state"] == "running")
+        last = c.get("/v1/instances/a/events", params=P).json()["items"]
+        requested = next(e for e in last if e["kind"] == "instance.start_requested")
+        assert requested["actor"] == {"type": "control_plane", "cause": "auto_restart"}
+
+
+def test_a_manual_start_during_auto_restart_that_cannot_pass_stops_it_and_says_so(
+    tmp_path: Path, db_url: str
+) -> None:
+    with _client(tmp_path, db_url, backoff=3.0) as c:
+        c.post("/v1/projects", json={"name": "demo", "description": ""})
+        _in_backoff(c)
+        r = c.put("/v1/system/silos/recovery/quotas", json={"cpus": 1})  # now it cannot fit
+        assert r.status_code == 200
+        r = c.post("/v1/instances/a/start", params=P)
+        assert r.status_code == 507 and r.json()["reason"]["code"] == "quota_exceeded"
+        inst = c.get("/v1/instances/a", params=P).json()
+        assert (inst["run_state"], inst["intended_state"]) == ("stopped", "stopped")
+        events = c.get("/v1/instances/a/events", params=P).json()["items"]
+        failed = next(e for e in events if e["kind"] == "instance.start_failed")
+        assert failed["detail"] == {"auto_restart": "stopped", "next_attempt": None}
+        assert inst["status_reason"]["code"] == "quota_exceeded"
+        time.sleep(3.5)  # past when the next attempt was due: nothing tries it
+        assert c.get("/v1/instances/a", params=P).json()["run_state"] == "stopped"

@@ -21,6 +21,7 @@ from skylight.events.kinds import Kind, control_plane
 from skylight.events.reasons import Reason
 from skylight.instances.record import record
 from skylight.store import Row, instances
+from skylight.wire import JsonObject
 
 ACTOR = control_plane("auto_restart")
 
@@ -86,3 +87,21 @@ def after_failed_attempt(
             detail=detail if kind == Kind.AUTO_RESTART_FAILED else None,
             explains_status=kind == kinds[-1],
         )
+
+
+def after_failed_user_start(
+    conn: Connection, settings: Settings, instance_id: str, *, keeps_restarting: bool
+) -> JsonObject:
+    """A user started an instance that auto-restart was going to restart, and the start
+    failed. For a reason that may pass, auto-restart carries on (its next attempt as planned,
+    or after the backoff if that moment has passed); for one that will not, it stops. Either
+    way the failed start's event says so: the detail returned here."""
+    row = instances.by_id(conn, instance_id)
+    assert row is not None
+    if not keeps_restarting or not enabled(row):
+        return {"auto_restart": "stopped", "next_attempt": None}
+    at = row.time_next_auto_restart and as_utc(row.time_next_auto_restart)
+    if at is None or at < now():
+        at = now() + timedelta(seconds=backoff(settings, row.auto_restart_attempts))
+        instances.update(conn, instance_id, time_next_auto_restart=at)
+    return {"auto_restart": "continues", "next_attempt": iso(at)}

@@ -3,7 +3,10 @@
 Its end writes the outcome: ``instance.running``; or, unwound, ``instance.start_failed``
 (``instance.auto_restart_failed`` for an automatic restart) with the reason, which becomes the
 instance's ``status_reason``. A user's failed start leaves the instance stopped and its
-intended state stopped; a failed automatic restart leaves it failed, never stopped.
+intended state stopped; a failed automatic restart leaves it failed, never stopped. A user's
+start during auto-restart that fails for a reason that may pass leaves auto-restart to carry
+on, and its event says when it tries next (or, for a reason that will not pass, that
+auto-restart stops).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from skylight.services import Services
 from skylight.sled.agent import SledAgent, VmmSpec
 from skylight.store import instances, placement_inputs, sleds
 from skylight.store.schema import instance
+from skylight.wire import JsonObject
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,9 @@ class Params:
     cpu_platform: str | None
     reason: str  # why it starts: user, auto_start (create), auto_restart
     actor: Actor
+    # A user's start of an instance that auto-restart was going to start again: should it
+    # fail for a reason that may pass, auto-restart carries on as planned (and says so).
+    during_auto_restart: bool = False
 
 
 def declare() -> SagaDef[Params]:
@@ -98,6 +105,9 @@ def begin_in(
     if row.state == "failed" and row.active_vmm_id is not None:
         raise Conflict("the instance has an operation that operators must resolve first")
     values: dict[str, object] = {"intended_state": "running"}
+    during_auto_restart = (
+        reason == "user" and row.state == "failed" and row.time_next_auto_restart is not None
+    )
     if reason == "auto_restart":
         values.update(
             time_last_auto_restarted=now(),
@@ -114,6 +124,7 @@ def begin_in(
         cpu_platform=row.cpu_platform,
         reason=reason,
         actor=actor,
+        during_auto_restart=during_auto_restart,
     )
     saga_id = services.executor.create_in(conn, params, instance_id=instance_id)
     record(conn, instance_id, Kind.START_REQUESTED, actor, operation_id=saga_id)
@@ -129,8 +140,10 @@ def _agent(ctx: Ctx) -> SledAgent:
 
 
 def _rest_state(ctx: Ctx) -> str:
-    """Where a failed start leaves the instance: failed for a restart, else stopped."""
-    return "failed" if ctx.params.reason == "auto_restart" else "no_vmm"
+    """Where a failed start leaves the instance: failed for a restart (or a user's start
+    during one), else stopped."""
+    p = ctx.params
+    return "failed" if p.reason == "auto_restart" or p.during_auto_restart else "no_vmm"
 
 
 # -- reserve_sled ----------------------------------------------------------------------------
@@ -336,17 +349,25 @@ def _start_failed(conn: Connection, ctx: Ctx, reason: Reason) -> None:
         return
     at_rest = row.active_vmm_id is None or row.active_vmm_id == p.vmm_id
     restart = p.reason == "auto_restart"
+    # A user's start during auto-restart that failed for a reason that may pass leaves the
+    # instance to auto-restart, as it was; any other failed user start leaves it stopped.
+    keeps_restarting = p.during_auto_restart and bool(reason.get("transient"))
     if at_rest:
         values: dict[str, object] = {"state": _rest_state(ctx), "active_vmm_id": None}
-        if not restart:
-            values["intended_state"] = "stopped"
+        if not restart and not keeps_restarting:
+            values.update(state="no_vmm", intended_state="stopped", time_next_auto_restart=None)
         instances.update(conn, p.instance_id, **values)
     if restart and at_rest:
         auto_restart.after_failed_attempt(
             conn, ctx.services.settings, p.instance_id, ctx.saga_id, reason
         )
         return
-    _record_failure(conn, ctx, reason, explains_status=at_rest)
+    detail = None
+    if p.during_auto_restart and at_rest:
+        detail = auto_restart.after_failed_user_start(
+            conn, ctx.services.settings, p.instance_id, keeps_restarting=keeps_restarting
+        )
+    _record_failure(conn, ctx, reason, explains_status=at_rest, detail=detail)
 
 
 def _stuck(conn: Connection, ctx: Ctx, reason: Reason) -> None:
@@ -354,7 +375,14 @@ def _stuck(conn: Connection, ctx: Ctx, reason: Reason) -> None:
     _record_failure(conn, ctx, reason, explains_status=True)
 
 
-def _record_failure(conn: Connection, ctx: Ctx, reason: Reason, *, explains_status: bool) -> None:
+def _record_failure(
+    conn: Connection,
+    ctx: Ctx,
+    reason: Reason,
+    *,
+    explains_status: bool,
+    detail: JsonObject | None = None,
+) -> None:
     p = ctx.params
     kind = Kind.AUTO_RESTART_FAILED if p.reason == "auto_restart" else Kind.START_FAILED
     record(
@@ -364,6 +392,7 @@ def _record_failure(conn: Connection, ctx: Ctx, reason: Reason, *, explains_stat
         p.actor,
         operation_id=ctx.saga_id,
         reason=reason,
+        detail=detail,
         explains_status=explains_status,
     )
 
