@@ -383,17 +383,6 @@ class FaultResultsPage(BaseModel):
     next_page: str | None = None
 
 
-class CurrentUser(BaseModel):
-    id: str
-    display_name: str
-    silo_id: str
-    silo_name: str
-    fleet_viewer: bool
-    silo_admin: bool
-    time_created: datetime
-    time_modified: datetime
-
-
 NameOrIdSortMode = Literal["name_ascending", "name_descending", "id_ascending"]
 IdSortMode = Literal["id_ascending"]
 
