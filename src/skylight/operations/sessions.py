@@ -183,6 +183,7 @@ class DeviceAuth:
 def device_auth(conn: Connection, client_id: str, ttl_seconds: int | None) -> DeviceAuth:
     if parse_uuid(client_id) is None:
         raise InvalidRequest(f"client_id: not a UUID: {client_id!r}")
+    rows.delete_expired_device_requests(conn, now())  # (abandoned ones do not pile up)
     device_code = secrets.new_token()
     for _ in range(5):  # a user code is short; pick another on the rare collision
         code = secrets.user_code()
@@ -224,7 +225,7 @@ def device_token(
     request = rows.device_request_by_hash(conn, secrets.token_hash(device_code))
     if request is None or request.client_id != client_id.lower():
         raise OAuthError("invalid_grant", "unknown device_code for this client_id")
-    if as_utc(request.time_expires) <= now() and request.user_id is None:
+    if as_utc(request.time_expires) <= now():
         rows.delete_device_request(conn, request.user_code)
         raise OAuthError("expired_token", "the device code expired; start again")
     if request.user_id is None:

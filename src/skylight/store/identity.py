@@ -387,3 +387,7 @@ def confirm_device_request(conn: Connection, user_code: str, user_id: str) -> No
 
 def delete_device_request(conn: Connection, user_code: str) -> None:
     conn.execute(device_auth_request.delete().where(device_auth_request.c.user_code == user_code))
+
+
+def delete_expired_device_requests(conn: Connection, at: datetime) -> None:
+    conn.execute(device_auth_request.delete().where(device_auth_request.c.time_expires <= at))
