@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection
 
 from skylight.clock import now
 from skylight.store import Row, paging
+from skylight.store.rows import CREATED, insert_new
 from skylight.store.schema import (
     console_session,
     device_access_token,
@@ -59,21 +60,19 @@ def insert_silo(
     discoverable: bool,
     quotas: tuple[int, int, int],
 ) -> None:
-    t = now()
     cpus, memory, storage = quotas
-    conn.execute(
-        silo.insert().values(
-            id=silo_id,
-            name=name,
-            description=description,
-            discoverable=discoverable,
-            identity_mode="local_only",
-            quota_cpus=cpus,
-            quota_memory=memory,
-            quota_storage=storage,
-            time_created=t,
-            time_modified=t,
-        )
+    insert_new(
+        conn,
+        silo,
+        CREATED,
+        id=silo_id,
+        name=name,
+        description=description,
+        discoverable=discoverable,
+        identity_mode="local_only",
+        quota_cpus=cpus,
+        quota_memory=memory,
+        quota_storage=storage,
     )
 
 
@@ -168,16 +167,14 @@ def user_page(
 def insert_user(
     conn: Connection, *, user_id: str, silo_id: str, name: str, password_hash: str | None
 ) -> None:
-    t = now()
-    conn.execute(
-        silo_user.insert().values(
-            id=user_id,
-            silo_id=silo_id,
-            name=name,
-            password_hash=password_hash,
-            time_created=t,
-            time_modified=t,
-        )
+    insert_new(
+        conn,
+        silo_user,
+        CREATED,
+        id=user_id,
+        silo_id=silo_id,
+        name=name,
+        password_hash=password_hash,
     )
 
 
@@ -248,11 +245,13 @@ def replace_assignments(
 
 
 def insert_session(conn: Connection, *, session_id: str, token_hash: str, user_id: str) -> None:
-    t = now()
-    conn.execute(
-        console_session.insert().values(
-            id=session_id, token_hash=token_hash, user_id=user_id, time_created=t, time_last_used=t
-        )
+    insert_new(
+        conn,
+        console_session,
+        ("time_created", "time_last_used"),
+        id=session_id,
+        token_hash=token_hash,
+        user_id=user_id,
     )
 
 
@@ -318,11 +317,6 @@ def insert_token(
             time_expires=expires,
         )
     )
-
-
-def token_by_hash(conn: Connection, token_hash: str) -> Row | None:
-    q = sa.select(device_access_token).where(device_access_token.c.token_hash == token_hash)
-    return conn.execute(q).first()
 
 
 def token_page(
