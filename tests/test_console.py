@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,26 +53,27 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     proc.stop()
 
 
+def add_alice(client: httpx.Client) -> None:
+    """Make "alice", a collaborator of the recovery silo who is no operator."""
+    r = client.post(
+        "/v1/system/identity-providers/local/users",
+        params={"silo": "recovery"},
+        json={"external_id": "alice", "password": {"mode": "password", "value": USER_PASSWORD}},
+    )
+    assert r.status_code == 201, r.text
+    policy = client.get("/v1/policy").json()
+    policy["role_assignments"].append(
+        {"identity_id": r.json()["id"], "identity_type": "silo_user", "role_name": "collaborator"}
+    )
+    assert client.put("/v1/policy", json=policy).status_code == 200
+
+
 @pytest.fixture(scope="module")
 def api(server: ServerProcess) -> Iterator[httpx.Client]:
-    """The recovery admin (a fleet admin: an operator), and "alice", a collaborator of its
-    silo who is no operator; the browser tests are alice's unless they log in otherwise."""
+    """The recovery admin (a fleet admin: an operator); the browser tests are alice's unless
+    they log in otherwise."""
     with server.client(timeout=30) as client:
-        r = client.post(
-            "/v1/system/identity-providers/local/users",
-            params={"silo": "recovery"},
-            json={"external_id": "alice", "password": {"mode": "password", "value": USER_PASSWORD}},
-        )
-        assert r.status_code == 201, r.text
-        policy = client.get("/v1/policy").json()
-        policy["role_assignments"].append(
-            {
-                "identity_id": r.json()["id"],
-                "identity_type": "silo_user",
-                "role_name": "collaborator",
-            }
-        )
-        assert client.put("/v1/policy", json=policy).status_code == 200
+        add_alice(client)
         yield client
 
 
@@ -95,8 +97,8 @@ def _chromium() -> str:
     pytest.skip("chromium is not installed (apt-get install chromium; make test does it)")
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+@contextmanager
+def chromium() -> Iterator[Browser]:
     executable = _chromium()
     pw: Playwright = sync_playwright().start()
     try:
@@ -105,6 +107,12 @@ def browser() -> Iterator[Browser]:
         browser.close()
     finally:
         pw.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with chromium() as b:
+        yield b
 
 
 @pytest.fixture

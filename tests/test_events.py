@@ -218,7 +218,7 @@ def test_a_repeat_moves_past_every_cursor(store: Store) -> None:
     assert len(rows) == 1 and rows[0].count == 4 and rows[0].seq == seen
 
 
-def test_retention_keeps_the_newest_and_the_status_reason(store: Store) -> None:
+def test_retention_keeps_the_newest_the_status_reason_and_its_origin(store: Store) -> None:
     actor = user_actor("u", "tester")
     ids = [
         store.tx_sync(lambda c: events.insert(c, _new(Kind.UPDATED, actor, None))) for _ in range(8)
@@ -227,15 +227,19 @@ def test_retention_keeps_the_newest_and_the_status_reason(store: Store) -> None:
     old = now() - timedelta(days=40)
     with store.engine.begin() as conn:
         conn.execute(event.update().values(time=old, time_last=old))
-        conn.execute(instance.update().where(instance.c.id == "i1").values(status_event_id=ids[0]))
+        conn.execute(
+            instance.update()
+            .where(instance.c.id == "i1")
+            .values(status_event_id=ids[1], status_origin_event_id=ids[0])
+        )
     removed = store.tx_sync(
         lambda c: events.enforce_retention(c, older_than=now() - timedelta(days=30), keep=3)
     )
-    assert removed == 4  # i1: 8 - newest 3 - the status reason; i2: its one stays
+    assert removed == 3  # i1: 8 - newest 3 - the status reason and its origin; i2's one stays
     with store.engine.connect() as conn:
         left = set(conn.execute(sa.select(event.c.id)).scalars())
-    assert set(ids[-3:]) <= left and ids[0] in left
-    assert not set(ids[1:5]) & left
+    assert set(ids[-3:]) <= left and {ids[0], ids[1]} <= left
+    assert not set(ids[2:5]) & left
     # recent events are never removed
     fresh = store.tx_sync(lambda c: events.insert(c, _new(Kind.UPDATED, actor, None)))
     store.tx_sync(

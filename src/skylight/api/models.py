@@ -230,8 +230,18 @@ class InstanceUpdate(Strict):
     multicast_groups: list[JsonObject] | None = None
 
 
+class AutoRestartProgress(BaseModel):
+    """Skylight: where automatic restart stands for an instance in trouble."""
+
+    state: Literal["scheduled", "restarting", "gave_up", "off"]
+    attempts: int = Field(description="automatic restarts begun since the trouble began")
+    next_attempt: datetime | None = None
+
+
 class StatusReason(BaseModel):
-    """Skylight: why the instance is not where its user wants it."""
+    """Skylight: why the instance is not where its user wants it, and the story of it: since
+    when, what happened, what Skylight is doing about it, and what the user can do
+    (``action``, the one fix)."""
 
     code: str
     message: str
@@ -241,6 +251,10 @@ class StatusReason(BaseModel):
     internal: JsonObject | None = None
     event_id: str
     time: datetime
+    since: datetime = Field(description="when the trouble began")
+    happened: str = Field(description="what happened since then, first to latest")
+    doing: str = Field(description="what Skylight is doing about it")
+    auto_restart: AutoRestartProgress | None = None
 
 
 class Instance(BaseModel):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
 from skylight.api import models
 from skylight.clock import as_utc
 from skylight.events.reasons import redact
+from skylight.instances import story
 from skylight.instances.state import run_state
 from skylight.operations import sleds
 from skylight.store import Row as Row  # what the views render, for the routes to name
@@ -25,14 +27,26 @@ def project(row: Row) -> models.Project:
     )
 
 
+_REASON_FIELDS = ("code", "message", "transient", "diagnosis", "internal")
+
+
 def instance(row: Row, *, operator: bool = False, cooldown: float = 300.0) -> models.Instance:
     status = None
     if row.status_reason is not None and row.status_event_id is not None:
         shown = redact(row.status_reason, operator=operator) or {}
+        told = story.of(row, shown)
+        auto = None
+        if told.auto_restart is not None:
+            auto = models.AutoRestartProgress(**asdict(told.auto_restart))
         status = models.StatusReason(
-            **{k: v for k, v in shown.items() if k in models.StatusReason.model_fields},
+            **{k: v for k, v in shown.items() if k in _REASON_FIELDS},
+            action=told.action,
             event_id=row.status_event_id,
             time=as_utc(row.status_time),
+            since=told.since,
+            happened=told.happened,
+            doing=told.doing,
+            auto_restart=auto,
         )
     state = run_state(row.state, row.vmm_state, row.intended_state)
     expiration = None

@@ -69,6 +69,9 @@ def serve(
     auto_restart_interval: float = typer.Option(
         5.0, min=0.01, help="seconds between looks for failed instances to restart"
     ),
+    auto_restart_backoff: float = typer.Option(
+        10.0, min=0, help="seconds before retrying a failed automatic restart (doubles, to 600)"
+    ),
     sled_call_timeout: float = typer.Option(
         10.0, min=0.05, help="seconds a sled agent has to answer before the call fails"
     ),
@@ -164,6 +167,8 @@ def serve(
         audit_interval=audit_interval,
         audit_after=audit_after,
         auto_restart_interval=auto_restart_interval,
+        auto_restart_backoff=auto_restart_backoff,
+        auto_restart_backoff_max=max(auto_restart_backoff, Settings.auto_restart_backoff_max),
         sled_call_timeout=sled_call_timeout,
         sled_failure_timeout=sled_failure_timeout,
         placement_rack_max_age=placement_rack_max_age,

@@ -23,7 +23,8 @@ def record(
     explains_status: bool = False,
 ) -> str:
     """Insert the event in ``conn``'s transaction; with ``explains_status`` it becomes the
-    instance's ``status_reason`` (the instance is not where its user wants it because of it)."""
+    instance's ``status_reason`` (the instance is not where its user wants it because of it),
+    and, if the instance had none, the beginning of its trouble (``status_origin_event_id``)."""
     row = instances.by_id(conn, instance_id, deleted=True)
     assert row is not None, f"event for unknown instance {instance_id}"
     event_id = events.insert(
@@ -41,7 +42,8 @@ def record(
         ),
     )
     if explains_status:
-        instances.update(conn, instance_id, status_event_id=event_id)
+        origin = row.status_origin_event_id or row.status_event_id or event_id
+        instances.update(conn, instance_id, status_event_id=event_id, status_origin_event_id=origin)
     return event_id
 
 

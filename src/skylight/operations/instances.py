@@ -168,7 +168,11 @@ async def stop_instance(services: Services, instance_id: str, actor: Actor, *, w
                 status_event_id=None,
                 time_next_auto_restart=None,
             )
-            record(conn, instance_id, Kind.STOPPED, actor)
+            # A stop during auto-restart ends it: a decision the event records, not a side
+            # effect nobody hears of.
+            planned = row.time_next_auto_restart
+            detail = {"auto_restart": "cancelled"} if planned is not None else None
+            record(conn, instance_id, Kind.STOPPED, actor, detail=detail)
             return None
         if row.vmm_state not in ("running", "rebooting"):
             raise Conflict(f"cannot stop the instance while it is {row.vmm_state}; try again")

@@ -108,6 +108,10 @@ def begin_in(
     during_auto_restart = (
         reason == "user" and row.state == "failed" and row.time_next_auto_restart is not None
     )
+    if reason == "user" and not during_auto_restart:
+        # A new start, a new story: the answer and the view must not carry the reason the
+        # last one failed for as if this one had.
+        values.update(status_event_id=None)
     if reason == "auto_restart":
         values.update(
             time_last_auto_restarted=now(),

@@ -232,11 +232,16 @@ def retention_batch(
     batch = list(conn.execute(q).scalars())
     if not batch:
         return 0, None
-    # Per instance of the batch: its status event (kept whatever its age) and, with ``keep``,
+    # Per instance of the batch: its status event and the event its trouble began with (both
+    # kept whatever their age: the status tells their story) and, with ``keep``,
     # the seq of its keep-th newest event (one probe, an index walk of ``keep`` entries);
     # then only its events older than that are looked at, through (instance_id, seq).
     # Instances with fewer events have nothing to lose.
-    columns = [instance.c.id.label("instance_id"), instance.c.status_event_id.label("status")]
+    columns = [
+        instance.c.id.label("instance_id"),
+        instance.c.status_event_id.label("status"),
+        instance.c.status_origin_event_id.label("origin"),
+    ]
     if keep > 0:
         newer = event.alias("newer")
         kth_newest = (
@@ -258,6 +263,7 @@ def retention_batch(
         .where(
             event.c.time_last < older_than,
             sa.or_(bounds.c.status.is_(None), event.c.id != bounds.c.status),
+            sa.or_(bounds.c.origin.is_(None), event.c.id != bounds.c.origin),
         )
     )
     result = conn.execute(event.delete().where(event.c.seq.in_(doomed)))

@@ -1,7 +1,8 @@
 """Instance and VMM rows.
 
-Reads return the instance joined with its active VMM and with the event behind its
-``status_reason``, which is everything the API's view needs in one query.
+Reads return the instance joined with its active VMM, with the event behind its
+``status_reason`` and with the event its trouble began with, which is everything the API's
+view needs in one query.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from skylight.store.schema import event, instance, saga, vmm
 
 _live = instance.c.time_deleted.is_(None)
 _status = event.alias("status_event")
+_origin = event.alias("status_origin_event")
 
 
 def _view() -> sa.Select[Any]:
@@ -27,10 +29,14 @@ def _view() -> sa.Select[Any]:
         vmm.c.sled_id.label("sled_id"),
         _status.c.reason.label("status_reason"),
         _status.c.time.label("status_time"),
+        _status.c.kind.label("status_kind"),
+        _origin.c.reason.label("origin_reason"),
+        _origin.c.time.label("origin_time"),
+        _origin.c.kind.label("origin_kind"),
     ).select_from(
-        instance.outerjoin(vmm, vmm.c.id == instance.c.active_vmm_id).outerjoin(
-            _status, _status.c.id == instance.c.status_event_id
-        )
+        instance.outerjoin(vmm, vmm.c.id == instance.c.active_vmm_id)
+        .outerjoin(_status, _status.c.id == instance.c.status_event_id)
+        .outerjoin(_origin, _origin.c.id == instance.c.status_origin_event_id)
     )
 
 
@@ -74,6 +80,8 @@ def update(
 ) -> int:
     """Update one instance; ``where`` adds conditions. Returns the number of rows changed."""
     values.setdefault("time_modified", now())
+    if "status_event_id" in values and values["status_event_id"] is None:
+        values["status_origin_event_id"] = None  # the trouble is over: so is its beginning
     if "state" in values or "active_vmm_id" in values:
         values.setdefault("time_run_state_updated", now())
         values["generation"] = instance.c.generation + 1

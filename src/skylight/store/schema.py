@@ -202,6 +202,8 @@ instance = sa.Table(
     sa.Column("intended_state", sa.String(16), nullable=False),
     # The event whose reason explains why the instance is not where its user wants it.
     sa.Column("status_event_id", Id),
+    # The first event of that trouble (the crash behind "restart attempt 3 failed").
+    sa.Column("status_origin_event_id", Id),
     sa.Column("generation", sa.Integer, nullable=False),
     *_lifetime(),
     sa.Column("time_run_state_updated", Time, nullable=False),

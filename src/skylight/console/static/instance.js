@@ -7,11 +7,14 @@ import { follow } from "./stream.js";
 import {
   actionButton,
   add,
+  allow,
   breadcrumbs,
   enc,
+  diagnosisBlock,
   eventItem,
   gib,
   h,
+  internalBlock,
   liveStatus,
   reasonBlock,
   showError,
@@ -36,15 +39,50 @@ function summary(inst) {
         ? `on (${inst.auto_restart_policy ?? "best_effort, the default"})`
         : "off",
     ),
-    inst.auto_restart_cooldown_expiration
-      ? row("Auto-restart cooldown until", timeEl(inst.auto_restart_cooldown_expiration))
-      : null,
     row("State since", timeEl(inst.time_run_state_updated)),
     row("Id", h("code", {}, inst.id)),
   );
 }
 
-function statusBlock(inst) {
+const GiB = 1024 ** 3;
+
+// What each action needs of the instance (the API's rules), and why not otherwise: a button
+// that would only earn an error is disabled and says why.
+const RESTING = ["stopped", "failed"];
+const NEEDS = {
+  start: (i) => (RESTING.includes(i.run_state) ? null : `It is ${i.run_state} already.`),
+  stop: (i) =>
+    ["running", "starting", "rebooting", "failed"].includes(i.run_state)
+      ? null
+      : `It is ${i.run_state}.`,
+  reboot: (i) => (i.run_state === "running" ? null : "Only a running instance can be rebooted."),
+  delete: (i) => (RESTING.includes(i.run_state) ? null : "Stop it first."),
+  resize: (i) => (RESTING.includes(i.run_state) ? null : "Stop it first to change its size."),
+};
+
+/** The size the reason's fix asks for, when the fix is a resize: the instance's own size,
+ * cut down to what the largest sled can hold. */
+function resizeFix(inst) {
+  const within = inst.status_reason?.diagnosis?.fits_within;
+  if (!within) return null;
+  const ncpus = Math.min(inst.ncpus, within.ncpus);
+  const memory = Math.min(inst.memory, within.memory);
+  if (ncpus === inst.ncpus && memory === inst.memory) return null;
+  return { ncpus, memory };
+}
+
+function badge(reason) {
+  const auto = reason.auto_restart;
+  if (!reason.transient) return h("span", { class: "badge badge-action" }, "needs your action");
+  if (auto && (auto.state === "scheduled" || auto.state === "restarting")) {
+    return h("span", { class: "badge badge-transient" }, "transient: Skylight retries");
+  }
+  return h("span", { class: "badge badge-transient" }, "transient: a later start may work");
+}
+
+/** The story of the instance's trouble: since when, what happened, what Skylight is doing,
+ * what you can do (the fix, said once), and the fix as a button where it is a resize. */
+function statusBlock(inst, fixButton) {
   const reason = inst.status_reason;
   if (!reason) {
     return h(
@@ -53,20 +91,71 @@ function statusBlock(inst) {
       `No status reason: the instance is where you want it (${inst.intended_state}).`,
     );
   }
+  const line = (cls, label, ...text) => h("p", { class: cls }, h("strong", {}, label), ...text);
   return h(
     "div",
-    { class: "status-reason" },
+    {
+      class: `status-reason reason ${reason.transient ? "reason-transient" : "reason-permanent"}`,
+      dataset: { code: reason.code },
+    },
     h(
       "p",
       { class: "status-lead" },
       inst.run_state === inst.intended_state
         ? `Why it is ${inst.run_state}, since `
         : `It is ${inst.run_state} while you want it ${inst.intended_state}, since `,
-      timeEl(reason.time),
+      timeEl(reason.since),
       ":",
     ),
-    reasonBlock(reason, { diagnosisOpen: true }),
+    h("p", { class: "reason-head" }, h("code", { class: "reason-code" }, reason.code), " ", badge(reason)),
+    line("story-happened", "What happened: ", reason.happened),
+    line("story-doing", "What Skylight is doing: ", reason.doing),
+    reason.action ? line("reason-action", "What you can do: ", reason.action) : null,
+    fixButton,
+    reason.diagnosis ? diagnosisBlock(reason.diagnosis, { open: true }) : null,
+    reason.internal ? internalBlock(reason.internal) : null,
   );
+}
+
+function resizeForm(inst, onSubmit) {
+  const fix = resizeFix(inst);
+  const cpus = h("input", {
+    id: "resize-ncpus",
+    type: "number",
+    min: "1",
+    step: "1",
+    required: true,
+    value: String(fix?.ncpus ?? inst.ncpus),
+  });
+  const mem = h("input", {
+    id: "resize-memory",
+    type: "number",
+    min: "1",
+    step: "1",
+    required: true,
+    value: String((fix?.memory ?? inst.memory) / GiB),
+  });
+  const startAfter = h("input", {
+    id: "resize-start",
+    type: "checkbox",
+    checked: inst.intended_state === "running" || Boolean(inst.status_reason),
+  });
+  const form = h(
+    "form",
+    { class: "resize-form", "aria-label": "Resize" },
+    h("label", { for: "resize-ncpus" }, "vCPUs"),
+    cpus,
+    h("label", { for: "resize-memory" }, "Memory (GiB)"),
+    mem,
+    h("label", { class: "inline" }, startAfter, " start it after the change"),
+    h("button", { type: "submit" }, "Apply"),
+  );
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const size = { ncpus: Number(cpus.value), memory: Number(mem.value) * GiB };
+    onSubmit(size, startAfter.checked);
+  });
+  return form;
 }
 
 function placementResult(out) {
@@ -136,20 +225,41 @@ export async function renderInstance(main, [project, name], { signal }) {
   const events = new Map(); // event id -> [event, <li>]
   let statusEventId = null;
 
-  function put(e, { fresh = false, first = false } = {}) {
+  // Newest first by latest occurrence: a coalesced event (placed ×4) sorts by its last
+  // repeat, not its first, wherever it came from (a page, or the stream).
+  function put(e, { fresh = false } = {}) {
     const li = eventItem(e, { statusEventId, fresh });
     const old = events.get(e.id);
     if (old) old[1].remove();
     events.set(e.id, [e, li]);
-    if (first) timeline.prepend(li);
-    else timeline.append(li);
+    const last = Date.parse(e.time_last);
+    li.dataset.last = String(last);
+    const before = [...timeline.children].find((x) => Number(x.dataset.last) < last);
+    timeline.insertBefore(li, before ?? null);
   }
+
+  const buttons = {};
+  const fixSlot = h("div", { class: "fix-result" });
 
   function show(next) {
     inst = next;
     heading.replaceChildren(inst.name, " ", stateBadge(inst.run_state));
-    status.replaceChildren(statusBlock(inst));
+    const fix = resizeFix(inst);
+    const fixButton = fix
+      ? h(
+          "div",
+          { class: "fix" },
+          actionButton(
+            `Resize to ${fix.ncpus} vCPUs, ${gib(fix.memory)} and start`,
+            () => resizeThenStart(fix, true, fixSlot),
+            { busyText: "Resizing…", class: "fix-button" },
+          ),
+          fixSlot,
+        )
+      : null;
+    status.replaceChildren(statusBlock(inst, fixButton));
     details.replaceChildren(summary(inst));
+    for (const [verb, button] of Object.entries(buttons)) allow(button, NEEDS[verb](inst));
     const statusId = inst.status_reason?.event_id ?? null;
     if (statusId !== statusEventId) {
       const changed = [statusEventId, statusId];
@@ -158,6 +268,7 @@ export async function renderInstance(main, [project, name], { signal }) {
         const known = eid && events.get(eid);
         if (known) {
           const li = eventItem(known[0], { statusEventId });
+          li.dataset.last = known[1].dataset.last;
           known[1].replaceWith(li);
           known[1] = li;
         }
@@ -208,11 +319,11 @@ export async function renderInstance(main, [project, name], { signal }) {
     }
   }
 
-  async function act(verb, label) {
-    answer.replaceChildren();
+  async function act(verb, label, slot = answer) {
+    slot.replaceChildren();
     try {
       const after = await api("POST", `/v1/instances/${id}/${verb}`, { signal });
-      answer.replaceChildren(
+      slot.replaceChildren(
         h(
           "p",
           { class: "notice", role: "status" },
@@ -222,11 +333,51 @@ export async function renderInstance(main, [project, name], { signal }) {
         ),
       );
       show(after);
+      return true;
     } catch (e) {
-      if (signal.aborted) return;
-      showError(answer, e, { title: `${label} failed` });
+      if (signal.aborted) return false;
+      showError(slot, e, { title: `${label} failed` });
       reloadSoon();
+      return false;
     }
+  }
+
+  /** Change the size (the whole update body, as Oxide's PUT wants it); then, if asked,
+   * start at once: the outcome shows in ``slot``, where the user clicked. */
+  async function resizeThenStart(size, start, slot) {
+    slot.replaceChildren();
+    const body = {
+      ncpus: size.ncpus,
+      memory: size.memory,
+      auto_restart_policy: inst.auto_restart_policy ?? null,
+      boot_disk: inst.boot_disk_id ?? null,
+      cpu_platform: inst.cpu_platform ?? null,
+      enable_jumbo_frames: inst.enable_jumbo_frames,
+    };
+    try {
+      show(await api("PUT", `/v1/instances/${id}`, { body, signal }));
+    } catch (e) {
+      if (!signal.aborted) showError(slot, e, { title: "Resize failed" });
+      return;
+    }
+    const done = `Resized to ${size.ncpus} vCPUs, ${gib(size.memory)}`;
+    if (!start) {
+      slot.replaceChildren(h("p", { class: "notice", role: "status" }, `${done}.`));
+      return;
+    }
+    const result = h("div");
+    slot.replaceChildren(h("p", { class: "notice" }, `${done}; starting it.`), result);
+    await act("start", "Start", result);
+  }
+
+  const resizeSlot = h("div", { class: "resize" });
+  const resizeResult = h("div", { class: "resize-result" });
+  function openResize() {
+    resizeSlot.replaceChildren(
+      resizeForm(inst, (size, start) => resizeThenStart(size, start, resizeResult)),
+      resizeResult,
+    );
+    resizeSlot.querySelector("input")?.focus();
   }
 
   function confirmDelete() {
@@ -279,12 +430,22 @@ export async function renderInstance(main, [project, name], { signal }) {
     h(
       "div",
       { class: "actions", role: "group", "aria-label": "Instance actions" },
-      actionButton("Start", () => act("start", "Start"), { busyText: "Starting…" }),
-      actionButton("Stop", () => act("stop", "Stop"), { busyText: "Stopping…" }),
-      actionButton("Reboot", () => act("reboot", "Reboot"), { busyText: "Rebooting…" }),
-      h("button", { type: "button", class: "danger", onclick: confirmDelete }, "Delete"),
+      (buttons.start = actionButton("Start", () => act("start", "Start"), {
+        busyText: "Starting…",
+      })),
+      (buttons.stop = actionButton("Stop", () => act("stop", "Stop"), { busyText: "Stopping…" })),
+      (buttons.reboot = actionButton("Reboot", () => act("reboot", "Reboot"), {
+        busyText: "Rebooting…",
+      })),
+      (buttons.resize = h("button", { type: "button", onclick: openResize }, "Resize…")),
+      (buttons.delete = h(
+        "button",
+        { type: "button", class: "danger", onclick: confirmDelete },
+        "Delete",
+      )),
     ),
     answer,
+    resizeSlot,
     h(
       "section",
       { "aria-labelledby": "details-h" },
@@ -325,7 +486,7 @@ export async function renderInstance(main, [project, name], { signal }) {
     signal,
     onOpen: readFirstPage,
     onEvent: (e) => {
-      put(e, { fresh: true, first: true });
+      put(e, { fresh: true });
       reloadSoon();
     },
     onStatus: (state, error) => {

@@ -185,7 +185,7 @@ export function diagnosisBlock(diagnosis, { open = false } = {}) {
 }
 
 /** The ``internal`` part of a reason (operators only): sled ids, sled-agent errors. */
-function internalBlock(internal) {
+export function internalBlock(internal) {
   return h(
     "div",
     { class: "operator-only internal" },
@@ -307,12 +307,20 @@ export function actionButton(label, fn, { busyText = `${label}…`, kind = "", .
     try {
       await fn();
     } finally {
-      button.disabled = false;
+      button.disabled = button.dataset.blocked === "true"; // the action may have changed that
       button.removeAttribute("aria-busy");
       button.textContent = label;
     }
   });
   return button;
+}
+
+/** Enable ``button`` when ``why`` is null; otherwise disable it and say why (as its title). */
+export function allow(button, why) {
+  button.dataset.blocked = String(Boolean(why));
+  if (button.getAttribute("aria-busy") !== "true") button.disabled = Boolean(why);
+  if (why) button.title = why;
+  else button.removeAttribute("title");
 }
 
 export function breadcrumbs(...links) {
