@@ -8,8 +8,10 @@ What the caller may do to what it can see is asked of ``authorize`` with ``need`
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from skylight.errors import AlreadyExists, InvalidRequest, NotFound
@@ -45,6 +47,19 @@ def renamed(
     if description is not None:
         values["description"] = description
     return values
+
+
+@contextmanager
+def claimed(conn: Connection, rtype: str, name: str) -> Iterator[None]:
+    """Write, in the block, the ``rtype`` called ``name``, which was checked to be free. A
+    writer that took the name between the check and this write (its row is refused by a
+    unique index) makes it AlreadyExists; the block's writes are undone to a savepoint, so
+    the caller's transaction stays usable."""
+    try:
+        with conn.begin_nested():
+            yield
+    except sa.exc.IntegrityError:
+        raise AlreadyExists(rtype, name) from None
 
 
 def _top_level(
