@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from skylight import lookup
@@ -60,21 +59,18 @@ def block_size_and_type(size: int, backend: JsonObject) -> tuple[int, str]:
 
 
 def _insert(conn: Connection, project_id: str, spec: JsonObject, instance_id: str | None) -> None:
-    try:
-        with conn.begin_nested():
-            rows.insert(
-                conn,
-                disk_id=spec["id"],
-                project_id=project_id,
-                name=spec["name"],
-                description=spec["description"],
-                size=spec["size"],
-                block_size=spec["block_size"],
-                disk_type=spec["disk_type"],
-                instance_id=instance_id,
-            )
-    except sa.exc.IntegrityError:
-        raise AlreadyExists("disk", spec["name"]) from None
+    with lookup.claimed(conn, "disk", spec["name"]):
+        rows.insert(
+            conn,
+            disk_id=spec["id"],
+            project_id=project_id,
+            name=spec["name"],
+            description=spec["description"],
+            size=spec["size"],
+            block_size=spec["block_size"],
+            disk_type=spec["disk_type"],
+            instance_id=instance_id,
+        )
 
 
 def _spec(conn: Connection, project_id: str, body: JsonObject) -> JsonObject:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from skylight import lookup
@@ -81,20 +80,17 @@ def create(
     if rows.by_name(conn, kind, proj.id, name) is not None:
         raise AlreadyExists(lookup.GROUP_TYPE[kind], name)
     group_id = new_id()
-    try:
-        with conn.begin_nested():
-            rows.insert(
-                conn,
-                kind,
-                group_id=group_id,
-                project_id=proj.id,
-                name=name,
-                description=description,
-                policy=policy,
-                failure_domain=failure_domain,
-            )
-    except sa.exc.IntegrityError:
-        raise AlreadyExists(lookup.GROUP_TYPE[kind], name) from None
+    with lookup.claimed(conn, lookup.GROUP_TYPE[kind], name):
+        rows.insert(
+            conn,
+            kind,
+            group_id=group_id,
+            project_id=proj.id,
+            name=name,
+            description=description,
+            policy=policy,
+            failure_domain=failure_domain,
+        )
     row = rows.by_id(conn, kind, group_id)
     assert row is not None
     return row
@@ -119,11 +115,8 @@ def update(
         taken=lambda n: rows.by_name(conn, kind, row.project_id, n),
     )
     if values:
-        try:
-            with conn.begin_nested():
-                rows.update(conn, kind, row.id, **values)
-        except sa.exc.IntegrityError:
-            raise AlreadyExists(lookup.GROUP_TYPE[kind], str(name)) from None
+        with lookup.claimed(conn, lookup.GROUP_TYPE[kind], str(name)):
+            rows.update(conn, kind, row.id, **values)
     new = rows.by_id(conn, kind, row.id)
     assert new is not None
     return new
@@ -205,11 +198,8 @@ def member_add(conn: Connection, m: Member, actor: Actor) -> Row:
             f"instance already belongs to the maximum allowed number of {_words(kind)}s "
             f"({MAX_GROUPS_PER_INSTANCE})"
         )
-    try:
-        with conn.begin_nested():
-            rows.add_member(conn, kind, grp.id, inst.id)
-    except sa.exc.IntegrityError:
-        raise AlreadyExists(f"{lookup.GROUP_TYPE[kind]}-member", inst.id) from None
+    with lookup.claimed(conn, f"{lookup.GROUP_TYPE[kind]}-member", inst.id):
+        rows.add_member(conn, kind, grp.id, inst.id)
     _membership(conn, kind, grp, inst, actor, "joined")
     member = rows.member(conn, kind, grp.id, inst.id)
     assert member is not None

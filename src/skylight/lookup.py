@@ -8,8 +8,11 @@ What the caller may do to what it can see is asked of ``authorize`` with ``need`
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from skylight.errors import AlreadyExists, InvalidRequest, NotFound
@@ -45,6 +48,19 @@ def renamed(
     if description is not None:
         values["description"] = description
     return values
+
+
+@contextmanager
+def claimed(conn: Connection, rtype: str, name: str) -> Iterator[None]:
+    """Write, in the block, the ``rtype`` called ``name``, which was checked to be free. A
+    writer that took the name between the check and this write (its row is refused by a
+    unique index) makes it AlreadyExists; the block's writes are undone to a savepoint, so
+    the caller's transaction stays usable."""
+    try:
+        with conn.begin_nested():
+            yield
+    except sa.exc.IntegrityError:
+        raise AlreadyExists(rtype, name) from None
 
 
 def _top_level(
@@ -135,23 +151,31 @@ GROUP_TYPE = {"affinity": "affinity-group", "anti_affinity": "anti-affinity-grou
 GROUP_WORDS = {"affinity": "affinity group", "anti_affinity": "anti-affinity group"}
 
 
+@dataclass(frozen=True)
+class _Child:
+    """A kind of resource that lives in a project, as a selector finds it."""
+
+    rtype: str  # Oxide's type name (in "not found" messages)
+    words: str  # what a message calls one ("a disk")
+    by_id: Callable[[Connection, str], Row | None]
+    by_name: Callable[[Connection, str, str], Row | None]  # (conn, project id, name)
+
+
 def _in_project(
     conn: Connection,
     caller: Caller,
-    need: Action,
-    rtype: str,
-    words: str,
+    kind: _Child,
     selector: str,
     project_selector: str | None,
-    by_id: Callable[[str], Row | None],
-    by_name: Callable[[str, str], Row | None],
+    need: Action,
 ) -> Row:
     """A project's child by id (then ``project_selector`` must be absent) or by name."""
+    rtype, words = kind.rtype, kind.words
     parsed = parse_uuid(selector)
     if parsed is not None:
         if project_selector is not None:
             raise InvalidRequest(f"when providing {words} as an ID project should not be specified")
-        row = by_id(str(parsed))
+        row = kind.by_id(conn, str(parsed))
         if row is None:
             raise NotFound.by_id(rtype, selector)
         _project_of(conn, caller, row.project_id, need, lambda: NotFound.by_id(rtype, selector))
@@ -159,7 +183,7 @@ def _in_project(
     if project_selector is None:
         raise InvalidRequest(f"project must be specified when selecting {words} by name")
     proj = project(conn, caller, project_selector, need)
-    row = by_name(proj.id, selector)
+    row = kind.by_name(conn, proj.id, selector)
     if row is None:
         raise NotFound.by_name(rtype, selector)
     return row
@@ -174,17 +198,16 @@ def group(
     need: Action = Action.read,
 ) -> Row:
     """An affinity (``kind="affinity"``) or anti-affinity (``"anti_affinity"``) group."""
-    return _in_project(
-        conn,
-        caller,
-        need,
+    child = _Child(
         GROUP_TYPE[kind],
         f"an {GROUP_WORDS[kind]}",
-        selector,
-        project_selector,
-        lambda ident: groups.by_id(conn, kind, ident),
-        lambda project_id, name: groups.by_name(conn, kind, project_id, name),
+        lambda c, ident: groups.by_id(c, kind, ident),
+        lambda c, project_id, name: groups.by_name(c, kind, project_id, name),
     )
+    return _in_project(conn, caller, child, selector, project_selector, need)
+
+
+_DISK = _Child("disk", "a disk", disks.by_id, disks.by_name)
 
 
 def disk(
@@ -194,17 +217,7 @@ def disk(
     project_selector: str | None,
     need: Action = Action.read,
 ) -> Row:
-    return _in_project(
-        conn,
-        caller,
-        need,
-        "disk",
-        "a disk",
-        selector,
-        project_selector,
-        lambda ident: disks.by_id(conn, ident),
-        lambda project_id, name: disks.by_name(conn, project_id, name),
-    )
+    return _in_project(conn, caller, _DISK, selector, project_selector, need)
 
 
 def alert_receiver(conn: Connection, selector: str) -> Row:

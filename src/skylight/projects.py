@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from skylight import lookup
@@ -26,17 +25,14 @@ def create(conn: Connection, caller: Caller, name: str, description: str) -> Row
     if rows.by_name(conn, caller.silo_id, name) is not None:
         raise AlreadyExists("project", name)
     project_id = new_id()
-    try:
-        with conn.begin_nested():
-            rows.insert(
-                conn,
-                project_id=project_id,
-                silo_id=caller.silo_id,
-                name=name,
-                description=description,
-            )
-    except sa.exc.IntegrityError:
-        raise AlreadyExists("project", name) from None
+    with lookup.claimed(conn, "project", name):
+        rows.insert(
+            conn,
+            project_id=project_id,
+            silo_id=caller.silo_id,
+            name=name,
+            description=description,
+        )
     row = rows.by_id(conn, project_id)
     assert row is not None
     return row

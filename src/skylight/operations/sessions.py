@@ -61,22 +61,23 @@ def _roles(
     return fleet, silo_role, projects
 
 
-def _caller(
-    conn: Connection,
-    *,
-    user_id: str,
-    user_name: str,
-    silo_id: str,
-    silo_name: str,
-    auth_method: str,
-    credential_id: str,
-) -> Caller:
-    fleet, silo_role, projects = _roles(conn, user_id, silo_id)
+@dataclass(frozen=True)
+class _Who:
+    """A user and its silo, as a credential (or a login) finds them."""
+
+    user_id: str
+    user_name: str
+    silo_id: str
+    silo_name: str
+
+
+def _caller(conn: Connection, who: _Who, *, auth_method: str, credential_id: str) -> Caller:
+    fleet, silo_role, projects = _roles(conn, who.user_id, who.silo_id)
     return Caller(
-        user_id=user_id,
-        silo_id=silo_id,
-        silo_name=silo_name,
-        display_name=user_name,
+        user_id=who.user_id,
+        silo_id=who.silo_id,
+        silo_name=who.silo_name,
+        display_name=who.user_name,
         fleet_role=fleet,
         silo_role=silo_role,
         project_roles=projects,
@@ -89,15 +90,8 @@ def caller_for(conn: Connection, user: Row, *, auth_method: str, credential_id: 
     silo = rows.silo_by_id(conn, user.silo_id)
     if silo is None:
         raise Unauthenticated("credentials missing or invalid")
-    return _caller(
-        conn,
-        user_id=user.id,
-        user_name=user.name,
-        silo_id=silo.id,
-        silo_name=silo.name,
-        auth_method=auth_method,
-        credential_id=credential_id,
-    )
+    who = _Who(user.id, user.name, silo.id, silo.name)
+    return _caller(conn, who, auth_method=auth_method, credential_id=credential_id)
 
 
 def authenticate(conn: Connection, credential: Credential, limits: Lifetimes) -> Caller:
@@ -117,15 +111,8 @@ def authenticate(conn: Connection, credential: Credential, limits: Lifetimes) ->
             rows.touch_session(conn, owner.credential_id, t)
     elif owner.time_expires is not None and as_utc(owner.time_expires) <= t:
         raise Unauthenticated("access token expired: log in again")
-    return _caller(
-        conn,
-        user_id=owner.user_id,
-        user_name=owner.user_name,
-        silo_id=owner.silo_id,
-        silo_name=owner.silo_name,
-        auth_method=credential.kind,
-        credential_id=owner.credential_id,
-    )
+    who = _Who(owner.user_id, owner.user_name, owner.silo_id, owner.silo_name)
+    return _caller(conn, who, auth_method=credential.kind, credential_id=owner.credential_id)
 
 
 # -- login ---------------------------------------------------------------------------------

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from skylight import lookup
 from skylight.errors import AlreadyExists, InvalidRequest, InvalidValue, NotFound
 from skylight.identity import secrets
 from skylight.identity.access import (
@@ -76,18 +76,15 @@ def create(conn: Connection, caller: Caller, new: NewSilo) -> Row:
         raise AlreadyExists("silo", new.name)
     silo_id = new_id()
     q = new.quotas
-    try:
-        with conn.begin_nested():
-            rows.insert_silo(
-                conn,
-                silo_id=silo_id,
-                name=new.name,
-                description=new.description,
-                discoverable=new.discoverable,
-                quotas=(q.cpus, q.memory, q.storage),
-            )
-    except sa.exc.IntegrityError:
-        raise AlreadyExists("silo", new.name) from None
+    with lookup.claimed(conn, "silo", new.name):
+        rows.insert_silo(
+            conn,
+            silo_id=silo_id,
+            name=new.name,
+            description=new.description,
+            discoverable=new.discoverable,
+            quotas=(q.cpus, q.memory, q.storage),
+        )
     row = rows.silo_by_id(conn, silo_id)
     assert row is not None
     return row
@@ -191,13 +188,10 @@ def create_user(
         raise AlreadyExists("user", username)
     user_id = new_id()
     digest = secrets.hash_password(password) if password is not None else None
-    try:
-        with conn.begin_nested():
-            rows.insert_user(
-                conn, user_id=user_id, silo_id=target.id, name=username, password_hash=digest
-            )
-    except sa.exc.IntegrityError:
-        raise AlreadyExists("user", username) from None
+    with lookup.claimed(conn, "user", username):
+        rows.insert_user(
+            conn, user_id=user_id, silo_id=target.id, name=username, password_hash=digest
+        )
     row = rows.user_by_id(conn, user_id)
     assert row is not None
     return row

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 
 from skylight.clock import now
 from skylight.store import Row, paging
-from skylight.store.rows import CREATED, insert_new
+from skylight.store.rows import CREATED, NEVER_MODIFIED, insert_new
 from skylight.store.schema import (
     console_session,
     device_access_token,
@@ -307,15 +307,15 @@ def insert_token(
     client_id: str,
     expires: datetime | None,
 ) -> None:
-    conn.execute(
-        device_access_token.insert().values(
-            id=token_id,
-            token_hash=token_hash,
-            user_id=user_id,
-            client_id=client_id,
-            time_created=now(),
-            time_expires=expires,
-        )
+    insert_new(
+        conn,
+        device_access_token,
+        NEVER_MODIFIED,
+        id=token_id,
+        token_hash=token_hash,
+        user_id=user_id,
+        client_id=client_id,
+        time_expires=expires,
     )
 
 
@@ -347,15 +347,15 @@ def insert_device_request(
     token_ttl: int | None,
     expires: datetime,
 ) -> None:
-    conn.execute(
-        device_auth_request.insert().values(
-            user_code=user_code,
-            device_code_hash=device_code_hash,
-            client_id=client_id,
-            token_ttl=token_ttl,
-            time_created=now(),
-            time_expires=expires,
-        )
+    insert_new(
+        conn,
+        device_auth_request,
+        NEVER_MODIFIED,
+        user_code=user_code,
+        device_code_hash=device_code_hash,
+        client_id=client_id,
+        token_ttl=token_ttl,
+        time_expires=expires,
     )
 
 

@@ -11,6 +11,8 @@ from skylight.clock import now
 
 # A named resource (project, disk, group) is created and first modified at the same instant.
 CREATED = ("time_created", "time_modified")
+# A row written once and never modified (a reservation, a token, a device request).
+NEVER_MODIFIED = ("time_created",)
 
 
 def insert_new(conn: Connection, table: sa.Table, stamped: Sequence[str], **values: object) -> None:

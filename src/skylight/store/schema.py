@@ -23,13 +23,40 @@ Time = sa.DateTime(timezone=True)
 BigInt = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
-def _lifetime() -> list[sa.Column[object]]:
-    """A resource's life as the Oxide API shows it; a deleted row stays, marked."""
+def _key() -> sa.Column[object]:
+    """The row's id, its primary key (a UUID as text)."""
+    return sa.Column("id", Id, primary_key=True)
+
+
+def _named() -> list[sa.Column[object]]:
+    """A resource's name and description, as the Oxide API shows them (the API checks the
+    name; its rule allows at most 63 characters)."""
     return [
-        sa.Column("time_created", Time, nullable=False),
-        sa.Column("time_modified", Time, nullable=False),
-        sa.Column("time_deleted", Time),
+        sa.Column("name", sa.String(63), nullable=False),
+        sa.Column("description", sa.Text, nullable=False),
     ]
+
+
+def _in_project() -> sa.Column[object]:
+    """The project a resource belongs to."""
+    return sa.Column("project_id", Id, sa.ForeignKey("project.id"), nullable=False)
+
+
+def _created() -> sa.Column[object]:
+    """When the row was written."""
+    return sa.Column("time_created", Time, nullable=False)
+
+
+def _lifetime(*, soft_deleted: bool = True) -> list[sa.Column[object]]:
+    """A resource's life as the Oxide API shows it. A ``soft_deleted`` row stays when it is
+    deleted, marked by ``time_deleted``; others go (or, as sleds, are never deleted)."""
+    columns: list[sa.Column[object]] = [
+        _created(),
+        sa.Column("time_modified", Time, nullable=False),
+    ]
+    if soft_deleted:
+        columns.append(sa.Column("time_deleted", Time))
+    return columns
 
 
 def _unique_live_name(table: sa.Table, *scope: sa.Column[object]) -> None:
@@ -47,9 +74,8 @@ def _unique_live_name(table: sa.Table, *scope: sa.Column[object]) -> None:
 silo = sa.Table(
     "silo",
     metadata,
-    sa.Column("id", Id, primary_key=True),
-    sa.Column("name", sa.String(63), nullable=False),
-    sa.Column("description", sa.Text, nullable=False),
+    _key(),
+    *_named(),
     sa.Column("discoverable", sa.Boolean, nullable=False),
     sa.Column("identity_mode", sa.String(16), nullable=False),  # local_only
     # Quotas on what the silo's running instances may hold (Oxide's SiloQuotas).
@@ -63,7 +89,7 @@ _unique_live_name(silo)
 silo_user = sa.Table(
     "silo_user",
     metadata,
-    sa.Column("id", Id, primary_key=True),
+    _key(),
     sa.Column("silo_id", Id, sa.ForeignKey("silo.id"), nullable=False),
     sa.Column("name", sa.String(63), nullable=False),  # the username (Oxide's external_id)
     sa.Column("password_hash", sa.String(256)),  # argon2id; NULL: login disallowed
@@ -81,25 +107,31 @@ role_assignment = sa.Table(
     sa.Column("role_name", sa.String(32), primary_key=True),
 )
 
-# Console sessions and device access tokens, each stored as the SHA-256 of its token.
+
+def _credential() -> list[sa.Column[object]]:
+    """What console sessions and device access tokens share: each is a user's, and is stored
+    as the SHA-256 of its token (looked up by it)."""
+    return [
+        _key(),
+        sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+        sa.Column("user_id", Id, sa.ForeignKey("silo_user.id"), nullable=False, index=True),
+    ]
+
+
 console_session = sa.Table(
     "console_session",
     metadata,
-    sa.Column("id", Id, primary_key=True),
-    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
-    sa.Column("user_id", Id, sa.ForeignKey("silo_user.id"), nullable=False, index=True),
-    sa.Column("time_created", Time, nullable=False),
+    *_credential(),
+    _created(),
     sa.Column("time_last_used", Time, nullable=False),
 )
 
 device_access_token = sa.Table(
     "device_access_token",
     metadata,
-    sa.Column("id", Id, primary_key=True),
-    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
-    sa.Column("user_id", Id, sa.ForeignKey("silo_user.id"), nullable=False, index=True),
+    *_credential(),
     sa.Column("client_id", Id, nullable=False),
-    sa.Column("time_created", Time, nullable=False),
+    _created(),
     sa.Column("time_expires", Time),
 )
 
@@ -113,7 +145,7 @@ device_auth_request = sa.Table(
     sa.Column("client_id", Id, nullable=False),
     sa.Column("token_ttl", sa.Integer),
     sa.Column("user_id", Id),
-    sa.Column("time_created", Time, nullable=False),
+    _created(),
     sa.Column("time_expires", Time, nullable=False),
 )
 
@@ -121,7 +153,7 @@ device_auth_request = sa.Table(
 audit_log = sa.Table(
     "audit_log",
     metadata,
-    sa.Column("id", Id, primary_key=True),
+    _key(),
     sa.Column("time_started", Time, nullable=False),
     sa.Column("time_completed", Time, nullable=False),
     sa.Column("request_id", Id, nullable=False),
@@ -142,10 +174,9 @@ audit_log = sa.Table(
 project = sa.Table(
     "project",
     metadata,
-    sa.Column("id", Id, primary_key=True),
+    _key(),
     sa.Column("silo_id", Id, sa.ForeignKey("silo.id"), nullable=False, index=True),
-    sa.Column("name", sa.String(63), nullable=False),
-    sa.Column("description", sa.Text, nullable=False),
+    *_named(),
     *_lifetime(),
 )
 _unique_live_name(project, project.c.silo_id)
@@ -153,7 +184,7 @@ _unique_live_name(project, project.c.silo_id)
 sled = sa.Table(
     "sled",
     metadata,
-    sa.Column("id", Id, primary_key=True),
+    _key(),
     sa.Column("rack_id", Id, nullable=False),
     sa.Column("serial", sa.String(128), nullable=False, unique=True),
     sa.Column("part", sa.String(128), nullable=False),
@@ -177,17 +208,15 @@ sled = sa.Table(
     sa.Column("reserved_hardware_threads", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("reserved_memory", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("reserved_local_storage", sa.BigInteger, nullable=False, server_default="0"),
-    sa.Column("time_created", Time, nullable=False),
-    sa.Column("time_modified", Time, nullable=False),
+    *_lifetime(soft_deleted=False),
 )
 
 instance = sa.Table(
     "instance",
     metadata,
-    sa.Column("id", Id, primary_key=True),
-    sa.Column("project_id", Id, sa.ForeignKey("project.id"), nullable=False),
-    sa.Column("name", sa.String(63), nullable=False),
-    sa.Column("description", sa.Text, nullable=False),
+    _key(),
+    _in_project(),
+    *_named(),
     sa.Column("hostname", sa.String(253), nullable=False),
     sa.Column("ncpus", sa.Integer, nullable=False),
     sa.Column("memory", sa.BigInteger, nullable=False),
@@ -229,20 +258,20 @@ sa.Index(
 vmm = sa.Table(
     "vmm",
     metadata,
-    sa.Column("id", Id, primary_key=True),
+    _key(),
     sa.Column("instance_id", Id, sa.ForeignKey("instance.id"), nullable=False, index=True),
     sa.Column("sled_id", Id, sa.ForeignKey("sled.id"), nullable=False),
     # creating | starting | running | stopping | stopped | rebooting | failed | destroyed
     # | saga_unwound
     sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("time_created", Time, nullable=False),
+    _created(),
     sa.Column("time_state_updated", Time, nullable=False),
 )
 
 sled_reservation = sa.Table(
     "sled_reservation",
     metadata,
-    sa.Column("id", Id, primary_key=True),  # the VMM's id: one reservation per VMM
+    _key(),  # the VMM's id: one reservation per VMM
     sa.Column("sled_id", Id, sa.ForeignKey("sled.id"), nullable=False, index=True),
     sa.Column("instance_id", Id, nullable=False, index=True),
     sa.Column("hardware_threads", sa.Integer, nullable=False),
@@ -250,7 +279,7 @@ sled_reservation = sa.Table(
     # Local storage held for the instance's not-yet-pinned local disks while it starts; set
     # to zero when the start succeeds and the disks are pinned to the sled.
     sa.Column("local_storage", sa.BigInteger, nullable=False, server_default="0"),
-    sa.Column("time_created", Time, nullable=False),
+    _created(),
 )
 
 event = sa.Table(
@@ -289,7 +318,7 @@ sa.Index("ix_instance_event_instance_kind_seq", event.c.instance_id, event.c.kin
 saga = sa.Table(
     "saga",
     metadata,
-    sa.Column("id", Id, primary_key=True),
+    _key(),
     sa.Column("name", sa.String(48), nullable=False),
     # running | unwinding | done | unwound | stuck
     sa.Column("state", sa.String(16), nullable=False),
@@ -301,7 +330,7 @@ saga = sa.Table(
     sa.Column("adopt_generation", sa.Integer, nullable=False),
     sa.Column("log_length", sa.Integer, nullable=False),
     sa.Column("error", sa.JSON),
-    sa.Column("time_created", Time, nullable=False),
+    _created(),
     sa.Column("time_done", Time),
 )
 sa.Index("ix_saga_state_sec", saga.c.state, saga.c.current_sec)
@@ -332,7 +361,7 @@ lease = sa.Table(
 replica = sa.Table(
     "replica",
     metadata,
-    sa.Column("id", Id, primary_key=True),
+    _key(),
     sa.Column("bind", sa.String(255), nullable=False),
     sa.Column("time_started", Time, nullable=False),
     sa.Column("time_heartbeat", Time, nullable=False),
@@ -346,10 +375,9 @@ def _group_table(name: str) -> sa.Table:
     table = sa.Table(
         name,
         metadata,
-        sa.Column("id", Id, primary_key=True),
-        sa.Column("project_id", Id, sa.ForeignKey("project.id"), nullable=False),
-        sa.Column("name", sa.String(63), nullable=False),
-        sa.Column("description", sa.Text, nullable=False),
+        _key(),
+        _in_project(),
+        *_named(),
         sa.Column("policy", sa.String(8), nullable=False),  # allow | fail
         sa.Column("failure_domain", sa.String(8), nullable=False),  # sled
         *_lifetime(),
@@ -375,10 +403,9 @@ anti_affinity_group_member = _member_table("anti_affinity_group_member", "anti_a
 disk = sa.Table(
     "disk",
     metadata,
-    sa.Column("id", Id, primary_key=True),
-    sa.Column("project_id", Id, sa.ForeignKey("project.id"), nullable=False),
-    sa.Column("name", sa.String(63), nullable=False),
-    sa.Column("description", sa.Text, nullable=False),
+    _key(),
+    _in_project(),
+    *_named(),
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("block_size", sa.Integer, nullable=False),
     sa.Column("disk_type", sa.String(16), nullable=False),  # local | distributed
@@ -399,12 +426,10 @@ _unique_live_name(disk, disk.c.project_id)
 alert_receiver = sa.Table(
     "alert_receiver",
     metadata,
-    sa.Column("id", Id, primary_key=True),
-    sa.Column("name", sa.String(63), nullable=False),
-    sa.Column("description", sa.Text, nullable=False),
+    _key(),
+    *_named(),
     sa.Column("endpoint", sa.Text, nullable=False),
-    sa.Column("time_created", Time, nullable=False),
-    sa.Column("time_modified", Time, nullable=False),
+    *_lifetime(soft_deleted=False),
     # A deleted receiver goes with its subscriptions, secrets and deliveries: nothing is left
     # to send to, so nothing is kept.
 )
@@ -419,22 +444,22 @@ alert_subscription = sa.Table(
     # Events after this position in the log match it: a subscription sees what happens after
     # it was made, not the history before.
     sa.Column("after_seq", BigInt, nullable=False),
-    sa.Column("time_created", Time, nullable=False),
+    _created(),
 )
 
 webhook_secret = sa.Table(
     "webhook_secret",
     metadata,
-    sa.Column("id", Id, primary_key=True),
+    _key(),
     sa.Column("receiver_id", Id, sa.ForeignKey("alert_receiver.id"), nullable=False, index=True),
     sa.Column("secret", sa.Text, nullable=False),
-    sa.Column("time_created", Time, nullable=False),
+    _created(),
 )
 
 alert_delivery = sa.Table(
     "alert_delivery",
     metadata,
-    sa.Column("id", Id, primary_key=True),
+    _key(),
     sa.Column("receiver_id", Id, sa.ForeignKey("alert_receiver.id"), nullable=False),
     sa.Column("alert_id", Id, nullable=False),
     sa.Column("alert_class", sa.String(64), nullable=False),

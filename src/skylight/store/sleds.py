@@ -14,7 +14,7 @@ from skylight.ids import new_id
 from skylight.placement import Rack, SledView
 from skylight.placement.model import sled_in_service, sled_takes_instances
 from skylight.store import Row
-from skylight.store.rows import insert_new
+from skylight.store.rows import NEVER_MODIFIED, insert_new
 from skylight.store.schema import sled, sled_reservation
 
 
@@ -33,19 +33,21 @@ def all_sleds(conn: Connection) -> list[Row]:
     return list(conn.execute(sa.select(sled).order_by(sled.c.id)))
 
 
-# What placement reads of a sled, in this order. The reserved totals are kept on the sled row
-# by triggers (``store/totals.py``): one row per sled, no aggregation over every reservation.
+# What placement reads of a sled, in this order (``rack`` takes them as columns), each named
+# as SledView names it (``views`` makes one of each row). The reserved totals are kept on the
+# sled row by triggers (``store/totals.py``): one row per sled, no aggregation over every
+# reservation.
 _PLACEMENT_COLUMNS = (
     sled.c.id,
     sled.c.policy,
     sled.c.state,
     sled.c.provision_policy,
-    sled.c.time_unreachable,
+    sled.c.time_unreachable.is_(None).label("reachable"),
     sled.c.cpu_family,
-    sled.c.usable_hardware_threads,
-    sled.c.usable_physical_ram,
+    sled.c.usable_hardware_threads.label("cpus"),
+    sled.c.usable_physical_ram.label("memory"),
     sled.c.local_storage,
-    sled.c.reserved_hardware_threads,
+    sled.c.reserved_hardware_threads.label("reserved_cpus"),
     sled.c.reserved_memory,
     sled.c.reserved_local_storage,
 )
@@ -60,23 +62,7 @@ def _placement_rows(conn: Connection, only: str | None = None) -> list[Row]:
 
 def views(conn: Connection, only: str | None = None) -> list[SledView]:
     """Every sled (or just ``only``) with what is reserved on it, as placement wants it."""
-    return [
-        SledView(
-            id=r.id,
-            policy=r.policy,
-            provision_policy=r.provision_policy,
-            state=r.state,
-            cpus=r.usable_hardware_threads,
-            memory=r.usable_physical_ram,
-            cpu_family=r.cpu_family,
-            local_storage=r.local_storage,
-            reserved_cpus=int(r.reserved_hardware_threads),
-            reserved_memory=int(r.reserved_memory),
-            reserved_local_storage=int(r.reserved_local_storage),
-            reachable=r.time_unreachable is None,
-        )
-        for r in _placement_rows(conn, only)
-    ]
+    return [SledView(**r._mapping) for r in _placement_rows(conn, only)]
 
 
 def rack(conn: Connection) -> Rack:
@@ -84,13 +70,13 @@ def rack(conn: Connection) -> Rack:
     ``views`` gives, without a SledView per sled: at 10,000 sleds building those cost four
     times the query)."""
     rows = _placement_rows(conn)
-    (ids, policy, state, provision, unreachable, family, cpus, memory, local, r_cpus, r_mem,
+    (ids, policy, state, provision, reachable, family, cpus, memory, local, r_cpus, r_mem,
      r_local) = zip(*rows, strict=True) if rows else ((),) * len(_PLACEMENT_COLUMNS)  # fmt: skip
     return Rack.from_columns(
         ids=ids,
         in_service=[sled_in_service(p, s) for p, s in zip(policy, state, strict=True)],
         takes_instances=[
-            sled_takes_instances(p, u is None) for p, u in zip(provision, unreachable, strict=True)
+            sled_takes_instances(p, r) for p, r in zip(provision, reachable, strict=True)
         ],
         cpu_family=family,
         cpus=cpus,
@@ -163,7 +149,7 @@ def reserve(
     insert_new(
         conn,
         sled_reservation,
-        ("time_created",),
+        NEVER_MODIFIED,
         id=reservation_id,
         sled_id=sled_id,
         instance_id=instance_id,
