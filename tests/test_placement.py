@@ -659,3 +659,10 @@ def test_no_reason_repeats_its_action_in_its_message() -> None:
         # Not even its first clause ("Request at most 64 vCPUs", "Stop a member of ...").
         assert action.split(",")[0].rstrip(".") not in message, reason
         _counted(reason)
+
+
+def test_a_full_sled_is_not_offered_as_a_smaller_request() -> None:
+    """The closest sled has no vCPU free: "request at most 0 vCPUs" would be no fix."""
+    reason = _fail(Request(ncpus=4, memory=GiB), [_sled(0, reserved_cpus=16)])
+    assert reason["code"] == "insufficient_capacity"
+    assert reason["action"] == "Stop other instances to free 4 vCPUs on one sled, or wait."

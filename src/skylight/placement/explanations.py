@@ -47,11 +47,11 @@ def _make_room(req: Request, shortfall: Shortfall | None, where: str, otherwise:
     or the room to free on it (``otherwise`` when no sled is known to be close)."""
     if shortfall is None:
         return otherwise
-    free = f"stop other instances to free {shortfall.lacks()} {where}"
+    free = f"other instances to free {shortfall.lacks()} {where}"
     smaller = _smaller(req, shortfall)
     if smaller is None:
-        return f"{free[0].upper()}{free[1:]}, or wait."
-    return f"Request {smaller}, or {free}."
+        return f"Stop {free}, or wait."
+    return f"Request {smaller}, or stop {free}."
 
 
 def _closest_size(req: Request, rack: Rack, can: Mask) -> int:
@@ -305,7 +305,7 @@ def _too_large(f: Findings) -> Verdict:
         at = pinned
         detail = too_small_detail("That sled has", which, sizes(req, rack, pinned))
     else:
-        headline = f"The instance is larger than any {which}"
+        headline = f"The instance is larger than any {which} can hold"
         at = _closest_size(req, rack, eligible)
         detail = too_small_detail(f"Each {which} has at most", which, sizes(req, rack, eligible))
     return Verdict(
