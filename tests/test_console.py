@@ -259,7 +259,7 @@ def test_a_failed_start_explains_itself_on_every_page(page: Page, api: httpx.Cli
     status = page.locator(".status")
     expect(status).to_contain_text(reason["message"])
     expect(status.locator(".reason-action")).to_have_text(f"What you can do: {reason['action']}")
-    expect(status.locator(".diagnosis")).to_contain_text("2 too few free vCPUs")
+    expect(status.locator(".diagnosis")).to_contain_text("2 too small for it")
     failed = page.locator('.timeline li[data-kind="instance.start_failed"]')
     expect(failed).to_have_count(1)
     expect(failed).to_contain_text(reason["message"])

@@ -103,6 +103,22 @@ def fits_now(req: Request, s: SledView) -> bool:
     )
 
 
+def big_enough(req: Request, s: SledView) -> bool:
+    """The sled's size (not its free room) can hold the instance."""
+    return req.ncpus <= s.cpus and req.memory <= s.memory and req.local_storage <= s.local_storage
+
+
+def could_hold(req: Request, s: SledView) -> bool:
+    """A sled in service, of its platform (and its pin), big enough for it once empty."""
+    return (
+        s.policy == "in_service"
+        and s.state == "active"
+        and (req.cpu_platform is None or req.cpu_platform == s.cpu_family)
+        and (req.pinned_sled is None or req.pinned_sled == s.id)
+        and big_enough(req, s)
+    )
+
+
 def could_ever_fit(req: Request, sleds: list[SledView]) -> bool:
     """On an empty rack, every sled back from maintenance, members free to move: can the
     instance and its `fail` groups be satisfied? (Expunged sleds never return.)"""
@@ -142,6 +158,18 @@ def test_placement_properties(data: st.DataObject) -> None:
         assert not could_ever_fit(req, sleds), f"{reason['code']} called permanent wrongly"
     assert reason["message"] and reason["action"]
     assert len(reason["message"]) > 20
+    # The fix is said once: in the action, not in the message nor the diagnosis.
+    assert reason["action"] not in reason["message"]
+    assert "fix" not in diagnosis
+    # Size versus free room, restated: a sled is "too small" exactly when it could not hold
+    # the instance even empty; a sled counted short of free vCPUs or memory could.
+    for s in sleds:
+        failed = diagnosis["sleds"][s.id]
+        assert ("too_small" in failed) == (not big_enough(req, s)), (s, failed)
+        if failed[0] in ("too_few_cpus", "too_little_memory"):
+            assert big_enough(req, s)
+    if reason["code"] == "insufficient_capacity":
+        assert any(could_hold(req, s) for s in sleds), "no sled is big enough, yet 'busy'"
     shown = redact(reason, operator=False)
     assert shown is not None and "sleds" not in shown["diagnosis"]
 
@@ -356,9 +384,10 @@ def _share_of_request(req: Request, s: SledView) -> float:
 
 
 def _held_back_only_by_room(req: Request, s: SledView) -> bool:
-    """Would the sled take the instance if it had any amount of room?"""
-    boundless = {"cpus": 10**9, "memory": 10**18, "local_storage": 10**18}
-    return fits_now(req, SledView(**{**s.__dict__, **boundless})) and not fits_now(req, s)
+    """Would the sled take the instance if it were empty? (A sled too small for it is not
+    held back by room: freeing it would not help.)"""
+    empty = {"reserved_cpus": 0, "reserved_memory": 0, "reserved_local_storage": 0}
+    return fits_now(req, SledView(**{**s.__dict__, **empty})) and not fits_now(req, s)
 
 
 @settings(max_examples=300, deadline=None)
@@ -435,3 +464,205 @@ def test_a_sled_whose_agent_does_not_answer_takes_no_new_instance() -> None:
     assert reason["code"] == "capacity_in_maintenance" and reason["transient"] is True
     assert reason["diagnosis"]["counts"]["not_provisionable"] == 1
     assert "agent" in reason["message"]
+
+
+# -- size versus free room: what is true of each sled ------------------------------------------
+
+
+def _big(i: int, **kw: object) -> SledView:
+    """A sled of 64 vCPUs and 256 GiB (the user's rack in issue 13)."""
+    return _sled(i, **{"cpus": 64, "memory": 256 * GiB, **kw})
+
+
+def _counted(reason: dict[str, object]) -> dict[str, int]:
+    diagnosis = reason["diagnosis"]
+    assert isinstance(diagnosis, dict)
+    assert "fix" not in diagnosis  # the fix is the action's, said once
+    counts = {k: n for k, n in diagnosis["counts"].items() if n}
+    assert sum(counts.values()) == diagnosis["sleds_total"]
+    return counts
+
+
+def test_every_sled_too_small_is_said_with_the_largest_size() -> None:
+    """65 vCPUs on 8 empty sleds of 64: each sled is too small, none short of free vCPUs."""
+    reason = _fail(Request(ncpus=65, memory=16 * GiB), [_big(i) for i in range(8)])
+    assert (reason["code"], reason["transient"]) == ("exceeds_sled_size", False)
+    assert _counted(reason) == {"too_small": 8}
+    message = reason["message"]
+    assert "of 8 sleds, 8 too small (64 vCPUs / 256 GiB)." in message
+    assert "Each sled has at most 64 vCPUs; it asks for 65." in message
+    assert "free" not in message
+    assert reason["action"] == "Request at most 64 vCPUs."
+    assert reason["diagnosis"]["shortfall"] is None  # no sled that room would cure
+
+
+def test_a_mixed_rack_counts_too_small_and_busy_sleds_apart() -> None:
+    """4 sleds of 32 vCPUs (too small for 48) and 4 of 64 with 40 free (busy)."""
+    sleds = [_big(i, cpus=32) for i in range(4)] + [_big(i, reserved_cpus=24) for i in range(4, 8)]
+    reason = _fail(Request(ncpus=48, memory=16 * GiB), sleds)
+    assert (reason["code"], reason["transient"]) == ("insufficient_capacity", True)
+    assert _counted(reason) == {"too_small": 4, "too_few_cpus": 4}
+    message = reason["message"]
+    assert "of 8 sleds, 4 too small (32 vCPUs / 256 GiB), 4 too few free vCPUs." in message
+    assert "The closest sled lacks 8 vCPUs." in message  # a busy sled, not a small one
+    action = reason["action"]
+    assert (
+        action == "Request at most 40 vCPUs, or stop other instances to free 8 vCPUs on one sled."
+    )
+
+
+def test_memory_too_small_and_too_little_free_are_told_apart() -> None:
+    every = _fail(Request(ncpus=8, memory=300 * GiB), [_big(i) for i in range(3)])
+    assert every["code"] == "exceeds_sled_size"
+    assert _counted(every) == {"too_small": 3}
+    assert "Each sled has at most 256 GiB of memory; it asks for 300 GiB." in every["message"]
+    assert every["action"] == "Request at most 256 GiB of memory."
+
+    # Sleds of 128 GiB are too small for 200 GiB; sleds of 256 GiB with 156 GiB free are busy.
+    sleds = [
+        _big(i, memory=128 * GiB) if i % 2 else _big(i, reserved_memory=100 * GiB) for i in range(6)
+    ]
+    mixed = _fail(Request(ncpus=8, memory=200 * GiB), sleds)
+    assert mixed["code"] == "insufficient_capacity"
+    assert _counted(mixed) == {"too_small": 3, "too_little_memory": 3}
+    assert "3 too small (64 vCPUs / 128 GiB), 3 too little free memory." in mixed["message"]
+    assert mixed["action"].startswith("Request at most 156 GiB of memory, or ")
+
+    # Both too many vCPUs and too much memory: both sizes, and the request cut to them.
+    both = _fail(Request(ncpus=65, memory=300 * GiB), [_big(0)])
+    assert (
+        "Each sled has at most 64 vCPUs and 256 GiB of memory; it asks for 65 vCPUs and "
+        "300 GiB of memory." in both["message"]
+    )
+    assert both["action"] == "Request at most 64 vCPUs and 256 GiB of memory."
+
+
+def test_sleds_of_different_sizes_are_worded_at_most() -> None:
+    """Sleds too small in different ways: the count says "at most"; when each resource alone
+    fits some sled but none holds them all, the message says so, and the action cuts the
+    request to the sled it needs cutting least for."""
+    sleds = [_big(0, cpus=64, memory=128 * GiB), _big(1, cpus=32, memory=512 * GiB)]
+    reason = _fail(Request(ncpus=60, memory=200 * GiB), sleds)
+    assert reason["code"] == "exceeds_sled_size"
+    assert "2 too small (at most 64 vCPUs / 512 GiB)" in reason["message"]
+    assert "No sled has 60 vCPUs and 200 GiB of memory at once." in reason["message"]
+    assert reason["action"] == "Request at most 128 GiB of memory."
+
+
+def test_size_versus_free_with_sleds_not_in_service() -> None:
+    # The only sled big enough has left service: the instance is larger than any in service.
+    gone = _big(0, cpus=128, policy="expunged", state="decommissioned")
+    reason = _fail(Request(ncpus=65, memory=GiB), [gone, _big(1)])
+    assert (reason["code"], reason["transient"]) == ("exceeds_sled_size", False)
+    assert _counted(reason) == {"not_in_service": 1, "too_small": 1}
+    assert "Each sled in service has at most 64 vCPUs; it asks for 65." in reason["message"]
+    assert reason["action"] == "Request at most 64 vCPUs."
+
+    # The big sled is only in maintenance: it will take it once back (transient).
+    resting = _big(0, cpus=128, provision_policy="non_provisionable")
+    reason = _fail(Request(ncpus=65, memory=GiB), [resting, _big(1)])
+    assert (reason["code"], reason["transient"]) == ("capacity_in_maintenance", True)
+    assert _counted(reason) == {"not_provisionable": 1, "too_small": 1}
+
+    # A busy sled in service is big enough: not "larger than any sled".
+    reason = _fail(Request(ncpus=40, memory=GiB), [gone, _big(1, reserved_cpus=30)])
+    assert (reason["code"], reason["transient"]) == ("insufficient_capacity", True)
+    assert _counted(reason) == {"not_in_service": 1, "too_few_cpus": 1}
+
+    # No sled in service at all: said as it is, not as "at most 0 vCPUs".
+    reason = _fail(Request(ncpus=4, memory=GiB), [gone])
+    assert reason["code"] == "exceeds_sled_size"
+    assert reason["message"].startswith("No sled is in service to hold it")
+    assert "0 vCPUs" not in reason["action"]
+
+
+def test_the_affinity_sled_too_small_is_not_said_to_be_busy() -> None:
+    together = GroupRule("together", "fail", frozenset({"s0"}), members=2)
+    small = _fail(Request(ncpus=40, memory=GiB, affinity=(together,)), [_big(0, cpus=32), _big(1)])
+    assert small["code"] == "affinity_sled_unavailable"
+    assert "is too small for it" in small["message"] and "room" not in small["message"]
+    assert "That sled has 32 vCPUs; it asks for 40." in small["message"]
+    assert small["action"] == "Request at most 32 vCPUs, or leave together."
+    busy = _fail(
+        Request(ncpus=40, memory=GiB, affinity=(together,)), [_big(0, reserved_cpus=30), _big(1)]
+    )
+    assert "too little free room" in busy["message"]
+    assert busy["action"].startswith("Request at most 34 vCPUs, or stop other instances")
+
+
+def _every_placement_reason() -> list[dict[str, object]]:
+    """One failed placement per verdict the explanations give."""
+    together = GroupRule("together", "fail", frozenset({"s0"}), members=2)
+    apart = GroupRule("apart", "fail", frozenset({"s0", "s1"}), members=3)
+    spread = GroupRule("spread", "fail", frozenset({"s0"}), members=2)
+    gone = _big(0, policy="expunged", state="decommissioned")
+    cases: list[tuple[Request, list[SledView]]] = [
+        (Request(ncpus=65, memory=GiB), [_big(0), _big(1)]),
+        (Request(ncpus=4, memory=GiB), [gone]),
+        (Request(ncpus=48, memory=GiB), [_big(0, cpus=32), _big(1, reserved_cpus=24)]),
+        (Request(ncpus=4, memory=GiB), [_big(0, provision_policy="non_provisionable")]),
+        (Request(ncpus=4, memory=GiB, pinned_sled="s0"), [gone, _big(1)]),
+        (Request(ncpus=4, memory=GiB, pinned_sled="s0"), [_big(0, reserved_cpus=62), _big(1)]),
+        (
+            Request(ncpus=1, memory=GiB, local_storage=200 * GiB),
+            [_sled(0, reserved_local_storage=900 * GiB)],
+        ),
+        (Request(ncpus=1, memory=GiB, cpu_platform="amd_turin"), [_big(0)]),
+        (Request(ncpus=65, memory=GiB, pinned_sled="s0"), [_big(0), _big(1, cpus=128)]),
+        (
+            Request(ncpus=1, memory=GiB, pinned_sled="s0", cpu_platform="amd_turin"),
+            [_big(0), _big(1, cpu_family="amd_turin")],
+        ),
+        (
+            Request(
+                ncpus=1,
+                memory=GiB,
+                affinity=(together,),
+                anti_affinity=(spread,),
+                contradictions=("db",),
+            ),
+            [_big(0), _big(1)],
+        ),
+        (Request(ncpus=40, memory=GiB, affinity=(together,)), [_big(0, cpus=32), _big(1)]),
+        (Request(ncpus=40, memory=GiB, affinity=(together,)), [_big(0, reserved_cpus=30), _big(1)]),
+        (Request(ncpus=1, memory=GiB, anti_affinity=(apart,)), [_big(0), _big(1)]),
+        (
+            Request(ncpus=1, memory=GiB, anti_affinity=(spread,)),
+            [_big(0), _big(1, reserved_cpus=64)],
+        ),
+    ]
+    return [_fail(req, sleds) for req, sleds in cases]
+
+
+def test_no_reason_repeats_its_action_in_its_message() -> None:
+    reasons = _every_placement_reason()
+    assert {r["code"] for r in reasons} >= {
+        "exceeds_sled_size",
+        "insufficient_capacity",
+        "capacity_in_maintenance",
+        "local_storage_unavailable",
+        "cpu_platform_unavailable",
+        "affinity_conflict",
+        "affinity_sled_unavailable",
+        "anti_affinity_unsatisfiable",
+    }
+    pinned_too_small = reasons[8]
+    assert pinned_too_small["code"] == "exceeds_sled_size"
+    assert "That sled has 64 vCPUs; it asks for 65." in pinned_too_small["message"]
+    assert pinned_too_small["action"] == "Request at most 64 vCPUs."  # not the 128 elsewhere
+    pinned_elsewhere = reasons[9]
+    assert pinned_elsewhere["code"] == "cpu_platform_unavailable"  # not "larger than any sled"
+    assert pinned_elsewhere["action"] == "Choose the CPU platform amd_milan, or none."
+    for reason in reasons:
+        message, action = str(reason["message"]), str(reason["action"])
+        assert action and action not in message, reason
+        # Not even its first clause ("Request at most 64 vCPUs", "Stop a member of ...").
+        assert action.split(",")[0].rstrip(".") not in message, reason
+        _counted(reason)
+
+
+def test_a_full_sled_is_not_offered_as_a_smaller_request() -> None:
+    """The closest sled has no vCPU free: "request at most 0 vCPUs" would be no fix."""
+    reason = _fail(Request(ncpus=4, memory=GiB), [_sled(0, reserved_cpus=16)])
+    assert reason["code"] == "insufficient_capacity"
+    assert reason["action"] == "Stop other instances to free 4 vCPUs on one sled, or wait."

@@ -60,7 +60,7 @@ def _reason(result: Placement | PlacementFailure) -> dict[str, object]:
     return result.reason
 
 
-# -- a ninth check ------------------------------------------------------------------------------
+# -- a check added to the list ------------------------------------------------------------------
 
 WITHOUT_GPU = {"s0", "s1"}
 
@@ -94,13 +94,13 @@ def _with_gpu_check() -> CheckList:
     return CheckList([*PLACEMENT.checks, gpu], otherwise=PLACEMENT.otherwise)
 
 
-def test_a_ninth_check_is_run_counted_and_explained() -> None:
+def test_an_added_check_is_run_counted_and_explained() -> None:
     """Nothing in the diagnosis names the check: its rejections are counted under it, listed
     per sled, and its own explanation gives the code, headline, fix and permanence."""
     checks = _with_gpu_check()
-    assert len(checks) == 9
+    assert len(checks) == len(PLACEMENT) + 1
     req = Request(ncpus=4, memory=GiB)
-    # s2 has a GPU and room: the only sled that passes all nine checks.
+    # s2 has a GPU and room: the only sled that passes every check.
     sleds = [_sled(0), _sled(1), _sled(2)]
     for seed in range(10):
         result = place(req, sleds, random.Random(seed), checks=checks)
@@ -177,8 +177,9 @@ def test_signatures_hold_sixteen_checks() -> None:
 def test_eight_checks_keep_one_byte_signatures() -> None:
     req = Request(ncpus=1, memory=GiB)
     assert _one_per_sled(8).run(req, Rack.of([_sled(0)])).dtype == np.uint8
-    assert PLACEMENT.run(req, Rack.of([_sled(0)])).dtype == np.uint8
     assert _one_per_sled(9).run(req, Rack.of([_sled(0)])).dtype == np.uint16
+    # Placement's nine (a sled too small for the instance is one) take two bytes.
+    assert PLACEMENT.run(req, Rack.of([_sled(0)])).dtype == np.uint16
 
 
 def test_wide_signature_samples_on_a_large_rack_are_the_right_sleds() -> None:
@@ -250,3 +251,17 @@ def test_explanations_are_asked_permanent_first_then_by_stage_then_in_check_orde
     first = passing(Stage.GROUP, _says("anti_affinity_unsatisfiable", "first"))
     assert _all_rejected_by((first,), (group,)) == "first"  # same stage: check order
     assert _all_rejected_by((), ()) == "otherwise"
+
+
+def test_the_console_words_every_check_as_filters_does() -> None:
+    """The console renders a diagnosis' counts with its own copy of the checks' words
+    (``ui.js``): a check it lacks would show as its bare name."""
+    import re
+    from pathlib import Path
+
+    import skylight.console
+
+    ui = (Path(skylight.console.__file__).parent / "static" / "ui.js").read_text()
+    block = ui.split("export const CHECKS = {", 1)[1].split("};", 1)[0]
+    words = dict(re.findall(r'^\s*(\w+): "([^"]*)",', block, re.M))
+    assert words == PLACEMENT.words

@@ -2,7 +2,7 @@
 
 A ``Check`` is a name, the words users read for it, the vectorised steps that give the mask of
 sleds it rejects, whether more free room would cure it, and its explanations: when the
-rejections it makes are the reason no sled fits, what code, headline and fix to give, and
+rejections it makes are the reason no sled fits, what code, headline and action to give, and
 whether only a user's change can cure them (permanent). ``CheckList`` runs the checks in order
 into one signature per sled (bit *i* set when the sled failed check *i*), and orders the
 explanations a diagnosis walks. A diagnosis thus never re-derives a check's meaning: adding a
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from skylight.placement.findings import Findings
 
 # One bit per check, in the narrowest width that holds the list's checks: one byte up to 8
-# checks (the 8 of today), two up to 16. Wider costs: every pass over the signatures reads
+# checks, two up to 16 (the 9 of today). Wider costs: every pass over the signatures reads
 # more bytes, and a large rack's samples are found with memchr only in one-byte signatures.
 # A tally costs one count per possible signature (``np.bincount``), hence no wider than 16.
 Sigs = npt.NDArray[np.uint8 | np.uint16]
@@ -39,15 +39,18 @@ Step = Callable[[Request, Rack], Mask | None]
 
 
 class Verdict(NamedTuple):
-    """Why no sled fits, in a user's words. ``closest``: the message also tells what the
-    closest sled lacks (when a shortfall is known), because the fix is about room.
+    """Why no sled fits, in a user's words. The headline (and ``detail``) say what is so; the
+    ``action`` is the one thing to do about it, said there only, so the reason's message
+    never repeats it. ``closest``: the message also tells what the closest sled lacks (when
+    a shortfall is known), because the action is about room.
     (Immutable like a frozen dataclass, and built in a fraction of its time: a diagnosis
     builds one on every failed placement.)"""
 
     code: str  # a code of ``skylight.events.reasons.CATALOG``
     headline: str
-    fix: str
+    action: str
     closest: bool = False
+    detail: str = ""  # a sentence of fact after the counts (e.g. the largest sled's size)
 
 
 class Stage(IntEnum):
@@ -62,6 +65,10 @@ class Stage(IntEnum):
 
 # An explanation reads what the diagnosis found and answers a verdict when it applies.
 Explain = Callable[["Findings"], Verdict | None]
+
+# The words for the sleds a diagnosis counts under a check, given their mask, when the
+# check's fixed words are not enough (a size that differs per rack).
+Describe = Callable[[Request, Rack, Mask], str]
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,7 @@ class Check:
     # and the closest candidate's shortfall is reported.
     capacity: bool = False
     explanations: tuple[Explanation, ...] = ()
+    describe: Describe | None = None  # words with numbers, in place of ``words``
 
 
 class CheckList:
@@ -106,6 +114,7 @@ class CheckList:
         self.checks = tuple(checks)
         self.names = names
         self.words = {c.name: c.words for c in checks}
+        self.describe = {c.name: c.describe for c in checks if c.describe is not None}
         self.bits = {c.name: 1 << i for i, c in enumerate(checks)}
         # What the diagnosis says when no explanation answers.
         self.otherwise = otherwise

@@ -1,4 +1,5 @@
-"""Turn per-sled rejections into a reason: a code, a complete message and a diagnosis.
+"""Turn per-sled rejections into a reason: a code, a message of what is so, the one action
+that would make it fit, and a diagnosis of counts and shortfalls.
 
 The diagnosis accounts for every sled exactly once (under its first failing check), gives the
 smallest shortfall per resource, and asks the checks' explanations, in the order their
@@ -154,6 +155,18 @@ def _per_sled(
     return {"sled_groups": groups}
 
 
+def _words(req: Request, rack: Rack, sig: Sigs, checks: CheckList, check: str) -> str:
+    """What the sleds counted under ``check`` are, in a user's words: the check's own
+    description of them when it has one (a too-small sled's size), else its fixed words.
+    Asked only for a check some sled is counted under."""
+    describe = checks.describe.get(check)
+    if describe is None:
+        return checks.words[check]
+    bit = checks.bits[check]
+    counted = (sig & ((bit << 1) - 1)) == bit  # fails this check and none before it
+    return describe(req, rack, counted)
+
+
 def _verdict(checks: CheckList, found: Findings) -> tuple[Verdict, bool]:
     """The first permanent verdict, else the first transient one, else the list's
     ``otherwise``; and whether it is transient."""
@@ -182,22 +195,24 @@ def diagnose(req: Request, rack: Rack, sig: Sigs, checks: CheckList) -> reasons.
 
     verdict, transient = _verdict(checks, Findings(req, rack, tally, shortfall, checks.bits))
 
-    summary = ", ".join(f"{n} {checks.words[c]}" for c, n in counts.items() if n)
-    closest_text = ""
+    summary = ", ".join(f"{n} {_words(req, rack, sig, checks, c)}" for c, n in counts.items() if n)
+    facts = [f"{verdict.headline} ({size(req)}): of {len(rack)} sleds, {summary or 'none exist'}."]
     if shortfall and verdict.closest:
-        closest_text = f" The closest sled lacks {shortfall.lacks()}."
-    message = (
-        f"{verdict.headline} ({size(req)}): of {len(rack)} sleds, {summary or 'none exist'}."
-        f"{closest_text} {verdict.fix}"
-    )
+        facts.append(f"The closest sled lacks {shortfall.lacks()}.")
+    if verdict.detail:
+        facts.append(verdict.detail)
+    # What happened in the message, the fix in the action only: said once.
     diagnosis: dict[str, object] = {
         "sleds_total": len(rack),
         "counts": counts,
         "shortfall": shortfall.as_dict() if shortfall else None,
-        "fix": verdict.fix,
     }
     # Operators only (removed by reasons.redact).
     diagnosis.update(_per_sled(rack, sig, tally, checks))
     return reasons.make(
-        verdict.code, message, transient=transient, diagnosis=diagnosis, action=verdict.fix
+        verdict.code,
+        " ".join(facts),
+        transient=transient,
+        diagnosis=diagnosis,
+        action=verdict.action,
     )

@@ -4,8 +4,10 @@ Each step looks at every sled of the rack at once and returns the mask of sleds 
 ``PLACEMENT`` ties the steps to their checks, in order, with each check's explanations
 (``explanations.py``). The first check that rejects a sled is the one its diagnosis counts it
 under; every step still runs on every sled, so operators can see all the checks a sled failed.
-Checks that no change of capacity can cure (service, policy, pins, platform, group rules) come
-before the capacity checks, so a sled is counted under the most lasting reason it fails.
+Checks that no change of capacity can cure (service, policy, pins, platform, group rules, a sled
+smaller than the instance) come before the capacity checks, so a sled is counted under the most
+lasting reason it fails: a sled too small for the instance is never counted as short of *free*
+vCPUs or memory.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from skylight.placement import explanations as why
 from skylight.placement.checks import (
     Check,
     CheckList,
+    Describe,
     Explanation,
     Sigs,
     Stage,
@@ -67,6 +70,24 @@ def anti_affinity(req: Request, rack: Rack) -> Mask | None:
     return rejected
 
 
+def big_enough(req: Request, rack: Rack) -> Mask | None:
+    """Smaller than the instance even when empty (vCPUs, memory, local storage): no free room
+    will ever cure it, so it is told apart from a sled that is big enough but busy, and is
+    never the closest sled whose shortfall is reported. Nothing to check when the rack's
+    smallest sled is big enough (most requests, most racks)."""
+    smallest = rack.smallest
+    if (
+        req.ncpus <= smallest.cpus
+        and req.memory <= smallest.memory
+        and req.local_storage <= smallest.local_storage
+    ):
+        return None
+    rejected = (rack.cpus < req.ncpus) | (rack.memory < req.memory)
+    if req.local_storage:
+        rejected |= rack.local_storage < req.local_storage
+    return rejected
+
+
 def enough_cpus(req: Request, rack: Rack) -> Mask:
     return rack.free_cpus < req.ncpus
 
@@ -87,8 +108,11 @@ def _check(
     *steps: Step,
     capacity: bool = False,
     explanations: tuple[Explanation, ...] = (),
+    describe: Describe | None = None,
 ) -> Check:
-    return Check(name, words, steps, capacity=capacity, explanations=explanations)
+    return Check(
+        name, words, steps, capacity=capacity, explanations=explanations, describe=describe
+    )
 
 
 # The checks in order. Both local-storage steps count as "local_storage" in a diagnosis.
@@ -137,13 +161,14 @@ PLACEMENT = CheckList(
             ),
         ),
         _check(
-            "too_few_cpus",
-            "too few free vCPUs",
-            enough_cpus,
-            capacity=True,
+            "too_small",
+            "too small for it",
+            big_enough,
+            describe=why.too_small,
             # The instance's size as a whole (vCPUs, memory, local storage): asked once.
             explanations=(lasting(Stage.SLED, why.larger_than_any_sled),),
         ),
+        _check("too_few_cpus", "too few free vCPUs", enough_cpus, capacity=True),
         _check("too_little_memory", "too little free memory", enough_memory, capacity=True),
     ],
     otherwise=why.no_room,

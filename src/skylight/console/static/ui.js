@@ -103,6 +103,7 @@ export const CHECKS = {
   cpu_platform: "a different CPU platform",
   affinity: "outside the instance's affinity group",
   anti_affinity: "hosting a member of its anti-affinity group",
+  too_small: "too small for it",
   too_few_cpus: "too few free vCPUs",
   too_little_memory: "too little free memory",
 };
