@@ -186,6 +186,25 @@ def test_the_buttons_follow_the_state(page: Page, api: httpx.Client) -> None:
     expect(page.get_by_role("button", name="Delete")).to_be_enabled()
 
 
+def test_the_fix_is_a_click_away_when_it_is_a_resize(page: Page, api: httpx.Client) -> None:
+    project = _project(api, "resizing")
+    inst = _instance(api, project, "huge", ncpus=16)  # each sled has 8: no sled holds it
+    assert inst["status_reason"]["code"] == "exceeds_sled_size"
+    _open_instance(page, project, "huge")
+    status = page.locator(".status")
+    expect(status.locator(".badge")).to_have_text("needs your action")
+    fix = status.get_by_role("button", name="Resize to 8 vCPUs, 1 GiB and start")
+    expect(fix).to_be_visible()
+    page.locator(".status").screenshot(path=str(DOCS / "console-resize-fix.png"))
+    fix.click()
+    # The outcome shows where the user clicked, and the page follows the instance.
+    expect(status.locator(".fix-result")).to_contain_text("Resized to 8 vCPUs, 1 GiB")
+    expect(page.locator(".summary .run-state")).to_have_text("running")
+    expect(page.locator(".status-ok")).to_be_visible()
+    after = api.get("/v1/instances/huge", params={"project": project}).json()
+    assert (after["ncpus"], after["memory"], after["run_state"]) == (8, GiB, "running")
+
+
 def test_resize_by_hand_then_start(page: Page, api: httpx.Client) -> None:
     project = _project(api, "handresize")
     _instance(api, project, "r", start=False)

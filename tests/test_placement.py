@@ -494,6 +494,8 @@ def test_every_sled_too_small_is_said_with_the_largest_size() -> None:
     assert "free" not in message
     assert reason["action"] == "Request at most 64 vCPUs."
     assert reason["diagnosis"]["shortfall"] is None  # no sled that room would cure
+    # The fix as numbers, for a client's one-click resize: its memory stays as asked.
+    assert reason["diagnosis"]["fits_within"] == {"ncpus": 64, "memory": 16 * GiB}
 
 
 def test_a_mixed_rack_counts_too_small_and_busy_sleds_apart() -> None:
@@ -517,6 +519,7 @@ def test_memory_too_small_and_too_little_free_are_told_apart() -> None:
     assert _counted(every) == {"too_small": 3}
     assert "Each sled has at most 256 GiB of memory; it asks for 300 GiB." in every["message"]
     assert every["action"] == "Request at most 256 GiB of memory."
+    assert every["diagnosis"]["fits_within"] == {"ncpus": 8, "memory": 256 * GiB}
 
     # Sleds of 128 GiB are too small for 200 GiB; sleds of 256 GiB with 156 GiB free are busy.
     sleds = [
@@ -527,6 +530,7 @@ def test_memory_too_small_and_too_little_free_are_told_apart() -> None:
     assert _counted(mixed) == {"too_small": 3, "too_little_memory": 3}
     assert "3 too small (64 vCPUs / 128 GiB), 3 too little free memory." in mixed["message"]
     assert mixed["action"].startswith("Request at most 156 GiB of memory, or ")
+    assert "fits_within" not in mixed["diagnosis"]  # room, not size: no resize to offer
 
     # Both too many vCPUs and too much memory: both sizes, and the request cut to them.
     both = _fail(Request(ncpus=65, memory=300 * GiB), [_big(0)])

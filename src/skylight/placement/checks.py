@@ -51,6 +51,9 @@ class Verdict(NamedTuple):
     action: str
     closest: bool = False
     detail: str = ""  # a sentence of fact after the counts (e.g. the largest sled's size)
+    # When the action is a resize: the (vCPUs, memory) it fits within, so that a client can
+    # offer the fix as one click.
+    fits_within: tuple[int, int] | None = None
 
 
 class Stage(IntEnum):

@@ -207,6 +207,9 @@ def diagnose(req: Request, rack: Rack, sig: Sigs, checks: CheckList) -> reasons.
         "counts": counts,
         "shortfall": shortfall.as_dict() if shortfall else None,
     }
+    if verdict.fits_within is not None:
+        ncpus, memory = verdict.fits_within
+        diagnosis["fits_within"] = {"ncpus": ncpus, "memory": memory}
     # Operators only (removed by reasons.redact).
     diagnosis.update(_per_sled(rack, sig, tally, checks))
     return reasons.make(

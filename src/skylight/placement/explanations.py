@@ -308,8 +308,15 @@ def _too_large(f: Findings) -> Verdict:
         headline = f"The instance is larger than any {which} can hold"
         at = _closest_size(req, rack, eligible)
         detail = too_small_detail(f"Each {which} has at most", which, sizes(req, rack, eligible))
+    fits = None
+    if req.local_storage <= rack.local_storage[at]:  # a resize alone would make it fit
+        fits = (min(req.ncpus, int(rack.cpus[at])), min(req.memory, int(rack.memory[at])))
     return Verdict(
-        "exceeds_sled_size", headline, f"Request {cut_to(req, rack, at)}.", detail=detail
+        "exceeds_sled_size",
+        headline,
+        f"Request {cut_to(req, rack, at)}.",
+        detail=detail,
+        fits_within=fits,
     )
 
 

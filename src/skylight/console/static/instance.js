@@ -254,10 +254,10 @@ export async function renderInstance(main, [project, name], { signal }) {
             () => resizeThenStart(fix, true, fixSlot),
             { busyText: "Resizing…", class: "fix-button" },
           ),
-          fixSlot,
         )
       : null;
-    status.replaceChildren(statusBlock(inst, fixButton));
+    // The fix's outcome stays where it was clicked, after the fix itself has gone.
+    status.replaceChildren(statusBlock(inst, fixButton), fixSlot);
     details.replaceChildren(summary(inst));
     for (const [verb, button] of Object.entries(buttons)) allow(button, NEEDS[verb](inst));
     const statusId = inst.status_reason?.event_id ?? null;
