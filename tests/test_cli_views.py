@@ -52,15 +52,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     proc.stop()
 
 
-@pytest.fixture(scope="module")
-def user_token(server: ServerProcess) -> str:
-    """A silo collaborator of the recovery silo: may do anything in its projects, but is no
-    operator (no fleet role)."""
+def user_token_of(server: ServerProcess, name: str) -> str:
+    """The token of a new silo collaborator of the recovery silo: may do anything in its
+    projects, but is no operator (no fleet role)."""
     with server.client() as admin:
         r = admin.post(
             "/v1/system/identity-providers/local/users",
             params={"silo": "recovery"},
-            json={"external_id": "carol", "password": {"mode": "password", "value": USER_PASSWORD}},
+            json={"external_id": name, "password": {"mode": "password", "value": USER_PASSWORD}},
         )
         assert r.status_code == 201, r.text
         policy = admin.get("/v1/system/silos/recovery/policy").json()
@@ -73,10 +72,15 @@ def user_token(server: ServerProcess) -> str:
         )
         assert admin.put("/v1/system/silos/recovery/policy", json=policy).status_code == 200
     with httpx.Client(base_url=server.url, timeout=30) as anonymous:
-        token = login_flow.with_password(anonymous, "recovery", "carol", USER_PASSWORD)
+        token = login_flow.with_password(anonymous, "recovery", name, USER_PASSWORD)
     with httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {token}"}) as me:
         assert me.get("/v1/me").json()["fleet_viewer"] is False
     return token
+
+
+@pytest.fixture(scope="module")
+def user_token(server: ServerProcess) -> str:
+    return user_token_of(server, "carol")
 
 
 def sky(
