@@ -301,6 +301,20 @@ def test_lists_at_80_columns_keep_words_whole_and_columns_aligned(server: Server
         failed = next(e for e in page if e["kind"] == "instance.start_failed")
         words_whole(shown, failed["reason"]["message"])  # under its event, whole width
 
+    hook = "https://hooks.example.com/services/T000/B000/a-path-longer-than-its-column"
+    ok(sky(server, "webhook", "create", "pager-for-the-night-shift", "--endpoint", hook,
+           "--secret", "s3cret-value", "--subscribe", "instance.auto_restart_gave_up",
+           "--subscribe", "instance.operation_adopted"))  # fmt: skip
+    receivers = ok(sky(server, "webhook", "list"))
+    narrow(receivers)
+    (pager,) = table_rows(receivers, ["name", "subscriptions", "endpoint"])
+    assert pager["name"] == "pager-for-the-night-shift"
+    assert pager["subscriptions"] == "instance.auto_restart_gave_up"
+    words_whole(receivers, "instance.auto_restart_gave_up instance.operation_adopted")
+    at = receivers.splitlines()[0].index("endpoint")
+    endpoint = "".join(line[at:].strip() for line in receivers.splitlines()[2:])
+    assert endpoint == hook  # folded in its own column, all of it
+
     busy = next(s for s in sleds if s["reserved_hardware_threads"])
     on_it = ok(sky(server, "sled", "show", busy["id"]))
     narrow(on_it)

@@ -174,13 +174,17 @@ class Column:
     justify: JustifyMethod = "left"
 
 
+MIN_FOLDED = 12  # the narrowest a column folding a long word (a URL) is made
+
+
 class _ListTable(Table):
     """A table whose free-text columns give way before any word is cut.
 
     Rich narrows wrapping columns without regard to their words when a table is too wide
     ("activ/e"). Before each rendering this one sizes its wide columns itself: each at least
     its longest word, the room left shared out by how much text each has; short columns keep
-    their natural width. Only when even that cannot fit does Rich's own squeeze apply."""
+    their natural width. A word longer than all the room there is (a URL) is folded in its
+    own column, never a short column's value."""
 
     wide: frozenset[int] = frozenset()
 
@@ -203,8 +207,21 @@ class _ListTable(Table):
         wide = sorted(self.wide)
         least = sum(spans[i][0] for i in wide)
         most = sum(spans[i][1] for i in wide)
-        if most <= room or least > room:
-            return  # it fits as it is, or nothing can keep the words whole
+        if most <= room:
+            return  # it fits as it is
+        if least > room:
+            # Some word is longer than the room there is (a URL): that column alone folds
+            # it, the others keep their words whole; if even that leaves it too little,
+            # the wide columns share the room by the length of their longest words.
+            longest = max(wide, key=lambda i: spans[i][0])
+            rest = least - spans[longest][0]
+            for i in wide:
+                self.columns[i].width = spans[i][0]
+            self.columns[longest].width = room - rest
+            if room - rest < MIN_FOLDED:
+                for i in wide:
+                    self.columns[i].width = max(1, room * spans[i][0] // least)
+            return
         spare, slack = room - least, most - least
         for i in wide:
             low, high = spans[i]
