@@ -443,6 +443,8 @@ def test_resize_refused_while_running_then_done_stopped_keeping_the_rest(
     assert (
         api(server, "GET", "/v1/instances/rs", params={"project": "demo"})["cpu_platform"] is None
     )
+    no_disk = sky(server, "instance", "update", "rs", "-p", "demo", "--boot-disk", "nodisk")
+    assert no_disk.returncode == 1 and 'disk with name "nodisk"' in no_disk.stderr  # sent as given
     assert sky(server, "instance", "update", "rs", "-p", "demo").returncode == 2  # nothing to do
     assert sky(server, "instance", "resize", "rs", "-p", "demo").returncode == 2
 

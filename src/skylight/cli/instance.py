@@ -20,14 +20,12 @@ from skylight.cli.common import (
     PROJECT,
     STATE_STYLE,
     URL,
-    Column,
     by_latest,
     details,
     follow,
     gib,
     internal_text,
     list_or_print,
-    list_table,
     out,
     parse_memory,
     print_event_line,
@@ -45,6 +43,7 @@ from skylight.cli.instance_settings import (
     platform_value,
     policy_value,
 )
+from skylight.cli.tables import Column, list_table
 from skylight.wire import JsonObject
 
 app = typer.Typer(no_args_is_help=True, help="Instances: create, run, stop, and see why.")

@@ -12,13 +12,12 @@ from skylight.cli.client import EXIT_PERMANENT, EXIT_TRANSIENT, call, client
 from skylight.cli.common import (
     JSON,
     URL,
-    Column,
     gib,
-    list_table,
     out,
     pages,
     print_json,
 )
+from skylight.cli.tables import Column, list_table
 from skylight.placement.filters import CHECKS
 from skylight.wire import JsonObject
 

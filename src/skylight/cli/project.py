@@ -6,17 +6,8 @@ import typer
 from rich.markup import escape
 
 from skylight.cli.client import call, client
-from skylight.cli.common import (
-    JSON,
-    URL,
-    Column,
-    details,
-    list_or_print,
-    list_table,
-    out,
-    print_json,
-    when,
-)
+from skylight.cli.common import JSON, URL, details, list_or_print, out, print_json, when
+from skylight.cli.tables import Column, list_table
 from skylight.wire import JsonObject
 
 app = typer.Typer(no_args_is_help=True, help="Projects: where instances live.")

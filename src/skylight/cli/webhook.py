@@ -12,15 +12,14 @@ from skylight.cli.client import call, client
 from skylight.cli.common import (
     JSON,
     URL,
-    Column,
     details,
     list_or_print,
-    list_table,
     out,
     print_json,
     styled,
     when,
 )
+from skylight.cli.tables import Column, list_table
 from skylight.wire import JsonObject
 
 app = typer.Typer(no_args_is_help=True, help="Webhooks (operators): events sent to receivers.")
