@@ -197,3 +197,48 @@ def test_cli_explain_refusal_every_reason_and_for_operators_every_sled(
     assert "shortfall: the closest sled lacks 1 vCPUs" in as_user.output
     assert "every sled" not in as_user.output
     assert not any(s["baseboard"]["serial"] in as_user.output for s in sleds)
+
+
+def test_explain_of_a_large_rack_names_its_groups_samples_by_serial(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past the per-sled limit a diagnosis groups sleds by the checks they failed, with a
+    sample of each group: the operator reads the samples by serial too."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from skylight.cli import placement
+
+    console = Console(file=StringIO(), width=80)
+    monkeypatch.setattr(placement, "out", console)
+    ids = [f"00000000-0000-4000-8000-{n:012d}" for n in range(3)]
+    sleds = {
+        i: placement.SledRoom(i, f"sim-{n:04d}", free_cpus=4, free_memory=8 * GiB)
+        for n, i in enumerate(ids)
+    }
+    diagnosis = {
+        "sleds_total": 300,
+        "counts": {"not_provisionable": 100, "too_few_cpus": 200},
+        "shortfall": {"vcpus": 4, "memory": 0, "local_storage": 0},
+        "sled_groups": [
+            {"checks": ["too_few_cpus"], "count": 200, "sample": ids[:2]},
+            {"checks": ["not_provisionable"], "count": 100, "sample": ids[2:]},
+        ],
+    }
+    body = {
+        "instance_id": "x",
+        "fits": False,
+        "request": {"ncpus": 8, "memory": 4 * GiB, "local_storage": 0},
+        "broken_preferences": [],
+        "reason": {"code": "insufficient_capacity", "message": "No sled.", "transient": True,
+                   "diagnosis": diagnosis},
+    }  # fmt: skip
+    placement._show(placement.Explained(body, "big", sleds))
+    shown = console.file.getvalue()  # type: ignore[attr-defined]
+    lines = shown.splitlines()
+    groups = "\n".join(lines[next(i for i, x in enumerate(lines) if x.startswith("sleds by")) :])
+    assert groups.split()[groups.split().index("200") + 1 :][:2] == ["sim-0000,", "sim-0001"]
+    assert groups.split()[groups.split().index("100") + 1] == "sim-0002"
+    assert "shortfall: the closest sled lacks 4 vCPUs" in shown
+    assert not any(i in shown for i in ids)

@@ -93,8 +93,16 @@ def _explained(
     me: JsonObject = call(http, "GET", "/v1/me")
     if not me.get("fleet_viewer"):
         return Explained(body, name, None)
-    rooms = {s["id"]: SledRoom.of(s, body) for s in pages(http, SLEDS)}
-    return Explained(body, name, rooms)
+    diagnosis: JsonObject = (body.get("reason") or {}).get("diagnosis") or {}
+    if diagnosis.get("sleds"):
+        # Every sled is named (a rack of at most the diagnosis' per-sled limit): list them.
+        sleds = list(pages(http, SLEDS))
+    else:
+        # Only a few are: the target, or the samples of a large rack's groups.
+        named = [body["sled_id"]] if body.get("sled_id") else []
+        named += [i for g in diagnosis.get("sled_groups") or [] for i in g["sample"]]
+        sleds = [call(http, "GET", f"{SLEDS}/{i}") for i in dict.fromkeys(named)]
+    return Explained(body, name, {s["id"]: SledRoom.of(s, body) for s in sleds})
 
 
 def _size(req: JsonObject) -> str:
