@@ -264,17 +264,29 @@ def test_lists_at_80_columns_keep_words_whole_and_columns_aligned(server: Server
     assert demo["name"] == "demo"
     words_whole(projects, "a project whose description is far too long for its column")
 
+    ok(sky(server, "instance", "create", "a-name-of-sixteen", "-p", "demo", "--cpus", "1",
+           "--memory", "1", "--no-start"))  # fmt: skip
+    with server.client() as http:  # a reason whose code is long: capacity_in_maintenance
+        for s in sleds:
+            policy = f"/v1/system/hardware/sleds/{s['id']}/provision-policy"
+            http.put(policy, json={"state": "non_provisionable"})
+        started = sky(server, "instance", "start", "a-name-of-sixteen", "-p", "demo")
+        for s in sleds:
+            policy = f"/v1/system/hardware/sleds/{s['id']}/provision-policy"
+            http.put(policy, json={"state": "provisionable"})
+    assert started.returncode == 3, started
     instances = ok(sky(server, "instance", "list", "-p", "demo"))
     narrow(instances)
     by_name = {
         r["name"]: r
         for r in table_rows(
-            instances,
-            ["name", "run_state", "intended", "vCPUs", "GiB", "status reason", "created"],
+            instances, ["name", "state", "vCPUs", "GiB", "status reason", "created"]
         )
     }
-    assert by_name["wide"]["run_state"] == "running" and by_name["wide"]["vCPUs"] == "3"
+    assert by_name["wide"]["state"] == "running" and by_name["wide"]["vCPUs"] == "3"
     assert by_name["toobig"]["status reason"] == "exceeds_sled_size"
+    assert by_name["a-name-of-sixteen"]["status reason"] == "capacity_in_maintenance"
+    words_whole(instances, "running stopped")
 
     for args, headers in (
         (["events", "-p", "demo"], ["time", "instance", "kind", "severity", "count", "actor"]),

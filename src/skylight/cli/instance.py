@@ -18,6 +18,7 @@ from skylight.cli.client import EXIT_FAILED, EXIT_PERMANENT, EXIT_TRANSIENT, cal
 from skylight.cli.common import (
     JSON,
     PROJECT,
+    SHORT_TIME,
     STATE_STYLE,
     URL,
     by_latest,
@@ -248,10 +249,11 @@ def list_(project: str = PROJECT, url: str = URL, as_json: bool = JSON) -> None:
     items = list_or_print(url, "/v1/instances", {"project": project}, as_json=as_json)
     if items is None:
         return
+    # At 80 columns: the intended state only where it differs (in words that wrap), and the
+    # short creation time (the full one is in `instance show`).
     table = list_table(
         "name",
-        "run_state",
-        "intended",
+        Column("state", wide=True),
         Column("vCPUs", justify="right"),
         Column("GiB", justify="right"),
         "status reason",
@@ -259,14 +261,17 @@ def list_(project: str = PROJECT, url: str = URL, as_json: bool = JSON) -> None:
     )
     for i in items:
         reason = i.get("status_reason") or {}
+        state = _state(i)
+        intended = str(i.get("intended_state", ""))
+        if intended and intended != i.get("run_state"):
+            state += f" (wants {escape(intended)})"
         table.add_row(
             escape(i["name"]),
-            _state(i),
-            escape(str(i.get("intended_state", ""))),
+            state,
             str(i["ncpus"]),
             gib(i["memory"]),
             escape(str(reason.get("code", ""))),
-            when(i.get("time_created")),
+            when(i.get("time_created"), SHORT_TIME),
         )
     out.print(table)
 
