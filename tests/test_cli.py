@@ -223,9 +223,13 @@ def test_instance_events_table_and_filters(sky: Any) -> None:
     ok(sky("instance", "create", "ev", "-p", "demo", "--cpus", "9", "--memory", "1", "--no-start"))
     assert sky("instance", "start", "ev", "-p", "demo", "--wait").exit_code == 4
     table = ok(sky("instance", "events", "ev", "-p", "demo")).output
-    for column in ("time", "kind", "severity", "actor", "reason", "count"):
+    for column in ("time", "kind", "severity", "count", "actor"):
         assert column in table
-    assert "start_failed" in table and "exceeds_sled_size" in table and "created" in table
+    assert "start_failed" in table and "created" in table
+    # The reason, on its own lines under its event (a column 80 wide has no room for it).
+    lines = table.splitlines()
+    failed = next(i for i, line in enumerate(lines) if "start_failed" in line)
+    assert lines[failed + 1].startswith("    exceeds_sled_size: ")
     page = json.loads(ok(sky("instance", "events", "ev", "-p", "demo", "--json")).stdout)
     kinds = [e["kind"] for e in page["items"]]
     assert kinds[0] == "instance.start_failed"  # newest first
@@ -341,8 +345,8 @@ def test_watch_until_settled_prints_the_running_event(sky: Any, server: ServerPr
             proc.kill()
             proc.wait(5)
     assert proc.returncode == 0, (out, seen)
-    assert "instance.start_requested" in out
-    assert "instance.running" in out
+    assert " start_requested " in out
+    assert " running " in out
     # Once it runs, --until-settled has nothing to wait for.
     again = ok(sky("instance", "watch", "watched", "-p", "demo", "--until-settled"))
     assert "already running" in again.output

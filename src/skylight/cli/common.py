@@ -5,18 +5,20 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import typer
-from rich import box
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from skylight.cli.client import DEFAULT_URL, EXIT_FAILED, call, client, err, fail
 from skylight.wire import JsonObject
@@ -26,9 +28,11 @@ out = Console()
 GiB = 1024**3
 MiB = 1024**2
 
-URL = typer.Option(DEFAULT_URL, "--url", envvar="SKYLIGHT_URL", help="the Skylight API")
+URL = typer.Option(
+    DEFAULT_URL, "--url", envvar="SKYLIGHT_URL", metavar="URL", help="the Skylight API"
+)
 JSON = typer.Option(False, "--json", help="print the API's JSON (for scripts)")
-PROJECT = typer.Option(..., "--project", "-p", help="project name or id")
+PROJECT = typer.Option(..., "--project", "-p", metavar="PROJECT", help="project name or id")
 
 
 def print_json(body: Any) -> None:
@@ -82,19 +86,34 @@ def when(value: str | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
 
 SHORT_TIME = "%m-%d %H:%M:%S"
 
+_SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]i?b?)?\s*", re.IGNORECASE)
+_UNIT = {"k": 1024, "m": MiB, "g": GiB, "t": 1024 * GiB}
+
+
+def parse_memory(text: str) -> int:
+    """A memory size as the CLI takes it, in bytes (whole MiB): GiB by default (``16``,
+    ``1.5``) or with a unit (``16GiB``, ``512MiB``, ``1TiB``; ``G``, ``M``, ``T`` too)."""
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise typer.BadParameter(f"{text!r} is not a size (e.g. 16, 16GiB, 512MiB)")
+    number, unit = match.groups()
+    scale = _UNIT[unit[0].lower()] if unit else GiB
+    return round(float(number) * scale / MiB) * MiB
+
 
 def gib(n: int) -> str:
+    """Bytes as GiB, without a needless fraction: ``4``, ``1.5``."""
     return f"{n / GiB:g}"
 
 
 def actor(value: JsonObject | None) -> str:
+    """Who caused an event, in one word: ``user``, or what made the control plane act
+    (``auto_restart``, ``sled_failure``): a column of events has no room for more."""
     if not value:
         return ""
     if value.get("type") == "user":
         return "user"
-    cause = value.get("cause")
-    kind = str(value.get("type", "")).replace("_", " ")
-    return f"{kind} ({cause})" if cause else kind
+    return str(value.get("cause") or value.get("type", "")).replace(" ", "_")
 
 
 def reason_text(reason: JsonObject | None) -> str:
@@ -142,74 +161,160 @@ def reason_rows(reason: JsonObject) -> list[tuple[str, Any]]:
     return rows
 
 
-def list_table(*headers: str, title: str | None = None) -> Table:
-    """The tables of lists: a rule under the header, no vertical lines, values folded."""
-    table = Table(
-        box=box.SIMPLE_HEAD,
-        title=title,
-        title_justify="left",
-        pad_edge=False,
-        show_edge=False,
-        collapse_padding=True,
-    )
-    for h in headers:
-        table.add_column(h, overflow="fold")
-    return table
+def _instant(value: object) -> datetime:
+    """An API timestamp as an aware datetime (its text varies in fractional digits, so text
+    order is not time order); an unreadable one sorts first."""
+    try:
+        t = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
-def event_table(
-    items: list[JsonObject],
-    title: str | None = None,
-    *,
-    names: dict[str, str] | None = None,
-) -> Table:
-    """Events as a table; with ``names`` (instance id → name) it has an instance column."""
-    table = list_table(title=title)
-    table.add_column("time", no_wrap=True)
-    if names is not None:
-        table.add_column("instance")
-    table.add_column("kind", no_wrap=True)
-    table.add_column("severity", no_wrap=True)
-    table.add_column("actor", overflow="fold")
-    table.add_column("reason", overflow="fold")
-    table.add_column("count", justify="right", no_wrap=True)
-    for e in items:
-        sev = str(e.get("severity", ""))
-        instance = []
-        if names is not None:
-            iid = str(e.get("instance_id", ""))
-            instance = [escape(names.get(iid, iid))]
-        table.add_row(
-            when(e.get("time_last") or e.get("time"), SHORT_TIME),
-            *instance,
-            escape(str(e.get("kind", "")).removeprefix("instance.")),
-            styled(sev, SEVERITY_STYLE.get(sev, "")),
-            escape(actor(e.get("actor"))),
-            escape(reason_text(e.get("reason"))),
-            str(e.get("count", 1)),
-        )
-    return table
+def latest(event: JsonObject) -> datetime:
+    """When an event last happened: a coalesced event (``count`` > 1) is as recent as its
+    last occurrence, not its first."""
+    return _instant(event.get("time_last") or event.get("time"))
 
 
-def event_line(e: JsonObject) -> str:
-    """One event as one line (markup), for ``instance watch``."""
-    sev = str(e.get("severity", ""))
+def by_latest(items: Iterable[JsonObject], *, newest_first: bool = True) -> list[JsonObject]:
+    """Events in the order of their last occurrence, which is how a person reads them (the
+    API's list order is its cursor's, which need not be)."""
+    return sorted(items, key=latest, reverse=newest_first)
+
+
+def internal_text(value: object) -> str:
+    """Operator detail (``internal``: sled, VMM, replica ids, agent errors) on one line."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={internal_text(v)}" for k, v in value.items() if v is not None)
+    return str(value)
+
+
+def event_internal(e: JsonObject) -> str:
+    """An event's operator detail (its reason's and its own ``internal``), or "" when the
+    server sent none (it sends it to operators only)."""
     parts = [
-        when(e.get("time_last") or e.get("time")),
-        f"[bold]{escape(str(e.get('kind', '')))}[/]",
-        styled(sev, SEVERITY_STYLE.get(sev, "")),
-        f"run_state={escape(str(e.get('run_state', '')))}",
+        internal_text(part["internal"])
+        for part in (e.get("reason"), e.get("detail"))
+        if isinstance(part, dict) and part.get("internal")
+    ]
+    return "; ".join(parts)
+
+
+def print_events(
+    items: list[JsonObject], title: str, *, names: dict[str, str] | None = None
+) -> None:
+    """Events, newest (last occurrence) first: one line of short, aligned columns each (with
+    an instance column when ``names`` maps instance ids to names), then the reason and, when
+    the server sent it (to operators only), the operator detail, indented on lines of their
+    own. A reason is sentences: in a column of a table 80 wide it would get a dozen letters a
+    line; under the event it gets the whole width."""
+    events = by_latest(items)
+    headers = ["time", *(["instance"] if names is not None else []), "kind", "severity"]
+    headers += ["count", "actor"]
+    rows = []
+    for e in events:
+        iid = str(e.get("instance_id", ""))
+        rows.append(
+            [
+                when(e.get("time_last") or e.get("time"), SHORT_TIME),
+                *([names.get(iid, iid)] if names is not None else []),
+                str(e.get("kind", "")).removeprefix("instance."),
+                str(e.get("severity", "")),
+                str(e.get("count", 1)),
+                actor(e.get("actor")),
+            ]
+        )
+    widths = [max(cell_len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
+    count_at, severity_at = headers.index("count"), headers.index("severity")
+
+    def line(cells: list[str], *, head: bool = False) -> str:
+        texts = []
+        for i, (text, width) in enumerate(zip(cells, widths, strict=True)):
+            padded = escape(text.rjust(width) if i == count_at else text.ljust(width))
+            if i == severity_at and not head:
+                padded = styled(text.ljust(width), SEVERITY_STYLE.get(text, ""))
+            texts.append(padded)
+        return "  ".join(texts).rstrip()
+
+    out.print(f"[bold]{escape(title)}[/]")
+    out.print(f"[bold]{line(headers, head=True)}[/]")
+    for e, row in zip(events, rows, strict=True):
+        out.print(line(row))
+        if e.get("reason"):
+            _under(escape(reason_text(e["reason"])))
+        internal = event_internal(e)
+        if internal:
+            _under(f"[dim]operator detail: {escape(internal)}[/]")
+
+
+def _under(markup: str) -> None:
+    """A line (wrapped as long as it needs, between words) indented under the event it
+    belongs to."""
+    indent = " " * EVENT_INDENT
+    for line in Text.from_markup(markup).wrap(out, max(out.width - EVENT_INDENT, 20)):
+        line.rstrip()
+        out.print(Text(indent) + line, soft_wrap=True)
+
+
+EVENT_INDENT = 4  # a reason under its event
+
+
+# ``instance watch``'s columns: (header, width, right-aligned). Every line lines up with the
+# header whatever its values, and the five with the actor fit in 80 columns; what does not
+# (reason, action, operator detail) goes on indented lines below.
+WATCH_COLUMNS = (
+    ("time", 14, False),
+    ("kind", 22, False),  # the longest kind, without "instance.": auto_restart_scheduled
+    ("severity", 8, False),
+    ("count", 5, True),
+    ("state", 9, False),  # the longest run state: destroyed, rebooting
+)
+
+
+def _cell(text: str, width: int, right: bool) -> str:
+    return text.rjust(width) if right else text.ljust(width)
+
+
+def watch_header() -> str:
+    cells = [_cell(name, width, right) for name, width, right in WATCH_COLUMNS]
+    return "[bold]" + escape("  ".join(cells) + "  actor") + "[/]"
+
+
+def print_event_line(e: JsonObject, prefix: str = "") -> None:
+    """One event for ``instance watch`` (and ``events --follow``, after ``prefix``): time,
+    kind, severity, count (when coalesced), run state and actor in the fixed widths of
+    ``WATCH_COLUMNS``; then, indented below, its reason, what to do, and operator detail."""
+    sev = str(e.get("severity", ""))
+    count = int(e.get("count") or 1)
+    texts = [
+        when(e.get("time_last") or e.get("time"), SHORT_TIME),
+        str(e.get("kind", "")).removeprefix("instance."),
+        sev,
+        f"x{count}" if count > 1 else "",
+        str(e.get("run_state", "")),
+    ]
+    time_, kind, sev_, count_, state = (
+        escape(_cell(text, width, right))
+        for text, (_, width, right) in zip(texts, WATCH_COLUMNS, strict=True)
+    )
+    cells = [
+        time_,
+        f"[bold]{kind}[/]",
+        styled(sev_, SEVERITY_STYLE.get(sev, "")) if sev else sev_,
+        count_,
+        state,
         escape(actor(e.get("actor"))),
     ]
-    line = "  ".join(p for p in parts if p)
+    out.print(prefix + "  ".join(cells).rstrip())
     reason = e.get("reason")
     if reason:
-        line += f"  {escape(reason_text(reason))}"
+        _under(escape(reason_text(reason)))
         if reason.get("action"):
-            line += f"  [dim]what to do: {escape(str(reason['action']))}[/]"
-    if int(e.get("count") or 1) > 1:
-        line += f"  (x{e['count']})"
-    return line
+            _under(f"[dim]what to do: {escape(str(reason['action']))}[/]")
+    internal = event_internal(e)
+    if internal:
+        _under(f"[dim]operator detail: {escape(internal)}[/]")
 
 
 # -- Server-Sent Events ----------------------------------------------------------------------

@@ -9,7 +9,15 @@ import typer
 from rich.markup import escape
 
 from skylight.cli.client import call, client
-from skylight.cli.common import URL, event_line, event_table, follow, out, pages, print_json
+from skylight.cli.common import (
+    URL,
+    follow,
+    out,
+    pages,
+    print_event_line,
+    print_events,
+    print_json,
+)
 from skylight.cli.instance import Severity
 from skylight.wire import JsonObject
 
@@ -54,7 +62,7 @@ def events(
             print_json(body)
             return
         title = f"events of project {project}" if project else "events of the fleet"
-        out.print(event_table(body["items"], title=f"{title}, newest first", names=names))
+        print_events(body["items"], f"{title}, newest first", names=names)
         if body.get("next_page"):
             out.print(f"[dim]more with --limit {limit * 2}[/]")
 
@@ -77,7 +85,7 @@ def events(
             typer.echo(json.dumps(event, separators=(",", ":")))
         else:
             iid = str(event.get("instance_id", ""))
-            out.print(f"[bold]{escape(names.get(iid, iid))}[/]  {event_line(event)}")
+            print_event_line(event, prefix=f"[bold]{escape(names.get(iid, iid))}[/]  ")
         return None
 
     try:

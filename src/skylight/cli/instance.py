@@ -1,10 +1,13 @@
-"""``skylight instance``: create, list, show, start, stop, reboot, delete, events, watch."""
+"""``skylight instance``: create, list, show, start, stop, reboot, resize, update, delete,
+events, watch."""
 
 from __future__ import annotations
 
 import enum
 import json
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -15,33 +18,50 @@ from skylight.cli.client import EXIT_FAILED, EXIT_PERMANENT, EXIT_TRANSIENT, cal
 from skylight.cli.common import (
     JSON,
     PROJECT,
+    SHORT_TIME,
     STATE_STYLE,
     URL,
-    GiB,
-    MiB,
+    by_latest,
     details,
-    event_line,
-    event_table,
     follow,
     gib,
+    internal_text,
     list_or_print,
-    list_table,
     out,
+    parse_memory,
+    print_event_line,
+    print_events,
     print_json,
     reason_rows,
     styled,
+    watch_header,
     when,
 )
+from skylight.cli.instance_settings import (
+    CpuPlatform,
+    InstanceSettings,
+    RestartPolicy,
+    platform_value,
+    policy_value,
+)
+from skylight.cli.tables import Column, list_table
 from skylight.wire import JsonObject
 
 app = typer.Typer(no_args_is_help=True, help="Instances: create, run, stop, and see why.")
 
 ASYNC = {"prefer": "respond-async"}
 PROJECT_OPT = typer.Option(
-    None, "--project", "-p", help="project name or id (not needed when INSTANCE is an id)"
+    None,
+    "--project",
+    "-p",
+    metavar="PROJECT",
+    help="project name or id (not needed when INSTANCE is an id)",
 )
-NAME = typer.Argument(..., help="instance name or id")
+NAME = typer.Argument(..., metavar="INSTANCE", help="instance name or id")
 WAIT_TIMEOUT = typer.Option(600.0, "--timeout", min=0, help="seconds --wait waits at most")
+MEMORY_HELP = "GiB, or a size with its unit: 16GiB, 512MiB"
+MEMORY = typer.Option(..., "--memory", parser=parse_memory, metavar="SIZE", help=MEMORY_HELP)
+HISTORY = 10  # events ``watch`` shows from before it started
 
 
 class AutoRestart(enum.StrEnum):
@@ -70,8 +90,6 @@ def _state(body: JsonObject) -> str:
 def show_instance(body: JsonObject) -> None:
     policy = body.get("auto_restart_policy") or "default"
     restart = f"{policy} ({'enabled' if body.get('auto_restart_enabled') else 'disabled'})"
-    if body.get("auto_restart_cooldown_expiration"):
-        restart += f", cooldown until {when(body['auto_restart_cooldown_expiration'])}"
     rows: list[tuple[str, Any]] = [
         ("id", body["id"]),
         ("run_state", _state(body)),
@@ -88,6 +106,11 @@ def show_instance(body: JsonObject) -> None:
     if reason:
         out.print()
         details(reason_rows(reason), title="why it is not where you want it")
+        internal = reason.get("internal")
+        if internal:  # the server sends it to operators (fleet viewers) only
+            out.print()
+            rows = [(escape(str(k)), escape(internal_text(v))) for k, v in internal.items()]
+            details(rows, title="operator detail")
 
 
 def report_reason(reason: JsonObject, state: str) -> int:
@@ -173,10 +196,10 @@ def _exit_if_unexplained(body: JsonObject) -> None:
 
 @app.command()
 def create(
-    name: str = typer.Argument(...),
+    name: str = typer.Argument(..., metavar="NAME"),
     project: str = PROJECT,
     cpus: int = typer.Option(..., "--cpus", min=1, help="vCPUs"),
-    memory: float = typer.Option(..., "--memory", min=0, help="GiB"),
+    memory: int = MEMORY,
     hostname: str | None = typer.Option(None, help="default: NAME"),
     description: str = typer.Option("", "--description", "-d"),
     no_start: bool = typer.Option(False, "--no-start", help="create it stopped"),
@@ -192,7 +215,7 @@ def create(
         "description": description,
         "hostname": hostname or name,
         "ncpus": cpus,
-        "memory": round(memory * GiB / MiB) * MiB,
+        "memory": memory,
         "start": not no_start,
     }
     if auto_restart is not None:
@@ -226,17 +249,29 @@ def list_(project: str = PROJECT, url: str = URL, as_json: bool = JSON) -> None:
     items = list_or_print(url, "/v1/instances", {"project": project}, as_json=as_json)
     if items is None:
         return
-    table = list_table("name", "run_state", "intended", "vCPUs", "GiB", "status reason", "created")
+    # At 80 columns: the intended state only where it differs (in words that wrap), and the
+    # short creation time (the full one is in `instance show`).
+    table = list_table(
+        "name",
+        Column("state", wide=True),
+        Column("vCPUs", justify="right"),
+        Column("GiB", justify="right"),
+        "status reason",
+        "created",
+    )
     for i in items:
         reason = i.get("status_reason") or {}
+        state = _state(i)
+        intended = str(i.get("intended_state", ""))
+        if intended and intended != i.get("run_state"):
+            state += f" (wants {escape(intended)})"
         table.add_row(
             escape(i["name"]),
-            _state(i),
-            escape(str(i.get("intended_state", ""))),
+            state,
             str(i["ncpus"]),
             gib(i["memory"]),
             escape(str(reason.get("code", ""))),
-            when(i.get("time_created")),
+            when(i.get("time_created"), SHORT_TIME),
         )
     out.print(table)
 
@@ -315,6 +350,101 @@ def delete(instance: str = NAME, project: str | None = PROJECT_OPT, url: str = U
 
 
 @app.command()
+def resize(
+    instance: str = NAME,
+    project: str | None = PROJECT_OPT,
+    ncpus: int | None = typer.Option(None, "--ncpus", min=1, help="vCPUs"),
+    memory: int | None = typer.Option(
+        None, "--memory", parser=parse_memory, metavar="SIZE", help=MEMORY_HELP
+    ),
+    start_after: bool = typer.Option(
+        False, "--start", help="then start it at once and show how that start ended"
+    ),
+    timeout: float = WAIT_TIMEOUT,
+    url: str = URL,
+    as_json: bool = JSON,
+) -> None:
+    """Change INSTANCE's vCPUs or memory (it must be stopped). With --start a start follows
+    at once, and exits 3 or 4 as a failed start does."""
+    if ncpus is None and memory is None:
+        raise typer.BadParameter("give --ncpus, --memory or both")
+
+    def change(now: InstanceSettings) -> InstanceSettings:
+        return replace(
+            now,
+            ncpus=now.ncpus if ncpus is None else ncpus,
+            memory=now.memory if memory is None else memory,
+        )
+
+    _update(instance, project, change, url, as_json, start_timeout=timeout if start_after else None)
+
+
+@app.command()
+def update(
+    instance: str = NAME,
+    project: str | None = PROJECT_OPT,
+    auto_restart_policy: RestartPolicy | None = typer.Option(
+        None, "--auto-restart-policy", help="default: the control plane decides"
+    ),
+    cpu_platform: CpuPlatform | None = typer.Option(
+        None, "--cpu-platform", help="any: whatever CPU the sled has"
+    ),
+    jumbo_frames: bool | None = typer.Option(
+        None, "--jumbo-frames/--no-jumbo-frames", help="enable or disable jumbo frames"
+    ),
+    boot_disk: str | None = typer.Option(None, "--boot-disk", help="disk name or id"),
+    url: str = URL,
+    as_json: bool = JSON,
+) -> None:
+    """Change INSTANCE's settings; those not given stay as they are (to change its size, see
+    resize)."""
+    if auto_restart_policy is cpu_platform is jumbo_frames is boot_disk is None:
+        raise typer.BadParameter("nothing to change: give at least one option")
+
+    def change(now: InstanceSettings) -> InstanceSettings:
+        return replace(
+            now,
+            auto_restart_policy=now.auto_restart_policy
+            if auto_restart_policy is None
+            else policy_value(auto_restart_policy),
+            cpu_platform=now.cpu_platform if cpu_platform is None else platform_value(cpu_platform),
+            enable_jumbo_frames=now.enable_jumbo_frames if jumbo_frames is None else jumbo_frames,
+            boot_disk=now.boot_disk if boot_disk is None else boot_disk,
+        )
+
+    _update(instance, project, change, url, as_json, start_timeout=None)
+
+
+def _update(
+    instance: str,
+    project: str | None,
+    change: Callable[[InstanceSettings], InstanceSettings],
+    url: str,
+    as_json: bool,
+    *,
+    start_timeout: float | None,
+) -> None:
+    """Read the instance, send all its settings with ``change`` applied, show the result;
+    with a ``start_timeout``, then start it and follow that start as ``start --wait`` does
+    (with --json only the instance as the start left it is printed: one document)."""
+    path = f"/v1/instances/{instance}"
+    params = _params(project)
+    with client(url) as http:
+        now: JsonObject = call(http, "GET", path, params=params)
+        wanted = change(InstanceSettings.of(now))
+        updated: JsonObject = call(http, "PUT", path, params=params, json=wanted.body())
+        if start_timeout is None:
+            _print(updated, as_json)
+            return
+        if not as_json:
+            show_instance(updated)
+            out.print()
+        prior = (updated.get("status_reason") or {}).get("event_id")
+        call(http, "POST", f"{path}/start", params=params, headers=ASYNC)
+        wait_running(http, instance, project, prior, start_timeout, as_json=as_json)
+
+
+@app.command()
 def events(
     instance: str = NAME,
     project: str | None = PROJECT_OPT,
@@ -335,7 +465,7 @@ def events(
     if as_json:
         print_json(body)
         return
-    out.print(event_table(body["items"], title=f"events of {instance}, newest first"))
+    print_events(body["items"], title=f"events of {instance}, newest first")
     if body.get("next_page"):
         out.print(f"[dim]more with --limit {limit * 2}[/]")
 
@@ -362,18 +492,32 @@ def watch(
     url: str = URL,
     as_json: bool = JSON,
 ) -> None:
-    """Follow INSTANCE's events live, as they happen (Ctrl-C to stop)."""
+    """Show INSTANCE's last events, then follow new ones live (Ctrl-C to stop)."""
     params = _params(project)
+    shown: set[tuple[str, int]] = set()  # (id, count): what the history already printed
 
-    def handle(event: JsonObject) -> int | None:
+    def emit(event: JsonObject) -> None:
         if as_json:
             typer.echo(json.dumps(event, separators=(",", ":")))
         else:
-            out.print(event_line(event))
+            print_event_line(event)
+
+    def handle(event: JsonObject) -> int | None:
+        if (str(event.get("id")), int(event.get("count") or 1)) not in shown:
+            emit(event)
         return settled(event.get("run_state"), event.get("reason")) if until_settled else None
 
-    def check_now(http: httpx.Client) -> int | None:
-        # Connected: from here on no event is missed. Has it settled before we were watching?
+    def on_connect(http: httpx.Client) -> int | None:
+        # Connected: from here on no event is missed. First what happened before (an event
+        # committed since the stream began comes in the stream too: it is printed once).
+        if not shown:
+            history = _history(http, instance, params)
+            if not as_json:
+                out.print(watch_header())
+            for event in history:
+                emit(event)
+                shown.add((str(event.get("id")), int(event.get("count") or 1)))
+        # Has it settled before we were watching?
         if not until_settled:
             return None
         body: JsonObject = call(http, "GET", f"/v1/instances/{instance}", params=params)
@@ -393,9 +537,17 @@ def watch(
             f"/v1/instances/{instance}/events/stream",
             params,
             handle,
-            on_connect=check_now,
+            on_connect=on_connect,
             what=f"the events of {instance}",
         )
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
     raise typer.Exit(code)
+
+
+def _history(http: httpx.Client, instance: str, params: JsonObject) -> list[JsonObject]:
+    """The instance's last ``HISTORY`` events, oldest first (by their last occurrence)."""
+    page: JsonObject = call(
+        http, "GET", f"/v1/instances/{instance}/events", params=params | {"limit": HISTORY}
+    )
+    return by_latest(page["items"], newest_first=False)

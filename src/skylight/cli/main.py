@@ -1,5 +1,5 @@
-"""``skylight``: run the control plane (``serve``, ``sled-agent``) and drive it (every other
-command is a client of the API at ``--url`` or ``SKYLIGHT_URL``)."""
+"""skylight: run the control plane (serve, sled-agent) and drive it (every other command is a
+client of the API at --url or SKYLIGHT_URL)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from skylight.cli.guarded_http import uvicorn_options
 from skylight.cli.sled_agent import run as sled_agent_run
 from skylight.config import Settings, SimSettings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+# Plain help: Rich's panels label every flag <bool>; plain help reads as well piped.
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, rich_markup_mode=None)
 app.add_typer(placement.app, name="placement")
 app.add_typer(project.app, name="project")
 app.add_typer(instance.app, name="instance")

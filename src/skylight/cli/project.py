@@ -6,7 +6,8 @@ import typer
 from rich.markup import escape
 
 from skylight.cli.client import call, client
-from skylight.cli.common import JSON, URL, details, list_or_print, list_table, out, print_json, when
+from skylight.cli.common import JSON, URL, details, list_or_print, out, print_json, when
+from skylight.cli.tables import Column, list_table
 from skylight.wire import JsonObject
 
 app = typer.Typer(no_args_is_help=True, help="Projects: where instances live.")
@@ -18,7 +19,7 @@ def list_(url: str = URL, as_json: bool = JSON) -> None:
     items = list_or_print(url, "/v1/projects", as_json=as_json)
     if items is None:
         return
-    table = list_table("name", "id", "description", "created")
+    table = list_table("name", "id", Column("description", wide=True), "created")
     for p in items:
         table.add_row(escape(p["name"]), p["id"], escape(p["description"]), when(p["time_created"]))
     out.print(table)
@@ -26,7 +27,7 @@ def list_(url: str = URL, as_json: bool = JSON) -> None:
 
 @app.command()
 def create(
-    name: str = typer.Argument(...),
+    name: str = typer.Argument(..., metavar="NAME"),
     description: str = typer.Option("", "--description", "-d"),
     url: str = URL,
     as_json: bool = JSON,
@@ -42,7 +43,9 @@ def create(
 
 @app.command()
 def show(
-    name: str = typer.Argument(..., help="name or id"), url: str = URL, as_json: bool = JSON
+    name: str = typer.Argument(..., metavar="PROJECT", help="name or id"),
+    url: str = URL,
+    as_json: bool = JSON,
 ) -> None:
     """Show project NAME."""
     with client(url) as http:
@@ -62,7 +65,9 @@ def show(
 
 
 @app.command()
-def delete(name: str = typer.Argument(..., help="name or id"), url: str = URL) -> None:
+def delete(
+    name: str = typer.Argument(..., metavar="PROJECT", help="name or id"), url: str = URL
+) -> None:
     """Delete project NAME (it must have no instances)."""
     with client(url) as http:
         call(http, "DELETE", f"/v1/projects/{name}")

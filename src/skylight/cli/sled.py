@@ -14,19 +14,19 @@ from skylight.cli.common import (
     details,
     gib,
     list_or_print,
-    list_table,
     out,
     pages,
     print_json,
     styled,
     when,
 )
+from skylight.cli.tables import Column, list_table
 from skylight.wire import JsonObject
 
 app = typer.Typer(no_args_is_help=True, help="Sleds (operators): capacity and provisioning.")
 
 SLEDS = "/v1/system/hardware/sleds"
-SLED_ID = typer.Argument(..., help="sled id (a UUID)")
+SLED_ID = typer.Argument(..., metavar="SLED_ID", help="sled id (a UUID)")
 
 
 class ProvisionPolicy(enum.StrEnum):
@@ -53,19 +53,15 @@ def list_(url: str = URL, as_json: bool = JSON) -> None:
     items = list_or_print(url, SLEDS, as_json=as_json)
     if items is None:
         return
-    table = list_table("id", "slot", "state", "policy", "provision policy", "threads", "memory GiB")
-    table.columns[0].no_wrap = True  # ids are what set-policy takes: never cut them
+    # At 80 columns the whole id (what set-policy takes) leaves room for no more: the slot
+    # and serial are in `sled show`.
+    table = list_table("id", "state", Column("policy", wide=True), "threads", "GiB")
     for s in items:
         kind, provision = _policy(s)
-        table.add_row(
-            s["id"],
-            "" if s.get("slot") is None else str(s["slot"]),
-            escape(str(s["state"])),
-            styled(kind, "" if kind == "in_service" else "red"),
-            styled(provision, "" if provision in ("provisionable", "") else "yellow"),
-            _threads(s),
-            _memory(s),
-        )
+        policy = [styled(kind, "" if kind == "in_service" else "red")]
+        if provision:
+            policy.append(styled(provision, "" if provision == "provisionable" else "yellow"))
+        table.add_row(s["id"], escape(str(s["state"])), ", ".join(policy), _threads(s), _memory(s))
     out.print(table)
 
 
@@ -105,7 +101,14 @@ def show(sled_id: str = SLED_ID, url: str = URL, as_json: bool = JSON) -> None:
         title=f"sled {s['id']}",
     )
     if on_it:
-        table = list_table("instance", "project", "state", "vCPUs", "GiB", title="instances on it")
+        table = list_table(
+            "instance",
+            "project",
+            "state",
+            Column("vCPUs", justify="right"),
+            Column("GiB", justify="right"),
+            title="instances on it",
+        )
         for i in on_it:
             table.add_row(
                 escape(i["name"]),
@@ -122,7 +125,9 @@ def show(sled_id: str = SLED_ID, url: str = URL, as_json: bool = JSON) -> None:
 @app.command("set-policy")
 def set_policy(
     sled_id: str = SLED_ID,
-    state: ProvisionPolicy = typer.Argument(..., help="provisionable or non_provisionable"),
+    state: ProvisionPolicy = typer.Argument(
+        ..., metavar="POLICY", help="provisionable or non_provisionable"
+    ),
     url: str = URL,
     as_json: bool = JSON,
 ) -> None:

@@ -14,17 +14,17 @@ from skylight.cli.common import (
     URL,
     details,
     list_or_print,
-    list_table,
     out,
     print_json,
     styled,
     when,
 )
+from skylight.cli.tables import Column, list_table
 from skylight.wire import JsonObject
 
 app = typer.Typer(no_args_is_help=True, help="Webhooks (operators): events sent to receivers.")
 
-NAME = typer.Argument(..., help="receiver name or id")
+NAME = typer.Argument(..., metavar="NAME", help="receiver name or id")
 STATE_STYLE = {"delivered": "green", "pending": "yellow", "failed": "red"}
 
 
@@ -42,7 +42,7 @@ def _receiver_rows(body: JsonObject) -> list[tuple[str, Any]]:
 
 @app.command()
 def create(
-    name: str = typer.Argument(...),
+    name: str = typer.Argument(..., metavar="NAME"),
     endpoint: str = typer.Option(..., "--endpoint", "-e", help="http(s) URL to POST to"),
     secret: list[str] = typer.Option(..., "--secret", "-s", help="signing secret (repeatable)"),
     subscribe: list[str] = typer.Option(
@@ -74,13 +74,14 @@ def list_(url: str = URL, as_json: bool = JSON) -> None:
     items = list_or_print(url, "/v1/alert-receivers", as_json=as_json)
     if items is None:
         return
-    table = list_table("name", "endpoint", "subscriptions", "id")
+    # Receivers are named by name in every command; their ids are in `webhook show` and
+    # --json (at 80 columns an id leaves no room for the endpoint).
+    table = list_table("name", Column("subscriptions", wide=True), Column("endpoint", wide=True))
     for r in items:
         table.add_row(
             escape(r["name"]),
+            escape("\n".join(r["subscriptions"])),  # one a line: a glob is one word
             escape(r["kind"]["endpoint"]),
-            escape(", ".join(r["subscriptions"])),
-            r["id"],
         )
     out.print(table)
 
@@ -106,7 +107,9 @@ def delete(name: str = NAME, url: str = URL) -> None:
 
 @app.command()
 def subscribe(
-    name: str = NAME, pattern: str = typer.Argument(..., help="class or glob"), url: str = URL
+    name: str = NAME,
+    pattern: str = typer.Argument(..., metavar="PATTERN", help="class or glob"),
+    url: str = URL,
 ) -> None:
     """Send receiver NAME the events PATTERN matches from now on."""
     with client(url) as http:
@@ -120,7 +123,9 @@ def subscribe(
 
 
 @app.command()
-def unsubscribe(name: str = NAME, pattern: str = typer.Argument(...), url: str = URL) -> None:
+def unsubscribe(
+    name: str = NAME, pattern: str = typer.Argument(..., metavar="PATTERN"), url: str = URL
+) -> None:
     """Stop sending receiver NAME the events of subscription PATTERN."""
     with client(url) as http:
         call(http, "DELETE", f"/v1/alert-receivers/{name}/subscriptions/{pattern}")
@@ -145,7 +150,13 @@ def deliveries(
     if items is None:
         return
     # Ids and every attempt are in --json; the table is what a person scans.
-    table = list_table("started", "class", "state", "tries", "last result")
+    table = list_table(
+        "started",
+        "class",
+        "state",
+        Column("tries", justify="right"),
+        Column("last result", wide=True),
+    )
     for d in items:
         tries = d["attempts"]["webhook"]
         last = tries[-1] if tries else None
@@ -192,7 +203,7 @@ def probe(
 @app.command()
 def resend(
     name: str = NAME,
-    alert_id: str = typer.Argument(..., help="the alert's (event's) id"),
+    alert_id: str = typer.Argument(..., metavar="ALERT_ID", help="the alert's (event's) id"),
     url: str = URL,
 ) -> None:
     """Send alert ALERT_ID to receiver NAME again."""
@@ -204,7 +215,7 @@ def resend(
 @app.command("secret-add")
 def secret_add(
     name: str = NAME,
-    secret: str = typer.Argument(..., help="the new signing secret"),
+    secret: str = typer.Argument(..., metavar="SECRET", help="the new signing secret"),
     url: str = URL,
 ) -> None:
     """Add a signing secret to NAME (deliveries are signed with every secret)."""
@@ -217,7 +228,8 @@ def secret_add(
 
 @app.command("secret-delete")
 def secret_delete(
-    secret_id: str = typer.Argument(..., help="the secret's id"), url: str = URL
+    secret_id: str = typer.Argument(..., metavar="SECRET_ID", help="the secret's id"),
+    url: str = URL,
 ) -> None:
     """Retire a signing secret (not a receiver's last one)."""
     with client(url) as http:
