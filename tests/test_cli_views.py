@@ -549,6 +549,25 @@ def test_show_has_no_cooldown_line(server: ServerProcess) -> None:
     assert "cooldown" not in shown
     assert "default (enabled)" in shown
 
+    # A second crash waits for the cooldown: show tells the story, with the real next attempt.
+    api(server, "POST", "/v1/system/sim/instances/cool/crash", params={"project": "demo"})
+
+    def waiting() -> Any:
+        body = api(server, "GET", "/v1/instances/cool", params={"project": "demo"})
+        reason = body["status_reason"]
+        scheduled = reason and (reason.get("auto_restart") or {}).get("state") == "scheduled"
+        return body if scheduled else None
+
+    reason = wait_for(waiting, "a scheduled automatic restart")["status_reason"]
+    shown = ok(sky(server, "instance", "show", "cool", "-p", "demo"))
+    narrow(shown)
+    flat = " ".join(shown.split())
+    assert f"what happened {reason['happened']}" in flat
+    assert f"skylight is doing {reason['doing']}" in flat
+    assert f"what to do {reason['action']}" in flat
+    assert "Skylight retries" in flat
+    assert "next at" in flat and "cooldown" not in flat
+
 
 # -- watch -----------------------------------------------------------------------------------
 

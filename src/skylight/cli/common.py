@@ -142,25 +142,6 @@ def details(rows: list[tuple[str, Any]], title: str | None = None) -> None:
     out.print(grid)
 
 
-def reason_rows(reason: JsonObject) -> list[tuple[str, Any]]:
-    transient = reason.get("transient")
-    passes = (
-        "[yellow]transient[/]: may pass by itself"
-        if transient
-        else "[red]permanent[/]: needs a change by you"
-    )
-    rows: list[tuple[str, Any]] = [
-        ("code", f"[bold]{escape(str(reason.get('code', '')))}[/]"),
-        ("message", escape(str(reason.get("message", "")))),
-        ("kind", passes),
-    ]
-    if reason.get("action"):
-        rows.append(("what to do", escape(str(reason["action"]))))
-    if reason.get("time"):
-        rows.append(("since", when(reason["time"])))
-    return rows
-
-
 def _instant(value: object) -> datetime:
     """An API timestamp as an aware datetime (its text varies in fractional digits, so text
     order is not time order); an unreadable one sorts first."""

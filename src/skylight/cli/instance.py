@@ -32,7 +32,6 @@ from skylight.cli.common import (
     print_event_line,
     print_events,
     print_json,
-    reason_rows,
     styled,
     watch_header,
     when,
@@ -105,12 +104,42 @@ def show_instance(body: JsonObject) -> None:
     reason = body.get("status_reason")
     if reason:
         out.print()
-        details(reason_rows(reason), title="why it is not where you want it")
+        details(_story_rows(reason), title="why it is not where you want it")
         internal = reason.get("internal")
         if internal:  # the server sends it to operators (fleet viewers) only
             out.print()
             rows = [(escape(str(k)), escape(internal_text(v))) for k, v in internal.items()]
             details(rows, title="operator detail")
+
+
+def _story_rows(reason: JsonObject) -> list[tuple[str, Any]]:
+    """The status's story as the API tells it (since, what happened, what Skylight is doing,
+    what to do): nothing re-derived here, so the CLI and the console say the same."""
+    auto = reason.get("auto_restart") or {}
+    retrying = auto.get("state") in ("scheduled", "restarting")
+    if not reason.get("transient"):
+        kind = "[red]permanent[/]: needs a change by you"
+    elif retrying:
+        kind = "[yellow]transient[/]: Skylight retries"
+    else:
+        kind = "[yellow]transient[/]: a later start may work"
+    rows: list[tuple[str, Any]] = [
+        ("code", f"[bold]{escape(str(reason.get('code', '')))}[/]"),
+        ("kind", kind),
+        ("since", when(reason.get("since") or reason.get("time"))),
+        ("what happened", escape(str(reason.get("happened") or reason.get("message", "")))),
+    ]
+    if reason.get("doing"):
+        rows.append(("skylight is doing", escape(str(reason["doing"]))))
+    if auto:
+        attempts = auto.get("attempts", 0)
+        text = f"{auto.get('state')}, {attempts} attempt{'s' if attempts != 1 else ''} so far"
+        if auto.get("next_attempt"):
+            text += f", next at {when(auto['next_attempt'])}"
+        rows.append(("auto-restart", escape(text)))
+    if reason.get("action"):
+        rows.append(("what to do", escape(str(reason["action"]))))
+    return rows
 
 
 def report_reason(reason: JsonObject, state: str) -> int:
