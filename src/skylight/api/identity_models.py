@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema, field_validator
 
-from skylight.api.models import ByteCount, Name, Strict
+from skylight.api.models import ByteCount, Name, ResultsPage, Strict
 from skylight.clock import as_utc
 from skylight.ids import parse_uuid
 from skylight.store import Row
@@ -70,9 +70,7 @@ class DeviceAccessToken(BaseModel):
         return cls(id=row.id, time_created=_time(row.time_created), time_expires=expires)
 
 
-class DeviceAccessTokenResultsPage(BaseModel):
-    items: list[DeviceAccessToken]
-    next_page: str | None = None
+class DeviceAccessTokenResultsPage(ResultsPage[DeviceAccessToken]): ...
 
 
 class CurrentUser(BaseModel):
@@ -94,9 +92,7 @@ class Group(BaseModel):
     time_modified: datetime
 
 
-class GroupResultsPage(BaseModel):
-    items: list[Group]
-    next_page: str | None = None
+class GroupResultsPage(ResultsPage[Group]): ...
 
 
 # -- silos and users -------------------------------------------------------------------------
@@ -172,9 +168,7 @@ class Silo(BaseModel):
         )
 
 
-class SiloResultsPage(BaseModel):
-    items: list[Silo]
-    next_page: str | None = None
+class SiloResultsPage(ResultsPage[Silo]): ...
 
 
 class SiloQuotas(BaseModel):
@@ -208,14 +202,10 @@ class SiloUtilization(BaseModel):
     provisioned: VirtualResourceCounts
 
 
-class SiloUtilizationResultsPage(BaseModel):
-    items: list[SiloUtilization]
-    next_page: str | None = None
+class SiloUtilizationResultsPage(ResultsPage[SiloUtilization]): ...
 
 
-class SiloQuotasResultsPage(BaseModel):
-    items: list[SiloQuotas]
-    next_page: str | None = None
+class SiloQuotasResultsPage(ResultsPage[SiloQuotas]): ...
 
 
 class UserPasswordSet(Strict):
@@ -253,9 +243,7 @@ class User(BaseModel):
         )
 
 
-class UserResultsPage(BaseModel):
-    items: list[User]
-    next_page: str | None = None
+class UserResultsPage(ResultsPage[User]): ...
 
 
 # -- policies --------------------------------------------------------------------------------
@@ -347,6 +335,4 @@ class AuditLogEntry(BaseModel):
         )
 
 
-class AuditLogEntryResultsPage(BaseModel):
-    items: list[AuditLogEntry]
-    next_page: str | None = None
+class AuditLogEntryResultsPage(ResultsPage[AuditLogEntry]): ...

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -159,6 +159,22 @@ class Strict(BaseModel):
         return value
 
 
+# -- lists -----------------------------------------------------------------------------------
+
+# covariant: the page of a model that extends another is a page of the other too
+Item = TypeVar("Item", bound=BaseModel, covariant=True)
+
+
+class ResultsPage(BaseModel, Generic[Item]):
+    """One page of a list, as every Oxide list answers: the items and the token of the next
+    page (None after the last). Each list names its own subclass, ``<Item>ResultsPage``,
+    because that is the schema name the Oxide document gives it (a bare parametrisation
+    would be named ``ResultsPage[Item]``)."""
+
+    items: list[Item]
+    next_page: str | None = None
+
+
 # -- errors ----------------------------------------------------------------------------------
 
 
@@ -192,9 +208,7 @@ class Project(BaseModel):
     time_modified: datetime
 
 
-class ProjectResultsPage(BaseModel):
-    items: list[Project]
-    next_page: str | None = None
+class ProjectResultsPage(ResultsPage[Project]): ...
 
 
 # -- instances -------------------------------------------------------------------------------
@@ -266,9 +280,7 @@ class Instance(BaseModel):
     status_reason: StatusReason | None = None
 
 
-class InstanceResultsPage(BaseModel):
-    items: list[Instance]
-    next_page: str | None = None
+class InstanceResultsPage(ResultsPage[Instance]): ...
 
 
 # -- events ----------------------------------------------------------------------------------
@@ -290,9 +302,7 @@ class InstanceEvent(BaseModel):
     detail: JsonObject | None = None
 
 
-class InstanceEventResultsPage(BaseModel):
-    items: list[InstanceEvent]
-    next_page: str | None = None
+class InstanceEventResultsPage(ResultsPage[InstanceEvent]): ...
 
 
 # -- sleds -----------------------------------------------------------------------------------
@@ -323,9 +333,7 @@ class Sled(BaseModel):
     reserved_local_storage: int
 
 
-class SledResultsPage(BaseModel):
-    items: list[Sled]
-    next_page: str | None = None
+class SledResultsPage(ResultsPage[Sled]): ...
 
 
 class SledInstance(BaseModel):
@@ -342,9 +350,7 @@ class SledInstance(BaseModel):
     time_modified: datetime
 
 
-class SledInstanceResultsPage(BaseModel):
-    items: list[SledInstance]
-    next_page: str | None = None
+class SledInstanceResultsPage(ResultsPage[SledInstance]): ...
 
 
 class SledProvisionPolicyParams(Strict):
@@ -378,9 +384,7 @@ class Fault(BaseModel):
     message: str
 
 
-class FaultResultsPage(BaseModel):
-    items: list[Fault]
-    next_page: str | None = None
+class FaultResultsPage(ResultsPage[Fault]): ...
 
 
 NameOrIdSortMode = Literal["name_ascending", "name_descending", "id_ascending"]
@@ -430,9 +434,7 @@ class AffinityGroup(BaseModel):
     time_modified: datetime
 
 
-class AffinityGroupResultsPage(BaseModel):
-    items: list[AffinityGroup]
-    next_page: str | None = None
+class AffinityGroupResultsPage(ResultsPage[AffinityGroup]): ...
 
 
 class AntiAffinityGroupCreate(AffinityGroupCreate):
@@ -447,9 +449,7 @@ class AntiAffinityGroup(AffinityGroup):
     pass
 
 
-class AntiAffinityGroupResultsPage(BaseModel):
-    items: list[AntiAffinityGroup]
-    next_page: str | None = None
+class AntiAffinityGroupResultsPage(ResultsPage[AntiAffinityGroup]): ...
 
 
 class InstanceMember(BaseModel):
@@ -463,18 +463,14 @@ class AffinityGroupMember(BaseModel):
     value: InstanceMember
 
 
-class AffinityGroupMemberResultsPage(BaseModel):
-    items: list[AffinityGroupMember]
-    next_page: str | None = None
+class AffinityGroupMemberResultsPage(ResultsPage[AffinityGroupMember]): ...
 
 
 class AntiAffinityGroupMember(AffinityGroupMember):
     pass
 
 
-class AntiAffinityGroupMemberResultsPage(BaseModel):
-    items: list[AntiAffinityGroupMember]
-    next_page: str | None = None
+class AntiAffinityGroupMemberResultsPage(ResultsPage[AntiAffinityGroupMember]): ...
 
 
 # -- disks -----------------------------------------------------------------------------------
@@ -587,9 +583,7 @@ class Disk(BaseModel):
     state: DiskState
 
 
-class DiskResultsPage(BaseModel):
-    items: list[Disk]
-    next_page: str | None = None
+class DiskResultsPage(ResultsPage[Disk]): ...
 
 
 # InstanceCreate and InstanceUpdate refer to types defined after them.
@@ -617,9 +611,7 @@ class AlertClass(BaseModel):
     description: str
 
 
-class AlertClassResultsPage(BaseModel):
-    items: list[AlertClass]
-    next_page: str | None = None
+class AlertClassResultsPage(ResultsPage[AlertClass]): ...
 
 
 class WebhookSecret(BaseModel):
@@ -651,9 +643,7 @@ class AlertReceiver(BaseModel):
     kind: WebhookReceiverConfig
 
 
-class AlertReceiverResultsPage(BaseModel):
-    items: list[AlertReceiver]
-    next_page: str | None = None
+class AlertReceiverResultsPage(ResultsPage[AlertReceiver]): ...
 
 
 class WebhookReceiver(BaseModel):
@@ -719,9 +709,7 @@ class AlertDelivery(BaseModel):
     time_started: datetime
 
 
-class AlertDeliveryResultsPage(BaseModel):
-    items: list[AlertDelivery]
-    next_page: str | None = None
+class AlertDeliveryResultsPage(ResultsPage[AlertDelivery]): ...
 
 
 class AlertProbeResult(BaseModel):

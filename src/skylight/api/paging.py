@@ -10,8 +10,9 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Depends, Query
+from pydantic import BaseModel
 
-from skylight.api.models import IdSortMode, NameOrIdSortMode, QueryText, Timestamp
+from skylight.api.models import IdSortMode, NameOrIdSortMode, QueryText, ResultsPage, Timestamp
 from skylight.errors import InvalidRequest
 from skylight.ids import parse_uuid
 from skylight.operations.event_history import EventFilter
@@ -134,13 +135,15 @@ _KEY = {
 }
 
 Item = TypeVar("Item")
-View = TypeVar("View")
+Answer = TypeVar("Answer", bound=ResultsPage[Any])
 
 
-def results(page: Page[Item], view: Callable[[Item], View]) -> tuple[list[View], str | None]:
-    """A page's items as views, and the token of the next page (None after the last)."""
+def results(kind: type[Answer], page: Page[Item], view: Callable[[Item], BaseModel]) -> Answer:
+    """A page as the list's answer ``kind``: its items as views, and the token of the next page
+    (None after the last). Building ``kind`` checks that the views are its items."""
     req = page.request
-    return [view(i) for i in page.items], next_token(req, page.items, _KEY[req.sort], req.scope)
+    nxt = next_token(req, page.items, _KEY[req.sort], req.scope)
+    return kind(items=[view(i) for i in page.items], next_page=nxt)
 
 
 # -- the query of a list, as one dependency per kind of order ---------------------------------

@@ -20,8 +20,7 @@ async def disk_list(
     ask = query.ask("disks")
     who = deps.caller(request)
     page = await deps.tx(request, lambda c: disks.page(c, who, sel, ask))
-    items, nxt = paging.results(page, views.disk)
-    return models.DiskResultsPage(items=items, next_page=nxt)
+    return paging.results(models.DiskResultsPage, page, views.disk)
 
 
 @router.post("/v1/disks", status_code=201, response_model=models.Disk)
@@ -64,8 +63,7 @@ async def instance_disk_list(
     ask = query.ask("instance-disks")
     who = deps.caller(request)
     page = await deps.tx(request, lambda c: disks.page_of_instance(c, who, inst_sel, proj, ask))
-    items, nxt = paging.results(page, views.disk)
-    return models.DiskResultsPage(items=items, next_page=nxt)
+    return paging.results(models.DiskResultsPage, page, views.disk)
 
 
 @router.post("/v1/instances/{instance}/disks/attach", status_code=202, response_model=models.Disk)

@@ -18,8 +18,9 @@ router = APIRouter(tags=["events"])
 
 
 def _results(page: paging.Page[views.Row], *, operator: bool) -> models.InstanceEventResultsPage:
-    items, nxt = paging.results(page, lambda r: views.event(r, operator=operator))
-    return models.InstanceEventResultsPage(items=items, next_page=nxt)
+    return paging.results(
+        models.InstanceEventResultsPage, page, lambda r: views.event(r, operator=operator)
+    )
 
 
 @router.get("/v1/events", response_model=models.InstanceEventResultsPage)

@@ -17,10 +17,8 @@ async def project_list(
 ) -> models.ProjectResultsPage:
     req = query.ask("projects")()
     who = deps.caller(request)
-    items, nxt = paging.results(
-        await deps.tx(request, lambda c: projects.page(c, who, req)), views.project
-    )
-    return models.ProjectResultsPage(items=items, next_page=nxt)
+    page = await deps.tx(request, lambda c: projects.page(c, who, req))
+    return paging.results(models.ProjectResultsPage, page, views.project)
 
 
 @router.post("/v1/projects", status_code=201, response_model=models.Project)

@@ -19,8 +19,7 @@ async def sled_list(
 ) -> models.SledResultsPage:
     req = query.ask("sleds")()
     page = await deps.tx(request, lambda c: sleds.page(c, req))
-    items, nxt = paging.results(page, views.sled)
-    return models.SledResultsPage(items=items, next_page=nxt)
+    return paging.results(models.SledResultsPage, page, views.sled)
 
 
 @router.get("/v1/system/hardware/sleds/{sled_id}", response_model=models.Sled)
@@ -40,8 +39,7 @@ async def sled_instance_list(
     sid = require_uuid(sled_id, "sled_id")
     req = query.ask("sled-instances")(sid)
     page = await deps.tx(request, lambda c: sleds.instances_on(c, sid, req))
-    items, nxt = paging.results(page, views.sled_instance)
-    return models.SledInstanceResultsPage(items=items, next_page=nxt)
+    return paging.results(models.SledInstanceResultsPage, page, views.sled_instance)
 
 
 @router.put(
