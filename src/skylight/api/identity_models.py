@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema, field_validator
 
+from skylight.api.metadata import identity, times
 from skylight.api.models import ByteCount, Name, ResultsPage, Strict
 from skylight.clock import as_utc
 from skylight.ids import parse_uuid
@@ -157,15 +158,7 @@ class Silo(BaseModel):
 
     @classmethod
     def of(cls, row: Row) -> Silo:
-        return cls(
-            id=row.id,
-            name=row.name,
-            description=row.description,
-            discoverable=row.discoverable,
-            identity_mode=row.identity_mode,
-            time_created=_time(row.time_created),
-            time_modified=_time(row.time_modified),
-        )
+        return cls(**identity(row), discoverable=row.discoverable, identity_mode=row.identity_mode)
 
 
 class SiloResultsPage(ResultsPage[Silo]): ...
@@ -234,13 +227,7 @@ class User(BaseModel):
 
     @classmethod
     def of(cls, row: Row) -> User:
-        return cls(
-            id=row.id,
-            display_name=row.name,
-            silo_id=row.silo_id,
-            time_created=_time(row.time_created),
-            time_modified=_time(row.time_modified),
-        )
+        return cls(id=row.id, display_name=row.name, silo_id=row.silo_id, **times(row))
 
 
 class UserResultsPage(ResultsPage[User]): ...
@@ -249,9 +236,17 @@ class UserResultsPage(ResultsPage[User]): ...
 # -- policies --------------------------------------------------------------------------------
 
 
-class _Assignment(Strict):
+Role = TypeVar("Role", FleetRole, SiloRole)
+
+
+class RoleAssignment(Strict, Generic[Role]):
+    """One role given to one identity: the three kinds of policy differ only in their roles.
+    Each kind names its own subclass, as the Oxide document does (``FleetRoleRoleAssignment``
+    and so on)."""
+
     identity_id: str
     identity_type: IdentityType
+    role_name: Role
 
     @field_validator("identity_id")
     @classmethod
@@ -261,28 +256,29 @@ class _Assignment(Strict):
         return value.lower()
 
 
-class FleetRoleRoleAssignment(_Assignment):
-    role_name: FleetRole
+Assignment = TypeVar("Assignment", bound=RoleAssignment[FleetRole] | RoleAssignment[SiloRole])
 
 
-class SiloRoleRoleAssignment(_Assignment):
-    role_name: SiloRole
+class RolePolicy(Strict, Generic[Assignment]):
+    role_assignments: list[Assignment] = Field(max_length=64)
 
 
-class ProjectRoleRoleAssignment(_Assignment):
-    role_name: SiloRole
+class FleetRoleRoleAssignment(RoleAssignment[FleetRole]): ...
 
 
-class FleetRolePolicy(Strict):
-    role_assignments: list[FleetRoleRoleAssignment] = Field(max_length=64)
+class SiloRoleRoleAssignment(RoleAssignment[SiloRole]): ...
 
 
-class SiloRolePolicy(Strict):
-    role_assignments: list[SiloRoleRoleAssignment] = Field(max_length=64)
+class ProjectRoleRoleAssignment(RoleAssignment[SiloRole]): ...
 
 
-class ProjectRolePolicy(Strict):
-    role_assignments: list[ProjectRoleRoleAssignment] = Field(max_length=64)
+class FleetRolePolicy(RolePolicy[FleetRoleRoleAssignment]): ...
+
+
+class SiloRolePolicy(RolePolicy[SiloRoleRoleAssignment]): ...
+
+
+class ProjectRolePolicy(RolePolicy[ProjectRoleRoleAssignment]): ...
 
 
 # -- the audit log ---------------------------------------------------------------------------

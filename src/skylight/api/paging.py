@@ -150,9 +150,15 @@ def results(kind: type[Answer], page: Page[Item], view: Callable[[Item], BaseMod
 
 
 @dataclass(frozen=True)
-class _NameOrIdQuery:
+class _Query:
+    """What every list takes: how many items, and the token the last page ended with."""
+
     limit: Limit = None
     page_token: str | None = None
+
+
+@dataclass(frozen=True)
+class _NameOrIdQuery(_Query):
     sort_by: NameOrIdSortMode | None = None
 
     def ask(self, scope: str) -> Ask:
@@ -160,9 +166,7 @@ class _NameOrIdQuery:
 
 
 @dataclass(frozen=True)
-class _IdQuery:
-    limit: Limit = None
-    page_token: str | None = None
+class _IdQuery(_Query):
     sort_by: IdSortMode | None = None
 
     def ask(self, scope: str) -> Ask:
@@ -170,20 +174,15 @@ class _IdQuery:
 
 
 @dataclass(frozen=True)
-class _FixedOrderQuery:
-    limit: Limit = None
-    page_token: str | None = None
-
+class _FixedOrderQuery(_Query):
     def ask(self, scope: str, order: str) -> Ask:
         return Ask(self.limit, self.page_token, None, scope, order)
 
 
 @dataclass(frozen=True)
-class _EventsQuery:
+class _EventsQuery(_Query):
     """A list of events: newest first, with the filters every event list takes."""
 
-    limit: Limit = None
-    page_token: str | None = None
     severity: Literal["info", "warning", "error"] | None = None
     kind: QueryText | None = None
     operation: QueryText | None = None
