@@ -14,9 +14,7 @@ router = APIRouter(tags=["disks"])
 
 @router.get("/v1/disks", response_model=models.DiskResultsPage)
 async def disk_list(
-    request: Request,
-    query: paging.ByName,
-    project: str | None = None,
+    request: Request, query: paging.ByName, project: str | None = None
 ) -> models.DiskResultsPage:
     sel = deps.required(project, "project")
     ask = query.ask("disks")
@@ -55,10 +53,7 @@ async def disk_delete(request: Request, disk: str, project: str | None = None) -
 
 @router.get("/v1/instances/{instance}/disks", response_model=models.DiskResultsPage)
 async def instance_disk_list(
-    request: Request,
-    query: paging.ByName,
-    instance: str,
-    project: str | None = None,
+    request: Request, query: paging.ByName, instance: str, project: str | None = None
 ) -> models.DiskResultsPage:
     inst_sel = deps.required(instance, "instance")
     proj = deps.selector(project, "project")

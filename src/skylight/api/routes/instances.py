@@ -50,9 +50,7 @@ def _wait(request: Request) -> float:
 
 @router.get("/v1/instances", response_model=models.InstanceResultsPage)
 async def instance_list(
-    request: Request,
-    query: paging.ByName,
-    project: str | None = None,
+    request: Request, query: paging.ByName, project: str | None = None
 ) -> models.InstanceResultsPage:
     sel = deps.required(project, "project")
     ask = query.ask("instances")
@@ -128,10 +126,7 @@ async def instance_reboot(
 
 @router.get("/v1/instances/{instance}/events", response_model=models.InstanceEventResultsPage)
 async def instance_event_list(
-    request: Request,
-    query: paging.Events,
-    instance: str,
-    project: str | None = None,
+    request: Request, query: paging.Events, instance: str, project: str | None = None
 ) -> models.InstanceEventResultsPage:
     sel = deps.required(instance, "instance")
     proj = deps.selector(project, "project")

@@ -11,10 +11,7 @@ router = APIRouter(tags=["projects"])
 
 
 @router.get("/v1/projects", response_model=models.ProjectResultsPage)
-async def project_list(
-    request: Request,
-    query: paging.ByName,
-) -> models.ProjectResultsPage:
+async def project_list(request: Request, query: paging.ByName) -> models.ProjectResultsPage:
     req = query.ask("projects")()
     who = deps.caller(request)
     page = await deps.tx(request, lambda c: projects.page(c, who, req))

@@ -26,9 +26,7 @@ def _destinations(request: Request) -> Destinations:
 
 @router.get("/v1/alert-classes", response_model=models.AlertClassResultsPage)
 async def alert_class_list(
-    request: Request,
-    query: paging.FixedOrder,
-    filter: str | None = None,
+    request: Request, query: paging.FixedOrder, filter: str | None = None
 ) -> models.AlertClassResultsPage:
     if filter is not None:
         alerts.check_subscription(filter)
@@ -42,8 +40,7 @@ async def alert_class_list(
 
 @router.get("/v1/alert-receivers", response_model=models.AlertReceiverResultsPage)
 async def alert_receiver_list(
-    request: Request,
-    query: paging.ByName,
+    request: Request, query: paging.ByName
 ) -> models.AlertReceiverResultsPage:
     req = query.ask("alert-receivers")()
     page = await deps.tx(request, lambda c: receivers.page(c, req))
