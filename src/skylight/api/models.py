@@ -175,6 +175,18 @@ class ResultsPage(BaseModel, Generic[Item]):
     next_page: str | None = None
 
 
+class IdentityMetadata(BaseModel):
+    """What a named resource shows first (Oxide flattens its IdentityMetadata into each).
+    Only resources whose own fields all come after these extend it: a subclass's fields
+    follow its base's, and a view's fields keep the Oxide document's order."""
+
+    id: str
+    name: str
+    description: str
+    time_created: datetime
+    time_modified: datetime
+
+
 # -- errors ----------------------------------------------------------------------------------
 
 
@@ -200,12 +212,7 @@ class ProjectUpdate(Strict):
     description: Annotated[str, Field(max_length=512)] | None = None
 
 
-class Project(BaseModel):
-    id: str
-    name: str
-    description: str
-    time_created: datetime
-    time_modified: datetime
+class Project(IdentityMetadata): ...
 
 
 class ProjectResultsPage(ResultsPage[Project]): ...
@@ -633,12 +640,7 @@ class WebhookReceiverConfig(BaseModel):
     secrets: list[WebhookSecret]
 
 
-class AlertReceiver(BaseModel):
-    id: str
-    name: str
-    description: str
-    time_created: datetime
-    time_modified: datetime
+class AlertReceiver(IdentityMetadata):
     subscriptions: list[str]
     kind: WebhookReceiverConfig
 
@@ -646,12 +648,7 @@ class AlertReceiver(BaseModel):
 class AlertReceiverResultsPage(ResultsPage[AlertReceiver]): ...
 
 
-class WebhookReceiver(BaseModel):
-    id: str
-    name: str
-    description: str
-    time_created: datetime
-    time_modified: datetime
+class WebhookReceiver(IdentityMetadata):
     subscriptions: list[str]
     endpoint: str
     secrets: list[WebhookSecret]
