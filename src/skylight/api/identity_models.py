@@ -213,6 +213,11 @@ class UserPasswordDisallowed(Strict):
 UserPassword = Annotated[UserPasswordSet | UserPasswordDisallowed, Field(discriminator="mode")]
 
 
+def password_of(choice: UserPassword) -> str | None:
+    """The password a user is given, or None: they may not log in with one."""
+    return choice.value if isinstance(choice, UserPasswordSet) else None
+
+
 class UserCreate(Strict):
     external_id: UserId
     password: UserPassword
@@ -236,17 +241,17 @@ class UserResultsPage(ResultsPage[User]): ...
 # -- policies --------------------------------------------------------------------------------
 
 
-Role = TypeVar("Role", FleetRole, SiloRole)
+_Role = TypeVar("_Role", FleetRole, SiloRole)
 
 
-class RoleAssignment(Strict, Generic[Role]):
+class RoleAssignment(Strict, Generic[_Role]):
     """One role given to one identity: the three kinds of policy differ only in their roles.
     Each kind names its own subclass, as the Oxide document does (``FleetRoleRoleAssignment``
     and so on)."""
 
     identity_id: str
     identity_type: IdentityType
-    role_name: Role
+    role_name: _Role
 
     @field_validator("identity_id")
     @classmethod
@@ -256,11 +261,11 @@ class RoleAssignment(Strict, Generic[Role]):
         return value.lower()
 
 
-Assignment = TypeVar("Assignment", bound=RoleAssignment[FleetRole] | RoleAssignment[SiloRole])
+_Assignment = TypeVar("_Assignment", bound=RoleAssignment[FleetRole] | RoleAssignment[SiloRole])
 
 
-class RolePolicy(Strict, Generic[Assignment]):
-    role_assignments: list[Assignment] = Field(max_length=64)
+class RolePolicy(Strict, Generic[_Assignment]):
+    role_assignments: list[_Assignment] = Field(max_length=64)
 
 
 class FleetRoleRoleAssignment(RoleAssignment[FleetRole]): ...

@@ -145,7 +145,7 @@ async def local_idp_user_create(
     request: Request, body: m.UserCreate, silo: str | None = None
 ) -> m.User:
     who, sel = deps.caller(request), deps.required(silo, "silo")
-    password = body.password.value if isinstance(body.password, m.UserPasswordSet) else None
+    password = m.password_of(body.password)
     row = await deps.tx(
         request, lambda c: silos.create_user(c, who, sel, body.external_id, password)
     )
@@ -161,11 +161,8 @@ async def local_idp_user_create(
 async def local_idp_user_delete(
     request: Request, user_id: str, silo: str | None = None
 ) -> Response:
-    who, sel, uid = (
-        deps.caller(request),
-        deps.required(silo, "silo"),
-        require_uuid(user_id, "user_id"),
-    )
+    who, sel = deps.caller(request), deps.required(silo, "silo")
+    uid = require_uuid(user_id, "user_id")
     await deps.tx(request, lambda c: silos.delete_user(c, who, sel, uid))
     return Response(status_code=204)
 
@@ -179,12 +176,9 @@ async def local_idp_user_delete(
 async def local_idp_user_set_password(
     request: Request, user_id: str, body: m.UserPassword, silo: str | None = None
 ) -> Response:
-    who, sel, uid = (
-        deps.caller(request),
-        deps.required(silo, "silo"),
-        require_uuid(user_id, "user_id"),
-    )
-    password = body.value if isinstance(body, m.UserPasswordSet) else None
+    who, sel = deps.caller(request), deps.required(silo, "silo")
+    uid = require_uuid(user_id, "user_id")
+    password = m.password_of(body)
     await deps.tx(request, lambda c: silos.set_password(c, who, sel, uid, password))
     return Response(status_code=204)
 
