@@ -135,7 +135,7 @@ _KEY = {
 }
 
 Item = TypeVar("Item")
-Answer = TypeVar("Answer", bound=ResultsPage[Any])
+Answer = TypeVar("Answer", bound=ResultsPage[BaseModel])
 
 
 def results(kind: type[Answer], page: Page[Item], view: Callable[[Item], BaseModel]) -> Answer:
