@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema, field_validator
 
-from skylight.api.models import ByteCount, Name, Strict
+from skylight.api.metadata import identity, times
+from skylight.api.models import ByteCount, Name, ResultsPage, Strict
 from skylight.clock import as_utc
 from skylight.ids import parse_uuid
 from skylight.store import Row
@@ -70,9 +71,7 @@ class DeviceAccessToken(BaseModel):
         return cls(id=row.id, time_created=_time(row.time_created), time_expires=expires)
 
 
-class DeviceAccessTokenResultsPage(BaseModel):
-    items: list[DeviceAccessToken]
-    next_page: str | None = None
+class DeviceAccessTokenResultsPage(ResultsPage[DeviceAccessToken]): ...
 
 
 class CurrentUser(BaseModel):
@@ -94,9 +93,7 @@ class Group(BaseModel):
     time_modified: datetime
 
 
-class GroupResultsPage(BaseModel):
-    items: list[Group]
-    next_page: str | None = None
+class GroupResultsPage(ResultsPage[Group]): ...
 
 
 # -- silos and users -------------------------------------------------------------------------
@@ -161,20 +158,10 @@ class Silo(BaseModel):
 
     @classmethod
     def of(cls, row: Row) -> Silo:
-        return cls(
-            id=row.id,
-            name=row.name,
-            description=row.description,
-            discoverable=row.discoverable,
-            identity_mode=row.identity_mode,
-            time_created=_time(row.time_created),
-            time_modified=_time(row.time_modified),
-        )
+        return cls(**identity(row), discoverable=row.discoverable, identity_mode=row.identity_mode)
 
 
-class SiloResultsPage(BaseModel):
-    items: list[Silo]
-    next_page: str | None = None
+class SiloResultsPage(ResultsPage[Silo]): ...
 
 
 class SiloQuotas(BaseModel):
@@ -208,14 +195,10 @@ class SiloUtilization(BaseModel):
     provisioned: VirtualResourceCounts
 
 
-class SiloUtilizationResultsPage(BaseModel):
-    items: list[SiloUtilization]
-    next_page: str | None = None
+class SiloUtilizationResultsPage(ResultsPage[SiloUtilization]): ...
 
 
-class SiloQuotasResultsPage(BaseModel):
-    items: list[SiloQuotas]
-    next_page: str | None = None
+class SiloQuotasResultsPage(ResultsPage[SiloQuotas]): ...
 
 
 class UserPasswordSet(Strict):
@@ -228,6 +211,11 @@ class UserPasswordDisallowed(Strict):
 
 
 UserPassword = Annotated[UserPasswordSet | UserPasswordDisallowed, Field(discriminator="mode")]
+
+
+def password_of(choice: UserPassword) -> str | None:
+    """The password a user is given, or None: they may not log in with one."""
+    return choice.value if isinstance(choice, UserPasswordSet) else None
 
 
 class UserCreate(Strict):
@@ -244,26 +232,26 @@ class User(BaseModel):
 
     @classmethod
     def of(cls, row: Row) -> User:
-        return cls(
-            id=row.id,
-            display_name=row.name,
-            silo_id=row.silo_id,
-            time_created=_time(row.time_created),
-            time_modified=_time(row.time_modified),
-        )
+        return cls(id=row.id, display_name=row.name, silo_id=row.silo_id, **times(row))
 
 
-class UserResultsPage(BaseModel):
-    items: list[User]
-    next_page: str | None = None
+class UserResultsPage(ResultsPage[User]): ...
 
 
 # -- policies --------------------------------------------------------------------------------
 
 
-class _Assignment(Strict):
+_Role = TypeVar("_Role", FleetRole, SiloRole)
+
+
+class RoleAssignment(Strict, Generic[_Role]):
+    """One role given to one identity: the three kinds of policy differ only in their roles.
+    Each kind names its own subclass, as the Oxide document does (``FleetRoleRoleAssignment``
+    and so on)."""
+
     identity_id: str
     identity_type: IdentityType
+    role_name: _Role
 
     @field_validator("identity_id")
     @classmethod
@@ -273,28 +261,29 @@ class _Assignment(Strict):
         return value.lower()
 
 
-class FleetRoleRoleAssignment(_Assignment):
-    role_name: FleetRole
+_Assignment = TypeVar("_Assignment", bound=RoleAssignment[FleetRole] | RoleAssignment[SiloRole])
 
 
-class SiloRoleRoleAssignment(_Assignment):
-    role_name: SiloRole
+class RolePolicy(Strict, Generic[_Assignment]):
+    role_assignments: list[_Assignment] = Field(max_length=64)
 
 
-class ProjectRoleRoleAssignment(_Assignment):
-    role_name: SiloRole
+class FleetRoleRoleAssignment(RoleAssignment[FleetRole]): ...
 
 
-class FleetRolePolicy(Strict):
-    role_assignments: list[FleetRoleRoleAssignment] = Field(max_length=64)
+class SiloRoleRoleAssignment(RoleAssignment[SiloRole]): ...
 
 
-class SiloRolePolicy(Strict):
-    role_assignments: list[SiloRoleRoleAssignment] = Field(max_length=64)
+class ProjectRoleRoleAssignment(RoleAssignment[SiloRole]): ...
 
 
-class ProjectRolePolicy(Strict):
-    role_assignments: list[ProjectRoleRoleAssignment] = Field(max_length=64)
+class FleetRolePolicy(RolePolicy[FleetRoleRoleAssignment]): ...
+
+
+class SiloRolePolicy(RolePolicy[SiloRoleRoleAssignment]): ...
+
+
+class ProjectRolePolicy(RolePolicy[ProjectRoleRoleAssignment]): ...
 
 
 # -- the audit log ---------------------------------------------------------------------------
@@ -347,6 +336,4 @@ class AuditLogEntry(BaseModel):
         )
 
 
-class AuditLogEntryResultsPage(BaseModel):
-    items: list[AuditLogEntry]
-    next_page: str | None = None
+class AuditLogEntryResultsPage(ResultsPage[AuditLogEntry]): ...

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -159,6 +159,34 @@ class Strict(BaseModel):
         return value
 
 
+# -- lists -----------------------------------------------------------------------------------
+
+# covariant: the page of a model that extends another is a page of the other too
+Item = TypeVar("Item", bound=BaseModel, covariant=True)
+
+
+class ResultsPage(BaseModel, Generic[Item]):
+    """One page of a list, as every Oxide list answers: the items and the token of the next
+    page (None after the last). Each list names its own subclass, ``<Item>ResultsPage``,
+    because that is the schema name the Oxide document gives it (a bare parametrisation
+    would be named ``ResultsPage[Item]``)."""
+
+    items: list[Item]
+    next_page: str | None = None
+
+
+class IdentityMetadata(BaseModel):
+    """What a named resource shows first (Oxide flattens its IdentityMetadata into each).
+    Only resources whose own fields all come after these extend it: a subclass's fields
+    follow its base's, and a view's fields keep the Oxide document's order."""
+
+    id: str
+    name: str
+    description: str
+    time_created: datetime
+    time_modified: datetime
+
+
 # -- errors ----------------------------------------------------------------------------------
 
 
@@ -184,17 +212,10 @@ class ProjectUpdate(Strict):
     description: Annotated[str, Field(max_length=512)] | None = None
 
 
-class Project(BaseModel):
-    id: str
-    name: str
-    description: str
-    time_created: datetime
-    time_modified: datetime
+class Project(IdentityMetadata): ...
 
 
-class ProjectResultsPage(BaseModel):
-    items: list[Project]
-    next_page: str | None = None
+class ProjectResultsPage(ResultsPage[Project]): ...
 
 
 # -- instances -------------------------------------------------------------------------------
@@ -280,9 +301,7 @@ class Instance(BaseModel):
     status_reason: StatusReason | None = None
 
 
-class InstanceResultsPage(BaseModel):
-    items: list[Instance]
-    next_page: str | None = None
+class InstanceResultsPage(ResultsPage[Instance]): ...
 
 
 # -- events ----------------------------------------------------------------------------------
@@ -304,9 +323,7 @@ class InstanceEvent(BaseModel):
     detail: JsonObject | None = None
 
 
-class InstanceEventResultsPage(BaseModel):
-    items: list[InstanceEvent]
-    next_page: str | None = None
+class InstanceEventResultsPage(ResultsPage[InstanceEvent]): ...
 
 
 # -- sleds -----------------------------------------------------------------------------------
@@ -337,9 +354,7 @@ class Sled(BaseModel):
     reserved_local_storage: int
 
 
-class SledResultsPage(BaseModel):
-    items: list[Sled]
-    next_page: str | None = None
+class SledResultsPage(ResultsPage[Sled]): ...
 
 
 class SledInstance(BaseModel):
@@ -356,9 +371,7 @@ class SledInstance(BaseModel):
     time_modified: datetime
 
 
-class SledInstanceResultsPage(BaseModel):
-    items: list[SledInstance]
-    next_page: str | None = None
+class SledInstanceResultsPage(ResultsPage[SledInstance]): ...
 
 
 class SledProvisionPolicyParams(Strict):
@@ -392,9 +405,7 @@ class Fault(BaseModel):
     message: str
 
 
-class FaultResultsPage(BaseModel):
-    items: list[Fault]
-    next_page: str | None = None
+class FaultResultsPage(ResultsPage[Fault]): ...
 
 
 NameOrIdSortMode = Literal["name_ascending", "name_descending", "id_ascending"]
@@ -444,9 +455,7 @@ class AffinityGroup(BaseModel):
     time_modified: datetime
 
 
-class AffinityGroupResultsPage(BaseModel):
-    items: list[AffinityGroup]
-    next_page: str | None = None
+class AffinityGroupResultsPage(ResultsPage[AffinityGroup]): ...
 
 
 class AntiAffinityGroupCreate(AffinityGroupCreate):
@@ -461,9 +470,7 @@ class AntiAffinityGroup(AffinityGroup):
     pass
 
 
-class AntiAffinityGroupResultsPage(BaseModel):
-    items: list[AntiAffinityGroup]
-    next_page: str | None = None
+class AntiAffinityGroupResultsPage(ResultsPage[AntiAffinityGroup]): ...
 
 
 class InstanceMember(BaseModel):
@@ -477,18 +484,14 @@ class AffinityGroupMember(BaseModel):
     value: InstanceMember
 
 
-class AffinityGroupMemberResultsPage(BaseModel):
-    items: list[AffinityGroupMember]
-    next_page: str | None = None
+class AffinityGroupMemberResultsPage(ResultsPage[AffinityGroupMember]): ...
 
 
 class AntiAffinityGroupMember(AffinityGroupMember):
     pass
 
 
-class AntiAffinityGroupMemberResultsPage(BaseModel):
-    items: list[AntiAffinityGroupMember]
-    next_page: str | None = None
+class AntiAffinityGroupMemberResultsPage(ResultsPage[AntiAffinityGroupMember]): ...
 
 
 # -- disks -----------------------------------------------------------------------------------
@@ -601,9 +604,7 @@ class Disk(BaseModel):
     state: DiskState
 
 
-class DiskResultsPage(BaseModel):
-    items: list[Disk]
-    next_page: str | None = None
+class DiskResultsPage(ResultsPage[Disk]): ...
 
 
 # InstanceCreate and InstanceUpdate refer to types defined after them.
@@ -631,9 +632,7 @@ class AlertClass(BaseModel):
     description: str
 
 
-class AlertClassResultsPage(BaseModel):
-    items: list[AlertClass]
-    next_page: str | None = None
+class AlertClassResultsPage(ResultsPage[AlertClass]): ...
 
 
 class WebhookSecret(BaseModel):
@@ -655,27 +654,15 @@ class WebhookReceiverConfig(BaseModel):
     secrets: list[WebhookSecret]
 
 
-class AlertReceiver(BaseModel):
-    id: str
-    name: str
-    description: str
-    time_created: datetime
-    time_modified: datetime
+class AlertReceiver(IdentityMetadata):
     subscriptions: list[str]
     kind: WebhookReceiverConfig
 
 
-class AlertReceiverResultsPage(BaseModel):
-    items: list[AlertReceiver]
-    next_page: str | None = None
+class AlertReceiverResultsPage(ResultsPage[AlertReceiver]): ...
 
 
-class WebhookReceiver(BaseModel):
-    id: str
-    name: str
-    description: str
-    time_created: datetime
-    time_modified: datetime
+class WebhookReceiver(IdentityMetadata):
     subscriptions: list[str]
     endpoint: str
     secrets: list[WebhookSecret]
@@ -733,9 +720,7 @@ class AlertDelivery(BaseModel):
     time_started: datetime
 
 
-class AlertDeliveryResultsPage(BaseModel):
-    items: list[AlertDelivery]
-    next_page: str | None = None
+class AlertDeliveryResultsPage(ResultsPage[AlertDelivery]): ...
 
 
 class AlertProbeResult(BaseModel):

@@ -10,8 +10,9 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Depends, Query
+from pydantic import BaseModel
 
-from skylight.api.models import IdSortMode, NameOrIdSortMode, QueryText, Timestamp
+from skylight.api.models import IdSortMode, NameOrIdSortMode, QueryText, ResultsPage, Timestamp
 from skylight.errors import InvalidRequest
 from skylight.ids import parse_uuid
 from skylight.operations.event_history import EventFilter
@@ -134,22 +135,30 @@ _KEY = {
 }
 
 Item = TypeVar("Item")
-View = TypeVar("View")
+Answer = TypeVar("Answer", bound=ResultsPage[BaseModel])
 
 
-def results(page: Page[Item], view: Callable[[Item], View]) -> tuple[list[View], str | None]:
-    """A page's items as views, and the token of the next page (None after the last)."""
+def results(kind: type[Answer], page: Page[Item], view: Callable[[Item], BaseModel]) -> Answer:
+    """A page as the list's answer ``kind``: its items as views, and the token of the next page
+    (None after the last). Building ``kind`` checks that the views are its items."""
     req = page.request
-    return [view(i) for i in page.items], next_token(req, page.items, _KEY[req.sort], req.scope)
+    nxt = next_token(req, page.items, _KEY[req.sort], req.scope)
+    return kind(items=[view(i) for i in page.items], next_page=nxt)
 
 
 # -- the query of a list, as one dependency per kind of order ---------------------------------
 
 
 @dataclass(frozen=True)
-class _NameOrIdQuery:
+class _Query:
+    """What every list takes: how many items, and the token the last page ended with."""
+
     limit: Limit = None
     page_token: str | None = None
+
+
+@dataclass(frozen=True)
+class _NameOrIdQuery(_Query):
     sort_by: NameOrIdSortMode | None = None
 
     def ask(self, scope: str) -> Ask:
@@ -157,9 +166,7 @@ class _NameOrIdQuery:
 
 
 @dataclass(frozen=True)
-class _IdQuery:
-    limit: Limit = None
-    page_token: str | None = None
+class _IdQuery(_Query):
     sort_by: IdSortMode | None = None
 
     def ask(self, scope: str) -> Ask:
@@ -167,20 +174,15 @@ class _IdQuery:
 
 
 @dataclass(frozen=True)
-class _FixedOrderQuery:
-    limit: Limit = None
-    page_token: str | None = None
-
+class _FixedOrderQuery(_Query):
     def ask(self, scope: str, order: str) -> Ask:
         return Ask(self.limit, self.page_token, None, scope, order)
 
 
 @dataclass(frozen=True)
-class _EventsQuery:
+class _EventsQuery(_Query):
     """A list of events: newest first, with the filters every event list takes."""
 
-    limit: Limit = None
-    page_token: str | None = None
     severity: Literal["info", "warning", "error"] | None = None
     kind: QueryText | None = None
     operation: QueryText | None = None

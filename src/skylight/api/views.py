@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from skylight.api import models
+from skylight.api.metadata import identity, times
 from skylight.clock import as_utc
 from skylight.events.reasons import redact
 from skylight.instances import story
@@ -18,13 +19,7 @@ from skylight.wire import JsonObject
 
 
 def project(row: Row) -> models.Project:
-    return models.Project(
-        id=row.id,
-        name=row.name,
-        description=row.description,
-        time_created=as_utc(row.time_created),
-        time_modified=as_utc(row.time_modified),
-    )
+    return models.Project(**identity(row))
 
 
 _REASON_FIELDS = ("code", "message", "transient", "diagnosis", "internal")
@@ -115,8 +110,7 @@ def sled(s: sleds.Sled) -> models.Sled:
         rack_id=row.rack_id,
         slot=row.slot,
         state=row.state,
-        time_created=as_utc(row.time_created),
-        time_modified=as_utc(row.time_modified),
+        **times(row),
         usable_hardware_threads=row.usable_hardware_threads,
         usable_physical_ram=row.usable_physical_ram,
         cpu_family=row.cpu_family,
@@ -138,21 +132,16 @@ def sled_instance(s: sleds.SledInstance) -> models.SledInstance:
         project_name=s.project_name,
         silo_name="default",
         state=run_state(row.state, row.vmm_state, row.intended_state),  # type: ignore[arg-type]
-        time_created=as_utc(row.time_created),
-        time_modified=as_utc(row.time_modified),
+        **times(row),
     )
 
 
 def affinity_group(row: Row) -> models.AffinityGroup:
     return models.AffinityGroup(
-        id=row.id,
-        name=row.name,
-        description=row.description,
+        **identity(row),
         policy=row.policy,
         failure_domain=row.failure_domain,
         project_id=row.project_id,
-        time_created=as_utc(row.time_created),
-        time_modified=as_utc(row.time_modified),
     )
 
 
@@ -179,12 +168,8 @@ def disk(row: Row) -> models.Disk:
     if row.state == "attached":
         state["instance"] = row.instance_id
     return models.Disk(
-        id=row.id,
-        name=row.name,
-        description=row.description,
+        **identity(row),
         project_id=row.project_id,
-        time_created=as_utc(row.time_created),
-        time_modified=as_utc(row.time_modified),
         block_size=row.block_size,
         device_path=f"/mnt/{row.name}",
         disk_type=row.disk_type,
@@ -200,11 +185,7 @@ def webhook_secret(row: Row) -> models.WebhookSecret:
 def webhook_receiver(rx: Receiver) -> models.WebhookReceiver:
     row = rx.row
     return models.WebhookReceiver(
-        id=row.id,
-        name=row.name,
-        description=row.description,
-        time_created=as_utc(row.time_created),
-        time_modified=as_utc(row.time_modified),
+        **identity(row),
         subscriptions=rx.subscriptions,
         endpoint=row.endpoint,
         secrets=[webhook_secret(s) for s in rx.secrets],

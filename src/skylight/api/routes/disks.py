@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import APIRouter, Request, Response
 
 from skylight import disks, lookup
@@ -12,16 +14,13 @@ router = APIRouter(tags=["disks"])
 
 @router.get("/v1/disks", response_model=models.DiskResultsPage)
 async def disk_list(
-    request: Request,
-    query: paging.ByName,
-    project: str | None = None,
+    request: Request, query: paging.ByName, project: str | None = None
 ) -> models.DiskResultsPage:
     sel = deps.required(project, "project")
     ask = query.ask("disks")
     who = deps.caller(request)
     page = await deps.tx(request, lambda c: disks.page(c, who, sel, ask))
-    items, nxt = paging.results(page, views.disk)
-    return models.DiskResultsPage(items=items, next_page=nxt)
+    return paging.results(models.DiskResultsPage, page, views.disk)
 
 
 @router.post("/v1/disks", status_code=201, response_model=models.Disk)
@@ -54,41 +53,41 @@ async def disk_delete(request: Request, disk: str, project: str | None = None) -
 
 @router.get("/v1/instances/{instance}/disks", response_model=models.DiskResultsPage)
 async def instance_disk_list(
-    request: Request,
-    query: paging.ByName,
-    instance: str,
-    project: str | None = None,
+    request: Request, query: paging.ByName, instance: str, project: str | None = None
 ) -> models.DiskResultsPage:
     inst_sel = deps.required(instance, "instance")
     proj = deps.selector(project, "project")
     ask = query.ask("instance-disks")
     who = deps.caller(request)
     page = await deps.tx(request, lambda c: disks.page_of_instance(c, who, inst_sel, proj, ask))
-    items, nxt = paging.results(page, views.disk)
-    return models.DiskResultsPage(items=items, next_page=nxt)
+    return paging.results(models.DiskResultsPage, page, views.disk)
+
+
+# disks.attach or disks.detach: (connection, caller, instance, project, disk, actor) in, the
+# disk out. Its parameters are left unspelled: a route does not name the store's connection.
+_Change = Callable[..., views.Row]
+
+
+async def _change(
+    request: Request, instance: str, project: str | None, disk: str, change: _Change
+) -> models.Disk:
+    """Attach or detach: resolve the selectors, change, answer with the disk as it stands."""
+    inst_sel = deps.required(instance, "instance")
+    proj = deps.selector(project, "project")
+    who = deps.caller(request)
+    row = await deps.tx(request, lambda c: change(c, who, inst_sel, proj, disk, who.actor))
+    return views.disk(row)
 
 
 @router.post("/v1/instances/{instance}/disks/attach", status_code=202, response_model=models.Disk)
 async def instance_disk_attach(
     request: Request, instance: str, body: models.DiskPath, project: str | None = None
 ) -> models.Disk:
-    inst_sel = deps.required(instance, "instance")
-    proj = deps.selector(project, "project")
-    who = deps.caller(request)
-    row = await deps.tx(
-        request, lambda c: disks.attach(c, who, inst_sel, proj, body.disk, who.actor)
-    )
-    return views.disk(row)
+    return await _change(request, instance, project, body.disk, disks.attach)
 
 
 @router.post("/v1/instances/{instance}/disks/detach", status_code=202, response_model=models.Disk)
 async def instance_disk_detach(
     request: Request, instance: str, body: models.DiskPath, project: str | None = None
 ) -> models.Disk:
-    inst_sel = deps.required(instance, "instance")
-    proj = deps.selector(project, "project")
-    who = deps.caller(request)
-    row = await deps.tx(
-        request, lambda c: disks.detach(c, who, inst_sel, proj, body.disk, who.actor)
-    )
-    return views.disk(row)
+    return await _change(request, instance, project, body.disk, disks.detach)

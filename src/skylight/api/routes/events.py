@@ -18,15 +18,14 @@ router = APIRouter(tags=["events"])
 
 
 def _results(page: paging.Page[views.Row], *, operator: bool) -> models.InstanceEventResultsPage:
-    items, nxt = paging.results(page, lambda r: views.event(r, operator=operator))
-    return models.InstanceEventResultsPage(items=items, next_page=nxt)
+    return paging.results(
+        models.InstanceEventResultsPage, page, lambda r: views.event(r, operator=operator)
+    )
 
 
 @router.get("/v1/events", response_model=models.InstanceEventResultsPage)
 async def project_event_list(
-    request: Request,
-    query: paging.Events,
-    project: str | None = None,
+    request: Request, query: paging.Events, project: str | None = None
 ) -> models.InstanceEventResultsPage:
     """Skylight: a project's instance events, newest first."""
     sel = deps.required(project, "project")
@@ -104,9 +103,7 @@ async def instance_event_stream(
 
 @router.get("/v1/events/stream", response_class=StreamingResponse, responses=SSE_RESPONSE)
 async def project_event_stream(
-    request: Request,
-    project: str | None = None,
-    last_event_id: str | None = Header(default=None),
+    request: Request, project: str | None = None, last_event_id: str | None = Header(default=None)
 ) -> StreamingResponse:
     """Skylight: a project's events as Server-Sent Events, from ``Last-Event-ID`` on."""
     sel = deps.required(project, "project")

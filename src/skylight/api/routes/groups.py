@@ -29,9 +29,9 @@ class _Family:
     create: type[models.AffinityGroupCreate]
     update: type[models.AffinityGroupUpdate]
     group: type[models.AffinityGroup]
-    group_page: type[BaseModel]
+    group_page: type[models.ResultsPage[models.AffinityGroup]]
     member: type[models.AffinityGroupMember]
-    member_page: type[BaseModel]
+    member_page: type[models.ResultsPage[models.AffinityGroupMember]]
     group_view: Callable[[Any], models.AffinityGroup]
     member_view: Callable[[Any], models.AffinityGroupMember]
 
@@ -77,8 +77,7 @@ async def _instance_group_list(
     page = await deps.tx(
         request, lambda c: groups.page_of_instance(c, who, fam.kind, sel, proj, ask)
     )
-    items, nxt = paging.results(page, fam.group_view)
-    return fam.group_page(items=items, next_page=nxt)
+    return paging.results(fam.group_page, page, fam.group_view)
 
 
 async def _group_list(
@@ -88,8 +87,7 @@ async def _group_list(
     ask = query.ask(f"{fam.kind}-groups")
     who = deps.caller(request)
     page = await deps.tx(request, lambda c: groups.page(c, who, fam.kind, sel, ask))
-    items, nxt = paging.results(page, fam.group_view)
-    return fam.group_page(items=items, next_page=nxt)
+    return paging.results(fam.group_page, page, fam.group_view)
 
 
 async def _group_create(
@@ -161,8 +159,7 @@ async def _member_list(
     ask = query.ask(f"{fam.kind}-members")
     who = deps.caller(request)
     page = await deps.tx(request, lambda c: groups.members_page(c, who, fam.kind, sel, proj, ask))
-    items, nxt = paging.results(page, fam.member_view)
-    return fam.member_page(items=items, next_page=nxt)
+    return paging.results(fam.member_page, page, fam.member_view)
 
 
 def _member(

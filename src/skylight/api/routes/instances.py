@@ -50,16 +50,13 @@ def _wait(request: Request) -> float:
 
 @router.get("/v1/instances", response_model=models.InstanceResultsPage)
 async def instance_list(
-    request: Request,
-    query: paging.ByName,
-    project: str | None = None,
+    request: Request, query: paging.ByName, project: str | None = None
 ) -> models.InstanceResultsPage:
     sel = deps.required(project, "project")
     ask = query.ask("instances")
     who = deps.caller(request)
     page = await deps.tx(request, lambda c: operations.page(c, who, sel, ask))
-    items, nxt = paging.results(page, lambda r: _view(request, r))
-    return models.InstanceResultsPage(items=items, next_page=nxt)
+    return paging.results(models.InstanceResultsPage, page, lambda r: _view(request, r))
 
 
 @router.post("/v1/instances", status_code=201, response_model=models.Instance)
@@ -129,10 +126,7 @@ async def instance_reboot(
 
 @router.get("/v1/instances/{instance}/events", response_model=models.InstanceEventResultsPage)
 async def instance_event_list(
-    request: Request,
-    query: paging.Events,
-    instance: str,
-    project: str | None = None,
+    request: Request, query: paging.Events, instance: str, project: str | None = None
 ) -> models.InstanceEventResultsPage:
     sel = deps.required(instance, "instance")
     proj = deps.selector(project, "project")
@@ -142,8 +136,9 @@ async def instance_event_list(
         request, lambda c: event_history.instance_page(c, who, sel, proj, flt, ask)
     )
     operator = deps.is_operator(request)
-    items, nxt = paging.results(page, lambda r: views.event(r, operator=operator))
-    return models.InstanceEventResultsPage(items=items, next_page=nxt)
+    return paging.results(
+        models.InstanceEventResultsPage, page, lambda r: views.event(r, operator=operator)
+    )
 
 
 @router.get("/v1/instances/{instance}/placement", response_model=models.PlacementExplanation)

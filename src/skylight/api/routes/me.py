@@ -44,8 +44,7 @@ async def current_user_access_token_list(
     who = deps.caller(request)
     req = query.ask("access-tokens")()
     page = await deps.tx(request, lambda c: sessions.tokens(c, who, req))
-    items, nxt = paging.results(page, m.DeviceAccessToken.of)
-    return m.DeviceAccessTokenResultsPage(items=items, next_page=nxt)
+    return paging.results(m.DeviceAccessTokenResultsPage, page, m.DeviceAccessToken.of)
 
 
 @router.delete(

@@ -11,16 +11,11 @@ router = APIRouter(tags=["projects"])
 
 
 @router.get("/v1/projects", response_model=models.ProjectResultsPage)
-async def project_list(
-    request: Request,
-    query: paging.ByName,
-) -> models.ProjectResultsPage:
+async def project_list(request: Request, query: paging.ByName) -> models.ProjectResultsPage:
     req = query.ask("projects")()
     who = deps.caller(request)
-    items, nxt = paging.results(
-        await deps.tx(request, lambda c: projects.page(c, who, req)), views.project
-    )
-    return models.ProjectResultsPage(items=items, next_page=nxt)
+    page = await deps.tx(request, lambda c: projects.page(c, who, req))
+    return paging.results(models.ProjectResultsPage, page, views.project)
 
 
 @router.post("/v1/projects", status_code=201, response_model=models.Project)

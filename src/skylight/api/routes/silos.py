@@ -29,10 +29,8 @@ router = APIRouter()
 @router.get("/v1/system/silos", response_model=m.SiloResultsPage, tags=["system/silos"])
 async def silo_list(request: Request, query: paging.ByName) -> m.SiloResultsPage:
     who, req = deps.caller(request), query.ask("silos")()
-    items, nxt = paging.results(
-        await deps.tx(request, lambda c: silos.page(c, who, req)), m.Silo.of
-    )
-    return m.SiloResultsPage(items=items, next_page=nxt)
+    page = await deps.tx(request, lambda c: silos.page(c, who, req))
+    return paging.results(m.SiloResultsPage, page, m.Silo.of)
 
 
 @router.post("/v1/system/silos", status_code=201, response_model=m.Silo, tags=["system/silos"])
@@ -82,8 +80,7 @@ async def silo_quotas_update(request: Request, silo: str, body: m.SiloQuotasUpda
 async def system_quotas_list(request: Request, query: paging.ById) -> m.SiloQuotasResultsPage:
     who, req = deps.caller(request), query.ask("silo-quotas")()
     page = await deps.tx(request, lambda c: silos.all_quotas(c, who, req))
-    items, nxt = paging.results(page, m.SiloQuotas.of)
-    return m.SiloQuotasResultsPage(items=items, next_page=nxt)
+    return paging.results(m.SiloQuotasResultsPage, page, m.SiloQuotas.of)
 
 
 # -- utilization -------------------------------------------------------------------------------
@@ -124,8 +121,7 @@ async def silo_utilization_list(
 ) -> m.SiloUtilizationResultsPage:
     who, req = deps.caller(request), query.ask("silo-utilization")()
     page = await deps.tx(request, lambda c: silos.utilization_page(c, who, req))
-    items, nxt = paging.results(page, _silo_utilization)
-    return m.SiloUtilizationResultsPage(items=items, next_page=nxt)
+    return paging.results(m.SiloUtilizationResultsPage, page, _silo_utilization)
 
 
 @router.get(
@@ -149,7 +145,7 @@ async def local_idp_user_create(
     request: Request, body: m.UserCreate, silo: str | None = None
 ) -> m.User:
     who, sel = deps.caller(request), deps.required(silo, "silo")
-    password = body.password.value if isinstance(body.password, m.UserPasswordSet) else None
+    password = m.password_of(body.password)
     row = await deps.tx(
         request, lambda c: silos.create_user(c, who, sel, body.external_id, password)
     )
@@ -165,11 +161,8 @@ async def local_idp_user_create(
 async def local_idp_user_delete(
     request: Request, user_id: str, silo: str | None = None
 ) -> Response:
-    who, sel, uid = (
-        deps.caller(request),
-        deps.required(silo, "silo"),
-        require_uuid(user_id, "user_id"),
-    )
+    who, sel = deps.caller(request), deps.required(silo, "silo")
+    uid = require_uuid(user_id, "user_id")
     await deps.tx(request, lambda c: silos.delete_user(c, who, sel, uid))
     return Response(status_code=204)
 
@@ -183,12 +176,9 @@ async def local_idp_user_delete(
 async def local_idp_user_set_password(
     request: Request, user_id: str, body: m.UserPassword, silo: str | None = None
 ) -> Response:
-    who, sel, uid = (
-        deps.caller(request),
-        deps.required(silo, "silo"),
-        require_uuid(user_id, "user_id"),
-    )
-    password = body.value if isinstance(body, m.UserPasswordSet) else None
+    who, sel = deps.caller(request), deps.required(silo, "silo")
+    uid = require_uuid(user_id, "user_id")
+    password = m.password_of(body)
     await deps.tx(request, lambda c: silos.set_password(c, who, sel, uid, password))
     return Response(status_code=204)
 
@@ -203,8 +193,7 @@ async def user_list(
         raise NotFound.by_id("group", require_uuid(group, "group"))
     who, req = deps.caller(request), query.ask("users")()
     page = await deps.tx(request, lambda c: silos.users(c, who, None, req))
-    items, nxt = paging.results(page, m.User.of)
-    return m.UserResultsPage(items=items, next_page=nxt)
+    return paging.results(m.UserResultsPage, page, m.User.of)
 
 
 @router.get("/v1/users/{user_id}", response_model=m.User, tags=["silos"])
@@ -220,8 +209,7 @@ async def silo_user_list(
     who, sel = deps.caller(request), deps.required(silo, "silo")
     req = query.ask(f"system-users:{sel}")()
     page = await deps.tx(request, lambda c: silos.users(c, who, sel, req))
-    items, nxt = paging.results(page, m.User.of)
-    return m.UserResultsPage(items=items, next_page=nxt)
+    return paging.results(m.UserResultsPage, page, m.User.of)
 
 
 @router.get("/v1/system/users/{user_id}", response_model=m.User, tags=["system/silos"])
@@ -353,5 +341,4 @@ async def audit_log_list(
     ask = paging.Ask(limit, page_token, sort_by, "audit-log", sort_by or "time_and_id_ascending")
     req = ask(start_time.isoformat())
     page = await deps.tx(request, lambda c: audit_log.page(c, who, start_time, end_time, req))
-    items, nxt = paging.results(page, lambda e: m.AuditLogEntry.of(e.row))
-    return m.AuditLogEntryResultsPage(items=items, next_page=nxt)
+    return paging.results(m.AuditLogEntryResultsPage, page, lambda e: m.AuditLogEntry.of(e.row))

@@ -13,14 +13,10 @@ router = APIRouter(tags=["system/hardware"], dependencies=[Depends(deps.fleet(Ac
 
 
 @router.get("/v1/system/hardware/sleds", response_model=models.SledResultsPage)
-async def sled_list(
-    request: Request,
-    query: paging.ById,
-) -> models.SledResultsPage:
+async def sled_list(request: Request, query: paging.ById) -> models.SledResultsPage:
     req = query.ask("sleds")()
     page = await deps.tx(request, lambda c: sleds.page(c, req))
-    items, nxt = paging.results(page, views.sled)
-    return models.SledResultsPage(items=items, next_page=nxt)
+    return paging.results(models.SledResultsPage, page, views.sled)
 
 
 @router.get("/v1/system/hardware/sleds/{sled_id}", response_model=models.Sled)
@@ -33,15 +29,12 @@ async def sled_view(request: Request, sled_id: str) -> models.Sled:
     "/v1/system/hardware/sleds/{sled_id}/instances", response_model=models.SledInstanceResultsPage
 )
 async def sled_instance_list(
-    request: Request,
-    query: paging.ById,
-    sled_id: str,
+    request: Request, query: paging.ById, sled_id: str
 ) -> models.SledInstanceResultsPage:
     sid = require_uuid(sled_id, "sled_id")
     req = query.ask("sled-instances")(sid)
     page = await deps.tx(request, lambda c: sleds.instances_on(c, sid, req))
-    items, nxt = paging.results(page, views.sled_instance)
-    return models.SledInstanceResultsPage(items=items, next_page=nxt)
+    return paging.results(models.SledInstanceResultsPage, page, views.sled_instance)
 
 
 @router.put(

@@ -26,9 +26,7 @@ def _destinations(request: Request) -> Destinations:
 
 @router.get("/v1/alert-classes", response_model=models.AlertClassResultsPage)
 async def alert_class_list(
-    request: Request,
-    query: paging.FixedOrder,
-    filter: str | None = None,
+    request: Request, query: paging.FixedOrder, filter: str | None = None
 ) -> models.AlertClassResultsPage:
     if filter is not None:
         alerts.check_subscription(filter)
@@ -37,19 +35,16 @@ async def alert_class_list(
     page = paging.Page(
         [models.AlertClass(name=n, description=alerts.CLASSES[n]) for n in names], req
     )
-    items, nxt = paging.results(page, lambda c: c)
-    return models.AlertClassResultsPage(items=items, next_page=nxt)
+    return paging.results(models.AlertClassResultsPage, page, lambda c: c)
 
 
 @router.get("/v1/alert-receivers", response_model=models.AlertReceiverResultsPage)
 async def alert_receiver_list(
-    request: Request,
-    query: paging.ByName,
+    request: Request, query: paging.ByName
 ) -> models.AlertReceiverResultsPage:
     req = query.ask("alert-receivers")()
     page = await deps.tx(request, lambda c: receivers.page(c, req))
-    items, nxt = paging.results(page, views.alert_receiver)
-    return models.AlertReceiverResultsPage(items=items, next_page=nxt)
+    return paging.results(models.AlertReceiverResultsPage, page, views.alert_receiver)
 
 
 @router.get("/v1/alert-receivers/{receiver}", response_model=models.AlertReceiver)
@@ -108,8 +103,7 @@ async def alert_delivery_list(
             c, sel, ask, delivered=delivered, failed=failed, pending=pending
         ),
     )
-    items, nxt = paging.results(page, views.alert_delivery)
-    return models.AlertDeliveryResultsPage(items=items, next_page=nxt)
+    return paging.results(models.AlertDeliveryResultsPage, page, views.alert_delivery)
 
 
 @router.post("/v1/alert-receivers/{receiver}/probe", response_model=models.AlertProbeResult)
