@@ -515,6 +515,9 @@ def fuzz(client: TestClient, world: World, op: Any, mode: GenerationMode, store:
             # so keep the first failure as it happened.
             failures.append(str(exc))
             raise
+        except Exception as exc:  # the app raised (TestClient re-raises): keep what and where
+            failures.append(f"{type(exc).__name__}: {exc} on {case.method} {case.formatted_path}")
+            raise
 
     try:
         run()
