@@ -510,6 +510,7 @@ VISIBILITY_RULES = {
 }
 
 
+@pytest.mark.slow  # minutes (every operation, every caller): not in `make test-fast`
 def test_every_operation_answers_every_caller_as_its_roles_say(rig: Rig) -> None:
     served = rig.admin.get("/openapi.json").json()["paths"]
     ops = [

@@ -45,6 +45,9 @@ from skylight.store import schema as tables
 from tests.conftest import GiB, instance_body
 from tests.oxide_schema import all_pages, assert_error, settled
 
+# Minutes per store (every operation, hundreds of cases): `make test-fast` leaves it out.
+pytestmark = pytest.mark.slow
+
 BASE_URL = "http://testserver"
 SLOW = 5.0  # seconds
 # Examples per operation and generation mode (positive, negative), and one case in how many

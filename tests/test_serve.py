@@ -4,6 +4,7 @@ store at start, and keeps its data across restarts."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -96,3 +97,84 @@ def test_bad_bind_is_refused(tmp_path: Path) -> None:
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode != 0
     assert b"HOST:PORT" in out
+
+
+def _replicas(data: Path) -> list[tuple[str, str, str, str | None]]:
+    """The replica rows of the SQLite store in ``data`` (id, bind, started, stopped), read
+    without writing."""
+    with sqlite3.connect(f"file:{data / 'skylight.db'}?mode=ro", uri=True) as db:
+        return list(db.execute("SELECT id, bind, time_started, time_stopped FROM replica"))
+
+
+def _refused(env: dict[str, str], *args: str) -> str:
+    """Run a serve that must refuse: it exits non-zero within seconds (nothing started),
+    and its whole output is returned."""
+    proc = _serve(env, *args)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode not in (0, None), out
+    return out.decode()
+
+
+def test_a_second_serve_is_refused_at_once_in_one_line(tmp_path: Path) -> None:
+    """A second ``make run``: the same port and store, then the same store on another port,
+    then another store on the same port. Each is refused before it touches any store, in one
+    line naming the flag to use; the first replica's store is untouched and it answers."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    data = tmp_path / "d"
+    env = {"SKYLIGHT_DATA_DIR": str(data)}
+    first = _serve({**env, "SKYLIGHT_BIND": f"127.0.0.1:{port}"}, "--sim-sleds", "1")
+    try:
+        _up(url, first)
+        before = _replicas(data)
+        assert len(before) == 1 and before[0][3] is None  # the first, live
+
+        out = _refused({**env, "SKYLIGHT_BIND": f"127.0.0.1:{port}"}, "--sim-sleds", "1")
+        assert out.strip() == (
+            f"skylight: 127.0.0.1:{port} is already in use (another skylight serve?); "
+            "choose another with --bind HOST:PORT"
+        ), out
+
+        other = free_port()
+        out = _refused({**env, "SKYLIGHT_BIND": f"127.0.0.1:{other}"}, "--sim-sleds", "1")
+        lines = out.strip().splitlines()
+        assert len(lines) == 1, out
+        assert str(data) in lines[0] and "--data-dir DIR" in lines[0], out
+        assert f"(pid {first.pid})" in lines[0], out
+        assert "Traceback" not in out
+
+        # Another store, the same port: the port is what is taken, and the new data dir
+        # was never migrated into.
+        elsewhere = tmp_path / "elsewhere"
+        out = _refused({"SKYLIGHT_DATA_DIR": str(elsewhere), "SKYLIGHT_BIND": f"127.0.0.1:{port}"})
+        assert "is already in use" in out and "--bind HOST:PORT" in out, out
+        assert not (elsewhere / "skylight.db").exists()
+
+        # Nothing of the refused ones reached the store: no second replica, the first one's
+        # row as it was (not marked stopped by a namesake's shutdown), no second admin
+        # password; and the first still serves.
+        assert _replicas(data) == before
+        assert sorted(p.name for p in data.iterdir() if p.name.startswith("replica-")) == [
+            f"replica-127.0.0.1-{port}.id"
+        ]
+        with _admin(url, data) as api:
+            assert api.get("/v1/system/hardware/sleds").status_code == 200
+    finally:
+        _stop(first)
+
+
+def test_the_store_lock_dies_with_its_process(tmp_path: Path) -> None:
+    """A replica killed outright (no shutdown) leaves no claim behind: the next start on
+    the same store and port comes up."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {"SKYLIGHT_DATA_DIR": str(tmp_path / "d"), "SKYLIGHT_BIND": f"127.0.0.1:{port}"}
+    proc = _serve(env, "--sim-sleds", "1")
+    _up(url, proc)
+    proc.kill()
+    proc.wait(20)
+    proc = _serve(env, "--sim-sleds", "1")
+    try:
+        _up(url, proc)
+    finally:
+        _stop(proc)

@@ -12,7 +12,7 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from skylight.cli import events, instance, login, placement, project, sled, webhook
+from skylight.cli import events, instance, login, placement, project, serve_claim, sled, webhook
 from skylight.cli.common import log_to_stderr
 from skylight.cli.guarded_http import uvicorn_options
 from skylight.cli.sled_agent import run as sled_agent_run
@@ -186,6 +186,11 @@ def serve(
             start_delay=sim_start_delay,
         ),
     )
+    try:  # before anything touches the store: a second serve says why, in one line
+        taken = serve_claim.claim(settings)
+    except serve_claim.ClaimRefused as exc:
+        typer.echo(f"skylight: {exc}", err=True)
+        raise typer.Exit(3) from None
     log_to_stderr(log_level)
     typer.echo(f"Skylight on http://{bind} (store: {settings.shown_db_url()})")
     app_ = create_app(settings)
@@ -198,7 +203,10 @@ def serve(
         **uvicorn_options(request_read_timeout, max_connections),
     )
     server = _Server(config, app_)
-    server.run()
+    try:
+        server.run(sockets=[taken.socket])
+    finally:
+        taken.release()
     if not server.started:
         raise typer.Exit(3)  # as uvicorn's own command: the application did not start
 
