@@ -382,7 +382,7 @@ def delete(instance: str = NAME, project: str | None = PROJECT_OPT, url: str = U
 def resize(
     instance: str = NAME,
     project: str | None = PROJECT_OPT,
-    ncpus: int | None = typer.Option(None, "--ncpus", min=1, help="vCPUs"),
+    ncpus: int | None = typer.Option(None, "--cpus", "--ncpus", min=1, help="vCPUs"),
     memory: int | None = typer.Option(
         None, "--memory", parser=parse_memory, metavar="SIZE", help=MEMORY_HELP
     ),
