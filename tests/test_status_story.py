@@ -145,3 +145,14 @@ def test_a_stop_during_auto_restart_is_a_recorded_decision(tmp_path: Path, db_ur
         assert stopped["actor"]["type"] == "user"
         time.sleep(0.3)
         assert "instance.start_requested" not in event_kinds(c, "a")[-2:]
+
+
+def test_a_delete_during_auto_restart_is_a_recorded_decision(tmp_path: Path, db_url: str) -> None:
+    with _client(tmp_path, db_url, backoff=30.0) as c:
+        c.post("/v1/projects", json={"name": "demo", "description": ""})
+        _in_backoff(c)
+        assert c.delete("/v1/instances/a", params=P).status_code == 204
+        r = c.get("/v1/events", params={**P, "kind": "instance.deleted"})
+        deleted = r.json()["items"][0]
+        assert deleted["detail"] == {"auto_restart": "cancelled"}
+        assert deleted["actor"]["type"] == "user"

@@ -205,8 +205,9 @@ async def delete_instance(services: Services, instance_id: str, actor: Actor) ->
             raise InvalidRequest(
                 "cannot delete instance: instance is running or has not yet fully stopped"
             )
-        instances.update(conn, instance_id, intended_state="destroyed")
-        params = instance_delete.Params(instance_id, actor)
+        planned = row.time_next_auto_restart is not None and row.intended_state == "running"
+        instances.update(conn, instance_id, intended_state="destroyed", time_next_auto_restart=None)
+        params = instance_delete.Params(instance_id, actor, cancels_auto_restart=planned)
         return services.executor.create_in(conn, params, instance_id=instance_id)
 
     await _finish(services, await services.store.tx(prepare), instance_id, None)

@@ -20,6 +20,9 @@ class Params:
     saga: ClassVar[str] = "instance-delete"
     instance_id: str
     actor: Actor
+    # It was failed with an automatic restart planned: deleting it cancels that, and its
+    # event says so (a decision, not a side effect).
+    cancels_auto_restart: bool = False
 
 
 def declare() -> SagaDef[Params]:
@@ -53,7 +56,8 @@ async def mark_destroyed(ctx: Ctx) -> None:
 
 def _deleted(conn: Connection, ctx: Ctx) -> None:
     p = ctx.params
-    record(conn, p.instance_id, Kind.DELETED, p.actor, operation_id=ctx.saga_id)
+    detail = {"auto_restart": "cancelled"} if p.cancels_auto_restart else None
+    record(conn, p.instance_id, Kind.DELETED, p.actor, operation_id=ctx.saga_id, detail=detail)
 
 
 SAGA = declare()
