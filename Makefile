@@ -39,7 +39,7 @@ test: $(TEST_STAMP)
 test-fast: $(TEST_STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
-	$(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS)
+	SKYLIGHT_TEST_STORES=sqlite $(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/start_throughput.py

@@ -91,7 +91,13 @@ def pg_url(pg_template: str) -> Iterator[str]:
     _admin_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+# The stores the tests that take ``db_url`` run on: both, unless SKYLIGHT_TEST_STORES names
+# fewer (`make test-fast` runs on SQLite alone). Under CI=true always both.
+_CHOSEN = "" if os.environ.get("CI") == "true" else os.environ.get("SKYLIGHT_TEST_STORES", "")
+STORES = [s for s in _CHOSEN.split(",") if s] or ["sqlite", "postgres"]
+
+
+@pytest.fixture(params=STORES)
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Each test that takes this runs once per store."""
     if request.param == "sqlite":
