@@ -49,7 +49,13 @@ class _Vmm:
 
 
 class _Persistence:
-    """The rack's memory across restarts. Small synchronous writes; the file is local."""
+    """The rack's memory across restarts. Small synchronous writes; the file is local.
+
+    In WAL mode with ``synchronous=NORMAL`` a write reaches the OS before it returns, so it
+    outlives the process (a SIGKILLed control plane finds its VMMs again), but it is not
+    fsynced: the rack is simulated, and an fsync per VMM change cost a start 1.9–2.9 ms of
+    the event loop against 0.13–0.22 ms without (measured side by side, issue 14).
+    """
 
     def __init__(self, path: Path | None) -> None:
         self._lock = threading.Lock()
@@ -58,6 +64,7 @@ class _Persistence:
             path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(target, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS vmm (vmm_id TEXT PRIMARY KEY, instance_id TEXT,"
             " sled_id TEXT, state TEXT, ready_at REAL)"
