@@ -189,6 +189,34 @@ def test_root_redirects_to_the_console_which_is_static_and_not_in_openapi(
 # -- in the browser --------------------------------------------------------------------------
 
 
+def test_a_burst_of_events_reloads_once_and_loads_never_overlap(page: Page) -> None:
+    """stream.perBurst, which the project and instance pages reload by: the events of one
+    burst make one load, and a load starts only once the one before it has ended."""
+    log = page.evaluate(
+        """async () => {
+          const { perBurst } = await import("./stream.js");
+          const log = [];
+          let running = 0;
+          const load = async () => {
+            running += 1;
+            log.push(`start ${running}`);
+            await new Promise((r) => setTimeout(r, 150));
+            running -= 1;
+          };
+          const reloads = perBurst(load, new AbortController().signal);
+          reloads.now();
+          for (let i = 0; i < 5; i++) reloads.soon();  // one burst, while the first load runs
+          await new Promise((r) => setTimeout(r, 600));
+          const stopped = new AbortController();
+          perBurst(load, stopped.signal).soon();
+          stopped.abort();  // a load still waiting when its page is left never runs
+          await new Promise((r) => setTimeout(r, 300));
+          return log;
+        }"""
+    )
+    assert log == ["start 1", "start 1"]
+
+
 def test_create_a_project_and_an_instance_that_runs_then_stop_and_delete_it(page: Page) -> None:
     page.goto("/")
     expect(page).to_have_url(re.compile(r"/console/"))

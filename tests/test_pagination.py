@@ -7,10 +7,14 @@ from __future__ import annotations
 import base64
 import json
 import random
+from types import SimpleNamespace
 from typing import Any
 
 from fastapi.testclient import TestClient
 
+from skylight.api.paging import decode, next_token
+from skylight.operations.silos import Quotas, Utilization
+from skylight.store.paging import PageRequest
 from tests.conftest import instance_body
 from tests.oxide_schema import all_pages, assert_conforms, assert_error
 
@@ -298,3 +302,14 @@ def test_bad_page_requests_are_refused(client: TestClient, project: str) -> None
         assert r.status_code == 400, (url, sort, marker, r.text)
         assert_error(r, 400, "InvalidRequest", "page_token")
     assert len(all_pages(client, "/v1/projects")) == 5
+
+
+def test_an_item_built_around_a_row_is_paged_by_the_rows_keys() -> None:
+    """A silo's utilization (like a webhook receiver) shows more than its row; its list is
+    still paged by the row's name and id: the next page's token carries them."""
+    row = SimpleNamespace(id="2b7c0e0a-3f0e-4a8e-9d6c-1f2d3c4b5a69", name="silo-b")
+    item = Utilization(row, Quotas(1, 2, 3))  # type: ignore[arg-type]
+    assert (item.id, item.name) == (row.id, row.name)
+    for sort, key in (("name_ascending", "name"), ("id_ascending", "id")):
+        token = next_token(PageRequest(1, None, sort, "silos"), [item], key, "silos")
+        assert decode(1, token, None, "silos", sort).marker == getattr(row, key)

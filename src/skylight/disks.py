@@ -9,6 +9,7 @@ detached only while the instance is stopped; only a detached disk can be deleted
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -133,95 +134,83 @@ def _shown_state(inst: Any) -> str:
     return state
 
 
-def _instance_and_disk(
-    conn: Connection,
-    caller: Caller,
-    instance_selector: str,
-    project_selector: str | None,
-    disk_selector: str,
-) -> tuple[Row, Row]:
+@dataclass(frozen=True)
+class InstanceDisk:
+    """What an attach or a detach names: the instance (and its project, where it is named
+    by name) and the disk, by name in the instance's project or by id."""
+
+    instance: str
+    project: str | None
+    disk: str
+
+
+def _instance_and_disk(conn: Connection, caller: Caller, named: InstanceDisk) -> tuple[Row, Row]:
     """The instance (its row held, read afresh) and the disk, named in its project."""
-    found = lookup.instance(conn, caller, instance_selector, project_selector, Action.modify)
+    found = lookup.instance(conn, caller, named.instance, named.project, Action.modify)
     inst = locked(conn, found.id)
-    parsed = parse_uuid(disk_selector)
+    parsed = parse_uuid(named.disk)
     if parsed is not None:
         disk = rows.by_id(conn, str(parsed))
         if disk is None:
-            raise NotFound.by_id("disk", disk_selector)
+            raise NotFound.by_id("disk", named.disk)
         if disk.project_id != inst.project_id:
             raise InvalidRequest("disk must be in the same project as the instance")
     else:
-        disk = rows.by_name(conn, inst.project_id, disk_selector)
+        disk = rows.by_name(conn, inst.project_id, named.disk)
         if disk is None:
-            raise NotFound.by_name("disk", disk_selector)
+            raise NotFound.by_name("disk", named.disk)
     return inst, disk
 
 
-def _changed(conn: Connection, inst: Any, actor: Actor, change: str, disk: Any) -> None:
-    """An ``instance.updated`` event: what the instance will boot with has changed."""
+def _require_stopped(inst: Any, change: str) -> None:
+    """Disks are attached and detached only while the instance is stopped; ``change`` says
+    what was asked in the refusal ("attach disk to")."""
+    state = _shown_state(inst)
+    if state != "stopped":
+        raise InvalidRequest(f"cannot {change} instance in {state} state: stop it first")
+
+
+def _changed(conn: Connection, inst: Any, actor: Actor, change: str, disk: Any) -> Row:
+    """An ``instance.updated`` event (what the instance will boot with has changed), and the
+    disk as it stands now."""
     detail = {"change": change, "disk": {"id": disk.id, "name": disk.name}}
     record(conn, inst.id, Kind.UPDATED, actor, detail=detail)
+    row = rows.by_id(conn, disk.id)
+    assert row is not None
+    return row
 
 
-def attach(
-    conn: Connection,
-    caller: Caller,
-    instance_selector: str,
-    project_selector: str | None,
-    disk_selector: str,
-    actor: Actor,
-) -> Row:
-    inst, disk = _instance_and_disk(
-        conn, caller, instance_selector, project_selector, disk_selector
-    )
+def attach(conn: Connection, caller: Caller, named: InstanceDisk, actor: Actor) -> Row:
+    inst, disk = _instance_and_disk(conn, caller, named)
     if disk.instance_id == inst.id:
         return disk  # already attached here: nothing to do
     if disk.state != "detached":
         raise InvalidRequest(
             f'cannot attach disk "{disk.name}": disk is attached to another instance'
         )
-    state = _shown_state(inst)
-    if state != "stopped":
-        raise InvalidRequest(f"cannot attach disk to instance in {state} state: stop it first")
+    _require_stopped(inst, "attach disk to")
     if rows.count_attached(conn, inst.id) >= MAX_DISKS_PER_INSTANCE:
         raise InvalidRequest(f"cannot attach more than {MAX_DISKS_PER_INSTANCE} disks to instance")
     if not rows.attach(conn, disk.id, inst.id):
         raise InvalidRequest(
             f'cannot attach disk "{disk.name}": disk is attached to another instance'
         )
-    _changed(conn, inst, actor, "disk_attached", disk)
-    row = rows.by_id(conn, disk.id)
-    assert row is not None
-    return row
+    return _changed(conn, inst, actor, "disk_attached", disk)
 
 
-def detach(
-    conn: Connection,
-    caller: Caller,
-    instance_selector: str,
-    project_selector: str | None,
-    disk_selector: str,
-    actor: Actor,
-) -> Row:
-    inst, disk = _instance_and_disk(
-        conn, caller, instance_selector, project_selector, disk_selector
-    )
+def detach(conn: Connection, caller: Caller, named: InstanceDisk, actor: Actor) -> Row:
+    inst, disk = _instance_and_disk(conn, caller, named)
     if disk.state == "detached":
         return disk  # nothing to do
     if disk.instance_id != inst.id:
         raise InvalidRequest(
             f'cannot detach disk "{disk.name}": disk is attached to another instance'
         )
-    state = _shown_state(inst)
-    if state != "stopped":
-        raise InvalidRequest(f"cannot detach disk from instance in {state} state: stop it first")
+    _require_stopped(inst, "detach disk from")
     if inst.boot_disk_id == disk.id:
         raise Conflict("boot disk cannot be detached: set another boot disk (or none) first")
     rows.detach(conn, disk.id, inst.id)
-    _changed(conn, inst, actor, "disk_detached", disk)
-    row = rows.by_id(conn, disk.id)
-    assert row is not None
-    return row
+    return _changed(conn, inst, actor, "disk_detached", disk)
 
 
 def boot_disk_id(conn: Connection, inst: Any, selector: str | None) -> str | None:

@@ -48,16 +48,12 @@ def instance(row: Row, *, operator: bool = False, cooldown: float = 300.0) -> mo
     if row.time_last_auto_restarted is not None:
         expiration = as_utc(row.time_last_auto_restarted) + timedelta(seconds=cooldown)
     return models.Instance(
-        id=row.id,
-        name=row.name,
-        description=row.description,
+        **identity(row),
         hostname=row.hostname,
         project_id=row.project_id,
         ncpus=row.ncpus,
         memory=row.memory,
         run_state=state,  # type: ignore[arg-type]
-        time_created=as_utc(row.time_created),
-        time_modified=as_utc(row.time_modified),
         time_run_state_updated=as_utc(row.time_run_state_updated),
         auto_restart_enabled=row.auto_restart_policy != "never",
         auto_restart_policy=row.auto_restart_policy,

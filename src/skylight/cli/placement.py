@@ -17,13 +17,12 @@ from skylight.cli.common import (
     pages,
     print_json,
 )
+from skylight.cli.sled import SLEDS
 from skylight.cli.tables import Column, list_table
 from skylight.placement.filters import CHECKS
 from skylight.wire import JsonObject
 
 app = typer.Typer(no_args_is_help=True, help="Placement: explain where instances go.")
-
-SLEDS = "/v1/system/hardware/sleds"
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from skylight.identity.access import (
 from skylight.ids import new_id, parse_uuid
 from skylight.store import Row
 from skylight.store import identity as rows
-from skylight.store.paging import Page, PageRequest, rows_of
+from skylight.store.paging import Page, PageRequest, RowItem, rows_of
 
 
 @dataclass(frozen=True)
@@ -135,19 +135,11 @@ def all_quotas(conn: Connection, caller: Caller, req: PageRequest) -> Page[Row]:
 
 
 @dataclass(frozen=True)
-class Utilization:
-    """A silo's quotas and what its instances and disks hold now (Oxide's utilization)."""
+class Utilization(RowItem):
+    """A silo (``row``), with its quotas, and what its instances and disks hold now
+    (Oxide's utilization)."""
 
-    silo: Row
     provisioned: Quotas
-
-    @property
-    def id(self) -> str:  # the key its list is paged by
-        return str(self.silo.id)
-
-    @property
-    def name(self) -> str:
-        return str(self.silo.name)
 
 
 def _utilization(conn: Connection, silos: list[Row]) -> list[Utilization]:

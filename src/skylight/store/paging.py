@@ -43,6 +43,22 @@ class Page(Generic[Item]):
     request: PageRequest
 
 
+@dataclass(frozen=True)
+class RowItem:
+    """An item of a list that shows a row with more beside it (what a silo holds, a
+    receiver's subscriptions): its list is paged by the row's own keys, its id and name."""
+
+    row: Row
+
+    @property
+    def id(self) -> str:
+        return str(self.row.id)
+
+    @property
+    def name(self) -> str:
+        return str(self.row.name)
+
+
 def rows_of(request: PageRequest, read: Callable[..., list[Row]], *args: Any) -> Page[Row]:
     """``read(*args, sort=, limit=, marker=)`` as the page ``request`` asks for."""
     found = read(*args, sort=request.sort, limit=request.limit, marker=request.marker)

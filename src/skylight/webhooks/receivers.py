@@ -21,7 +21,7 @@ from skylight.identity.sealing import Sealer, is_sealed
 from skylight.ids import new_id
 from skylight.store import Row, events
 from skylight.store import webhooks as rows
-from skylight.store.paging import Page, PageOf, PageRequest
+from skylight.store.paging import Page, PageOf, PageRequest, RowItem
 from skylight.webhooks import alerts
 from skylight.webhooks.destination import Destinations, Refused
 from skylight.webhooks.send import Target
@@ -33,21 +33,12 @@ MAX_SECRETS = 8  # each signs every delivery (a header apiece): enough to rotate
 
 
 @dataclass(frozen=True)
-class Receiver:
+class Receiver(RowItem):
     """A receiver with what the API shows of it: its subscriptions and (the ids of) its
     secrets."""
 
-    row: Row
     subscriptions: list[str]
     secrets: list[Row]
-
-    @property
-    def id(self) -> str:  # the keys its list is paged by
-        return str(self.row.id)
-
-    @property
-    def name(self) -> str:
-        return str(self.row.name)
 
 
 def _described(conn: Connection, found: list[Row]) -> list[Receiver]:

@@ -63,8 +63,8 @@ async def instance_disk_list(
     return paging.results(models.DiskResultsPage, page, views.disk)
 
 
-# disks.attach or disks.detach: (connection, caller, instance, project, disk, actor) in, the
-# disk out. Its parameters are left unspelled: a route does not name the store's connection.
+# disks.attach or disks.detach: (connection, caller, InstanceDisk, actor) in, the disk out.
+# Its parameters are left unspelled: a route does not name the store's connection.
 _Change = Callable[..., views.Row]
 
 
@@ -75,7 +75,8 @@ async def _change(
     inst_sel = deps.required(instance, "instance")
     proj = deps.selector(project, "project")
     who = deps.caller(request)
-    row = await deps.tx(request, lambda c: change(c, who, inst_sel, proj, disk, who.actor))
+    named = disks.InstanceDisk(inst_sel, proj, disk)
+    row = await deps.tx(request, lambda c: change(c, who, named, who.actor))
     return views.disk(row)
 
 

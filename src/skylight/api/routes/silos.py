@@ -91,7 +91,7 @@ def _counts(cpus: int, memory: int, storage: int) -> m.VirtualResourceCounts:
 
 
 def _silo_utilization(u: silos.Utilization) -> m.SiloUtilization:
-    s, p = u.silo, u.provisioned
+    s, p = u.row, u.provisioned
     return m.SiloUtilization(
         silo_id=s.id,
         silo_name=s.name,
@@ -104,7 +104,7 @@ def _silo_utilization(u: silos.Utilization) -> m.SiloUtilization:
 async def utilization_view(request: Request) -> m.Utilization:
     who = deps.caller(request)
     u = await deps.tx(request, lambda c: silos.own_utilization(c, who))
-    s, p = u.silo, u.provisioned
+    s, p = u.row, u.provisioned
     return m.Utilization(
         capacity=_counts(s.quota_cpus, s.quota_memory, s.quota_storage),
         provisioned=_counts(p.cpus, p.memory, p.storage),

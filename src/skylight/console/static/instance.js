@@ -3,7 +3,7 @@
 
 import { api } from "./api.js";
 import { navigate } from "./nav.js";
-import { follow } from "./stream.js";
+import { follow, perBurst } from "./stream.js";
 import {
   actionButton,
   add,
@@ -276,8 +276,6 @@ export async function renderInstance(main, [project, name], { signal }) {
     }
   }
 
-  let reloading = Promise.resolve();
-  let pending = null;
   async function reload() {
     try {
       show(await api("GET", `/v1/instances/${id}`, { signal }));
@@ -290,14 +288,7 @@ export async function renderInstance(main, [project, name], { signal }) {
       } else showError(answer, e, { title: "The instance could not be read" });
     }
   }
-  function reloadSoon() {
-    if (pending) return;
-    pending = setTimeout(() => {
-      pending = null;
-      reloading = reloading.then(reload);
-    }, 100);
-  }
-  signal.addEventListener("abort", () => clearTimeout(pending));
+  const reloadSoon = perBurst(reload, signal).soon;
 
   async function loadPage(token) {
     const query = token ? { limit: PAGE, page_token: token } : { limit: PAGE };

@@ -3,7 +3,7 @@
 
 import { all, api } from "./api.js";
 import { takeNotice } from "./nav.js";
-import { follow } from "./stream.js";
+import { follow, perBurst } from "./stream.js";
 import {
   add,
   breadcrumbs,
@@ -174,9 +174,6 @@ export async function renderProject(main, [project], { signal }) {
   document.title = `${project} · Skylight`;
   const list = h("div", { class: "list" }, h("p", { class: "muted" }, "Loading instances…"));
   const live = liveStatus("instance states change");
-  let pending = null;
-  let loading = Promise.resolve();
-
   async function load() {
     try {
       const instances = await all("/v1/instances", { query: { project }, signal });
@@ -186,15 +183,8 @@ export async function renderProject(main, [project], { signal }) {
       showError(list, e, { title: "The instances could not be listed" });
     }
   }
-  // Events come in bursts (a start writes several): one reload per burst, one at a time.
-  function reloadSoon() {
-    if (pending) return;
-    pending = setTimeout(() => {
-      pending = null;
-      loading = loading.then(load);
-    }, 100);
-  }
-  signal.addEventListener("abort", () => clearTimeout(pending));
+  const reloads = perBurst(load, signal);
+  const reloadSoon = reloads.soon;
 
   const description = h("p", { class: "muted" });
   add(
@@ -215,7 +205,7 @@ export async function renderProject(main, [project], { signal }) {
 
   const view = await api("GET", `/v1/projects/${enc(project)}`, { signal });
   description.textContent = view.description;
-  loading = load();
+  reloads.now();
   follow("/v1/events/stream", {
     query: { project },
     signal,

@@ -137,3 +137,30 @@ export function follow(path, { query = {}, signal, onEvent, onOpen, onStatus = (
     }
   })();
 }
+
+/**
+ * One reload per burst of events, one at a time: events come in bursts (a start writes
+ * several), and each would otherwise read the page again.
+ *
+ * - ``soon()``: run ``load`` 100 ms after the first event of a burst (the others join it),
+ *   after any load still running.
+ * - ``now()``: run ``load`` after any load still running, at once.
+ *
+ * A load still waiting when ``signal`` aborts never runs.
+ */
+export function perBurst(load, signal) {
+  let running = Promise.resolve();
+  let pending = null;
+  signal.addEventListener("abort", () => clearTimeout(pending));
+  const now = () => {
+    running = running.then(load);
+  };
+  const soon = () => {
+    if (pending) return;
+    pending = setTimeout(() => {
+      pending = null;
+      now();
+    }, 100);
+  };
+  return { now, soon };
+}
