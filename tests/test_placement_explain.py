@@ -181,21 +181,23 @@ def test_cli_explain_refusal_every_reason_and_for_operators_every_sled(
         row = next(line for line in lines if line.startswith(words))
         assert row.split()[-1] == str(counts[check])
     assert next(line for line in lines if line.startswith("all sleds")).split()[-1] == "2"
-    assert "shortfall: the closest sled lacks 1 vCPUs" in out
+    # Every sled is too small: the size is what to change, so no shortfall of free room.
+    assert body["reason"]["diagnosis"]["shortfall"] is None and "shortfall" not in out
+    assert "Each sled has at most 8 vCPUs; it asks for 9." in " ".join(out.split())
     # Every sled by its serial, its free room against the request, the checks it failed.
     for s in sleds:
         row = next(line for line in lines if line.startswith(s["baseboard"]["serial"] + " "))
         free = s["usable_hardware_threads"] - s["reserved_hardware_threads"]
         free_gib = (s["usable_physical_ram"] - s["reserved_memory"]) // GiB
         assert row.split()[1:3] == [f"{free}/9", f"{free_gib}/4"]
-        assert row.endswith("too few free vCPUs")
+        assert row.endswith("too small for it, too few free vCPUs")
         assert s["id"] not in out
 
     as_user = _explain(server, "huge", user_token_of(server, "erin"))
     assert as_user.exit_code == 4, as_user.output
     for words in CHECKS.values():
         assert words in as_user.output
-    assert "shortfall: the closest sled lacks 1 vCPUs" in as_user.output
+    assert "Each sled has at most 8 vCPUs; it asks for 9." in " ".join(as_user.output.split())
     assert "every sled" not in as_user.output
     assert not any(s["baseboard"]["serial"] in as_user.output for s in sleds)
 

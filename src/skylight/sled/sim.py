@@ -53,8 +53,8 @@ class _Persistence:
 
     In WAL mode with ``synchronous=NORMAL`` a write reaches the OS before it returns, so it
     outlives the process (a SIGKILLed control plane finds its VMMs again), but it is not
-    fsynced: the rack is simulated, and an fsync per VMM change cost a start 1.9–2.9 ms of
-    the event loop against 0.13–0.22 ms without (measured side by side, issue 14).
+    fsynced: the rack is simulated, and an fsync per VMM change cost a start 1.9 to 2.9 ms of
+    the event loop against 0.13 to 0.22 ms without (measured side by side, issue 14).
     """
 
     def __init__(self, path: Path | None) -> None:
