@@ -60,7 +60,9 @@ class Storm:
     population: Starts
     affected: int = 0
     poweroff_s: float = math.nan  # until the agents had told the control plane of every VMM
-    wall: float = math.nan  # power-off -> every affected instance settled
+    settled_s: float = math.nan  # power-off -> every affected instance running or explained
+    running_s: float = math.nan  # power-off -> every affected instance running elsewhere
+    wall: float = math.nan  # power-off -> the end of the watch (all running, or quiet)
     settled_at: list[float] = field(default_factory=list)  # seconds after the power-off
     running: int = 0
     explained: int = 0
@@ -75,7 +77,8 @@ class Storm:
 
     @property
     def moved_per_s(self) -> float:
-        return self.running / self.wall if self.wall > 0 else math.nan
+        end = self.wall if math.isnan(self.running_s) else self.running_s
+        return self.running / end if end > 0 else math.nan
 
     def per_restart_ms(self, seconds: float) -> float:
         return seconds / self.running * 1000 if self.running else math.nan
@@ -103,8 +106,13 @@ def _flags(args: argparse.Namespace, backoff: float | str = "B") -> list[str]:
     ]
 
 
+_ATTEMPT_FAILED = ("instance.auto_restart_failed", "instance.auto_restart_gave_up")
+
+
 def _snapshot(fleet: Fleet, ids: list[str], dead: set[str]) -> tuple[set[str], set[str]]:
-    """(running on a live sled, at rest and explained) among ``ids``: one query."""
+    """(running on a live sled, explained) among ``ids``, in one query. Explained: failed,
+    no start under way, and its status reason says why an automatic restart did not run
+    it (whether or not another attempt is planned)."""
     starting = sa.select(saga.c.instance_id).where(
         saga.c.name == "instance-start", saga.c.state.in_(("running", "unwinding"))
     )
@@ -112,25 +120,23 @@ def _snapshot(fleet: Fleet, ids: list[str], dead: set[str]) -> tuple[set[str], s
         sa.select(
             instance.c.id,
             instance.c.state,
-            instance.c.time_next_auto_restart,
-            instance.c.status_event_id,
+            event.c.kind.label("status_kind"),
             vmm.c.state.label("vmm_state"),
             vmm.c.sled_id,
             instance.c.id.in_(starting).label("starting"),
         )
-        .select_from(instance.outerjoin(vmm, vmm.c.id == instance.c.active_vmm_id))
+        .select_from(
+            instance.outerjoin(vmm, vmm.c.id == instance.c.active_vmm_id).outerjoin(
+                event, event.c.id == instance.c.status_event_id
+            )
+        )
         .where(instance.c.id.in_(ids))
     )
     running, explained = set(), set()
     for r in fleet.rows(q):
         if r.state == "vmm" and r.vmm_state == "running" and r.sled_id not in dead:
             running.add(r.id)
-        elif (
-            r.state != "vmm"
-            and r.time_next_auto_restart is None
-            and r.status_event_id is not None
-            and not r.starting
-        ):
+        elif r.state != "vmm" and r.status_kind in _ATTEMPT_FAILED and not r.starting:
             explained.add(r.id)
     return running, explained
 
@@ -228,14 +234,21 @@ def run(store: str, replicas: int, backoff: float, args: argparse.Namespace) -> 
             t0 = time.monotonic()
             asyncio.run(_power_off(victims))
             storm.poweroff_s = time.monotonic() - t0
-            deadline = t0 + args.timeout
+            deadline, seen, changed = t0 + args.timeout, (-1, -1), 0.0
             while time.monotonic() < deadline:
                 running, explained = _snapshot(fleet, ids, dead)
                 t = time.monotonic() - t0
                 for iid in running | explained:
                     settled.setdefault(iid, t)
-                if len(running) + len(explained) == len(ids):
+                if len(running) + len(explained) == len(ids) and math.isnan(storm.settled_s):
+                    storm.settled_s = t
+                if len(running) == len(ids):
+                    storm.running_s = t
                     break
+                if (len(running), len(explained)) != seen:
+                    seen, changed = (len(running), len(explained)), t
+                elif not math.isnan(storm.settled_s) and t - changed >= args.quiet:
+                    break  # every one explained, and nothing has moved for a while
                 time.sleep(args.poll)
             storm.wall = time.monotonic() - t0
             storm.server_cpu = fleet.cpu(fleet.replicas) - cpu0[0]
@@ -252,7 +265,9 @@ def run(store: str, replicas: int, backoff: float, args: argparse.Namespace) -> 
         _explain(fleet, explained, storm)
         print(
             f"{label}: {storm.affected} on the lost sleds; {storm.running} running elsewhere, "
-            f"{storm.explained} explained, {storm.unsettled} neither after {storm.wall:.2f}s "
+            f"{storm.explained} explained, {storm.unsettled} neither; settled after "
+            f"{num(storm.settled_s, 2)}s, all running after {num(storm.running_s, 2)}s, watched "
+            f"{storm.wall:.2f}s "
             f"({storm.moved_per_s:.1f}/s; power-off told in {storm.poweroff_s:.2f}s); "
             f"{storm.attempts} restart sagas ({storm.unwound} unwound); server CPU "
             f"{num(storm.per_restart_ms(storm.server_cpu))} ms/restart, database "
@@ -288,7 +303,8 @@ def section(
             "running elsewhere",
             "explained",
             "neither",
-            "storm (s)",
+            "settled (s)",
+            "all running (s)",
             "moved/s",
             "50% / 90% settled (s)",
             "restart sagas (unwound)",
@@ -297,7 +313,7 @@ def section(
             "agents CPU (ms/restart)",
             "power-off told (s)",
         ],
-        "lrrrrrrrrlrrrrr",
+        "lrrrrrrrrrlrrrrr",
         [
             [
                 s.store,
@@ -307,7 +323,8 @@ def section(
                 s.running,
                 s.explained,
                 s.unsettled,
-                f"{s.wall:.2f}",
+                num(s.settled_s, 2),
+                num(s.running_s, 2),
                 f"{s.moved_per_s:.1f}",
                 f"{_at(s, 0.5)} / {_at(s, 0.9)}",
                 f"{s.attempts} ({s.unwound})",
@@ -422,10 +439,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--poll", type=float, default=0.1)
     p.add_argument("--settle", type=float, default=3.0)
     p.add_argument("--timeout", type=float, default=300.0, help="give up on the storm (s)")
+    p.add_argument(
+        "--quiet",
+        type=float,
+        default=20.0,
+        help="stop watching when all are explained and nothing has moved for this long (s)",
+    )
     args = p.parse_args(argv)
     survivors = (args.sleds - args.lose) * min(args.sled_cpus, args.sled_memory)
     if args.instances > survivors:
-        p.error("the instances do not fit the sleds that keep power")
+        print("note: the instances do not all fit the sleds that keep power", file=sys.stderr)
     loads = [loadavg()]
     storms = [run(store, n, b, args) for b in args.backoffs for store, n in args.configs]
     loads.append(loadavg())
