@@ -213,18 +213,33 @@ class Fleet:
     """A fresh PostgreSQL database, replicas (``skylight serve`` with ``flags``) on it and
     HTTP sled agents registered with every replica; all killed and the database dropped on
     exit. ``headers`` sign the recovery admin in (on every replica: they share the store).
-    ``rows`` reads the database, as the benchmarks that look behind the API do."""
+    ``rows`` reads the database, as the benchmarks that look behind the API do. With
+    ``store="sqlite"``, one replica on a SQLite file in ``root`` (SQLite allows one)."""
 
     def __init__(
-        self, root: Path, admin: str, replicas: int, flags: list[str], agents: Agents
+        self,
+        root: Path,
+        admin: str,
+        replicas: int,
+        flags: list[str],
+        agents: Agents,
+        store: str = "postgres",
     ) -> None:
-        self.admin, self.root, self.agent_spec = admin, root, agents
+        if store == "sqlite" and replicas != 1:
+            raise ValueError("a SQLite store has one replica")
+        self.admin, self.root, self.agent_spec, self.store = admin, root, agents, store
         self.dbname = f"skylight_bench_fleet_{uuid.uuid4().hex[:10]}"
-        self.db = pg_url(admin, self.dbname)
+        sqlite = (root / "r0" / "skylight.db").resolve()
+        self.db = f"sqlite:///{sqlite}" if store == "sqlite" else pg_url(admin, self.dbname)
         # One rack: its replicas and agents share one secret, as a deployment would.
         self.rack_secret = root / "rack-secret"
         self.replicas = [
-            ServerProcess(root / f"r{i}", db=self.db, args=flags, rack_secret_file=self.rack_secret)
+            ServerProcess(
+                root / f"r{i}",
+                db=None if store == "sqlite" else self.db,
+                args=flags,
+                rack_secret_file=self.rack_secret,
+            )
             for i in range(replicas)
         ]
         self.agents: list[SledAgentProcess] = []
@@ -232,7 +247,8 @@ class Fleet:
         self.headers: dict[str, str] = {}
 
     def __enter__(self) -> Fleet:
-        pg_exec(self.admin, f'CREATE DATABASE "{self.dbname}"')
+        if self.store == "postgres":
+            pg_exec(self.admin, f'CREATE DATABASE "{self.dbname}"')
         create(self.rack_secret)
         try:
             # The first replica migrates the empty database; the others start together after.
@@ -264,8 +280,9 @@ class Fleet:
                 p.kill()
         if self.engine is not None:
             self.engine.dispose()
-        with contextlib.suppress(Exception):
-            pg_exec(self.admin, f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
+        if self.store == "postgres":
+            with contextlib.suppress(Exception):
+                pg_exec(self.admin, f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
 
     @property
     def urls(self) -> list[str]:
