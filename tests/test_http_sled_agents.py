@@ -239,6 +239,34 @@ def test_instances_run_fail_and_survive_on_http_sled_agents(
     assert [v["instance_id"] for v in _vmms(milan)] == [m1["id"]]
 
 
+def test_a_powered_off_sled_takes_no_new_instances_until_it_is_on_again(
+    rig: tuple[httpx.Client, SledAgentProcess, SledAgentProcess],
+) -> None:
+    """Its agent still answers (without power): placement must not send starts there, where
+    they would only fail with sled_failure (the recovery storm's restarts did)."""
+    api, milan, _turin = rig
+    assert _create(api, "m", "amd_milan", start=False).status_code == 201  # only milan fits
+    r = httpx.post(f"{milan.url}/power-off", headers=milan.auth, timeout=5)
+    assert r.status_code == 204, r.text
+
+    def placement() -> dict[str, Any]:
+        r = api.get("/v1/instances/m/placement", params=P)
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    off = wait_until("the power-off noticed", lambda: not placement()["fits"] and placement())
+    assert off["reason"]["code"] == "capacity_in_maintenance"
+    start = api.post("/v1/instances/m/start", params=P)
+    assert start.status_code == 507, start.text
+    assert start.json()["reason"]["code"] == "capacity_in_maintenance"
+
+    r = httpx.post(f"{milan.url}/power-on", headers=milan.auth, timeout=5)
+    assert r.status_code == 204, r.text
+    wait_until("the power-on noticed", lambda: placement()["fits"])
+    r = api.post("/v1/instances/m/start", params=P)
+    assert r.status_code == 202 or r.json()["run_state"] == "running", r.text
+
+
 def test_a_sled_registered_through_one_replica_is_reached_through_another(
     tmp_path: Path, pg_url: str
 ) -> None:

@@ -4,7 +4,8 @@ Every ``sled_health_interval`` (default 2 s; more often when ``sled_failure_time
 shorter than four intervals) this task refreshes the sled directory's
 sled → URL map from the store (so a sled registered through another replica becomes reachable
 here) and asks each HTTP agent in service for ``/health``. An agent that has not answered —
-as the sled the store says it is — for longer than ``sled_failure_timeout`` (default 15 s)
+as the sled the store says it is, with power — for longer than ``sled_failure_timeout``
+(default 15 s)
 has failed: the instances whose VMM runs on it become ``failed`` with cause ``sled_failure``,
 each with its ``instance.failed`` event, in one transaction (as expunging a sled does).
 From the first check an agent misses until it answers again, the sled row says so
@@ -106,8 +107,12 @@ class SledHealth:
         except Exception:
             log.exception("health check of sled %s at %s failed", sled_id, url)
             return False
-        # Another agent may now listen at that address: only the right sled counts.
-        return bool(health.get("sled_id") == sled_id)
+        # Another agent may now listen at that address: only the right sled counts. An agent
+        # that answers for a sled without power (a simulated power-off) is as good as silent:
+        # every start placed there would fail with sled_failure, and after a rack loses
+        # power its emptied sleds are the ones placement favours (the recovery storm put a
+        # third of its restarts there before this).
+        return bool(health.get("sled_id") == sled_id and health.get("powered", True))
 
     async def _fail_sled(self, sled_id: str, silent: float) -> None:
         detail = f"the agent of sled {sled_id} has not answered for {silent:.0f}s"
