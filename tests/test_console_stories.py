@@ -20,13 +20,13 @@ from playwright.sync_api import Browser, Page, expect
 from skylight.testing import ServerProcess
 from tests.test_console import (
     EXPECT_TIMEOUT,
-    USER_PASSWORD,
+    RACK,
     GiB,
     _instance,
-    _log_in,
     _open_instance,
     _project,
     add_alice,
+    alice_page,
     chromium,
 )
 
@@ -35,26 +35,16 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
+# Automatic restarts looked for often and retried after a short backoff.
+STORY_PACE = ["--auto-restart-interval", "0.2", "--auto-restart-cooldown", "0"]
+STORY_PACE += ["--auto-restart-backoff", "1"]
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     proc = ServerProcess(
         Path(tmp_path_factory.mktemp("stories")),
-        args=[
-            "--sim-sleds",
-            "2",
-            "--sim-sled-cpus",
-            "8",
-            "--sim-sled-memory",
-            "32",
-            "--sim-start-delay",
-            "0.2",
-            "--auto-restart-interval",
-            "0.2",
-            "--auto-restart-cooldown",
-            "0",
-            "--auto-restart-backoff",
-            "1",
-        ],
+        args=[*RACK, *STORY_PACE],
     )
     proc.start()
     yield proc
@@ -76,15 +66,8 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser, server: ServerProcess, api: httpx.Client) -> Iterator[Page]:
-    expect.set_options(timeout=EXPECT_TIMEOUT)
-    context = browser.new_context(base_url=server.url, viewport={"width": 1280, "height": 1000})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    _log_in(page, "alice", USER_PASSWORD)
-    yield page
-    context.close()
-    assert errors == [], errors
+    with alice_page(browser, server, height=1000) as p:
+        yield p
 
 
 def _sleds(api: httpx.Client, state: str) -> None:
