@@ -42,7 +42,8 @@ def record(
         ),
     )
     if explains_status:
-        origin = row.status_origin_event_id or row.status_event_id or event_id
+        # (Migration 0012 gave every status its origin; only record sets a status.)
+        origin = row.status_origin_event_id or event_id
         instances.update(conn, instance_id, status_event_id=event_id, status_origin_event_id=origin)
     return event_id
 
